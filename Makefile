@@ -1,0 +1,101 @@
+# compute-agent build. `make`, `make check`, `make bench`, `make install`,
+# `make SANITIZE=address,undefined check`, `make valgrind`.
+PREFIX      ?= /usr/local
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= /lib/systemd/system
+BUILD       ?= build
+CC          ?= cc
+PKG_CONFIG  ?= pkg-config
+VERSION     := 0.1.0
+
+PKGS := libvirt libuv jansson sqlite3 libcurl rdkafka libmicrohttpd libxml-2.0 libcrypto libsystemd
+CLI_PKGS := libcurl jansson
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 $(WARN) -I. -D_GNU_SOURCE -DCA_VERSION=\"$(VERSION)\" -MMD -MP \
+          $(shell $(PKG_CONFIG) --cflags $(PKGS))
+LDLIBS += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lpthread -lm
+
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+COMMON_SRC  := $(wildcard common/*.c)
+IMGC_SRC    := $(wildcard image-cache/*.c)
+SCHED_SRC   := $(wildcard scheduler-client/*.c)
+NETPLUG_SRC := $(wildcard net-plug/*.c)
+AGENT_SRC   := $(filter-out agent/main.c,$(wildcard agent/*.c agent/hypervisor/*.c))
+CLI_SRC     := $(filter-out cli/computectl.c,$(wildcard cli/*.c))
+LIB_SRC     := $(filter-out $(SKIP_SRC),$(COMMON_SRC) $(IMGC_SRC) $(SCHED_SRC) $(NETPLUG_SRC) $(AGENT_SRC))
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIB_OBJ := $(call obj,$(LIB_SRC))
+CLI_OBJ := $(call obj,$(CLI_SRC))
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit-%,$(UNIT_SRC))
+BENCH_SRC  := $(wildcard tests/bench/*.c)
+BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRC))
+
+all: $(BUILD)/compute-agent $(BUILD)/computectl
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libca.a: $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/compute-agent: $(BUILD)/obj/agent/main.o $(BUILD)/libca.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/computectl: $(BUILD)/obj/cli/computectl.o $(CLI_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell $(PKG_CONFIG) --libs $(CLI_PKGS))
+
+$(BUILD)/tests/unit-cli: $(BUILD)/obj/tests/unit/test_cli.o $(CLI_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell $(PKG_CONFIG) --libs $(CLI_PKGS) cmocka)
+
+$(BUILD)/tests/unit-%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libca.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libca.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libca.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: $(UNIT_BINS) $(BENCH_BINS) $(FUZZ_BINS)
+
+check: all tests
+	tests/run.sh $(abspath $(BUILD)) $(T)
+
+bench: all tests
+	tests/bench/run.sh $(abspath $(BUILD))
+
+valgrind: all tests
+	VALGRIND=1 tests/run.sh $(abspath $(BUILD)) unit-
+
+install: all
+	install -D -m 0755 $(BUILD)/compute-agent $(DESTDIR)$(PREFIX)/sbin/compute-agent
+	install -D -m 0755 $(BUILD)/computectl $(DESTDIR)$(PREFIX)/bin/computectl
+	install -D -m 0644 etc/compute-agent.conf $(DESTDIR)$(SYSCONFDIR)/compute-agent/compute-agent.conf
+	install -D -m 0644 etc/instance-types.conf $(DESTDIR)$(SYSCONFDIR)/compute-agent/instance-types.conf
+	sed 's#@PREFIX@#$(PREFIX)#g; s#@SYSCONFDIR@#$(SYSCONFDIR)#g' etc/compute-agent.service \
+	  | install -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/compute-agent.service
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all tests check bench valgrind install clean
+.SECONDARY:
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,651 @@
+/* api.c: see api.h. */
+#include "agent/api.h"
+
+#include <microhttpd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netdb.h>
+
+#include "agent/log.h"
+#include "agent/ops.h"
+#include "agent/resources.h"
+
+struct api_server {
+    struct api *api;          /* back pointer */
+    struct MHD_Daemon *mhd;   /* the server (owned) */
+    uv_poll_t poll;           /* MHD's epoll fd */
+    uv_timer_t timer;         /* MHD's connection timeouts */
+    bool tcp;                 /* needs the bearer token */
+    bool open;                /* handles initialized */
+};
+
+struct api {
+    struct agent *a;
+    struct api_server unix_srv;
+    struct api_server tcp_srv;
+    int pending_closes;       /* handles whose close callback is due */
+};
+
+struct request {
+    char *body;               /* accumulated upload */
+    size_t len;
+    bool too_big;             /* over API_MAX_BODY: answer 413 */
+};
+
+/* ---- replies ---- */
+
+static json_t *error_body(const struct agent_error *e)
+{
+    return json_pack("{s:{s:s, s:s, s:o}}", "error", "code", e->code, "message", e->message, "field",
+                     e->field[0] ? json_string(e->field) : json_null());
+}
+
+static int status_of(const struct agent_error *e)
+{
+    static const struct {
+        const char *code;
+        int status;
+    } map[] = {
+        {"invalid_json", 400},  {"invalid_field", 400},      {"missing_field", 400},
+        {"unknown_field", 400}, {"unauthorized", 401},        {"not_found", 404},
+        {"method_not_allowed", 405}, {"conflict", 409},       {"insufficient_resources", 409},
+        {"payload_too_large", 413}, {"unsupported_media_type", 415}, {"not_supported", 501},
+        {"unavailable", 503},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(map); i++)
+        if (!strcmp(e->code, map[i].code))
+            return map[i].status;
+    return 500;
+}
+
+static int fail(json_t **reply, const struct agent_error *e)
+{
+    *reply = error_body(e);
+    return status_of(e);
+}
+
+static int fail_with(json_t **reply, const char *code, const char *field, const char *msg)
+{
+    struct agent_error e;
+    agent_error_set(&e, EINVAL, code, field, "%s", msg);
+    return fail(reply, &e);
+}
+
+/* ---- handlers ---- */
+
+static int get_host(struct agent *a, json_t **reply)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "hostname", json_string(a->cfg.host_name));
+    json_object_set_new(o, "hypervisor", json_string(a->cfg.hypervisor));
+    json_object_set_new(o, "domain_type", json_string(hv_domain_type(a->hv)));
+    json_object_set_new(o, "domain_type_reason", json_string(hv_domain_type_reason(a->hv)));
+    json_object_set_new(o, "libvirt_uri", json_string(hv_uri(a->hv)));
+    json_object_set_new(o, "version", json_string(CA_VERSION));
+    json_object_set_new(o, "state", json_string("enabled"));
+    json_object_set_new(o, "libvirt", json_pack("{s:b}", "connected", hv_connected(a->hv)));
+    json_object_set_new(o, "operations_in_flight", json_integer(ops_in_flight(a->ops)));
+    json_object_set_new(o, "uptime_s", json_integer((now_wall_ms() - a->started_ms) / 1000));
+    resources_to_json(a->res, a->store, o);
+    *reply = o;
+    return 200;
+}
+
+static int collect(const struct instance *inst, void *opaque)
+{
+    json_array_append_new(opaque, instance_to_json(inst));
+    return 0;
+}
+
+static int list_instances(struct agent *a, json_t **reply)
+{
+    json_t *arr = json_array();
+    struct agent_error e;
+
+    if (store_instance_foreach(a->store, true, collect, arr) < 0) {
+        json_decref(arr);
+        agent_error_set(&e, EIO, "internal", NULL, "cannot read the store");
+        return fail(reply, &e);
+    }
+    *reply = json_pack("{s:o}", "instances", arr);
+    return 200;
+}
+
+static int show_instance(struct agent *a, const char *id, json_t **reply)
+{
+    struct instance inst;
+
+    if (store_instance_get(a->store, id, &inst) < 0)
+        return fail_with(reply, "not_found", "id", "no such instance");
+    *reply = instance_to_json(&inst);
+    instance_release(&inst);
+    return 200;
+}
+
+static int show_operation(struct agent *a, const char *id, json_t **reply)
+{
+    struct op_record op;
+
+    if (store_op_get(a->store, id, &op) < 0)
+        return fail_with(reply, "not_found", "id", "no such operation");
+    *reply = op_record_to_json(&op);
+    op_record_release(&op);
+    return 200;
+}
+
+static int parse_body(const char *body, size_t len, json_t **out, json_t **reply)
+{
+    json_error_t jerr;
+    char msg[300];
+
+    if (!body || !len)
+        return fail_with(reply, "invalid_json", NULL, "a JSON body is required");
+    *out = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*out) {
+        snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
+        return fail_with(reply, "invalid_json", NULL, msg);
+    }
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return fail_with(reply, "invalid_json", NULL, "the body must be a JSON object");
+    }
+    return 0;
+}
+
+/* The request id: body field and header must agree. */
+static int request_id_of(json_t *body, const char *header, const char **out, json_t **reply)
+{
+    json_t *v = body ? json_object_get(body, "request_id") : NULL;
+
+    *out = header;
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > 128)
+            return fail_with(reply, "invalid_field", "request_id", "field 'request_id' must be a string of 1 to 128 characters");
+        if (header && strcmp(header, json_string_value(v)) != 0)
+            return fail_with(reply, "invalid_field", "request_id", "field 'request_id' differs from the Idempotency-Key header");
+        *out = json_string_value(v);
+    }
+    if (*out && (strlen(*out) > 128 || !**out))
+        return fail_with(reply, "invalid_field", "request_id", "Idempotency-Key must have 1 to 128 characters");
+    return 0;
+}
+
+static int launch(struct agent *a, const char *body, size_t len, const char *idem, json_t **reply)
+{
+    json_t *j = NULL;
+    struct launch_spec spec;
+    struct agent_error e;
+    const char *rid;
+    int status;
+
+    if ((status = parse_body(body, len, &j, reply)) > 0)
+        return status;
+    if ((status = request_id_of(j, idem, &rid, reply)) > 0)
+        goto out;
+    if (launch_spec_parse(j, a->catalog, &spec, &e) < 0) {
+        status = fail(reply, &e);
+        goto out;
+    }
+    if (rid && !spec.request_id)
+        spec.request_id = strdup(rid);
+    status = ops_launch(a->ops, &spec, reply, &e);
+    if (status < 0)
+        status = fail(reply, &e);
+    launch_spec_release(&spec);
+out:
+    json_decref(j);
+    return status;
+}
+
+static int action(struct agent *a, const char *id, const char *body, size_t len, const char *idem,
+                  json_t **reply)
+{
+    static const char *const allowed[] = {"action", "request_id", "timeout", "force", NULL};
+    struct action_opts opts = {.timeout_s = -1};
+    const char *key, *act;
+    struct agent_error e;
+    json_t *j = NULL, *v;
+    int status;
+
+    if ((status = parse_body(body, len, &j, reply)) > 0)
+        return status;
+    json_object_foreach(j, key, v) {
+        bool ok = false;
+        for (size_t i = 0; allowed[i]; i++)
+            ok |= !strcmp(key, allowed[i]);
+        if (!ok) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "unknown field '%.100s'", key);
+            status = fail_with(reply, "unknown_field", key, msg);
+            goto out;
+        }
+    }
+    v = json_object_get(j, "action");
+    if (!v) {
+        status = fail_with(reply, "missing_field", "action", "field 'action' is required");
+        goto out;
+    }
+    act = json_string_value(v);
+    if (!act || (strcmp(act, "start") && strcmp(act, "stop") && strcmp(act, "reboot"))) {
+        status = fail_with(reply, "invalid_field", "action", "field 'action' must be start, stop or reboot");
+        goto out;
+    }
+    if ((v = json_object_get(j, "timeout"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 3600) {
+            status = fail_with(reply, "invalid_field", "timeout", "field 'timeout' must be an integer from 0 to 3600");
+            goto out;
+        }
+        opts.timeout_s = json_integer_value(v);
+    }
+    if ((v = json_object_get(j, "force"))) {
+        if (!json_is_boolean(v)) {
+            status = fail_with(reply, "invalid_field", "force", "field 'force' must be a boolean");
+            goto out;
+        }
+        opts.force = json_is_true(v);
+    }
+    if ((status = request_id_of(j, idem, &opts.request_id, reply)) > 0)
+        goto out;
+    status = ops_action(a->ops, id, act, &opts, reply, &e);
+    if (status < 0)
+        status = fail(reply, &e);
+out:
+    json_decref(j);
+    return status;
+}
+
+static int terminate(struct agent *a, const char *id, const char *idem, json_t **reply)
+{
+    struct action_opts opts = {.timeout_s = -1, .request_id = idem};
+    struct agent_error e;
+    int status;
+
+    if (idem && (strlen(idem) > 128 || !*idem))
+        return fail_with(reply, "invalid_field", "request_id", "Idempotency-Key must have 1 to 128 characters");
+    status = ops_action(a->ops, id, "terminate", &opts, reply, &e);
+    return status < 0 ? fail(reply, &e) : status;
+}
+
+static bool id_ok(const char *id)
+{
+    return uuid_is_valid(id) || ec2_id_is_valid(id);
+}
+
+int api_route(struct agent *a, const char *method, const char *url, const char *body, size_t len,
+              const char *idem, json_t **reply)
+{
+    char path[512], id[64];
+    const char *rest;
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    bool post = !strcmp(method, "POST");
+    bool del = !strcmp(method, "DELETE");
+    size_t n = strcspn(url, "?");
+
+    if (n >= sizeof(path))
+        return fail_with(reply, "not_found", NULL, "no such resource");
+    memcpy(path, url, n);
+    path[n] = '\0';
+    while (n > 1 && path[n - 1] == '/')
+        path[--n] = '\0';
+
+    if (!strcmp(path, "/healthz")) {
+        if (!get)
+            goto not_allowed;
+        *reply = json_pack("{s:s}", "status", a->ready ? "ok" : "starting");
+        return a->ready ? 200 : 503;
+    }
+    if (!strcmp(path, "/v1/host")) {
+        if (!get)
+            goto not_allowed;
+        return get_host(a, reply);
+    }
+    if (!strcmp(path, "/v1/instances")) {
+        if (get)
+            return list_instances(a, reply);
+        if (post)
+            return launch(a, body, len, idem, reply);
+        goto not_allowed;
+    }
+    if (!strncmp(path, "/v1/instances/", 14)) {
+        rest = path + 14;
+        n = strcspn(rest, "/");
+        if (n == 0 || n >= sizeof(id))
+            return fail_with(reply, "not_found", "id", "no such instance");
+        memcpy(id, rest, n);
+        id[n] = '\0';
+        if (!id_ok(id))
+            return fail_with(reply, "not_found", "id", "no such instance (ids are UUIDs or i- followed by 17 hex digits)");
+        rest += n;
+        if (!*rest) {
+            if (get)
+                return show_instance(a, id, reply);
+            if (del)
+                return terminate(a, id, idem, reply);
+            goto not_allowed;
+        }
+        if (!strcmp(rest, "/actions")) {
+            if (post)
+                return action(a, id, body, len, idem, reply);
+            goto not_allowed;
+        }
+        return fail_with(reply, "not_found", NULL, "no such resource");
+    }
+    if (!strncmp(path, "/v1/operations/", 15)) {
+        if (!get)
+            goto not_allowed;
+        if (!uuid_is_valid(path + 15))
+            return fail_with(reply, "not_found", "id", "no such operation");
+        return show_operation(a, path + 15, reply);
+    }
+    return fail_with(reply, "not_found", NULL, "no such resource");
+not_allowed:
+    return fail_with(reply, "method_not_allowed", NULL, "method not allowed on this resource");
+}
+
+/* ---- MHD glue ---- */
+
+static bool token_ok(const char *header, const char *token)
+{
+    size_t tl = strlen(token), hl;
+    unsigned char diff = 0;
+
+    if (!header || strncmp(header, "Bearer ", 7) != 0)
+        return false;
+    header += 7;
+    hl = strlen(header);
+    /* constant time over the token's length */
+    for (size_t i = 0; i < tl; i++)
+        diff |= (unsigned char)token[i] ^ (unsigned char)(i < hl ? header[i] : 0);
+    return diff == 0 && hl == tl;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    size_t len = text ? strlen(text) : 0;
+    struct MHD_Response *resp;
+    enum MHD_Result r;
+
+    json_decref(body);
+    if (!text)
+        return MHD_NO;
+    text[len] = '\0';
+    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    r = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    struct api_server *srv = cls;
+    struct agent *a = srv->api->a;
+    struct request *req = *con_cls;
+    json_t *reply = NULL;
+    const char *ctype, *idem;
+    uint64_t t0;
+    int status;
+
+    (void)version;
+    if (!req) {
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        int64_t clen;
+        req = calloc(1, sizeof(*req));
+        if (!req)
+            return MHD_NO;
+        if (cl && parse_int64(cl, 0, INT64_MAX, &clen) == 0 && clen > API_MAX_BODY)
+            req->too_big = true;
+        *con_cls = req;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!req->too_big && req->len + *upload_size <= API_MAX_BODY) {
+            char *nb = realloc(req->body, req->len + *upload_size + 1);
+            if (!nb)
+                return MHD_NO;
+            memcpy(nb + req->len, upload, *upload_size);
+            req->body = nb;
+            req->len += *upload_size;
+            req->body[req->len] = '\0';
+        } else {
+            req->too_big = true;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    t0 = now_mono_ns();
+    if (srv->tcp && !token_ok(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
+                              a->cfg.api_token)) {
+        status = fail_with(&reply, "unauthorized", NULL, "a valid bearer token is required");
+        goto send;
+    }
+    if (req->too_big) {
+        status = fail_with(&reply, "payload_too_large", NULL, "the body is larger than 64 KiB");
+        goto send;
+    }
+    ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (req->len && ctype && strncasecmp(ctype, "application/json", 16) != 0) {
+        status = fail_with(&reply, "unsupported_media_type", NULL, "the body must be application/json");
+        goto send;
+    }
+    idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    status = api_route(a, method, url, req->body, req->len, idem, &reply);
+send:
+    if (status >= 400) {
+        json_t *e = json_object_get(reply, "error");
+        char q[600];
+        log_info("request refused", "method=%s path=%s status=%d code=%s field=%s message=%s", method, url,
+                 status, json_string_value(json_object_get(e, "code")),
+                 json_is_string(json_object_get(e, "field")) ? json_string_value(json_object_get(e, "field")) : "-",
+                 log_quote(json_string_value(json_object_get(e, "message")), q, sizeof(q)));
+    } else {
+        log_debug("request", "method=%s path=%s status=%d us=%llu", method, url, status,
+                  (unsigned long long)((now_mono_ns() - t0) / 1000));
+    }
+    return send_json(c, status, reply);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *req = *con_cls;
+
+    (void)cls;
+    (void)c;
+    (void)toe;
+    if (req) {
+        free(req->body);
+        free(req);
+        *con_cls = NULL;
+    }
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Run MHD, then re-arm the timer MHD asks for. */
+static void drive(struct api_server *srv)
+{
+    MHD_UNSIGNED_LONG_LONG timeout;
+
+    MHD_run(srv->mhd);
+    if (MHD_get_timeout(srv->mhd, &timeout) == MHD_YES)
+        uv_timer_start(&srv->timer, on_timer, timeout, 0);
+    else
+        uv_timer_stop(&srv->timer);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    drive(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    drive(p->data);
+}
+
+static int unix_listen(const char *path, struct agent_error *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strscpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
+        return agent_error_set(err, ENAMETOOLONG, "invalid_config", "api.socket",
+                               "socket path too long: %s", path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return agent_error_set(err, errno, "invalid_config", "api.socket", "socket: %s", strerror(errno));
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0660) < 0 ||
+        listen(fd, 512) < 0) {
+        int e = errno;
+        close(fd);
+        return agent_error_set(err, e, "invalid_config", "api.socket", "cannot listen on %s: %s", path,
+                               strerror(e));
+    }
+    return fd;
+}
+
+static int tcp_listen(const char *hostport, struct agent_error *err)
+{
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int fd = -1, one = 1, rc;
+
+    if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof(host))
+        return agent_error_set(err, EINVAL, "invalid_config", "api.listen",
+                               "api.listen '%s' must be HOST:PORT", hostport);
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    rc = getaddrinfo(host, colon + 1, &hints, &res);
+    if (rc != 0)
+        return agent_error_set(err, EINVAL, "invalid_config", "api.listen", "api.listen '%s': %s",
+                               hostport, gai_strerror(rc));
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 512) < 0) {
+            rc = errno;
+            close(fd);
+            fd = -1;
+            errno = rc;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return agent_error_set(err, errno, "invalid_config", "api.listen", "cannot listen on %s: %s",
+                               hostport, strerror(errno));
+    return fd;
+}
+
+static int server_start(struct api *api, struct api_server *srv, int fd, bool tcp,
+                        struct agent_error *err)
+{
+    const union MHD_DaemonInfo *info;
+
+    srv->api = api;
+    srv->tcp = tcp;
+    srv->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG * 0, 0, NULL, NULL, on_request, srv,
+                                MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+                                srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_END);
+    if (!srv->mhd) {
+        close(fd);
+        return agent_error_set(err, EIO, "internal", tcp ? "api.listen" : "api.socket",
+                               "cannot start the HTTP server");
+    }
+    info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info || uv_poll_init(api->a->loop, &srv->poll, info->epoll_fd) < 0) {
+        MHD_stop_daemon(srv->mhd);
+        srv->mhd = NULL;
+        return agent_error_set(err, EIO, "internal", NULL, "cannot watch the HTTP server");
+    }
+    uv_timer_init(api->a->loop, &srv->timer);
+    srv->poll.data = srv;
+    srv->timer.data = srv;
+    srv->open = true;
+    uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+    drive(srv);
+    return 0;
+}
+
+int api_new(struct agent *a, struct api **ret, struct agent_error *err)
+{
+    struct api *api = calloc(1, sizeof(*api));
+    int fd, r = 0;
+
+    if (!api)
+        return -ENOMEM;
+    api->a = a;
+    fd = unix_listen(a->cfg.api_socket, err);
+    if (fd < 0 || (r = server_start(api, &api->unix_srv, fd, false, err)) < 0) {
+        api_free(api);
+        return fd < 0 ? fd : r;
+    }
+    if (a->cfg.api_listen[0]) {
+        fd = tcp_listen(a->cfg.api_listen, err);
+        if (fd < 0 || (r = server_start(api, &api->tcp_srv, fd, true, err)) < 0) {
+            api_free(api);
+            return fd < 0 ? fd : r;
+        }
+    }
+    *ret = api;
+    return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct api_server *srv = h->data;
+    struct api *api = srv->api;
+
+    if (--api->pending_closes == 0)
+        free(api);
+}
+
+static void server_stop(struct api_server *srv)
+{
+    if (srv->mhd) {
+        if (srv->open) {
+            uv_poll_stop(&srv->poll);
+            srv->api->pending_closes += 2;
+            uv_close((uv_handle_t *)&srv->poll, on_closed);
+            uv_close((uv_handle_t *)&srv->timer, on_closed);
+        }
+        MHD_stop_daemon(srv->mhd);
+        srv->mhd = NULL;
+    }
+}
+
+void api_free(struct api *api)
+{
+    if (!api)
+        return;
+    if (api->a->cfg.api_socket)
+        unlink(api->a->cfg.api_socket);
+    server_stop(&api->unix_srv);
+    server_stop(&api->tcp_srv);
+    if (api->pending_closes == 0)
+        free(api);
+}

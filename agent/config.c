@@ -1,0 +1,316 @@
+/* config.c: see config.h. One table describes every key once: its section,
+ * name, type and place in struct agent_config; the file, flags and --help
+ * all read that table. */
+#include "agent/config.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/log.h"
+
+enum key_type { KEY_STR, KEY_INT, KEY_DOUBLE };
+
+struct key_desc {
+    const char *section;
+    const char *key;
+    enum key_type type;
+    size_t offset;
+    const char *def;     /* embedded default as text */
+    int64_t min, max;    /* integer/double bounds */
+    const char *flag;    /* long option name or NULL */
+    const char *help;
+};
+
+#define K(sec, k, t, field, d, lo, hi, fl, h)                                  \
+    {sec, k, t, offsetof(struct agent_config, field), d, lo, hi, fl, h}
+
+static const struct key_desc keys[] = {
+    K("agent", "state_dir", KEY_STR, state_dir, "/var/lib/compute-agent", 0, 0, "state-dir", "state directory (SQLite store, socket, instance files)"),
+    K("agent", "log_level", KEY_STR, log_level, "info", 0, 0, "log-level", "debug|info|warn|error"),
+    K("agent", "instance_types", KEY_STR, instance_types, "", 0, 0, "instance-types", "instance-type catalogue (default: built in)"),
+    K("agent", "host_name", KEY_STR, host_name, "", 0, 0, "host-name", "this host's name (default: the hostname)"),
+    K("hypervisor", "driver", KEY_STR, hypervisor, "kvm", 0, 0, "hypervisor", "kvm|qemu|xen|test"),
+    K("hypervisor", "libvirt_uri", KEY_STR, libvirt_uri, "", 0, 0, "libvirt-uri", "libvirt URI (default: the driver's)"),
+    K("hypervisor", "domain_type", KEY_STR, domain_type, "auto", 0, 0, "domain-type", "auto|kvm|qemu: KVM acceleration or TCG emulation"),
+    K("hypervisor", "stop_timeout", KEY_INT, stop_timeout, "60", 0, 3600, "stop-timeout", "seconds a graceful stop may take before it is forced"),
+    K("hypervisor", "reboot_timeout", KEY_INT, reboot_timeout, "60", 0, 3600, NULL, "seconds a graceful reboot may take before a reset"),
+    K("hypervisor", "reconnect_max_backoff", KEY_INT, reconnect_max_s, "30", 1, 3600, NULL, "cap of the libvirt reconnect backoff, seconds"),
+    K("hypervisor", "workers", KEY_INT, workers, "8", 1, 128, NULL, "worker threads for blocking libvirt calls"),
+    K("api", "socket", KEY_STR, api_socket, "", 0, 0, "api-socket", "unix socket of the REST API (default: STATE_DIR/api.sock)"),
+    K("api", "listen", KEY_STR, api_listen, "", 0, 0, "api-listen", "HOST:PORT to serve the API on TCP too (needs a token)"),
+    K("api", "token", KEY_STR, api_token, "", 0, 0, "api-token", "bearer token required on TCP"),
+    K("resources", "cpu_allocation_ratio", KEY_DOUBLE, cpu_allocation_ratio, "16.0", 0, 1000, NULL, "vCPUs per physical CPU"),
+    K("resources", "ram_allocation_ratio", KEY_DOUBLE, ram_allocation_ratio, "1.0", 0, 1000, NULL, "guest memory per host memory"),
+    K("resources", "disk_allocation_ratio", KEY_DOUBLE, disk_allocation_ratio, "1.0", 0, 1000, NULL, "guest disk per host disk"),
+    K("resources", "reserved_host_memory_mb", KEY_INT, reserved_host_memory_mb, "512", 0, INT64_C(1) << 40, NULL, "memory kept for the host"),
+    K("resources", "reserved_host_disk_gb", KEY_INT, reserved_host_disk_gb, "0", 0, INT64_C(1) << 30, NULL, "disk kept for the host"),
+    K("resources", "reserved_host_cpus", KEY_INT, reserved_host_cpus, "0", 0, 4096, NULL, "physical CPUs kept for the host"),
+    K("store", "sync", KEY_STR, store_sync, "normal", 0, 0, NULL, "normal|full: SQLite durability (WAL); full also survives power loss"),
+};
+
+static int set_key(struct agent_config *cfg, const struct key_desc *k, const char *value,
+                   struct agent_error *err)
+{
+    char name[96];
+    void *field = (char *)cfg + k->offset;
+
+    snprintf(name, sizeof(name), "%s.%s", k->section, k->key);
+    switch (k->type) {
+    case KEY_STR: {
+        char *dup = strdup(value);
+        if (!dup)
+            return -ENOMEM;
+        free(*(char **)field);
+        *(char **)field = dup;
+        return 0;
+    }
+    case KEY_INT: {
+        int64_t v;
+        if (parse_int64(value, k->min, k->max, &v) < 0)
+            return agent_error_set(err, EINVAL, "invalid_config", name,
+                                   "%s: '%s' is not an integer in [%lld, %lld]", name,
+                                   value, (long long)k->min, (long long)k->max);
+        *(int64_t *)field = v;
+        return 0;
+    }
+    case KEY_DOUBLE: {
+        char *end;
+        double v;
+        errno = 0;
+        v = strtod(value, &end);
+        if (errno || !*value || *end || !isfinite(v) || v <= 0 || v > (double)k->max)
+            return agent_error_set(err, EINVAL, "invalid_config", name,
+                                   "%s: '%s' is not a number in (0, %lld]", name, value,
+                                   (long long)k->max);
+        *(double *)field = v;
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+int config_set(struct agent_config *cfg, const char *section, const char *key,
+               const char *value, struct agent_error *err)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
+            return set_key(cfg, &keys[i], value, err);
+    return agent_error_set(err, EINVAL, "invalid_config", key, "unknown key %s.%s",
+                           section, key);
+}
+
+int config_init_defaults(struct agent_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        int r = set_key(cfg, &keys[i], keys[i].def, NULL);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int config_load_file(struct agent_config *cfg, const char *path, struct agent_error *err)
+{
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    char line[4096], section[64] = "";
+    unsigned lineno = 0;
+
+    if (!f)
+        return agent_error_set(err, errno, "invalid_config", "config",
+                               "cannot open %s: %s", path, strerror(errno));
+    while (fgets(line, sizeof(line), f)) {
+        char *s, *eq, *key, *value;
+        int r;
+
+        lineno++;
+        s = trim(line);
+        if (!*s || *s == '#' || *s == ';')
+            continue;
+        if (*s == '[') {
+            char *close = strchr(s, ']');
+            if (!close || close[1])
+                return agent_error_set(err, EINVAL, "invalid_config", "config",
+                                       "%s:%u: bad section header", path, lineno);
+            *close = '\0';
+            if (strscpy(section, trim(s + 1), sizeof(section)) < 0)
+                return agent_error_set(err, EINVAL, "invalid_config", "config",
+                                       "%s:%u: section name too long", path, lineno);
+            continue;
+        }
+        eq = strchr(s, '=');
+        if (!eq || !*section)
+            return agent_error_set(err, EINVAL, "invalid_config", "config",
+                                   "%s:%u: expected key = value inside a [section]",
+                                   path, lineno);
+        *eq = '\0';
+        key = trim(s);
+        value = trim(eq + 1);
+        r = config_set(cfg, section, key, value, err);
+        if (r < 0) {
+            if (err) {
+                char msg[sizeof(err->message)];
+                int n = snprintf(msg, sizeof(msg), "%s:%u: ", path, lineno);
+                if (n > 0 && (size_t)n < sizeof(msg))
+                    strscpy(msg + n, err->message, sizeof(msg) - (size_t)n);
+                memcpy(err->message, msg, sizeof(msg));
+            }
+            return r;
+        }
+    }
+    return 0;
+}
+
+void config_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: compute-agent [OPTION]...\n"
+            "The compute node agent: runs guests under libvirt and serves the REST API.\n\n"
+            "  --config FILE             read FILE (INI) before the flags below\n");
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        char opt[64];
+        if (!keys[i].flag)
+            continue;
+        snprintf(opt, sizeof(opt), "--%s %s", keys[i].flag,
+                 keys[i].type == KEY_STR ? "VALUE" : "N");
+        fprintf(out, "  %-25s %s [%s.%s, default '%s']\n", opt, keys[i].help,
+                keys[i].section, keys[i].key, keys[i].def);
+    }
+    fprintf(out, "  --help                    print this help\n"
+                 "  --version                 print the version\n\n"
+                 "Every key of the configuration file is documented in compute-agent.conf.\n");
+}
+
+int config_from_args(struct agent_config *cfg, int argc, char **argv, struct agent_error *err)
+{
+    struct option opts[ARRAY_SIZE(keys) + 4];
+    size_t n = 0;
+    int c, r;
+
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+        if (keys[i].flag)
+            opts[n++] = (struct option){keys[i].flag, required_argument, NULL, (int)(256 + i)};
+    opts[n++] = (struct option){"config", required_argument, NULL, 'c'};
+    opts[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[n++] = (struct option){"version", no_argument, NULL, 'V'};
+    opts[n] = (struct option){NULL, 0, NULL, 0};
+
+    /* pass 1: --config, --help, --version */
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'h') {
+            config_usage(stdout);
+            return 1;
+        }
+        if (c == 'V') {
+            printf("compute-agent %s\n", CA_VERSION);
+            return 1;
+        }
+        if (c == 'c') {
+            free(cfg->config_file);
+            cfg->config_file = strdup(optarg);
+        } else if (c == '?' || c == ':') {
+            return agent_error_set(err, EINVAL, "invalid_argument", argv[optind - 1],
+                                   "unknown or incomplete option '%s' (see --help)",
+                                   argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return agent_error_set(err, EINVAL, "invalid_argument", argv[optind],
+                               "unexpected argument '%s'", argv[optind]);
+    if (cfg->config_file) {
+        r = config_load_file(cfg, cfg->config_file, err);
+        if (r < 0)
+            return r;
+    }
+    /* pass 2: flags over the file */
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c >= 256) {
+            const struct key_desc *k = &keys[c - 256];
+            r = set_key(cfg, k, optarg, err);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+int config_finish(struct agent_config *cfg, struct agent_error *err)
+{
+    static const char *const drivers[] = {"kvm", "qemu", "xen", "test"};
+    static const char *const dtypes[] = {"auto", "kvm", "qemu"};
+    enum log_level lvl;
+    bool ok = false;
+
+    for (size_t i = 0; i < ARRAY_SIZE(drivers); i++)
+        ok |= strcmp(cfg->hypervisor, drivers[i]) == 0;
+    if (!ok)
+        return agent_error_set(err, EINVAL, "invalid_config", "hypervisor.driver",
+                               "hypervisor '%s' is not one of kvm, qemu, xen, test",
+                               cfg->hypervisor);
+    ok = false;
+    for (size_t i = 0; i < ARRAY_SIZE(dtypes); i++)
+        ok |= strcmp(cfg->domain_type, dtypes[i]) == 0;
+    if (!ok)
+        return agent_error_set(err, EINVAL, "invalid_config", "hypervisor.domain_type",
+                               "domain_type '%s' is not one of auto, kvm, qemu",
+                               cfg->domain_type);
+    if (log_level_parse(cfg->log_level, &lvl) < 0)
+        return agent_error_set(err, EINVAL, "invalid_config", "agent.log_level",
+                               "log level '%s' is not one of debug, info, warn, error",
+                               cfg->log_level);
+    if (strcmp(cfg->store_sync, "normal") && strcmp(cfg->store_sync, "full"))
+        return agent_error_set(err, EINVAL, "invalid_config", "store.sync",
+                               "store.sync '%s' is not normal or full", cfg->store_sync);
+    if (cfg->state_dir[0] != '/')
+        return agent_error_set(err, EINVAL, "invalid_config", "agent.state_dir",
+                               "state directory '%s' must be an absolute path", cfg->state_dir);
+    if (!cfg->api_socket[0]) {
+        char *p;
+        if (asprintf(&p, "%s/api.sock", cfg->state_dir) < 0)
+            return -ENOMEM;
+        free(cfg->api_socket);
+        cfg->api_socket = p;
+    }
+    if (cfg->api_listen[0] && !cfg->api_token[0])
+        return agent_error_set(err, EINVAL, "invalid_config", "api.token",
+                               "serving the API on TCP (%s) needs api.token", cfg->api_listen);
+    if (!cfg->host_name[0]) {
+        char h[256] = "";
+        gethostname(h, sizeof(h) - 1);
+        free(cfg->host_name);
+        cfg->host_name = strdup(h[0] ? h : "localhost");
+    }
+    return 0;
+}
+
+void config_release(struct agent_config *cfg)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+        if (keys[i].type == KEY_STR) {
+            char **p = (char **)((char *)cfg + keys[i].offset);
+            free(*p);
+            *p = NULL;
+        }
+    free(cfg->config_file);
+    cfg->config_file = NULL;
+}

@@ -1,0 +1,66 @@
+/* config.h: the agent's configuration: embedded defaults, then the INI file,
+ * then command-line flags. Every key is documented in etc/compute-agent.conf. */
+#ifndef CA_AGENT_CONFIG_H
+#define CA_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+struct agent_config {
+    /* [agent] */
+    char *state_dir;          /* SQLite store, api socket, instance dirs */
+    char *log_level;          /* debug|info|warn|error */
+    char *instance_types;     /* catalogue file (INI, one section per type) */
+    char *host_name;          /* this host's name (default: hostname) */
+    /* [hypervisor] */
+    char *hypervisor;         /* kvm|qemu|xen|test */
+    char *libvirt_uri;        /* empty: the driver's default */
+    char *domain_type;        /* auto|kvm|qemu (kvm driver only) */
+    int64_t stop_timeout;     /* seconds a graceful stop may take */
+    int64_t reboot_timeout;   /* seconds a graceful reboot may take */
+    int64_t reconnect_max_s;  /* cap of the libvirt reconnect backoff */
+    int64_t workers;          /* libvirt worker threads (UV_THREADPOOL_SIZE) */
+    /* [api] */
+    char *api_socket;         /* unix socket path (empty: <state_dir>/api.sock) */
+    char *api_listen;         /* HOST:PORT for TCP, empty: no TCP */
+    char *api_token;          /* bearer token required on TCP */
+    /* [resources] */
+    double cpu_allocation_ratio;
+    double ram_allocation_ratio;
+    double disk_allocation_ratio;
+    int64_t reserved_host_memory_mb;
+    int64_t reserved_host_disk_gb;
+    int64_t reserved_host_cpus;
+    /* [store] */
+    char *store_sync;         /* normal|full (SQLite synchronous in WAL mode) */
+
+    char *config_file;        /* the file read, if any (for SIGHUP) */
+};
+
+/* Fill cfg with embedded defaults. */
+int config_init_defaults(struct agent_config *cfg);
+
+/* Read an INI file over cfg. Unknown sections/keys and bad values are errors
+ * naming "section.key" and the line; on error cfg may be partly updated, so
+ * callers parse into a copy. */
+int config_load_file(struct agent_config *cfg, const char *path, struct agent_error *err);
+
+/* Set one key ("section.key") from a string. */
+int config_set(struct agent_config *cfg, const char *section, const char *key,
+               const char *value, struct agent_error *err);
+
+/* Parse argv: --config first, then the file, then the other flags over it.
+ * Returns 0, 1 if --help/--version was printed (exit 0), or -errno. */
+int config_from_args(struct agent_config *cfg, int argc, char **argv, struct agent_error *err);
+
+/* Check cross-key consistency and fill derived defaults (socket path...). */
+int config_finish(struct agent_config *cfg, struct agent_error *err);
+
+void config_release(struct agent_config *cfg);
+
+/* Usage text for --help. */
+void config_usage(FILE *out);
+
+#endif

@@ -1,0 +1,57 @@
+/* hv-internal.h: shared by the drivers in agent/hypervisor/ and the unit
+ * tests only. Not part of the agent's API. */
+#ifndef CA_AGENT_HV_INTERNAL_H
+#define CA_AGENT_HV_INTERNAL_H
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <pthread.h>
+
+#include "agent/hypervisor/hv.h"
+
+#define CA_XMLNS_URI "http://compute-agent.org/xmlns/instance/1.0"
+#define CA_XMLNS_PREFIX "ca"
+
+/* The connection as the drivers see it. */
+struct hv_conn_ref {
+    virConnectPtr conn; /* a reference the caller must virConnectClose() */
+};
+
+/* Take a reference to the current connection; -ENOTCONN if none. */
+int hv_conn_get(struct hv *hv, virConnectPtr *ret, struct agent_error *err);
+/* Set what probe decided. */
+void hv_set_domain_type(struct hv *hv, const char *type, const char *reason);
+const char *hv_config_domain_type(const struct hv *hv);
+
+/* Translate the calling thread's last libvirt error into -errno + err. */
+int hv_libvirt_error(struct agent_error *err, const char *what);
+
+/* Shared libvirt implementations the drivers put in their tables. */
+int hv_lv_define(struct hv *hv, const char *xml, struct agent_error *err);
+int hv_lv_start(struct hv *hv, const char *uuid, struct agent_error *err);
+int hv_lv_shutdown(struct hv *hv, const char *uuid, struct agent_error *err);
+int hv_lv_destroy(struct hv *hv, const char *uuid, struct agent_error *err);
+int hv_lv_reboot(struct hv *hv, const char *uuid, struct agent_error *err);
+int hv_lv_reset(struct hv *hv, const char *uuid, struct agent_error *err);
+int hv_lv_undefine(struct hv *hv, const char *uuid, struct agent_error *err);
+int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, struct agent_error *err);
+int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, struct agent_error *err);
+int hv_lv_host_info(struct hv *hv, struct hv_host_info *ret, struct agent_error *err);
+
+/* Domain XML (domxml.c). */
+enum domxml_os { DOMXML_OS_HVM, DOMXML_OS_XEN_PV };
+struct domxml_opts {
+    const char *domain_type;  /* <domain type=...> */
+    enum domxml_os os;        /* HVM or Xen PV */
+    const char *machine;      /* HVM machine type or NULL */
+    bool serial_file;         /* serial console to a log file */
+    bool balloon;             /* virtio memory balloon */
+    const char *disk_bus;     /* "virtio" or "xen" */
+    const char *disk_dev;     /* "vda" or "xvda" */
+};
+int domxml_build(const struct hv_guest *g, const struct domxml_opts *o, char **xml,
+                 struct agent_error *err);
+/* Our <metadata> element (as virDomainGetMetadata returns it) -> ident. */
+int domxml_parse_metadata(const char *xml, struct instance *ident);
+
+#endif

@@ -1,0 +1,99 @@
+/* instance.h: what an instance is (identity, flavor, boot source, state),
+ * how a launch request is validated, and how an instance is shown. */
+#ifndef CA_AGENT_INSTANCE_H
+#define CA_AGENT_INSTANCE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+#define INSTANCE_NAME_MAX 63
+#define USER_DATA_MAX 16384 /* decoded bytes, as on EC2 */
+#define EC2_ID_LEN 19       /* "i-" + 17 hex digits */
+
+struct flavor {
+    int64_t vcpus;
+    int64_t memory_mb;
+    int64_t disk_gb;
+};
+
+enum boot_kind { BOOT_IMAGE, BOOT_KERNEL };
+
+struct boot_source {
+    enum boot_kind kind;
+    char *image_path;   /* BOOT_IMAGE: a local qcow2/raw file */
+    char *image_id;     /* BOOT_IMAGE: a cached image id (image cache) */
+    char *image_url;    /* BOOT_IMAGE: a URL to pull (image cache) */
+    char *image_digest; /* with image_url: "sha256:HEX" / "sha512:HEX" */
+    char *kernel;       /* BOOT_KERNEL: kernel path */
+    char *initrd;       /* BOOT_KERNEL: optional initrd path */
+    char *cmdline;      /* BOOT_KERNEL: optional command line */
+};
+
+/* One instance as the store keeps it. Strings are owned. */
+struct instance {
+    char uuid[37];
+    char ec2_id[EC2_ID_LEN + 1];
+    char *name;
+    char state[16];       /* pending|running|stopping|stopped|shutting-down|terminated|error */
+    char task_state[24];  /* "" when no operation runs */
+    struct flavor flavor;
+    char *instance_type;  /* NULL when the flavor was given directly */
+    struct boot_source boot;
+    char *user_data;      /* base64 as given, NULL if none */
+    char *console_log;    /* serial console log file */
+    char *disk_path;      /* the guest's disk (overlay or the image path) */
+    char *fault;          /* why it is in error, NULL otherwise */
+    int64_t created_ms;
+    int64_t updated_ms;
+};
+
+/* A validated launch request. */
+struct launch_spec {
+    char *name;
+    struct flavor flavor;
+    char *instance_type;
+    struct boot_source boot;
+    char *user_data;      /* base64 text, validated */
+    char *request_id;
+};
+
+struct catalog;
+
+/* Parse and validate a launch body. On success fills *spec (release with
+ * launch_spec_release). On failure returns -EINVAL and err names the field
+ * (err->code missing_field|invalid_field|unknown_field). Nothing is kept. */
+int launch_spec_parse(const json_t *body, const struct catalog *cat,
+                      struct launch_spec *spec, struct agent_error *err);
+void launch_spec_release(struct launch_spec *spec);
+
+/* The instance's JSON answer (new reference). */
+json_t *instance_to_json(const struct instance *inst);
+
+/* Boot source to/from the JSON stored and shown ("boot" object). */
+json_t *boot_source_to_json(const struct boot_source *b);
+int boot_source_from_json(const json_t *j, struct boot_source *b);
+void boot_source_release(struct boot_source *b);
+
+void instance_release(struct instance *inst);
+/* Deep copy; 0 or -ENOMEM. */
+int instance_copy(struct instance *dst, const struct instance *src);
+
+/* "i-" followed by 17 random lowercase hex digits into buf[20]. */
+int ec2_id_generate(char buf[EC2_ID_LEN + 1]);
+bool ec2_id_is_valid(const char *s);
+
+/* Strict base64 (RFC 4648, padding required); returns the decoded length or
+ * -EINVAL. out may be NULL to only validate and measure. */
+ssize_t base64_decode(const char *in, uint8_t *out, size_t outsize);
+
+/* The instance-type catalogue. */
+int catalog_load(const char *path, struct catalog **ret, struct agent_error *err);
+/* The built-in catalogue (EC2-like names). */
+int catalog_builtin(struct catalog **ret);
+const struct flavor *catalog_find(const struct catalog *cat, const char *name);
+void catalog_free(struct catalog *cat);
+
+#endif

@@ -1,0 +1,299 @@
+/* main.c: compute-agent. Builds struct agent, connects to the hypervisor
+ * (off the loop, with backoff), reconciles, serves the API, and says READY=1
+ * to systemd once it serves. SIGTERM stops the agent, not the guests. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include "agent/agent.h"
+#include "agent/api.h"
+#include "agent/log.h"
+#include "agent/ops.h"
+#include "agent/resources.h"
+
+#define PURGE_AFTER_MS (3600 * 1000) /* terminated instances stay visible 1 h, as on EC2 */
+
+struct connect_job {
+    uv_work_t work;
+    struct agent *a;
+    int result;
+    struct agent_error err;
+    struct hv_host_info info;
+};
+
+static void connect_work(uv_work_t *w)
+{
+    struct connect_job *j = w->data;
+
+    j->result = hv_connect(j->a->hv, &j->err);
+    if (j->result == 0)
+        j->result = hv_host_info(j->a->hv, &j->info, &j->err);
+}
+
+static void on_reconciled(struct agent *a, int result)
+{
+    if (result < 0) {
+        agent_schedule_reconnect(a);
+        return;
+    }
+    if (!a->ready) {
+        a->ready = true;
+        sd_notify(0, "READY=1\nSTATUS=serving");
+        log_info("agent ready", "api_socket=%s api_listen=%s", a->cfg.api_socket,
+                 a->cfg.api_listen[0] ? a->cfg.api_listen : "-");
+    }
+}
+
+static void connect_after(uv_work_t *w, int status)
+{
+    struct connect_job *j = w->data;
+    struct agent *a = j->a;
+
+    (void)status;
+    a->connecting = false;
+    if (a->stopping) {
+        hv_host_info_release(&j->info);
+        free(j);
+        return;
+    }
+    if (j->result < 0) {
+        char q[600];
+        log_warn("cannot connect to the hypervisor", "uri=%s retry_ms=%llu error=%s", hv_uri(a->hv),
+                 (unsigned long long)a->reconnect_delay_ms, log_quote(j->err.message, q, sizeof(q)));
+        agent_schedule_reconnect(a);
+    } else {
+        a->reconnect_delay_ms = 0;
+        resources_set_host(a->res, &j->info, a->cfg.state_dir);
+        log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=\"%s\" cpus=%lld memory_mb=%lld",
+                 hv_uri(a->hv), hv_driver(a->hv)->name, hv_domain_type(a->hv),
+                 hv_domain_type_reason(a->hv), (long long)j->info.cpus, (long long)j->info.memory_mb);
+        ops_reconcile(a->ops, on_reconciled);
+    }
+    hv_host_info_release(&j->info);
+    free(j);
+}
+
+static void start_connect(struct agent *a)
+{
+    struct connect_job *j;
+
+    if (a->connecting || a->stopping)
+        return;
+    j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->work.data = j;
+    j->a = a;
+    a->connecting = true;
+    if (uv_queue_work(a->loop, &j->work, connect_work, connect_after) < 0) {
+        a->connecting = false;
+        free(j);
+    }
+}
+
+static void on_reconnect_timer(uv_timer_t *t)
+{
+    start_connect(t->data);
+}
+
+void agent_schedule_reconnect(struct agent *a)
+{
+    uint64_t cap = (uint64_t)a->cfg.reconnect_max_s * 1000;
+
+    if (a->stopping || uv_is_active((uv_handle_t *)&a->reconnect_timer))
+        return;
+    a->reconnect_delay_ms = a->reconnect_delay_ms ? a->reconnect_delay_ms * 2 : 250;
+    if (a->reconnect_delay_ms > cap)
+        a->reconnect_delay_ms = cap;
+    uv_timer_start(&a->reconnect_timer, on_reconnect_timer, a->reconnect_delay_ms, 0);
+}
+
+static void on_hv_event(const struct hv_event *ev, void *opaque)
+{
+    struct agent *a = opaque;
+
+    if (!a->stopping)
+        ops_on_hv_event(a->ops, ev);
+}
+
+static uv_timer_t purge_timer;
+
+static void on_purge(uv_timer_t *t)
+{
+    struct agent *a = t->data;
+    int n = store_purge_terminated(a->store, now_wall_ms() - PURGE_AFTER_MS);
+
+    if (n > 0)
+        log_info("purged terminated instances", "count=%d", n);
+}
+
+static void shutdown_agent(struct agent *a, const char *why)
+{
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    log_info("stopping; guests keep running", "signal=%s in_flight=%u", why, ops_in_flight(a->ops));
+    sd_notify(0, "STOPPING=1");
+    api_free(a->api);
+    a->api = NULL;
+    ops_stop(a->ops);
+    uv_close((uv_handle_t *)&a->reconnect_timer, NULL);
+    uv_close((uv_handle_t *)&purge_timer, NULL);
+    uv_close((uv_handle_t *)&a->sig_term, NULL);
+    uv_close((uv_handle_t *)&a->sig_int, NULL);
+    uv_close((uv_handle_t *)&a->sig_hup, NULL);
+}
+
+/* SIGHUP: the log level, ratios, reservations and timeouts take effect;
+ * the rest needs a restart (said in the log). */
+static void reload(struct agent *a)
+{
+    struct agent_config fresh;
+    struct agent_error err;
+    enum log_level lvl;
+
+    if (!a->cfg.config_file) {
+        log_info("reload: no configuration file, nothing to do", NULL);
+        return;
+    }
+    config_init_defaults(&fresh);
+    if (config_load_file(&fresh, a->cfg.config_file, &err) < 0 || config_finish(&fresh, &err) < 0) {
+        char q[600];
+        log_warn("reload refused, configuration unchanged", "field=%s error=%s", err.field,
+                 log_quote(err.message, q, sizeof(q)));
+        config_release(&fresh);
+        return;
+    }
+    if (log_level_parse(fresh.log_level, &lvl) == 0)
+        log_level_current = lvl;
+    a->cfg.cpu_allocation_ratio = fresh.cpu_allocation_ratio;
+    a->cfg.ram_allocation_ratio = fresh.ram_allocation_ratio;
+    a->cfg.disk_allocation_ratio = fresh.disk_allocation_ratio;
+    a->cfg.reserved_host_memory_mb = fresh.reserved_host_memory_mb;
+    a->cfg.reserved_host_disk_gb = fresh.reserved_host_disk_gb;
+    a->cfg.reserved_host_cpus = fresh.reserved_host_cpus;
+    a->cfg.stop_timeout = fresh.stop_timeout;
+    a->cfg.reboot_timeout = fresh.reboot_timeout;
+    a->cfg.reconnect_max_s = fresh.reconnect_max_s;
+    log_info("configuration reloaded", "file=%s log_level=%s note=\"hypervisor, api and state_dir need a restart\"",
+             a->cfg.config_file, fresh.log_level);
+    config_release(&fresh);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct agent *a = s->data;
+
+    if (signum == SIGHUP)
+        reload(a);
+    else
+        shutdown_agent(a, signum == SIGTERM ? "TERM" : "INT");
+}
+
+static int make_dir(const char *path, struct agent_error *err)
+{
+    if (mkdir(path, 0750) < 0 && errno != EEXIST)
+        return agent_error_set(err, errno, "invalid_config", "agent.state_dir", "cannot create %s: %s", path,
+                               strerror(errno));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct agent a = {0};
+    struct agent_error err = {0};
+    struct hv_config hvc;
+    const struct hv_driver *drv;
+    char path[4200], threads[16];
+    enum log_level lvl;
+    int r;
+
+    signal(SIGPIPE, SIG_IGN);
+    config_init_defaults(&a.cfg);
+    r = config_from_args(&a.cfg, argc, argv, &err);
+    if (r == 1)
+        return 0;
+    if (r < 0 || config_finish(&a.cfg, &err) < 0) {
+        fprintf(stderr, "compute-agent: %s\n", err.message);
+        return 2;
+    }
+    log_level_parse(a.cfg.log_level, &lvl);
+    log_level_current = lvl;
+    a.started_ms = now_wall_ms();
+    snprintf(threads, sizeof(threads), "%lld", (long long)a.cfg.workers);
+    setenv("UV_THREADPOOL_SIZE", threads, 0);
+    a.loop = uv_default_loop();
+
+    snprintf(a.instances_dir, sizeof(a.instances_dir), "%s/instances", a.cfg.state_dir);
+    if (make_dir(a.cfg.state_dir, &err) < 0 || make_dir(a.instances_dir, &err) < 0)
+        goto fail;
+    snprintf(path, sizeof(path), "%s/agent.db", a.cfg.state_dir);
+    if ((r = store_open(path, !strcmp(a.cfg.store_sync, "full"), &a.store, &err)) < 0)
+        goto fail;
+    if (a.cfg.instance_types[0])
+        r = catalog_load(a.cfg.instance_types, &a.catalog, &err);
+    else
+        r = catalog_builtin(&a.catalog);
+    if (r < 0)
+        goto fail;
+    drv = hv_driver_find(a.cfg.hypervisor);
+    hvc.uri = a.cfg.libvirt_uri;
+    hvc.domain_type = !strcmp(a.cfg.hypervisor, "qemu") ? "qemu" : a.cfg.domain_type;
+    if ((r = hv_new(a.loop, drv, &hvc, on_hv_event, &a, &a.hv)) < 0 ||
+        (r = resources_new(&a.cfg, &a.res)) < 0 || (r = ops_new(&a, &a.ops)) < 0) {
+        agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+        goto fail;
+    }
+    if ((r = api_new(&a, &a.api, &err)) < 0)
+        goto fail;
+
+    uv_timer_init(a.loop, &a.reconnect_timer);
+    a.reconnect_timer.data = &a;
+    uv_timer_init(a.loop, &purge_timer);
+    purge_timer.data = &a;
+    uv_timer_start(&purge_timer, on_purge, 60 * 1000, 10 * 60 * 1000);
+    uv_signal_init(a.loop, &a.sig_term);
+    uv_signal_init(a.loop, &a.sig_int);
+    uv_signal_init(a.loop, &a.sig_hup);
+    a.sig_term.data = a.sig_int.data = a.sig_hup.data = &a;
+    uv_signal_start(&a.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&a.sig_int, on_signal, SIGINT);
+    uv_signal_start(&a.sig_hup, on_signal, SIGHUP);
+
+    log_info("compute-agent starting", "version=%s state_dir=%s hypervisor=%s uri=%s", CA_VERSION,
+             a.cfg.state_dir, a.cfg.hypervisor, hv_uri(a.hv));
+    start_connect(&a);
+    uv_run(a.loop, UV_RUN_DEFAULT);
+
+    /* every handle but the hypervisor's async is closed; close it too */
+    hv_free(a.hv);
+    a.hv = NULL;
+    uv_run(a.loop, UV_RUN_DEFAULT);
+    ops_free(a.ops);
+    resources_free(a.res);
+    catalog_free(a.catalog);
+    store_free(a.store);
+    r = uv_loop_close(a.loop);
+    if (r < 0)
+        log_warn("loop closed with handles open", "error=%s", uv_strerror(r));
+    log_info("compute-agent stopped", NULL);
+    config_release(&a.cfg);
+    return 0;
+fail:
+    {
+        char q[600];
+        log_error("cannot start", "field=%s error=%s", err.field[0] ? err.field : "-",
+                  log_quote(err.message, q, sizeof(q)));
+    }
+    api_free(a.api);
+    ops_free(a.ops);
+    resources_free(a.res);
+    hv_free(a.hv);
+    catalog_free(a.catalog);
+    store_free(a.store);
+    config_release(&a.cfg);
+    return 1;
+}

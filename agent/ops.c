@@ -1,0 +1,1089 @@
+/* ops.c: see ops.h.
+ *
+ * Steps journaled per operation (and the crash points the tests use):
+ *   launch:    claimed -> defined -> started -> succeeded
+ *   start:     requested -> succeeded
+ *   stop:      requested -> (graceful shutdown, then forced) -> succeeded
+ *   reboot:    requested -> (graceful reboot, then reset) -> succeeded
+ *   terminate: requested -> destroyed -> undefined -> succeeded
+ * A resumed operation repeats the work after its last journaled step; every
+ * such piece of work is idempotent (define by UUID, start of a running
+ * domain, destroy of a stopped one, undefine of a missing one). */
+#include "agent/ops.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "agent/log.h"
+#include "agent/resources.h"
+
+extern char **environ;
+
+enum job_kind {
+    JOB_DEFINE,   /* prepare files, build XML, define */
+    JOB_START,
+    JOB_SHUTDOWN, /* graceful; reports the power state after */
+    JOB_DESTROY,
+    JOB_REBOOT,
+    JOB_RESET,
+    JOB_UNDEFINE, /* undefine and remove the guest's disk */
+    JOB_POWER,
+    JOB_CLEANUP,  /* destroy + undefine, errors ignored (rollback) */
+    JOB_LIST,     /* reconcile: every domain */
+};
+
+enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED };
+
+struct op_run {
+    struct ops *ops;
+    struct op_record rec;     /* the journal row */
+    struct instance inst;     /* the instance as last written */
+    struct op_run *prev, *next;
+    enum wait_kind wait;      /* an event the operation waits for */
+    uv_timer_t timer;         /* graceful timeout */
+    bool job_running;         /* a worker job holds this run */
+    bool done;                /* finished; freed when no job holds it */
+    bool parked;              /* waiting for the hypervisor to come back */
+    bool failing;             /* rolling back before failing */
+    bool force;               /* stop/reboot without the graceful part */
+    int64_t timeout_s;        /* graceful timeout */
+    char prev_state[16];      /* instance state before the operation */
+    struct agent_error fail;  /* why it fails (when failing) */
+};
+
+struct job {
+    uv_work_t work;
+    struct ops *ops;
+    struct op_run *run;       /* NULL for JOB_LIST */
+    enum job_kind kind;
+    int result;
+    struct agent_error err;
+    enum hv_power power;
+    struct hv_domain *doms;   /* JOB_LIST */
+    size_t ndoms;
+    struct instance inst;     /* a copy for the worker (JOB_DEFINE) */
+    void (*list_done)(struct agent *a, int result);
+};
+
+struct ops {
+    struct agent *a;
+    struct op_run *runs;      /* operations in flight */
+    unsigned n_runs;
+    bool reconciling;
+    bool stopping;            /* ops_stop(): no new work, drain jobs */
+    const char *crash_at;     /* COMPUTE_AGENT_CRASH_AT (tests) */
+};
+
+static void advance(struct op_run *r);
+static void queue_job(struct op_run *r, enum job_kind kind);
+
+/* ---- small helpers ---- */
+
+static void crash_point(struct ops *o, const struct op_record *rec)
+{
+    char here[64];
+
+    if (!o->crash_at)
+        return;
+    snprintf(here, sizeof(here), "%s:%s", rec->type, rec->step);
+    if (strcmp(here, o->crash_at) == 0) {
+        log_warn("crash point reached: killing the agent", "op=%s point=%s", rec->id, here);
+        raise(SIGKILL);
+    }
+}
+
+static void set_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? strdup(src) : NULL;
+}
+
+static struct op_run *find_run(struct ops *o, const char *uuid)
+{
+    for (struct op_run *r = o->runs; r; r = r->next)
+        if (!r->done && strcmp(r->inst.uuid, uuid) == 0)
+            return r;
+    return NULL;
+}
+
+json_t *op_record_to_json(const struct op_record *op)
+{
+    char created[32], updated[32];
+    json_t *error = json_null();
+
+    format_rfc3339_ms(op->created_ms, created);
+    format_rfc3339_ms(op->updated_ms, updated);
+    if (op->error_code[0])
+        error = json_pack("{s:s, s:s}", "code", op->error_code, "message",
+                          op->error_message ? op->error_message : "");
+    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s}", "id", op->id, "type", op->type,
+                     "instance_id", op->instance_uuid, "request_id",
+                     op->request_id ? json_string(op->request_id) : json_null(), "state", op->state,
+                     "step", op->step[0] ? json_string(op->step) : json_null(), "error", error,
+                     "created_at", created, "updated_at", updated);
+}
+
+static json_t *answer_of(const struct instance *inst, const struct op_record *op)
+{
+    return json_pack("{s:o, s:o}", "instance", instance_to_json(inst), "operation",
+                     op_record_to_json(op));
+}
+
+static void log_op(enum log_level lvl, const char *msg, const struct op_run *r, const char *extra)
+{
+    char q[600];
+
+    log_event(lvl, msg, "instance=%s ec2_id=%s op=%s type=%s step=%s request_id=%s%s%s",
+              r->inst.uuid, r->inst.ec2_id, r->rec.id, r->rec.type, r->rec.step[0] ? r->rec.step : "-",
+              r->rec.request_id ? r->rec.request_id : "-", extra ? " error=" : "",
+              extra ? log_quote(extra, q, sizeof(q)) : "");
+}
+
+/* ---- journal ---- */
+
+/* Write the run's op row and instance row in one transaction. */
+static int journal(struct op_run *r)
+{
+    struct store *s = r->ops->a->store;
+    int64_t now = now_wall_ms();
+    int rc;
+
+    r->rec.updated_ms = now;
+    r->inst.updated_ms = now;
+    if ((rc = store_begin(s)) < 0)
+        return rc;
+    if ((rc = store_op_update(s, &r->rec)) < 0 || (rc = store_instance_update(s, &r->inst)) < 0) {
+        store_rollback(s);
+        return rc;
+    }
+    return store_commit(s);
+}
+
+static void journal_step(struct op_run *r, const char *step)
+{
+    int rc;
+
+    strscpy(r->rec.step, step, sizeof(r->rec.step));
+    strscpy(r->rec.state, "running", sizeof(r->rec.state));
+    rc = journal(r);
+    if (rc < 0) {
+        /* the store is the agent's memory: without it, stop acting */
+        log_op(LOG_ERROR, "cannot journal an operation step", r, strerror(-rc));
+        return;
+    }
+    log_op(LOG_DEBUG, "operation step", r, NULL);
+    crash_point(r->ops, &r->rec);
+}
+
+static void on_run_closed(uv_handle_t *h)
+{
+    struct op_run *r = h->data;
+
+    instance_release(&r->inst);
+    op_record_release(&r->rec);
+    free(r);
+}
+
+static void run_release(struct op_run *r)
+{
+    struct ops *o = r->ops;
+
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        o->runs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    o->n_runs--;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, on_run_closed);
+}
+
+/* End the operation: record the result and the instance's new state. */
+static void finish(struct op_run *r, const char *inst_state, const struct agent_error *failure)
+{
+    int rc;
+
+    uv_timer_stop(&r->timer);
+    r->wait = WAIT_NONE;
+    strscpy(r->rec.state, failure ? "failed" : "succeeded", sizeof(r->rec.state));
+    if (failure) {
+        strscpy(r->rec.error_code, failure->code[0] ? failure->code : "internal", sizeof(r->rec.error_code));
+        set_str(&r->rec.error_message, failure->message);
+    }
+    if (inst_state)
+        strscpy(r->inst.state, inst_state, sizeof(r->inst.state));
+    r->inst.task_state[0] = '\0';
+    if (failure && inst_state && strcmp(inst_state, "error") == 0)
+        set_str(&r->inst.fault, failure->message);
+    else if (!failure)
+        set_str(&r->inst.fault, NULL);
+    rc = journal(r);
+    if (rc < 0)
+        log_op(LOG_ERROR, "cannot journal an operation result", r, strerror(-rc));
+    log_op(failure ? LOG_WARN : LOG_INFO, failure ? "operation failed" : "operation succeeded", r,
+           failure ? failure->message : NULL);
+    r->done = true;
+    if (!r->job_running)
+        run_release(r);
+}
+
+/* ---- worker jobs ---- */
+
+static bool file_is_qcow2(const char *path, uint64_t *virtual_size)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t h[32];
+
+    if (fd < 0 || pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+        return false;
+    if (memcmp(h, "QFI\xfb", 4) != 0)
+        return false;
+    *virtual_size = 0;
+    for (int i = 24; i < 32; i++)
+        *virtual_size = *virtual_size << 8 | h[i];
+    return true;
+}
+
+/* Run a program (argv vector, no shell) and wait; 0 if it exited 0. */
+static int run_program(char *const argv[], struct agent_error *err)
+{
+    pid_t pid;
+    int status, rc;
+    posix_spawn_file_actions_t fa;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0)
+        return agent_error_set(err, rc, "internal", NULL, "cannot run %s: %s", argv[0], strerror(rc));
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return agent_error_set(err, errno, "internal", NULL, "waitpid: %s", strerror(errno));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return agent_error_set(err, EIO, "internal", NULL, "%s failed (status %d)", argv[0], status);
+    return 0;
+}
+
+/* The guest's disk: a qcow2 overlay on the image, grown to the flavor. */
+static int prepare_disk(struct instance *inst, const char *dir, const char **format,
+                        struct agent_error *err)
+{
+    char overlay[4400], size[32];
+    const char *base = inst->boot.image_path;
+    uint64_t vsize = 0;
+    struct stat st;
+    bool qcow2;
+
+    if (inst->boot.kind != BOOT_IMAGE || !base)
+        return 0;
+    if (stat(base, &st) < 0)
+        return agent_error_set(err, errno, "invalid_field", "image.path", "image %s: %s", base,
+                               strerror(errno));
+    qcow2 = file_is_qcow2(base, &vsize);
+    if (!qcow2)
+        vsize = (uint64_t)st.st_size;
+    snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
+    snprintf(size, sizeof(size), "%llu",
+             (unsigned long long)((uint64_t)inst->flavor.disk_gb << 30 > vsize
+                                      ? (uint64_t)inst->flavor.disk_gb << 30
+                                      : vsize));
+    if (access(overlay, F_OK) != 0) {
+        char tmp[4500];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", overlay);
+        char *const argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", qcow2 ? "qcow2" : "raw",
+                              "-b", (char *)base, tmp, size, NULL};
+        int r = run_program(argv, err);
+        if (r < 0)
+            return r;
+        if (rename(tmp, overlay) < 0)
+            return agent_error_set(err, errno, "internal", NULL, "rename %s: %s", tmp, strerror(errno));
+    }
+    set_str(&inst->disk_path, overlay);
+    *format = "qcow2";
+    return 0;
+}
+
+static void instance_dir(struct ops *o, const char *uuid, char *buf, size_t size)
+{
+    if ((size_t)snprintf(buf, size, "%s/%s", o->a->instances_dir, uuid) >= size)
+        buf[0] = '\0';
+}
+
+static void job_define(struct job *j)
+{
+    struct ops *o = j->ops;
+    struct hv *hv = o->a->hv;
+    const char *format = NULL;
+    char dir[4300];
+    char *xml = NULL;
+    struct hv_guest g = {.inst = &j->inst};
+
+    if (hv_driver(hv)->disk_files) {
+        instance_dir(o, j->inst.uuid, dir, sizeof(dir));
+        if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+            j->result = agent_error_set(&j->err, errno, "internal", NULL, "mkdir %s: %s", dir,
+                                        strerror(errno));
+            return;
+        }
+        if ((j->result = prepare_disk(&j->inst, dir, &format, &j->err)) < 0)
+            return;
+        g.console_log = j->inst.console_log;
+    }
+    g.disk_path = j->inst.disk_path;
+    g.disk_format = format;
+    if ((j->result = hv_domain_xml(hv, &g, &xml, &j->err)) < 0)
+        return;
+    j->result = hv_define(hv, xml, &j->err);
+    free(xml);
+}
+
+static void remove_disk(struct ops *o, const char *uuid)
+{
+    char path[4300];
+
+    instance_dir(o, uuid, path, sizeof(path));
+    strncat(path, "/disk.qcow2", sizeof(path) - strlen(path) - 1);
+    unlink(path);
+}
+
+static void job_work(uv_work_t *w)
+{
+    struct job *j = w->data;
+    struct hv *hv = j->ops->a->hv;
+    const char *uuid = j->run ? j->run->inst.uuid : NULL;
+    struct agent_error ignored;
+
+    switch (j->kind) {
+    case JOB_DEFINE:
+        job_define(j);
+        break;
+    case JOB_START:
+        j->result = hv_start(hv, uuid, &j->err);
+        break;
+    case JOB_SHUTDOWN:
+        if ((j->result = hv_power(hv, uuid, &j->power, &j->err)) < 0 || j->power == HV_POWER_SHUTOFF)
+            break;
+        j->result = hv_shutdown(hv, uuid, &j->err);
+        if (j->result == 0 && hv_power(hv, uuid, &j->power, &ignored) < 0)
+            j->power = HV_POWER_NOSTATE;
+        break;
+    case JOB_DESTROY:
+        j->result = hv_destroy(hv, uuid, &j->err);
+        if (j->result == -ENOENT && strcmp(j->run->rec.type, "terminate") == 0)
+            j->result = 0; /* already gone */
+        break;
+    case JOB_REBOOT:
+        j->result = hv_reboot(hv, uuid, &j->err);
+        break;
+    case JOB_RESET:
+        j->result = hv_reset(hv, uuid, &j->err);
+        break;
+    case JOB_UNDEFINE:
+        j->result = hv_undefine(hv, uuid, &j->err);
+        if (j->result == 0)
+            remove_disk(j->ops, uuid);
+        break;
+    case JOB_POWER:
+        j->result = hv_power(hv, uuid, &j->power, &j->err);
+        break;
+    case JOB_CLEANUP:
+        hv_destroy(hv, uuid, &ignored);
+        hv_undefine(hv, uuid, &ignored);
+        remove_disk(j->ops, uuid);
+        j->result = 0;
+        break;
+    case JOB_LIST:
+        j->result = hv_list(hv, &j->doms, &j->ndoms, &j->err);
+        break;
+    }
+}
+
+static void job_after_run(struct job *j);
+static void reconcile_after(struct job *j);
+
+static void job_after(uv_work_t *w, int status)
+{
+    struct job *j = w->data;
+
+    (void)status;
+    if (j->kind == JOB_LIST)
+        reconcile_after(j);
+    else
+        job_after_run(j);
+    instance_release(&j->inst);
+    hv_domain_list_free(j->doms, j->ndoms);
+    free(j);
+}
+
+static void queue_job(struct op_run *r, enum job_kind kind)
+{
+    struct job *j = calloc(1, sizeof(*j));
+    int rc;
+
+    if (!j || (kind == JOB_DEFINE && instance_copy(&j->inst, &r->inst) < 0)) {
+        free(j);
+        struct agent_error e;
+        agent_error_set(&e, ENOMEM, "internal", NULL, "out of memory");
+        finish(r, "error", &e);
+        return;
+    }
+    j->work.data = j;
+    j->ops = r->ops;
+    j->run = r;
+    j->kind = kind;
+    r->job_running = true;
+    rc = uv_queue_work(r->ops->a->loop, &j->work, job_work, job_after);
+    if (rc < 0) {
+        r->job_running = false;
+        instance_release(&j->inst);
+        free(j);
+        struct agent_error e;
+        agent_error_set(&e, -rc, "internal", NULL, "cannot queue work: %s", uv_strerror(rc));
+        finish(r, "error", &e);
+    }
+}
+
+/* ---- the state machines ---- */
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct op_run *r = t->data;
+
+    if (r->done || r->wait == WAIT_NONE)
+        return;
+    if (r->wait == WAIT_STOPPED) {
+        log_op(LOG_WARN, "graceful stop timed out: forcing", r, NULL);
+        r->wait = WAIT_NONE;
+        queue_job(r, JOB_DESTROY);
+    } else {
+        log_op(LOG_WARN, "graceful reboot timed out: resetting", r, NULL);
+        r->wait = WAIT_NONE;
+        queue_job(r, JOB_RESET);
+    }
+}
+
+static void start_wait(struct op_run *r, enum wait_kind w)
+{
+    r->wait = w;
+    uv_timer_start(&r->timer, on_timeout, (uint64_t)r->timeout_s * 1000, 0);
+}
+
+static const char *state_of_power(enum hv_power p)
+{
+    return p == HV_POWER_RUNNING || p == HV_POWER_PAUSED || p == HV_POWER_SHUTDOWN ? "running" : "stopped";
+}
+
+/* Start the roll back of a failed launch, then fail it. */
+static void fail_launch(struct op_run *r, const struct agent_error *e)
+{
+    r->fail = *e;
+    r->failing = true;
+    queue_job(r, JOB_CLEANUP);
+}
+
+static void job_after_run(struct job *j)
+{
+    struct op_run *r = j->run;
+    const char *type = r->rec.type;
+
+    r->job_running = false;
+    if (r->done || r->ops->stopping) {
+        /* an event finished the operation while this job ran */
+        run_release(r);
+        return;
+    }
+    if (j->result == -ENOTCONN) {
+        /* the hypervisor went away: resume after the reconnect */
+        r->parked = true;
+        log_op(LOG_WARN, "operation waits for the hypervisor", r, j->err.message);
+        return;
+    }
+    if (r->failing) {
+        finish(r, "error", &r->fail);
+        return;
+    }
+    if (j->kind == JOB_DEFINE && j->result == 0 && j->inst.disk_path) {
+        set_str(&r->inst.disk_path, j->inst.disk_path);
+    }
+    if (j->result < 0 && j->kind != JOB_SHUTDOWN) {
+        if (!strcmp(type, "launch")) {
+            fail_launch(r, &j->err);
+        } else if (j->kind == JOB_REBOOT && j->result == -ENOTSUP && !r->force) {
+            queue_job(r, JOB_RESET);
+        } else {
+            finish(r, strcmp(type, "terminate") ? r->prev_state : "error", &j->err);
+        }
+        return;
+    }
+    switch (j->kind) {
+    case JOB_DEFINE:
+        journal_step(r, "defined");
+        advance(r);
+        break;
+    case JOB_START:
+        if (!strcmp(type, "launch"))
+            journal_step(r, "started");
+        finish(r, "running", NULL);
+        break;
+    case JOB_SHUTDOWN:
+        if (j->result < 0) {
+            /* the guest refused a graceful stop: force it */
+            log_op(LOG_WARN, "graceful stop refused: forcing", r, j->err.message);
+            queue_job(r, JOB_DESTROY);
+        } else if (j->power == HV_POWER_SHUTOFF) {
+            finish(r, "stopped", NULL);
+        } else if (r->wait == WAIT_NONE && !uv_is_active((uv_handle_t *)&r->timer)) {
+            start_wait(r, WAIT_STOPPED);
+        }
+        break;
+    case JOB_DESTROY:
+        if (!strcmp(type, "terminate")) {
+            journal_step(r, "destroyed");
+            advance(r);
+        } else {
+            finish(r, "stopped", NULL);
+        }
+        break;
+    case JOB_REBOOT:
+        if (hv_driver(r->ops->a->hv)->reboot_no_event)
+            finish(r, "running", NULL);
+        else if (r->wait == WAIT_NONE && !uv_is_active((uv_handle_t *)&r->timer))
+            start_wait(r, WAIT_REBOOTED);
+        break;
+    case JOB_RESET:
+        finish(r, "running", NULL);
+        break;
+    case JOB_UNDEFINE:
+        journal_step(r, "undefined");
+        finish(r, "terminated", NULL);
+        break;
+    case JOB_POWER:
+        finish(r, state_of_power(j->power), NULL);
+        break;
+    case JOB_CLEANUP:
+    case JOB_LIST:
+        break;
+    }
+}
+
+/* Do the work after the last journaled step. */
+static void advance(struct op_run *r)
+{
+    const char *t = r->rec.type, *s = r->rec.step;
+
+    r->parked = false;
+    if (!strcmp(t, "launch")) {
+        if (!strcmp(s, "claimed"))
+            queue_job(r, JOB_DEFINE);
+        else if (!strcmp(s, "defined"))
+            queue_job(r, JOB_START);
+        else
+            queue_job(r, JOB_POWER); /* started: settle on what libvirt says */
+    } else if (!strcmp(t, "start")) {
+        queue_job(r, JOB_START);
+    } else if (!strcmp(t, "stop")) {
+        if (r->force) {
+            queue_job(r, JOB_DESTROY);
+        } else {
+            /* wait for the stop event from before the job returns */
+            start_wait(r, WAIT_STOPPED);
+            queue_job(r, JOB_SHUTDOWN);
+        }
+    } else if (!strcmp(t, "reboot")) {
+        if (!r->force && !hv_driver(r->ops->a->hv)->reboot_no_event)
+            start_wait(r, WAIT_REBOOTED);
+        queue_job(r, r->force ? JOB_RESET : JOB_REBOOT);
+    } else if (!strcmp(t, "terminate")) {
+        if (!strcmp(s, "requested"))
+            queue_job(r, JOB_DESTROY);
+        else if (!strcmp(s, "destroyed"))
+            queue_job(r, JOB_UNDEFINE);
+        else
+            finish(r, "terminated", NULL);
+    }
+}
+
+static struct op_run *run_new(struct ops *o)
+{
+    struct op_run *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return NULL;
+    r->ops = o;
+    uv_timer_init(o->a->loop, &r->timer);
+    r->timer.data = r;
+    r->timeout_s = o->a->cfg.stop_timeout;
+    r->next = o->runs;
+    if (o->runs)
+        o->runs->prev = r;
+    o->runs = r;
+    o->n_runs++;
+    return r;
+}
+
+/* A run object whose creation failed before anything was journaled. */
+static void run_discard(struct op_run *r)
+{
+    r->done = true;
+    run_release(r);
+}
+
+/* ---- entry points ---- */
+
+static void op_record_init(struct op_record *rec, const char *type, const char *uuid,
+                           const char *request_id, const char *step)
+{
+    memset(rec, 0, sizeof(*rec));
+    uuid_generate_str(rec->id);
+    strscpy(rec->type, type, sizeof(rec->type));
+    strscpy(rec->instance_uuid, uuid, sizeof(rec->instance_uuid));
+    rec->request_id = request_id ? strdup(request_id) : NULL;
+    strscpy(rec->state, "running", sizeof(rec->state));
+    strscpy(rec->step, step, sizeof(rec->step));
+    rec->created_ms = rec->updated_ms = now_wall_ms();
+}
+
+/* A repeated request id: the first answer again. */
+static int replay(struct ops *o, const char *request_id, const char *type, json_t **answer,
+                  struct agent_error *err)
+{
+    struct op_record prev;
+    struct instance inst;
+    int rc = store_op_find_request(o->a->store, request_id, &prev);
+
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return agent_error_set(err, -rc, "internal", NULL, "cannot read the journal");
+    if (strcmp(prev.type, type) != 0) {
+        op_record_release(&prev);
+        return agent_error_set(err, EEXIST, "conflict", "request_id",
+                               "request_id '%s' was used for a %s operation", request_id, prev.type);
+    }
+    rc = store_instance_get(o->a->store, prev.instance_uuid, &inst);
+    if (rc < 0) {
+        op_record_release(&prev);
+        return agent_error_set(err, ENOENT, "not_found", "request_id",
+                               "the instance of request_id '%s' is gone", request_id);
+    }
+    *answer = answer_of(&inst, &prev);
+    instance_release(&inst);
+    op_record_release(&prev);
+    return 202;
+}
+
+int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, struct agent_error *err)
+{
+    struct agent *a = o->a;
+    struct op_run *r;
+    struct instance *inst;
+    int rc;
+
+    if (spec->request_id && (rc = replay(o, spec->request_id, "launch", answer, err)) != 0)
+        return rc;
+    if (!hv_connected(a->hv))
+        return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
+    if (!a->ready)
+        return agent_error_set(err, EAGAIN, "unavailable", NULL, "the agent is still reconciling");
+    if ((rc = resources_check(a->res, a->store, &spec->flavor, err)) < 0) {
+        if (spec->instance_type && rc == -ENOSPC)
+            strscpy(err->field, "instance_type", sizeof(err->field));
+        return rc;
+    }
+    if (!(r = run_new(o)))
+        return -ENOMEM;
+    inst = &r->inst;
+    uuid_generate_str(inst->uuid);
+    ec2_id_generate(inst->ec2_id);
+    inst->name = strdup(spec->name);
+    strscpy(inst->state, "pending", sizeof(inst->state));
+    strscpy(inst->task_state, "launching", sizeof(inst->task_state));
+    inst->flavor = spec->flavor;
+    inst->instance_type = spec->instance_type ? strdup(spec->instance_type) : NULL;
+    inst->boot.kind = spec->boot.kind;
+    set_str(&inst->boot.image_path, spec->boot.image_path);
+    set_str(&inst->boot.image_id, spec->boot.image_id);
+    set_str(&inst->boot.image_url, spec->boot.image_url);
+    set_str(&inst->boot.image_digest, spec->boot.image_digest);
+    set_str(&inst->boot.kernel, spec->boot.kernel);
+    set_str(&inst->boot.initrd, spec->boot.initrd);
+    set_str(&inst->boot.cmdline, spec->boot.cmdline);
+    set_str(&inst->user_data, spec->user_data);
+    if (hv_driver(a->hv)->disk_files) {
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/%s/console.log", a->instances_dir, inst->uuid);
+        inst->console_log = strdup(path);
+    }
+    inst->created_ms = inst->updated_ms = now_wall_ms();
+    strscpy(r->prev_state, "pending", sizeof(r->prev_state));
+    op_record_init(&r->rec, "launch", inst->uuid, spec->request_id, "claimed");
+
+    if (spec->boot.image_id || spec->boot.image_url) {
+        run_discard(r);
+        return agent_error_set(err, ENOTSUP, "not_supported", "image",
+                               "image by id or url needs the image cache; give image.path");
+    }
+    /* journal before acting: instance + operation in one transaction */
+    if ((rc = store_begin(a->store)) < 0 || (rc = store_instance_insert(a->store, inst)) < 0 ||
+        (rc = store_op_insert(a->store, &r->rec)) < 0 || (rc = store_commit(a->store)) < 0) {
+        if (a->store)
+            store_rollback(a->store);
+        run_discard(r);
+        return agent_error_set(err, -rc, "internal", NULL, "cannot record the launch: %s",
+                               strerror(-rc));
+    }
+    *answer = answer_of(inst, &r->rec);
+    log_op(LOG_INFO, "launch accepted", r, NULL);
+    crash_point(o, &r->rec);
+    advance(r);
+    return 202;
+}
+
+int ops_action(struct ops *o, const char *id, const char *action, const struct action_opts *opts,
+               json_t **answer, struct agent_error *err)
+{
+    struct agent *a = o->a;
+    struct instance inst;
+    struct op_record active;
+    struct op_run *r;
+    const char *need = NULL, *task, *new_state;
+    int rc;
+
+    if (opts->request_id && (rc = replay(o, opts->request_id, action, answer, err)) != 0)
+        return rc;
+    rc = store_instance_get(a->store, id, &inst);
+    if (rc == -ENOENT)
+        return agent_error_set(err, ENOENT, "not_found", "id", "no instance '%s'", id);
+    if (rc < 0)
+        return agent_error_set(err, -rc, "internal", NULL, "cannot read the store");
+    if (!strcmp(action, "start")) {
+        need = "stopped", task = "starting", new_state = "pending";
+    } else if (!strcmp(action, "stop")) {
+        need = "running", task = "stopping", new_state = "stopping";
+    } else if (!strcmp(action, "reboot")) {
+        need = "running", task = "rebooting", new_state = "running";
+    } else {
+        task = "terminating", new_state = "shutting-down";
+        if (!strcmp(inst.state, "terminated")) {
+            instance_release(&inst);
+            return agent_error_set(err, EINVAL, "conflict", "id", "instance '%s' is already terminated", id);
+        }
+    }
+    if (need && strcmp(inst.state, need) != 0) {
+        rc = agent_error_set(err, EINVAL, "conflict", "action", "cannot %s an instance that is %s (needs %s)",
+                             action, inst.state, need);
+        instance_release(&inst);
+        return rc;
+    }
+    if (!strcmp(action, "terminate") && (r = find_run(o, inst.uuid)) && r->wait != WAIT_NONE &&
+        !r->job_running) {
+        /* terminate wins over an operation that only waits for the guest */
+        struct agent_error sup;
+        agent_error_set(&sup, ECANCELED, "superseded", NULL, "superseded by a terminate");
+        finish(r, NULL, &sup);
+    }
+    if (store_op_active_for(a->store, inst.uuid, &active) == 0) {
+        rc = agent_error_set(err, EBUSY, "conflict", "id", "instance '%s' has a %s operation in progress (%s)",
+                             id, active.type, active.id);
+        op_record_release(&active);
+        instance_release(&inst);
+        return rc;
+    }
+    if (!hv_connected(a->hv)) {
+        instance_release(&inst);
+        return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
+    }
+    if (!strcmp(action, "reboot") && opts->force && !hv_driver(a->hv)->reset) {
+        instance_release(&inst);
+        return agent_error_set(err, ENOTSUP, "not_supported", "force",
+                               "the %s driver cannot reset a guest", hv_driver(a->hv)->name);
+    }
+    if (!(r = run_new(o))) {
+        instance_release(&inst);
+        return -ENOMEM;
+    }
+    r->inst = inst;
+    strscpy(r->prev_state, inst.state, sizeof(r->prev_state));
+    r->force = opts->force;
+    if (opts->timeout_s >= 0)
+        r->timeout_s = opts->timeout_s;
+    else if (!strcmp(action, "reboot"))
+        r->timeout_s = a->cfg.reboot_timeout;
+    op_record_init(&r->rec, action, inst.uuid, opts->request_id, "requested");
+    strscpy(r->inst.state, new_state, sizeof(r->inst.state));
+    strscpy(r->inst.task_state, task, sizeof(r->inst.task_state));
+    r->inst.updated_ms = now_wall_ms();
+    if ((rc = store_begin(a->store)) < 0 || (rc = store_op_insert(a->store, &r->rec)) < 0 ||
+        (rc = store_instance_update(a->store, &r->inst)) < 0 || (rc = store_commit(a->store)) < 0) {
+        store_rollback(a->store);
+        run_discard(r);
+        return agent_error_set(err, -rc, "internal", NULL, "cannot record the operation: %s",
+                               strerror(-rc));
+    }
+    *answer = answer_of(&r->inst, &r->rec);
+    log_op(LOG_INFO, "operation accepted", r, NULL);
+    crash_point(o, &r->rec);
+    advance(r);
+    return 202;
+}
+
+/* ---- hypervisor events ---- */
+
+static void update_instance_state(struct ops *o, const char *uuid, const char *state, const char *fault)
+{
+    struct instance inst;
+
+    if (store_instance_get(o->a->store, uuid, &inst) < 0)
+        return;
+    if (strcmp(inst.state, state) != 0 && strcmp(inst.state, "terminated") != 0) {
+        char q[300];
+        log_info("instance state changed by the hypervisor", "instance=%s ec2_id=%s from=%s to=%s fault=%s",
+                 inst.uuid, inst.ec2_id, inst.state, state, log_quote(fault ? fault : "", q, sizeof(q)));
+        strscpy(inst.state, state, sizeof(inst.state));
+        set_str(&inst.fault, fault);
+        inst.updated_ms = now_wall_ms();
+        store_instance_update(o->a->store, &inst);
+    }
+    instance_release(&inst);
+}
+
+void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
+{
+    struct op_run *r;
+    struct op_record active;
+
+    if (ev->type == HV_EVENT_DISCONNECTED) {
+        log_warn("hypervisor connection lost", "reason=%d", ev->detail);
+        agent_schedule_reconnect(o->a);
+        return;
+    }
+    log_debug("hypervisor event", "instance=%s event=%d detail=%d", ev->uuid, ev->type, ev->detail);
+    r = find_run(o, ev->uuid);
+    if (r) {
+        if (r->wait == WAIT_STOPPED && (ev->type == HV_EVENT_STOPPED || ev->type == HV_EVENT_CRASHED))
+            finish(r, "stopped", NULL);
+        else if (r->wait == WAIT_REBOOTED && (ev->type == HV_EVENT_REBOOTED || ev->type == HV_EVENT_STARTED))
+            finish(r, "running", NULL);
+        return; /* the operation sets the state it ends in */
+    }
+    if (store_op_active_for(o->a->store, ev->uuid, &active) == 0) {
+        op_record_release(&active); /* a journaled operation will settle it */
+        return;
+    }
+    switch (ev->type) {
+    case HV_EVENT_STARTED:
+    case HV_EVENT_RESUMED:
+        update_instance_state(o, ev->uuid, "running", NULL);
+        break;
+    case HV_EVENT_STOPPED:
+        update_instance_state(o, ev->uuid, "stopped", NULL);
+        break;
+    case HV_EVENT_CRASHED:
+        update_instance_state(o, ev->uuid, "stopped", "the guest crashed");
+        break;
+    case HV_EVENT_UNDEFINED:
+        update_instance_state(o, ev->uuid, "error", "the domain was undefined outside the agent");
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- reconcile and resume ---- */
+
+struct reconcile_ctx {
+    struct ops *o;
+    struct hv_domain *doms;
+    size_t n;
+    bool *seen;
+};
+
+static const struct hv_domain *find_dom(struct reconcile_ctx *c, const char *uuid, size_t *idx)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->doms[i].uuid, uuid) == 0) {
+            *idx = i;
+            return &c->doms[i];
+        }
+    return NULL;
+}
+
+static int reconcile_instance(const struct instance *inst, void *opaque)
+{
+    struct reconcile_ctx *c = opaque;
+    struct op_record active;
+    const struct hv_domain *d;
+    size_t idx;
+    bool busy;
+
+    d = find_dom(c, inst->uuid, &idx);
+    if (d)
+        c->seen[idx] = true;
+    busy = find_run(c->o, inst->uuid) || store_op_active_for(c->o->a->store, inst->uuid, &active) == 0;
+    if (busy) {
+        if (!find_run(c->o, inst->uuid))
+            op_record_release(&active);
+        return 0; /* its operation settles it */
+    }
+    if (!d) {
+        if (strcmp(inst->state, "error") != 0)
+            update_instance_state(c->o, inst->uuid, "error", "the domain is missing from the hypervisor");
+        return 0;
+    }
+    update_instance_state(c->o, inst->uuid, state_of_power(d->power), inst->fault);
+    return 0;
+}
+
+/* Our domain that the store does not know (store lost or restored from a
+ * backup): take it back from its metadata. */
+static void adopt(struct ops *o, const struct hv_domain *d)
+{
+    struct instance inst;
+
+    if (instance_copy(&inst, &d->ident) < 0)
+        return;
+    strscpy(inst.state, state_of_power(d->power), sizeof(inst.state));
+    inst.task_state[0] = '\0';
+    inst.created_ms = inst.updated_ms = now_wall_ms();
+    if (store_instance_insert(o->a->store, &inst) == 0)
+        log_warn("instance recovered from libvirt metadata", "instance=%s ec2_id=%s state=%s",
+                 inst.uuid, inst.ec2_id, inst.state);
+    instance_release(&inst);
+}
+
+static int resume_one(const struct op_record *rec, void *opaque)
+{
+    struct ops *o = opaque;
+    struct op_run *r;
+
+    for (r = o->runs; r; r = r->next)
+        if (!strcmp(r->rec.id, rec->id))
+            return 0; /* in flight already */
+    if (!(r = run_new(o)))
+        return 0;
+    if (store_instance_get(o->a->store, rec->instance_uuid, &r->inst) < 0) {
+        run_discard(r);
+        return 0;
+    }
+    r->rec = *rec;
+    r->rec.request_id = rec->request_id ? strdup(rec->request_id) : NULL;
+    r->rec.error_message = NULL;
+    strscpy(r->prev_state, !strcmp(rec->type, "start") ? "stopped" : "running", sizeof(r->prev_state));
+    if (!strcmp(rec->type, "reboot"))
+        r->timeout_s = o->a->cfg.reboot_timeout;
+    log_op(LOG_INFO, "resuming an interrupted operation", r, NULL);
+    advance(r);
+    return 0;
+}
+
+static void reconcile_after(struct job *j)
+{
+    struct ops *o = j->ops;
+    struct reconcile_ctx c = {.o = o, .doms = j->doms, .n = j->ndoms};
+    unsigned strangers = 0, adopted = 0;
+
+    o->reconciling = false;
+    if (o->stopping)
+        return;
+    if (j->result < 0) {
+        log_warn("reconcile failed", "error=\"%s\"", j->err.message);
+        if (j->list_done)
+            j->list_done(o->a, j->result);
+        return;
+    }
+    c.seen = calloc(j->ndoms + 1, sizeof(bool));
+    if (!c.seen)
+        return;
+    store_instance_foreach(o->a->store, false, reconcile_instance, &c);
+    for (size_t i = 0; i < j->ndoms; i++) {
+        struct instance known;
+        if (c.seen[i])
+            continue;
+        if (!j->doms[i].ours) {
+            strangers++;
+            log_info("domain not managed by this agent left alone", "domain=%s uuid=%s state=%s",
+                     j->doms[i].name, j->doms[i].uuid, hv_power_name(j->doms[i].power));
+            continue;
+        }
+        if (store_instance_get(o->a->store, j->doms[i].uuid, &known) == 0) {
+            /* terminated here but still defined: finish the terminate */
+            log_warn("terminated instance still has a domain", "instance=%s", known.uuid);
+            instance_release(&known);
+            continue;
+        }
+        adopt(o, &j->doms[i]);
+        adopted++;
+    }
+    free(c.seen);
+    store_op_foreach_unfinished(o->a->store, resume_one, o);
+    for (struct op_run *r = o->runs; r; r = r->next)
+        if (r->parked && !r->job_running && !r->done)
+            advance(r);
+    log_info("reconciled with the hypervisor", "domains=%zu strangers=%u adopted=%u in_flight=%u",
+             j->ndoms, strangers, adopted, o->n_runs);
+    if (j->list_done)
+        j->list_done(o->a, 0);
+}
+
+void ops_reconcile(struct ops *o, void (*done_cb)(struct agent *a, int result))
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return;
+    j->work.data = j;
+    j->ops = o;
+    j->kind = JOB_LIST;
+    j->list_done = done_cb;
+    o->reconciling = true;
+    if (uv_queue_work(o->a->loop, &j->work, job_work, job_after) < 0) {
+        o->reconciling = false;
+        free(j);
+    }
+}
+
+unsigned ops_in_flight(const struct ops *o)
+{
+    return o->n_runs;
+}
+
+int ops_new(struct agent *a, struct ops **ret)
+{
+    struct ops *o = calloc(1, sizeof(*o));
+
+    if (!o)
+        return -ENOMEM;
+    o->a = a;
+    o->crash_at = getenv("COMPUTE_AGENT_CRASH_AT");
+    if (o->crash_at && !*o->crash_at)
+        o->crash_at = NULL;
+    *ret = o;
+    return 0;
+}
+
+void ops_stop(struct ops *o)
+{
+    struct op_run *r = o->runs, *next;
+
+    o->stopping = true;
+    for (; r; r = next) {
+        next = r->next;
+        r->done = true;
+        if (!r->job_running)
+            run_release(r);
+    }
+}
+
+void ops_free(struct ops *o)
+{
+    if (!o)
+        return;
+    ops_stop(o);
+    free(o);
+}

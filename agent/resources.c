@@ -1,0 +1,117 @@
+/* resources.c: see resources.h. */
+#include "agent/resources.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <sys/statvfs.h>
+
+struct resources {
+    const struct agent_config *cfg; /* ratios and reservations (borrowed) */
+    bool known;                     /* host figures read at least once */
+    int64_t cpus;                   /* host logical CPUs */
+    int64_t memory_mb;              /* host memory */
+    int64_t disk_gb;                /* filesystem of the state directory */
+};
+
+int resources_new(const struct agent_config *cfg, struct resources **ret)
+{
+    struct resources *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return -ENOMEM;
+    r->cfg = cfg;
+    *ret = r;
+    return 0;
+}
+
+void resources_free(struct resources *r)
+{
+    free(r);
+}
+
+void resources_set_host(struct resources *r, const struct hv_host_info *info, const char *state_dir)
+{
+    struct statvfs vfs;
+
+    r->cpus = info->cpus;
+    r->memory_mb = info->memory_mb;
+    if (statvfs(state_dir, &vfs) == 0)
+        r->disk_gb = (int64_t)((uint64_t)vfs.f_blocks * vfs.f_frsize >> 30);
+    r->known = true;
+}
+
+bool resources_known(const struct resources *r)
+{
+    return r->known;
+}
+
+static int64_t usable(int64_t total, int64_t reserved, double ratio)
+{
+    int64_t base = total - reserved;
+    return base <= 0 ? 0 : (int64_t)floor((double)base * ratio);
+}
+
+void resources_usable(const struct resources *r, struct flavor *out)
+{
+    out->vcpus = usable(r->cpus, r->cfg->reserved_host_cpus, r->cfg->cpu_allocation_ratio);
+    out->memory_mb = usable(r->memory_mb, r->cfg->reserved_host_memory_mb, r->cfg->ram_allocation_ratio);
+    out->disk_gb = usable(r->disk_gb, r->cfg->reserved_host_disk_gb, r->cfg->disk_allocation_ratio);
+}
+
+int resources_check(const struct resources *r, struct store *s, const struct flavor *want,
+                    struct agent_error *err)
+{
+    struct flavor cap, used;
+    int rc;
+
+    if (!r->known)
+        return agent_error_set(err, EAGAIN, "unavailable", NULL,
+                               "the host's capacity is not known yet (hypervisor not connected)");
+    if ((rc = store_allocated(s, &used, NULL)) < 0)
+        return agent_error_set(err, -rc, "internal", NULL, "cannot read allocations");
+    resources_usable(r, &cap);
+    if (used.vcpus + want->vcpus > cap.vcpus)
+        return agent_error_set(err, ENOSPC, "insufficient_resources", "flavor.vcpus",
+                               "%lld vCPUs requested, %lld of %lld free", (long long)want->vcpus,
+                               (long long)(cap.vcpus - used.vcpus), (long long)cap.vcpus);
+    if (used.memory_mb + want->memory_mb > cap.memory_mb)
+        return agent_error_set(err, ENOSPC, "insufficient_resources", "flavor.memory_mb",
+                               "%lld MiB requested, %lld of %lld MiB free",
+                               (long long)want->memory_mb, (long long)(cap.memory_mb - used.memory_mb),
+                               (long long)cap.memory_mb);
+    if (used.disk_gb + want->disk_gb > cap.disk_gb)
+        return agent_error_set(err, ENOSPC, "insufficient_resources", "flavor.disk_gb",
+                               "%lld GiB requested, %lld of %lld GiB free", (long long)want->disk_gb,
+                               (long long)(cap.disk_gb - used.disk_gb), (long long)cap.disk_gb);
+    return 0;
+}
+
+int resources_to_json(const struct resources *r, struct store *s, json_t *obj)
+{
+    struct flavor cap, used = {0};
+    int64_t count = 0;
+    int rc = store_allocated(s, &used, &count);
+
+    if (rc < 0)
+        return rc;
+    resources_usable(r, &cap);
+    json_object_set_new(obj, "capacity", json_pack("{s:I, s:I, s:I}", "vcpus", (json_int_t)r->cpus,
+                                                   "memory_mb", (json_int_t)r->memory_mb, "disk_gb",
+                                                   (json_int_t)r->disk_gb));
+    json_object_set_new(obj, "reserved",
+                        json_pack("{s:I, s:I, s:I}", "vcpus", (json_int_t)r->cfg->reserved_host_cpus,
+                                  "memory_mb", (json_int_t)r->cfg->reserved_host_memory_mb, "disk_gb",
+                                  (json_int_t)r->cfg->reserved_host_disk_gb));
+    json_object_set_new(obj, "allocation_ratios",
+                        json_pack("{s:f, s:f, s:f}", "vcpu", r->cfg->cpu_allocation_ratio, "memory",
+                                  r->cfg->ram_allocation_ratio, "disk", r->cfg->disk_allocation_ratio));
+    json_object_set_new(obj, "allocated", json_pack("{s:I, s:I, s:I}", "vcpus", (json_int_t)used.vcpus,
+                                                    "memory_mb", (json_int_t)used.memory_mb,
+                                                    "disk_gb", (json_int_t)used.disk_gb));
+    json_object_set_new(obj, "free",
+                        json_pack("{s:I, s:I, s:I}", "vcpus", (json_int_t)(cap.vcpus - used.vcpus),
+                                  "memory_mb", (json_int_t)(cap.memory_mb - used.memory_mb),
+                                  "disk_gb", (json_int_t)(cap.disk_gb - used.disk_gb)));
+    json_object_set_new(obj, "instances", json_integer(count));
+    return 0;
+}

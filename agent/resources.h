@@ -1,0 +1,29 @@
+/* resources.h: the resource tracker: what the host has (from libvirt and
+ * the state directory's filesystem), what is reserved, the allocation ratios,
+ * and what instances hold. Refuses a launch that does not fit. */
+#ifndef CA_AGENT_RESOURCES_H
+#define CA_AGENT_RESOURCES_H
+
+#include <jansson.h>
+
+#include "agent/agent.h"
+
+int resources_new(const struct agent_config *cfg, struct resources **ret);
+void resources_free(struct resources *r);
+
+/* Record the host's figures (after each connect). */
+void resources_set_host(struct resources *r, const struct hv_host_info *info, const char *state_dir);
+bool resources_known(const struct resources *r);
+
+/* 0 if want fits beside what the store says is allocated; else
+ * -ENOSPC with err naming the flavor field that does not fit. */
+int resources_check(const struct resources *r, struct store *s, const struct flavor *want,
+                    struct agent_error *err);
+
+/* capacity, reserved, allocation_ratios, allocated, free, instances into obj. */
+int resources_to_json(const struct resources *r, struct store *s, json_t *obj);
+
+/* Usable totals after ratios and reservations. */
+void resources_usable(const struct resources *r, struct flavor *out);
+
+#endif

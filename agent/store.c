@@ -1,0 +1,528 @@
+/* store.c: see store.h. Prepared statements are kept for the life of the
+ * store; instance boot sources are stored as JSON text. */
+#include "agent/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum stmt_id {
+    ST_INST_INSERT,
+    ST_INST_UPDATE,
+    ST_INST_GET,
+    ST_INST_ALL,
+    ST_INST_LIVE,
+    ST_ALLOCATED,
+    ST_OP_INSERT,
+    ST_OP_UPDATE,
+    ST_OP_GET,
+    ST_OP_BY_REQUEST,
+    ST_OP_ACTIVE,
+    ST_OP_UNFINISHED,
+    ST_META_GET,
+    ST_META_SET,
+    ST_COUNT
+};
+
+#define INST_COLS                                                                      \
+    "uuid, ec2_id, name, state, task_state, vcpus, memory_mb, disk_gb, instance_type, " \
+    "boot, user_data, console_log, disk_path, fault, created_ms, updated_ms"
+#define OP_COLS                                                                        \
+    "id, type, instance_uuid, request_id, state, step, error_code, error_message, "   \
+    "created_ms, updated_ms"
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_INST_INSERT] = "INSERT INTO instances (" INST_COLS ") VALUES "
+                       "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+    [ST_INST_UPDATE] = "UPDATE instances SET ec2_id=?2, name=?3, state=?4, task_state=?5, "
+                       "vcpus=?6, memory_mb=?7, disk_gb=?8, instance_type=?9, boot=?10, "
+                       "user_data=?11, console_log=?12, disk_path=?13, fault=?14, "
+                       "created_ms=?15, updated_ms=?16 WHERE uuid=?1",
+    [ST_INST_GET] = "SELECT " INST_COLS " FROM instances WHERE uuid=?1 OR ec2_id=?1",
+    [ST_INST_ALL] = "SELECT " INST_COLS " FROM instances ORDER BY created_ms, uuid",
+    [ST_INST_LIVE] = "SELECT " INST_COLS " FROM instances WHERE state <> 'terminated' "
+                     "ORDER BY created_ms, uuid",
+    [ST_ALLOCATED] = "SELECT COALESCE(SUM(vcpus),0), COALESCE(SUM(memory_mb),0), "
+                     "COALESCE(SUM(disk_gb),0), COUNT(*) FROM instances "
+                     "WHERE state NOT IN ('terminated','error')",
+    [ST_OP_INSERT] = "INSERT INTO operations (" OP_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [ST_OP_UPDATE] = "UPDATE operations SET type=?2, instance_uuid=?3, request_id=?4, state=?5, "
+                     "step=?6, error_code=?7, error_message=?8, created_ms=?9, updated_ms=?10 "
+                     "WHERE id=?1",
+    [ST_OP_GET] = "SELECT " OP_COLS " FROM operations WHERE id=?1",
+    [ST_OP_BY_REQUEST] = "SELECT " OP_COLS " FROM operations WHERE request_id=?1",
+    [ST_OP_ACTIVE] = "SELECT " OP_COLS " FROM operations WHERE instance_uuid=?1 AND "
+                     "state IN ('pending','running') ORDER BY created_ms LIMIT 1",
+    [ST_OP_UNFINISHED] = "SELECT " OP_COLS " FROM operations WHERE state IN ('pending','running') "
+                         "ORDER BY created_ms, id",
+    [ST_META_GET] = "SELECT value FROM meta WHERE key=?1",
+    [ST_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS instances ("
+    " uuid TEXT PRIMARY KEY, ec2_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
+    " state TEXT NOT NULL, task_state TEXT NOT NULL DEFAULT '',"
+    " vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,"
+    " instance_type TEXT, boot TEXT NOT NULL, user_data TEXT, console_log TEXT,"
+    " disk_path TEXT, fault TEXT, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS operations ("
+    " id TEXT PRIMARY KEY, type TEXT NOT NULL, instance_uuid TEXT NOT NULL,"
+    " request_id TEXT UNIQUE, state TEXT NOT NULL, step TEXT NOT NULL DEFAULT '',"
+    " error_code TEXT NOT NULL DEFAULT '', error_message TEXT,"
+    " created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS operations_instance ON operations(instance_uuid, state);"
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+struct store {
+    sqlite3 *db;               /* the connection (owned) */
+    sqlite3_stmt *st[ST_COUNT];/* prepared statements (owned) */
+    int tx_depth;              /* nesting of store_begin() */
+    bool tx_failed;            /* an inner step failed: outermost rolls back */
+};
+
+static int sqlite_errno(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return 0;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_CONSTRAINT:
+        return -EEXIST;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+        return -EACCES;
+    default:
+        return -EIO;
+    }
+}
+
+int store_open(const char *path, bool sync_full, struct store **ret, struct agent_error *err)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (!s)
+        return -ENOMEM;
+    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                         NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    sqlite3_busy_timeout(s->db, 5000);
+    rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(s->db, sync_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;",
+                          NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(s->db, "PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL);
+    for (int i = 0; rc == SQLITE_OK && i < ST_COUNT; i++)
+        rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    *ret = s;
+    return 0;
+fail:
+    {
+        int e = sqlite_errno(rc);
+        agent_error_set(err, -e, "store", "agent.state_dir", "cannot open store %s: %s", path,
+                        s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        store_free(s);
+        return e;
+    }
+}
+
+void store_free(struct store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+sqlite3 *store_db(struct store *s)
+{
+    return s->db;
+}
+
+int store_begin(struct store *s)
+{
+    if (s->tx_depth++ == 0) {
+        s->tx_failed = false;
+        return sqlite_errno(sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+    }
+    return 0;
+}
+
+int store_commit(struct store *s)
+{
+    if (--s->tx_depth > 0)
+        return 0;
+    if (s->tx_failed) {
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return -EIO;
+    }
+    int r = sqlite_errno(sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL));
+    if (r < 0)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+void store_rollback(struct store *s)
+{
+    if (--s->tx_depth > 0) {
+        s->tx_failed = true;
+        return;
+    }
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Run a write statement to completion and reset it. */
+static int step_done(struct store *s, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    int r = rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (r == 0 && sqlite3_changes(s->db) == 0)
+        r = -ENOENT;
+    return r;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static int bind_instance(sqlite3_stmt *st, const struct instance *inst)
+{
+    json_t *boot = boot_source_to_json(&inst->boot);
+    char *boot_text = boot ? json_dumps(boot, JSON_COMPACT) : NULL;
+
+    json_decref(boot);
+    if (!boot_text)
+        return -ENOMEM;
+    bind_text(st, 1, inst->uuid);
+    bind_text(st, 2, inst->ec2_id);
+    bind_text(st, 3, inst->name);
+    bind_text(st, 4, inst->state);
+    bind_text(st, 5, inst->task_state);
+    sqlite3_bind_int64(st, 6, inst->flavor.vcpus);
+    sqlite3_bind_int64(st, 7, inst->flavor.memory_mb);
+    sqlite3_bind_int64(st, 8, inst->flavor.disk_gb);
+    bind_text(st, 9, inst->instance_type);
+    sqlite3_bind_text(st, 10, boot_text, -1, free);
+    bind_text(st, 11, inst->user_data);
+    bind_text(st, 12, inst->console_log);
+    bind_text(st, 13, inst->disk_path);
+    bind_text(st, 14, inst->fault);
+    sqlite3_bind_int64(st, 15, inst->created_ms);
+    sqlite3_bind_int64(st, 16, inst->updated_ms);
+    return 0;
+}
+
+static char *col_dup(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    strscpy(dst, t ? (const char *)t : "", size);
+}
+
+static int read_instance(sqlite3_stmt *st, struct instance *inst)
+{
+    json_t *boot;
+
+    memset(inst, 0, sizeof(*inst));
+    col_copy(st, 0, inst->uuid, sizeof(inst->uuid));
+    col_copy(st, 1, inst->ec2_id, sizeof(inst->ec2_id));
+    inst->name = col_dup(st, 2);
+    col_copy(st, 3, inst->state, sizeof(inst->state));
+    col_copy(st, 4, inst->task_state, sizeof(inst->task_state));
+    inst->flavor.vcpus = sqlite3_column_int64(st, 5);
+    inst->flavor.memory_mb = sqlite3_column_int64(st, 6);
+    inst->flavor.disk_gb = sqlite3_column_int64(st, 7);
+    inst->instance_type = col_dup(st, 8);
+    boot = json_loads((const char *)sqlite3_column_text(st, 9), 0, NULL);
+    if (boot)
+        boot_source_from_json(boot, &inst->boot);
+    json_decref(boot);
+    inst->user_data = col_dup(st, 10);
+    inst->console_log = col_dup(st, 11);
+    inst->disk_path = col_dup(st, 12);
+    inst->fault = col_dup(st, 13);
+    inst->created_ms = sqlite3_column_int64(st, 14);
+    inst->updated_ms = sqlite3_column_int64(st, 15);
+    if (!inst->name) {
+        instance_release(inst);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int store_instance_insert(struct store *s, const struct instance *inst)
+{
+    int r = bind_instance(s->st[ST_INST_INSERT], inst);
+    return r < 0 ? r : step_done(s, s->st[ST_INST_INSERT]);
+}
+
+int store_instance_update(struct store *s, const struct instance *inst)
+{
+    int r = bind_instance(s->st[ST_INST_UPDATE], inst);
+    return r < 0 ? r : step_done(s, s->st[ST_INST_UPDATE]);
+}
+
+int store_instance_get(struct store *s, const char *id, struct instance *inst)
+{
+    sqlite3_stmt *st = s->st[ST_INST_GET];
+    int rc, r;
+
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    r = rc == SQLITE_ROW ? read_instance(st, inst) : rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+int store_instance_foreach(struct store *s, bool with_terminated,
+                           int (*cb)(const struct instance *inst, void *opaque), void *opaque)
+{
+    sqlite3_stmt *st = s->st[with_terminated ? ST_INST_ALL : ST_INST_LIVE];
+    int rc, r = 0;
+
+    /* rows are copied out first: cb may write to the store */
+    struct instance *rows = NULL;
+    size_t n = 0, cap = 0;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            struct instance *nr = realloc(rows, ncap * sizeof(*nr));
+            if (!nr) {
+                r = -ENOMEM;
+                break;
+            }
+            rows = nr;
+            cap = ncap;
+        }
+        if ((r = read_instance(st, &rows[n])) < 0)
+            break;
+        n++;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = sqlite_errno(rc);
+    sqlite3_reset(st);
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0 && cb(&rows[i], opaque))
+            r = 1;
+        instance_release(&rows[i]);
+    }
+    free(rows);
+    return r < 0 ? r : 0;
+}
+
+int store_allocated(struct store *s, struct flavor *sum, int64_t *count)
+{
+    sqlite3_stmt *st = s->st[ST_ALLOCATED];
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW) {
+        sum->vcpus = sqlite3_column_int64(st, 0);
+        sum->memory_mb = sqlite3_column_int64(st, 1);
+        sum->disk_gb = sqlite3_column_int64(st, 2);
+        if (count)
+            *count = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : sqlite_errno(rc);
+}
+
+int store_purge_terminated(struct store *s, int64_t before_ms)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "DELETE FROM operations WHERE instance_uuid IN (SELECT uuid FROM "
+                                "instances WHERE state='terminated' AND updated_ms < ?1) AND "
+                                "state NOT IN ('pending','running');"
+                                , -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, before_ms);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_DONE)
+        return sqlite_errno(rc);
+    rc = sqlite3_prepare_v2(s->db, "DELETE FROM instances WHERE state='terminated' AND updated_ms < ?1",
+                            -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, before_ms);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+    return rc == SQLITE_DONE ? sqlite3_changes(s->db) : sqlite_errno(rc);
+}
+
+/* ---- operations ---- */
+
+static void bind_op(sqlite3_stmt *st, const struct op_record *op)
+{
+    bind_text(st, 1, op->id);
+    bind_text(st, 2, op->type);
+    bind_text(st, 3, op->instance_uuid);
+    bind_text(st, 4, op->request_id);
+    bind_text(st, 5, op->state);
+    bind_text(st, 6, op->step);
+    bind_text(st, 7, op->error_code);
+    bind_text(st, 8, op->error_message);
+    sqlite3_bind_int64(st, 9, op->created_ms);
+    sqlite3_bind_int64(st, 10, op->updated_ms);
+}
+
+static void read_op(sqlite3_stmt *st, struct op_record *op)
+{
+    memset(op, 0, sizeof(*op));
+    col_copy(st, 0, op->id, sizeof(op->id));
+    col_copy(st, 1, op->type, sizeof(op->type));
+    col_copy(st, 2, op->instance_uuid, sizeof(op->instance_uuid));
+    op->request_id = col_dup(st, 3);
+    col_copy(st, 4, op->state, sizeof(op->state));
+    col_copy(st, 5, op->step, sizeof(op->step));
+    col_copy(st, 6, op->error_code, sizeof(op->error_code));
+    op->error_message = col_dup(st, 7);
+    op->created_ms = sqlite3_column_int64(st, 8);
+    op->updated_ms = sqlite3_column_int64(st, 9);
+}
+
+int store_op_insert(struct store *s, const struct op_record *op)
+{
+    bind_op(s->st[ST_OP_INSERT], op);
+    return step_done(s, s->st[ST_OP_INSERT]);
+}
+
+int store_op_update(struct store *s, const struct op_record *op)
+{
+    bind_op(s->st[ST_OP_UPDATE], op);
+    return step_done(s, s->st[ST_OP_UPDATE]);
+}
+
+static int op_query_one(sqlite3_stmt *st, const char *arg, struct op_record *op)
+{
+    int rc, r;
+
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        read_op(st, op);
+        r = 0;
+    } else {
+        r = rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+int store_op_get(struct store *s, const char *id, struct op_record *op)
+{
+    return op_query_one(s->st[ST_OP_GET], id, op);
+}
+
+int store_op_find_request(struct store *s, const char *request_id, struct op_record *op)
+{
+    return op_query_one(s->st[ST_OP_BY_REQUEST], request_id, op);
+}
+
+int store_op_active_for(struct store *s, const char *instance_uuid, struct op_record *op)
+{
+    return op_query_one(s->st[ST_OP_ACTIVE], instance_uuid, op);
+}
+
+int store_op_foreach_unfinished(struct store *s, int (*cb)(const struct op_record *op, void *opaque),
+                                void *opaque)
+{
+    sqlite3_stmt *st = s->st[ST_OP_UNFINISHED];
+    struct op_record *rows = NULL;
+    size_t n = 0, cap = 0;
+    int rc, r = 0;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct op_record *nr = realloc(rows, ncap * sizeof(*nr));
+            if (!nr) {
+                r = -ENOMEM;
+                break;
+            }
+            rows = nr;
+            cap = ncap;
+        }
+        read_op(st, &rows[n++]);
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = sqlite_errno(rc);
+    sqlite3_reset(st);
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0 && cb(&rows[i], opaque))
+            r = 1;
+        op_record_release(&rows[i]);
+    }
+    free(rows);
+    return r < 0 ? r : 0;
+}
+
+void op_record_release(struct op_record *op)
+{
+    free(op->request_id);
+    free(op->error_message);
+    op->request_id = NULL;
+    op->error_message = NULL;
+}
+
+/* ---- meta ---- */
+
+int store_meta_get(struct store *s, const char *key, char **value)
+{
+    sqlite3_stmt *st = s->st[ST_META_GET];
+    int rc, r;
+
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *value = col_dup(st, 0);
+        r = *value ? 0 : -ENOMEM;
+    } else {
+        r = rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+int store_meta_set(struct store *s, const char *key, const char *value)
+{
+    sqlite3_stmt *st = s->st[ST_META_SET];
+
+    bind_text(st, 1, key);
+    bind_text(st, 2, value);
+    return step_done(s, st);
+}

@@ -1,0 +1,131 @@
+/* util.c: see util.h. */
+#include "util.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <sys/random.h>
+#include <time.h>
+
+int agent_error_set(struct agent_error *err, int errnum, const char *code,
+                    const char *field, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        strscpy(err->code, code ? code : "internal", sizeof(err->code));
+        strscpy(err->field, field ? field : "", sizeof(err->field));
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof(err->message), fmt, ap);
+        va_end(ap);
+    }
+    return -errnum;
+}
+
+int strscpy(char *dst, const char *src, size_t size)
+{
+    size_t n;
+
+    if (size == 0)
+        return -ENAMETOOLONG;
+    n = strnlen(src, size);
+    if (n == size) {
+        memcpy(dst, src, size - 1);
+        dst[size - 1] = '\0';
+        return -ENAMETOOLONG;
+    }
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
+int parse_int64(const char *s, int64_t min, int64_t max, int64_t *ret)
+{
+    char *end;
+    long long v;
+
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -EINVAL;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return -EINVAL;
+    if (v < min || v > max)
+        return -ERANGE;
+    *ret = v;
+    return 0;
+}
+
+uint64_t now_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int64_t now_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void format_rfc3339_ms(int64_t ms, char buf[32])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    size_t n;
+
+    gmtime_r(&secs, &tm);
+    n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, 32 - n, ".%03uZ", (unsigned)(ms % 1000) % 1000u);
+}
+
+int random_bytes(void *buf, size_t len)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = getrandom(p, len, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int uuid_generate_str(char buf[37])
+{
+    uint8_t u[16];
+    int r = random_bytes(u, sizeof(u));
+
+    if (r < 0)
+        return r;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    snprintf(buf, 37,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10],
+             u[11], u[12], u[13], u[14], u[15]);
+    return 0;
+}
+
+bool uuid_is_valid(const char *s)
+{
+    static const int dash[] = {8, 13, 18, 23};
+    size_t i, d = 0;
+
+    if (!s || strlen(s) != 36)
+        return false;
+    for (i = 0; i < 36; i++) {
+        if (d < ARRAY_SIZE(dash) && (int)i == dash[d]) {
+            if (s[i] != '-')
+                return false;
+            d++;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
