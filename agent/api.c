@@ -144,7 +144,7 @@ static int parse_body(const char *body, size_t len, json_t **out, json_t **reply
 
     if (!body || !len)
         return fail_with(reply, "invalid_json", NULL, "a JSON body is required");
-    *out = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    *out = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!*out) {
         snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
                  jerr.text);
