@@ -208,7 +208,6 @@ static int parse_image(const json_t *img, struct boot_source *b, struct agent_er
                                "field 'image' must be an object");
     if ((r = check_known_keys(img, "image.", allowed, err)) < 0)
         return r;
-    b->kind = BOOT_IMAGE;
     n = !!json_object_get(img, "path") + !!json_object_get(img, "id") + !!json_object_get(img, "url");
     if (n != 1)
         return agent_error_set(err, EINVAL, n ? "invalid_field" : "missing_field", "image",
@@ -283,21 +282,16 @@ int launch_spec_parse(const json_t *body, const struct catalog *cat, struct laun
                             "field 'flavor' or 'instance_type' is required");
         goto fail;
     }
-    /* boot source */
-    if (json_object_get(body, "image") && json_object_get(body, "kernel")) {
-        r = agent_error_set(err, EINVAL, "invalid_field", "kernel",
-                            "give either 'image' or 'kernel', not both");
+    /* boot source: an image, a kernel, or a kernel with an image as its disk */
+    if ((v = json_object_get(body, "image")) && (r = parse_image(v, &s.boot, err)) < 0)
         goto fail;
-    }
-    if ((v = json_object_get(body, "image")))
-        r = parse_image(v, &s.boot, err);
-    else if ((v = json_object_get(body, "kernel")))
-        r = parse_kernel(v, &s.boot, err);
-    else
+    if ((v = json_object_get(body, "kernel")) && (r = parse_kernel(v, &s.boot, err)) < 0)
+        goto fail;
+    if (!json_object_get(body, "image") && !json_object_get(body, "kernel")) {
         r = agent_error_set(err, EINVAL, "missing_field", "image",
                             "a boot source is required: field 'image' or 'kernel'");
-    if (r < 0)
         goto fail;
+    }
     /* user data: base64, at most 16 KiB decoded */
     if ((r = get_string(body, "user_data", "user_data", false, 4 * ((USER_DATA_MAX + 2) / 3) + 4,
                         &s.user_data, err)) < 0) {
@@ -359,21 +353,29 @@ static void set_opt_str(json_t *o, const char *key, const char *v)
         json_object_set_new(o, key, json_string(v));
 }
 
+bool boot_source_has_image(const struct boot_source *b)
+{
+    return b->image_path || b->image_id || b->image_url;
+}
+
 json_t *boot_source_to_json(const struct boot_source *b)
 {
-    json_t *inner = json_object();
+    json_t *out = json_object();
 
-    if (b->kind == BOOT_KERNEL) {
-        json_object_set_new(inner, "path", json_string(b->kernel ? b->kernel : ""));
-        json_object_set_new(inner, "initrd", b->initrd ? json_string(b->initrd) : json_null());
-        json_object_set_new(inner, "cmdline", b->cmdline ? json_string(b->cmdline) : json_null());
-        return json_pack("{s:o}", "kernel", inner);
+    if (b->kind == BOOT_KERNEL)
+        json_object_set_new(out, "kernel",
+                            json_pack("{s:s, s:o, s:o}", "path", b->kernel ? b->kernel : "", "initrd",
+                                      b->initrd ? json_string(b->initrd) : json_null(), "cmdline",
+                                      b->cmdline ? json_string(b->cmdline) : json_null()));
+    if (boot_source_has_image(b)) {
+        json_t *img = json_object();
+        set_opt_str(img, "path", b->image_path);
+        set_opt_str(img, "id", b->image_id);
+        set_opt_str(img, "url", b->image_url);
+        set_opt_str(img, "digest", b->image_digest);
+        json_object_set_new(out, "image", img);
     }
-    set_opt_str(inner, "path", b->image_path);
-    set_opt_str(inner, "id", b->image_id);
-    set_opt_str(inner, "url", b->image_url);
-    set_opt_str(inner, "digest", b->image_digest);
-    return json_pack("{s:o}", "image", inner);
+    return out;
 }
 
 static char *dup_member(const json_t *o, const char *key)
@@ -387,6 +389,13 @@ int boot_source_from_json(const json_t *j, struct boot_source *b)
     json_t *v;
 
     memset(b, 0, sizeof(*b));
+    b->kind = BOOT_IMAGE;
+    if ((v = json_object_get(j, "image"))) {
+        b->image_path = dup_member(v, "path");
+        b->image_id = dup_member(v, "id");
+        b->image_url = dup_member(v, "url");
+        b->image_digest = dup_member(v, "digest");
+    }
     if ((v = json_object_get(j, "kernel"))) {
         b->kind = BOOT_KERNEL;
         b->kernel = dup_member(v, "path");
@@ -394,15 +403,7 @@ int boot_source_from_json(const json_t *j, struct boot_source *b)
         b->cmdline = dup_member(v, "cmdline");
         return b->kernel ? 0 : -EINVAL;
     }
-    if ((v = json_object_get(j, "image"))) {
-        b->kind = BOOT_IMAGE;
-        b->image_path = dup_member(v, "path");
-        b->image_id = dup_member(v, "id");
-        b->image_url = dup_member(v, "url");
-        b->image_digest = dup_member(v, "digest");
-        return 0;
-    }
-    return -EINVAL;
+    return boot_source_has_image(b) ? 0 : -EINVAL;
 }
 
 json_t *instance_to_json(const struct instance *inst)

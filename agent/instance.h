@@ -19,6 +19,8 @@ struct flavor {
     int64_t disk_gb;
 };
 
+/* BOOT_IMAGE: the guest boots from its disk (the image). BOOT_KERNEL: direct
+ * kernel boot; an image, if also given, is then the guest's disk. */
 enum boot_kind { BOOT_IMAGE, BOOT_KERNEL };
 
 struct boot_source {
@@ -76,6 +78,7 @@ json_t *instance_to_json(const struct instance *inst);
 json_t *boot_source_to_json(const struct boot_source *b);
 int boot_source_from_json(const json_t *j, struct boot_source *b);
 void boot_source_release(struct boot_source *b);
+bool boot_source_has_image(const struct boot_source *b);
 
 void instance_release(struct instance *inst);
 /* Deep copy; 0 or -ENOMEM. */

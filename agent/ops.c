@@ -280,7 +280,7 @@ static int prepare_disk(struct instance *inst, const char *dir, const char **for
     struct stat st;
     bool qcow2;
 
-    if (inst->boot.kind != BOOT_IMAGE || !base)
+    if (!base)
         return 0;
     if (stat(base, &st) < 0)
         return agent_error_set(err, errno, "invalid_field", "image.path", "image %s: %s", base,

@@ -55,7 +55,8 @@ static int write_metadata(xmlTextWriterPtr w, const struct instance *inst)
             (b->cmdline && xmlTextWriterWriteAttribute(w, BAD_CAST "cmdline", BAD_CAST b->cmdline) < 0) ||
             xmlTextWriterEndElement(w) < 0)
             return -1;
-    } else {
+    }
+    if (boot_source_has_image(b)) {
         if (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "image", NULL) < 0 ||
             (b->image_path && xmlTextWriterWriteAttribute(w, BAD_CAST "path", BAD_CAST b->image_path) < 0) ||
             (b->image_id && xmlTextWriterWriteAttribute(w, BAD_CAST "id", BAD_CAST b->image_id) < 0) ||
@@ -240,7 +241,6 @@ int domxml_parse_metadata(const char *xml, struct instance *ident)
             ident->boot.initrd = prop_dup(n, "initrd");
             ident->boot.cmdline = prop_dup(n, "cmdline");
         } else if (strcmp((const char *)n->name, "image") == 0) {
-            ident->boot.kind = BOOT_IMAGE;
             ident->boot.image_path = prop_dup(n, "path");
             ident->boot.image_id = prop_dup(n, "id");
             ident->boot.image_url = prop_dup(n, "url");

@@ -57,6 +57,7 @@ static void test_valid(void **state)
     expect_parse("{\"name\":\"a\"," F "," K "}", NULL, NULL);
     expect_parse("{\"name\":\"a<b&\\\"c'\"," F "," K "}", NULL, NULL);
     expect_parse("{\"name\":\"a\",\"instance_type\":\"t3.micro\",\"image\":{\"path\":\"/i.qcow2\"}}", NULL, NULL);
+    expect_parse("{\"name\":\"a\"," F "," K ",\"image\":{\"path\":\"/disk.raw\"}}", NULL, NULL);
     expect_parse("{\"name\":\"a\"," F ",\"kernel\":{\"path\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"console=ttyS0\"},"
                  "\"user_data\":\"aGVsbG8=\",\"request_id\":\"r-1\"}", NULL, NULL);
 }
@@ -86,7 +87,7 @@ static void test_invalid(void **state)
     expect_parse("{\"name\":\"a\"," F ",\"image\":{\"path\":\"/a/../etc/shadow\"}}", "invalid_field", "image.path");
     expect_parse("{\"name\":\"a\"," F ",\"image\":{\"path\":\"/a\",\"id\":\"x\"}}", "invalid_field", "image");
     expect_parse("{\"name\":\"a\"," F ",\"image\":{\"url\":\"http://x/y\"}}", "missing_field", "image.digest");
-    expect_parse("{\"name\":\"a\"," F "," K ",\"image\":{\"path\":\"/i\"}}", "invalid_field", "kernel");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"image\":{\"path\":\"rel\"}}", "invalid_field", "image.path");
     expect_parse("{\"name\":\"a\"," F ",\"kernel\":{\"initrd\":\"/i\"}}", "missing_field", "kernel.path");
     expect_parse("{\"name\":\"a\"," F "," K ",\"user_data\":\"not base64!\"}", "invalid_field", "user_data");
     expect_parse("{\"name\":\"a\"," F "," K ",\"user_data\":5}", "invalid_field", "user_data");

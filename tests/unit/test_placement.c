@@ -1,0 +1,798 @@
+/* test_placement.c: the Placement client's parts that need no server: CPU
+ * features -> traits from libvirt XML, inventory validation/diffing/merging
+ * (what decides that nothing needs sending), trait merging, backoff and
+ * jitter, microversion choice, Keystone pieces, usage drift; and, with a
+ * loopback port nobody listens on, that a down controller never blocks the
+ * caller, is retried with backoff, and that everything closes cleanly.
+ * The real-Placement tests are in test_placement_integration.c. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "common/util.h"
+#include "scheduler-client/placement-internal.h"
+#include "scheduler-client/placement.h"
+
+/* virConnectGetCapabilities() of a Skylake host (libvirt 9, trimmed). The
+ * host CPU lists only the features beyond its model. The <guest> part holds
+ * a decoy that must not count. */
+static const char caps_xml[] =
+    "<capabilities>\n"
+    "  <host>\n"
+    "    <uuid>4c4c4544-0042-3510-8052-b4c04f4e3732</uuid>\n"
+    "    <cpu>\n"
+    "      <arch>x86_64</arch>\n"
+    "      <model>Skylake-Client-IBRS</model>\n"
+    "      <vendor>Intel</vendor>\n"
+    "      <microcode version='240'/>\n"
+    "      <signature family='6' model='94' stepping='3'/>\n"
+    "      <counter name='tsc' frequency='2591999000' scaling='no'/>\n"
+    "      <topology sockets='1' dies='1' cores='4' threads='2'/>\n"
+    "      <maxphysaddr mode='emulate' bits='39'/>\n"
+    "      <feature name='ds'/>\n"
+    "      <feature name='acpi'/>\n"
+    "      <feature name='ss'/>\n"
+    "      <feature name='ht'/>\n"
+    "      <feature name='monitor'/>\n"
+    "      <feature name='vmx'/>\n"
+    "      <feature name='est'/>\n"
+    "      <feature name='osxsave'/>\n"
+    "      <feature name='tsc_adjust'/>\n"
+    "      <feature name='clflushopt'/>\n"
+    "      <feature name='intel-pt'/>\n"
+    "      <feature name='md-clear'/>\n"
+    "      <feature name='stibp'/>\n"
+    "      <feature name='ssbd'/>\n"
+    "      <feature name='xsaves'/>\n"
+    "      <feature name='pdpe1gb'/>\n"
+    "      <feature name='invtsc'/>\n"
+    "      <pages unit='KiB' size='4'/>\n"
+    "      <pages unit='KiB' size='2048'/>\n"
+    "    </cpu>\n"
+    "    <power_management><suspend_mem/></power_management>\n"
+    "    <iommu support='no'/>\n"
+    "    <topology><cells num='1'><cell id='0'>\n"
+    "      <memory unit='KiB'>16291436</memory>\n"
+    "      <cpus num='2'>\n"
+    "        <cpu id='0' socket_id='0' die_id='0' core_id='0' siblings='0'/>\n"
+    "        <cpu id='1' socket_id='0' die_id='0' core_id='1' siblings='1'/>\n"
+    "      </cpus>\n"
+    "    </cell></cells></topology>\n"
+    "  </host>\n"
+    "  <guest>\n"
+    "    <os_type>hvm</os_type>\n"
+    "    <arch name='x86_64'>\n"
+    "      <wordsize>64</wordsize>\n"
+    "      <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"
+    "      <domain type='qemu'/>\n"
+    "      <domain type='kvm'/>\n"
+    "      <cpu><feature name='avx512f'/></cpu>\n"
+    "    </arch>\n"
+    "  </guest>\n"
+    "</capabilities>\n";
+
+/* virConnectBaselineHypervisorCPU(..., EXPAND_FEATURES) style: every
+ * feature of the model, some disabled. */
+static const char baseline_xml[] =
+    "<cpu mode='custom' match='exact'>\n"
+    "  <model fallback='forbid'>Skylake-Client-IBRS</model>\n"
+    "  <vendor>Intel</vendor>\n"
+    "  <feature policy='require' name='sse4.2'/>\n"
+    "  <feature policy='require' name='sse4.1'/>\n"
+    "  <feature policy='require' name='ssse3'/>\n"
+    "  <feature policy='require' name='pni'/>\n"
+    "  <feature policy='require' name='pclmuldq'/>\n"
+    "  <feature policy='require' name='fma'/>\n"
+    "  <feature policy='require' name='avx2'/>\n"
+    "  <feature policy='require' name='aes'/>\n"
+    "  <feature policy='require' name='bmi1'/>\n"
+    "  <feature policy='require' name='x2apic'/>\n"
+    "  <feature policy='disable' name='avx512f'/>\n"
+    "  <feature policy='forbid' name='svm'/>\n"
+    "</cpu>\n";
+
+static bool list_has(char **v, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i], s) == 0)
+            return true;
+    return false;
+}
+
+static void test_traits_from_capabilities(void **state)
+{
+    static const char *const want[] = {
+        "CUSTOM_HYPERVISOR_KVM",     "HW_CPU_X86_INTEL_MD_CLEAR", "HW_CPU_X86_INTEL_SSBD",
+        "HW_CPU_X86_PDPE1GB",        "HW_CPU_X86_STIBP",          "HW_CPU_X86_VMX",
+    };
+    char **traits = NULL;
+    size_t n = 0;
+    struct agent_error err;
+
+    (void)state;
+    assert_int_equal(placement_traits_from_capabilities(caps_xml, "kvm", &traits, &n, &err), 0);
+    assert_int_equal(n, ARRAY_SIZE(want));
+    for (size_t i = 0; i < n; i++) /* sorted, exactly these */
+        assert_string_equal(traits[i], want[i]);
+    assert_false(list_has(traits, n, "HW_CPU_X86_AVX512F")); /* the <guest> decoy */
+    placement_traits_free(traits, n);
+}
+
+static void test_traits_from_expanded_cpu(void **state)
+{
+    static const char *const want[] = {
+        "CUSTOM_HYPERVISOR_QEMU", "HW_CPU_X86_AESNI", "HW_CPU_X86_AVX2",  "HW_CPU_X86_BMI",
+        "HW_CPU_X86_CLMUL",       "HW_CPU_X86_FMA3",  "HW_CPU_X86_SSE3",  "HW_CPU_X86_SSE41",
+        "HW_CPU_X86_SSE42",       "HW_CPU_X86_SSSE3",
+    };
+    char **traits = NULL;
+    size_t n = 0;
+
+    (void)state;
+    assert_int_equal(placement_traits_from_capabilities(baseline_xml, "QEMU", &traits, &n, NULL),
+                     0);
+    assert_int_equal(n, ARRAY_SIZE(want));
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(traits[i], want[i]);
+    /* disable / forbid do not count */
+    assert_false(list_has(traits, n, "HW_CPU_X86_AVX512F"));
+    assert_false(list_has(traits, n, "HW_CPU_X86_SVM"));
+    placement_traits_free(traits, n);
+}
+
+static void test_traits_from_capabilities_errors(void **state)
+{
+    char **traits = NULL;
+    size_t n = 0;
+    struct agent_error err;
+
+    (void)state;
+    assert_int_equal(placement_traits_from_capabilities("<capabilities><host>", NULL, &traits,
+                                                        &n, &err),
+                     -EINVAL);
+    assert_string_equal(err.code, "invalid");
+    assert_int_equal(placement_traits_from_capabilities("not xml", NULL, &traits, &n, &err),
+                     -EINVAL);
+    assert_int_equal(placement_traits_from_capabilities("<domain/>", NULL, &traits, &n, &err),
+                     -EINVAL);
+    assert_int_equal(placement_traits_from_capabilities(caps_xml, "bhyve", &traits, &n, &err),
+                     -EINVAL);
+    assert_string_equal(err.field, "hypervisor");
+    /* no host cpu at all: no traits, no error */
+    assert_int_equal(placement_traits_from_capabilities("<capabilities/>", "xen", &traits, &n,
+                                                        &err),
+                     0);
+    assert_int_equal(n, 1);
+    assert_string_equal(traits[0], "CUSTOM_HYPERVISOR_XEN");
+    placement_traits_free(traits, n);
+    assert_int_equal(placement_traits_from_capabilities("<capabilities/>", NULL, &traits, &n,
+                                                        &err),
+                     0);
+    assert_int_equal(n, 0);
+    placement_traits_free(traits, n);
+    placement_traits_free(NULL, 0);
+}
+
+static void test_cpu_feature_aliases(void **state)
+{
+    (void)state;
+    /* libvirt spelling and /proc/cpuinfo spelling */
+    assert_string_equal(placement_cpu_feature_trait("sse4.2"), "HW_CPU_X86_SSE42");
+    assert_string_equal(placement_cpu_feature_trait("sse4_2"), "HW_CPU_X86_SSE42");
+    assert_string_equal(placement_cpu_feature_trait("sse4_1"), "HW_CPU_X86_SSE41");
+    assert_string_equal(placement_cpu_feature_trait("pni"), "HW_CPU_X86_SSE3");
+    assert_string_equal(placement_cpu_feature_trait("sse3"), "HW_CPU_X86_SSE3");
+    assert_string_equal(placement_cpu_feature_trait("pclmulqdq"), "HW_CPU_X86_CLMUL");
+    assert_string_equal(placement_cpu_feature_trait("aes"), "HW_CPU_X86_AESNI");
+    assert_string_equal(placement_cpu_feature_trait("avx2"), "HW_CPU_X86_AVX2");
+    assert_string_equal(placement_cpu_feature_trait("vmx"), "HW_CPU_X86_VMX");
+    assert_string_equal(placement_cpu_feature_trait("svm"), "HW_CPU_X86_SVM");
+    assert_string_equal(placement_cpu_feature_trait("sha-ni"), "HW_CPU_X86_SHA");
+    assert_string_equal(placement_cpu_feature_trait("avx512-vpopcntdq"),
+                        "HW_CPU_X86_AVX512VPOPCNTDQ");
+    assert_null(placement_cpu_feature_trait("x2apic"));
+    assert_null(placement_cpu_feature_trait("SSE4.2"));
+}
+
+/* ---- inventories ---- */
+
+static const struct placement_inventory host_inv[] = {
+    {.resource_class = "VCPU", .total = 8, .reserved = 0, .min_unit = 1, .max_unit = 8,
+     .step_size = 1, .allocation_ratio = 16.0},
+    {.resource_class = "MEMORY_MB", .total = 16384, .reserved = 512, .min_unit = 1,
+     .max_unit = 16384, .step_size = 1, .allocation_ratio = 1.5},
+    {.resource_class = "DISK_GB", .total = 100, .reserved = 1, .min_unit = 1, .max_unit = 100,
+     .step_size = 1, .allocation_ratio = 1.1},
+};
+
+static void test_inventory_build(void **state)
+{
+    struct placement_inv_set set = {0};
+    struct placement_inventory inv[3];
+
+    (void)state;
+    assert_int_equal(placement_inv_set_build(host_inv, 3, &set), 0);
+    assert_int_equal(set.n, 3);
+    /* sorted by class */
+    assert_string_equal(set.items[0].rc, "DISK_GB");
+    assert_string_equal(set.items[1].rc, "MEMORY_MB");
+    assert_string_equal(set.items[2].rc, "VCPU");
+    assert_int_equal(set.items[1].reserved, 512);
+    placement_inv_set_clear(&set);
+
+    /* a total of 0 means none: left out */
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[2].total = 0;
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), 0);
+    assert_int_equal(set.n, 2);
+    placement_inv_set_clear(&set);
+    assert_int_equal(placement_inv_set_build(NULL, 0, &set), 0);
+    assert_int_equal(set.n, 0);
+
+    /* what Placement would refuse is refused here */
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[1].reserved = inv[1].total + 1;
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[0].min_unit = 9;
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[0].step_size = 0;
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[0].allocation_ratio = 0;
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[0].total = -1;
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[0].resource_class = "vcpu";
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[2].resource_class = "VCPU"; /* duplicate */
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), -EINVAL);
+    memcpy(inv, host_inv, sizeof(inv));
+    inv[1].reserved = inv[1].total; /* allowed since 1.26 */
+    assert_int_equal(placement_inv_set_build(inv, 3, &set), 0);
+    placement_inv_set_clear(&set);
+}
+
+static void test_inventory_diff(void **state)
+{
+    struct placement_inventory shuffled[3] = {host_inv[2], host_inv[0], host_inv[1]};
+    struct placement_inv_set a = {0}, b = {0}, remote = {0};
+    json_t *json;
+
+    (void)state;
+    assert_int_equal(placement_inv_set_build(host_inv, 3, &a), 0);
+    /* order does not matter */
+    assert_int_equal(placement_inv_set_build(shuffled, 3, &b), 0);
+    assert_true(placement_inv_set_equal(&a, &b));
+    placement_inv_set_clear(&b);
+
+    /* every field counts */
+    for (int field = 0; field < 6; field++) {
+        memcpy(shuffled, host_inv, sizeof(shuffled));
+        switch (field) {
+        case 0: shuffled[1].total++; break;
+        case 1: shuffled[1].reserved++; break;
+        case 2: shuffled[1].min_unit++; break;
+        case 3: shuffled[1].max_unit--; break;
+        case 4: shuffled[1].step_size++; break;
+        case 5: shuffled[1].allocation_ratio = 1.0; break;
+        }
+        assert_int_equal(placement_inv_set_build(shuffled, 3, &b), 0);
+        assert_false(placement_inv_set_equal(&a, &b));
+        placement_inv_set_clear(&b);
+    }
+    /* a class more or less counts */
+    assert_int_equal(placement_inv_set_build(host_inv, 2, &b), 0);
+    assert_false(placement_inv_set_equal(&a, &b));
+    placement_inv_set_clear(&b);
+
+    /* what Placement answers reads back equal, even a ratio stored as a
+     * single-precision float (1.1 -> 1.100000023841858) */
+    json = json_loads("{\"DISK_GB\": {\"total\": 100, \"reserved\": 1, \"min_unit\": 1,"
+                      " \"max_unit\": 100, \"step_size\": 1, \"allocation_ratio\": 1.100000023841858},"
+                      " \"MEMORY_MB\": {\"total\": 16384, \"reserved\": 512, \"min_unit\": 1,"
+                      " \"max_unit\": 16384, \"step_size\": 1, \"allocation_ratio\": 1.5},"
+                      " \"VCPU\": {\"total\": 8, \"reserved\": 0, \"min_unit\": 1,"
+                      " \"max_unit\": 8, \"step_size\": 1, \"allocation_ratio\": 16.0}}",
+                      0, NULL);
+    assert_non_null(json);
+    assert_int_equal(placement_inv_set_from_json(json, &remote), 0);
+    json_decref(json);
+    assert_true(placement_inv_set_equal(&a, &remote));
+
+    /* and our JSON reads back as the same set */
+    json = placement_inv_set_to_json(&a);
+    assert_non_null(json);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(json, "MEMORY_MB"),
+                                                        "reserved")),
+                     512);
+    assert_int_equal(placement_inv_set_from_json(json, &b), 0);
+    json_decref(json);
+    assert_true(placement_inv_set_equal(&a, &b));
+    placement_inv_set_clear(&b);
+
+    /* missing fields take Placement's defaults; bad types are refused */
+    json = json_loads("{\"VCPU\": {\"total\": 4}}", 0, NULL);
+    assert_int_equal(placement_inv_set_from_json(json, &b), 0);
+    json_decref(json);
+    assert_int_equal(b.items[0].min_unit, 1);
+    assert_int_equal(b.items[0].step_size, 1);
+    assert_int_equal(b.items[0].max_unit, 2147483647);
+    assert_true(b.items[0].allocation_ratio == 1.0);
+    placement_inv_set_clear(&b);
+    json = json_loads("{\"VCPU\": {\"total\": \"4\"}}", 0, NULL);
+    assert_int_equal(placement_inv_set_from_json(json, &b), -EINVAL);
+    json_decref(json);
+    assert_int_equal(placement_inv_set_from_json(NULL, &b), -EINVAL);
+
+    placement_inv_set_clear(&a);
+    placement_inv_set_clear(&remote);
+}
+
+static void test_inventory_merge(void **state)
+{
+    struct placement_strset managed = {0};
+    struct placement_inv_set desired = {0}, remote = {0}, target = {0};
+    json_t *json;
+
+    (void)state;
+    placement_strset_add(&managed, "VCPU");
+    placement_strset_add(&managed, "MEMORY_MB");
+    placement_strset_add(&managed, "DISK_GB");
+    assert_int_equal(placement_inv_set_build(host_inv, 2, &desired), 0); /* no DISK_GB */
+    /* Placement holds an operator's custom class and a stale DISK_GB */
+    json = json_loads("{\"CUSTOM_FPGA\": {\"total\": 2}, \"DISK_GB\": {\"total\": 50},"
+                      " \"VCPU\": {\"total\": 4}}",
+                      0, NULL);
+    assert_int_equal(placement_inv_set_from_json(json, &remote), 0);
+    json_decref(json);
+    assert_int_equal(placement_inv_set_merge(&remote, &desired, &managed, &target), 0);
+    assert_int_equal(target.n, 3);
+    assert_string_equal(target.items[0].rc, "CUSTOM_FPGA"); /* kept */
+    assert_string_equal(target.items[1].rc, "MEMORY_MB");
+    assert_string_equal(target.items[2].rc, "VCPU");
+    assert_int_equal(target.items[2].total, 8); /* ours wins */
+    assert_false(placement_inv_set_equal(&target, &remote));
+    placement_inv_set_clear(&remote);
+
+    /* once Placement holds the target, merging again changes nothing: no PUT */
+    assert_int_equal(placement_inv_set_copy(&remote, &target), 0);
+    placement_inv_set_clear(&target);
+    assert_int_equal(placement_inv_set_merge(&remote, &desired, &managed, &target), 0);
+    assert_true(placement_inv_set_equal(&target, &remote));
+
+    placement_inv_set_clear(&target);
+    placement_inv_set_clear(&remote);
+    placement_inv_set_clear(&desired);
+    placement_strset_clear(&managed);
+}
+
+/* ---- traits ---- */
+
+static void strset_of(struct placement_strset *set, const char *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(placement_strset_add(set, v[i]), 0);
+}
+
+static void test_traits_merge(void **state)
+{
+    static const char *const remote_v[] = {
+        "CUSTOM_OPERATOR_MARK", "HW_CPU_X86_SSE42", "COMPUTE_STATUS_DISABLED",
+        "CUSTOM_HYPERVISOR_XEN", "CUSTOM_OLD_AGENT_TRAIT", "COMPUTE_NET_VIF_MODEL_VIRTIO",
+    };
+    static const char *const desired_v[] = {"HW_CPU_X86_AVX2", "CUSTOM_HYPERVISOR_KVM"};
+    static const char *const given_v[] = {"HW_CPU_X86_AVX2", "CUSTOM_HYPERVISOR_KVM",
+                                          "CUSTOM_OLD_AGENT_TRAIT"};
+    struct placement_strset remote = {0}, desired = {0}, given = {0}, out = {0};
+
+    (void)state;
+    strset_of(&remote, remote_v, ARRAY_SIZE(remote_v));
+    strset_of(&desired, desired_v, ARRAY_SIZE(desired_v));
+    strset_of(&given, given_v, ARRAY_SIZE(given_v));
+    assert_int_equal(placement_traits_merge(&remote, &desired, &given, &out), 0);
+    /* the operator's traits stay; ours are replaced */
+    assert_int_equal(out.n, 4);
+    assert_string_equal(out.v[0], "COMPUTE_NET_VIF_MODEL_VIRTIO");
+    assert_string_equal(out.v[1], "CUSTOM_HYPERVISOR_KVM");
+    assert_string_equal(out.v[2], "CUSTOM_OPERATOR_MARK");
+    assert_string_equal(out.v[3], "HW_CPU_X86_AVX2");
+
+    /* before any traits were given, only COMPUTE_STATUS_DISABLED is ours */
+    placement_strset_clear(&desired);
+    assert_int_equal(placement_traits_merge(&remote, &desired, NULL, &out), 0);
+    assert_int_equal(out.n, ARRAY_SIZE(remote_v) - 1);
+    assert_false(placement_strset_has(&out, "COMPUTE_STATUS_DISABLED"));
+    assert_true(placement_strset_has(&out, "HW_CPU_X86_SSE42"));
+
+    placement_strset_clear(&remote);
+    placement_strset_clear(&given);
+    placement_strset_clear(&out);
+}
+
+static void test_strset(void **state)
+{
+    struct placement_strset a = {0}, b = {0};
+
+    (void)state;
+    placement_strset_add(&a, "b");
+    placement_strset_add(&a, "a");
+    placement_strset_add(&a, "c");
+    placement_strset_add(&a, "a");
+    assert_int_equal(a.n, 3);
+    assert_string_equal(a.v[0], "a");
+    assert_string_equal(a.v[2], "c");
+    assert_int_equal(placement_strset_copy(&b, &a), 0);
+    assert_true(placement_strset_equal(&a, &b));
+    placement_strset_remove(&b, "b");
+    placement_strset_remove(&b, "zz");
+    assert_false(placement_strset_equal(&a, &b));
+    assert_false(placement_strset_has(&b, "b"));
+    assert_true(placement_strset_has(&b, "c"));
+    placement_strset_clear(&a);
+    placement_strset_clear(&b);
+}
+
+static void test_names(void **state)
+{
+    char long_name[300];
+
+    (void)state;
+    assert_true(placement_name_valid("CUSTOM_HYPERVISOR_KVM"));
+    assert_true(placement_name_valid("HW_CPU_X86_SSE42"));
+    assert_false(placement_name_valid(""));
+    assert_false(placement_name_valid(NULL));
+    assert_false(placement_name_valid("custom_lower"));
+    assert_false(placement_name_valid("CUSTOM/../X"));
+    memset(long_name, 'A', sizeof(long_name));
+    long_name[255] = '\0';
+    assert_true(placement_name_valid(long_name));
+    long_name[255] = 'A';
+    long_name[256] = '\0';
+    assert_false(placement_name_valid(long_name));
+}
+
+/* ---- backoff ---- */
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    /* equal jitter: [b/2, b], b doubling from 500 ms to the 60 s cap */
+    assert_int_equal(placement_backoff_ms(1, 500, 60000, 0), 250);
+    assert_int_equal(placement_backoff_ms(1, 500, 60000, UINT32_MAX), 250 + UINT32_MAX % 251);
+    assert_int_equal(placement_backoff_ms(2, 500, 60000, 0), 500);
+    assert_int_equal(placement_backoff_ms(3, 500, 60000, 0), 1000);
+    assert_int_equal(placement_backoff_ms(8, 500, 60000, 0), 30000);
+    assert_int_equal(placement_backoff_ms(9, 500, 60000, 0), 30000); /* b capped at 60000 */
+    assert_int_equal(placement_backoff_ms(9, 500, 60000, 30000), 60000);
+    assert_int_equal(placement_backoff_ms(1000000, 500, 60000, 0), 30000); /* no overflow */
+    for (uint32_t rnd = 0; rnd < 100000; rnd += 997) {
+        for (unsigned attempt = 1; attempt < 40; attempt++) {
+            uint64_t d = placement_backoff_ms(attempt, 500, 60000, rnd * 7919u);
+            uint64_t b = 500ull << (attempt - 1 < 20 ? attempt - 1 : 20);
+            if (b > 60000)
+                b = 60000;
+            assert_true(d >= b / 2 && d <= b);
+        }
+    }
+    /* initial above the cap: the cap */
+    assert_true(placement_backoff_ms(1, 5000, 1000, 0) <= 1000);
+    /* full jitter for conflicts: [0, b] */
+    assert_int_equal(placement_jitter_ms(1, 50, 2000, 0), 0);
+    assert_int_equal(placement_jitter_ms(1, 50, 2000, 50), 50);
+    assert_int_equal(placement_jitter_ms(1, 50, 2000, 51), 0);
+    assert_true(placement_jitter_ms(30, 50, 2000, UINT32_MAX) <= 2000);
+}
+
+/* ---- microversions ---- */
+
+static void test_microversion(void **state)
+{
+    char mv[8];
+    int a, b;
+
+    (void)state;
+    assert_int_equal(placement_microversion_parse("1.39", &a, &b), 0);
+    assert_int_equal(a, 1);
+    assert_int_equal(b, 39);
+    assert_int_equal(placement_microversion_parse("1", &a, &b), -EINVAL);
+    assert_int_equal(placement_microversion_parse("1.x", &a, &b), -EINVAL);
+    assert_int_equal(placement_microversion_parse(NULL, &a, &b), -EINVAL);
+
+    assert_int_equal(placement_microversion_pick("1.0", "1.39", mv), 0);
+    assert_string_equal(mv, "1.39");
+    assert_int_equal(placement_microversion_pick("1.0", "1.45", mv), 0); /* newer server */
+    assert_string_equal(mv, "1.39");
+    assert_int_equal(placement_microversion_pick("1.0", "1.30", mv), 0); /* older server */
+    assert_string_equal(mv, "1.30");
+    assert_int_equal(placement_microversion_pick("1.0", "1.26", mv), 0);
+    assert_string_equal(mv, "1.26");
+    assert_int_equal(placement_microversion_pick("1.0", "1.20", mv), -ENOTSUP);
+    assert_int_equal(placement_microversion_pick("1.40", "1.50", mv), -ENOTSUP);
+    assert_int_equal(placement_microversion_pick(NULL, "1.39", mv), 0);
+    assert_int_equal(placement_microversion_pick("1.0", NULL, mv), -EINVAL);
+    assert_int_equal(placement_microversion_pick("1.0", "2", mv), -EINVAL);
+}
+
+/* ---- Keystone ---- */
+
+static void test_keystone(void **state)
+{
+    struct placement_keystone_config k = {
+        .auth_url = "http://ks:5000",
+        .username = "agent",
+        .password = "p\"w",
+        .project_name = "service",
+    };
+    char *s;
+    json_t *body;
+    int64_t ms;
+
+    (void)state;
+    s = placement_keystone_tokens_url("http://ks:5000");
+    assert_string_equal(s, "http://ks:5000/v3/auth/tokens?nocatalog");
+    free(s);
+    s = placement_keystone_tokens_url("http://ks/identity/v3/");
+    assert_string_equal(s, "http://ks/identity/v3/auth/tokens?nocatalog");
+    free(s);
+
+    s = placement_keystone_body(&k);
+    assert_non_null(s);
+    body = json_loads(s, 0, NULL);
+    free(s);
+    assert_non_null(body);
+    {
+        json_t *auth = json_object_get(body, "auth");
+        json_t *user = json_object_get(
+            json_object_get(json_object_get(auth, "identity"), "password"), "user");
+        json_t *project = json_object_get(json_object_get(auth, "scope"), "project");
+        assert_string_equal(json_string_value(json_array_get(
+                                json_object_get(json_object_get(auth, "identity"), "methods"), 0)),
+                            "password");
+        assert_string_equal(json_string_value(json_object_get(user, "name")), "agent");
+        assert_string_equal(json_string_value(json_object_get(user, "password")), "p\"w");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(user, "domain"), "name")), "Default");
+        assert_string_equal(json_string_value(json_object_get(project, "name")), "service");
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(project, "domain"), "name")),
+            "Default");
+    }
+    json_decref(body);
+    k.password = NULL;
+    assert_null(placement_keystone_body(&k));
+
+    body = json_loads("{\"token\": {\"expires_at\": \"2026-11-23T21:10:11.000000Z\"}}", 0, NULL);
+    assert_int_equal(placement_keystone_expiry(body, &ms), 0);
+    assert_true(ms == 1795468211000LL);
+    json_decref(body);
+    body = json_loads("{\"token\": {\"expires_at\": \"soon\"}}", 0, NULL);
+    assert_int_equal(placement_keystone_expiry(body, &ms), -EINVAL);
+    json_decref(body);
+}
+
+/* ---- usage drift ---- */
+
+static void test_drift(void **state)
+{
+    static const char *const local_v[] = {
+        "aaaaaaaa-0000-4000-8000-000000000001", /* in both */
+        "aaaaaaaa-0000-4000-8000-000000000002", /* only here */
+    };
+    struct placement_strset local = {0}, only_placement = {0}, only_here = {0};
+    json_t *allocs;
+
+    (void)state;
+    strset_of(&local, local_v, ARRAY_SIZE(local_v));
+    allocs = json_loads("{\"aaaaaaaa-0000-4000-8000-000000000001\": {\"resources\": {\"VCPU\": 1}},"
+                        " \"bbbbbbbb-0000-4000-8000-000000000009\": {\"resources\": {\"VCPU\": 2}}}",
+                        0, NULL);
+    assert_int_equal(placement_drift_compute(allocs, &local, &only_placement, &only_here), 0);
+    assert_int_equal(only_placement.n, 1);
+    assert_string_equal(only_placement.v[0], "bbbbbbbb-0000-4000-8000-000000000009");
+    assert_int_equal(only_here.n, 1);
+    assert_string_equal(only_here.v[0], local_v[1]);
+    json_decref(allocs);
+    assert_int_equal(placement_drift_compute(NULL, &local, &only_placement, &only_here), -EINVAL);
+    placement_strset_clear(&local);
+    placement_strset_clear(&only_placement);
+    placement_strset_clear(&only_here);
+}
+
+/* ---- the client object, with nobody listening ---- */
+
+struct down_ctx {
+    unsigned errors;          /* on_error calls */
+    char last_code[32];       /* their code */
+    char last_field[96];      /* their field */
+    unsigned synced;          /* on_synced calls */
+    int check_status;         /* usage check result */
+    bool check_done;
+};
+
+static void down_on_error(struct placement *p, const struct agent_error *err, void *opaque)
+{
+    struct down_ctx *c = opaque;
+
+    (void)p;
+    c->errors++;
+    strscpy(c->last_code, err->code, sizeof(c->last_code));
+    strscpy(c->last_field, err->field, sizeof(c->last_field));
+}
+
+static void down_on_synced(struct placement *p, void *opaque)
+{
+    (void)p;
+    ((struct down_ctx *)opaque)->synced++;
+}
+
+static void down_on_check(struct placement *p, int status, const struct placement_drift *drift,
+                          const struct agent_error *err, void *opaque)
+{
+    struct down_ctx *c = opaque;
+
+    (void)p;
+    assert_null(drift);
+    assert_non_null(err);
+    c->check_status = status;
+    c->check_done = true;
+}
+
+/* A loopback port with no listener: connections are refused at once. */
+static int closed_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void test_controller_down(void **state)
+{
+    uv_loop_t loop;
+    uv_timer_t deadline;
+    struct down_ctx ctx = {0};
+    struct placement_callbacks cb = {.on_error = down_on_error, .on_synced = down_on_synced};
+    struct placement *p = NULL;
+    struct placement_stats st;
+    char url[64];
+    uint64_t t0, took_ns;
+    const char *consumers[] = {"aaaaaaaa-0000-4000-8000-000000000001"};
+
+    (void)state;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", closed_port());
+    struct placement_config cfg = {
+        .url = url, .token = "admin", .provider_name = "down-host",
+        .backoff_initial_ms = 20, .backoff_max_ms = 80,
+    };
+    assert_int_equal(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &deadline);
+    assert_int_equal(placement_new(&loop, &cfg, &cb, &ctx, &p), 0);
+
+    /* the setters only record: they return at once and send nothing */
+    t0 = now_mono_ns();
+    assert_int_equal(placement_set_inventory(p, host_inv, 3), 0);
+    placement_set_disabled(p, true);
+    assert_int_equal(placement_check_usage(p, consumers, 1, down_on_check, &ctx), 0);
+    assert_int_equal(placement_check_usage(p, consumers, 1, down_on_check, &ctx), -EBUSY);
+    took_ns = now_mono_ns() - t0;
+    assert_true(took_ns < 50ull * 1000000);
+    placement_stats(p, &st);
+    assert_int_equal(st.requests, 0);
+    assert_int_equal(ctx.errors, 0); /* no callback from inside a call */
+
+    /* errors come back through the loop, retried with backoff */
+    uv_timer_start(&deadline, on_deadline, 10000, 0);
+    while (ctx.errors < 4 && uv_is_active((uv_handle_t *)&deadline))
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(ctx.errors >= 4);
+    assert_string_equal(ctx.last_code, "unavailable");
+    assert_string_equal(ctx.last_field, "version");
+    assert_true(ctx.check_done); /* the check did not wait for the controller */
+    assert_int_equal(ctx.check_status, -EAGAIN);
+    assert_int_equal(ctx.synced, 0);
+    placement_stats(p, &st);
+    assert_true(st.requests >= 4);
+    assert_int_equal(st.ok, 0);
+    assert_true(st.error >= 4);
+    assert_false(st.reachable);
+    assert_false(st.synced);
+    assert_null(placement_provider_uuid(p));
+
+    placement_free(p);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_new_rejects_bad_config(void **state)
+{
+    uv_loop_t loop;
+    struct placement *p = NULL;
+    struct placement_config cfg = {.url = "http://127.0.0.1:1", .provider_name = "h"};
+    const char *bad_traits[] = {"HW_CPU_X86_AVX2", "COMPUTE_STATUS_DISABLED"};
+    const char *bad_uuid[] = {"not-a-uuid"};
+    struct placement_inventory bad_inv = host_inv[0];
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    cfg.url = NULL;
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    cfg.url = "ftp://x";
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    cfg.url = "http://127.0.0.1:1";
+    cfg.provider_uuid = "1234";
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    cfg.provider_uuid = NULL;
+    cfg.token = "admin\r\nX-Evil: 1";
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    cfg.token = NULL;
+    cfg.auth = PLACEMENT_AUTH_TOKEN;
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    cfg.auth = PLACEMENT_AUTH_KEYSTONE;
+    cfg.keystone.auth_url = "http://ks:5000";
+    cfg.keystone.username = "u";
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    cfg.auth = PLACEMENT_AUTH_NONE;
+    cfg.provider_name = "bad\nname";
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), -EINVAL);
+    assert_null(p);
+
+    /* a good one, then bad input to the setters; freed before it ever ran */
+    cfg.provider_name = NULL; /* the host name */
+    assert_int_equal(placement_new(&loop, &cfg, NULL, NULL, &p), 0);
+    assert_int_equal(placement_set_traits(p, bad_traits, 2), -EINVAL);
+    bad_inv.max_unit = 0;
+    assert_int_equal(placement_set_inventory(p, &bad_inv, 1), -EINVAL);
+    assert_int_equal(placement_check_usage(p, bad_uuid, 1, down_on_check, NULL), -EINVAL);
+    placement_free(p);
+    placement_free(NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_traits_from_capabilities),
+        cmocka_unit_test(test_traits_from_expanded_cpu),
+        cmocka_unit_test(test_traits_from_capabilities_errors),
+        cmocka_unit_test(test_cpu_feature_aliases),
+        cmocka_unit_test(test_inventory_build),
+        cmocka_unit_test(test_inventory_diff),
+        cmocka_unit_test(test_inventory_merge),
+        cmocka_unit_test(test_traits_merge),
+        cmocka_unit_test(test_strset),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_microversion),
+        cmocka_unit_test(test_keystone),
+        cmocka_unit_test(test_drift),
+        cmocka_unit_test(test_controller_down),
+        cmocka_unit_test(test_new_rejects_bad_config),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
