@@ -1,0 +1,559 @@
+/*
+ * format.c: computectl's text output: aligned tables, key: value blocks and the
+ * error line, built from the agent's JSON answers. Pure: nothing here does I/O
+ * but ctl_table_print().
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             /* asprintf, open_memstream, reallocarray */
+#endif
+#include <errno.h>
+#include <string.h>
+
+#include "cli-internal.h"
+
+struct ctl_table {
+        size_t ncols;           /* cells per row */
+        char **headers;         /* ncols strings, or NULL: no header line */
+        bool *right;            /* ncols flags: right-aligned column */
+        char **cells;           /* nrows * ncols strings, row-major */
+        size_t nrows;           /* rows added */
+        size_t cap_rows;        /* rows allocated in cells */
+};
+
+/* Copy of s with terminal control characters (C0, DEL, C1 in UTF-8) replaced by '?'. */
+static char *sanitize(const char *s) {
+        size_t len = strlen(s), j = 0;
+        char *out = malloc(len + 1);
+
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char) s[i];
+
+                if (c < 0x20 || c == 0x7f)
+                        out[j++] = '?';
+                else if (c == 0xc2 && i + 1 < len &&
+                         (unsigned char) s[i + 1] >= 0x80 && (unsigned char) s[i + 1] <= 0x9f) {
+                        out[j++] = '?';
+                        i++;
+                } else
+                        out[j++] = (char) c;
+        }
+        out[j] = '\0';
+        return out;
+}
+
+/* Width in characters: UTF-8 continuation bytes do not count. */
+static size_t text_width(const char *s) {
+        size_t w = 0;
+
+        for (; *s; s++)
+                if (((unsigned char) *s & 0xc0) != 0x80)
+                        w++;
+        return w;
+}
+
+int ctl_table_new(size_t ncols, const char *const *headers, const bool *right_align,
+                  struct ctl_table **ret) {
+        struct ctl_table *t;
+
+        if (ncols == 0)
+                return -EINVAL;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->ncols = ncols;
+        t->right = calloc(ncols, sizeof(bool));
+        if (!t->right)
+                goto fail;
+        if (right_align)
+                memcpy(t->right, right_align, ncols * sizeof(bool));
+        if (headers) {
+                t->headers = calloc(ncols, sizeof(char *));
+                if (!t->headers)
+                        goto fail;
+                for (size_t i = 0; i < ncols; i++) {
+                        t->headers[i] = sanitize(headers[i] ? headers[i] : "");
+                        if (!t->headers[i])
+                                goto fail;
+                }
+        }
+        *ret = t;
+        return 0;
+fail:
+        ctl_table_free(t);
+        return -ENOMEM;
+}
+
+struct ctl_table *ctl_table_free(struct ctl_table *t) {
+        if (!t)
+                return NULL;
+        if (t->headers)
+                for (size_t i = 0; i < t->ncols; i++)
+                        free(t->headers[i]);
+        for (size_t i = 0; i < t->nrows * t->ncols; i++)
+                free(t->cells[i]);
+        free(t->headers);
+        free(t->right);
+        free(t->cells);
+        free(t);
+        return NULL;
+}
+
+int ctl_table_add_row(struct ctl_table *t, const char *const *cells) {
+        char **row;
+
+        if (t->nrows == t->cap_rows) {
+                size_t cap = t->cap_rows ? t->cap_rows * 2 : 8;
+                char **n = reallocarray(t->cells, cap * t->ncols, sizeof(char *));
+
+                if (!n)
+                        return -ENOMEM;
+                t->cells = n;
+                t->cap_rows = cap;
+        }
+        row = t->cells + t->nrows * t->ncols;
+        for (size_t i = 0; i < t->ncols; i++) {
+                row[i] = sanitize(cells[i] ? cells[i] : "-");
+                if (!row[i]) {
+                        while (i > 0)
+                                free(row[--i]);
+                        return -ENOMEM;
+                }
+        }
+        t->nrows++;
+        return 0;
+}
+
+static void render_line(FILE *f, const struct ctl_table *t, char *const *line, const size_t *width) {
+        for (size_t c = 0; c < t->ncols; c++) {
+                size_t pad = width[c] - text_width(line[c]);
+                bool last = c + 1 == t->ncols;
+
+                if (c > 0)
+                        fputs("  ", f);
+                if (t->right[c])
+                        fprintf(f, "%*s", (int) pad, "");
+                fputs(line[c], f);
+                if (!t->right[c] && !last)
+                        fprintf(f, "%*s", (int) pad, "");
+        }
+        fputc('\n', f);
+}
+
+int ctl_table_render(const struct ctl_table *t, char **ret) {
+        _cleanup_ctl_free_ size_t *width = NULL;
+        _cleanup_ctl_free_ char *buf = NULL;
+        size_t size = 0;
+        FILE *f;
+
+        width = calloc(t->ncols, sizeof(size_t));
+        if (!width)
+                return -ENOMEM;
+        for (size_t c = 0; c < t->ncols; c++) {
+                if (t->headers)
+                        width[c] = text_width(t->headers[c]);
+                for (size_t r = 0; r < t->nrows; r++) {
+                        size_t w = text_width(t->cells[r * t->ncols + c]);
+
+                        if (w > width[c])
+                                width[c] = w;
+                }
+        }
+
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return -ENOMEM;
+        if (t->headers)
+                render_line(f, t, t->headers, width);
+        for (size_t r = 0; r < t->nrows; r++)
+                render_line(f, t, t->cells + r * t->ncols, width);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        if (!buf)
+                return -ENOMEM;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int ctl_table_print(const struct ctl_table *t, FILE *f) {
+        _cleanup_ctl_free_ char *s = NULL;
+        int r = ctl_table_render(t, &s);
+
+        if (r < 0)
+                return r;
+        if (fputs(s, f) == EOF)
+                return -EIO;
+        return 0;
+}
+
+int ctl_json_cell(const json_t *v, char **ret) {
+        char *s = NULL;
+
+        switch (v ? json_typeof(v) : JSON_NULL) {
+        case JSON_STRING:
+                s = strdup(json_string_value(v));
+                break;
+        case JSON_INTEGER:
+                if (asprintf(&s, "%" JSON_INTEGER_FORMAT, json_integer_value(v)) < 0)
+                        s = NULL;
+                break;
+        case JSON_REAL: {
+                double d = json_real_value(v);
+
+                /* "16.0", not "16": a ratio should look like one */
+                if (asprintf(&s, d > -1e15 && d < 1e15 && d == (double) (long long) d ? "%.1f" : "%g", d) < 0)
+                        s = NULL;
+                break;
+        }
+        case JSON_TRUE:
+                s = strdup("yes");
+                break;
+        case JSON_FALSE:
+                s = strdup("no");
+                break;
+        default:
+                s = strdup("-");
+                break;
+        }
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+/* Adds a row whose cells are the ctl_json_cell() texts of n values (n <= 16). */
+static int add_json_row(struct ctl_table *t, const json_t *const *values, size_t n) {
+        char *cells[16] = {};
+        int r = 0;
+
+        if (n > 16 || n != t->ncols)
+                return -EINVAL;
+        for (size_t i = 0; i < n && r == 0; i++)
+                r = ctl_json_cell(values[i], &cells[i]);
+        if (r == 0)
+                r = ctl_table_add_row(t, (const char *const *) cells);
+        for (size_t i = 0; i < n; i++)
+                free(cells[i]);
+        return r;
+}
+
+/* Adds a "label:" / value row to a two-column key-value table. */
+static int add_kv(struct ctl_table *t, const char *label, const json_t *value) {
+        _cleanup_ctl_free_ char *key = NULL, *val = NULL;
+        int r;
+
+        if (asprintf(&key, "%s:", label) < 0)
+                return -ENOMEM;
+        r = ctl_json_cell(value, &val);
+        if (r < 0)
+                return r;
+        return ctl_table_add_row(t, (const char *const[]) { key, val });
+}
+
+/* Adds label: obj[key] for each key, labels being the JSON keys. */
+static int add_kv_fields(struct ctl_table *t, const json_t *obj, const char *const *keys) {
+        for (size_t i = 0; keys[i]; i++) {
+                int r = add_kv(t, keys[i], json_object_get(obj, keys[i]));
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int kv_table_new(struct ctl_table **ret) {
+        return ctl_table_new(2, NULL, NULL, ret);
+}
+
+int ctl_format_instance_list(const json_t *body, char **ret) {
+        static const char *const headers[] = {
+                "ID", "EC2 ID", "NAME", "STATE", "TASK", "VCPUS", "MEM_MB", "DISK_GB",
+        };
+        static const bool right[] = { false, false, false, false, false, true, true, true };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        const json_t *list = json_object_get(body, "instances");
+        const json_t *inst;
+        size_t i;
+        int r;
+
+        if (!json_is_array(list))
+                return -EBADMSG;
+        r = ctl_table_new(8, headers, right, &t);
+        if (r < 0)
+                return r;
+        json_array_foreach(list, i, inst) {
+                const json_t *flavor = json_object_get(inst, "flavor");
+                const json_t *values[] = {
+                        json_object_get(inst, "id"),
+                        json_object_get(inst, "ec2_id"),
+                        json_object_get(inst, "name"),
+                        json_object_get(inst, "state"),
+                        json_object_get(inst, "task_state"),
+                        json_object_get(flavor, "vcpus"),
+                        json_object_get(flavor, "memory_mb"),
+                        json_object_get(flavor, "disk_gb"),
+                };
+
+                r = add_json_row(t, values, 8);
+                if (r < 0)
+                        return r;
+        }
+        return ctl_table_render(t, ret);
+}
+
+/* The boot lines: image: PATH, or kernel:/initrd:/cmdline:. */
+static int add_boot(struct ctl_table *t, const json_t *boot) {
+        const json_t *image = json_object_get(boot, "image");
+        const json_t *kernel = json_object_get(boot, "kernel");
+        int r;
+
+        if (image)
+                return add_kv(t, "image", json_object_get(image, "path"));
+        if (kernel) {
+                r = add_kv(t, "kernel", json_object_get(kernel, "path"));
+                if (r < 0)
+                        return r;
+                r = add_kv(t, "initrd", json_object_get(kernel, "initrd"));
+                if (r < 0)
+                        return r;
+                return add_kv(t, "cmdline", json_object_get(kernel, "cmdline"));
+        }
+        return add_kv(t, "boot", NULL);
+}
+
+int ctl_format_instance(const json_t *inst, char **ret) {
+        static const char *const head[] = {
+                "id", "ec2_id", "name", "state", "task_state", "instance_type", NULL,
+        };
+        static const char *const flavor_keys[] = { "vcpus", "memory_mb", "disk_gb", NULL };
+        static const char *const tail[] = {
+                "has_user_data", "console_log", "created_at", "updated_at", "fault", NULL,
+        };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        int r;
+
+        if (!json_is_object(inst))
+                return -EBADMSG;
+        r = kv_table_new(&t);
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, inst, head);
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, json_object_get(inst, "flavor"), flavor_keys);
+        if (r < 0)
+                return r;
+        r = add_boot(t, json_object_get(inst, "boot"));
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, inst, tail);
+        if (r < 0)
+                return r;
+        return ctl_table_render(t, ret);
+}
+
+/* "code: message" of an {"code","message"} object, NULL (prints "-") when absent. */
+static int error_text(const json_t *error, json_t **ret) {
+        const char *code = json_string_value(json_object_get(error, "code"));
+        const char *message = json_string_value(json_object_get(error, "message"));
+
+        if (!code && !message) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = json_sprintf("%s: %s", code ? code : "error", message ? message : "");
+        return *ret ? 0 : -ENOMEM;
+}
+
+int ctl_format_operation(const json_t *op, char **ret) {
+        static const char *const head[] = {
+                "id", "type", "instance_id", "request_id", "state", "step", NULL,
+        };
+        static const char *const tail[] = { "created_at", "updated_at", NULL };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        json_auto_t *error = NULL;
+        int r;
+
+        if (!json_is_object(op))
+                return -EBADMSG;
+        r = kv_table_new(&t);
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, op, head);
+        if (r < 0)
+                return r;
+        r = error_text(json_object_get(op, "error"), &error);
+        if (r < 0)
+                return r;
+        r = add_kv(t, "error", error);
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, op, tail);
+        if (r < 0)
+                return r;
+        return ctl_table_render(t, ret);
+}
+
+/* The RESOURCE / CAPACITY / RESERVED / RATIO / ALLOCATED / FREE table. */
+static int host_resources(const json_t *host, char **ret) {
+        static const char *const headers[] = {
+                "RESOURCE", "CAPACITY", "RESERVED", "RATIO", "ALLOCATED", "FREE",
+        };
+        static const bool right[] = { false, true, true, true, true, true };
+        static const struct {
+                const char *key;        /* in capacity, reserved, allocated, free */
+                const char *ratio;      /* in allocation_ratios */
+        } rows[] = {
+                { "vcpus", "vcpu" },
+                { "memory_mb", "memory" },
+                { "disk_gb", "disk" },
+        };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        int r;
+
+        r = ctl_table_new(6, headers, right, &t);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+                json_auto_t *name = json_string(rows[i].key);
+                const json_t *values[] = {
+                        name,
+                        json_object_get(json_object_get(host, "capacity"), rows[i].key),
+                        json_object_get(json_object_get(host, "reserved"), rows[i].key),
+                        json_object_get(json_object_get(host, "allocation_ratios"), rows[i].ratio),
+                        json_object_get(json_object_get(host, "allocated"), rows[i].key),
+                        json_object_get(json_object_get(host, "free"), rows[i].key),
+                };
+
+                r = add_json_row(t, values, 6);
+                if (r < 0)
+                        return r;
+        }
+        return ctl_table_render(t, ret);
+}
+
+int ctl_format_host(const json_t *host, char **ret) {
+        static const char *const keys[] = {
+                "hostname", "hypervisor", "domain_type", "libvirt_uri", NULL,
+        };
+        static const char *const keys2[] = { "version", "state", "instances", NULL };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        _cleanup_ctl_free_ char *summary = NULL, *resources = NULL;
+        char *text;
+        int r;
+
+        if (!json_is_object(host))
+                return -EBADMSG;
+        r = kv_table_new(&t);
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, host, keys);
+        if (r < 0)
+                return r;
+        r = add_kv(t, "libvirt_connected",
+                   json_object_get(json_object_get(host, "libvirt"), "connected"));
+        if (r < 0)
+                return r;
+        r = add_kv_fields(t, host, keys2);
+        if (r < 0)
+                return r;
+        r = ctl_table_render(t, &summary);
+        if (r < 0)
+                return r;
+        r = host_resources(host, &resources);
+        if (r < 0)
+                return r;
+        if (asprintf(&text, "%s\n%s", summary, resources) < 0)
+                return -ENOMEM;
+        *ret = text;
+        return 0;
+}
+
+int ctl_format_accepted(const json_t *inst, const json_t *op, char **ret) {
+        static const char *const inst_keys[] = { "ec2_id", "name", "state", "task_state", NULL };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        json_auto_t *error = NULL;
+        int r;
+
+        r = kv_table_new(&t);
+        if (r < 0)
+                return r;
+        if (inst) {
+                r = add_kv(t, "instance", json_object_get(inst, "id"));
+                if (r < 0)
+                        return r;
+                r = add_kv_fields(t, inst, inst_keys);
+                if (r < 0)
+                        return r;
+        } else if (op) {
+                r = add_kv(t, "instance", json_object_get(op, "instance_id"));
+                if (r < 0)
+                        return r;
+        }
+        if (op) {
+                r = add_kv(t, "operation", json_object_get(op, "id"));
+                if (r < 0)
+                        return r;
+                r = add_kv(t, "operation_type", json_object_get(op, "type"));
+                if (r < 0)
+                        return r;
+                r = add_kv(t, "operation_state", json_object_get(op, "state"));
+                if (r < 0)
+                        return r;
+                r = error_text(json_object_get(op, "error"), &error);
+                if (r < 0)
+                        return r;
+                if (error) {
+                        r = add_kv(t, "operation_error", error);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return ctl_table_render(t, ret);
+}
+
+/* First line of raw, at most 200 bytes, control characters replaced. */
+static char *raw_excerpt(const char *raw) {
+        _cleanup_ctl_free_ char *line = NULL;
+        size_t len;
+
+        if (!raw)
+                return NULL;
+        while (*raw == ' ' || *raw == '\t' || *raw == '\r' || *raw == '\n')
+                raw++;
+        len = strcspn(raw, "\r\n");
+        if (len == 0)
+                return NULL;
+        line = strndup(raw, len > 200 ? 200 : len);
+        if (!line)
+                return NULL;
+        return sanitize(line);
+}
+
+int ctl_format_api_error(long status, const json_t *body, const char *raw, char **ret) {
+        const json_t *error = json_object_get(body, "error");
+        const char *code = json_string_value(json_object_get(error, "code"));
+        const char *message = json_string_value(json_object_get(error, "message"));
+        const char *field = json_string_value(json_object_get(error, "field"));
+        _cleanup_ctl_free_ char *text = NULL, *excerpt = NULL;
+        int n;
+
+        if (code) {
+                if (field)
+                        n = asprintf(&text, "error: %s: %s (field: %s)", code,
+                                     message ? message : "", field);
+                else
+                        n = asprintf(&text, "error: %s: %s", code, message ? message : "");
+        } else {
+                excerpt = raw_excerpt(raw);
+                if (excerpt)
+                        n = asprintf(&text, "error: HTTP %ld: %s", status, excerpt);
+                else
+                        n = asprintf(&text, "error: HTTP %ld", status);
+        }
+        if (n < 0)
+                return -ENOMEM;
+        *ret = sanitize(text);
+        return *ret ? 0 : -ENOMEM;
+}
