@@ -37,6 +37,12 @@ struct agent {
     char instances_dir[4096];   /* STATE_DIR/instances */
 };
 
+/* An operation ended (succeeded or failed); inst is the instance as it is
+ * now. Called by the operations engine on the loop thread; tells the API's
+ * waiters (and later the bus). */
+void agent_operation_finished(struct agent *a, const struct op_record *rec,
+                              const struct instance *inst);
+
 /* Ask for a (re)connect to the hypervisor after the current backoff. */
 void agent_schedule_reconnect(struct agent *a);
 

@@ -22,10 +22,13 @@ struct api_server {
     bool open;                /* handles initialized */
 };
 
+struct waiter;
+
 struct api {
     struct agent *a;
     struct api_server unix_srv;
     struct api_server tcp_srv;
+    struct waiter *waiters;   /* suspended long-polls */
     int pending_closes;       /* handles whose close callback is due */
 };
 
@@ -33,7 +36,22 @@ struct request {
     char *body;               /* accumulated upload */
     size_t len;
     bool too_big;             /* over API_MAX_BODY: answer 413 */
+    json_t *reply;            /* a long-poll's answer, ready after resume */
+    int status;
 };
+
+/* A request suspended until its operation ends or its deadline passes. */
+struct waiter {
+    struct api *api;
+    struct api_server *srv;   /* the server of the connection */
+    struct MHD_Connection *conn;
+    struct request *req;
+    char op_id[37];
+    uv_timer_t timer;         /* the deadline */
+    struct waiter *prev, *next;
+};
+
+#define API_MAX_WAIT_S 300
 
 /* ---- replies ---- */
 
@@ -387,6 +405,102 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
     return r;
 }
 
+static void on_timer(uv_timer_t *t);
+
+static void on_waiter_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Answer a suspended request and let MHD run it again. */
+static void waiter_resume(struct waiter *w, int status, json_t *reply)
+{
+    struct api *api = w->api;
+
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        api->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->req->status = status;
+    w->req->reply = reply;
+    MHD_resume_connection(w->conn);
+    /* MHD serves a resumed connection on its next run: make that now */
+    if (!api->a->stopping)
+        uv_timer_start(&w->srv->timer, on_timer, 0, 0);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, on_waiter_closed);
+}
+
+static void on_wait_deadline(uv_timer_t *t)
+{
+    struct waiter *w = t->data;
+    struct op_record op;
+    json_t *reply;
+    int status;
+
+    if (store_op_get(w->api->a->store, w->op_id, &op) == 0) {
+        reply = op_record_to_json(&op);
+        op_record_release(&op);
+        status = 200;
+    } else {
+        status = fail_with(&reply, "not_found", "id", "no such operation");
+    }
+    waiter_resume(w, status, reply);
+}
+
+void api_operation_done(struct api *api, const struct op_record *rec)
+{
+    struct waiter *w = api->waiters, *next;
+
+    for (; w; w = next) {
+        next = w->next;
+        if (!strcmp(w->op_id, rec->id))
+            waiter_resume(w, 200, op_record_to_json(rec));
+    }
+}
+
+/* GET /v1/operations/{id}?wait=S: 1 if suspended until the operation ends
+ * (or S seconds pass), 0 to answer now, -1 with *reply set on bad input. */
+static int maybe_wait(struct api_server *srv, struct MHD_Connection *c, struct request *req,
+                      const char *id, const char *wait, json_t **reply, int *status)
+{
+    struct api *api = srv->api;
+    struct op_record op;
+    struct waiter *w;
+    int64_t secs;
+    bool finished;
+
+    if (parse_int64(wait, 0, API_MAX_WAIT_S, &secs) < 0) {
+        *status = fail_with(reply, "invalid_field", "wait", "query 'wait' must be seconds from 0 to 300");
+        return -1;
+    }
+    if (secs == 0 || !uuid_is_valid(id) || store_op_get(api->a->store, id, &op) < 0)
+        return 0;
+    finished = strcmp(op.state, "pending") && strcmp(op.state, "running");
+    op_record_release(&op);
+    if (finished || api->a->stopping)
+        return 0;
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return 0;
+    w->api = api;
+    w->srv = srv;
+    w->conn = c;
+    w->req = req;
+    strscpy(w->op_id, id, sizeof(w->op_id));
+    uv_timer_init(api->a->loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, on_wait_deadline, (uint64_t)secs * 1000, 0);
+    w->next = api->waiters;
+    if (api->waiters)
+        api->waiters->prev = w;
+    api->waiters = w;
+    MHD_suspend_connection(c);
+    return 1;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
@@ -426,6 +540,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
+    if (req->reply) {
+        /* a resumed long-poll */
+        json_t *r = req->reply;
+        req->reply = NULL;
+        return send_json(c, req->status, r);
+    }
     t0 = now_mono_ns();
     if (srv->tcp && !token_ok(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
                               a->cfg.api_token)) {
@@ -442,6 +562,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         goto send;
     }
     idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    if (!strcmp(method, "GET") && !strncmp(url, "/v1/operations/", 15)) {
+        const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
+        if (w) {
+            int r = maybe_wait(srv, c, req, url + 15, w, &reply, &status);
+            if (r == 1)
+                return MHD_YES; /* suspended */
+            if (r < 0)
+                goto send;
+        }
+    }
     status = api_route(a, method, url, req->body, req->len, idem, &reply);
 send:
     if (status >= 400) {
@@ -467,6 +597,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)c;
     (void)toe;
     if (req) {
+        json_decref(req->reply);
         free(req->body);
         free(req);
         *con_cls = NULL;
@@ -566,7 +697,7 @@ static int server_start(struct api *api, struct api_server *srv, int fd, bool tc
 
     srv->api = api;
     srv->tcp = tcp;
-    srv->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG * 0, 0, NULL, NULL, on_request, srv,
+    srv->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request, srv,
                                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
                                 srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
@@ -642,6 +773,13 @@ void api_free(struct api *api)
 {
     if (!api)
         return;
+    /* MHD needs every suspended connection resumed before it stops */
+    while (api->waiters)
+        on_wait_deadline(&api->waiters->timer);
+    if (api->unix_srv.mhd)
+        MHD_run(api->unix_srv.mhd);
+    if (api->tcp_srv.mhd)
+        MHD_run(api->tcp_srv.mhd);
     if (api->a->cfg.api_socket)
         unlink(api->a->cfg.api_socket);
     server_stop(&api->unix_srv);

@@ -17,6 +17,10 @@ int api_new(struct agent *a, struct api **ret, struct agent_error *err);
  * callbacks). Accepts NULL. */
 void api_free(struct api *api);
 
+/* An operation ended: answer the requests long-polling it
+ * (GET /v1/operations/{id}?wait=SECONDS). */
+void api_operation_done(struct api *api, const struct op_record *rec);
+
 /* Route one request (exposed for tests and fuzzing): method, path with
  * query, body (may be NULL), the Idempotency-Key header (may be NULL).
  * Returns the status and sets *reply (new reference). */

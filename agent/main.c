@@ -1,6 +1,7 @@
 /* main.c: compute-agent. Builds struct agent, connects to the hypervisor
  * (off the loop, with backoff), reconciles, serves the API, and says READY=1
  * to systemd once it serves. SIGTERM stops the agent, not the guests. */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,14 @@ void agent_schedule_reconnect(struct agent *a)
     uv_timer_start(&a->reconnect_timer, on_reconnect_timer, a->reconnect_delay_ms, 0);
 }
 
+void agent_operation_finished(struct agent *a, const struct op_record *rec,
+                              const struct instance *inst)
+{
+    (void)inst;
+    if (a->api)
+        api_operation_done(a->api, rec);
+}
+
 static void on_hv_event(const struct hv_event *ev, void *opaque)
 {
     struct agent *a = opaque;
@@ -212,6 +221,8 @@ int main(int argc, char **argv)
     int r;
 
     signal(SIGPIPE, SIG_IGN);
+    /* worker threads would each get a malloc arena; two serve them well */
+    mallopt(M_ARENA_MAX, 2);
     config_init_defaults(&a.cfg);
     r = config_from_args(&a.cfg, argc, argv, &err);
     if (r == 1)

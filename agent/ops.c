@@ -228,6 +228,7 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
     log_op(failure ? LOG_WARN : LOG_INFO, failure ? "operation failed" : "operation succeeded", r,
            failure ? failure->message : NULL);
     r->done = true;
+    agent_operation_finished(r->ops->a, &r->rec, &r->inst);
     if (!r->job_running)
         run_release(r);
 }
@@ -527,9 +528,12 @@ static void job_after_run(struct job *j)
         advance(r);
         break;
     case JOB_START:
-        if (!strcmp(type, "launch"))
-            journal_step(r, "started");
+        if (!strcmp(type, "launch")) {
+            /* the step and the result go in one commit */
+            strscpy(r->rec.step, "started", sizeof(r->rec.step));
+        }
         finish(r, "running", NULL);
+        crash_point(r->ops, &r->rec);
         break;
     case JOB_SHUTDOWN:
         if (j->result < 0) {
