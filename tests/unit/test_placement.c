@@ -669,6 +669,13 @@ static void on_deadline(uv_timer_t *t)
     (void)t;
 }
 
+static void free_on_error(struct placement *p, const struct agent_error *err, void *opaque)
+{
+    (void)err;
+    (*(unsigned *)opaque)++;
+    placement_free(p);
+}
+
 static void test_controller_down(void **state)
 {
     uv_loop_t loop;
@@ -722,6 +729,52 @@ static void test_controller_down(void **state)
     assert_null(placement_provider_uuid(p));
 
     placement_free(p);
+
+    /* a usage check while the controller is down completes with an error
+     * at the first failure instead of waiting; registration, still wanted,
+     * keeps being retried */
+    {
+        struct placement_callbacks cb3 = {.on_error = down_on_error};
+        struct down_ctx ctx3 = {0};
+        struct placement *p3 = NULL;
+        struct placement_stats st3;
+        uint64_t sent;
+
+        assert_int_equal(placement_new(&loop, &cfg, &cb3, &ctx3, &p3), 0);
+        assert_int_equal(placement_check_usage(p3, consumers, 1, down_on_check, &ctx3), 0);
+        uv_timer_start(&deadline, on_deadline, 10000, 0);
+        while (!ctx3.check_done && uv_is_active((uv_handle_t *)&deadline))
+            uv_run(&loop, UV_RUN_ONCE);
+        assert_true(ctx3.check_done);
+        /* registration is still wanted: it keeps retrying with backoff */
+        placement_stats(p3, &st3);
+        sent = st3.requests;
+        uv_timer_start(&deadline, on_deadline, 300, 0);
+        while (uv_is_active((uv_handle_t *)&deadline))
+            uv_run(&loop, UV_RUN_ONCE);
+        placement_stats(p3, &st3);
+        assert_true(st3.requests > sent);
+        placement_free(p3);
+    }
+
+    /* placement_free() from inside a callback: nothing fires after it */
+    {
+        struct placement_callbacks cb2 = {.on_error = free_on_error};
+        unsigned freed = 0;
+        struct placement *p2 = NULL;
+
+        assert_int_equal(placement_new(&loop, &cfg, &cb2, &freed, &p2), 0);
+        assert_int_equal(placement_set_inventory(p2, host_inv, 3), 0);
+        uv_timer_start(&deadline, on_deadline, 10000, 0);
+        while (freed < 1 && uv_is_active((uv_handle_t *)&deadline))
+            uv_run(&loop, UV_RUN_ONCE);
+        assert_int_equal(freed, 1);
+        uv_timer_start(&deadline, on_deadline, 300, 0);
+        while (uv_is_active((uv_handle_t *)&deadline))
+            uv_run(&loop, UV_RUN_ONCE);
+        assert_int_equal(freed, 1);
+    }
+
     uv_close((uv_handle_t *)&deadline, NULL);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
