@@ -14,6 +14,7 @@
 struct resources;
 struct ops;
 struct api;
+struct controller;
 
 struct agent {
     uv_loop_t *loop;            /* the one event loop (borrowed from main) */
@@ -24,6 +25,8 @@ struct agent {
     struct resources *res;      /* resource tracker */
     struct ops *ops;            /* operations engine */
     struct api *api;            /* REST API servers */
+    struct controller *ctl;     /* Placement registration (may be inactive) */
+    bool disabled;              /* host disabled by the operator (kept in the store) */
 
     uv_signal_t sig_term;       /* SIGTERM: stop cleanly, guests keep running */
     uv_signal_t sig_int;        /* SIGINT: same */
@@ -42,6 +45,9 @@ struct agent {
  * waiters (and later the bus). */
 void agent_operation_finished(struct agent *a, const struct op_record *rec,
                               const struct instance *inst);
+
+/* Disable or enable the host (kept in the store, told to Placement). */
+int agent_set_disabled(struct agent *a, bool disabled);
 
 /* Ask for a (re)connect to the hypervisor after the current backoff. */
 void agent_schedule_reconnect(struct agent *a);

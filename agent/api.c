@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <netdb.h>
 
+#include "agent/controller.h"
 #include "agent/log.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
@@ -104,7 +105,11 @@ static int get_host(struct agent *a, json_t **reply)
     json_object_set_new(o, "domain_type_reason", json_string(hv_domain_type_reason(a->hv)));
     json_object_set_new(o, "libvirt_uri", json_string(hv_uri(a->hv)));
     json_object_set_new(o, "version", json_string(CA_VERSION));
-    json_object_set_new(o, "state", json_string("enabled"));
+    json_object_set_new(o, "state", json_string(a->disabled ? "disabled" : "enabled"));
+    json_object_set_new(o, "provider_uuid", controller_provider_uuid(a->ctl)
+                                                ? json_string(controller_provider_uuid(a->ctl))
+                                                : json_null());
+    json_object_set_new(o, "placement", controller_to_json(a->ctl));
     json_object_set_new(o, "libvirt", json_pack("{s:b}", "connected", hv_connected(a->hv)));
     json_object_set_new(o, "operations_in_flight", json_integer(ops_in_flight(a->ops)));
     json_object_set_new(o, "uptime_s", json_integer((now_wall_ms() - a->started_ms) / 1000));
@@ -321,6 +326,16 @@ int api_route(struct agent *a, const char *method, const char *url, const char *
     if (!strcmp(path, "/v1/host")) {
         if (!get)
             goto not_allowed;
+        return get_host(a, reply);
+    }
+    if (!strcmp(path, "/v1/host/disable") || !strcmp(path, "/v1/host/enable")) {
+        struct agent_error e;
+        if (!post)
+            goto not_allowed;
+        if (agent_set_disabled(a, !strcmp(path, "/v1/host/disable")) < 0) {
+            agent_error_set(&e, EIO, "internal", NULL, "cannot record the host state");
+            return fail(reply, &e);
+        }
         return get_host(a, reply);
     }
     if (!strcmp(path, "/v1/instances")) {

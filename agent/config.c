@@ -51,6 +51,23 @@ static const struct key_desc keys[] = {
     K("resources", "reserved_host_disk_gb", KEY_INT, reserved_host_disk_gb, "0", 0, INT64_C(1) << 30, NULL, "disk kept for the host"),
     K("resources", "reserved_host_cpus", KEY_INT, reserved_host_cpus, "0", 0, 4096, NULL, "physical CPUs kept for the host"),
     K("store", "sync", KEY_STR, store_sync, "normal", 0, 0, NULL, "normal|full: SQLite durability (WAL); full also survives power loss"),
+    K("placement", "url", KEY_STR, placement_url, "", 0, 0, "placement-url", "OpenStack Placement endpoint (empty: no controller)"),
+    K("placement", "token", KEY_STR, placement_token, "", 0, 0, "placement-token", "X-Auth-Token for Placement (noauth2: admin)"),
+    K("placement", "auth", KEY_STR, placement_auth, "", 0, 0, NULL, "none|token|keystone (empty: token if set, else none)"),
+    K("placement", "auth_url", KEY_STR, ks_auth_url, "", 0, 0, NULL, "Keystone v3 URL (auth = keystone)"),
+    K("placement", "username", KEY_STR, ks_username, "", 0, 0, NULL, "Keystone user"),
+    K("placement", "password", KEY_STR, ks_password, "", 0, 0, NULL, "Keystone password"),
+    K("placement", "project_name", KEY_STR, ks_project_name, "", 0, 0, NULL, "Keystone project"),
+    K("placement", "user_domain_name", KEY_STR, ks_user_domain, "Default", 0, 0, NULL, "Keystone user domain"),
+    K("placement", "project_domain_name", KEY_STR, ks_project_domain, "Default", 0, 0, NULL, "Keystone project domain"),
+    K("placement", "ca_bundle", KEY_STR, placement_ca_bundle, "", 0, 0, NULL, "CA bundle (PEM) for https"),
+    K("placement", "usage_check_interval", KEY_INT, usage_check_s, "600", 10, 86400, NULL, "seconds between usage drift checks"),
+    K("bus", "brokers", KEY_STR, bus_brokers, "", 0, 0, "bus-brokers", "Kafka bootstrap servers (empty: in-process mock cluster)"),
+    K("bus", "prefix", KEY_STR, bus_prefix, "", 0, 0, "bus-prefix", "Kafka topic prefix"),
+    K("bus", "properties", KEY_STR, bus_properties, "", 0, 0, NULL, "extra librdkafka properties, k=v,k=v"),
+    K("bus", "heartbeat_interval", KEY_INT, heartbeat_s, "5", 1, 3600, NULL, "seconds between heartbeats"),
+    K("telemetry", "interval", KEY_INT, telemetry_interval_s, "10", 1, 3600, "telemetry-interval", "seconds between telemetry samples"),
+    K("telemetry", "metrics_listen", KEY_STR, metrics_listen, "", 0, 0, "metrics-listen", "HOST:PORT serving /metrics to scrapers (no token)"),
 };
 
 static int set_key(struct agent_config *cfg, const struct key_desc *k, const char *value,
@@ -291,6 +308,14 @@ int config_finish(struct agent_config *cfg, struct agent_error *err)
         free(cfg->api_socket);
         cfg->api_socket = p;
     }
+    if (cfg->placement_auth[0] && strcmp(cfg->placement_auth, "none") &&
+        strcmp(cfg->placement_auth, "token") && strcmp(cfg->placement_auth, "keystone"))
+        return agent_error_set(err, EINVAL, "invalid_config", "placement.auth",
+                               "placement.auth '%s' is not none, token or keystone", cfg->placement_auth);
+    if (!strcmp(cfg->placement_auth, "keystone") &&
+        (!cfg->ks_auth_url[0] || !cfg->ks_username[0] || !cfg->ks_password[0] || !cfg->ks_project_name[0]))
+        return agent_error_set(err, EINVAL, "invalid_config", "placement.auth_url",
+                               "keystone auth needs auth_url, username, password and project_name");
     if (cfg->api_listen[0] && !cfg->api_token[0])
         return agent_error_set(err, EINVAL, "invalid_config", "api.token",
                                "serving the API on TCP (%s) needs api.token", cfg->api_listen);

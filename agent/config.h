@@ -35,6 +35,26 @@ struct agent_config {
     int64_t reserved_host_cpus;
     /* [store] */
     char *store_sync;         /* normal|full (SQLite synchronous in WAL mode) */
+    /* [placement] */
+    char *placement_url;      /* empty: no controller */
+    char *placement_token;    /* X-Auth-Token (noauth2: "admin"; or a static token) */
+    char *placement_auth;     /* none|token|keystone */
+    char *ks_auth_url;        /* Keystone v3 */
+    char *ks_username;
+    char *ks_password;
+    char *ks_project_name;
+    char *ks_user_domain;
+    char *ks_project_domain;
+    char *placement_ca_bundle;
+    int64_t usage_check_s;    /* usage drift check period */
+    /* [bus] */
+    char *bus_brokers;        /* empty: librdkafka's in-process mock cluster */
+    char *bus_prefix;         /* topic prefix */
+    char *bus_properties;     /* extra librdkafka properties "k=v,k=v" */
+    int64_t heartbeat_s;      /* heartbeat period */
+    /* [telemetry] */
+    int64_t telemetry_interval_s;
+    char *metrics_listen;     /* HOST:PORT for Prometheus scrapers, empty: none */
 
     char *config_file;        /* the file read, if any (for SIGHUP) */
 };

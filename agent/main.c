@@ -11,6 +11,7 @@
 
 #include "agent/agent.h"
 #include "agent/api.h"
+#include "agent/controller.h"
 #include "agent/log.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
@@ -68,6 +69,7 @@ static void connect_after(uv_work_t *w, int status)
     } else {
         a->reconnect_delay_ms = 0;
         resources_set_host(a->res, &j->info, a->cfg.state_dir);
+        controller_host_changed(a->ctl, j->info.capabilities);
         log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=\"%s\" cpus=%lld memory_mb=%lld",
                  hv_uri(a->hv), hv_driver(a->hv)->name, hv_domain_type(a->hv),
                  hv_domain_type_reason(a->hv), (long long)j->info.cpus, (long long)j->info.memory_mb);
@@ -98,6 +100,19 @@ static void start_connect(struct agent *a)
 static void on_reconnect_timer(uv_timer_t *t)
 {
     start_connect(t->data);
+}
+
+int agent_set_disabled(struct agent *a, bool disabled)
+{
+    int r = store_meta_set(a->store, "host.disabled", disabled ? "1" : "0");
+
+    if (r < 0)
+        return r;
+    if (a->disabled != disabled)
+        log_info(disabled ? "host disabled: launches refused" : "host enabled", NULL);
+    a->disabled = disabled;
+    controller_set_disabled(a->ctl, disabled);
+    return 0;
 }
 
 void agent_schedule_reconnect(struct agent *a)
@@ -148,6 +163,8 @@ static void shutdown_agent(struct agent *a, const char *why)
     sd_notify(0, "STOPPING=1");
     api_free(a->api);
     a->api = NULL;
+    controller_free(a->ctl);
+    a->ctl = NULL;
     ops_stop(a->ops);
     uv_close((uv_handle_t *)&a->reconnect_timer, NULL);
     uv_close((uv_handle_t *)&purge_timer, NULL);
@@ -258,6 +275,13 @@ int main(int argc, char **argv)
         agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
         goto fail;
     }
+    {
+        char *v = NULL;
+        a.disabled = store_meta_get(a.store, "host.disabled", &v) == 0 && !strcmp(v, "1");
+        free(v);
+    }
+    if ((r = controller_new(&a, &a.ctl, &err)) < 0)
+        goto fail;
     if ((r = api_new(&a, &a.api, &err)) < 0)
         goto fail;
 
@@ -300,6 +324,7 @@ fail:
                   log_quote(err.message, q, sizeof(q)));
     }
     api_free(a.api);
+    controller_free(a.ctl);
     ops_free(a.ops);
     resources_free(a.res);
     hv_free(a.hv);

@@ -691,6 +691,9 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
 
     if (spec->request_id && (rc = replay(o, spec->request_id, "launch", answer, err)) != 0)
         return rc;
+    if (a->disabled)
+        return agent_error_set(err, EBUSY, "conflict", NULL,
+                               "the host is disabled (computectl host enable)");
     if (!hv_connected(a->hv))
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
     if (!a->ready)

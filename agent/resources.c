@@ -45,6 +45,13 @@ bool resources_known(const struct resources *r)
     return r->known;
 }
 
+void resources_totals(const struct resources *r, int64_t *cpus, int64_t *memory_mb, int64_t *disk_gb)
+{
+    *cpus = r->cpus;
+    *memory_mb = r->memory_mb;
+    *disk_gb = r->disk_gb;
+}
+
 static int64_t usable(int64_t total, int64_t reserved, double ratio)
 {
     int64_t base = total - reserved;

@@ -23,6 +23,9 @@ int resources_check(const struct resources *r, struct store *s, const struct fla
 /* capacity, reserved, allocation_ratios, allocated, free, instances into obj. */
 int resources_to_json(const struct resources *r, struct store *s, json_t *obj);
 
+/* The host's totals as read (before ratios and reservations). */
+void resources_totals(const struct resources *r, int64_t *cpus, int64_t *memory_mb, int64_t *disk_gb);
+
 /* Usable totals after ratios and reservations. */
 void resources_usable(const struct resources *r, struct flavor *out);
 

@@ -1,0 +1,238 @@
+/* controller.c: see controller.h. */
+#include "agent/controller.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/log.h"
+#include "agent/resources.h"
+#include "scheduler-client/placement.h"
+
+#define META_PROVIDER "placement.provider_uuid"
+
+struct controller {
+    struct agent *a;
+    struct placement *p;       /* NULL when no controller is configured */
+    uv_timer_t usage_timer;    /* periodic drift check */
+    bool timer_open;
+    char *stored_uuid;         /* the provider uuid the store had at start */
+};
+
+static void on_provider(struct placement *p, const char *uuid, void *opaque)
+{
+    struct controller *c = opaque;
+    char *cur = NULL;
+
+    (void)p;
+    if (store_meta_get(c->a->store, META_PROVIDER, &cur) == 0 && !strcmp(cur, uuid)) {
+        free(cur);
+        return;
+    }
+    free(cur);
+    if (store_meta_set(c->a->store, META_PROVIDER, uuid) < 0)
+        log_warn("cannot store the resource provider uuid", "provider=%s", uuid);
+    log_info("registered with Placement", "provider=%s name=%s", uuid, c->a->cfg.host_name);
+}
+
+static void on_synced(struct placement *p, void *opaque)
+{
+    (void)p;
+    (void)opaque;
+    log_debug("Placement holds this host's inventories and traits", NULL);
+}
+
+static void on_error(struct placement *p, const struct agent_error *err, void *opaque)
+{
+    char q[600];
+
+    (void)p;
+    (void)opaque;
+    log_warn("Placement", "code=%s field=%s error=%s", err->code, err->field[0] ? err->field : "-",
+             log_quote(err->message, q, sizeof(q)));
+}
+
+static void on_drift(struct placement *p, const struct placement_drift *d, void *opaque)
+{
+    (void)p;
+    (void)opaque;
+    for (size_t i = 0; i < d->n_only_in_placement; i++)
+        log_warn("usage drift: Placement holds an allocation for a consumer not running here",
+                 "consumer=%s", d->only_in_placement[i]);
+    for (size_t i = 0; i < d->n_only_here; i++)
+        log_warn("usage drift: instance running here has no allocation in Placement", "instance=%s",
+                 d->only_here[i]);
+}
+
+struct uuid_list {
+    char **v;
+    size_t n, cap;
+};
+
+static int collect_running(const struct instance *inst, void *opaque)
+{
+    struct uuid_list *l = opaque;
+
+    if (strcmp(inst->state, "running") && strcmp(inst->state, "stopped") && strcmp(inst->state, "stopping"))
+        return 0;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 32;
+        char **nv = realloc(l->v, ncap * sizeof(*nv));
+        if (!nv)
+            return 1;
+        l->v = nv;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = strdup(inst->uuid);
+    return 0;
+}
+
+static void on_usage_timer(uv_timer_t *t)
+{
+    struct controller *c = t->data;
+    struct uuid_list l = {0};
+
+    store_instance_foreach(c->a->store, false, collect_running, &l);
+    placement_check_usage(c->p, (const char *const *)l.v, l.n, NULL, c);
+    for (size_t i = 0; i < l.n; i++)
+        free(l.v[i]);
+    free(l.v);
+}
+
+int controller_new(struct agent *a, struct controller **ret, struct agent_error *err)
+{
+    const struct agent_config *cfg = &a->cfg;
+    struct controller *c = calloc(1, sizeof(*c));
+    struct placement_config pc = {0};
+    static const struct placement_callbacks cb = {
+        .on_provider = on_provider,
+        .on_synced = on_synced,
+        .on_error = on_error,
+        .on_usage_drift = on_drift,
+    };
+    int r;
+
+    if (!c)
+        return -ENOMEM;
+    c->a = a;
+    *ret = c;
+    if (!cfg->placement_url[0])
+        return 0;
+    store_meta_get(a->store, META_PROVIDER, &c->stored_uuid);
+    pc.url = cfg->placement_url;
+    pc.token = cfg->placement_token[0] ? cfg->placement_token : NULL;
+    if (!strcmp(cfg->placement_auth, "keystone"))
+        pc.auth = PLACEMENT_AUTH_KEYSTONE;
+    else if (!strcmp(cfg->placement_auth, "token") || (!cfg->placement_auth[0] && pc.token))
+        pc.auth = PLACEMENT_AUTH_TOKEN;
+    else
+        pc.auth = PLACEMENT_AUTH_NONE;
+    pc.keystone.auth_url = cfg->ks_auth_url;
+    pc.keystone.username = cfg->ks_username;
+    pc.keystone.password = cfg->ks_password;
+    pc.keystone.project_name = cfg->ks_project_name;
+    pc.keystone.user_domain_name = cfg->ks_user_domain;
+    pc.keystone.project_domain_name = cfg->ks_project_domain;
+    pc.ca_bundle = cfg->placement_ca_bundle[0] ? cfg->placement_ca_bundle : NULL;
+    pc.provider_name = cfg->host_name;
+    pc.provider_uuid = c->stored_uuid;
+    r = placement_new(a->loop, &pc, &cb, c, &c->p);
+    if (r < 0) {
+        free(c->stored_uuid);
+        free(c);
+        *ret = NULL;
+        return agent_error_set(err, -r, "invalid_config", "placement.url",
+                               "cannot set up the Placement client for %s", cfg->placement_url);
+    }
+    uv_timer_init(a->loop, &c->usage_timer);
+    c->usage_timer.data = c;
+    c->timer_open = true;
+    uv_timer_start(&c->usage_timer, on_usage_timer, 30 * 1000, (uint64_t)cfg->usage_check_s * 1000);
+    return 0;
+}
+
+void controller_host_changed(struct controller *c, const char *capabilities)
+{
+    struct agent *a;
+    char **traits = NULL;
+    size_t n = 0;
+    struct agent_error err;
+    const char *dt;
+
+    if (!c || !c->p)
+        return;
+    a = c->a;
+    {
+        const struct agent_config *cfg = &a->cfg;
+        int64_t cpus, mem, disk;
+        resources_totals(a->res, &cpus, &mem, &disk);
+        struct placement_inventory inv[] = {
+            {"VCPU", cpus, cfg->reserved_host_cpus < cpus ? cfg->reserved_host_cpus : 0, 1, cpus, 1,
+             cfg->cpu_allocation_ratio},
+            {"MEMORY_MB", mem, cfg->reserved_host_memory_mb < mem ? cfg->reserved_host_memory_mb : 0, 1,
+             mem, 1, cfg->ram_allocation_ratio},
+            {"DISK_GB", disk, cfg->reserved_host_disk_gb < disk ? cfg->reserved_host_disk_gb : 0, 1,
+             disk > 0 ? disk : 1, 1, cfg->disk_allocation_ratio},
+        };
+        placement_set_inventory(c->p, inv, disk > 0 ? 3 : 2);
+    }
+    dt = hv_domain_type(a->hv);
+    if (capabilities &&
+        placement_traits_from_capabilities(capabilities,
+                                           !strcmp(dt, "kvm") || !strcmp(dt, "qemu") || !strcmp(dt, "xen")
+                                               ? dt
+                                               : NULL,
+                                           &traits, &n, &err) == 0) {
+        placement_set_traits(c->p, (const char *const *)traits, n);
+        placement_traits_free(traits, n);
+    }
+    placement_set_disabled(c->p, a->disabled);
+}
+
+void controller_set_disabled(struct controller *c, bool disabled)
+{
+    if (c && c->p)
+        placement_set_disabled(c->p, disabled);
+}
+
+const char *controller_provider_uuid(const struct controller *c)
+{
+    if (!c || !c->p)
+        return NULL;
+    return placement_provider_uuid(c->p) ? placement_provider_uuid(c->p) : c->stored_uuid;
+}
+
+json_t *controller_to_json(const struct controller *c)
+{
+    struct placement_stats st;
+    const char *uuid = controller_provider_uuid(c);
+
+    if (!c || !c->p)
+        return json_null();
+    placement_stats(c->p, &st);
+    return json_pack("{s:s, s:o, s:b, s:b, s:s, s:I, s:I, s:I, s:I}", "url", c->a->cfg.placement_url,
+                     "provider_uuid", uuid ? json_string(uuid) : json_null(), "synced", st.synced,
+                     "reachable", st.reachable, "microversion", st.microversion, "requests",
+                     (json_int_t)st.requests, "ok", (json_int_t)st.ok, "conflicts",
+                     (json_int_t)st.conflict, "errors", (json_int_t)st.error);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct controller *c = h->data;
+
+    free(c->stored_uuid);
+    free(c);
+}
+
+void controller_free(struct controller *c)
+{
+    if (!c)
+        return;
+    placement_free(c->p);
+    if (c->timer_open) {
+        uv_close((uv_handle_t *)&c->usage_timer, on_timer_closed);
+        return;
+    }
+    free(c->stored_uuid);
+    free(c);
+}
