@@ -205,8 +205,31 @@ static int finish_accepted(struct ctl_ctx *ctx, const json_t *answer, long wait_
 /* ---------------- commands ---------------- */
 
 static int cmd_host(struct ctl_ctx *ctx, const struct ctl_args *args) {
-        (void) args;
-        return get_and_print(ctx, "/v1/host", ctl_format_host);
+        const char *sub = args->n_positional > 0 ? args->positional[0] : NULL;
+        struct ctl_response resp = {};
+        _cleanup_ctl_free_ char *text = NULL;
+        json_t *empty;
+        int exit_code, r;
+
+        if (!sub)
+                return get_and_print(ctx, "/v1/host", ctl_format_host);
+        if (strcmp(sub, "disable") != 0 && strcmp(sub, "enable") != 0)
+                return usage_error(ctx, "host", "'%s' is not disable or enable", sub);
+        /* POST /v1/host/disable|enable answers with the host */
+        empty = json_object();
+        exit_code = call(ctx, "POST", !strcmp(sub, "disable") ? "/v1/host/disable" : "/v1/host/enable",
+                         empty, NULL, &resp);
+        json_decref(empty);
+        if (exit_code != CTL_EXIT_OK)
+                return exit_code;
+        if (ctx->cfg.json) {
+                print_json(ctx, resp.body);
+        } else {
+                r = ctl_format_host(resp.body, &text);
+                exit_code = print_formatted(ctx, r, text);
+        }
+        ctl_response_release(&resp);
+        return exit_code;
 }
 
 static int cmd_list(struct ctl_ctx *ctx, const struct ctl_args *args) {
@@ -481,8 +504,9 @@ static const struct ctl_option wait_options[] = {
 #define WAIT_USAGE "[--request-id ID] [--wait] [--wait-timeout S]"
 
 const struct ctl_command ctl_commands[] = {
-        { .name = "host", .run = cmd_host, .usage = "",
-          .summary = "Show the host: hypervisor, capacity, allocation, free resources." },
+        { .name = "host", .run = cmd_host, .usage = "[disable|enable]", .max_args = 1,
+          .summary = "Show the host: hypervisor, capacity, allocation, free resources;\n"
+                     "      disable (no new launches, COMPUTE_STATUS_DISABLED in Placement) or enable it." },
         { .name = "list", .run = cmd_list, .usage = "",
           .summary = "List the instances." },
         { .name = "show", .run = cmd_show, .usage = "ID", .min_args = 1, .max_args = 1,
