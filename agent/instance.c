@@ -209,9 +209,12 @@ static int parse_image(const json_t *img, struct boot_source *b, struct agent_er
     if ((r = check_known_keys(img, "image.", allowed, err)) < 0)
         return r;
     n = !!json_object_get(img, "path") + !!json_object_get(img, "id") + !!json_object_get(img, "url");
-    if (n != 1)
-        return agent_error_set(err, EINVAL, n ? "invalid_field" : "missing_field", "image",
-                               "field 'image' needs exactly one of path, id, url");
+    if (n == 0)
+        return agent_error_set(err, EINVAL, "missing_field", "image.path",
+                               "field 'image.path' is required (or image.id, or image.url with image.digest)");
+    if (n > 1)
+        return agent_error_set(err, EINVAL, "invalid_field", "image",
+                               "field 'image' takes one of path, id, url");
     if (json_object_get(img, "path")) {
         if (json_object_get(img, "digest"))
             return agent_error_set(err, EINVAL, "invalid_field", "image.digest",
