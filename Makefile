@@ -13,13 +13,13 @@ CLI_PKGS := libcurl jansson
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 $(WARN) -I. -D_GNU_SOURCE -DCA_VERSION=\"$(VERSION)\" -MMD -MP \
+override CFLAGS += -std=gnu11 $(WARN) -I. -D_GNU_SOURCE -DCA_VERSION=\"$(VERSION)\" -MMD -MP \
           $(shell $(PKG_CONFIG) --cflags $(PKGS))
 LDLIBS += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lpthread -lm
 
 ifneq ($(SANITIZE),)
-CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LDFLAGS += -fsanitize=$(SANITIZE)
+override CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+override LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 COMMON_SRC  := $(wildcard common/*.c)
@@ -99,3 +99,11 @@ clean:
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# libFuzzer builds of tests/fuzz/ (clang): make fuzz; run build-fuzz/fuzz_launch tests/fuzz/corpus/launch
+FUZZ_CC ?= clang
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) SKIP_SRC="$(SKIP_SRC)" \
+	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined -DFUZZING_ENGINE" \
+	  LDFLAGS="-fsanitize=fuzzer,address,undefined" $(patsubst $(BUILD)/%,build-fuzz/%,$(FUZZ_BINS))
+.PHONY: fuzz
