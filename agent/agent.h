@@ -15,6 +15,7 @@ struct resources;
 struct ops;
 struct api;
 struct controller;
+struct events;
 
 struct agent {
     uv_loop_t *loop;            /* the one event loop (borrowed from main) */
@@ -26,6 +27,7 @@ struct agent {
     struct ops *ops;            /* operations engine */
     struct api *api;            /* REST API servers */
     struct controller *ctl;     /* Placement registration (may be inactive) */
+    struct events *events;      /* outbox and bus */
     bool disabled;              /* host disabled by the operator (kept in the store) */
 
     uv_signal_t sig_term;       /* SIGTERM: stop cleanly, guests keep running */

@@ -10,6 +10,7 @@
 #include <netdb.h>
 
 #include "agent/controller.h"
+#include "agent/events.h"
 #include "agent/log.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
@@ -110,6 +111,7 @@ static int get_host(struct agent *a, json_t **reply)
                                                 ? json_string(controller_provider_uuid(a->ctl))
                                                 : json_null());
     json_object_set_new(o, "placement", controller_to_json(a->ctl));
+    json_object_set_new(o, "bus", events_bus_json(a));
     json_object_set_new(o, "libvirt", json_pack("{s:b}", "connected", hv_connected(a->hv)));
     json_object_set_new(o, "operations_in_flight", json_integer(ops_in_flight(a->ops)));
     json_object_set_new(o, "uptime_s", json_integer((now_wall_ms() - a->started_ms) / 1000));

@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "agent/api.h"
 #include "agent/controller.h"
+#include "agent/events.h"
 #include "agent/log.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
@@ -42,7 +43,14 @@ static void on_reconciled(struct agent *a, int result)
         return;
     }
     if (!a->ready) {
+        struct agent_error err = {0};
         a->ready = true;
+        /* the bus after the first reconcile: commands then find a settled state */
+        if (events_start(a, &err) < 0) {
+            char q[600];
+            log_error("cannot start the bus; events stay in the outbox", "field=%s error=%s",
+                      err.field[0] ? err.field : "-", log_quote(err.message, q, sizeof(q)));
+        }
         sd_notify(0, "READY=1\nSTATUS=serving");
         log_info("agent ready", "api_socket=%s api_listen=%s", a->cfg.api_socket,
                  a->cfg.api_listen[0] ? a->cfg.api_listen : "-");
@@ -166,6 +174,7 @@ static void shutdown_agent(struct agent *a, const char *why)
     controller_free(a->ctl);
     a->ctl = NULL;
     ops_stop(a->ops);
+    events_stop(a);
     uv_close((uv_handle_t *)&a->reconnect_timer, NULL);
     uv_close((uv_handle_t *)&purge_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
@@ -261,6 +270,10 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/agent.db", a.cfg.state_dir);
     if ((r = store_open(path, !strcmp(a.cfg.store_sync, "full"), &a.store, &err)) < 0)
         goto fail;
+    if ((r = events_init(&a)) < 0) {
+        agent_error_set(&err, -r, "internal", NULL, "cannot create the event outbox");
+        goto fail;
+    }
     if (a.cfg.instance_types[0])
         r = catalog_load(a.cfg.instance_types, &a.catalog, &err);
     else
@@ -308,6 +321,7 @@ int main(int argc, char **argv)
     a.hv = NULL;
     uv_run(a.loop, UV_RUN_DEFAULT);
     ops_free(a.ops);
+    events_free(&a);
     resources_free(a.res);
     catalog_free(a.catalog);
     store_free(a.store);
@@ -326,6 +340,7 @@ fail:
     api_free(a.api);
     controller_free(a.ctl);
     ops_free(a.ops);
+    events_free(&a);
     resources_free(a.res);
     hv_free(a.hv);
     catalog_free(a.catalog);

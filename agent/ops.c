@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "agent/events.h"
 #include "agent/log.h"
 #include "agent/resources.h"
 
@@ -52,6 +53,7 @@ struct op_run {
     bool force;               /* stop/reboot without the graceful part */
     int64_t timeout_s;        /* graceful timeout */
     char prev_state[16];      /* instance state before the operation */
+    char emitted[16];         /* instance state last sent as an event */
     struct agent_error fail;  /* why it fails (when failing) */
 };
 
@@ -145,7 +147,14 @@ static void log_op(enum log_level lvl, const char *msg, const struct op_run *r, 
 
 /* ---- journal ---- */
 
-/* Write the run's op row and instance row in one transaction. */
+static bool done_now(const struct op_run *r)
+{
+    return !strcmp(r->rec.state, "succeeded") || !strcmp(r->rec.state, "failed");
+}
+
+/* Write the run's op row and instance row in one transaction, with the
+ * events they cause (instance.<state> when it changed, operation.<result>
+ * when it ended) in the outbox. */
 static int journal(struct op_run *r)
 {
     struct store *s = r->ops->a->store;
@@ -156,11 +165,18 @@ static int journal(struct op_run *r)
     r->inst.updated_ms = now;
     if ((rc = store_begin(s)) < 0)
         return rc;
-    if ((rc = store_op_update(s, &r->rec)) < 0 || (rc = store_instance_update(s, &r->inst)) < 0) {
+    if ((rc = store_op_update(s, &r->rec)) < 0 || (rc = store_instance_update(s, &r->inst)) < 0 ||
+        (strcmp(r->emitted, r->inst.state) &&
+         (rc = events_instance(r->ops->a, &r->inst, r->rec.request_id)) < 0) ||
+        (done_now(r) && (rc = events_operation(r->ops->a, &r->rec, &r->inst)) < 0)) {
         store_rollback(s);
         return rc;
     }
-    return store_commit(s);
+    if ((rc = store_commit(s)) < 0)
+        return rc;
+    strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
+    events_flush(r->ops->a);
+    return 0;
 }
 
 static void journal_step(struct op_run *r, const char *step)
@@ -738,13 +754,16 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     }
     /* journal before acting: instance + operation in one transaction */
     if ((rc = store_begin(a->store)) < 0 || (rc = store_instance_insert(a->store, inst)) < 0 ||
-        (rc = store_op_insert(a->store, &r->rec)) < 0 || (rc = store_commit(a->store)) < 0) {
+        (rc = store_op_insert(a->store, &r->rec)) < 0 ||
+        (rc = events_instance(a, inst, r->rec.request_id)) < 0 || (rc = store_commit(a->store)) < 0) {
         if (a->store)
             store_rollback(a->store);
         run_discard(r);
         return agent_error_set(err, -rc, "internal", NULL, "cannot record the launch: %s",
                                strerror(-rc));
     }
+    strscpy(r->emitted, inst->state, sizeof(r->emitted));
+    events_flush(a);
     *answer = answer_of(inst, &r->rec);
     log_op(LOG_INFO, "launch accepted", r, NULL);
     crash_point(o, &r->rec);
@@ -827,12 +846,17 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
     strscpy(r->inst.task_state, task, sizeof(r->inst.task_state));
     r->inst.updated_ms = now_wall_ms();
     if ((rc = store_begin(a->store)) < 0 || (rc = store_op_insert(a->store, &r->rec)) < 0 ||
-        (rc = store_instance_update(a->store, &r->inst)) < 0 || (rc = store_commit(a->store)) < 0) {
+        (rc = store_instance_update(a->store, &r->inst)) < 0 ||
+        (strcmp(r->prev_state, r->inst.state) &&
+         (rc = events_instance(a, &r->inst, r->rec.request_id)) < 0) ||
+        (rc = store_commit(a->store)) < 0) {
         store_rollback(a->store);
         run_discard(r);
         return agent_error_set(err, -rc, "internal", NULL, "cannot record the operation: %s",
                                strerror(-rc));
     }
+    strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
+    events_flush(a);
     *answer = answer_of(&r->inst, &r->rec);
     log_op(LOG_INFO, "operation accepted", r, NULL);
     crash_point(o, &r->rec);
@@ -855,7 +879,12 @@ static void update_instance_state(struct ops *o, const char *uuid, const char *s
         strscpy(inst.state, state, sizeof(inst.state));
         set_str(&inst.fault, fault);
         inst.updated_ms = now_wall_ms();
-        store_instance_update(o->a->store, &inst);
+        if (store_begin(o->a->store) == 0) {
+            if (store_instance_update(o->a->store, &inst) < 0 || events_instance(o->a, &inst, NULL) < 0)
+                store_rollback(o->a->store);
+            else if (store_commit(o->a->store) == 0)
+                events_flush(o->a);
+        }
     }
     instance_release(&inst);
 }
@@ -958,9 +987,17 @@ static void adopt(struct ops *o, const struct hv_domain *d)
     strscpy(inst.state, state_of_power(d->power), sizeof(inst.state));
     inst.task_state[0] = '\0';
     inst.created_ms = inst.updated_ms = now_wall_ms();
-    if (store_instance_insert(o->a->store, &inst) == 0)
+    if (store_begin(o->a->store) < 0) {
+        instance_release(&inst);
+        return;
+    }
+    if (store_instance_insert(o->a->store, &inst) < 0 || events_instance(o->a, &inst, NULL) < 0) {
+        store_rollback(o->a->store);
+    } else if (store_commit(o->a->store) == 0) {
+        events_flush(o->a);
         log_warn("instance recovered from libvirt metadata", "instance=%s ec2_id=%s state=%s",
                  inst.uuid, inst.ec2_id, inst.state);
+    }
     instance_release(&inst);
 }
 
@@ -982,6 +1019,7 @@ static int resume_one(const struct op_record *rec, void *opaque)
     r->rec.request_id = rec->request_id ? strdup(rec->request_id) : NULL;
     r->rec.error_message = NULL;
     strscpy(r->prev_state, !strcmp(rec->type, "start") ? "stopped" : "running", sizeof(r->prev_state));
+    strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
     if (!strcmp(rec->type, "reboot"))
         r->timeout_s = o->a->cfg.reboot_timeout;
     log_op(LOG_INFO, "resuming an interrupted operation", r, NULL);

@@ -1,0 +1,175 @@
+/* commands.c: see commands.h. */
+#include "agent/commands.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/bus.h"
+#include "agent/events.h"
+#include "agent/log.h"
+#include "agent/ops.h"
+
+#define COMMAND_MAX_BYTES (1024 * 1024)
+
+static int fail(struct agent_error *err, const char *code, const char *field, const char *msg)
+{
+    return agent_error_set(err, EINVAL, code, field, "%s", msg);
+}
+
+int commands_handle(struct agent *a, const char *payload, size_t len, char **request_id,
+                    char **instance_id, struct agent_error *err)
+{
+    static const char *const allowed[] = {"op", "request_id", "instance_id", "instance", "timeout", "force", NULL};
+    json_error_t jerr;
+    json_t *j, *v, *answer = NULL;
+    const char *op, *key, *rid;
+    int r = 0;
+
+    *request_id = *instance_id = NULL;
+    j = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!j) {
+        agent_error_set(err, EINVAL, "invalid_json", NULL, "malformed JSON at line %d column %d: %s", jerr.line,
+                        jerr.column, jerr.text);
+        return -EINVAL;
+    }
+    if (!json_is_object(j)) {
+        r = fail(err, "invalid_json", NULL, "a command is a JSON object");
+        goto out;
+    }
+    /* pick up ids first so a rejection can name them */
+    if (json_is_string(json_object_get(j, "request_id")))
+        *request_id = strdup(json_string_value(json_object_get(j, "request_id")));
+    if (json_is_string(json_object_get(j, "instance_id")))
+        *instance_id = strdup(json_string_value(json_object_get(j, "instance_id")));
+    json_object_foreach(j, key, v) {
+        bool ok = false;
+        for (size_t i = 0; allowed[i]; i++)
+            ok |= !strcmp(key, allowed[i]);
+        if (!ok) {
+            agent_error_set(err, EINVAL, "unknown_field", key, "unknown field '%.100s'", key);
+            r = -EINVAL;
+            goto out;
+        }
+    }
+    v = json_object_get(j, "op");
+    if (!v) {
+        r = fail(err, "missing_field", "op", "field 'op' is required");
+        goto out;
+    }
+    op = json_string_value(v);
+    if (!op || (strcmp(op, "launch") && strcmp(op, "start") && strcmp(op, "stop") && strcmp(op, "reboot") &&
+                strcmp(op, "terminate"))) {
+        r = fail(err, "invalid_field", "op", "field 'op' must be launch, start, stop, reboot or terminate");
+        goto out;
+    }
+    v = json_object_get(j, "request_id");
+    if (!v) {
+        r = fail(err, "missing_field", "request_id", "field 'request_id' is required on the bus");
+        goto out;
+    }
+    rid = json_string_value(v);
+    if (!rid || !*rid || strlen(rid) > 128) {
+        r = fail(err, "invalid_field", "request_id", "field 'request_id' must be a string of 1 to 128 characters");
+        goto out;
+    }
+    if (!strcmp(op, "launch")) {
+        struct launch_spec spec;
+        json_t *inst = json_object_get(j, "instance");
+        if (json_object_get(j, "instance_id")) {
+            r = fail(err, "invalid_field", "instance_id", "a launch takes no 'instance_id'");
+            goto out;
+        }
+        if (!inst) {
+            r = fail(err, "missing_field", "instance", "field 'instance' (the launch body) is required");
+            goto out;
+        }
+        if (!json_is_object(inst)) {
+            r = fail(err, "invalid_field", "instance", "field 'instance' must be an object");
+            goto out;
+        }
+        if ((r = launch_spec_parse(inst, a->catalog, &spec, err)) < 0) {
+            char field[sizeof(err->field) + 16];
+            snprintf(field, sizeof(field), "instance%s%s", err->field[0] ? "." : "", err->field);
+            strscpy(err->field, field, sizeof(err->field));
+            goto out;
+        }
+        if (spec.request_id && strcmp(spec.request_id, rid)) {
+            launch_spec_release(&spec);
+            r = fail(err, "invalid_field", "instance.request_id", "instance.request_id differs from request_id");
+            goto out;
+        }
+        free(spec.request_id);
+        spec.request_id = strdup(rid);
+        r = ops_launch(a->ops, &spec, &answer, err);
+        launch_spec_release(&spec);
+    } else {
+        struct action_opts opts = {.request_id = rid, .timeout_s = -1};
+        const char *id = json_string_value(json_object_get(j, "instance_id"));
+        if (json_object_get(j, "instance")) {
+            r = fail(err, "invalid_field", "instance", "only a launch takes 'instance'");
+            goto out;
+        }
+        if (!id) {
+            r = fail(err, json_object_get(j, "instance_id") ? "invalid_field" : "missing_field", "instance_id",
+                     "field 'instance_id' (a UUID or an i- id) is required");
+            goto out;
+        }
+        if ((v = json_object_get(j, "timeout"))) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 3600) {
+                r = fail(err, "invalid_field", "timeout", "field 'timeout' must be an integer from 0 to 3600");
+                goto out;
+            }
+            opts.timeout_s = json_integer_value(v);
+        }
+        if ((v = json_object_get(j, "force"))) {
+            if (!json_is_boolean(v)) {
+                r = fail(err, "invalid_field", "force", "field 'force' must be a boolean");
+                goto out;
+            }
+            opts.force = json_is_true(v);
+        }
+        r = ops_action(a->ops, id, op, &opts, &answer, err);
+    }
+    if (r > 0)
+        r = 0; /* 202: journaled (or a replay of the first) */
+out:
+    json_decref(answer);
+    json_decref(j);
+    return r < 0 ? r : 0;
+}
+
+void commands_on_message(void *opaque, const struct bus_message *msg)
+{
+    struct agent *a = opaque;
+    struct agent_error err = {0};
+    char *rid = NULL, *iid = NULL;
+    int r;
+
+    if (msg->oversized || !msg->payload) {
+        agent_error_set(&err, EMSGSIZE, "payload_too_large", NULL, "command of %zu bytes refused (limit %d)",
+                        msg->len, COMMAND_MAX_BYTES);
+        r = -EMSGSIZE;
+    } else {
+        r = commands_handle(a, msg->payload, msg->len, &rid, &iid, &err);
+    }
+    if (r == -EAGAIN || r == -ENOTCONN) {
+        /* not the command's fault (the hypervisor is away): leave it
+         * uncommitted so it comes back after a restart or rebalance */
+        log_warn("bus command deferred", "request_id=%s error=\"%s\"", rid ? rid : "-", err.message);
+        free(rid);
+        free(iid);
+        return;
+    }
+    if (r < 0) {
+        char q[600];
+        log_info("bus command rejected", "request_id=%s partition=%d offset=%lld code=%s field=%s message=%s",
+                 rid ? rid : "-", (int)msg->partition, (long long)msg->offset, err.code,
+                 err.field[0] ? err.field : "-", log_quote(err.message, q, sizeof(q)));
+        if (events_command_rejected(a, rid, iid, &err, msg->partition, msg->offset) == 0)
+            events_flush(a);
+    }
+    bus_command_commit(events_bus(a), msg);
+    free(rid);
+    free(iid);
+}

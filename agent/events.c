@@ -1,0 +1,336 @@
+/* events.c: see events.h. */
+#include "agent/events.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/bus.h"
+#include "agent/commands.h"
+#include "agent/log.h"
+#include "agent/ops.h"
+#include "agent/resources.h"
+
+struct events {
+    struct agent *a;
+    struct bus *bus;          /* NULL when stopped */
+    sqlite3_stmt *add;        /* INSERT into outbox */
+    int64_t sent_upto;        /* rows up to this id are with the bus */
+    uint64_t in_flight;       /* handed to the bus, not yet acknowledged */
+    uv_timer_t heartbeat;
+    bool heartbeat_open;
+    char **props;             /* extra librdkafka properties (owned) */
+};
+
+static struct events *ev_of(struct agent *a)
+{
+    return a->events;
+}
+
+int events_init(struct agent *a)
+{
+    struct events *e = calloc(1, sizeof(*e));
+    sqlite3 *db = store_db(a->store);
+
+    if (!e)
+        return -ENOMEM;
+    e->a = a;
+    if (sqlite3_exec(db,
+                     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " key TEXT, payload TEXT NOT NULL, created_ms INTEGER NOT NULL)",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(db, "INSERT INTO outbox (key, payload, created_ms) VALUES (?1, ?2, ?3)", -1,
+                           SQLITE_PREPARE_PERSISTENT, &e->add, NULL) != SQLITE_OK) {
+        free(e);
+        return -EIO;
+    }
+    a->events = e;
+    return 0;
+}
+
+static int outbox_add(struct agent *a, const char *key, json_t *payload)
+{
+    struct events *e = ev_of(a);
+    char *text = json_dumps(payload, JSON_COMPACT);
+    int rc;
+
+    json_decref(payload);
+    if (!e || !text) {
+        free(text);
+        return e ? -ENOMEM : 0;
+    }
+    sqlite3_bind_text(e->add, 1, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(e->add, 2, text, -1, free);
+    sqlite3_bind_int64(e->add, 3, now_wall_ms());
+    rc = sqlite3_step(e->add);
+    sqlite3_reset(e->add);
+    sqlite3_clear_bindings(e->add);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static json_t *event_base(struct agent *a, const char *event, const struct instance *inst,
+                          const char *request_id)
+{
+    char ts[32];
+
+    format_rfc3339_ms(now_wall_ms(), ts);
+    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:s}", "event", event, "instance_id",
+                     inst ? json_string(inst->uuid) : json_null(), "ec2_id",
+                     inst ? json_string(inst->ec2_id) : json_null(), "host", a->cfg.host_name,
+                     "request_id", request_id ? json_string(request_id) : json_null(), "timestamp", ts);
+}
+
+int events_instance(struct agent *a, const struct instance *inst, const char *request_id)
+{
+    char name[48];
+    json_t *j;
+
+    snprintf(name, sizeof(name), "instance.%s", inst->state);
+    j = event_base(a, name, inst, request_id);
+    json_object_set_new(j, "instance", instance_to_json(inst));
+    return outbox_add(a, inst->uuid, j);
+}
+
+int events_operation(struct agent *a, const struct op_record *rec, const struct instance *inst)
+{
+    char name[48];
+    json_t *j;
+
+    snprintf(name, sizeof(name), "operation.%s", rec->state);
+    j = event_base(a, name, inst, rec->request_id);
+    json_object_set_new(j, "operation", op_record_to_json(rec));
+    return outbox_add(a, inst->uuid, j);
+}
+
+int events_command_rejected(struct agent *a, const char *request_id, const char *instance_id,
+                            const struct agent_error *err, int32_t partition, int64_t offset)
+{
+    json_t *j = event_base(a, "command.rejected", NULL, request_id);
+
+    if (instance_id)
+        json_object_set_new(j, "instance_id", json_string(instance_id));
+    json_object_set_new(j, "error", json_pack("{s:s, s:s, s:o}", "code", err->code, "message", err->message,
+                                              "field", err->field[0] ? json_string(err->field) : json_null()));
+    json_object_set_new(j, "command", json_pack("{s:i, s:I}", "partition", partition, "offset", (json_int_t)offset));
+    return outbox_add(a, instance_id ? instance_id : a->cfg.host_name, j);
+}
+
+void events_flush(struct agent *a)
+{
+    struct events *e = ev_of(a);
+    sqlite3_stmt *st;
+
+    if (!e || !e->bus)
+        return;
+    if (sqlite3_prepare_v2(store_db(a->store),
+                           "SELECT id, key, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1000", -1,
+                           &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, e->sent_upto);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        const char *key = (const char *)sqlite3_column_text(st, 1);
+        const char *payload = (const char *)sqlite3_column_text(st, 2);
+        int r = bus_publish_event(e->bus, key, payload, strlen(payload), id);
+        if (r < 0) {
+            if (r != -ENOBUFS)
+                log_warn("cannot publish an event; it stays in the outbox", "outbox_id=%lld error=%s",
+                         (long long)id, strerror(-r));
+            break; /* keep order: the rest waits for the next flush */
+        }
+        e->sent_upto = id;
+        e->in_flight++;
+    }
+    sqlite3_finalize(st);
+}
+
+static void on_event_delivered(void *opaque, int64_t id, int err)
+{
+    struct agent *a = opaque;
+    struct events *e = ev_of(a);
+    sqlite3_stmt *st;
+
+    e->in_flight--;
+    if (err && err != -EMSGSIZE && err != -EINVAL) {
+        /* not acknowledged: resend from here (next start, or next flush) */
+        if (id <= e->sent_upto)
+            e->sent_upto = id - 1;
+        if (err != -ECANCELED)
+            log_warn("event not delivered; kept in the outbox", "outbox_id=%lld error=%s", (long long)id,
+                     strerror(-err));
+        return;
+    }
+    if (err)
+        log_error("event refused by the broker; dropped", "outbox_id=%lld error=%s", (long long)id,
+                  strerror(-err));
+    if (sqlite3_prepare_v2(store_db(a->store), "DELETE FROM outbox WHERE id = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_step(st);
+        sqlite3_finalize(st);
+    }
+}
+
+static void on_bus_state(void *opaque, bool up)
+{
+    struct agent *a = opaque;
+
+    log_info(up ? "bus connected" : "bus unreachable; events wait in the outbox", NULL);
+    if (up)
+        events_flush(a);
+}
+
+static void on_bus_error(void *opaque, int err, bool fatal, const char *reason)
+{
+    char q[600];
+
+    (void)opaque;
+    log_event(fatal ? LOG_ERROR : LOG_WARN, "bus error", "error=%s fatal=%s reason=%s", strerror(-err),
+              fatal ? "yes" : "no", log_quote(reason, q, sizeof(q)));
+}
+
+static json_t *heartbeat_json(struct agent *a)
+{
+    char ts[32];
+    json_t *j = json_object();
+
+    format_rfc3339_ms(now_wall_ms(), ts);
+    json_object_set_new(j, "host", json_string(a->cfg.host_name));
+    json_object_set_new(j, "timestamp", json_string(ts));
+    json_object_set_new(j, "hypervisor", json_string(a->cfg.hypervisor));
+    json_object_set_new(j, "domain_type", json_string(hv_domain_type(a->hv)));
+    json_object_set_new(j, "state", json_string(a->disabled ? "disabled" : "enabled"));
+    json_object_set_new(j, "version", json_string(CA_VERSION));
+    json_object_set_new(j, "libvirt_connected", json_boolean(hv_connected(a->hv)));
+    resources_to_json(a->res, a->store, j);
+    return j;
+}
+
+static void on_heartbeat(uv_timer_t *t)
+{
+    struct agent *a = t->data;
+    struct events *e = ev_of(a);
+    json_t *j;
+    char *text;
+
+    if (!e->bus || !a->ready)
+        return;
+    j = heartbeat_json(a);
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (text)
+        bus_publish_heartbeat(e->bus, text, strlen(text));
+    free(text);
+}
+
+/* "k=v,k=v" -> NULL-terminated array (empty items skipped). */
+static char **split_props(const char *s)
+{
+    size_t n = 1;
+    char **v;
+
+    for (const char *p = s; *p; p++)
+        n += *p == ',';
+    v = calloc(n + 1, sizeof(*v));
+    if (!v)
+        return NULL;
+    n = 0;
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        if (len)
+            v[n++] = strndup(s, len);
+        s += len;
+        if (*s == ',')
+            s++;
+    }
+    return v;
+}
+
+int events_start(struct agent *a, struct agent_error *err)
+{
+    struct events *e = ev_of(a);
+    struct bus_config bc = {0};
+    static const struct bus_callbacks cb = {
+        .on_command = commands_on_message,
+        .on_event_delivered = on_event_delivered,
+        .on_state = on_bus_state,
+        .on_error = on_bus_error,
+    };
+    int r;
+
+    if (a->cfg.bus_properties[0] && !(e->props = split_props(a->cfg.bus_properties)))
+        return -ENOMEM;
+    bc.brokers = a->cfg.bus_brokers;
+    bc.topic_prefix = a->cfg.bus_prefix;
+    bc.host = a->cfg.host_name;
+    bc.properties = (const char *const *)e->props;
+    r = bus_new(a->loop, &bc, &cb, a, &e->bus, err);
+    if (r < 0)
+        return r;
+    log_info("bus started", "bootstrap_servers=%s mock=%s commands=%s events=%s", bus_bootstrap_servers(e->bus),
+             a->cfg.bus_brokers[0] ? "no" : "yes", bus_topic(e->bus, BUS_TOPIC_COMMANDS),
+             bus_topic(e->bus, BUS_TOPIC_EVENTS));
+    if (!a->cfg.bus_brokers[0])
+        fprintf(stderr, "compute-agent: bus: librdkafka mock cluster at %s\n", bus_bootstrap_servers(e->bus));
+    uv_timer_init(a->loop, &e->heartbeat);
+    e->heartbeat.data = a;
+    e->heartbeat_open = true;
+    uv_timer_start(&e->heartbeat, on_heartbeat, 1000, (uint64_t)a->cfg.heartbeat_s * 1000);
+    events_flush(a); /* what a previous run left unacknowledged */
+    return 0;
+}
+
+struct bus *events_bus(struct agent *a)
+{
+    return ev_of(a) ? ev_of(a)->bus : NULL;
+}
+
+void events_stop(struct agent *a)
+{
+    struct events *e = ev_of(a);
+
+    if (!e)
+        return;
+    if (e->heartbeat_open) {
+        uv_close((uv_handle_t *)&e->heartbeat, NULL);
+        e->heartbeat_open = false;
+    }
+    if (e->bus) {
+        struct bus *b = e->bus;
+        e->bus = NULL;
+        bus_free(b);
+    }
+}
+
+void events_free(struct agent *a)
+{
+    struct events *e = ev_of(a);
+
+    if (!e)
+        return;
+    sqlite3_finalize(e->add);
+    for (size_t i = 0; e->props && e->props[i]; i++)
+        free(e->props[i]);
+    free(e->props);
+    free(e);
+    a->events = NULL;
+}
+
+json_t *events_bus_json(struct agent *a)
+{
+    struct events *e = ev_of(a);
+    int64_t pending = 0;
+    sqlite3_stmt *st;
+
+    if (!e || !e->bus)
+        return json_null();
+    if (sqlite3_prepare_v2(store_db(a->store), "SELECT COUNT(*) FROM outbox", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            pending = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    return json_pack("{s:s, s:b, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:I}}", "bootstrap_servers",
+                     bus_bootstrap_servers(e->bus), "up", bus_is_up(e->bus), "prefix", a->cfg.bus_prefix,
+                     "group_id", bus_group_id(e->bus), "topics", "commands",
+                     bus_topic(e->bus, BUS_TOPIC_COMMANDS), "events", bus_topic(e->bus, BUS_TOPIC_EVENTS),
+                     "heartbeat", bus_topic(e->bus, BUS_TOPIC_HEARTBEAT), "telemetry",
+                     bus_topic(e->bus, BUS_TOPIC_TELEMETRY), "outbox", "pending", (json_int_t)pending);
+}
