@@ -20,6 +20,10 @@
 # `tests/run.sh build unit-` or `tests/run.sh build 'test_api|lifecycle'`.
 # Logs: BUILD_DIR/test-logs/<test>.log (and env.log for the services).
 set -uo pipefail
+# Debian's python3 has the packages the tests use (jsonschema, yaml, confluent_kafka);
+# a python3 earlier on PATH (pyenv, venv) may not.
+PYTHON=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3 )}
+export PYTHON
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
     echo "usage: $0 BUILD_DIR [PATTERN]" >&2
@@ -217,7 +221,7 @@ for t in "${selected[@]}"; do
     case $kind in
         unit) cmd=("$path") ;;
         sh) cmd=(bash "$path") ;;
-        py) cmd=(python3 "$path") ;;
+        py) cmd=("$PYTHON" "$path") ;;
     esac
     echo "=== RUN  $name"
     t0=$(now)
