@@ -16,6 +16,8 @@ struct ops;
 struct api;
 struct controller;
 struct events;
+struct telemetry;
+struct metrics;
 
 struct agent {
     uv_loop_t *loop;            /* the one event loop (borrowed from main) */
@@ -28,6 +30,8 @@ struct agent {
     struct api *api;            /* REST API servers */
     struct controller *ctl;     /* Placement registration (may be inactive) */
     struct events *events;      /* outbox and bus */
+    struct telemetry *telemetry;/* guest and host use, sampled in bulk */
+    struct metrics *metrics;    /* the agent's own health (Prometheus) */
     bool disabled;              /* host disabled by the operator (kept in the store) */
 
     uv_signal_t sig_term;       /* SIGTERM: stop cleanly, guests keep running */

@@ -11,7 +11,10 @@
 
 #include "agent/controller.h"
 #include "agent/events.h"
+#include "agent/bus.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
+#include "agent/telemetry.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
 
@@ -21,6 +24,7 @@ struct api_server {
     uv_poll_t poll;           /* MHD's epoll fd */
     uv_timer_t timer;         /* MHD's connection timeouts */
     bool tcp;                 /* needs the bearer token */
+    bool metrics_only;        /* serves GET /metrics and nothing else */
     bool open;                /* handles initialized */
 };
 
@@ -30,6 +34,7 @@ struct api {
     struct agent *a;
     struct api_server unix_srv;
     struct api_server tcp_srv;
+    struct api_server metrics_srv; /* /metrics only, for scrapers (no token) */
     struct waiter *waiters;   /* suspended long-polls */
     int pending_closes;       /* handles whose close callback is due */
 };
@@ -424,6 +429,39 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
 
 static void on_timer(uv_timer_t *t);
 
+/* GET /metrics: the Prometheus text format, from the last sample and the
+ * agent's counters; never calls libvirt. */
+static enum MHD_Result send_metrics(struct agent *a, struct MHD_Connection *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    struct bus *bus = events_bus(a);
+    struct MHD_Response *resp;
+    enum MHD_Result r;
+
+    if (!f)
+        return MHD_NO;
+    if (bus) {
+        struct bus_stats bs;
+        bus_stats(bus, &bs);
+        metrics_bus_update(a->metrics, &bs);
+    }
+    metrics_render_prometheus(a->metrics, f);
+    if (a->telemetry)
+        telemetry_render_prometheus(a->telemetry, f);
+    fclose(f);
+    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    r = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
 static void on_waiter_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -578,6 +616,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         status = fail_with(&reply, "unsupported_media_type", NULL, "the body must be application/json");
         goto send;
     }
+    if (!strcmp(url, "/metrics") && (!strcmp(method, "GET") || !strcmp(method, "HEAD")))
+        return send_metrics(a, c);
+    if (srv->metrics_only) {
+        status = fail_with(&reply, "not_found", NULL, "this listener serves GET /metrics only");
+        goto send;
+    }
     idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
     if (!strcmp(method, "GET") && !strncmp(url, "/v1/operations/", 15)) {
         const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
@@ -707,6 +751,8 @@ static int tcp_listen(const char *hostport, struct agent_error *err)
     return fd;
 }
 
+static void server_stop(struct api_server *srv);
+
 static int server_start(struct api *api, struct api_server *srv, int fd, bool tcp,
                         struct agent_error *err)
 {
@@ -759,6 +805,17 @@ int api_new(struct agent *a, struct api **ret, struct agent_error *err)
             return fd < 0 ? fd : r;
         }
     }
+    if (a->cfg.metrics_listen[0]) {
+        fd = tcp_listen(a->cfg.metrics_listen, err);
+        if (fd >= 0)
+            api->metrics_srv.metrics_only = true;
+        if (fd < 0 || (r = server_start(api, &api->metrics_srv, fd, false, err)) < 0) {
+            if (err)
+                strscpy(err->field, "telemetry.metrics_listen", sizeof(err->field));
+            api_free(api);
+            return fd < 0 ? fd : r;
+        }
+    }
     *ret = api;
     return 0;
 }
@@ -797,6 +854,7 @@ void api_free(struct api *api)
         MHD_run(api->unix_srv.mhd);
     if (api->tcp_srv.mhd)
         MHD_run(api->tcp_srv.mhd);
+    server_stop(&api->metrics_srv);
     if (api->a->cfg.api_socket)
         unlink(api->a->cfg.api_socket);
     server_stop(&api->unix_srv);

@@ -7,6 +7,7 @@
 #include "agent/bus.h"
 #include "agent/commands.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
 
@@ -180,9 +181,10 @@ static void on_bus_state(void *opaque, bool up)
 
 static void on_bus_error(void *opaque, int err, bool fatal, const char *reason)
 {
+    struct agent *a = opaque;
     char q[600];
 
-    (void)opaque;
+    metrics_bus_error(a->metrics, fatal);
     log_event(fatal ? LOG_ERROR : LOG_WARN, "bus error", "error=%s fatal=%s reason=%s", strerror(-err),
               fatal ? "yes" : "no", log_quote(reason, q, sizeof(q)));
 }

@@ -13,7 +13,10 @@
 #include "agent/api.h"
 #include "agent/controller.h"
 #include "agent/events.h"
+#include "agent/bus.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
+#include "agent/telemetry.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
 
@@ -151,6 +154,29 @@ static void on_hv_event(const struct hv_event *ev, void *opaque)
         ops_on_hv_event(a->ops, ev);
 }
 
+/* Telemetry: who a domain is (from the store), and where samples go (bus). */
+static int tm_lookup(void *o, const char *uuid, char ec2[EC2_ID_LEN + 1], char *name, size_t ns)
+{
+    struct agent *a = o;
+    struct instance inst;
+    bool live;
+
+    if (store_instance_get(a->store, uuid, &inst) < 0)
+        return -ENOENT;
+    live = strcmp(inst.state, "terminated") != 0;
+    strscpy(ec2, inst.ec2_id, EC2_ID_LEN + 1);
+    strscpy(name, inst.name ? inst.name : "", ns);
+    instance_release(&inst);
+    return live ? 0 : -ENOENT;
+}
+
+static int tm_publish(void *o, const char *key, const char *json, size_t len)
+{
+    struct bus *bus = events_bus(o);
+
+    return bus ? bus_publish_telemetry(bus, key, json, len) : -ENOTCONN;
+}
+
 static uv_timer_t purge_timer;
 
 static void on_purge(uv_timer_t *t)
@@ -171,6 +197,7 @@ static void shutdown_agent(struct agent *a, const char *why)
     sd_notify(0, "STOPPING=1");
     api_free(a->api);
     a->api = NULL;
+    a->telemetry = telemetry_free(a->telemetry);
     controller_free(a->ctl);
     a->ctl = NULL;
     ops_stop(a->ops);
@@ -213,6 +240,10 @@ static void reload(struct agent *a)
     a->cfg.stop_timeout = fresh.stop_timeout;
     a->cfg.reboot_timeout = fresh.reboot_timeout;
     a->cfg.reconnect_max_s = fresh.reconnect_max_s;
+    if (fresh.telemetry_interval_s != a->cfg.telemetry_interval_s && a->telemetry) {
+        a->cfg.telemetry_interval_s = fresh.telemetry_interval_s;
+        telemetry_set_interval(a->telemetry, (unsigned)fresh.telemetry_interval_s);
+    }
     log_info("configuration reloaded", "file=%s log_level=%s note=\"hypervisor, api and state_dir need a restart\"",
              a->cfg.config_file, fresh.log_level);
     config_release(&fresh);
@@ -295,6 +326,18 @@ int main(int argc, char **argv)
     }
     if ((r = controller_new(&a, &a.ctl, &err)) < 0)
         goto fail;
+    if ((r = metrics_new(&a.metrics)) < 0) {
+        agent_error_set(&err, -r, "internal", NULL, "cannot set up metrics");
+        goto fail;
+    }
+    {
+        const char *dirs[] = {a.cfg.state_dir, NULL};
+        struct telemetry_config tc = {.interval_s = (unsigned)a.cfg.telemetry_interval_s,
+                                      .host = a.cfg.host_name, .dirs = dirs};
+        struct telemetry_callbacks tcb = {.lookup = tm_lookup, .publish = tm_publish};
+        if ((r = telemetry_new(a.loop, a.hv, &tc, &tcb, &a, &a.telemetry, &err)) < 0)
+            goto fail;
+    }
     if ((r = api_new(&a, &a.api, &err)) < 0)
         goto fail;
 
@@ -322,6 +365,7 @@ int main(int argc, char **argv)
     uv_run(a.loop, UV_RUN_DEFAULT);
     ops_free(a.ops);
     events_free(&a);
+    metrics_free(a.metrics);
     resources_free(a.res);
     catalog_free(a.catalog);
     store_free(a.store);
@@ -338,9 +382,11 @@ fail:
                   log_quote(err.message, q, sizeof(q)));
     }
     api_free(a.api);
+    telemetry_free(a.telemetry);
     controller_free(a.ctl);
     ops_free(a.ops);
     events_free(&a);
+    metrics_free(a.metrics);
     resources_free(a.res);
     hv_free(a.hv);
     catalog_free(a.catalog);

@@ -20,6 +20,7 @@
 
 #include "agent/events.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "agent/resources.h"
 
 extern char **environ;
@@ -227,6 +228,8 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
     uv_timer_stop(&r->timer);
     r->wait = WAIT_NONE;
     strscpy(r->rec.state, failure ? "failed" : "succeeded", sizeof(r->rec.state));
+    metrics_op_finished(r->ops->a->metrics, r->rec.type, r->rec.state,
+                        (double)(now_wall_ms() - r->rec.created_ms) / 1000.0);
     if (failure) {
         strscpy(r->rec.error_code, failure->code[0] ? failure->code : "internal", sizeof(r->rec.error_code));
         set_str(&r->rec.error_message, failure->message);

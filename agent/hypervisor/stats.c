@@ -188,6 +188,7 @@ static void fill_scalar(struct hv_stats *s, const virTypedParameter *p)
         return;
     if (!strcmp(p->field, "state.state")) {
         s->power = power_of(v);
+        s->state = v > 16 ? 0 : (int)v;
         s->has_power = true;
     } else if (!strcmp(p->field, "cpu.time")) {
         s->cpu_time_ns = v;

@@ -43,6 +43,7 @@ struct hv_stats {
     int id;                     /* libvirt domain id, -1 when inactive */
     enum hv_power power;
     bool has_power;
+    int state;                  /* state.state: libvirt's virDomainState number */
     bool has_cpu_time;
     uint64_t cpu_time_ns;       /* cpu.time */
     bool has_vcpus;

@@ -1,0 +1,301 @@
+/* metrics.c: see metrics.h. */
+#include <stdlib.h>
+#include <string.h>
+#include <inttypes.h>
+
+#include "agent/bus.h"
+#include "agent/metrics.h"
+#include "common/util.h"
+
+#ifndef CA_VERSION
+#define CA_VERSION "dev"
+#endif
+
+#define MAX_SERIES 64
+
+/* Upper bounds (seconds) of the duration buckets; +Inf is implied. */
+static const double op_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+static const double sync_bounds[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+#define NB_OP ARRAY_SIZE(op_bounds)
+#define NB_SYNC ARRAY_SIZE(sync_bounds)
+
+struct histogram {
+    uint64_t buckets[16]; /* non-cumulative counts per bucket; [nb] is +Inf */
+    uint64_t count;
+    double sum;
+};
+
+struct op_series {
+    char type[24];
+    char result[16];
+    struct histogram h;
+};
+
+struct sync_series {
+    char result[16];
+    struct histogram h;
+};
+
+struct metrics {
+    int64_t started_ms;               /* when the registry was made */
+    struct op_series ops[MAX_SERIES]; /* by (type, result), in order of first sight */
+    size_t n_ops;
+    struct sync_series syncs[8];      /* Placement syncs by result */
+    size_t n_syncs;
+    int64_t last_sync_ok_ms;          /* last successful sync, 0 if none */
+    uint64_t img_hits, img_misses, img_fetched_bytes, img_size_bytes;
+    bool has_bus;
+    struct bus_stats bus;             /* last snapshot */
+    uint64_t bus_errors, bus_fatal_errors;
+};
+
+int metrics_new(struct metrics **ret)
+{
+    struct metrics *m = calloc(1, sizeof(*m));
+
+    if (!m)
+        return -ENOMEM;
+    m->started_ms = now_wall_ms();
+    *ret = m;
+    return 0;
+}
+
+struct metrics *metrics_free(struct metrics *m)
+{
+    free(m);
+    return NULL;
+}
+
+/* Keep label values to a safe alphabet: anything else becomes '_'. */
+static void label_copy(char *dst, size_t size, const char *src)
+{
+    size_t i = 0;
+
+    for (; src && src[i] && i + 1 < size; i++) {
+        char c = src[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-' || c == '.';
+        dst[i] = ok ? c : '_';
+    }
+    dst[i] = '\0';
+    if (!i)
+        strscpy(dst, "unknown", size);
+}
+
+static void observe(struct histogram *h, const double *bounds, size_t nb, double v)
+{
+    size_t i = 0;
+
+    if (!(v >= 0)) /* NaN or negative: count it as 0 */
+        v = 0;
+    while (i < nb && v > bounds[i])
+        i++;
+    h->buckets[i]++;
+    h->count++;
+    h->sum += v;
+}
+
+void metrics_op_finished(struct metrics *m, const char *type, const char *result, double seconds)
+{
+    char t[24], r[16];
+    struct op_series *s = NULL;
+
+    label_copy(t, sizeof(t), type);
+    label_copy(r, sizeof(r), result);
+    for (int pass = 0; pass < 2 && !s; pass++) {
+        for (size_t i = 0; i < m->n_ops; i++)
+            if (!strcmp(m->ops[i].type, t) && !strcmp(m->ops[i].result, r))
+                s = &m->ops[i];
+        if (s)
+            break;
+        if (m->n_ops < MAX_SERIES - 1 || (m->n_ops < MAX_SERIES && !strcmp(t, "other"))) {
+            s = &m->ops[m->n_ops++];
+            strscpy(s->type, t, sizeof(s->type));
+            strscpy(s->result, r, sizeof(s->result));
+        } else {
+            strscpy(t, "other", sizeof(t)); /* the last slot is kept for "other" */
+        }
+    }
+    if (s)
+        observe(&s->h, op_bounds, NB_OP, seconds);
+}
+
+void metrics_imgcache_hit(struct metrics *m) { m->img_hits++; }
+void metrics_imgcache_miss(struct metrics *m) { m->img_misses++; }
+void metrics_imgcache_fetched(struct metrics *m, uint64_t bytes) { m->img_fetched_bytes += bytes; }
+void metrics_imgcache_set_size(struct metrics *m, uint64_t bytes) { m->img_size_bytes = bytes; }
+
+void metrics_bus_update(struct metrics *m, const struct bus_stats *s)
+{
+    m->bus = *s;
+    m->has_bus = true;
+}
+
+void metrics_bus_error(struct metrics *m, bool fatal)
+{
+    m->bus_errors++;
+    if (fatal)
+        m->bus_fatal_errors++;
+}
+
+void metrics_placement_sync(struct metrics *m, const char *result, double seconds)
+{
+    char r[16];
+    struct sync_series *s = NULL;
+
+    label_copy(r, sizeof(r), result);
+    for (size_t i = 0; i < m->n_syncs && !s; i++)
+        if (!strcmp(m->syncs[i].result, r))
+            s = &m->syncs[i];
+    if (!s) {
+        if (m->n_syncs == ARRAY_SIZE(m->syncs))
+            s = &m->syncs[m->n_syncs - 1]; /* more than 8 kinds: fold into the last */
+        else
+            s = &m->syncs[m->n_syncs++];
+        strscpy(s->result, r, sizeof(s->result));
+    }
+    observe(&s->h, sync_bounds, NB_SYNC, seconds);
+    if (!strcmp(r, "ok"))
+        m->last_sync_ok_ms = now_wall_ms();
+}
+
+/* ---- rendering ---- */
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name_bucket{labels,le=".."} lines, then _sum and _count. labels is
+ * "k=\"v\",k2=\"v2\"" (already safe) or "". */
+static void histogram(FILE *f, const char *name, const char *labels, const struct histogram *h,
+                      const double *bounds, size_t nb)
+{
+    uint64_t cum = 0;
+    const char *sep = labels[0] ? "," : "";
+
+    for (size_t i = 0; i < nb; i++) {
+        cum += h->buckets[i];
+        fprintf(f, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, labels, sep, bounds[i], cum);
+    }
+    cum += h->buckets[nb];
+    fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep, cum);
+    fprintf(f, "%s_sum{%s} %.9g\n", name, labels, h->sum);
+    fprintf(f, "%s_count{%s} %" PRIu64 "\n", name, labels, h->count);
+}
+
+static void counter(FILE *f, const char *name, const char *help, uint64_t v)
+{
+    family(f, name, "counter", help);
+    fprintf(f, "%s %" PRIu64 "\n", name, v);
+}
+
+static void gauge(FILE *f, const char *name, const char *help, double v)
+{
+    family(f, name, "gauge", help);
+    fprintf(f, "%s %.9g\n", name, v);
+}
+
+static void render_ops(FILE *f, const struct metrics *m)
+{
+    char labels[96];
+
+    family(f, "compute_agent_operations_total", "counter",
+           "operations finished, by type and result");
+    for (size_t i = 0; i < m->n_ops; i++)
+        fprintf(f, "compute_agent_operations_total{type=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                m->ops[i].type, m->ops[i].result, m->ops[i].h.count);
+    family(f, "compute_agent_operation_duration_seconds", "histogram",
+           "time from an operation's acceptance to its end, by type and result");
+    for (size_t i = 0; i < m->n_ops; i++) {
+        snprintf(labels, sizeof(labels), "type=\"%s\",result=\"%s\"", m->ops[i].type,
+                 m->ops[i].result);
+        histogram(f, "compute_agent_operation_duration_seconds", labels, &m->ops[i].h, op_bounds,
+                  NB_OP);
+    }
+}
+
+static void render_placement(FILE *f, const struct metrics *m)
+{
+    char labels[48];
+
+    family(f, "compute_agent_placement_syncs_total", "counter",
+           "Placement inventory syncs, by result");
+    for (size_t i = 0; i < m->n_syncs; i++)
+        fprintf(f, "compute_agent_placement_syncs_total{result=\"%s\"} %" PRIu64 "\n",
+                m->syncs[i].result, m->syncs[i].h.count);
+    family(f, "compute_agent_placement_sync_duration_seconds", "histogram",
+           "time a Placement sync took, by result");
+    for (size_t i = 0; i < m->n_syncs; i++) {
+        snprintf(labels, sizeof(labels), "result=\"%s\"", m->syncs[i].result);
+        histogram(f, "compute_agent_placement_sync_duration_seconds", labels, &m->syncs[i].h,
+                  sync_bounds, NB_SYNC);
+    }
+    gauge(f, "compute_agent_placement_last_success_timestamp_seconds",
+          "when the last Placement sync succeeded (Unix time, 0 if never)",
+          (double)m->last_sync_ok_ms / 1000.0);
+}
+
+static void render_bus(FILE *f, const struct metrics *m)
+{
+    static const char *const streams[] = {"events", "heartbeat", "telemetry"};
+    const struct bus_stream_stats *st[] = {&m->bus.events, &m->bus.heartbeat, &m->bus.telemetry};
+    static const struct {
+        const char *name, *type, *help;
+    } fams[] = {
+        {"compute_agent_bus_messages_produced_total", "counter", "messages accepted into the producer's queue"},
+        {"compute_agent_bus_messages_delivered_total", "counter", "messages the broker acknowledged"},
+        {"compute_agent_bus_messages_failed_total", "counter", "messages whose delivery failed"},
+        {"compute_agent_bus_messages_dropped_total", "counter", "messages dropped by the lossy bound (telemetry)"},
+        {"compute_agent_bus_messages_queued", "gauge", "messages waiting for their outcome"},
+        {"compute_agent_bus_delivery_lag_last_seconds", "gauge", "publish-to-acknowledgement time of the latest delivery"},
+        {"compute_agent_bus_delivery_lag_max_seconds", "gauge", "longest publish-to-acknowledgement time seen"},
+        {"compute_agent_bus_delivery_lag_avg_seconds", "gauge", "mean publish-to-acknowledgement time"},
+    };
+
+    for (size_t k = 0; k < ARRAY_SIZE(fams); k++) {
+        family(f, fams[k].name, fams[k].type, fams[k].help);
+        for (size_t i = 0; m->has_bus && i < ARRAY_SIZE(streams); i++) {
+            const struct bus_stream_stats *s = st[i];
+            const double v[] = {(double)s->produced, (double)s->delivered, (double)s->failed,
+                                (double)s->dropped, (double)s->queued, s->lag_ms_last / 1000.0,
+                                s->lag_ms_max / 1000.0, bus_stream_lag_ms_avg(s) / 1000.0};
+            fprintf(f, "%s{stream=\"%s\"} %.9g\n", fams[k].name, streams[i], v[k]);
+        }
+    }
+    gauge(f, "compute_agent_bus_up", "whether the Kafka brokers are reachable (1) or not (0)",
+          m->has_bus && m->bus.up ? 1 : 0);
+    counter(f, "compute_agent_bus_commands_received_total", "commands read from the bus",
+            m->bus.commands_received);
+    counter(f, "compute_agent_bus_commands_oversized_total", "commands refused for their size",
+            m->bus.commands_oversized);
+    counter(f, "compute_agent_bus_commit_errors_total", "offset commits that failed",
+            m->bus.commit_errors);
+    counter(f, "compute_agent_bus_client_errors_total",
+            "client-level errors librdkafka reported (connection failures included)",
+            m->bus.client_errors);
+    counter(f, "compute_agent_bus_errors_reported_total",
+            "client-level errors the bus reported to the agent (on_error)", m->bus_errors);
+    counter(f, "compute_agent_bus_fatal_errors_total",
+            "fatal producer or consumer errors (the bus was rebuilt)", m->bus_fatal_errors);
+}
+
+int metrics_render_prometheus(const struct metrics *m, FILE *f)
+{
+    family(f, "compute_agent_build_info", "gauge", "the agent's version (always 1)");
+    fprintf(f, "compute_agent_build_info{version=\"%s\"} 1\n", CA_VERSION);
+    gauge(f, "compute_agent_start_time_seconds", "when the agent started (Unix time)",
+          (double)m->started_ms / 1000.0);
+    render_ops(f, m);
+    counter(f, "compute_agent_image_cache_hits_total", "image requests served from the cache",
+            m->img_hits);
+    counter(f, "compute_agent_image_cache_misses_total", "image requests that had to fetch",
+            m->img_misses);
+    counter(f, "compute_agent_image_cache_fetched_bytes_total", "bytes fetched into the cache",
+            m->img_fetched_bytes);
+    gauge(f, "compute_agent_image_cache_size_bytes", "the image cache's size on disk",
+          (double)m->img_size_bytes);
+    render_bus(f, m);
+    render_placement(f, m);
+    return ferror(f) ? -EIO : 0;
+}
