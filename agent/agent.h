@@ -18,6 +18,7 @@ struct controller;
 struct events;
 struct telemetry;
 struct metrics;
+struct imgcache;
 
 struct agent {
     uv_loop_t *loop;            /* the one event loop (borrowed from main) */
@@ -32,6 +33,7 @@ struct agent {
     struct events *events;      /* outbox and bus */
     struct telemetry *telemetry;/* guest and host use, sampled in bulk */
     struct metrics *metrics;    /* the agent's own health (Prometheus) */
+    struct imgcache *imgcache;  /* guest images: pull, verify, share, evict */
     bool disabled;              /* host disabled by the operator (kept in the store) */
 
     uv_signal_t sig_term;       /* SIGTERM: stop cleanly, guests keep running */

@@ -15,6 +15,7 @@
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/telemetry.h"
+#include "image-cache/imgcache.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
 
@@ -376,6 +377,37 @@ int api_route(struct agent *a, const char *method, const char *url, const char *
         }
         return fail_with(reply, "not_found", NULL, "no such resource");
     }
+    if (!strcmp(path, "/v1/images")) {
+        if (!a->imgcache)
+            return fail_with(reply, "not_supported", NULL, "the image cache is not running");
+        if (get)
+            return imgcache_api_list(a->imgcache, reply);
+        if (post) {
+            json_t *j = NULL;
+            int status = parse_body(body, len, &j, reply);
+            if (status > 0)
+                return status;
+            status = imgcache_api_create(a->imgcache, j, reply);
+            json_decref(j);
+            return status;
+        }
+        goto not_allowed;
+    }
+    if (!strncmp(path, "/v1/images/", 11)) {
+        if (!a->imgcache)
+            return fail_with(reply, "not_supported", NULL, "the image cache is not running");
+        if (!uuid_is_valid(path + 11))
+            return fail_with(reply, "not_found", "id", "no such image");
+        if (get)
+            return imgcache_api_get(a->imgcache, path + 11, reply);
+        if (del) {
+            int status = imgcache_api_delete(a->imgcache, path + 11, reply);
+            if (!*reply) /* 204 */
+                *reply = json_object();
+            return status;
+        }
+        goto not_allowed;
+    }
     if (!strncmp(path, "/v1/operations/", 15)) {
         if (!get)
             goto not_allowed;
@@ -407,7 +439,17 @@ static bool token_ok(const char *header, const char *token)
 
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
+    char *text;
+
+    if (status == MHD_HTTP_NO_CONTENT) {
+        struct MHD_Response *empty = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result r = empty ? MHD_queue_response(c, (unsigned)status, empty) : MHD_NO;
+        json_decref(body);
+        if (empty)
+            MHD_destroy_response(empty);
+        return r;
+    }
+    text = json_dumps(body, JSON_COMPACT);
     size_t len = text ? strlen(text) : 0;
     struct MHD_Response *resp;
     enum MHD_Result r;

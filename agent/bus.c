@@ -5,8 +5,12 @@
  *   events     idempotent producer for P compute.events; message.timeout.ms
  *              is infinite, so an event waits out a broker outage in the
  *              local queue and is acknowledged once; ordered per key
- *   telemetry  lossy producer for P telemetry (compressed, batched, bounded
- *              queue) and P compute.heartbeat (per-topic timeout)
+ *   telemetry  lossy producer for P telemetry (compressed, batched) and
+ *              P compute.heartbeat (per-topic timeout). The telemetry bound
+ *              is split between librdkafka's queue and a backlog in front
+ *              of it, so that on overflow the oldest samples can go (purge
+ *              of librdkafka's unsent ones, oldest of the backlog) and the
+ *              newest survive, in order
  *   consumer   group consumer of P compute.H, manual offset commits
  * Each client's final queue (the main queue, or for the consumer the
  * consumer queue the main queue and the log queue are forwarded to) writes
@@ -131,11 +135,19 @@ struct bus {
 
     size_t max_command_bytes;
     bool drop_newest;
-    /* librdkafka's telemetry queue was purged and not all reports of that
-     * purge are in: messages handed over now could still be purged by it
-     * (librdkafka's broker threads do it asynchronously), so new samples
-     * wait in the backlog meanwhile. */
-    bool purge_pending;
+    /* Purging librdkafka's telemetry queue (evicting the oldest samples)
+     * waits for every broker thread, so it runs in libuv's threadpool;
+     * meanwhile new samples wait in the backlog, or the purge could take
+     * them too. */
+    bool purge_pending;        /* purge queued or running */
+    uv_work_t purge_req;
+    uv_mutex_t purge_lock;     /* guards purge_done */
+    uv_cond_t purge_cond;
+    bool purge_done;           /* set by the worker when rd_kafka_purge returned */
+    bool purge_sync_inited;
+    /* The memory goes when both the poll handle is closed and any purge
+     * request has been completed by the loop. */
+    int refs;
     /* Telemetry samples waiting for room in librdkafka's queue, oldest
      * first, bounded by backlog_max entries and backlog_max_bytes. */
     struct bus_sample *backlog_head, *backlog_tail;
@@ -155,7 +167,6 @@ struct bus {
 
 static void bus_free_now(struct bus *bus);
 static void bus_backlog_drain(struct bus *bus);
-static uint64_t bus_telemetry_held(const struct bus *bus);
 
 /* ---------------------------------------------------------------- errors */
 
@@ -594,6 +605,8 @@ int bus_command_commit(struct bus *bus, const struct bus_message *msg)
 
     if (!bus || !msg)
         return -EINVAL;
+    if (bus->closing)
+        return -ESHUTDOWN; /* bus_free() already released every command */
     part = cmd->part;
     if (!part) {
         bus_cmd_free(bus, cmd);
@@ -671,8 +684,6 @@ static void bus_poll_cb(uv_poll_t *handle, int status, int events)
     for (int k = 0; k < BUS_CLIENT_N && !bus->free_requested; k++)
         drained &= bus_client_serve(bus, &bus->clients[k]);
     /* Reports served above made room in librdkafka's telemetry queue. */
-    if (bus->purge_pending && bus_telemetry_held(bus) == 0)
-        bus->purge_pending = false;
     if (bus->backlog_head && !bus->purge_pending && !bus->free_requested)
         bus_backlog_drain(bus);
     if (bus_dispatch_end(bus))
@@ -720,10 +731,69 @@ static rd_kafka_resp_err_t bus_produce_lossy(struct bus *bus,
                              RD_KAFKA_V_OPAQUE(s), RD_KAFKA_V_END);
 }
 
-/* Telemetry and heartbeat messages librdkafka holds (outcome unknown). */
-static uint64_t bus_telemetry_held(const struct bus *bus)
+static void bus_unref(struct bus *bus)
 {
-    return bus->stats.telemetry.queued - bus->backlog_len + bus->stats.heartbeat.queued;
+    if (--bus->refs > 0)
+        return;
+    if (bus->purge_sync_inited) {
+        uv_cond_destroy(&bus->purge_cond);
+        uv_mutex_destroy(&bus->purge_lock);
+    }
+    free(bus);
+}
+
+/* Threadpool: evict what librdkafka holds unsent of telemetry (the oldest
+ * samples), blocking until its broker threads are done. */
+static void bus_purge_work(uv_work_t *req)
+{
+    struct bus *bus = req->data;
+
+    rd_kafka_purge(bus->clients[BUS_CLIENT_TELEMETRY].rk, RD_KAFKA_PURGE_F_QUEUE);
+    uv_mutex_lock(&bus->purge_lock);
+    bus->purge_done = true;
+    uv_cond_signal(&bus->purge_cond);
+    uv_mutex_unlock(&bus->purge_lock);
+}
+
+static void bus_purge_after(uv_work_t *req, int status)
+{
+    struct bus *bus = req->data;
+
+    (void)status;
+    bus->purge_pending = false;
+    if (!bus->closing) {
+        /* The purge's reports are queued: serve them, then move the
+         * backlog on. */
+        if (eventfd_write(bus->efd, 1) < 0) {
+            /* cannot fail short of a 2^64 counter */
+        }
+    }
+    bus_unref(bus);
+}
+
+static void bus_purge_start(struct bus *bus)
+{
+    if (bus->purge_pending)
+        return;
+    bus->purge_done = false;
+    bus->purge_req.data = bus;
+    if (uv_queue_work(bus->loop, &bus->purge_req, bus_purge_work, bus_purge_after) < 0)
+        return; /* the backlog still bounds memory; try again at next overflow */
+    bus->purge_pending = true;
+    bus->refs++;
+}
+
+/* bus_free(): a purge still running must finish before its client goes. */
+static void bus_purge_wait(struct bus *bus)
+{
+    if (!bus->purge_pending)
+        return;
+    if (uv_cancel((uv_req_t *)&bus->purge_req) == 0)
+        return; /* never started; bus_purge_after() still runs, cancelled */
+    uv_mutex_lock(&bus->purge_lock);
+    while (!bus->purge_done)
+        uv_cond_wait(&bus->purge_cond, &bus->purge_lock);
+    uv_mutex_unlock(&bus->purge_lock);
 }
 
 static void bus_backlog_pop_free(struct bus *bus)
@@ -763,9 +833,9 @@ static void bus_backlog_drain(struct bus *bus)
 }
 
 /* Queue a sample behind librdkafka's full queue. When the backlog is full
- * too, the oldest samples go: everything librdkafka holds unsent (a
- * non-blocking purge, whose reports count as dropped when served; the
- * backlog moves on once they all are) and the oldest of the backlog. */
+ * too, the oldest samples go: everything librdkafka holds unsent (a purge
+ * in the threadpool; its reports count as dropped when served) and the
+ * oldest of the backlog. */
 static int bus_backlog_push(struct bus *bus, const char *key, const char *json,
                             size_t len)
 {
@@ -785,11 +855,7 @@ static int bus_backlog_push(struct bus *bus, const char *key, const char *json,
 
     while (bus->backlog_head && (bus->backlog_len + 1 > bus->backlog_max ||
                                  bus->backlog_bytes + len > bus->backlog_max_bytes)) {
-        if (!bus->purge_pending) {
-            bus->purge_pending = true;
-            rd_kafka_purge(bus->clients[BUS_CLIENT_TELEMETRY].rk,
-                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
-        }
+        bus_purge_start(bus);
         bus_backlog_pop_free(bus);
         bus->stats.telemetry.queued--;
         bus->stats.telemetry.dropped++;
@@ -1011,6 +1077,10 @@ static int bus_client_start(struct bus *bus, enum bus_client_kind kind,
 
     c->bus = bus;
     c->kind = kind;
+    /* Set last: owned by the bus whatever the properties said. */
+    if (kind != BUS_CLIENT_MOCK &&
+        (r = bus_conf_set(conf, "bootstrap.servers", bus->bootstrap, "bus.brokers", err)) < 0)
+        return r;
     r = bus_conf_set(conf, "log.queue", "true", "bus", err);
     if (r < 0)
         return r;
@@ -1037,7 +1107,7 @@ static int bus_client_start(struct bus *bus, enum bus_client_kind kind,
     return 0;
 }
 
-/* A new conf with what every client shares, then the user's properties. */
+/* A new conf with what every client starts from. */
 static int bus_conf_new(struct bus *bus, enum bus_client_kind kind,
                         rd_kafka_conf_t **ret, struct agent_error *err)
 {
@@ -1050,10 +1120,6 @@ static int bus_conf_new(struct bus *bus, enum bus_client_kind kind,
              : kind == BUS_CLIENT_TELEMETRY ? "telemetry"
                                             : "commands");
     r = bus_conf_set(conf, "client.id", client_id, "host", err);
-    if (r < 0)
-        return r;
-    r = bus_conf_set(conf, "bootstrap.servers", bus->bootstrap, "bus.brokers",
-                     err);
     if (r < 0)
         return r;
     *ret = TAKE_PTR(conf);
@@ -1344,11 +1410,22 @@ int bus_new(uv_loop_t *loop, const struct bus_config *cfg,
     bus->flush_timeout_ms =
         cfg->flush_timeout_ms > 0 ? cfg->flush_timeout_ms : BUS_DEFAULT_FLUSH_TIMEOUT_MS;
     bus->state_client = cb->on_command ? BUS_CLIENT_CONSUMER : BUS_CLIENT_EVENTS;
+    bus->refs = 1;
+    if (uv_mutex_init(&bus->purge_lock) == 0) {
+        if (uv_cond_init(&bus->purge_cond) == 0)
+            bus->purge_sync_inited = true;
+        else
+            uv_mutex_destroy(&bus->purge_lock);
+    }
+    if (!bus->purge_sync_inited) {
+        free(bus);
+        return agent_error_set(err, ENOMEM, "internal", NULL, "cannot create a mutex");
+    }
     bus->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (bus->efd < 0) {
         r = agent_error_set(err, errno, "internal", NULL, "eventfd: %s",
                             strerror(errno));
-        free(bus);
+        bus_unref(bus);
         return r;
     }
     r = uv_poll_init(loop, &bus->poll, bus->efd);
@@ -1356,7 +1433,7 @@ int bus_new(uv_loop_t *loop, const struct bus_config *cfg,
         agent_error_set(err, -r, "internal", NULL, "uv_poll_init: %s",
                         uv_strerror(r));
         close(bus->efd);
-        free(bus);
+        bus_unref(bus);
         return r;
     }
     bus->poll_inited = true;
@@ -1476,7 +1553,7 @@ static void bus_consumer_close(struct bus *bus, int timeout_ms)
 
 static void bus_closed_cb(uv_handle_t *handle)
 {
-    free(handle->data);
+    bus_unref(handle->data);
 }
 
 static void bus_free_now(struct bus *bus)
@@ -1491,14 +1568,18 @@ static void bus_free_now(struct bus *bus)
     if (bus->poll_inited)
         uv_poll_stop(&bus->poll);
 
-    /* Consumer first: no command arrives while the producers drain. */
-    bus_consumer_close(bus, BUS_CLOSE_TIMEOUT_MS);
+    /* Consumer first: no command arrives while the producers drain.
+     * Leaving the group needs the broker: little point waiting without. */
+    bus_consumer_close(bus, bus->clients[BUS_CLIENT_CONSUMER].up
+                                ? BUS_CLOSE_TIMEOUT_MS
+                                : BUS_CLOSE_TIMEOUT_MS / 6);
 
     deadline = now_mono_ns() + (uint64_t)bus->flush_timeout_ms * 1000000u;
     bus_client_unhook(ev);
     bus_producer_drain(ev, bus->flush_timeout_ms);
     left = bus_remaining_ms(deadline);
     bus_client_unhook(tm);
+    bus_purge_wait(bus);
     while (bus->backlog_head) {
         bus_backlog_pop_free(bus);
         bus->stats.telemetry.queued--;
@@ -1541,7 +1622,7 @@ static void bus_free_now(struct bus *bus)
         close(bus->efd);
     } else {
         close(bus->efd);
-        free(bus);
+        bus_unref(bus);
     }
 }
 

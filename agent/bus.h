@@ -44,22 +44,30 @@ struct bus_config {
      * Unscoped ones go to every client; "events.", "telemetry." and
      * "consumer." scope one to the event producer, the telemetry/heartbeat
      * producer or the command consumer ("telemetry.linger.ms=100"). They
-     * override the defaults below, except enable.auto.commit, group.id and
-     * bootstrap.servers which the bus owns. */
+     * override the bus's defaults (consumer: session.timeout.ms=6000,
+     * heartbeat.interval.ms=500, auto.offset.reset=earliest, and with the
+     * in-process mock fetch.wait.max.ms=100 because its broker answers a
+     * fetch only when the wait expires; events: message.timeout.ms=0,
+     * linger.ms=5), except what the bus owns: bootstrap.servers, group.id,
+     * enable.auto.commit, enable.auto.offset.store, enable.idempotence. */
     const char *const *properties;
     /* Commands larger than this are handed over as oversized, without
      * payload. 0: 1 MiB. */
     size_t max_command_bytes;
-    /* Telemetry queue bound, in messages and in KiB. 0: 100000 and 16384. */
+    /* Telemetry queue bound, in messages and in KiB. 0: 100000 and 16384.
+     * Half is librdkafka's queue, half a backlog in front of it. When both
+     * are full the oldest samples go: librdkafka's unsent ones (purged in
+     * libuv's threadpool, the purge waits for its broker threads) and the
+     * oldest of the backlog. */
     size_t telemetry_queue_max;
     size_t telemetry_queue_max_kbytes;
     /* "lz4" or "zstd" (also "gzip", "snappy", "none"). NULL: "lz4". */
     const char *telemetry_compression;
     /* Telemetry batching delay. 0: 500 ms. */
     int telemetry_linger_ms;
-    /* When the telemetry queue is full: false (default) evicts the queued
-     * (oldest) samples, true refuses the new one. Both are counted as
-     * dropped. */
+    /* false (default): drop the oldest samples as above. true: no backlog;
+     * a full librdkafka queue refuses the new sample (-ENOBUFS). Either way
+     * the drops are counted. */
     bool telemetry_drop_newest;
     /* A heartbeat not delivered within this is dropped. 0: 10000 ms. */
     int heartbeat_timeout_ms;
@@ -85,13 +93,18 @@ struct bus_message {
     bool oversized;       /* len > max_command_bytes: report as bad, do not parse */
 };
 
-/* All run on the loop thread, from inside the bus; none may call bus_free()
- * on its own bus (it is deferred until the callback returns if it does). */
+/* All run on the loop thread, from inside the bus. A bus_free() of the bus
+ * from one of its callbacks is deferred until the callback returns. */
 struct bus_callbacks {
     /* A command arrived. Required unless the bus should not consume (then
      * no consumer is created). The agent calls bus_command_commit(msg) once,
      * after journaling the command or after emitting the error event for a
-     * bad one; it may do so inside this callback or later. */
+     * bad one; it may do so inside this callback or later. A command not
+     * committed holds its partition's commit point: later commands are
+     * handed over but their offsets wait (they come back after a restart,
+     * to be recognised by request id), and the bus keeps them in memory.
+     * A command is handed over again only to a new bus or after a
+     * rebalance, never to the same one otherwise. */
     void (*on_command)(void *opaque, const struct bus_message *msg);
     /* Outcome of bus_publish_event(): err 0 when Kafka acknowledged it (the
      * outbox row can go), else a -errno and the row stays: -ECANCELED (bus
@@ -126,13 +139,14 @@ int bus_new(uv_loop_t *loop, const struct bus_config *cfg,
             const struct bus_callbacks *cb, void *opaque, struct bus **ret,
             struct agent_error *err);
 
-/* Flush pending events for at most flush_timeout_ms (their delivery reports
- * reach on_event_delivered, those still pending then with -ECANCELED),
- * drop pending telemetry, leave the consumer group (uncommitted commands are
- * simply not committed: they come back to the next consumer), stop the mock
- * cluster if it runs here, and close the uv handles. Blocks for at most
- * about flush_timeout_ms + 3 s. Memory is released once the loop has run the
- * close callbacks. Accepts NULL; returns NULL. */
+/* Leave the consumer group (commands not committed stay so and come back
+ * to the next consumer; every bus_message is freed), flush pending events
+ * for at most flush_timeout_ms (their delivery reports reach
+ * on_event_delivered, those still pending then with -ECANCELED), drop
+ * pending telemetry, stop the mock cluster if it runs here, and close the
+ * uv handles. Blocks for at most about flush_timeout_ms + 4 s (3 s to leave
+ * the group, 1 s for the mock). Memory is released once the loop has run
+ * the close callbacks. Accepts NULL; returns NULL. */
 struct bus *bus_free(struct bus *bus);
 
 static inline void bus_freep(struct bus **bus)
@@ -172,8 +186,10 @@ int bus_publish_event(struct bus *bus, const char *key, const char *json,
 int bus_publish_heartbeat(struct bus *bus, const char *json, size_t len);
 
 /* Publish a telemetry sample (copied) keyed by key on P telemetry. Lossy:
- * returns 0 if queued, -ENOBUFS if it was dropped because the queue was full
- * (counted), other -errno for misuse. */
+ * returns 0 if queued (it may still be dropped later as one of the oldest),
+ * -ENOBUFS if refused because the queue is full (telemetry_drop_newest
+ * only), -EMSGSIZE if larger than the backlog's byte bound, -ESHUTDOWN,
+ * -EINVAL. Every drop is counted. */
 int bus_publish_telemetry(struct bus *bus, const char *key, const char *json,
                           size_t len);
 
@@ -194,7 +210,8 @@ struct bus_stream_stats {
     uint64_t dropped;   /* telemetry: lost to the bound or age limit, be it
                          * refused at publish (not in produced) or evicted */
     uint64_t queued;    /* accepted, outcome not known yet */
-    double lag_ms_sum;  /* sum of publish->ack latencies of delivered ones */
+    double lag_ms_sum;  /* sum of the delivered ones' latencies, from the
+                         * hand-over to librdkafka to the broker's ack */
     double lag_ms_last; /* latest of those */
     double lag_ms_max;
 };

@@ -153,14 +153,10 @@ void commands_on_message(void *opaque, const struct bus_message *msg)
     } else {
         r = commands_handle(a, msg->payload, msg->len, &rid, &iid, &err);
     }
-    if (r == -EAGAIN || r == -ENOTCONN) {
-        /* not the command's fault (the hypervisor is away): leave it
-         * uncommitted so it comes back after a restart or rebalance */
-        log_warn("bus command deferred", "request_id=%s error=\"%s\"", rid ? rid : "-", err.message);
-        free(rid);
-        free(iid);
-        return;
-    }
+    /* Every command is answered and committed once: a command the host
+     * cannot take now (hypervisor away, host disabled) is rejected with that
+     * reason, so the controller can place it elsewhere or retry; holding it
+     * back would hold back every later offset of the partition. */
     if (r < 0) {
         char q[600];
         log_info("bus command rejected", "request_id=%s partition=%d offset=%lld code=%s field=%s message=%s",

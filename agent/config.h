@@ -52,6 +52,18 @@ struct agent_config {
     char *bus_prefix;         /* topic prefix */
     char *bus_properties;     /* extra librdkafka properties "k=v,k=v" */
     int64_t heartbeat_s;      /* heartbeat period */
+    /* [image_cache] */
+    char *imgc_dir;           /* empty: STATE_DIR/images */
+    int64_t imgc_budget_mb;   /* size budget, MiB; 0: use budget_percent */
+    int64_t imgc_budget_percent; /* % of the cache filesystem; 0 and 0: free space only */
+    int64_t imgc_max_unused_age_s;
+    int64_t imgc_max_virtual_gb;
+    char *imgc_ca_bundle;
+    char *glance_url;
+    char *glance_token;
+    int64_t imgc_max_parallel;
+    int64_t imgc_stall_timeout_s;
+    int64_t imgc_retries;
     /* [telemetry] */
     int64_t telemetry_interval_s;
     char *metrics_listen;     /* HOST:PORT for Prometheus scrapers, empty: none */

@@ -17,6 +17,7 @@ struct events {
     sqlite3_stmt *add;        /* INSERT into outbox */
     int64_t sent_upto;        /* rows up to this id are with the bus */
     uint64_t in_flight;       /* handed to the bus, not yet acknowledged */
+    bool backlog;             /* the bus's queue was full: flush again on a delivery */
     uv_timer_t heartbeat;
     bool heartbeat_open;
     char **props;             /* extra librdkafka properties (owned) */
@@ -133,6 +134,7 @@ void events_flush(struct agent *a)
         const char *payload = (const char *)sqlite3_column_text(st, 2);
         int r = bus_publish_event(e->bus, key, payload, strlen(payload), id);
         if (r < 0) {
+            e->backlog = r == -ENOBUFS;
             if (r != -ENOBUFS)
                 log_warn("cannot publish an event; it stays in the outbox", "outbox_id=%lld error=%s",
                          (long long)id, strerror(-r));
@@ -151,13 +153,16 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
     sqlite3_stmt *st;
 
     e->in_flight--;
+    if (e->backlog) {
+        e->backlog = false;
+        events_flush(a); /* room in the queue again */
+    }
     if (err && err != -EMSGSIZE && err != -EINVAL) {
-        /* not acknowledged: resend from here (next start, or next flush) */
-        if (id <= e->sent_upto)
-            e->sent_upto = id - 1;
+        /* not acknowledged: the row stays and is sent again at the next
+         * start (rewinding now would duplicate rows still in flight) */
         if (err != -ECANCELED)
-            log_warn("event not delivered; kept in the outbox", "outbox_id=%lld error=%s", (long long)id,
-                     strerror(-err));
+            log_warn("event not delivered; kept in the outbox for the next start", "outbox_id=%lld error=%s",
+                     (long long)id, strerror(-err));
         return;
     }
     if (err)

@@ -200,7 +200,7 @@ static int parse_flavor(const json_t *f, struct flavor *out, struct agent_error 
 
 static int parse_image(const json_t *img, struct boot_source *b, struct agent_error *err)
 {
-    static const char *const allowed[] = {"path", "id", "url", "digest", NULL};
+    static const char *const allowed[] = {"path", "id", "url", "digest", "glance_id", NULL};
     int r, n;
 
     if (!json_is_object(img))
@@ -208,17 +208,21 @@ static int parse_image(const json_t *img, struct boot_source *b, struct agent_er
                                "field 'image' must be an object");
     if ((r = check_known_keys(img, "image.", allowed, err)) < 0)
         return r;
-    n = !!json_object_get(img, "path") + !!json_object_get(img, "id") + !!json_object_get(img, "url");
+    n = !!json_object_get(img, "path") + !!json_object_get(img, "id") + !!json_object_get(img, "url") +
+        !!json_object_get(img, "glance_id");
     if (n == 0)
         return agent_error_set(err, EINVAL, "missing_field", "image.path",
-                               "field 'image.path' is required (or image.id, or image.url with image.digest)");
+                               "field 'image.path' is required (or image.id, image.glance_id, "
+                               "or image.url with image.digest)");
     if (n > 1)
         return agent_error_set(err, EINVAL, "invalid_field", "image",
-                               "field 'image' takes one of path, id, url");
+                               "field 'image' takes one of path, id, url, glance_id");
+    if (json_object_get(img, "digest") && !json_object_get(img, "url"))
+        return agent_error_set(err, EINVAL, "invalid_field", "image.digest",
+                               "field 'image.digest' goes with image.url only");
+    if (json_object_get(img, "glance_id"))
+        return get_string(img, "glance_id", "image.glance_id", true, 64, &b->image_glance_id, err);
     if (json_object_get(img, "path")) {
-        if (json_object_get(img, "digest"))
-            return agent_error_set(err, EINVAL, "invalid_field", "image.digest",
-                                   "field 'image.digest' goes with image.url only");
         return get_path(img, "path", "image.path", true, &b->image_path, err);
     }
     if (json_object_get(img, "id"))
@@ -332,6 +336,7 @@ void boot_source_release(struct boot_source *b)
     free(b->image_id);
     free(b->image_url);
     free(b->image_digest);
+    free(b->image_glance_id);
     free(b->kernel);
     free(b->initrd);
     free(b->cmdline);
@@ -358,7 +363,12 @@ static void set_opt_str(json_t *o, const char *key, const char *v)
 
 bool boot_source_has_image(const struct boot_source *b)
 {
-    return b->image_path || b->image_id || b->image_url;
+    return b->image_path || boot_source_uses_cache(b);
+}
+
+bool boot_source_uses_cache(const struct boot_source *b)
+{
+    return b->image_id || b->image_url || b->image_glance_id;
 }
 
 json_t *boot_source_to_json(const struct boot_source *b)
@@ -376,6 +386,7 @@ json_t *boot_source_to_json(const struct boot_source *b)
         set_opt_str(img, "id", b->image_id);
         set_opt_str(img, "url", b->image_url);
         set_opt_str(img, "digest", b->image_digest);
+        set_opt_str(img, "glance_id", b->image_glance_id);
         json_object_set_new(out, "image", img);
     }
     return out;
@@ -398,6 +409,7 @@ int boot_source_from_json(const json_t *j, struct boot_source *b)
         b->image_id = dup_member(v, "id");
         b->image_url = dup_member(v, "url");
         b->image_digest = dup_member(v, "digest");
+        b->image_glance_id = dup_member(v, "glance_id");
     }
     if ((v = json_object_get(j, "kernel"))) {
         b->kind = BOOT_KERNEL;
@@ -462,6 +474,7 @@ int instance_copy(struct instance *dst, const struct instance *src)
         dup_opt(&dst->boot.image_id, src->boot.image_id) ||
         dup_opt(&dst->boot.image_url, src->boot.image_url) ||
         dup_opt(&dst->boot.image_digest, src->boot.image_digest) ||
+        dup_opt(&dst->boot.image_glance_id, src->boot.image_glance_id) ||
         dup_opt(&dst->boot.kernel, src->boot.kernel) ||
         dup_opt(&dst->boot.initrd, src->boot.initrd) ||
         dup_opt(&dst->boot.cmdline, src->boot.cmdline)) {

@@ -29,6 +29,7 @@ struct boot_source {
     char *image_id;     /* BOOT_IMAGE: a cached image id (image cache) */
     char *image_url;    /* BOOT_IMAGE: a URL to pull (image cache) */
     char *image_digest; /* with image_url: "sha256:HEX" / "sha512:HEX" */
+    char *image_glance_id; /* BOOT_IMAGE: an OpenStack Glance image (image cache) */
     char *kernel;       /* BOOT_KERNEL: kernel path */
     char *initrd;       /* BOOT_KERNEL: optional initrd path */
     char *cmdline;      /* BOOT_KERNEL: optional command line */
@@ -79,6 +80,8 @@ json_t *boot_source_to_json(const struct boot_source *b);
 int boot_source_from_json(const json_t *j, struct boot_source *b);
 void boot_source_release(struct boot_source *b);
 bool boot_source_has_image(const struct boot_source *b);
+/* The image comes through the image cache (id, url or glance_id). */
+bool boot_source_uses_cache(const struct boot_source *b);
 
 void instance_release(struct instance *inst);
 /* Deep copy; 0 or -ENOMEM. */

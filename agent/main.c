@@ -17,6 +17,7 @@
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/telemetry.h"
+#include "image-cache/imgcache.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
 
@@ -198,6 +199,8 @@ static void shutdown_agent(struct agent *a, const char *why)
     api_free(a->api);
     a->api = NULL;
     a->telemetry = telemetry_free(a->telemetry);
+    imgcache_free(a->imgcache);
+    a->imgcache = NULL;
     controller_free(a->ctl);
     a->ctl = NULL;
     ops_stop(a->ops);
@@ -305,6 +308,27 @@ int main(int argc, char **argv)
         agent_error_set(&err, -r, "internal", NULL, "cannot create the event outbox");
         goto fail;
     }
+    {
+        char dir[4200];
+        struct imgcache_config ic = {0};
+        if (a.cfg.imgc_dir[0])
+            strscpy(dir, a.cfg.imgc_dir, sizeof(dir));
+        else
+            snprintf(dir, sizeof(dir), "%s/images", a.cfg.state_dir);
+        ic.dir = dir;
+        ic.budget_bytes = (uint64_t)a.cfg.imgc_budget_mb << 20;
+        ic.budget_percent = (int)a.cfg.imgc_budget_percent;
+        ic.max_unused_age_s = a.cfg.imgc_max_unused_age_s;
+        ic.max_virtual_size = (uint64_t)a.cfg.imgc_max_virtual_gb << 30;
+        ic.ca_bundle = a.cfg.imgc_ca_bundle[0] ? a.cfg.imgc_ca_bundle : NULL;
+        ic.glance_url = a.cfg.glance_url[0] ? a.cfg.glance_url : NULL;
+        ic.glance_token = a.cfg.glance_token[0] ? a.cfg.glance_token : NULL;
+        ic.max_parallel = (int)a.cfg.imgc_max_parallel;
+        ic.stall_timeout_s = (int)a.cfg.imgc_stall_timeout_s;
+        ic.retries = a.cfg.imgc_retries ? (int)a.cfg.imgc_retries : -1;
+        if ((r = imgcache_new(a.loop, store_db(a.store), &ic, &a.imgcache, &err)) < 0)
+            goto fail;
+    }
     if (a.cfg.instance_types[0])
         r = catalog_load(a.cfg.instance_types, &a.catalog, &err);
     else
@@ -383,6 +407,7 @@ fail:
     }
     api_free(a.api);
     telemetry_free(a.telemetry);
+    imgcache_free(a.imgcache);
     controller_free(a.ctl);
     ops_free(a.ops);
     events_free(&a);

@@ -1,7 +1,9 @@
 /* ops.c: see ops.h.
  *
  * Steps journaled per operation (and the crash points the tests use):
- *   launch:    claimed -> defined -> started -> succeeded
+ *   launch:    claimed -> [image] -> defined -> started -> succeeded
+ *              (image: the image cache has the image, pinned for this
+ *              instance; only for images by id, url or glance_id)
  *   start:     requested -> succeeded
  *   stop:      requested -> (graceful shutdown, then forced) -> succeeded
  *   reboot:    requested -> (graceful reboot, then reset) -> succeeded
@@ -22,6 +24,7 @@
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/resources.h"
+#include "image-cache/imgcache.h"
 
 extern char **environ;
 
@@ -56,6 +59,9 @@ struct op_run {
     char prev_state[16];      /* instance state before the operation */
     char emitted[16];         /* instance state last sent as an event */
     struct agent_error fail;  /* why it fails (when failing) */
+    char *base_path;          /* the cached base image (image cache launches) */
+    char base_format[8];      /* its format, detected by the cache */
+    uint64_t base_vsize;      /* its virtual size */
 };
 
 struct job {
@@ -69,6 +75,9 @@ struct job {
     struct hv_domain *doms;   /* JOB_LIST */
     size_t ndoms;
     struct instance inst;     /* a copy for the worker (JOB_DEFINE) */
+    char *base_path;          /* JOB_DEFINE: cached base, copied from the run */
+    char base_format[8];
+    uint64_t base_vsize;
     void (*list_done)(struct agent *a, int result);
 };
 
@@ -202,6 +211,7 @@ static void on_run_closed(uv_handle_t *h)
 
     instance_release(&r->inst);
     op_record_release(&r->rec);
+    free(r->base_path);
     free(r);
 }
 
@@ -237,6 +247,10 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
     if (inst_state)
         strscpy(r->inst.state, inst_state, sizeof(r->inst.state));
     r->inst.task_state[0] = '\0';
+    /* the instance no longer needs its cached image */
+    if (r->ops->a->imgcache && ((!failure && !strcmp(r->rec.type, "terminate")) ||
+                                (failure && !strcmp(r->rec.type, "launch"))))
+        imgcache_release(r->ops->a->imgcache, NULL, r->inst.uuid);
     if (failure && inst_state && strcmp(inst_state, "error") == 0)
         set_str(&r->inst.fault, failure->message);
     else if (!failure)
@@ -290,18 +304,35 @@ static int run_program(char *const argv[], struct agent_error *err)
     return 0;
 }
 
-/* The guest's disk: a qcow2 overlay on the image, grown to the flavor. */
-static int prepare_disk(struct instance *inst, const char *dir, const char **format,
-                        struct agent_error *err)
+/* The guest's disk: a qcow2 overlay on the image (a local file, or the image
+ * cache's verified base), grown to the flavor's disk size. */
+static int prepare_disk(struct instance *inst, const struct job *j, const char *dir,
+                        const char **format, struct agent_error *err)
 {
     char overlay[4400], size[32];
-    const char *base = inst->boot.image_path;
-    uint64_t vsize = 0;
+    const char *base = j->base_path ? j->base_path : inst->boot.image_path;
+    uint64_t vsize = 0, want;
     struct stat st;
     bool qcow2;
 
     if (!base)
         return 0;
+    if (j->base_path) {
+        /* the cache checked the base (format detected, no backing file);
+         * writing the overlay's header costs the same for any base size */
+        int r = 0;
+        snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
+        want = (uint64_t)inst->flavor.disk_gb << 30;
+        if (want < j->base_vsize)
+            want = j->base_vsize;
+        if (access(overlay, F_OK) != 0)
+            r = imgcache_qcow2_overlay_write(overlay, j->base_path, j->base_format, want, err);
+        if (r < 0)
+            return r;
+        set_str(&inst->disk_path, overlay);
+        *format = "qcow2";
+        return 0;
+    }
     if (stat(base, &st) < 0)
         return agent_error_set(err, errno, "invalid_field", "image.path", "image %s: %s", base,
                                strerror(errno));
@@ -351,7 +382,7 @@ static void job_define(struct job *j)
                                         strerror(errno));
             return;
         }
-        if ((j->result = prepare_disk(&j->inst, dir, &format, &j->err)) < 0)
+        if ((j->result = prepare_disk(&j->inst, j, dir, &format, &j->err)) < 0)
             return;
         g.console_log = j->inst.console_log;
     }
@@ -438,6 +469,7 @@ static void job_after(uv_work_t *w, int status)
         job_after_run(j);
     instance_release(&j->inst);
     hv_domain_list_free(j->doms, j->ndoms);
+    free(j->base_path);
     free(j);
 }
 
@@ -457,6 +489,11 @@ static void queue_job(struct op_run *r, enum job_kind kind)
     j->ops = r->ops;
     j->run = r;
     j->kind = kind;
+    if (kind == JOB_DEFINE && r->base_path) {
+        j->base_path = strdup(r->base_path);
+        strscpy(j->base_format, r->base_format, sizeof(j->base_format));
+        j->base_vsize = r->base_vsize;
+    }
     r->job_running = true;
     rc = uv_queue_work(r->ops->a->loop, &j->work, job_work, job_after);
     if (rc < 0) {
@@ -595,6 +632,63 @@ static void job_after_run(struct job *j)
     }
 }
 
+static void on_image(int status, const struct imgcache_image_info *info, const struct agent_error *err,
+                     void *opaque)
+{
+    struct op_run *r = opaque;
+
+    r->job_running = false;
+    if (r->done || r->ops->stopping) {
+        run_release(r);
+        return;
+    }
+    if (status < 0) {
+        fail_launch(r, err);
+        return;
+    }
+    free(r->base_path);
+    r->base_path = strdup(info->path);
+    strscpy(r->base_format, info->format, sizeof(r->base_format));
+    r->base_vsize = info->virtual_size;
+    if (!r->inst.boot.image_id)
+        set_str(&r->inst.boot.image_id, info->id);
+    log_op(LOG_INFO, "image ready", r, NULL);
+    if (!strcmp(r->rec.step, "claimed"))
+        journal_step(r, "image");
+    queue_job(r, JOB_DEFINE);
+}
+
+/* Launch from the image cache: get (or find) the image, pinned for this
+ * instance, before the domain is defined. */
+static void acquire_image(struct op_run *r)
+{
+    const struct boot_source *b = &r->inst.boot;
+    struct imgcache_request req = {0};
+    struct agent_error err = {0};
+    char id[IMGCACHE_ID_LEN];
+    int rc;
+
+    if (!r->ops->a->imgcache) {
+        agent_error_set(&err, ENOTSUP, "not_supported", "image", "the image cache is not running");
+        fail_launch(r, &err);
+        return;
+    }
+    if (b->image_url) {
+        req.url = b->image_url;
+        req.digest = b->image_digest;
+    } else if (b->image_glance_id) {
+        req.glance_id = b->image_glance_id;
+    } else {
+        req.id = b->image_id;
+    }
+    r->job_running = true;
+    rc = imgcache_acquire(r->ops->a->imgcache, &req, r->inst.uuid, on_image, r, id, &err);
+    if (rc < 0) {
+        r->job_running = false;
+        fail_launch(r, &err);
+    }
+}
+
 /* Do the work after the last journaled step. */
 static void advance(struct op_run *r)
 {
@@ -602,7 +696,10 @@ static void advance(struct op_run *r)
 
     r->parked = false;
     if (!strcmp(t, "launch")) {
-        if (!strcmp(s, "claimed"))
+        if ((!strcmp(s, "claimed") || !strcmp(s, "image")) && boot_source_uses_cache(&r->inst.boot) &&
+            !r->base_path)
+            acquire_image(r);
+        else if (!strcmp(s, "claimed") || !strcmp(s, "image"))
             queue_job(r, JOB_DEFINE);
         else if (!strcmp(s, "defined"))
             queue_job(r, JOB_START);
@@ -750,10 +847,11 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     strscpy(r->prev_state, "pending", sizeof(r->prev_state));
     op_record_init(&r->rec, "launch", inst->uuid, spec->request_id, "claimed");
 
-    if (spec->boot.image_id || spec->boot.image_url) {
+    set_str(&inst->boot.image_glance_id, spec->boot.image_glance_id);
+    if (boot_source_uses_cache(&spec->boot) && !a->imgcache) {
         run_discard(r);
         return agent_error_set(err, ENOTSUP, "not_supported", "image",
-                               "image by id or url needs the image cache; give image.path");
+                               "images by id, url or glance_id need the image cache");
     }
     /* journal before acting: instance + operation in one transaction */
     if ((rc = store_begin(a->store)) < 0 || (rc = store_instance_insert(a->store, inst)) < 0 ||

@@ -62,6 +62,7 @@ static int write_metadata(xmlTextWriterPtr w, const struct instance *inst)
             (b->image_id && xmlTextWriterWriteAttribute(w, BAD_CAST "id", BAD_CAST b->image_id) < 0) ||
             (b->image_url && xmlTextWriterWriteAttribute(w, BAD_CAST "url", BAD_CAST b->image_url) < 0) ||
             (b->image_digest && xmlTextWriterWriteAttribute(w, BAD_CAST "digest", BAD_CAST b->image_digest) < 0) ||
+            (b->image_glance_id && xmlTextWriterWriteAttribute(w, BAD_CAST "glance_id", BAD_CAST b->image_glance_id) < 0) ||
             xmlTextWriterEndElement(w) < 0)
             return -1;
     }
@@ -245,6 +246,7 @@ int domxml_parse_metadata(const char *xml, struct instance *ident)
             ident->boot.image_id = prop_dup(n, "id");
             ident->boot.image_url = prop_dup(n, "url");
             ident->boot.image_digest = prop_dup(n, "digest");
+            ident->boot.image_glance_id = prop_dup(n, "glance_id");
         }
         xmlFree(text);
     }
