@@ -110,6 +110,10 @@ enum ctl_opt_key {
         /* stop */
         CTL_OPT_FORCE,
         CTL_OPT_STOP_TIMEOUT,
+        /* image pull */
+        CTL_OPT_SOURCE,
+        CTL_OPT_DIGEST,
+        CTL_OPT_GLANCE_ID,
         /* wait */
         CTL_OPT_STATE,
         CTL_OPT_WAIT_FOR_TIMEOUT,       /* "wait --timeout", distinct from the global --timeout */

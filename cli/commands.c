@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli-internal.h"
 
@@ -230,6 +231,137 @@ static int cmd_host(struct ctl_ctx *ctx, const struct ctl_args *args) {
         }
         ctl_response_release(&resp);
         return exit_code;
+}
+
+/* One image as a table row (borrowed strings; "-" for null). */
+static const char *str_or_dash(const json_t *v) {
+        return json_is_string(v) ? json_string_value(v) : "-";
+}
+
+static void print_image_row(struct ctl_ctx *ctx, const json_t *img) {
+        const json_t *users = json_object_get(img, "in_use_by");
+        const json_t *src = json_object_get(img, "source");
+        const char *from = json_is_string(json_object_get(src, "url")) ? json_string_value(json_object_get(src, "url"))
+                           : str_or_dash(json_object_get(src, "glance_id"));
+        char size[32] = "-";
+
+        if (json_is_integer(json_object_get(img, "size")))
+                snprintf(size, sizeof(size), "%lld", (long long)json_integer_value(json_object_get(img, "size")));
+        fprintf(ctx->out, "%-36s  %-11s  %-6s  %12s  %6zu  %.20s  %s\n", str_or_dash(json_object_get(img, "id")),
+                str_or_dash(json_object_get(img, "state")), str_or_dash(json_object_get(img, "format")), size,
+                json_array_size(users), str_or_dash(json_object_get(img, "digest")), from);
+}
+
+static void print_image_header(struct ctl_ctx *ctx) {
+        fprintf(ctx->out, "%-36s  %-11s  %-6s  %12s  %6s  %-20s  %s\n", "ID", "STATE", "FORMAT", "SIZE",
+                "IN_USE", "DIGEST", "SOURCE");
+}
+
+/* image list | show ID | pull (--source URL --digest D | --glance-id ID) [--wait] | delete ID */
+static int cmd_image(struct ctl_ctx *ctx, const struct ctl_args *args) {
+        const char *sub = args->positional[0], *id = args->n_positional > 1 ? args->positional[1] : NULL;
+        struct ctl_response resp = {};
+        _cleanup_ctl_free_ char *path = NULL;
+        int exit_code;
+
+        if (!strcmp(sub, "list") || !strcmp(sub, "show")) {
+                if (!strcmp(sub, "show") && (!id || ctl_id_classify(id) != CTL_ID_UUID))
+                        return usage_error(ctx, "image", "image show needs an image id (a UUID)");
+                if (id && asprintf(&path, "/v1/images/%s", id) < 0)
+                        return CTL_EXIT_FAILURE;
+                exit_code = call(ctx, "GET", path ? path : "/v1/images", NULL, NULL, &resp);
+                if (exit_code != CTL_EXIT_OK)
+                        return exit_code;
+                if (ctx->cfg.json) {
+                        print_json(ctx, resp.body);
+                } else {
+                        size_t i;
+                        json_t *img;
+                        print_image_header(ctx);
+                        if (path)
+                                print_image_row(ctx, resp.body);
+                        else
+                                json_array_foreach(json_object_get(resp.body, "images"), i, img)
+                                        print_image_row(ctx, img);
+                }
+                ctl_response_release(&resp);
+                return CTL_EXIT_OK;
+        }
+        if (!strcmp(sub, "delete")) {
+                if (!id || ctl_id_classify(id) != CTL_ID_UUID)
+                        return usage_error(ctx, "image", "image delete needs an image id (a UUID)");
+                if (asprintf(&path, "/v1/images/%s", id) < 0)
+                        return CTL_EXIT_FAILURE;
+                exit_code = call(ctx, "DELETE", path, NULL, NULL, &resp);
+                ctl_response_release(&resp);
+                if (exit_code == CTL_EXIT_OK && !ctx->cfg.json)
+                        fprintf(ctx->out, "deleted %s\n", id);
+                return exit_code;
+        }
+        if (!strcmp(sub, "pull")) {
+                const char *url = args->value[CTL_OPT_SOURCE], *digest = args->value[CTL_OPT_DIGEST];
+                const char *glance = args->value[CTL_OPT_GLANCE_ID];
+                bool wait = args->value[CTL_OPT_WAIT] || args->value[CTL_OPT_WAIT_TIMEOUT];
+                long timeout_ms = 600000, interval = CTL_POLL_FIRST_MS;
+                json_t *body;
+                const char *img_id;
+
+                if (!!url + !!glance != 1 || (url && !digest) || (glance && digest))
+                        return usage_error(ctx, "image", "image pull takes --source URL --digest sha256:HEX, or --glance-id ID");
+                if (args->value[CTL_OPT_WAIT_TIMEOUT] && ctl_parse_seconds(args->value[CTL_OPT_WAIT_TIMEOUT], &timeout_ms) < 0)
+                        return usage_error(ctx, "image", "--wait-timeout needs seconds");
+                body = url ? json_pack("{s:s, s:s}", "url", url, "digest", digest)
+                           : json_pack("{s:s}", "glance_id", glance);
+                exit_code = call(ctx, "POST", "/v1/images", body, NULL, &resp);
+                json_decref(body);
+                if (exit_code != CTL_EXIT_OK)
+                        return exit_code;
+                img_id = json_string_value(json_object_get(resp.body, "id"));
+                if (!wait || !img_id) {
+                        if (ctx->cfg.json)
+                                print_json(ctx, resp.body);
+                        else {
+                                print_image_header(ctx);
+                                print_image_row(ctx, resp.body);
+                        }
+                        ctl_response_release(&resp);
+                        return CTL_EXIT_OK;
+                }
+                if (asprintf(&path, "/v1/images/%s", img_id) < 0) {
+                        ctl_response_release(&resp);
+                        return CTL_EXIT_FAILURE;
+                }
+                ctl_response_release(&resp);
+                /* the cache has no operation for a pre-cache: follow the image's state */
+                for (long waited = 0;; waited += interval, interval = ctl_backoff_next(interval)) {
+                        const char *state;
+                        exit_code = call(ctx, "GET", path, NULL, NULL, &resp);
+                        if (exit_code != CTL_EXIT_OK)
+                                return exit_code;
+                        state = json_string_value(json_object_get(resp.body, "state"));
+                        if (state && strcmp(state, "downloading") != 0) {
+                                bool ok = !strcmp(state, "cached");
+                                if (ctx->cfg.json)
+                                        print_json(ctx, resp.body);
+                                else {
+                                        print_image_header(ctx);
+                                        print_image_row(ctx, resp.body);
+                                        if (!ok)
+                                                fprintf(ctx->err, "error: %s\n",
+                                                        str_or_dash(json_object_get(json_object_get(resp.body, "error"), "message")));
+                                }
+                                ctl_response_release(&resp);
+                                return ok ? CTL_EXIT_OK : CTL_EXIT_FAILURE;
+                        }
+                        ctl_response_release(&resp);
+                        if (waited >= timeout_ms) {
+                                fprintf(ctx->err, "error: timed out waiting for image %s\n", img_id);
+                                return CTL_EXIT_TIMEOUT;
+                        }
+                        usleep((useconds_t)interval * 1000);
+                }
+        }
+        return usage_error(ctx, "image", "'%s' is not list, show, pull or delete", sub);
 }
 
 static int cmd_list(struct ctl_ctx *ctx, const struct ctl_args *args) {
@@ -503,10 +635,22 @@ static const struct ctl_option wait_options[] = {
 
 #define WAIT_USAGE "[--request-id ID] [--wait] [--wait-timeout S]"
 
+static const struct ctl_option image_options[] = {
+        { .name = "source", .key = CTL_OPT_SOURCE, .arg = "URL", .help = "pull: http(s) URL of the image" },
+        { .name = "digest", .key = CTL_OPT_DIGEST, .arg = "ALGO:HEX", .help = "pull: expected digest, sha256:HEX or sha512:HEX" },
+        { .name = "glance-id", .key = CTL_OPT_GLANCE_ID, .arg = "ID", .help = "pull: an OpenStack Glance image id" },
+        { .name = "wait", .key = CTL_OPT_WAIT, .help = "pull: wait until the image is cached (or failed)" },
+        { .name = "wait-timeout", .key = CTL_OPT_WAIT_TIMEOUT, .arg = "S", .help = "pull: wait at most S seconds (implies --wait)" },
+        {},
+};
+
 const struct ctl_command ctl_commands[] = {
         { .name = "host", .run = cmd_host, .usage = "[disable|enable]", .max_args = 1,
           .summary = "Show the host: hypervisor, capacity, allocation, free resources;\n"
                      "      disable (no new launches, COMPUTE_STATUS_DISABLED in Placement) or enable it." },
+        { .name = "image", .run = cmd_image, .options = image_options, .min_args = 1, .max_args = 2,
+          .usage = "list | show ID | pull (--source URL --digest D | --glance-id ID) [--wait] | delete ID",
+          .summary = "The host's image cache: list, show, pre-cache (pull) or delete images." },
         { .name = "list", .run = cmd_list, .usage = "",
           .summary = "List the instances." },
         { .name = "show", .run = cmd_show, .usage = "ID", .min_args = 1, .max_args = 1,
