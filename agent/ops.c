@@ -848,10 +848,28 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     op_record_init(&r->rec, "launch", inst->uuid, spec->request_id, "claimed");
 
     set_str(&inst->boot.image_glance_id, spec->boot.image_glance_id);
-    if (boot_source_uses_cache(&spec->boot) && !a->imgcache) {
-        run_discard(r);
-        return agent_error_set(err, ENOTSUP, "not_supported", "image",
-                               "images by id, url or glance_id need the image cache");
+    if (boot_source_uses_cache(&spec->boot)) {
+        /* refuse a bad image reference now, before anything is recorded */
+        struct imgcache_request req;
+        json_t *ref;
+        if (!a->imgcache) {
+            run_discard(r);
+            return agent_error_set(err, ENOTSUP, "not_supported", "image",
+                                   "images by id, url or glance_id need the image cache");
+        }
+        ref = boot_source_to_json(&spec->boot);
+        rc = imgcache_request_from_json(json_object_get(ref, "image"), "image", &req, err);
+        if (rc == 0 && req.id) {
+            json_t *known = imgcache_get(a->imgcache, req.id);
+            if (!known)
+                rc = agent_error_set(err, EINVAL, "invalid_field", "image.id", "no cached image '%s'", req.id);
+            json_decref(known);
+        }
+        json_decref(ref);
+        if (rc < 0) {
+            run_discard(r);
+            return rc;
+        }
     }
     /* journal before acting: instance + operation in one transaction */
     if ((rc = store_begin(a->store)) < 0 || (rc = store_instance_insert(a->store, inst)) < 0 ||
