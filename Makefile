@@ -40,6 +40,8 @@ BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRC))
+TOOL_SRC   := $(wildcard tests/tools/*.c)
+TOOL_BINS  := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
 
 all: $(BUILD)/compute-agent $(BUILD)/computectl
 
@@ -73,7 +75,12 @@ $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libca.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tests: $(UNIT_BINS) $(BENCH_BINS) $(FUZZ_BINS)
+# Standalone test tools (tests/tools/*.c), e.g. mock_kafka: not linked with libca.
+$(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: $(UNIT_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS)
 
 check: all tests
 	tests/run.sh $(abspath $(BUILD)) $(T)
@@ -89,6 +96,8 @@ install: all
 	install -D -m 0755 $(BUILD)/computectl $(DESTDIR)$(PREFIX)/bin/computectl
 	install -D -m 0644 etc/compute-agent.conf $(DESTDIR)$(SYSCONFDIR)/compute-agent/compute-agent.conf
 	install -D -m 0644 etc/instance-types.conf $(DESTDIR)$(SYSCONFDIR)/compute-agent/instance-types.conf
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/compute-agent/README.md
+	install -D -m 0644 api-spec/openapi.yaml $(DESTDIR)$(PREFIX)/share/doc/compute-agent/openapi.yaml
 	sed 's#@PREFIX@#$(PREFIX)#g; s#@SYSCONFDIR@#$(SYSCONFDIR)#g' etc/compute-agent.service \
 	  | install -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/compute-agent.service
 
