@@ -164,6 +164,10 @@ static int show_operation(struct agent *a, const char *id, json_t **reply)
     if (store_op_get(a->store, id, &op) < 0)
         return fail_with(reply, "not_found", "id", "no such operation");
     *reply = op_record_to_json(&op);
+    {
+        json_t *p = ops_progress(a->ops, id);
+        json_object_set_new(*reply, "progress", p ? p : json_null());
+    }
     op_record_release(&op);
     return 200;
 }

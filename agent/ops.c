@@ -60,6 +60,7 @@ struct op_run {
     char emitted[16];         /* instance state last sent as an event */
     struct agent_error fail;  /* why it fails (when failing) */
     char *base_path;          /* the cached base image (image cache launches) */
+    char cache_id[IMGCACHE_ID_LEN]; /* the cache entry being acquired, "" if none */
     char base_format[8];      /* its format, detected by the cache */
     uint64_t base_vsize;      /* its virtual size */
 };
@@ -683,6 +684,8 @@ static void acquire_image(struct op_run *r)
     }
     r->job_running = true;
     rc = imgcache_acquire(r->ops->a->imgcache, &req, r->inst.uuid, on_image, r, id, &err);
+    if (rc == 0)
+        strscpy(r->cache_id, id, sizeof(r->cache_id));
     if (rc < 0) {
         r->job_running = false;
         fail_launch(r, &err);
@@ -1210,6 +1213,22 @@ void ops_reconcile(struct ops *o, void (*done_cb)(struct agent *a, int result))
         o->reconciling = false;
         free(j);
     }
+}
+
+json_t *ops_progress(struct ops *o, const char *op_id)
+{
+    for (struct op_run *r = o->runs; r; r = r->next) {
+        json_t *img, *p;
+        if (r->done || strcmp(r->rec.id, op_id) || !r->cache_id[0] || !o->a->imgcache)
+            continue;
+        img = imgcache_get(o->a->imgcache, r->cache_id);
+        p = json_incref(json_object_get(img, "progress"));
+        json_decref(img);
+        if (p && json_is_object(p))
+            json_object_set_new(p, "image_id", json_string(r->cache_id));
+        return p;
+    }
+    return NULL;
 }
 
 unsigned ops_in_flight(const struct ops *o)

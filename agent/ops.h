@@ -43,6 +43,11 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev);
  * done_cb (may be NULL) runs when it is finished. */
 void ops_reconcile(struct ops *o, void (*done_cb)(struct agent *a, int result));
 
+/* Progress of an operation in flight, if it has some to show (a launch
+ * downloading its image: {"image_id", "bytes_done", "bytes_total",
+ * "rate_bps"}); new reference or NULL. */
+json_t *ops_progress(struct ops *o, const char *op_id);
+
 /* Operations in flight. */
 unsigned ops_in_flight(const struct ops *o);
 

@@ -20,7 +20,7 @@ PKGS=(
     busybox-static cpio
     # test tooling and services
     kcat python3 python3-jsonschema python3-yaml python3-confluent-kafka
-    nginx placement-api prometheus xorriso iproute2 curl
+    nginx placement-api glance-api prometheus prometheus-libvirt-exporter xorriso iproute2 curl
 )
 
 missing=()
