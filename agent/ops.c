@@ -75,6 +75,7 @@ struct job {
     enum hv_power power;
     struct hv_domain *doms;   /* JOB_LIST */
     size_t ndoms;
+    int64_t list_ms;          /* JOB_LIST: when the snapshot was taken */
     struct instance inst;     /* a copy for the worker (JOB_DEFINE) */
     char *base_path;          /* JOB_DEFINE: cached base, copied from the run */
     char base_format[8];
@@ -451,6 +452,7 @@ static void job_work(uv_work_t *w)
         j->result = 0;
         break;
     case JOB_LIST:
+        j->list_ms = now_wall_ms();
         j->result = hv_list(hv, &j->doms, &j->ndoms, &j->err);
         break;
     }
@@ -1060,6 +1062,7 @@ struct reconcile_ctx {
     struct hv_domain *doms;
     size_t n;
     bool *seen;
+    int64_t list_ms;          /* when libvirt was asked */
 };
 
 static const struct hv_domain *find_dom(struct reconcile_ctx *c, const char *uuid, size_t *idx)
@@ -1089,6 +1092,8 @@ static int reconcile_instance(const struct instance *inst, void *opaque)
             op_record_release(&active);
         return 0; /* its operation settles it */
     }
+    if (inst->updated_ms > c->list_ms)
+        return 0; /* an event newer than the snapshot already set its state */
     if (!d) {
         if (strcmp(inst->state, "error") != 0)
             update_instance_state(c->o, inst->uuid, "error", "the domain is missing from the hypervisor");
@@ -1152,7 +1157,7 @@ static int resume_one(const struct op_record *rec, void *opaque)
 static void reconcile_after(struct job *j)
 {
     struct ops *o = j->ops;
-    struct reconcile_ctx c = {.o = o, .doms = j->doms, .n = j->ndoms};
+    struct reconcile_ctx c = {.o = o, .doms = j->doms, .n = j->ndoms, .list_ms = j->list_ms};
     unsigned strangers = 0, adopted = 0;
 
     o->reconciling = false;
