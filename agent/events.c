@@ -15,6 +15,8 @@ struct events {
     struct agent *a;
     struct bus *bus;          /* NULL when stopped */
     sqlite3_stmt *add;        /* INSERT into outbox */
+    sqlite3_stmt *next;       /* the rows not yet handed to the bus */
+    sqlite3_stmt *del;        /* DELETE an acknowledged row */
     int64_t sent_upto;        /* rows up to this id are with the bus */
     uint64_t in_flight;       /* handed to the bus, not yet acknowledged */
     bool backlog;             /* the bus's queue was full: flush again on a delivery */
@@ -41,7 +43,13 @@ int events_init(struct agent *a)
                      " key TEXT, payload TEXT NOT NULL, created_ms INTEGER NOT NULL)",
                      NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v3(db, "INSERT INTO outbox (key, payload, created_ms) VALUES (?1, ?2, ?3)", -1,
-                           SQLITE_PREPARE_PERSISTENT, &e->add, NULL) != SQLITE_OK) {
+                           SQLITE_PREPARE_PERSISTENT, &e->add, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(db, "SELECT id, key, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1000", -1,
+                           SQLITE_PREPARE_PERSISTENT, &e->next, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(db, "DELETE FROM outbox WHERE id = ?1", -1, SQLITE_PREPARE_PERSISTENT, &e->del,
+                           NULL) != SQLITE_OK) {
+        sqlite3_finalize(e->add);
+        sqlite3_finalize(e->next);
         free(e);
         return -EIO;
     }
@@ -123,10 +131,7 @@ void events_flush(struct agent *a)
 
     if (!e || !e->bus)
         return;
-    if (sqlite3_prepare_v2(store_db(a->store),
-                           "SELECT id, key, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1000", -1,
-                           &st, NULL) != SQLITE_OK)
-        return;
+    st = e->next;
     sqlite3_bind_int64(st, 1, e->sent_upto);
     while (sqlite3_step(st) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
@@ -143,7 +148,7 @@ void events_flush(struct agent *a)
         e->sent_upto = id;
         e->in_flight++;
     }
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
 }
 
 static void on_event_delivered(void *opaque, int64_t id, int err)
@@ -168,11 +173,10 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
     if (err)
         log_error("event refused by the broker; dropped", "outbox_id=%lld error=%s", (long long)id,
                   strerror(-err));
-    if (sqlite3_prepare_v2(store_db(a->store), "DELETE FROM outbox WHERE id = ?1", -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, id);
-        sqlite3_step(st);
-        sqlite3_finalize(st);
-    }
+    st = e->del;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_step(st);
+    sqlite3_reset(st);
 }
 
 static void on_bus_state(void *opaque, bool up)
@@ -314,6 +318,8 @@ void events_free(struct agent *a)
     if (!e)
         return;
     sqlite3_finalize(e->add);
+    sqlite3_finalize(e->next);
+    sqlite3_finalize(e->del);
     for (size_t i = 0; e->props && e->props[i]; i++)
         free(e->props[i]);
     free(e->props);
