@@ -10,8 +10,6 @@
 #include "agent/log.h"
 #include "agent/ops.h"
 
-#define COMMAND_MAX_BYTES (1024 * 1024)
-
 static int fail(struct agent_error *err, const char *code, const char *field, const char *msg)
 {
     return agent_error_set(err, EINVAL, code, field, "%s", msg);
@@ -103,6 +101,12 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
         spec.request_id = strdup(rid);
         r = ops_launch(a->ops, &spec, &answer, err);
         launch_spec_release(&spec);
+        if (r < 0 && err->field[0] && strcmp(err->field, "request_id")) {
+            /* the launch body is the command's "instance" */
+            char field[sizeof(err->field) + 16];
+            snprintf(field, sizeof(field), "instance.%s", err->field);
+            strscpy(err->field, field, sizeof(err->field));
+        }
     } else {
         struct action_opts opts = {.request_id = rid, .timeout_s = -1};
         const char *id = json_string_value(json_object_get(j, "instance_id"));
@@ -130,6 +134,11 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
             opts.force = json_is_true(v);
         }
         r = ops_action(a->ops, id, op, &opts, &answer, err);
+        /* name the command's fields, not the REST API's */
+        if (r < 0 && !strcmp(err->field, "id"))
+            strscpy(err->field, "instance_id", sizeof(err->field));
+        else if (r < 0 && !strcmp(err->field, "action"))
+            strscpy(err->field, "op", sizeof(err->field));
     }
     if (r > 0)
         r = 0; /* 202: journaled (or a replay of the first) */
@@ -146,10 +155,13 @@ void commands_on_message(void *opaque, const struct bus_message *msg)
     char *rid = NULL, *iid = NULL;
     int r;
 
-    if (msg->oversized || !msg->payload) {
-        agent_error_set(&err, EMSGSIZE, "payload_too_large", NULL, "command of %zu bytes refused (limit %d)",
-                        msg->len, COMMAND_MAX_BYTES);
+    if (msg->oversized) {
+        agent_error_set(&err, EMSGSIZE, "payload_too_large", NULL, "command of %zu bytes refused (too large)",
+                        msg->len);
         r = -EMSGSIZE;
+    } else if (!msg->payload) {
+        agent_error_set(&err, EINVAL, "invalid_json", NULL, "an empty (null) message is not a command");
+        r = -EINVAL;
     } else {
         r = commands_handle(a, msg->payload, msg->len, &rid, &iid, &err);
     }
@@ -162,6 +174,15 @@ void commands_on_message(void *opaque, const struct bus_message *msg)
         log_info("bus command rejected", "request_id=%s partition=%d offset=%lld code=%s field=%s message=%s",
                  rid ? rid : "-", (int)msg->partition, (long long)msg->offset, err.code,
                  err.field[0] ? err.field : "-", log_quote(err.message, q, sizeof(q)));
+        if (iid && ec2_id_is_valid(iid)) {
+            /* key the event by the instance's UUID, like its other events */
+            struct instance inst;
+            if (store_instance_get(a->store, iid, &inst) == 0) {
+                free(iid);
+                iid = strdup(inst.uuid);
+                instance_release(&inst);
+            }
+        }
         if (events_command_rejected(a, rid, iid, &err, msg->partition, msg->offset) == 0)
             events_flush(a);
     }
