@@ -276,11 +276,16 @@ static void call_waiters(struct waiter *w, int status, const struct imgcache_ima
     }
 }
 
+static void queue_run(struct imgcache *c);
+
+/* Next loop turn after an acquire: start new flights, report cache hits. */
 static void on_defer_timer(uv_timer_t *t)
 {
     struct imgcache *c = t->data;
-    struct waiter *w = c->ready;
+    struct waiter *w;
 
+    queue_run(c);
+    w = c->ready;
     c->ready = NULL;
     c->ready_tail = &c->ready;
     while (w) {
@@ -822,15 +827,13 @@ static int flight_new(struct imgcache *c, const struct imgcache_row *r, bool via
     }
     fl->next = c->flights;
     c->flights = fl;
-    if (c->running < c->max_parallel) {
-        flight_begin(fl);
-    } else {
-        if (c->queue_tail)
-            c->queue_tail->qnext = fl;
-        else
-            c->queue_head = fl;
-        c->queue_tail = fl;
-    }
+    /* started from the loop, so that no callback ever runs inside acquire */
+    if (c->queue_tail)
+        c->queue_tail->qnext = fl;
+    else
+        c->queue_head = fl;
+    c->queue_tail = fl;
+    uv_timer_start(&c->defer_timer, on_defer_timer, 0, 0);
     return 0;
 }
 
@@ -904,8 +907,10 @@ int imgcache_acquire(struct imgcache *c, const struct imgcache_request *req, con
         if (req->url) {
             free(r.url);
             r.url = strdup(req->url);
-            if (!r.url)
+            if (!r.url) {
+                imgcache_row_clear(&r);
                 return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+            }
         }
         /* the source asked for; for an id, its URL if it has one, else Glance */
         via_glance = req->glance_id || (req->id && !r.url && r.glance_id[0]);

@@ -4,7 +4,7 @@
 set -u
 B=${1:?build dir}
 rc=0
-for t in "$B"/tests/bench_* "$B"/tests/bench-*; do
+for t in "$B"/tests/bench_*; do
     [ -x "$t" ] || continue
     echo "### $(basename "$t")"
     "$t" "$B" || rc=1

@@ -1170,6 +1170,43 @@ static void test_glance_md5_only(void **state)
     }
 }
 
+/* A download that cannot even start still reports through the callback,
+ * after imgcache_acquire() has returned, never inside it. */
+static void test_start_failure_is_deferred(void **state)
+{
+    char dir[] = "/tmp/imgcache-defer-XXXXXX", tmp[64];
+    struct imgcache_config cfg = {0};
+    struct imgcache *c = NULL;
+    struct agent_error err;
+    struct last_error le = {0};
+    struct imgcache_request req = {.url = "http://127.0.0.1:1/x.img", .digest = SHA_EMPTY};
+    uv_loop_t loop;
+    sqlite3 *db = open_memdb();
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    cfg.dir = dir;
+    uv_loop_init(&loop);
+    assert_int_equal(imgcache_new(&loop, db, &cfg, &c, &err), 0);
+    snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+    assert_int_equal(rmdir(tmp), 0); /* the temp file cannot be created */
+    assert_int_equal(imgcache_acquire(c, &req, "vm-1", on_result, &le, NULL, &err), 0);
+    assert_int_equal(le.calls, 0);
+    wait_for(&loop, &le.calls, 1);
+    assert_true(le.status < 0);
+    assert_string_equal(le.err.code, "internal");
+    assert_non_null(strstr(le.err.message, ".part"));
+
+    imgcache_free(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    sqlite3_close(db);
+    {
+        char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+        run(argv);
+    }
+}
+
 /* Images unused for longer than the maximum age go on the next pass. */
 static void test_evict_by_age(void **state)
 {
@@ -1330,6 +1367,7 @@ int main(void)
         cmocka_unit_test(test_stall_then_resume),
         cmocka_unit_test(test_glance_md5_only),
         cmocka_unit_test(test_evict_by_age),
+        cmocka_unit_test(test_start_failure_is_deferred),
         cmocka_unit_test(test_api_handlers),
     };
 
