@@ -26,6 +26,9 @@ const char *hv_config_domain_type(const struct hv *hv);
 /* Translate the calling thread's last libvirt error into -errno + err. */
 int hv_libvirt_error(struct agent_error *err, const char *what);
 
+/* libvirt's virDomainState as our power state. */
+enum hv_power hv_power_from_libvirt(int state);
+
 /* Shared libvirt implementations the drivers put in their tables. */
 int hv_lv_define(struct hv *hv, const char *xml, struct agent_error *err);
 int hv_lv_start(struct hv *hv, const char *uuid, struct agent_error *err);
@@ -37,6 +40,15 @@ int hv_lv_undefine(struct hv *hv, const char *uuid, struct agent_error *err);
 int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, struct agent_error *err);
 int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, struct agent_error *err);
 int hv_lv_host_info(struct hv *hv, struct hv_host_info *ret, struct agent_error *err);
+
+/* The table entries every libvirt-backed driver shares (designated
+ * initializers for a driver's table). reset is left to each driver: the test
+ * driver has none. */
+#define HV_LIBVIRT_COMMON_OPS                                                  \
+    .define = hv_lv_define, .start = hv_lv_start, .shutdown = hv_lv_shutdown,   \
+    .destroy = hv_lv_destroy, .reboot = hv_lv_reboot,                           \
+    .undefine = hv_lv_undefine, .power = hv_lv_power, .list = hv_lv_list,       \
+    .host_info = hv_lv_host_info
 
 /* Domain XML (domxml.c). */
 enum domxml_os { DOMXML_OS_HVM, DOMXML_OS_XEN_PV };

@@ -525,7 +525,7 @@ int hv_lv_undefine(struct hv *hv, const char *uuid, struct agent_error *err)
     return r == -ENOENT ? 0 : r; /* already gone is what we wanted */
 }
 
-static enum hv_power map_state(int st)
+enum hv_power hv_power_from_libvirt(int st)
 {
     switch (st) {
     case VIR_DOMAIN_RUNNING:
@@ -556,7 +556,7 @@ int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, struct agen
     if (virDomainGetState(dom, &st, &reason, 0) < 0)
         r = hv_libvirt_error(err, "cannot read the domain state");
     else
-        *ret = map_state(st);
+        *ret = hv_power_from_libvirt(st);
     release(conn, dom);
     return r;
 }
@@ -584,7 +584,7 @@ int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, struct agent_er
             struct hv_domain *d = &out[i];
             virDomainGetUUIDString(doms[i], d->uuid);
             strscpy(d->name, virDomainGetName(doms[i]), sizeof(d->name));
-            d->power = virDomainGetState(doms[i], &st, &reason, 0) == 0 ? map_state(st) : HV_POWER_NOSTATE;
+            d->power = virDomainGetState(doms[i], &st, &reason, 0) == 0 ? hv_power_from_libvirt(st) : HV_POWER_NOSTATE;
             meta = virDomainGetMetadata(doms[i], VIR_DOMAIN_METADATA_ELEMENT, CA_XMLNS_URI, 0);
             if (meta) {
                 d->ours = domxml_parse_metadata(meta, &d->ident) == 0 &&

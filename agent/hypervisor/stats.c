@@ -76,27 +76,6 @@ static bool indexed(const char *field, const char *prefix, size_t *idx, const ch
     return true;
 }
 
-static enum hv_power power_of(uint64_t state)
-{
-    switch (state) {
-    case VIR_DOMAIN_RUNNING:
-        return HV_POWER_RUNNING;
-    case VIR_DOMAIN_BLOCKED: /* idle in the guest: running as far as we care */
-        return HV_POWER_RUNNING;
-    case VIR_DOMAIN_PAUSED:
-    case VIR_DOMAIN_PMSUSPENDED:
-        return HV_POWER_PAUSED;
-    case VIR_DOMAIN_SHUTDOWN:
-        return HV_POWER_SHUTDOWN;
-    case VIR_DOMAIN_SHUTOFF:
-        return HV_POWER_SHUTOFF;
-    case VIR_DOMAIN_CRASHED:
-        return HV_POWER_CRASHED;
-    default:
-        return HV_POWER_NOSTATE;
-    }
-}
-
 /* First pass: the counts that size the arrays. */
 static void count_params(const virTypedParameter *params, int nparams, size_t *nvcpu,
                          size_t *nblock, size_t *nnet)
@@ -187,7 +166,7 @@ static void fill_scalar(struct hv_stats *s, const virTypedParameter *p)
     if (!param_u64(p, &v))
         return;
     if (!strcmp(p->field, "state.state")) {
-        s->power = power_of(v);
+        s->power = hv_power_from_libvirt((int)v);
         s->state = v > 16 ? 0 : (int)v;
         s->has_power = true;
     } else if (!strcmp(p->field, "cpu.time")) {

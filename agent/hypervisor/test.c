@@ -31,14 +31,6 @@ const struct hv_driver hv_driver_test = {
     .reboot_no_event = true,
     .probe = test_probe,
     .domain_xml = test_domain_xml,
-    .define = hv_lv_define,
-    .start = hv_lv_start,
-    .shutdown = hv_lv_shutdown,
-    .destroy = hv_lv_destroy,
-    .reboot = hv_lv_reboot,
+    HV_LIBVIRT_COMMON_OPS,
     /* .reset: the test driver has none; callers get -ENOTSUP */
-    .undefine = hv_lv_undefine,
-    .power = hv_lv_power,
-    .list = hv_lv_list,
-    .host_info = hv_lv_host_info,
 };
