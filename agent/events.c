@@ -20,6 +20,10 @@ struct events {
     int64_t sent_upto;        /* rows up to this id are with the bus */
     uint64_t in_flight;       /* handed to the bus, not yet acknowledged */
     bool backlog;             /* the bus's queue was full: flush again on a delivery */
+    int64_t *acked;           /* acknowledged rows waiting for one DELETE transaction */
+    size_t n_acked, cap_acked;
+    uv_timer_t ack_timer;     /* deletes them on the next loop turn */
+    bool ack_timer_open;
     uv_timer_t heartbeat;
     bool heartbeat_open;
     char **props;             /* extra librdkafka properties (owned) */
@@ -151,11 +155,36 @@ void events_flush(struct agent *a)
     sqlite3_reset(st);
 }
 
+static void delete_rows(struct events *e, const int64_t *ids, size_t n)
+{
+    struct store *s = e->a->store;
+    bool tx = store_begin(s) == 0;
+
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_bind_int64(e->del, 1, ids[i]);
+        sqlite3_step(e->del);
+        sqlite3_reset(e->del);
+    }
+    if (tx && store_commit(s) < 0)
+        log_warn("cannot delete acknowledged events; they will be sent again", "count=%zu", n);
+}
+
+static void delete_acked(struct events *e)
+{
+    if (e->n_acked)
+        delete_rows(e, e->acked, e->n_acked);
+    e->n_acked = 0;
+}
+
+static void on_ack_timer(uv_timer_t *t)
+{
+    delete_acked(t->data);
+}
+
 static void on_event_delivered(void *opaque, int64_t id, int err)
 {
     struct agent *a = opaque;
     struct events *e = ev_of(a);
-    sqlite3_stmt *st;
 
     e->in_flight--;
     if (e->backlog) {
@@ -173,10 +202,22 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
     if (err)
         log_error("event refused by the broker; dropped", "outbox_id=%lld error=%s", (long long)id,
                   strerror(-err));
-    st = e->del;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_step(st);
-    sqlite3_reset(st);
+    if (e->n_acked == e->cap_acked) {
+        size_t ncap = e->cap_acked ? e->cap_acked * 2 : 256;
+        int64_t *n = realloc(e->acked, ncap * sizeof(*n));
+        if (!n) {
+            delete_rows(e, &id, 1);
+            return;
+        }
+        e->acked = n;
+        e->cap_acked = ncap;
+    }
+    e->acked[e->n_acked++] = id;
+    /* acknowledgements come in bursts: one transaction for the burst */
+    if (e->ack_timer_open && !uv_is_active((uv_handle_t *)&e->ack_timer))
+        uv_timer_start(&e->ack_timer, on_ack_timer, 0, 0);
+    else if (!e->ack_timer_open)
+        delete_acked(e);
 }
 
 static void on_bus_state(void *opaque, bool up)
@@ -284,6 +325,9 @@ int events_start(struct agent *a, struct agent_error *err)
     uv_timer_init(a->loop, &e->heartbeat);
     e->heartbeat.data = a;
     e->heartbeat_open = true;
+    uv_timer_init(a->loop, &e->ack_timer);
+    e->ack_timer.data = e;
+    e->ack_timer_open = true;
     uv_timer_start(&e->heartbeat, on_heartbeat, 1000, (uint64_t)a->cfg.heartbeat_s * 1000);
     events_flush(a); /* what a previous run left unacknowledged */
     return 0;
@@ -304,11 +348,18 @@ void events_stop(struct agent *a)
         uv_close((uv_handle_t *)&e->heartbeat, NULL);
         e->heartbeat_open = false;
     }
+    if (e->ack_timer_open) {
+        /* bus_free() below reports the last deliveries: delete them at once */
+        uv_close((uv_handle_t *)&e->ack_timer, NULL);
+        e->ack_timer_open = false;
+    }
+    delete_acked(e);
     if (e->bus) {
         struct bus *b = e->bus;
         e->bus = NULL;
         bus_free(b);
     }
+    delete_acked(e);
 }
 
 void events_free(struct agent *a)
@@ -317,6 +368,8 @@ void events_free(struct agent *a)
 
     if (!e)
         return;
+    delete_acked(e);
+    free(e->acked);
     sqlite3_finalize(e->add);
     sqlite3_finalize(e->next);
     sqlite3_finalize(e->del);
