@@ -45,6 +45,8 @@ def main(c: calib.Checks):
     except ImportError:
         calib.skip("python3-confluent-kafka is not installed")
     calib.require_agent_binary()
+    from test_bus_kafka import AsyncSpec
+    aspec = AsyncSpec()
     d = calib.tmpdir("ca-cloud-")
     prefix = calib.unique("ca-it-cloud")
     host = prefix
@@ -99,7 +101,8 @@ def main(c: calib.Checks):
                            placement(purl, f"/resource_providers/{rp}/traits")["traits"], timeout=30,
                            what="the disabled trait to go")
 
-        with c.case("telemetry: samples for the guest on the telemetry topic, keyed by instance"):
+        with c.case("telemetry: samples for the guest on the telemetry topic, keyed by instance, "
+                    "matching asyncapi.yaml"):
             bs = cl.host()["bus"]["bootstrap_servers"]
             con = Consumer({"bootstrap.servers": bs, "group.id": f"t-{prefix}", "auto.offset.reset": "earliest",
                             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 50})
@@ -112,6 +115,7 @@ def main(c: calib.Checks):
                         continue
                     msg = json.loads(m.value())
                     assert msg["ec2_id"] == inst["ec2_id"] and msg["host"] == host, short(msg)
+                    aspec.check("{prefix}telemetry", msg, key=m.key().decode())
                     for s in msg["samples"]:
                         meters[s["meter"]] = s
             con.close()
