@@ -18,12 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "tests/bench/bench-util.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -67,10 +62,10 @@ static void raw_libvirt(int n, double *lat, double *rate, double *term_rate, lon
     virDomainPtr *doms = calloc((size_t)n, sizeof(*doms));
     char xml[1024];
     long rss0 = anon_kb(getpid());
-    double t0 = now_s(), t1;
+    double t0 = bench_now(), t1;
 
     for (int i = 0; i < n; i++) {
-        double s = now_s();
+        double s = bench_now();
         snprintf(xml, sizeof(xml),
                  "<domain type='test'><name>raw-%d</name><memory unit='MiB'>64</memory>"
                  "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type><kernel>/bench/vmlinuz</kernel></os>"
@@ -80,18 +75,18 @@ static void raw_libvirt(int n, double *lat, double *rate, double *term_rate, lon
             fprintf(stderr, "raw libvirt failed at %d\n", i);
             exit(1);
         }
-        lat[i] = now_s() - s;
+        lat[i] = bench_now() - s;
     }
-    t1 = now_s();
+    t1 = bench_now();
     *rate = n / (t1 - t0);
     *rss_growth = anon_kb(getpid()) - rss0;
-    t0 = now_s();
+    t0 = bench_now();
     for (int i = 0; i < n; i++) {
         virDomainDestroy(doms[i]);
         virDomainUndefine(doms[i]);
         virDomainFree(doms[i]);
     }
-    *term_rate = n / (now_s() - t0);
+    *term_rate = n / (bench_now() - t0);
     free(doms);
     virConnectClose(conn);
 }
@@ -107,54 +102,12 @@ struct client {
     int terminate;            /* 0 launch, 1 terminate */
 };
 
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t on_data(char *d, size_t sz, size_t nm, void *u)
-{
-    struct buf *b = u;
-    char *np = realloc(b->p, b->n + sz * nm + 1);
-    if (!np)
-        return 0;
-    memcpy(np + b->n, d, sz * nm);
-    b->p = np;
-    b->n += sz * nm;
-    b->p[b->n] = '\0';
-    return sz * nm;
-}
-
-static json_t *call(CURL *c, const char *method, const char *url, const char *body, long *status)
-{
-    struct buf b = {0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    json_t *j;
-
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPGET, body ? 0L : 1L);
-    if (!body)
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    *status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_slist_free_all(h);
-    j = b.p ? json_loads(b.p, 0, NULL) : NULL;
-    free(b.p);
-    return j;
-}
-
 /* One operation: send it, then long-poll it until it ends. */
 static int run_op(CURL *c, const char *method, const char *url, const char *body, char *id_out)
 {
     char wurl[256];
     long st;
-    json_t *j = call(c, method, url, body, &st), *w;
+    json_t *j = bench_call(c, method, url, body, &st), *w;
     const char *op, *state;
     int ok;
 
@@ -167,7 +120,7 @@ static int run_op(CURL *c, const char *method, const char *url, const char *body
     op = json_string_value(json_object_get(json_object_get(j, "operation"), "id"));
     snprintf(wurl, sizeof(wurl), "http://localhost/v1/operations/%s?wait=60", op);
     json_decref(j);
-    w = call(c, "GET", wurl, NULL, &st);
+    w = bench_call(c, "GET", wurl, NULL, &st);
     state = json_string_value(json_object_get(w, "state"));
     ok = st == 200 && state && !strcmp(state, "succeeded");
     json_decref(w);
@@ -182,7 +135,7 @@ static void *client_main(void *arg)
 
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, cl->sock);
     for (int i = cl->from; i < cl->to; i++) {
-        double s = now_s();
+        double s = bench_now();
         if (cl->terminate) {
             snprintf(url, sizeof(url), "http://localhost/v1/instances/%s", cl->ids[i]);
             if (run_op(c, "DELETE", url, NULL, NULL) < 0)
@@ -194,7 +147,7 @@ static void *client_main(void *arg)
                        cl->ids[i]) < 0)
                 cl->failures++;
         }
-        cl->lat[i] = now_s() - s;
+        cl->lat[i] = bench_now() - s;
     }
     curl_easy_cleanup(c);
     return NULL;
@@ -205,7 +158,7 @@ static double drive(const char *sock, int n, int threads, double *lat, char (*id
 {
     pthread_t th[64];
     struct client cl[64];
-    double t0 = now_s();
+    double t0 = bench_now();
 
     *failures = 0;
     for (int t = 0; t < threads; t++) {
@@ -217,45 +170,7 @@ static double drive(const char *sock, int n, int threads, double *lat, char (*id
         pthread_join(th[t], NULL);
         *failures += cl[t].failures;
     }
-    return n / (now_s() - t0);
-}
-
-static pid_t start_agent(const char *build, const char *dir, char *sock, size_t socksize)
-{
-    char conf[512], bin[512], log[512];
-    FILE *f;
-    pid_t pid;
-
-    snprintf(conf, sizeof(conf), "%s/bench.conf", dir);
-    f = fopen(conf, "w");
-    fprintf(f, "[resources]\ncpu_allocation_ratio = 1000\nram_allocation_ratio = 1000\n"
-               "[agent]\nlog_level = warn\n");
-    fclose(f);
-    snprintf(sock, socksize, "%s/api.sock", dir);
-    snprintf(bin, sizeof(bin), "%s/compute-agent", build);
-    snprintf(log, sizeof(log), "%s/agent.log", dir);
-    pid = fork();
-    if (pid == 0) {
-        freopen(log, "w", stderr);
-        execl(bin, bin, "--config", conf, "--state-dir", dir, "--hypervisor", "test", (char *)NULL);
-        _exit(127);
-    }
-    /* ready when /healthz answers ok (bounded wait) */
-    for (int i = 0; i < 500; i++) {
-        CURL *c = curl_easy_init();
-        long st = 0;
-        json_t *j;
-        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
-        j = call(c, "GET", "http://localhost/healthz", NULL, &st);
-        json_decref(j);
-        curl_easy_cleanup(c);
-        if (st == 200)
-            return pid;
-        usleep(20000);
-    }
-    fprintf(stderr, "agent did not become ready\n");
-    kill(pid, SIGKILL);
-    exit(1);
+    return n / (bench_now() - t0);
 }
 
 int main(int argc, char **argv)
@@ -277,7 +192,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     raw_libvirt(n, raw_lat, &raw_rate, &raw_term, &raw_rss);
     mkdtemp(dir);
-    agent = start_agent(build, dir, sock, sizeof(sock));
+    agent = bench_start_agent(build, dir, sock, sizeof(sock), "bench-lifecycle");
     rss_idle = rss_kb(agent);
     anon_idle = anon_kb(agent);
     /* half launched one at a time (latency), half with concurrent clients (rate) */
