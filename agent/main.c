@@ -29,6 +29,7 @@ struct connect_job {
     int result;
     struct agent_error err;
     struct hv_host_info info;
+    int64_t disk_gb;          /* the state directory's filesystem */
 };
 
 static void connect_work(uv_work_t *w)
@@ -38,6 +39,7 @@ static void connect_work(uv_work_t *w)
     j->result = hv_connect(j->a->hv, &j->err);
     if (j->result == 0)
         j->result = hv_host_info(j->a->hv, &j->info, &j->err);
+    j->disk_gb = resources_disk_gb(j->a->cfg.state_dir);
 }
 
 static void on_reconciled(struct agent *a, int result)
@@ -80,7 +82,7 @@ static void connect_after(uv_work_t *w, int status)
         agent_schedule_reconnect(a);
     } else {
         a->reconnect_delay_ms = 0;
-        resources_set_host(a->res, &j->info, a->cfg.state_dir);
+        resources_set_host(a->res, &j->info, j->disk_gb);
         controller_host_changed(a->ctl, j->info.capabilities);
         log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=\"%s\" cpus=%lld memory_mb=%lld",
                  hv_uri(a->hv), hv_driver(a->hv)->name, hv_domain_type(a->hv),

@@ -29,14 +29,21 @@ void resources_free(struct resources *r)
     free(r);
 }
 
-void resources_set_host(struct resources *r, const struct hv_host_info *info, const char *state_dir)
+int64_t resources_disk_gb(const char *path)
 {
     struct statvfs vfs;
 
+    if (statvfs(path, &vfs) < 0)
+        return -errno;
+    return (int64_t)((uint64_t)vfs.f_blocks * vfs.f_frsize >> 30);
+}
+
+void resources_set_host(struct resources *r, const struct hv_host_info *info, int64_t disk_gb)
+{
     r->cpus = info->cpus;
     r->memory_mb = info->memory_mb;
-    if (statvfs(state_dir, &vfs) == 0)
-        r->disk_gb = (int64_t)((uint64_t)vfs.f_blocks * vfs.f_frsize >> 30);
+    if (disk_gb >= 0)
+        r->disk_gb = disk_gb;
     r->known = true;
 }
 

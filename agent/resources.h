@@ -11,8 +11,13 @@
 int resources_new(const struct agent_config *cfg, struct resources **ret);
 void resources_free(struct resources *r);
 
-/* Record the host's figures (after each connect). */
-void resources_set_host(struct resources *r, const struct hv_host_info *info, const char *state_dir);
+/* The size in GiB of the filesystem holding path, or -errno. Blocking
+ * (statvfs): call it off the loop. */
+int64_t resources_disk_gb(const char *path);
+
+/* Record the host's figures (after each connect): CPUs and memory from
+ * libvirt, disk_gb from resources_disk_gb() (ignored if negative). */
+void resources_set_host(struct resources *r, const struct hv_host_info *info, int64_t disk_gb);
 bool resources_known(const struct resources *r);
 
 /* 0 if want fits beside what the store says is allocated; else
