@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/events.h"
 #include "agent/log.h"
 #include "agent/resources.h"
 #include "scheduler-client/placement.h"
@@ -53,8 +54,11 @@ static void on_error(struct placement *p, const struct agent_error *err, void *o
 
 static void on_drift(struct placement *p, const struct placement_drift *d, void *opaque)
 {
-    (void)p;
-    (void)opaque;
+    struct controller *c = opaque;
+
+    if (events_usage_drift(c->a, placement_provider_uuid(p), d->only_in_placement, d->n_only_in_placement,
+                           d->only_here, d->n_only_here) < 0)
+        log_warn("cannot record the usage drift event", NULL);
     for (size_t i = 0; i < d->n_only_in_placement; i++)
         log_warn("usage drift: Placement holds an allocation for a consumer not running here",
                  "consumer=%s", d->only_in_placement[i]);
@@ -86,13 +90,24 @@ static int collect_running(const struct instance *inst, void *opaque)
     return 0;
 }
 
+static void on_usage_checked(struct placement *p, int status, const struct placement_drift *drift,
+                             const struct agent_error *err, void *opaque)
+{
+    (void)p;
+    (void)drift; /* drift itself is reported by on_drift */
+    (void)opaque;
+    if (status < 0)
+        log_info("usage check against Placement not done", "error=\"%s\"", err ? err->message : "");
+}
+
 static void on_usage_timer(uv_timer_t *t)
 {
     struct controller *c = t->data;
     struct uuid_list l = {0};
 
     store_instance_foreach(c->a->store, false, collect_running, &l);
-    placement_check_usage(c->p, (const char *const *)l.v, l.n, NULL, c);
+    if (placement_check_usage(c->p, (const char *const *)l.v, l.n, on_usage_checked, c) == -EINVAL)
+        log_warn("usage check refused by the Placement client", "instances=%zu", l.n);
     for (size_t i = 0; i < l.n; i++)
         free(l.v[i]);
     free(l.v);
@@ -146,7 +161,9 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
     uv_timer_init(a->loop, &c->usage_timer);
     c->usage_timer.data = c;
     c->timer_open = true;
-    uv_timer_start(&c->usage_timer, on_usage_timer, 30 * 1000, (uint64_t)cfg->usage_check_s * 1000);
+    uv_timer_start(&c->usage_timer, on_usage_timer,
+                   (uint64_t)(cfg->usage_check_s < 30 ? cfg->usage_check_s : 30) * 1000,
+                   (uint64_t)cfg->usage_check_s * 1000);
     return 0;
 }
 

@@ -128,6 +128,25 @@ int events_command_rejected(struct agent *a, const char *request_id, const char 
     return outbox_add(a, instance_id ? instance_id : a->cfg.host_name, j);
 }
 
+int events_usage_drift(struct agent *a, const char *provider_uuid, const char *const only_in_placement[],
+                       size_t n_in_placement, const char *const only_here[], size_t n_here)
+{
+    json_t *j = event_base(a, "placement.usage_drift", NULL, NULL), *in = json_array(), *here = json_array();
+    int r;
+
+    for (size_t i = 0; i < n_in_placement; i++)
+        json_array_append_new(in, json_string(only_in_placement[i]));
+    for (size_t i = 0; i < n_here; i++)
+        json_array_append_new(here, json_string(only_here[i]));
+    json_object_set_new(j, "provider_uuid", provider_uuid ? json_string(provider_uuid) : json_null());
+    json_object_set_new(j, "only_in_placement", in);
+    json_object_set_new(j, "only_here", here);
+    r = outbox_add(a, a->cfg.host_name, j);
+    if (r == 0)
+        events_flush(a);
+    return r;
+}
+
 void events_flush(struct agent *a)
 {
     struct events *e = ev_of(a);

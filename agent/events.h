@@ -28,6 +28,9 @@ int events_operation(struct agent *a, const struct op_record *rec, const struct 
 /* Record "command.rejected" for a bus command that was refused. */
 int events_command_rejected(struct agent *a, const char *request_id, const char *instance_id,
                             const struct agent_error *e, int32_t partition, int64_t offset);
+/* Record "placement.usage_drift" (keyed by host) and send it. */
+int events_usage_drift(struct agent *a, const char *provider_uuid, const char *const only_in_placement[],
+                       size_t n_in_placement, const char *const only_here[], size_t n_here);
 /* After a commit: hand new outbox rows to the bus. Cheap when none. */
 void events_flush(struct agent *a);
 
