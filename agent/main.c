@@ -278,7 +278,7 @@ int main(int argc, char **argv)
     struct agent_error err = {0};
     struct hv_config hvc;
     const struct hv_driver *drv;
-    char path[4200], threads[16];
+    char path[4200], threads[16], imgc_dir[4200];
     enum log_level lvl;
     int r;
 
@@ -310,14 +310,13 @@ int main(int argc, char **argv)
         agent_error_set(&err, -r, "internal", NULL, "cannot create the event outbox");
         goto fail;
     }
+    if (a.cfg.imgc_dir[0])
+        strscpy(imgc_dir, a.cfg.imgc_dir, sizeof(imgc_dir));
+    else
+        snprintf(imgc_dir, sizeof(imgc_dir), "%s/images", a.cfg.state_dir);
     {
-        char dir[4200];
         struct imgcache_config ic = {0};
-        if (a.cfg.imgc_dir[0])
-            strscpy(dir, a.cfg.imgc_dir, sizeof(dir));
-        else
-            snprintf(dir, sizeof(dir), "%s/images", a.cfg.state_dir);
-        ic.dir = dir;
+        ic.dir = imgc_dir;
         ic.budget_bytes = (uint64_t)a.cfg.imgc_budget_mb << 20;
         ic.budget_percent = (int)a.cfg.imgc_budget_percent;
         ic.max_unused_age_s = a.cfg.imgc_max_unused_age_s;
@@ -357,7 +356,8 @@ int main(int argc, char **argv)
         goto fail;
     }
     {
-        const char *dirs[] = {a.cfg.state_dir, NULL};
+        /* host disk figures: the state and the image cache directories */
+        const char *dirs[] = {a.cfg.state_dir, imgc_dir, NULL};
         struct telemetry_config tc = {.interval_s = (unsigned)a.cfg.telemetry_interval_s,
                                       .host = a.cfg.host_name, .dirs = dirs};
         struct telemetry_callbacks tcb = {.lookup = tm_lookup, .publish = tm_publish};
