@@ -14,19 +14,15 @@
 #include "agent/ops.h"
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include "agent/events.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/resources.h"
 #include "image-cache/imgcache.h"
-
-extern char **environ;
 
 enum job_kind {
     JOB_DEFINE,   /* prepare files, build XML, define */
@@ -285,77 +281,48 @@ static bool file_is_qcow2(const char *path, uint64_t *virtual_size)
     return true;
 }
 
-/* Run a program (argv vector, no shell) and wait; 0 if it exited 0. */
-static int run_program(char *const argv[], struct agent_error *err)
-{
-    pid_t pid;
-    int status, rc;
-    posix_spawn_file_actions_t fa;
-
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return agent_error_set(err, rc, "internal", NULL, "cannot run %s: %s", argv[0], strerror(rc));
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return agent_error_set(err, errno, "internal", NULL, "waitpid: %s", strerror(errno));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return agent_error_set(err, EIO, "internal", NULL, "%s failed (status %d)", argv[0], status);
-    return 0;
-}
-
-/* The guest's disk: a qcow2 overlay on the image (a local file, or the image
- * cache's verified base), grown to the flavor's disk size. */
+/* The guest's disk: a qcow2 overlay on its base image, grown to the
+ * flavor's disk size. The base is the image cache's verified file (format
+ * detected by the cache) or a local image.path (format from its header).
+ * The overlay is written beside its final name and renamed into place, so a
+ * crash never leaves a half-written disk that a resumed launch would use. */
 static int prepare_disk(struct instance *inst, const struct job *j, const char *dir,
                         const char **format, struct agent_error *err)
 {
-    char overlay[4400], size[32];
+    char overlay[4400], tmp[4500];
     const char *base = j->base_path ? j->base_path : inst->boot.image_path;
-    uint64_t vsize = 0, want;
-    struct stat st;
-    bool qcow2;
+    const char *base_format = j->base_format;
+    uint64_t vsize = j->base_vsize, want;
+    int r;
 
     if (!base)
         return 0;
-    if (j->base_path) {
-        /* the cache checked the base (format detected, no backing file);
-         * writing the overlay's header costs the same for any base size */
-        int r = 0;
-        snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
-        want = (uint64_t)inst->flavor.disk_gb << 30;
-        if (want < j->base_vsize)
-            want = j->base_vsize;
-        if (access(overlay, F_OK) != 0)
-            r = imgcache_qcow2_overlay_write(overlay, j->base_path, j->base_format, want, err);
-        if (r < 0)
-            return r;
-        set_str(&inst->disk_path, overlay);
-        *format = "qcow2";
-        return 0;
+    if (!j->base_path) {
+        struct stat st;
+        if (stat(base, &st) < 0)
+            return agent_error_set(err, errno, "invalid_field", "image.path", "image %s: %s", base,
+                                   strerror(errno));
+        if (file_is_qcow2(base, &vsize)) {
+            base_format = "qcow2";
+        } else {
+            base_format = "raw";
+            vsize = (uint64_t)st.st_size;
+        }
     }
-    if (stat(base, &st) < 0)
-        return agent_error_set(err, errno, "invalid_field", "image.path", "image %s: %s", base,
-                               strerror(errno));
-    qcow2 = file_is_qcow2(base, &vsize);
-    if (!qcow2)
-        vsize = (uint64_t)st.st_size;
     snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
-    snprintf(size, sizeof(size), "%llu",
-             (unsigned long long)((uint64_t)inst->flavor.disk_gb << 30 > vsize
-                                      ? (uint64_t)inst->flavor.disk_gb << 30
-                                      : vsize));
     if (access(overlay, F_OK) != 0) {
-        char tmp[4500];
+        want = (uint64_t)inst->flavor.disk_gb << 30;
+        if (want < vsize)
+            want = vsize;
         snprintf(tmp, sizeof(tmp), "%s.tmp", overlay);
-        char *const argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", qcow2 ? "qcow2" : "raw",
-                              "-b", (char *)base, tmp, size, NULL};
-        int r = run_program(argv, err);
-        if (r < 0)
+        unlink(tmp); /* a leftover of a crash */
+        if ((r = imgcache_qcow2_overlay_write(tmp, base, base_format, want, err)) < 0)
             return r;
-        if (rename(tmp, overlay) < 0)
-            return agent_error_set(err, errno, "internal", NULL, "rename %s: %s", tmp, strerror(errno));
+        if (rename(tmp, overlay) < 0) {
+            r = agent_error_set(err, errno, "internal", NULL, "rename %s: %s", tmp, strerror(errno));
+            unlink(tmp);
+            return r;
+        }
     }
     set_str(&inst->disk_path, overlay);
     *format = "qcow2";
