@@ -193,21 +193,25 @@ static int parse_body(const char *body, size_t len, json_t **out, json_t **reply
     return 0;
 }
 
-/* The request id: body field and header must agree. */
+/* The request id: body field and Idempotency-Key header must agree; both
+ * follow request_id_check(). */
 static int request_id_of(json_t *body, const char *header, const char **out, json_t **reply)
 {
     json_t *v = body ? json_object_get(body, "request_id") : NULL;
+    struct agent_error e;
 
     *out = header;
+    if (header && request_id_check(header, strlen(header), "Idempotency-Key", &e) < 0) {
+        strscpy(e.field, "request_id", sizeof(e.field));
+        return fail(reply, &e);
+    }
     if (v && !json_is_null(v)) {
-        if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > 128)
-            return fail_with(reply, "invalid_field", "request_id", "field 'request_id' must be a string of 1 to 128 characters");
+        if (request_id_check(json_string_value(v), json_string_length(v), "request_id", &e) < 0)
+            return fail(reply, &e);
         if (header && strcmp(header, json_string_value(v)) != 0)
             return fail_with(reply, "invalid_field", "request_id", "field 'request_id' differs from the Idempotency-Key header");
         *out = json_string_value(v);
     }
-    if (*out && (strlen(*out) > 128 || !**out))
-        return fail_with(reply, "invalid_field", "request_id", "Idempotency-Key must have 1 to 128 characters");
     return 0;
 }
 
@@ -299,10 +303,11 @@ static int terminate(struct agent *a, const char *id, const char *idem, json_t *
 {
     struct action_opts opts = {.timeout_s = -1, .request_id = idem};
     struct agent_error e;
+    const char *rid;
     int status;
 
-    if (idem && (strlen(idem) > 128 || !*idem))
-        return fail_with(reply, "invalid_field", "request_id", "Idempotency-Key must have 1 to 128 characters");
+    if ((status = request_id_of(NULL, idem, &rid, reply)) > 0)
+        return status;
     status = ops_action(a->ops, id, "terminate", &opts, reply, &e);
     return status < 0 ? fail(reply, &e) : status;
 }
@@ -683,11 +688,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 send:
     if (status >= 400) {
         json_t *e = json_object_get(reply, "error");
-        char q[600];
         log_info("request refused", "method=%s path=%s status=%d code=%s field=%s message=%s", method, url,
                  status, json_string_value(json_object_get(e, "code")),
                  json_is_string(json_object_get(e, "field")) ? json_string_value(json_object_get(e, "field")) : "-",
-                 log_quote(json_string_value(json_object_get(e, "message")), q, sizeof(q)));
+                 json_string_value(json_object_get(e, "message")));
     } else {
         log_debug("request", "method=%s path=%s status=%d us=%llu", method, url, status,
                   (unsigned long long)((now_mono_ns() - t0) / 1000));

@@ -67,10 +67,8 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
         goto out;
     }
     rid = json_string_value(v);
-    if (!rid || !*rid || strlen(rid) > 128) {
-        r = fail(err, "invalid_field", "request_id", "field 'request_id' must be a string of 1 to 128 characters");
+    if ((r = request_id_check(rid, json_string_length(v), "request_id", err)) < 0)
         goto out;
-    }
     if (!strcmp(op, "launch")) {
         struct launch_spec spec;
         json_t *inst = json_object_get(j, "instance");
@@ -170,10 +168,9 @@ void commands_on_message(void *opaque, const struct bus_message *msg)
      * reason, so the controller can place it elsewhere or retry; holding it
      * back would hold back every later offset of the partition. */
     if (r < 0) {
-        char q[600];
         log_info("bus command rejected", "request_id=%s partition=%d offset=%lld code=%s field=%s message=%s",
                  rid ? rid : "-", (int)msg->partition, (long long)msg->offset, err.code,
-                 err.field[0] ? err.field : "-", log_quote(err.message, q, sizeof(q)));
+                 err.field[0] ? err.field : "-", err.message);
         if (iid && ec2_id_is_valid(iid)) {
             /* key the event by the instance's UUID, like its other events */
             struct instance inst;

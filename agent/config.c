@@ -13,6 +13,9 @@
 
 #include "agent/log.h"
 
+/* The longest line of a configuration file, without its newline. */
+#define CONFIG_LINE_MAX 4095
+
 enum key_type { KEY_STR, KEY_INT, KEY_DOUBLE };
 
 struct key_desc {
@@ -158,17 +161,25 @@ static char *trim(char *s)
 int config_load_file(struct agent_config *cfg, const char *path, struct agent_error *err)
 {
     _cleanup_fclose_ FILE *f = fopen(path, "re");
-    char line[4096], section[64] = "";
-    unsigned lineno = 0;
+    char line[CONFIG_LINE_MAX + 64], section[64] = "";
+    unsigned lineno = 0, seen_line[ARRAY_SIZE(keys)] = {0};
 
     if (!f)
         return agent_error_set(err, errno, "invalid_config", "config",
                                "cannot open %s: %s", path, strerror(errno));
     while (fgets(line, sizeof(line), f)) {
         char *s, *eq, *key, *value;
+        size_t len = strlen(line);
         int r;
 
         lineno++;
+        /* a line that fills the buffer without its newline is too long: never
+         * split it and read its tail as a key */
+        if ((len == sizeof(line) - 1 && line[len - 1] != '\n' && !feof(f)) ||
+            len - (len && line[len - 1] == '\n') > CONFIG_LINE_MAX)
+            return agent_error_set(err, EINVAL, "invalid_config", "config",
+                                   "%s:%u: line longer than %d bytes", path, lineno,
+                                   CONFIG_LINE_MAX);
         s = trim(line);
         if (!*s || *s == '#' || *s == ';')
             continue;
@@ -191,6 +202,18 @@ int config_load_file(struct agent_config *cfg, const char *path, struct agent_er
         *eq = '\0';
         key = trim(s);
         value = trim(eq + 1);
+        for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+            if (strcmp(keys[i].section, section) || strcmp(keys[i].key, key))
+                continue;
+            if (seen_line[i]) {
+                char name[160];
+                snprintf(name, sizeof(name), "%s.%s", section, key);
+                return agent_error_set(err, EINVAL, "invalid_config", name,
+                                       "%s:%u: duplicate key %s.%s (first set on line %u)", path,
+                                       lineno, section, key, seen_line[i]);
+            }
+            seen_line[i] = lineno;
+        }
         r = config_set(cfg, section, key, value, err);
         if (r < 0) {
             if (err) {

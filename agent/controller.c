@@ -44,12 +44,11 @@ static void on_synced(struct placement *p, void *opaque)
 
 static void on_error(struct placement *p, const struct agent_error *err, void *opaque)
 {
-    char q[600];
 
     (void)p;
     (void)opaque;
     log_warn("Placement", "code=%s field=%s error=%s", err->code, err->field[0] ? err->field : "-",
-             log_quote(err->message, q, sizeof(q)));
+             err->message);
 }
 
 static void on_drift(struct placement *p, const struct placement_drift *d, void *opaque)
@@ -97,7 +96,7 @@ static void on_usage_checked(struct placement *p, int status, const struct place
     (void)drift; /* drift itself is reported by on_drift */
     (void)opaque;
     if (status < 0)
-        log_info("usage check against Placement not done", "error=\"%s\"", err ? err->message : "");
+        log_info("usage check against Placement not done", "error=%s", err ? err->message : "");
 }
 
 static void on_usage_timer(uv_timer_t *t)

@@ -251,11 +251,10 @@ static void on_bus_state(void *opaque, bool up)
 static void on_bus_error(void *opaque, int err, bool fatal, const char *reason)
 {
     struct agent *a = opaque;
-    char q[600];
 
     metrics_bus_error(a->metrics, fatal);
     log_event(fatal ? LOG_ERROR : LOG_WARN, "bus error", "error=%s fatal=%s reason=%s", strerror(-err),
-              fatal ? "yes" : "no", log_quote(reason, q, sizeof(q)));
+              fatal ? "yes" : "no", reason);
 }
 
 static json_t *heartbeat_json(struct agent *a)
@@ -339,8 +338,6 @@ int events_start(struct agent *a, struct agent_error *err)
     log_info("bus started", "bootstrap_servers=%s mock=%s commands=%s events=%s", bus_bootstrap_servers(e->bus),
              a->cfg.bus_brokers[0] ? "no" : "yes", bus_topic(e->bus, BUS_TOPIC_COMMANDS),
              bus_topic(e->bus, BUS_TOPIC_EVENTS));
-    if (!a->cfg.bus_brokers[0])
-        fprintf(stderr, "compute-agent: bus: librdkafka mock cluster at %s\n", bus_bootstrap_servers(e->bus));
     uv_timer_init(a->loop, &e->heartbeat);
     e->heartbeat.data = a;
     e->heartbeat_open = true;

@@ -1,5 +1,6 @@
 /* instance.c: see instance.h. */
 #include "agent/instance.h"
+#include "agent/log.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -106,12 +107,45 @@ static int check_known_keys(const json_t *obj, const char *prefix, const char *c
     return 0;
 }
 
+/* Control characters (C0, DEL, C1), bidi controls and the other code points
+ * log_unsafe_codepoint() names; s is valid UTF-8 (jansson checks it). */
 static bool has_control_chars(const char *s)
 {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p) {
+        uint32_t c;
+        size_t k;
+        if (*p < 0x80) {
+            c = *p, k = 1;
+        } else if ((*p & 0xe0) == 0xc0 && p[1]) {
+            c = ((uint32_t)(*p & 0x1f) << 6) | (p[1] & 0x3f), k = 2;
+        } else if ((*p & 0xf0) == 0xe0 && p[1] && p[2]) {
+            c = ((uint32_t)(*p & 0x0f) << 12) | ((uint32_t)(p[1] & 0x3f) << 6) | (p[2] & 0x3f), k = 3;
+        } else if ((*p & 0xf8) == 0xf0 && p[1] && p[2] && p[3]) {
+            c = 0x10000, k = 4; /* astral planes: no controls there */
+        } else {
+            return true; /* not UTF-8: treat as unsafe */
+        }
+        if (log_unsafe_codepoint(c))
             return true;
+        p += k;
+    }
     return false;
+}
+
+int request_id_check(const char *s, size_t len, const char *field, struct agent_error *err)
+{
+    if (!s || len == 0 || len > REQUEST_ID_MAX || strlen(s) != len)
+        return agent_error_set(err, EINVAL, "invalid_field", field,
+                               "%s must be a string of 1 to %d printable ASCII characters",
+                               field, REQUEST_ID_MAX);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return agent_error_set(err, EINVAL, "invalid_field", field,
+                                   "%s must be a string of 1 to %d printable ASCII characters",
+                                   field, REQUEST_ID_MAX);
+    return 0;
 }
 
 /* A string field: required or optional, length bounds, no control chars. */
@@ -321,8 +355,18 @@ int launch_spec_parse(const json_t *body, const struct catalog *cat, struct laun
             goto fail;
         }
     }
-    if ((r = get_string(body, "request_id", "request_id", false, 128, &s.request_id, err)) < 0)
-        goto fail;
+    if ((v = json_object_get(body, "request_id")) && !json_is_null(v)) {
+        if (!json_is_string(v)) {
+            r = request_id_check(NULL, 0, "request_id", err);
+            goto fail;
+        }
+        if ((r = request_id_check(json_string_value(v), json_string_length(v), "request_id", err)) < 0)
+            goto fail;
+        if (!(s.request_id = strdup(json_string_value(v)))) {
+            r = -ENOMEM;
+            goto fail;
+        }
+    }
     *spec = s;
     return 0;
 fail:

@@ -87,6 +87,13 @@ void instance_release(struct instance *inst);
 /* Deep copy; 0 or -ENOMEM. */
 int instance_copy(struct instance *dst, const struct instance *src);
 
+/* Request ids (body field, Idempotency-Key header, bus command), one rule
+ * everywhere: 1 to REQUEST_ID_MAX bytes of printable ASCII (0x20-0x7e), no
+ * NUL inside (len is the JSON string's or header's own length). 0, or
+ * -EINVAL with err naming field. */
+#define REQUEST_ID_MAX 128
+int request_id_check(const char *s, size_t len, const char *field, struct agent_error *err);
+
 /* "i-" followed by 17 random lowercase hex digits into buf[20]. */
 int ec2_id_generate(char buf[EC2_ID_LEN + 1]);
 bool ec2_id_is_valid(const char *s);

@@ -53,9 +53,8 @@ static void on_reconciled(struct agent *a, int result)
         a->ready = true;
         /* the bus after the first reconcile: commands then find a settled state */
         if (events_start(a, &err) < 0) {
-            char q[600];
             log_error("cannot start the bus; events stay in the outbox", "field=%s error=%s",
-                      err.field[0] ? err.field : "-", log_quote(err.message, q, sizeof(q)));
+                      err.field[0] ? err.field : "-", err.message);
         }
         sd_notify(0, "READY=1\nSTATUS=serving");
         log_info("agent ready", "api_socket=%s api_listen=%s", a->cfg.api_socket,
@@ -76,15 +75,14 @@ static void connect_after(uv_work_t *w, int status)
         return;
     }
     if (j->result < 0) {
-        char q[600];
         log_warn("cannot connect to the hypervisor", "uri=%s retry_ms=%llu error=%s", hv_uri(a->hv),
-                 (unsigned long long)a->reconnect_delay_ms, log_quote(j->err.message, q, sizeof(q)));
+                 (unsigned long long)a->reconnect_delay_ms, j->err.message);
         agent_schedule_reconnect(a);
     } else {
         a->reconnect_delay_ms = 0;
         resources_set_host(a->res, &j->info, j->disk_gb);
         controller_host_changed(a->ctl, j->info.capabilities);
-        log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=\"%s\" cpus=%lld memory_mb=%lld",
+        log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=%s cpus=%lld memory_mb=%lld",
                  hv_uri(a->hv), hv_driver(a->hv)->name, hv_domain_type(a->hv),
                  hv_domain_type_reason(a->hv), (long long)j->info.cpus, (long long)j->info.memory_mb);
         ops_reconcile(a->ops, on_reconciled);
@@ -228,9 +226,8 @@ static void reload(struct agent *a)
     }
     config_init_defaults(&fresh);
     if (config_load_file(&fresh, a->cfg.config_file, &err) < 0 || config_finish(&fresh, &err) < 0) {
-        char q[600];
         log_warn("reload refused, configuration unchanged", "field=%s error=%s", err.field,
-                 log_quote(err.message, q, sizeof(q)));
+                 err.message);
         config_release(&fresh);
         return;
     }
@@ -403,9 +400,8 @@ int main(int argc, char **argv)
     return 0;
 fail:
     {
-        char q[600];
         log_error("cannot start", "field=%s error=%s", err.field[0] ? err.field : "-",
-                  log_quote(err.message, q, sizeof(q)));
+                  err.message);
     }
     api_free(a.api);
     telemetry_free(a.telemetry);

@@ -145,12 +145,15 @@ static json_t *answer_of(const struct instance *inst, const struct op_record *op
 
 static void log_op(enum log_level lvl, const char *msg, const struct op_run *r, const char *extra)
 {
-    char q[600];
 
-    log_event(lvl, msg, "instance=%s ec2_id=%s op=%s type=%s step=%s request_id=%s%s%s",
-              r->inst.uuid, r->inst.ec2_id, r->rec.id, r->rec.type, r->rec.step[0] ? r->rec.step : "-",
-              r->rec.request_id ? r->rec.request_id : "-", extra ? " error=" : "",
-              extra ? log_quote(extra, q, sizeof(q)) : "");
+    if (extra)
+        log_event(lvl, msg, "instance=%s ec2_id=%s op=%s type=%s step=%s request_id=%s error=%s",
+                  r->inst.uuid, r->inst.ec2_id, r->rec.id, r->rec.type, r->rec.step[0] ? r->rec.step : "-",
+                  r->rec.request_id ? r->rec.request_id : "-", extra);
+    else
+        log_event(lvl, msg, "instance=%s ec2_id=%s op=%s type=%s step=%s request_id=%s",
+                  r->inst.uuid, r->inst.ec2_id, r->rec.id, r->rec.type, r->rec.step[0] ? r->rec.step : "-",
+                  r->rec.request_id ? r->rec.request_id : "-");
 }
 
 /* ---- journal ---- */
@@ -964,9 +967,8 @@ static void update_instance_state(struct ops *o, const char *uuid, const char *s
     if (store_instance_get(o->a->store, uuid, &inst) < 0)
         return;
     if (strcmp(inst.state, state) != 0 && strcmp(inst.state, "terminated") != 0) {
-        char q[300];
         log_info("instance state changed by the hypervisor", "instance=%s ec2_id=%s from=%s to=%s fault=%s",
-                 inst.uuid, inst.ec2_id, inst.state, state, log_quote(fault ? fault : "", q, sizeof(q)));
+                 inst.uuid, inst.ec2_id, inst.state, state, fault ? fault : "");
         strscpy(inst.state, state, sizeof(inst.state));
         set_str(&inst.fault, fault);
         inst.updated_ms = now_wall_ms();
@@ -1131,7 +1133,7 @@ static void reconcile_after(struct job *j)
     if (o->stopping)
         return;
     if (j->result < 0) {
-        log_warn("reconcile failed", "error=\"%s\"", j->err.message);
+        log_warn("reconcile failed", "error=%s", j->err.message);
         if (j->list_done)
             j->list_done(o->a, j->result);
         return;

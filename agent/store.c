@@ -2,6 +2,13 @@
  * store; instance boot sources are stored as JSON text. */
 #include "agent/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,12 +118,48 @@ static int sqlite_errno(int rc)
     }
 }
 
+/* The store holds user-data and identities: owner-only, whatever the umask or
+ * an older version left. SQLite creates -wal and -shm with the database
+ * file's mode; ones left from before are fixed here too. */
+static int store_restrict_mode(const char *path, struct agent_error *err)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm", "-journal"};
+    char p[PATH_MAX];
+
+    for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+        int fd;
+        struct stat st;
+        if (snprintf(p, sizeof(p), "%s%s", path, suffix[i]) >= (int)sizeof(p))
+            return agent_error_set(err, ENAMETOOLONG, "invalid_config", "agent.state_dir",
+                                   "store path too long");
+        fd = open(p, O_RDWR | O_CLOEXEC | O_NOCTTY | (i == 0 ? O_CREAT : 0), 0600);
+        if (fd < 0) {
+            if (errno == ENOENT && i > 0)
+                continue;
+            return agent_error_set(err, errno, "store", "agent.state_dir", "cannot open %s: %s", p,
+                                   strerror(errno));
+        }
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+            ((st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0)) {
+            int e = S_ISREG(st.st_mode) ? errno : EINVAL;
+            close(fd);
+            return agent_error_set(err, e, "store", "agent.state_dir",
+                                   "cannot make %s owner-only: %s", p,
+                                   e == EINVAL ? "not a regular file" : strerror(e));
+        }
+        close(fd);
+    }
+    return 0;
+}
+
 int store_open(const char *path, bool sync_full, struct store **ret, struct agent_error *err)
 {
-    struct store *s = calloc(1, sizeof(*s));
+    struct store *s;
     int rc;
 
-    if (!s)
+    if ((rc = store_restrict_mode(path, err)) < 0)
+        return rc;
+    if (!(s = calloc(1, sizeof(*s))))
         return -ENOMEM;
     rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                          NULL);

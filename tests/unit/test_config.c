@@ -61,6 +61,8 @@ static void test_file_and_flags(void **state)
     unlink(path);
 }
 
+static char last_error_message[512];
+
 static void expect_error(const char *text, const char *field)
 {
     struct agent_config c;
@@ -73,6 +75,7 @@ static void expect_error(const char *text, const char *field)
     if (r == 0)
         r = config_finish(&c, &err);
     assert_true(r < 0);
+    strscpy(last_error_message, err.message, sizeof(last_error_message));
     assert_string_equal(err.field, field);
     config_release(&c);
     unlink(path);
@@ -93,6 +96,32 @@ static void test_errors(void **state)
     expect_error("[api]\nlisten = 127.0.0.1:8780\n", "api.token");
     expect_error("[agent]\nstate_dir = relative\n", "agent.state_dir");
     expect_error("key = value\n", "config");
+    /* a key set twice in one file, in one section or in a repeated one */
+    expect_error("[hypervisor]\nstop_timeout = 10\nstop_timeout = 20\n", "hypervisor.stop_timeout");
+    expect_error("[hypervisor]\nstop_timeout = 10\n[agent]\n[hypervisor]\nstop_timeout = 10\n",
+                 "hypervisor.stop_timeout");
+    {
+        /* a line over 4095 bytes is refused with file:line, never split
+         * into a second line whose tail is read as a key */
+        static char text[16384];
+        char *p = text;
+        p += snprintf(p, 64, "[agent]\nhost_name = ");
+        memset(p, 'a', 5000);
+        p += 5000;
+        p += snprintf(p, 64, "\nlog_level = debug\n");
+        expect_error(text, "config");
+        assert_non_null(strstr(last_error_message, ":2: line longer than 4095 bytes"));
+        /* 4095 bytes is fine */
+        p = text;
+        p += snprintf(p, 64, "[agent]\nhost_name = ");
+        memset(p, 'b', 4095 - strlen("host_name = "));
+        p += 4095 - strlen("host_name = ");
+        p += snprintf(p, 4, "\n");
+        config_init_defaults(&c);
+        assert_int_equal(config_load_file(&c, write_tmp(text), &err), 0);
+        assert_int_equal(strlen(c.host_name), 4095 - strlen("host_name = "));
+        config_release(&c);
+    }
     config_init_defaults(&c);
     assert_true(config_from_args(&c, 2, bad_flag, &err) < 0);
     config_release(&c);

@@ -93,6 +93,17 @@ static void test_invalid(void **state)
     expect_parse("{\"name\":\"a\"," F "," K ",\"user_data\":5}", "invalid_field", "user_data");
     expect_parse("{\"name\":\"a\"," F "," K ",\"colour\":\"red\"}", "unknown_field", "colour");
     expect_parse("[1,2]", "invalid_field", "");
+    /* C1 controls, bidi overrides and isolates, line separators: refused like C0 */
+    expect_parse("{\"name\":\"a\\u0085b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"evil\\u202etxt\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u2066b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u2028b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u200fb\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"caf\\u00e9 \\u6771\\ud83d\\ude00\"," F "," K "}", NULL, NULL);
+    /* one request-id rule: printable ASCII, no NUL */
+    expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":\"dup\\u0000A\"}", "invalid_field", "request_id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":\"r\\u001b\"}", "invalid_field", "request_id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":7}", "invalid_field", "request_id");
 }
 
 static void test_user_data_limit(void **state)

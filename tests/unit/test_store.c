@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent/store.h"
 
@@ -135,12 +138,52 @@ static void test_open_error(void **state)
     assert_string_equal(err.field, "agent.state_dir");
 }
 
+/* The store is owner-only even when the files were there before with 0644
+ * (an older agent, an operator's copy) or the umask is 022. */
+static void test_files_are_private(void **state)
+{
+    char p2[160], wal[170], shm[170];
+    struct store *s;
+    struct agent_error err;
+    struct stat st;
+    int fd;
+
+    (void)state;
+    snprintf(p2, sizeof(p2), "%s/private.db", dir);
+    snprintf(wal, sizeof(wal), "%s-wal", p2);
+    snprintf(shm, sizeof(shm), "%s-shm", p2);
+    umask(022);
+    /* fresh */
+    assert_int_equal(store_open(p2, false, &s, &err), 0);
+    assert_int_equal(stat(p2, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    store_free(s);
+    /* left world-readable from before, with its -wal and -shm */
+    assert_int_equal(chmod(p2, 0644), 0);
+    fd = open(wal, O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(chmod(wal, 0644), 0);
+    assert_int_equal(store_open(p2, false, &s, &err), 0);
+    assert_int_equal(stat(p2, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(wal, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    if (stat(shm, &st) == 0)
+        assert_int_equal(st.st_mode & 0777, 0600);
+    store_free(s);
+    unlink(p2);
+    unlink(wal);
+    unlink(shm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instances),
         cmocka_unit_test(test_operations),
         cmocka_unit_test(test_open_error),
+        cmocka_unit_test(test_files_are_private),
     };
     int r;
 
