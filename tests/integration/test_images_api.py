@@ -222,6 +222,16 @@ def main(c: calib.Checks):
     with c.case("default configuration: agent stops cleanly"):
         assert plain.stop() == 0
 
+    with c.case("a bad allowed_networks: the agent refuses to start, naming the key and the entry"):
+        bad_conf = d / "bad.conf"
+        bad_conf.write_text("[image_cache]\nallowed_networks = 127.0.0.0/8, metadata\n")
+        bad = calib.Agent(d / "state-bad", hypervisor="test", extra_args=["--config", str(bad_conf)])
+        bad.start(wait=False)
+        rc = bad.wait_exit(timeout=20)
+        text = bad.log_path.read_text(errors="replace")
+        assert rc not in (None, 0), f"rc={rc}"
+        assert "field=image_cache.allowed_networks" in text and "metadata" in text, text
+
 
 if __name__ == "__main__":
     calib.run("test_images_api", main)
