@@ -80,6 +80,7 @@ static const struct key_desc keys[] = {
     K("image_cache", "max_parallel", KEY_INT, imgc_max_parallel, "4", 1, 256, NULL, "downloads at once"),
     K("image_cache", "stall_timeout", KEY_INT, imgc_stall_timeout_s, "30", 1, 3600, NULL, "seconds without a byte before a download fails"),
     K("image_cache", "retries", KEY_INT, imgc_retries, "3", 0, 100, NULL, "retries after transient download failures"),
+    K("image_cache", "allowed_networks", KEY_STR, imgc_allowed_networks, "", 0, 0, NULL, "CIDRs image URLs may reach besides the default (loopback and link-local are refused)"),
     K("telemetry", "interval", KEY_INT, telemetry_interval_s, "10", 1, 3600, "telemetry-interval", "seconds between telemetry samples"),
     K("telemetry", "metrics_listen", KEY_STR, metrics_listen, "", 0, 0, "metrics-listen", "HOST:PORT serving /metrics to scrapers (no token)"),
 };

@@ -64,6 +64,7 @@ struct agent_config {
     int64_t imgc_max_parallel;
     int64_t imgc_stall_timeout_s;
     int64_t imgc_retries;
+    char *imgc_allowed_networks; /* CIDRs allowed although refused by default (loopback, link-local) */
     /* [telemetry] */
     int64_t telemetry_interval_s;
     char *metrics_listen;     /* HOST:PORT for Prometheus scrapers, empty: none */

@@ -465,6 +465,19 @@ int boot_source_from_json(const json_t *j, struct boot_source *b)
     return boot_source_has_image(b) ? 0 : -EINVAL;
 }
 
+/* The boot source as shown (API, events): the image URL without credentials. */
+static json_t *boot_source_shown(const struct boot_source *b)
+{
+    json_t *out = boot_source_to_json(b), *img = json_object_get(out, "image");
+    char *shown;
+
+    if (b->image_url && img && (shown = url_redact(b->image_url))) {
+        json_object_set_new(img, "url", json_string(shown));
+        free(shown);
+    }
+    return out;
+}
+
 json_t *instance_to_json(const struct instance *inst)
 {
     char created[32], updated[32];
@@ -478,7 +491,7 @@ json_t *instance_to_json(const struct instance *inst)
                      "flavor", "vcpus", (json_int_t)inst->flavor.vcpus, "memory_mb",
                      (json_int_t)inst->flavor.memory_mb, "disk_gb", (json_int_t)inst->flavor.disk_gb,
                      "instance_type", inst->instance_type ? json_string(inst->instance_type) : json_null(),
-                     "boot", boot_source_to_json(&inst->boot),
+                     "boot", boot_source_shown(&inst->boot),
                      "has_user_data", inst->user_data != NULL,
                      "console_log", inst->console_log ? json_string(inst->console_log) : json_null(),
                      "created_at", created, "updated_at", updated,

@@ -32,6 +32,16 @@ struct connect_job {
     int64_t disk_gb;          /* the state directory's filesystem */
 };
 
+/* The image cache tells each failed pull once (however many launches
+ * waited for it): logged here, at the edge. source carries no credentials. */
+static void on_image_pull_failed(const char *image_id, const char *source,
+                                 const struct agent_error *err, void *opaque)
+{
+    (void)opaque;
+    log_warn("image pull failed", "image=%s source=%s reason=%s error=%s", image_id, source,
+             err && err->code[0] ? err->code : "internal", err ? err->message : "");
+}
+
 static void connect_work(uv_work_t *w)
 {
     struct connect_job *j = w->data;
@@ -324,6 +334,8 @@ int main(int argc, char **argv)
         ic.max_parallel = (int)a.cfg.imgc_max_parallel;
         ic.stall_timeout_s = (int)a.cfg.imgc_stall_timeout_s;
         ic.retries = a.cfg.imgc_retries ? (int)a.cfg.imgc_retries : -1;
+        ic.allowed_networks = a.cfg.imgc_allowed_networks;
+        ic.pull_failed = on_image_pull_failed;
         if ((r = imgcache_new(a.loop, store_db(a.store), &ic, &a.imgcache, &err)) < 0)
             goto fail;
     }

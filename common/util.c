@@ -129,3 +129,83 @@ bool uuid_is_valid(const char *s)
     }
     return true;
 }
+
+/* Does a query parameter name (len bytes) look like it carries a secret? */
+static bool query_name_secret(const char *name, size_t len)
+{
+    static const char *const words[] = {"sig", "token", "key", "secret", "passw",
+                                        "credential", "auth"};
+    char low[64];
+
+    if (len >= sizeof(low))
+        len = sizeof(low) - 1;
+    for (size_t i = 0; i < len; i++)
+        low[i] = (char)tolower((unsigned char)name[i]);
+    low[len] = '\0';
+    for (size_t i = 0; i < ARRAY_SIZE(words); i++)
+        if (strstr(low, words[i]))
+            return true;
+    return false;
+}
+
+char *url_redact(const char *url)
+{
+    const char *auth, *end, *at = NULL, *q, *p;
+    size_t len;
+    char *out, *o;
+
+    if (!url)
+        return NULL;
+    len = strlen(url);
+    /* each "k=v" grows by at most 3 ("***" for a 0-byte value), userinfo by 3 */
+    out = malloc(2 * len + 8);
+    if (!out)
+        return NULL;
+    o = out;
+    auth = strstr(url, "://");
+    if (auth && (size_t)(auth - url) < strcspn(url, "/?#"))
+        auth += 3;
+    else
+        auth = url;
+    end = auth + strcspn(auth, "/?#");
+    for (p = auth; p < end; p++)
+        if (*p == '@')
+            at = p; /* the last one: whatever a parser takes for the host */
+    memcpy(o, url, (size_t)(auth - url));
+    o += auth - url;
+    if (at) {
+        memcpy(o, "***", 3);
+        o += 3;
+        p = at;
+    } else {
+        p = auth;
+    }
+    q = strchr(end, '?');
+    if (q && strchr(end, '#') && strchr(end, '#') < q)
+        q = NULL; /* a '?' in the fragment */
+    if (!q) {
+        memcpy(o, p, strlen(p) + 1);
+        return out;
+    }
+    q++;
+    memcpy(o, p, (size_t)(q - p));
+    o += q - p;
+    while (*q && *q != '#') {
+        size_t plen = strcspn(q, "&#"), nlen = strcspn(q, "=&#");
+
+        if (nlen < plen && query_name_secret(q, nlen)) {
+            memcpy(o, q, nlen + 1);
+            o += nlen + 1;
+            memcpy(o, "***", 3);
+            o += 3;
+        } else {
+            memcpy(o, q, plen);
+            o += plen;
+        }
+        q += plen;
+        if (*q == '&')
+            *o++ = *q++;
+    }
+    memcpy(o, q, strlen(q) + 1);
+    return out;
+}

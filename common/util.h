@@ -73,4 +73,11 @@ int random_bytes(void *buf, size_t len);
 int uuid_generate_str(char buf[37]);
 bool uuid_is_valid(const char *s);
 
+/* A copy of url fit to show (API answers, errors, logs): userinfo
+ * ("user:pass@") becomes "***@", and the values of query parameters whose
+ * name suggests a credential (sig, signature, token, key, secret, password,
+ * credential, auth: X-Amz-Signature, access_token...) become "***".
+ * Newly allocated (free it); NULL if url is NULL or memory runs out. */
+char *url_redact(const char *url);
+
 #endif

@@ -16,13 +16,21 @@
  * try start from zero (hash reset, file truncated). A transfer that moves
  * no byte for stall_timeout_s is ended by a watchdog (CURLOPT_LOW_SPEED_*
  * as a backstop) and retried like any timeout.
- * Any failure removes the file. */
+ * Any failure removes the file.
+ *
+ * Every connection is judged by source.c before it is used (check_peer):
+ * libcurl's open-socket callback refuses a forbidden address before any
+ * packet is sent, and its pre-request callback checks the peer of every
+ * request, redirects and reused connections included. A body of unknown
+ * length asks room_cb for room as it grows, so it cannot fill the disk.
+ * Messages show the URL without its credentials (url_redact()). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* O_DIRECT, asprintf */
 #endif
 #include "image-cache/imgcache-internal.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -65,6 +73,7 @@ struct imgcache_fetch {
     int fd_direct;             /* O_DIRECT writes, or -1 if refused */
     bool file_kept;            /* success: the file stays */
     struct imgcache_fetch_opts o; /* copy; o.url and o.path point into ours */
+    char *shown_url;           /* o.url without credentials, for messages */
     EVP_MD_CTX *md;            /* primary digest (used by one thread at a time) */
     EVP_MD_CTX *md5;           /* Glance checksum, or NULL */
     char hex[129];             /* results */
@@ -77,6 +86,9 @@ struct imgcache_fetch {
 
     uint64_t received;         /* bytes accepted = offset of the next byte */
     uint64_t total;            /* expected total, 0 unknown */
+    uint64_t granted;          /* unknown total: bytes room_cb made room for */
+    bool refused;              /* this attempt met a forbidden address */
+    char refused_why[160];     /* ... which, and why */
     bool size_told;            /* size_cb called */
     bool attempt_checked;      /* first body byte of this attempt seen */
     uint64_t attempt_start;    /* received when this attempt began */
@@ -400,22 +412,23 @@ static int attempt_check(struct imgcache_fetch *f)
     f->attempt_checked = true;
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
     if (code != 200 && code != 206) {
-        fail(f, EPROTO, "download_failed", "%s answered HTTP %ld, not the image", f->o.url, code);
+        fail(f, EPROTO, "download_failed", "%s answered HTTP %ld, not the image", f->shown_url, code);
         return -1;
     }
     curl_easy_getinfo(f->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-    if (cl < 0)
-        return 0;
-    total = f->attempt_start + (uint64_t)cl;
+    if (cl < 0 && !f->o.expected_size)
+        return 0; /* unknown length: room_cb bounds it as it grows */
+    /* no Content-Length but a size known beforehand (Glance): that one */
+    total = cl < 0 ? f->o.expected_size : f->attempt_start + (uint64_t)cl;
     if (f->o.expected_size && total != f->o.expected_size) {
         fail(f, EPROTO, "download_failed",
-             "%s is %llu bytes long, %llu were expected", f->o.url,
+             "%s is %llu bytes long, %llu were expected", f->shown_url,
              (unsigned long long)total, (unsigned long long)f->o.expected_size);
         return -1;
     }
     if (f->o.max_size && total > f->o.max_size) {
         fail(f, EFBIG, "image_too_large", "%s is %llu bytes long, more than the %llu allowed",
-             f->o.url, (unsigned long long)total, (unsigned long long)f->o.max_size);
+             f->shown_url, (unsigned long long)total, (unsigned long long)f->o.max_size);
         return -1;
     }
     f->total = total;
@@ -458,12 +471,26 @@ static size_t write_bytes(struct imgcache_fetch *f, const char *ptr, size_t n)
         return 0;
     if (f->o.max_size && f->received + n > f->o.max_size) {
         fail(f, EFBIG, "image_too_large", "%s sends more than the %llu bytes allowed",
-             f->o.url, (unsigned long long)f->o.max_size);
+             f->shown_url, (unsigned long long)f->o.max_size);
         return 0;
     }
     if (f->total && f->received + n > f->total) {
-        fail(f, EPROTO, "download_failed", "%s sends more bytes than announced", f->o.url);
+        fail(f, EPROTO, "download_failed", "%s sends more bytes than announced", f->shown_url);
         return 0;
+    }
+    if (!f->total && f->o.room_cb && f->received + n > f->granted) {
+        struct agent_error e = {0};
+        uint64_t granted = 0;
+        int r = f->o.room_cb(f->received + n, &granted, &e, f->opaque);
+
+        if (r < 0 || granted < f->received + n) {
+            if (r >= 0)
+                agent_error_set(&e, ENOSPC, "insufficient_resources", NULL,
+                                "no room for %s", f->shown_url);
+            fail(f, r < 0 ? -r : ENOSPC, e.code, "%s", e.message);
+            return 0;
+        }
+        f->granted = granted;
     }
     if (f->nchunks >= MAX_CHUNKS && (!f->cur || f->cur->len + n > CHUNK_SIZE)) {
         f->paused = true;
@@ -520,13 +547,13 @@ static void retry_now(struct imgcache_fetch *f)
 
     f->retry_pending = false;
     if (f->restart_from_zero && (r = restart_reset(f)) < 0) {
-        fail(f, -r, "internal", "restarting the download of %s: %s", f->o.url, strerror(-r));
+        fail(f, -r, "internal", "restarting the download of %s: %s", f->shown_url, strerror(-r));
         fetch_progress(f);
         return;
     }
     r = attempt_start(f);
     if (r < 0) {
-        fail(f, -r, "internal", "restarting the download of %s: %s", f->o.url, strerror(-r));
+        fail(f, -r, "internal", "restarting the download of %s: %s", f->shown_url, strerror(-r));
         fetch_progress(f);
     }
 }
@@ -559,7 +586,7 @@ static void on_done(CURL *easy, CURLcode rc, void *opaque)
     curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
     if (rc == CURLE_OK && code != 200 && code != 206) {
         /* no body came to be checked (an empty answer, a redirect not followed) */
-        fail(f, EPROTO, "download_failed", "%s answered HTTP %ld, not the image", f->o.url, code);
+        fail(f, EPROTO, "download_failed", "%s answered HTTP %ld, not the image", f->shown_url, code);
         fetch_progress(f);
         return;
     }
@@ -606,6 +633,18 @@ static void retry_or_fail(struct imgcache_fetch *f, CURLcode rc, long code)
 {
     bool transient;
 
+    if (f->refused && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_ABORTED_BY_CALLBACK)) {
+        _cleanup_free_ char *where = NULL;
+        char *eff = NULL;
+
+        curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &eff);
+        where = eff && strcmp(eff, f->o.url) != 0 ? url_redact(eff) : NULL;
+        fail(f, EACCES, "source_forbidden",
+             "%s: refused to connect: %s%s%s (image_cache.allowed_networks can allow it)",
+             f->shown_url, f->refused_why, where ? "; redirected to " : "", where ? where : "");
+        fetch_progress(f);
+        return;
+    }
     if (rc == CURLE_RANGE_ERROR || (rc == CURLE_HTTP_RETURNED_ERROR && code == 416)) {
         f->restart_from_zero = true;
         transient = true;
@@ -625,15 +664,15 @@ static void retry_or_fail(struct imgcache_fetch *f, CURLcode rc, long code)
         return;
     }
     if (rc == CURLE_HTTP_RETURNED_ERROR && (code == 404 || code == 410))
-        fail(f, ENOENT, "source_not_found", "%s answered HTTP %ld", f->o.url, code);
+        fail(f, ENOENT, "source_not_found", "%s answered HTTP %ld", f->shown_url, code);
     else if (rc == CURLE_HTTP_RETURNED_ERROR)
-        fail(f, EIO, "download_failed", "%s answered HTTP %ld%s", f->o.url, code,
+        fail(f, EIO, "download_failed", "%s answered HTTP %ld%s", f->shown_url, code,
              transient ? " (retries exhausted)" : "");
     else if (rc == CURLE_UNSUPPORTED_PROTOCOL)
         fail(f, EPERM, "download_failed", "%s: redirected to a forbidden scheme (only http "
-             "and https): %s", f->o.url, f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc));
+             "and https): %s", f->shown_url, f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc));
     else
-        fail(f, EIO, "download_failed", "%s: %s%s", f->o.url,
+        fail(f, EIO, "download_failed", "%s: %s%s", f->shown_url,
              f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc),
              transient ? " (retries exhausted)" : "");
     fetch_progress(f);
@@ -644,6 +683,7 @@ static int attempt_start(struct imgcache_fetch *f)
     int r;
 
     f->errbuf[0] = '\0';
+    f->refused = false;
     f->attempt_checked = false;
     f->attempt_start = f->received;
     curl_easy_setopt(f->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)f->received);
@@ -655,6 +695,45 @@ static int attempt_start(struct imgcache_fetch *f)
     f->last_byte_ns = now_mono_ns();
     uv_timer_start(&f->timer, on_watchdog, 250, 250);
     return 0;
+}
+
+/* Before connecting: a forbidden address gets no packet. libcurl then tries
+ * the host's other addresses, if any. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *a)
+{
+    struct imgcache_fetch *f = clientp;
+    const void *ip = NULL;
+
+    (void)purpose;
+    if (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in))
+        ip = &((const struct sockaddr_in *)&a->addr)->sin_addr;
+    else if (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6))
+        ip = &((const struct sockaddr_in6 *)&a->addr)->sin6_addr;
+    if (!ip || !imgcache_addr_allowed(f->o.allowed, f->o.n_allowed, a->family, ip,
+                                      f->refused_why, sizeof(f->refused_why))) {
+        if (!ip)
+            snprintf(f->refused_why, sizeof(f->refused_why), "address family %d is not IP",
+                     a->family);
+        f->refused = true;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Before each request, on a new or reused connection: the peer it reached. */
+static int on_prereq(void *clientp, char *peer_ip, char *local_ip, int peer_port, int local_port)
+{
+    struct imgcache_fetch *f = clientp;
+
+    (void)local_ip;
+    (void)peer_port;
+    (void)local_port;
+    if (imgcache_addr_text_allowed(f->o.allowed, f->o.n_allowed, peer_ip, f->refused_why,
+                                   sizeof(f->refused_why)))
+        return CURL_PREREQFUNC_OK;
+    f->refused = true;
+    return CURL_PREREQFUNC_ABORT;
 }
 
 static int setup_easy(struct imgcache_fetch *f)
@@ -687,6 +766,12 @@ static int setup_easy(struct imgcache_fetch *f)
         SET(CURLOPT_CAINFO, f->o.ca_bundle);
     if (f->headers)
         SET(CURLOPT_HTTPHEADER, f->headers);
+    if (f->o.check_peer) {
+        SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        SET(CURLOPT_OPENSOCKETDATA, f);
+        SET(CURLOPT_PREREQFUNCTION, on_prereq);
+        SET(CURLOPT_PREREQDATA, f);
+    }
 #undef SET
     return rc == CURLE_OK ? 0 : -EINVAL;
 }
@@ -716,6 +801,7 @@ static void destroy(struct imgcache_fetch *f)
     EVP_MD_CTX_free(f->md5);
     free(f->path);
     free((char *)f->o.url);
+    free(f->shown_url);
     free(f);
 }
 
@@ -793,6 +879,7 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     f->http = http;
     f->o = *o;
     f->o.url = strdup(o->url);
+    f->shown_url = url_redact(o->url);
     f->path = strdup(o->path);
     f->o.path = f->path;
     f->size_cb = size_cb;
@@ -805,7 +892,7 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     if (o->md5_too)
         f->md5 = EVP_MD_CTX_new();
     f->easy = curl_easy_init();
-    if (!f->o.url || !f->path || !f->md || (o->md5_too && !f->md5) || !f->easy) {
+    if (!f->o.url || !f->shown_url || !f->path || !f->md || (o->md5_too && !f->md5) || !f->easy) {
         r = agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
         goto fail_free;
     }

@@ -5,7 +5,11 @@
  * content, when sha256 or sha512), and checksum (MD5, kept only as a second
  * check when no such hash is given). The image bytes themselves come from
  * GET /v2/images/{id}/file through fetch.c. Requests carry X-Auth-Token and
- * do not follow redirects, so the token never goes to another host. */
+ * do not follow redirects, so the token never goes to another host.
+ * The endpoint is operator configuration, so its address is not held to
+ * image_cache.allowed_networks (Glance often runs on the same private
+ * network or host); what Glance could hand out (image locations, redirects)
+ * is never followed, so no URL from Glance reaches an address unchecked. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf */
 #endif
@@ -104,6 +108,7 @@ struct imgcache_glance_req {
     CURL *easy;
     struct curl_slist *headers;
     char *url;
+    char *shown_url;      /* url without credentials, for messages */
     char errbuf[CURL_ERROR_SIZE];
     char *body;           /* answer so far */
     size_t len;
@@ -177,15 +182,15 @@ static void on_glance_done(CURL *easy, CURLcode rc, void *opaque)
     }
     if (rc == CURLE_HTTP_RETURNED_ERROR && code == 404)
         agent_error_set(&err, ENOENT, "source_not_found", "glance_id",
-                        "Glance has no image at %s", r->url);
+                        "Glance has no image at %s", r->shown_url);
     else if (rc == CURLE_HTTP_RETURNED_ERROR || rc == CURLE_OK)
         agent_error_set(&err, EIO, "glance_error", NULL, "Glance answered HTTP %ld for %s",
-                        code, r->url);
+                        code, r->shown_url);
     else if (r->too_big)
         agent_error_set(&err, EIO, "glance_error", NULL, "Glance answer larger than %d bytes",
                         META_MAX);
     else
-        agent_error_set(&err, EIO, "glance_error", NULL, "%s: %s", r->url,
+        agent_error_set(&err, EIO, "glance_error", NULL, "%s: %s", r->shown_url,
                         r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
     finish(r, -EIO, NULL, &err);
 }
@@ -228,6 +233,7 @@ int imgcache_glance_get(uv_loop_t *loop, struct httpuv *http, const char *base,
         free(r);
         return -ENOMEM;
     }
+    r->shown_url = url_redact(r->url);
     r->easy = curl_easy_init();
     r->headers = curl_slist_append(NULL, "Accept: application/json");
     if (token) {
@@ -243,9 +249,10 @@ int imgcache_glance_get(uv_loop_t *loop, struct httpuv *http, const char *base,
             r->headers = NULL;
         }
     }
-    if (!r->easy || !r->headers) {
+    if (!r->easy || !r->headers || !r->shown_url) {
         curl_slist_free_all(r->headers);
         curl_easy_cleanup(r->easy);
+        free(r->shown_url);
         free(r->url);
         free(r);
         return -ENOMEM;
@@ -289,6 +296,7 @@ static void on_glance_timer_closed(uv_handle_t *h)
     curl_slist_free_all(r->headers);
     curl_easy_cleanup(r->easy);
     free(r->url);
+    free(r->shown_url);
     free(r->body);
     free(r);
 }

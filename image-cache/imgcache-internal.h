@@ -51,6 +51,33 @@ int imgcache_url_check(const char *url, const char *field, struct agent_error *e
 int imgcache_request_check(const struct imgcache_request *req, const char *prefix,
                            struct agent_error *err);
 
+/* Networks: which addresses image downloads may connect to. Refused by
+ * default: loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, the
+ * metadata address, and fe80::/10), 0.0.0.0/8 and ::, also in their
+ * IPv4-mapped IPv6 forms (::ffff:127.0.0.1); everything else (private
+ * RFC 1918 ranges included) is allowed. An allow-list entry overrides. */
+struct imgcache_net {
+    int family;              /* AF_INET or AF_INET6 */
+    unsigned char addr[16];  /* network bytes (4 used for AF_INET), host bits zero */
+    unsigned prefix;         /* prefix length */
+};
+
+/* Parse a comma- or space-separated list of CIDRs ("127.0.0.0/8, ::1/128";
+ * a bare address is one host) into a new array (*nets, free() it; NULL when
+ * empty). field names the setting in err. 0 or -EINVAL / -ENOMEM. */
+int imgcache_nets_parse(const char *spec, const char *field, struct imgcache_net **nets,
+                        size_t *n, struct agent_error *err);
+
+/* May a download connect to this address (family AF_INET or AF_INET6, addr
+ * its 4 or 16 bytes)? true, or false with why ("127.0.0.1 is a loopback
+ * address") set. */
+bool imgcache_addr_allowed(const struct imgcache_net *allowed, size_t n, int family,
+                           const void *addr, char *why, size_t whylen);
+/* The same for an address in text (as libcurl reports it). Unparsable
+ * text is refused. */
+bool imgcache_addr_text_allowed(const struct imgcache_net *allowed, size_t n, const char *ip,
+                                char *why, size_t whylen);
+
 /* ---- fetch.c: one download to a file ---- */
 
 struct imgcache_fetch;
@@ -68,6 +95,14 @@ struct imgcache_fetch_opts {
     bool md5_too;             /* also compute MD5 (Glance checksum) */
     uint64_t expected_size;   /* bytes expected in total, 0: unknown */
     uint64_t max_size;        /* fail beyond this many bytes, 0: no bound */
+    bool check_peer;          /* refuse connections to forbidden addresses (below) */
+    const struct imgcache_net *allowed; /* allow-list over the defaults (borrowed) */
+    size_t n_allowed;
+    /* For a body of unknown length: called before the received bytes pass
+     * what was granted so far, with need (the bytes they are about to
+     * reach). Return 0 with *granted >= need to go on, or -errno with err
+     * filled to fail the fetch with that error. NULL: no bound. */
+    int (*room_cb)(uint64_t need, uint64_t *granted, struct agent_error *err, void *opaque);
 };
 
 /* Told the total size once it is known (Content-Length or expected_size),

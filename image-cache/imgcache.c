@@ -22,6 +22,7 @@
 #include <sys/statvfs.h>
 
 #define DEFAULT_MAX_VSIZE (1ull << 40)
+#define ROOM_STEP (16ull << 20) /* room asked at a time for a body of unknown length */
 #define USER_MAX 64
 
 struct waiter {
@@ -75,6 +76,10 @@ struct imgcache {
     uint64_t max_virtual_size;
     int max_redirects, max_parallel, stall_timeout_s, retries, retry_delay_ms;
     int evict_interval_s;
+    struct imgcache_net *allowed;  /* image_cache.allowed_networks */
+    size_t n_allowed;
+    void (*pull_failed)(const char *, const char *, const struct agent_error *, void *);
+    void *pull_failed_opaque;
     struct flight *flights;        /* every flight, running or queued */
     struct flight *queue_head, *queue_tail; /* waiting for a slot */
     int running;                   /* flights holding a slot */
@@ -393,6 +398,17 @@ static void flight_end(struct flight *fl, int status, const struct imgcache_imag
     struct imgcache *c = fl->c;
     struct waiter *w = fl->waiters;
 
+    if (status < 0 && c->pull_failed) {
+        char glance[IMGCACHE_ID_LEN + 8];
+        _cleanup_free_ char *shown = NULL;
+
+        if (fl->glance_id[0])
+            snprintf(glance, sizeof(glance), "glance:%s", fl->glance_id);
+        else
+            shown = url_redact(fl->url);
+        c->pull_failed(fl->id, fl->glance_id[0] ? glance : shown ? shown : "?", err,
+                       c->pull_failed_opaque);
+    }
     fl->waiters = NULL;
     flight_unlink(fl);
     flight_destroy(fl);
@@ -608,28 +624,88 @@ static int on_fetch_size(uint64_t total, struct agent_error *err, void *opaque)
     struct flight *fl = opaque;
     struct imgcache *c = fl->c;
     uint64_t budget = imgcache_budget(c);
+    _cleanup_free_ char *shown = NULL;
 
+    if (total <= budget && imgcache_evict(c, total) >= 0) {
+        fl->reserved = total;
+        c->reserved += total;
+        return 0;
+    }
+    shown = url_redact(fl->url);
     if (total > budget)
         return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                               "image of %llu bytes is larger than the cache budget of %llu bytes",
-                               (unsigned long long)total, (unsigned long long)budget);
-    if (imgcache_evict(c, total) < 0) {
+                               "image of %llu bytes from %s is larger than the cache budget of "
+                               "%llu bytes; not downloaded",
+                               (unsigned long long)total, shown ? shown : "?",
+                               (unsigned long long)budget);
+    {
         struct statvfs vfs;
         uint64_t free_bytes = statvfs(c->dir, &vfs) == 0 ? (uint64_t)vfs.f_bavail * vfs.f_frsize : 0;
 
         if (free_bytes < total)
             return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                                   "no room for an image of %llu bytes: %llu bytes free on the "
-                                   "disk holding the cache, with every unused image evicted",
-                                   (unsigned long long)total, (unsigned long long)free_bytes);
-        return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                               "no room for an image of %llu bytes in the cache budget of %llu "
-                               "bytes: the rest is held by images in use or downloading",
-                               (unsigned long long)total, (unsigned long long)budget);
+                                   "no room for an image of %llu bytes from %s: %llu bytes free "
+                                   "on the disk holding the cache, with every unused image "
+                                   "evicted; not downloaded",
+                                   (unsigned long long)total, shown ? shown : "?",
+                                   (unsigned long long)free_bytes);
     }
-    fl->reserved = total;
-    c->reserved += total;
-    return 0;
+    return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
+                           "no room for an image of %llu bytes from %s in the cache budget of "
+                           "%llu bytes: the rest is held by images in use or downloading; not "
+                           "downloaded",
+                           (unsigned long long)total, shown ? shown : "?",
+                           (unsigned long long)budget);
+}
+
+/* A body of unknown length grows: reserve room for it a step at a time,
+ * evicting unused images as needed, and refuse once neither the budget
+ * (what images in use and other downloads leave of it) nor the disk can
+ * take more. */
+static int on_fetch_room(uint64_t need, uint64_t *granted, struct agent_error *err, void *opaque)
+{
+    struct flight *fl = opaque;
+    struct imgcache *c = fl->c;
+    uint64_t budget = imgcache_budget(c), cached = 0, unused = 0, held;
+    _cleanup_free_ struct imgcache_victim *v = NULL;
+    _cleanup_free_ char *shown = NULL;
+    struct statvfs vfs;
+    size_t n = 0;
+
+    /* a step ahead if that fits, else just what is needed */
+    for (int i = 0; i < 2; i++) {
+        uint64_t want = i == 0 ? need + ROOM_STEP : need;
+        uint64_t extra = want > fl->reserved ? want - fl->reserved : 0;
+
+        if (imgcache_evict(c, extra) >= 0) {
+            fl->reserved += extra;
+            c->reserved += extra;
+            *granted = want;
+            return 0;
+        }
+    }
+    /* the figures: what the budget holds that cannot go */
+    imgcache_index_cached_bytes(c->db, &cached);
+    if (imgcache_index_victims(c->db, &v, &n) == 0)
+        for (size_t i = 0; i < n; i++)
+            unused += v[i].size > 0 ? (uint64_t)v[i].size : 0;
+    held = (cached > unused ? cached - unused : 0) + (c->reserved - fl->reserved);
+    shown = url_redact(fl->url);
+    if (budget != UINT64_MAX && need > (budget > held ? budget - held : 0))
+        return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
+                               "image of unknown size from %s passed %llu bytes, more than the "
+                               "cache budget of %llu bytes allows: %llu bytes of it are held by "
+                               "images in use or downloading; stopped",
+                               shown ? shown : "?", (unsigned long long)need,
+                               (unsigned long long)budget, (unsigned long long)held);
+    return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
+                           "image of unknown size from %s passed %llu bytes, more than the "
+                           "%llu bytes free on the disk holding the cache (with every unused "
+                           "image evicted); stopped",
+                           shown ? shown : "?", (unsigned long long)need,
+                           statvfs(c->dir, &vfs) == 0
+                               ? (unsigned long long)vfs.f_bavail * vfs.f_frsize
+                               : 0ull);
 }
 
 static void on_fetch_done(struct imgcache_fetch *f, int status, const struct agent_error *ferr,
@@ -649,17 +725,19 @@ static void on_fetch_done(struct imgcache_fetch *f, int status, const struct age
     strscpy(got.hex, imgcache_fetch_hex(f, got.algo), sizeof(got.hex));
     if (fl->expect.algo != IMGCACHE_ALGO_NONE && strcmp(got.hex, fl->expect.hex) != 0) {
         const char *name = imgcache_algo_name(got.algo);
+        _cleanup_free_ char *shown = url_redact(fl->url);
         agent_error_set(&err, EBADMSG, "digest_mismatch", NULL,
-                        "digest mismatch for %s: expected %s:%s, got %s:%s", fl->url, name,
-                        fl->expect.hex, name, got.hex);
+                        "digest mismatch for %s: expected %s:%s, got %s:%s", shown ? shown : "?",
+                        name, fl->expect.hex, name, got.hex);
         flight_fail(fl, -EBADMSG, &err);
         return;
     }
     md5 = imgcache_fetch_hex(f, IMGCACHE_ALGO_MD5);
     if (fl->md5_expect[0] && (!md5 || strcmp(md5, fl->md5_expect) != 0)) {
+        _cleanup_free_ char *shown = url_redact(fl->url);
         agent_error_set(&err, EBADMSG, "digest_mismatch", NULL,
-                        "checksum mismatch for %s: Glance says md5:%s, got md5:%s", fl->url,
-                        fl->md5_expect, md5 ? md5 : "?");
+                        "checksum mismatch for %s: Glance says md5:%s, got md5:%s",
+                        shown ? shown : "?", fl->md5_expect, md5 ? md5 : "?");
         flight_fail(fl, -EBADMSG, &err);
         return;
     }
@@ -702,6 +780,11 @@ static void fetch_begin(struct flight *fl, const char *token)
         .expected_size = fl->expected_size,
         /* a file much larger than the largest virtual size allowed is no image of ours */
         .max_size = c->max_virtual_size + (c->max_virtual_size >> 4) + (64u << 20),
+        /* the URL came with the request; Glance's /file is the configured endpoint */
+        .check_peer = token == NULL,
+        .allowed = c->allowed,
+        .n_allowed = c->n_allowed,
+        .room_cb = on_fetch_room,
     };
     char name[IMGCACHE_ID_LEN + 8];
     int r;
@@ -1052,8 +1135,10 @@ json_t *imgcache_get(struct imgcache *c, const char *id)
     users = imgcache_index_users(c->db, r.id);
     if (r.glance_id[0])
         source = json_pack("{s:s}", "glance_id", r.glance_id);
-    else
-        source = json_pack("{s:s?}", "url", r.url);
+    else {
+        _cleanup_free_ char *shown = url_redact(r.url);
+        source = json_pack("{s:s?}", "url", shown);
+    }
     if (r.state == IMGCACHE_DOWNLOADING && imgcache_progress(c, r.id, &p) == 0) {
         json_decref(progress);
         progress = json_pack("{s:I,s:o,s:I}", "bytes_done", (json_int_t)p.bytes_done,
@@ -1217,6 +1302,7 @@ static void cache_release_memory(struct imgcache *c)
     free(c->glance_url);
     free(c->glance_token);
     free(c->qemu_img);
+    free(c->allowed);
     free(c);
 }
 
@@ -1291,6 +1377,13 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
     c->retry_delay_ms = cfg->retry_delay_ms > 0 ? cfg->retry_delay_ms : 1000;
     c->evict_interval_s = cfg->evict_interval_s > 0 ? cfg->evict_interval_s : 300;
     c->ready_tail = &c->ready;
+    c->pull_failed = cfg->pull_failed;
+    c->pull_failed_opaque = cfg->pull_failed_opaque;
+    if ((r = imgcache_nets_parse(cfg->allowed_networks, "image_cache.allowed_networks",
+                                 &c->allowed, &c->n_allowed, err)) < 0) {
+        cache_release_memory(c);
+        return r;
+    }
 
     if ((r = mkdir_p(c->images_dir, 0755)) < 0 || (r = mkdir_p(c->tmp_dir, 0700)) < 0) {
         agent_error_set(err, -r, "internal", "image_cache.dir", "creating %s: %s", c->images_dir,

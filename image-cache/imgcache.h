@@ -27,7 +27,10 @@
  *   source_not_found     the URL or Glance answered 404
  *   download_failed      network or HTTP failure after retries
  *   digest_mismatch      the bytes do not match (message has both digests)
- *   insufficient_resources  does not fit in the budget or on the disk
+ *   source_forbidden     the URL or a redirect leads to an address refused
+ *                        (loopback, link-local/metadata; see allowed_networks)
+ *   insufficient_resources  does not fit in the budget or on the disk (also a
+ *                        body of unknown length, stopped once it passes that)
  *   image_not_active     Glance image not in status "active"
  *   unsupported_format   not raw or qcow2
  *   unsafe_image         qcow2 with a backing file, external data file,
@@ -35,6 +38,8 @@
  *   image_too_large      virtual size over cfg->max_virtual_size
  *   glance_error         Glance metadata unusable
  *   internal             anything else (message says what)
+ *
+ * Messages and answers show URLs without their credentials (url_redact()).
  */
 #ifndef CA_IMAGE_CACHE_IMGCACHE_H
 #define CA_IMAGE_CACHE_IMGCACHE_H
@@ -71,6 +76,21 @@ struct imgcache_config {
     int retry_delay_ms;        /* first backoff delay, doubled per retry (cap 30 s); 0: 1000 */
     int evict_interval_s;      /* how often eviction runs on a timer; 0: 300 */
     const char *qemu_img;      /* qemu-img binary; NULL: /usr/bin/qemu-img */
+    /* Networks image URLs (and their redirects) may reach although refused by
+     * default (loopback, link-local and the metadata address): CIDRs separated
+     * by commas or spaces, IPv4 or IPv6; NULL or "": none. Checked on the
+     * address of every connection. The Glance endpoint is operator
+     * configuration and is not checked (Glance downloads never follow
+     * redirects). A bad list fails imgcache_new() naming
+     * image_cache.allowed_networks. */
+    const char *allowed_networks;
+    /* Called once per failed pull (not per waiter), on the loop thread,
+     * before the waiters' callbacks; not for pulls cancelled by
+     * imgcache_free(). source is the URL without credentials, or
+     * "glance:<id>". May be NULL. This is where the caller logs. */
+    void (*pull_failed)(const char *image_id, const char *source,
+                        const struct agent_error *err, void *opaque);
+    void *pull_failed_opaque;
 };
 
 /* What to acquire: exactly one of id, url (with digest), or glance_id.
@@ -159,6 +179,7 @@ json_t *imgcache_list(struct imgcache *c);
 /* One image answer as a new JSON object, or NULL if id is unknown:
  * {"id","digest","size","format","state":"downloading|cached|failed",
  *  "in_use_by":[user...],"source":{"url"}|{"glance_id"},"virtual_size",
+ *  (the url without credentials: url_redact())
  *  "created_at","last_used_at","error":{"code","message"}|null,
  *  "progress":{"bytes_done","bytes_total","rate_bps"}|null (while downloading)}.
  * Unknown numbers and strings are null. */

@@ -1,8 +1,13 @@
 /* source.c: checking where an image may come from. Only http and https URLs
- * are accepted (curl is told the same for redirects at transfer time). */
+ * are accepted (curl is told the same for redirects at transfer time), and
+ * downloads connect only to addresses allowed here (fetch.c asks for each
+ * connection, redirects included). */
 #include "image-cache/imgcache-internal.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define URL_MAX 4096
 
@@ -147,4 +152,146 @@ int imgcache_request_from_json(const json_t *obj, const char *field_prefix,
         return -EINVAL;
     *req = r;
     return 0;
+}
+
+/* ---- networks ---- */
+
+/* Refused unless allowed: what a download must not reach by default. */
+static const struct {
+    int family;
+    unsigned char addr[16];
+    unsigned prefix;
+    const char *what;
+} forbidden[] = {
+    {AF_INET, {127}, 8, "a loopback address"},
+    {AF_INET, {169, 254}, 16, "a link-local address (the metadata service's range)"},
+    {AF_INET, {0}, 8, "a \"this host\" address (0.0.0.0/8)"},
+    {AF_INET6, {[15] = 1}, 128, "the IPv6 loopback address"},
+    {AF_INET6, {0}, 128, "the unspecified IPv6 address"},
+    {AF_INET6, {0xfe, 0x80}, 10, "an IPv6 link-local address"},
+};
+
+static bool prefix_match(const unsigned char *a, const unsigned char *net, unsigned prefix)
+{
+    unsigned whole = prefix / 8, rest = prefix % 8;
+
+    if (memcmp(a, net, whole) != 0)
+        return false;
+    return rest == 0 || ((a[whole] ^ net[whole]) & (0xff00u >> rest) & 0xff) == 0;
+}
+
+static bool net_contains(const struct imgcache_net *net, int family, const unsigned char *a)
+{
+    return net->family == family && prefix_match(a, net->addr, net->prefix);
+}
+
+int imgcache_nets_parse(const char *spec, const char *field, struct imgcache_net **nets,
+                        size_t *n, struct agent_error *err)
+{
+    _cleanup_free_ struct imgcache_net *out = NULL;
+    size_t count = 0, cap = 0;
+    const char *p = spec ? spec : "";
+
+    for (;;) {
+        char item[INET6_ADDRSTRLEN + 8], *slash;
+        size_t len;
+        struct imgcache_net net = {0};
+        unsigned max;
+
+        while (*p == ',' || isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        len = strcspn(p, ", \t\r\n");
+        if (len >= sizeof(item))
+            return agent_error_set(err, EINVAL, "invalid_config", field,
+                                   "%s: '%.*s' is not a network (CIDR)", field, (int)len, p);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p += len;
+        slash = strchr(item, '/');
+        if (slash)
+            *slash = '\0';
+        if (inet_pton(AF_INET, item, net.addr) == 1) {
+            net.family = AF_INET;
+            max = 32;
+        } else if (inet_pton(AF_INET6, item, net.addr) == 1) {
+            net.family = AF_INET6;
+            max = 128;
+        } else {
+            if (slash)
+                *slash = '/';
+            return agent_error_set(err, EINVAL, "invalid_config", field,
+                                   "%s: '%s' is not an IPv4 or IPv6 network (CIDR)", field, item);
+        }
+        net.prefix = max;
+        if (slash) {
+            int64_t v;
+            if (parse_int64(slash + 1, 0, max, &v) < 0) {
+                *slash = '/';
+                return agent_error_set(err, EINVAL, "invalid_config", field,
+                                       "%s: '%s' has a bad prefix length (0..%u)", field, item,
+                                       max);
+            }
+            net.prefix = (unsigned)v;
+        }
+        for (unsigned i = net.prefix; i < max; i++) /* host bits: dropped */
+            net.addr[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            struct imgcache_net *grown = realloc(out, ncap * sizeof(*out));
+            if (!grown)
+                return agent_error_set(err, ENOMEM, "internal", field, "out of memory");
+            out = grown;
+            cap = ncap;
+        }
+        out[count++] = net;
+    }
+    *nets = TAKE_PTR(out);
+    *n = count;
+    return 0;
+}
+
+bool imgcache_addr_allowed(const struct imgcache_net *allowed, size_t n, int family,
+                           const void *addr, char *why, size_t whylen)
+{
+    static const unsigned char v4mapped[12] = {[10] = 0xff, [11] = 0xff};
+    const unsigned char *a = addr;
+    char text[INET6_ADDRSTRLEN];
+
+    if (family != AF_INET && family != AF_INET6) {
+        snprintf(why, whylen, "address family %d is not IP", family);
+        return false;
+    }
+    inet_ntop(family, addr, text, sizeof(text));
+    /* ::ffff:a.b.c.d reaches a.b.c.d: judge it as that */
+    if (family == AF_INET6 && memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
+        family = AF_INET;
+        a += 12;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (net_contains(&allowed[i], family, a))
+            return true;
+    for (size_t i = 0; i < ARRAY_SIZE(forbidden); i++)
+        if (forbidden[i].family == family && prefix_match(a, forbidden[i].addr, forbidden[i].prefix)) {
+            snprintf(why, whylen, "%s is %s", text, forbidden[i].what);
+            return false;
+        }
+    return true;
+}
+
+bool imgcache_addr_text_allowed(const struct imgcache_net *allowed, size_t n, const char *ip,
+                                char *why, size_t whylen)
+{
+    unsigned char a[16];
+    char buf[INET6_ADDRSTRLEN + 16];
+
+    strscpy(buf, ip ? ip : "", sizeof(buf));
+    buf[strcspn(buf, "%")] = '\0'; /* a zone index ("fe80::1%eth0") */
+    if (inet_pton(AF_INET, buf, a) == 1)
+        return imgcache_addr_allowed(allowed, n, AF_INET, a, why, whylen);
+    if (inet_pton(AF_INET6, buf, a) == 1)
+        return imgcache_addr_allowed(allowed, n, AF_INET6, a, why, whylen);
+    snprintf(why, whylen, "the peer address '%s' is not understood", buf);
+    return false;
 }

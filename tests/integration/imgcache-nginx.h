@@ -8,7 +8,9 @@
  *   /           the root directory (sendfile)
  *   /slow/      the same files at `slow_rate` bytes/s per connection
  *   /redir/X    302 to /X;  /redir-file: 302 to file:///etc/passwd
- *   /loop       redirects to itself forever */
+ *   /loop       redirects to itself forever
+ *   /to-lo2/X   302 to http://127.0.0.2:PORT/X (nginx listens there too)
+ *   /to-v6/X    302 to http://[::1]:PORT/X (nothing listens there) */
 #ifndef CA_TESTS_IMGCACHE_NGINX_H
 #define CA_TESTS_IMGCACHE_NGINX_H
 
@@ -140,15 +142,18 @@ static inline int test_nginx_start(struct test_nginx *n, long slow_rate, char *w
             "  sendfile on; tcp_nopush on; keepalive_timeout 5;\n"
             "  server {\n"
             "    listen 127.0.0.1:%d;\n"
+            "    listen 127.0.0.2:%d;\n"
             "    root %s;\n"
             "    location /slow/ { alias %s/; limit_rate %ld; }\n"
             "    location /redir/ { rewrite ^/redir/(.*)$ /$1 redirect; }\n"
             "    location = /redir-file { return 302 file:///etc/passwd; }\n"
             "    location = /loop { return 302 /loop; }\n"
+            "    location /to-lo2/ { rewrite ^/to-lo2/(.*)$ http://127.0.0.2:%d/$1 redirect; }\n"
+            "    location /to-v6/ { rewrite ^/to-v6/(.*)$ http://[::1]:%d/$1 redirect; }\n"
             "  }\n"
             "}\n",
             n->dir, n->dir, n->access_log, n->dir, n->dir, n->dir, n->dir, n->dir, n->port,
-            n->root, n->root, slow_rate > 0 ? slow_rate : 1048576L);
+            n->port, n->root, n->root, slow_rate > 0 ? slow_rate : 1048576L, n->port, n->port);
     fclose(f);
     i = 0;
     argv[i++] = (char *)bin;

@@ -52,9 +52,11 @@ def main(c: calib.Checks):
     host = prefix
     shutil.copy(os.path.join(gdir, "disk.raw"), os.path.join(root, f"{prefix}.raw"))
     digest = "sha256:" + hashlib.sha256(open(os.path.join(gdir, "disk.raw"), "rb").read()).hexdigest()
+    conf = d / "agent.conf"  # nginx is on loopback, refused unless allowed
+    conf.write_text("[image_cache]\nallowed_networks = 127.0.0.0/8\n")
     agent = calib.Agent(d / "state", hypervisor="qemu", libvirt_uri=uri, log_level="info",
-                        extra_args=["--host-name", host, "--placement-url", purl, "--placement-token", "admin",
-                                    "--telemetry-interval", "1"])
+                        extra_args=["--config", str(conf), "--host-name", host, "--placement-url", purl,
+                                    "--placement-token", "admin", "--telemetry-interval", "1"])
     c.agents.append(agent)
     created = set()
     try:

@@ -11,7 +11,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -656,6 +658,7 @@ struct route {
     int hits;
     long last_range;           /* start of the last Range asked, -1 if none */
     bool no_ranges;            /* ignore Range: always 200 and everything */
+    bool chunked;              /* no Content-Length: chunked transfer encoding */
 };
 
 struct mini_server {
@@ -676,12 +679,14 @@ struct mini_conn {
     char head[256];
     bool answered;
     bool keep_open;            /* stalled: wait for the client to go */
+    char *chunked;             /* the chunked body, when the route is chunked */
 };
 
 static void conn_closed(uv_handle_t *h)
 {
     struct mini_conn *cn = h->data;
     cn->s->open_conns--;
+    free(cn->chunked);
     free(cn);
 }
 
@@ -734,6 +739,31 @@ static void mini_answer(struct mini_conn *cn, uv_stream_t *st)
     } else {
         rt->hits++;
         rt->last_range = from;
+        if (rt->chunked) {
+            /* 64 KiB chunks, each "HEX\r\n" data "\r\n", then "0\r\n\r\n" */
+            size_t pieces = rt->len / 65536 + 2, o = 0;
+            char *b = malloc(rt->len + pieces * 16 + 8);
+
+            assert_non_null(b);
+            for (size_t at = 0; at < rt->len; at += 65536) {
+                size_t k = rt->len - at < 65536 ? rt->len - at : 65536;
+                o += (size_t)snprintf(b + o, 16, "%zx\r\n", k);
+                memcpy(b + o, rt->body + at, k);
+                o += k;
+                memcpy(b + o, "\r\n", 2);
+                o += 2;
+            }
+            memcpy(b + o, "0\r\n\r\n", 5);
+            o += 5;
+            cn->chunked = b;
+            snprintf(cn->head, sizeof(cn->head),
+                     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+            out[0] = uv_buf_init(cn->head, (unsigned)strlen(cn->head));
+            out[1] = uv_buf_init(b, (unsigned)o);
+            cn->w.data = cn;
+            uv_write(&cn->w, st, out, 2, conn_written);
+            return;
+        }
         if (from > 0 && (size_t)from < rt->len && !rt->no_ranges) {
             off = (size_t)from;
             snprintf(cn->head, sizeof(cn->head),
@@ -865,7 +895,7 @@ static void on_acquired(int status, const struct imgcache_image_info *info,
 static void test_single_flight_local(void **state)
 {
     char dir[] = "/tmp/imgcache-sf-XXXXXX";
-    struct imgcache_config cfg = {.retry_delay_ms = 50};
+    struct imgcache_config cfg = {.retry_delay_ms = 50, .allowed_networks = "127.0.0.0/8"};
     struct imgcache *c = NULL;
     struct agent_error err;
     struct mini_server srv = {0};
@@ -980,7 +1010,8 @@ static void test_single_flight_local(void **state)
 static void test_stall_then_resume(void **state)
 {
     char dir[] = "/tmp/imgcache-stall-XXXXXX";
-    struct imgcache_config cfg = {.retry_delay_ms = 20, .stall_timeout_s = 1};
+    struct imgcache_config cfg = {.retry_delay_ms = 20, .stall_timeout_s = 1,
+                                  .allowed_networks = "127.0.0.0/8"};
     struct imgcache *c = NULL;
     struct agent_error err;
     struct mini_server srv = {0};
@@ -1066,6 +1097,8 @@ static void on_result(int status, const struct imgcache_image_info *info,
 static void test_glance_md5_only(void **state)
 {
     char dir[] = "/tmp/imgcache-gmd5-XXXXXX";
+    /* no allowed_networks: the Glance endpoint (on loopback here) is trusted
+     * configuration, its metadata and /file are fetched all the same */
     struct imgcache_config cfg = {.retry_delay_ms = 20, .glance_token = "t0k"};
     struct imgcache *c = NULL;
     struct agent_error err;
@@ -1097,18 +1130,18 @@ static void test_glance_md5_only(void **state)
              "\"checksum\":\"00000000000000000000000000000000\"}", g3, len);
     memset(routes, 0, sizeof(routes));
     routes[0] = (struct route){"/v2/images/11111111-1111-4111-8111-111111111111", 200,
-                               (unsigned char *)meta1, strlen(meta1), 0, 0, -1, false};
+                               (unsigned char *)meta1, strlen(meta1), 0, 0, -1, false, false};
     routes[1] = (struct route){"/v2/images/11111111-1111-4111-8111-111111111111/file", 200, body,
-                               len, 0, 0, -1, false};
+                               len, 0, 0, -1, false, false};
     routes[2] = (struct route){"/v2/images/22222222-2222-4222-8222-222222222222", 200,
-                               (unsigned char *)meta2, strlen(meta2), 0, 0, -1, false};
+                               (unsigned char *)meta2, strlen(meta2), 0, 0, -1, false, false};
     routes[3] = (struct route){"/v2/images/22222222-2222-4222-8222-222222222222/file", 200, body,
-                               len, 0, 0, -1, false};
+                               len, 0, 0, -1, false, false};
     routes[4] = (struct route){"/v2/images/33333333-3333-4333-8333-333333333333", 200,
-                               (unsigned char *)meta3, strlen(meta3), 0, 0, -1, false};
+                               (unsigned char *)meta3, strlen(meta3), 0, 0, -1, false, false};
     routes[5] = (struct route){"/v2/images/33333333-3333-4333-8333-333333333333/file", 200, body,
-                               len, 0, 0, -1, false};
-    routes[6] = (struct route){"/same.raw", 200, body, len, 0, 0, -1, false};
+                               len, 0, 0, -1, false, false};
+    routes[6] = (struct route){"/same.raw", 200, body, len, 0, 0, -1, false, false};
     srv.routes = routes;
     srv.nroutes = ARRAY_SIZE(routes);
 
@@ -1262,10 +1295,379 @@ static void test_evict_by_age(void **state)
 
 /* ---- REST handlers ---- */
 
+/* ---- URLs shown without credentials ---- */
+
+static void expect_redacted(const char *url, const char *want)
+{
+    char *got = url_redact(url);
+
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_url_redact(void **state)
+{
+    (void)state;
+    expect_redacted("http://user:secret@host:8080/p?x=1", "http://***@host:8080/p?x=1");
+    expect_redacted("http://a@b@host/x", "http://***@host/x");
+    expect_redacted("http://host/a@b", "http://host/a@b"); /* '@' in the path only */
+    expect_redacted("http://host/p", "http://host/p");
+    expect_redacted("https://s3/b/k?X-Amz-Algorithm=AWS4&X-Amz-Credential=AK%2F1&X-Amz-Date=1"
+                    "&X-Amz-Signature=abc&token=&x=2#frag",
+                    "https://s3/b/k?X-Amz-Algorithm=AWS4&X-Amz-Credential=***&X-Amz-Date=1"
+                    "&X-Amz-Signature=***&token=***&x=2#frag");
+    expect_redacted("http://u:p@h/x?access_token=t0k", "http://***@h/x?access_token=***");
+    expect_redacted("http://h/x#y?token=1", "http://h/x#y?token=1"); /* '?' in the fragment */
+    expect_redacted("http://h/x?flag&sig", "http://h/x?flag&sig");  /* no value, nothing to hide */
+    assert_null(url_redact(NULL));
+}
+
+/* ---- networks downloads may reach ---- */
+
+static void expect_addr(const struct imgcache_net *nets, size_t n, const char *ip, bool ok,
+                        const char *why_has)
+{
+    char why[160] = "";
+    bool got = imgcache_addr_text_allowed(nets, n, ip, why, sizeof(why));
+
+    if (got != ok)
+        fail_msg("%s: %s, expected %s (%s)", ip, got ? "allowed" : "refused",
+                 ok ? "allowed" : "refused", why);
+    if (why_has && !strstr(why, why_has))
+        fail_msg("%s: reason '%s' lacks '%s'", ip, why, why_has);
+}
+
+static void test_networks(void **state)
+{
+    struct imgcache_net *nets = NULL;
+    struct agent_error err;
+    size_t n = 99;
+
+    (void)state;
+    /* the defaults: loopback, link-local (metadata), this-host, unspecified */
+    expect_addr(NULL, 0, "127.0.0.1", false, "loopback");
+    expect_addr(NULL, 0, "127.255.0.9", false, "loopback");
+    expect_addr(NULL, 0, "169.254.169.254", false, "link-local");
+    expect_addr(NULL, 0, "0.0.0.0", false, "0.0.0.0/8");
+    expect_addr(NULL, 0, "::1", false, "loopback");
+    expect_addr(NULL, 0, "::", false, "unspecified");
+    expect_addr(NULL, 0, "fe80::1", false, "link-local");
+    expect_addr(NULL, 0, "fe80::1%eth0", false, "link-local");
+    expect_addr(NULL, 0, "febf::1", false, "link-local");
+    expect_addr(NULL, 0, "::ffff:127.0.0.1", false, "loopback");
+    expect_addr(NULL, 0, "::ffff:169.254.169.254", false, "link-local");
+    expect_addr(NULL, 0, "not-an-ip", false, "not understood");
+    /* private clouds serve images from private addresses */
+    expect_addr(NULL, 0, "10.0.0.1", true, NULL);
+    expect_addr(NULL, 0, "172.16.5.4", true, NULL);
+    expect_addr(NULL, 0, "192.168.1.1", true, NULL);
+    expect_addr(NULL, 0, "169.253.255.255", true, NULL);
+    expect_addr(NULL, 0, "128.0.0.1", true, NULL);
+    expect_addr(NULL, 0, "fd00::1", true, NULL);
+    expect_addr(NULL, 0, "fec0::1", true, NULL);
+    expect_addr(NULL, 0, "2001:db8::1", true, NULL);
+    expect_addr(NULL, 0, "::ffff:10.0.0.1", true, NULL);
+
+    /* the allow-list */
+    assert_int_equal(imgcache_nets_parse("127.0.0.0/8, 169.254.169.254 ,,fe80::/64\t10.1.2.3/24",
+                                         "image_cache.allowed_networks", &nets, &n, &err), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(nets[3].prefix, 24);
+    assert_int_equal(nets[3].addr[3], 0); /* host bits dropped */
+    expect_addr(nets, n, "127.0.0.1", true, NULL);
+    expect_addr(nets, n, "::ffff:127.0.0.2", true, NULL);
+    expect_addr(nets, n, "::1", false, "loopback");
+    expect_addr(nets, n, "169.254.169.254", true, NULL);
+    expect_addr(nets, n, "169.254.169.253", false, "link-local");
+    expect_addr(nets, n, "fe80::1", true, NULL);
+    expect_addr(nets, n, "fe80:0:0:1::1", false, "link-local");
+    free(nets);
+
+    nets = (void *)1;
+    assert_int_equal(imgcache_nets_parse("", "f", &nets, &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_null(nets);
+    assert_int_equal(imgcache_nets_parse(NULL, "f", &nets, &n, &err), 0);
+    assert_int_equal(n, 0);
+
+    /* bad lists name the setting and the entry */
+    assert_int_equal(imgcache_nets_parse("127.0.0.0/33", "image_cache.allowed_networks", &nets, &n,
+                                         &err), -EINVAL);
+    assert_string_equal(err.field, "image_cache.allowed_networks");
+    assert_non_null(strstr(err.message, "127.0.0.0/33"));
+    assert_int_equal(imgcache_nets_parse("10.0.0.0/8 localhost", "image_cache.allowed_networks",
+                                         &nets, &n, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "localhost"));
+    assert_int_equal(imgcache_nets_parse("::1/129", "x", &nets, &n, &err), -EINVAL);
+    assert_int_equal(imgcache_nets_parse("10.0.0.0/", "x", &nets, &n, &err), -EINVAL);
+    assert_int_equal(imgcache_nets_parse("10.0.0.0/8x", "x", &nets, &n, &err), -EINVAL);
+}
+
+/* ---- what a cache refuses to fetch, and how much ---- */
+
+struct failed_pulls {
+    int calls;
+    char image[IMGCACHE_ID_LEN];
+    char source[512];
+    struct agent_error err;
+};
+
+static void on_pull_failed(const char *image_id, const char *source, const struct agent_error *err,
+                           void *opaque)
+{
+    struct failed_pulls *fp = opaque;
+
+    fp->calls++;
+    strscpy(fp->image, image_id, sizeof(fp->image));
+    strscpy(fp->source, source, sizeof(fp->source));
+    fp->err = *err;
+}
+
+struct fail_result {
+    int calls;
+    int status;
+    struct agent_error err;
+};
+
+static void on_fetch_result(int status, const struct imgcache_image_info *info,
+                            const struct agent_error *err, void *opaque)
+{
+    struct fail_result *r = opaque;
+
+    (void)info;
+    r->calls++;
+    r->status = status;
+    if (err)
+        r->err = *err;
+}
+
+static int count_files(const char *dir, const char *sub)
+{
+    char p[PATH_MAX];
+    DIR *d;
+    struct dirent *de;
+    int n = 0;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, sub);
+    d = opendir(p);
+    assert_non_null(d);
+    while ((de = readdir(d)))
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Acquire url and wait; returns the status. */
+static int fetch_wait(uv_loop_t *loop, struct imgcache *c, const char *url, const char *digest,
+                      const char *user, struct fail_result *r, char id[IMGCACHE_ID_LEN])
+{
+    struct imgcache_request req = {.url = url, .digest = digest};
+    struct agent_error err;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    rc = imgcache_acquire(c, &req, user, on_fetch_result, r, id, &err);
+    if (rc < 0)
+        fail_msg("acquire %s: %s", url, err.message);
+    wait_for(loop, &r->calls, 1);
+    return r->status;
+}
+
+/* A cache with the default networks: loopback and link-local targets are
+ * refused before any connection, reported once, and leave nothing. */
+static void test_forbidden_by_default(void **state)
+{
+    char dir[] = "/tmp/imgcache-forbid-XXXXXX";
+    struct failed_pulls fp = {0};
+    struct imgcache_config cfg = {.retry_delay_ms = 20, .pull_failed = on_pull_failed,
+                                  .pull_failed_opaque = &fp};
+    struct imgcache *c = NULL;
+    struct agent_error err;
+    struct mini_server srv = {0};
+    struct route route = {.path = "/disk.raw", .status = 200, .len = 4096};
+    struct fail_result r1, r2;
+    uv_loop_t loop;
+    sqlite3 *db = open_memdb();
+    char url[160], digest[IMGCACHE_DIGEST_MAX], id[IMGCACHE_ID_LEN], id2[IMGCACHE_ID_LEN];
+    unsigned char *body = make_body(route.len, 3);
+    struct imgcache_request req;
+    json_t *o;
+    /* the metadata address, IPv6 loopback, a name for loopback, 0.0.0.0, IPv4-mapped */
+    static const char *const others[] = {"169.254.169.254", "[::1]", "localhost", "0.0.0.0",
+                                         "[::ffff:127.0.0.1]"};
+
+    (void)state;
+    route.body = body;
+    srv.routes = &route;
+    srv.nroutes = 1;
+    body_digest(body, route.len, EVP_sha256(), "sha256", digest, sizeof(digest));
+    assert_non_null(mkdtemp(dir));
+    cfg.dir = dir;
+    uv_loop_init(&loop);
+    mini_start(&loop, &srv);
+    assert_int_equal(imgcache_new(&loop, db, &cfg, &c, &err), 0);
+
+    /* two launches share the pull: both fail, the failure is told once */
+    snprintf(url, sizeof(url), "http://user:secret@127.0.0.1:%d/disk.raw", srv.port);
+    req = (struct imgcache_request){.url = url, .digest = digest};
+    memset(&r1, 0, sizeof(r1));
+    memset(&r2, 0, sizeof(r2));
+    assert_int_equal(imgcache_acquire(c, &req, "vm-1", on_fetch_result, &r1, id, &err), 0);
+    assert_int_equal(imgcache_acquire(c, &req, "vm-2", on_fetch_result, &r2, id2, &err), 0);
+    assert_string_equal(id, id2);
+    wait_for(&loop, &r2.calls, 1);
+    wait_for(&loop, &r1.calls, 1);
+    assert_int_equal(r1.status, -EACCES);
+    assert_int_equal(r2.status, -EACCES);
+    assert_string_equal(r1.err.code, "source_forbidden");
+    print_message("    %s\n", r1.err.message);
+    assert_non_null(strstr(r1.err.message, "127.0.0.1 is a loopback address"));
+    assert_non_null(strstr(r1.err.message, "image_cache.allowed_networks"));
+    assert_null(strstr(r1.err.message, "secret"));
+    assert_int_equal(fp.calls, 1);
+    assert_string_equal(fp.image, id);
+    assert_string_equal(fp.err.code, "source_forbidden");
+    assert_null(strstr(fp.source, "secret"));
+    assert_non_null(strstr(fp.source, "***@127.0.0.1"));
+    assert_int_equal(srv.gets, 0); /* refused before connecting */
+    assert_int_equal(count_files(dir, "tmp"), 0);
+    assert_int_equal(count_files(dir, "images"), 0);
+    o = imgcache_get(c, id);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "failed");
+    assert_int_equal(json_array_size(json_object_get(o, "in_use_by")), 0);
+    {
+        char want[160];
+        snprintf(want, sizeof(want), "http://***@127.0.0.1:%d/disk.raw", srv.port);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(o, "source"), "url")),
+                            want);
+    }
+    {
+        char *dump = json_dumps(o, 0);
+        assert_null(strstr(dump, "secret"));
+        free(dump);
+    }
+    json_decref(o);
+
+    for (size_t i = 0; i < ARRAY_SIZE(others); i++) {
+        struct fail_result r;
+
+        snprintf(url, sizeof(url), "http://%s:%d/disk.raw", others[i], srv.port);
+        assert_int_equal(fetch_wait(&loop, c, url, digest, NULL, &r, id), -EACCES);
+        assert_string_equal(r.err.code, "source_forbidden");
+        print_message("    %s\n", r.err.message);
+    }
+    assert_int_equal(fp.calls, 1 + (int)ARRAY_SIZE(others));
+    assert_int_equal(srv.gets, 0);
+    assert_int_equal(count_files(dir, "tmp"), 0);
+
+    imgcache_free(c);
+    uv_close((uv_handle_t *)&srv.tcp, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    sqlite3_close(db);
+    free(body);
+    {
+        char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+        run(argv);
+    }
+}
+
+/* Bodies of unknown length (chunked) are held to the budget as they come:
+ * stopped once past what images in use leave of it, unused images evicted
+ * to make room; a known Content-Length over the budget is refused at once. */
+static void test_unknown_length_budget(void **state)
+{
+    char dir[] = "/tmp/imgcache-chunk-XXXXXX";
+    struct imgcache_config cfg = {.retry_delay_ms = 20, .allowed_networks = "127.0.0.1/32",
+                                  .budget_bytes = 4u << 20};
+    struct imgcache *c = NULL;
+    struct agent_error err;
+    struct mini_server srv = {0};
+    struct route routes[] = {
+        {.path = "/small.raw", .status = 200, .len = 1u << 20, .chunked = true},
+        {.path = "/big.raw", .status = 200, .len = (6u << 20) + 1, .chunked = true},
+        {.path = "/mid.raw", .status = 200, .len = (3u << 20) + (1u << 19), .chunked = true},
+        {.path = "/known.raw", .status = 200, .len = 6u << 20},
+    };
+    char digests[4][IMGCACHE_DIGEST_MAX], url[160], id[IMGCACHE_ID_LEN], small_id[IMGCACHE_ID_LEN];
+    unsigned char *bodies[4];
+    struct fail_result r;
+    unsigned long long passed = 0, budget = 0, held = 0;
+    uv_loop_t loop;
+    sqlite3 *db = open_memdb();
+    json_t *o;
+
+    (void)state;
+    if (access("/usr/bin/qemu-img", X_OK) != 0)
+        skip(); /* the install step runs qemu-img info */
+    for (int i = 0; i < 4; i++) {
+        routes[i].body = bodies[i] = make_body(routes[i].len, (unsigned)i + 7);
+        body_digest(bodies[i], routes[i].len, EVP_sha256(), "sha256", digests[i],
+                    sizeof(digests[i]));
+    }
+    srv.routes = routes;
+    srv.nroutes = ARRAY_SIZE(routes);
+    assert_non_null(mkdtemp(dir));
+    cfg.dir = dir;
+    uv_loop_init(&loop);
+    mini_start(&loop, &srv);
+    assert_int_equal(imgcache_new(&loop, db, &cfg, &c, &err), 0);
+
+    /* chunked and within the budget: fine; pinned, it holds 1 MiB of it */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/small.raw", srv.port);
+    assert_int_equal(fetch_wait(&loop, c, url, digests[0], "vm-1", &r, small_id), 0);
+
+    /* chunked, 6 MiB: stopped past the 3 MiB left, nothing kept */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/big.raw", srv.port);
+    assert_int_equal(fetch_wait(&loop, c, url, digests[1], NULL, &r, id), -ENOSPC);
+    assert_string_equal(r.err.code, "insufficient_resources");
+    print_message("    chunked: %s\n", r.err.message);
+    assert_non_null(strstr(r.err.message, "/big.raw"));
+    assert_int_equal(sscanf(strstr(r.err.message, "passed "), "passed %llu bytes", &passed), 1);
+    assert_int_equal(sscanf(strstr(r.err.message, "budget of "), "budget of %llu bytes", &budget), 1);
+    assert_int_equal(sscanf(strstr(r.err.message, "allows: "), "allows: %llu bytes", &held), 1);
+    assert_int_equal(budget, 4u << 20);
+    assert_int_equal(held, 1u << 20);
+    assert_true(passed > (3u << 20) && passed <= (3u << 20) + (1u << 20)); /* stopped at once */
+    assert_int_equal(count_files(dir, "tmp"), 0);
+    assert_int_equal(count_files(dir, "images"), 1);
+    assert_string_equal(json_string_value(json_object_get(o = imgcache_get(c, id), "state")), "failed");
+    json_decref(o);
+
+    /* Content-Length over the budget: refused before a byte is written */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/known.raw", srv.port);
+    assert_int_equal(fetch_wait(&loop, c, url, digests[3], NULL, &r, id), -ENOSPC);
+    assert_string_equal(r.err.code, "insufficient_resources");
+    print_message("    Content-Length: %s\n", r.err.message);
+    assert_non_null(strstr(r.err.message, "6291456 bytes"));
+    assert_non_null(strstr(r.err.message, "4194304 bytes"));
+    assert_int_equal(count_files(dir, "tmp"), 0);
+
+    /* once released, the small image may go to make room for 3.5 MiB */
+    assert_int_equal(imgcache_release(c, small_id, "vm-1"), 1);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/mid.raw", srv.port);
+    assert_int_equal(fetch_wait(&loop, c, url, digests[2], NULL, &r, id), 0);
+    assert_null(o = imgcache_get(c, small_id)); /* evicted */
+    assert_int_equal(count_files(dir, "images"), 1);
+
+    imgcache_free(c);
+    uv_close((uv_handle_t *)&srv.tcp, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    sqlite3_close(db);
+    for (int i = 0; i < 4; i++)
+        free(bodies[i]);
+    {
+        char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+        run(argv);
+    }
+}
+
 static void test_api_handlers(void **state)
 {
     char dir[] = "/tmp/imgcache-api-XXXXXX";
-    struct imgcache_config cfg = {.retry_delay_ms = 20};
+    struct imgcache_config cfg = {.retry_delay_ms = 20, .allowed_networks = "127.0.0.0/8"};
     struct imgcache *c = NULL;
     struct agent_error err;
     uv_loop_t loop;
@@ -1369,6 +1771,10 @@ int main(void)
         cmocka_unit_test(test_evict_by_age),
         cmocka_unit_test(test_start_failure_is_deferred),
         cmocka_unit_test(test_api_handlers),
+        cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_networks),
+        cmocka_unit_test(test_forbidden_by_default),
+        cmocka_unit_test(test_unknown_length_budget),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

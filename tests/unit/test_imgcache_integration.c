@@ -5,7 +5,9 @@
  * reason printed. Every case uses a fresh cache directory, a SQLite file in
  * WAL mode (as the agent's store), and ends with uv_loop_close() == 0.
  *
- * The cut-and-resume case uses real nginx too: the transfer runs through
+ * nginx listens on loopback, which a cache refuses by default: every case
+ * allows 127.0.0.0/8 unless it says otherwise (allowed_networks "" is the
+ * default). The cut-and-resume case uses real nginx too: the transfer runs through
  * nginx's limit_rate, and the test SIGKILLs nginx's worker half-way (the
  * master starts a new one); the cache resumes with a Range request. */
 #include <stdarg.h>
@@ -217,6 +219,8 @@ static void env_open_at(struct env *e, const char *cache_dir, const char *db_pat
     e->cfg.dir = e->cache_dir;
     if (!e->cfg.retry_delay_ms)
         e->cfg.retry_delay_ms = 100;
+    if (!e->cfg.allowed_networks)
+        e->cfg.allowed_networks = "127.0.0.0/8";
     assert_int_equal(uv_loop_init(&e->loop), 0);
     assert_int_equal(sqlite3_open(e->db_path, &e->db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(e->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL), SQLITE_OK);
@@ -706,7 +710,7 @@ static void test_crash_during_download(void **state)
         uv_loop_t loop;
         sqlite3 *h;
         struct imgcache *c;
-        struct imgcache_config cfg = {.dir = cache};
+        struct imgcache_config cfg = {.dir = cache, .allowed_networks = "127.0.0.0/8"};
         struct imgcache_request req = {.url = url_of("/slow/crash.raw"),
                                        .digest = served("crash.raw")->sha256};
         struct agent_error err;
@@ -807,6 +811,55 @@ static void test_forbidden_schemes(void **state)
     print_message("    redirect loop: %s\n", r.err.message);
     /* an honest redirect is followed */
     assert_int_equal(acquire_wait(&e, url_of("/redir/small.raw"), served("small.raw")->sha256, NULL, &r), 0);
+    env_close(&e);
+}
+
+/* Loopback is refused by default, and a redirect from an allowed origin to
+ * a forbidden address is refused on the redirect's connection. */
+static void test_forbidden_targets(void **state)
+{
+    struct env e;
+    struct result r;
+    struct imgcache_config none = {.allowed_networks = ""};
+    struct imgcache_config one = {.allowed_networks = "127.0.0.1/32"};
+    int before = test_nginx_count(&ngx, "/small.raw");
+
+    (void)state;
+    need_servers();
+    /* the default: nginx on 127.0.0.1 is out of reach, nothing is asked */
+    env_open(&e, &none);
+    assert_int_equal(acquire_wait(&e, url_of("/small.raw"), served("small.raw")->sha256, "vm-1", &r),
+                     -EACCES);
+    assert_string_equal(r.err.code, "source_forbidden");
+    assert_non_null(strstr(r.err.message, "loopback"));
+    print_message("    default: %s\n", r.err.message);
+    assert_int_equal(test_nginx_count(&ngx, "/small.raw"), before);
+    assert_int_equal(count_dir(&e, "tmp"), 0);
+    assert_int_equal(count_dir(&e, "images"), 0);
+    env_close(&e);
+
+    /* 127.0.0.1 allowed, 127.0.0.2 not: the redirect is refused */
+    env_open(&e, &one);
+    assert_int_equal(acquire_wait(&e, url_of("/to-lo2/small.raw"), served("small.raw")->sha256, NULL, &r),
+                     -EACCES);
+    assert_string_equal(r.err.code, "source_forbidden");
+    assert_non_null(strstr(r.err.message, "127.0.0.2 is a loopback address"));
+    assert_non_null(strstr(r.err.message, "redirected to http://127.0.0.2:"));
+    print_message("    redirect: %s\n", r.err.message);
+    assert_int_equal(acquire_wait(&e, url_of("/to-v6/small.raw"), served("small.raw")->sha256, NULL, &r),
+                     -EACCES);
+    assert_non_null(strstr(r.err.message, "::1 is the IPv6 loopback address"));
+    print_message("    redirect: %s\n", r.err.message);
+    assert_int_equal(test_nginx_count(&ngx, "/small.raw"), before); /* the target never asked */
+    assert_int_equal(count_dir(&e, "tmp"), 0);
+    assert_int_equal(count_dir(&e, "images"), 0);
+    env_close(&e);
+
+    /* the same redirect with 127.0.0.0/8 allowed: followed, the image comes */
+    env_open(&e, NULL);
+    assert_int_equal(acquire_wait(&e, url_of("/to-lo2/small.raw"), served("small.raw")->sha256, NULL, &r),
+                     0);
+    assert_int_equal(test_nginx_count(&ngx, "/small.raw"), before + 1);
     env_close(&e);
 }
 
@@ -1039,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_crash_during_download),
         cmocka_unit_test(test_malicious_qcow2),
         cmocka_unit_test(test_forbidden_schemes),
+        cmocka_unit_test(test_forbidden_targets),
         cmocka_unit_test(test_glance),
     };
 
