@@ -301,26 +301,26 @@ static int token_read(const char *path, char **out, struct agent_error *err)
     size_t n;
 
     if (!f)
-        return agent_error_set(err, errno, "invalid_config", "api.token_file", "cannot open %s: %s", path,
-                               strerror(errno));
+        return agent_error_set(err, errno, "invalid_config", "api.token_file", "api.token_file: cannot open %s: %s",
+                               path, strerror(errno));
     if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode))
-        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file", "%s is not a regular file",
-                               path);
+        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file", "api.token_file: %s is not a regular file", path);
     if (st.st_mode & (S_IROTH | S_IWOTH))
         return agent_error_set(err, EPERM, "invalid_config", "api.token_file",
-                               "%s is accessible to other users (mode %03o); chmod o-rwx it", path,
+                               "api.token_file: %s is accessible to other users (mode %03o); chmod o-rwx it", path,
                                (unsigned)(st.st_mode & 0777));
     n = fread(buf, 1, sizeof(buf), f);
     if (ferror(f) || n == sizeof(buf))
         return agent_error_set(err, EINVAL, "invalid_config", "api.token_file",
-                               "%s: cannot read it, or longer than 4096 bytes", path);
+                               "api.token_file: %s: cannot read it, or longer than 4096 bytes", path);
     if (n && buf[n - 1] == '\n')
         n--;
     if (n && buf[n - 1] == '\r')
         n--;
     buf[n] = '\0';
     if (strlen(buf) != n)
-        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file", "%s holds a NUL byte", path);
+        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file", "api.token_file: %s holds a NUL byte",
+                               path);
     *out = strdup(buf);
     return *out ? 0 : -ENOMEM;
 }
@@ -336,7 +336,7 @@ static int token_finish(struct agent_config *cfg, struct agent_error *err)
         int r;
         if (cfg->api_token[0])
             return agent_error_set(err, EINVAL, "invalid_config", "api.token_file",
-                                   "set api.token or api.token_file, not both");
+                                   "api.token_file: set api.token or api.token_file, not both");
         if ((r = token_read(cfg->api_token_file, &tok, err)) < 0)
             return r;
         free(cfg->api_token);
