@@ -278,6 +278,23 @@ def main(c: calib.Checks):
             el = trickle(addr, b"", head)
             assert HEADER_TIMEOUT - 0.5 <= el <= HEADER_TIMEOUT + 1.0, \
                 f"closed after {el:.2f}s (header deadline {HEADER_TIMEOUT}s)"
+        with c.case(f"{kind}: a whole request, then a half-close (shutdown SHUT_WR), is still answered"):
+            s2 = socket.socket(family(addr), socket.SOCK_STREAM)
+            s2.settimeout(5)
+            try:
+                s2.connect(addr)
+                auth = f"Authorization: Bearer {token}\r\n" if kind == "TCP" else ""
+                s2.sendall(f"GET /v1/host HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+                s2.shutdown(socket.SHUT_WR)
+                data = b""
+                while True:
+                    ch = s2.recv(65536)
+                    if not ch:
+                        break
+                    data += ch
+            finally:
+                s2.close()
+            assert data.startswith(b"HTTP/1.1 200"), f"answer {data[:80]!r}"
         with c.case(f"{kind}: a body trickled a byte every 0.5 s is closed at the request deadline"):
             auth = f"Authorization: Bearer {token}\r\n" if kind == "TCP" else ""
             head = (f"POST /v1/instances HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
