@@ -52,7 +52,6 @@ enum conn_phase {
 };
 
 struct conn {
-    struct api_server *srv;
     int fd;                   /* MHD's socket (borrowed) */
     enum conn_phase phase;
     bool fresh;               /* accepted, not yet checked for a client gone before it */
@@ -807,7 +806,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct request *req = *con_cls;
-
     struct conn *k = conn_of(c);
 
     (void)toe;
@@ -825,8 +823,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
 }
 
-static void on_sweep(uv_timer_t *t);
-
 /* MHD_OPTION_NOTIFY_CONNECTION: track each connection for its deadlines. */
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
@@ -843,7 +839,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
             shutdown(ci->connect_fd, SHUT_RDWR); /* no deadline to keep: no connection */
             return;
         }
-        k->srv = srv;
         k->fd = ci->connect_fd;
         k->phase = CONN_HEAD;
         k->fresh = true;
@@ -877,16 +872,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
 static void on_timer(uv_timer_t *t);
 
-/* Run MHD, then re-arm the timer MHD asks for.
- *
- * At its connection limit (or after accept() failed with EMFILE) MHD takes
- * its listen socket out of its epoll set, and puts it back only at the
- * start of a later MHD_run(), once a connection has gone. Connections that
- * close during a run (clients hanging up, MHD's timeouts, our deadlines)
- * make that room at the run's end; if nothing else wakes the loop, no
- * later run comes: the listen socket never returns to the set, nothing is
- * accepted again and the accept queue stays full. So a run in which a
- * connection closed is followed by another at once. */
 /* 1 if a connection still waiting for its request head can never send
  * one: its client has hung up and MHD has read every byte it sent. MHD
  * (edge-triggered epoll) misses a hang-up that came with the data before
@@ -933,6 +918,16 @@ static bool check_fresh(struct api_server *srv)
     return cut;
 }
 
+/* Run MHD, then re-arm the timer MHD asks for.
+ *
+ * At its connection limit (or after accept() failed with EMFILE) MHD takes
+ * its listen socket out of its epoll set, and puts it back only at the
+ * start of a later MHD_run(), once a connection has gone. Connections that
+ * close during a run (clients hanging up, MHD's timeouts, our deadlines)
+ * make that room at the run's end; if nothing else wakes the loop, no
+ * later run comes: the listen socket never returns to the set, nothing is
+ * accepted again and the accept queue stays full. So a run in which a
+ * connection closed is followed by another at once. */
 static void drive(struct api_server *srv)
 {
     MHD_UNSIGNED_LONG_LONG timeout;
