@@ -343,6 +343,7 @@ int main(int argc, char **argv)
         return 0;
     if (r < 0 || config_finish(&a.cfg, &err) < 0) {
         fprintf(stderr, "compute-agent: %s\n", err.message);
+        config_release(&a.cfg);
         return 2;
     }
     log_level_parse(a.cfg.log_level, &lvl);
