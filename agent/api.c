@@ -2,12 +2,16 @@
 #include "agent/api.h"
 
 #include <microhttpd.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <netdb.h>
+#include <unistd.h>
 
 #include "agent/controller.h"
 #include "agent/events.h"
@@ -19,14 +23,40 @@
 #include "agent/ops.h"
 #include "agent/resources.h"
 
+struct conn;
+
 struct api_server {
     struct api *api;          /* back pointer */
     struct MHD_Daemon *mhd;   /* the server (owned) */
     uv_poll_t poll;           /* MHD's epoll fd */
-    uv_timer_t timer;         /* MHD's connection timeouts */
+    uv_timer_t timer;         /* MHD's connection timeouts; an immediate re-run */
+    uv_timer_t sweep;         /* the request deadlines (and a periodic run) */
+    struct conn *conns;       /* open connections, for their deadlines (newest first) */
+    unsigned fresh;           /* how many of them are still to be checked for a hang-up */
+    const char *name;         /* the listener's config key, for the log */
     bool tcp;                 /* needs the bearer token */
     bool metrics_only;        /* serves GET /metrics and nothing else */
     bool open;                /* handles initialized */
+    bool closed_in_run;       /* a connection closed during this MHD_run */
+};
+
+/* One connection, tracked for the deadlines MHD does not keep: MHD's own
+ * timeout is an idle timeout, which a client sending a byte now and then
+ * never meets. At a deadline the socket is shut down; MHD then reads EOF
+ * and closes the connection itself. */
+enum conn_phase {
+    CONN_HEAD,                /* waiting for a request head: header_timeout */
+    CONN_REQUEST,             /* head read, body or answer under way: request_timeout */
+    CONN_SUSPENDED,           /* a long-poll: bounded by its own wait */
+    CONN_CUT,                 /* shut down at a deadline, MHD to close it */
+};
+
+struct conn {
+    int fd;                   /* MHD's socket (borrowed) */
+    enum conn_phase phase;
+    bool fresh;               /* accepted, not yet checked for a client gone before it */
+    uint64_t since_ms;        /* loop time the request began (or the long-poll resumed) */
+    struct conn *prev, *next;
 };
 
 struct waiter;
@@ -38,6 +68,9 @@ struct api {
     struct api_server metrics_srv; /* /metrics only, for scrapers (no token) */
     struct waiter *waiters;   /* suspended long-polls */
     int pending_closes;       /* handles whose close callback is due */
+    bool socket_bound;        /* api.socket is ours to remove at exit */
+    dev_t socket_dev;         /* ... and is this inode */
+    ino_t socket_ino;
 };
 
 struct request {
@@ -53,6 +86,7 @@ struct waiter {
     struct api *api;
     struct api_server *srv;   /* the server of the connection */
     struct MHD_Connection *conn;
+    struct conn *k;           /* its deadline tracking (may be NULL) */
     struct request *req;
     char op_id[37];
     uv_timer_t timer;         /* the deadline */
@@ -431,19 +465,75 @@ not_allowed:
 
 /* ---- MHD glue ---- */
 
-static bool token_ok(const char *header, const char *token)
+/* "Authorization: Bearer TOKEN": the scheme in any case (RFC 7235), one or
+ * more spaces, then exactly the token: the value's full length (MHD keeps
+ * bytes after an embedded NUL), compared in constant time. */
+static bool token_ok(struct MHD_Connection *c, const char *token)
 {
-    size_t tl = strlen(token), hl;
+    const char *v = NULL;
+    size_t vlen = 0, tl = strlen(token), i = 6;
     unsigned char diff = 0;
 
-    if (!header || strncmp(header, "Bearer ", 7) != 0)
+    if (MHD_lookup_connection_value_n(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION,
+                                      strlen(MHD_HTTP_HEADER_AUTHORIZATION), &v, &vlen) != MHD_YES ||
+        !v || vlen < 7 || strncasecmp(v, "Bearer", 6) != 0 || v[6] != ' ')
         return false;
-    header += 7;
-    hl = strlen(header);
-    /* constant time over the token's length */
-    for (size_t i = 0; i < tl; i++)
-        diff |= (unsigned char)token[i] ^ (unsigned char)(i < hl ? header[i] : 0);
-    return diff == 0 && hl == tl;
+    while (i < vlen && v[i] == ' ')
+        i++;
+    v += i;
+    vlen -= i;
+    if (vlen != tl)
+        return false;
+    for (i = 0; i < tl; i++)
+        diff |= (unsigned char)token[i] ^ (unsigned char)v[i];
+    return diff == 0;
+}
+
+static const char *skip_ows(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/* Content-Type names JSON: the media type application/json exactly (any
+ * case), then only parameters; a charset, if given, is utf-8. */
+static bool json_media_type(const char *v)
+{
+    const char *p = skip_ows(v);
+
+    if (strncasecmp(p, "application/json", 16) != 0)
+        return false;
+    p = skip_ows(p + 16);
+    while (*p == ';') {
+        const char *name = p = skip_ows(p + 1), *val;
+        size_t nlen, vlen;
+        while (*p && *p != '=' && *p != ';' && *p != ' ' && *p != '\t' && *p != '"')
+            p++;
+        nlen = (size_t)(p - name);
+        if (!nlen || *p != '=')
+            return false;
+        val = ++p;
+        if (*p == '"') {
+            val = ++p;
+            while (*p && *p != '"' && *p != '\\')
+                p++;
+            if (*p != '"')
+                return false;
+            vlen = (size_t)(p++ - val);
+        } else {
+            while (*p && *p != ';' && *p != ' ' && *p != '\t' && *p != '"')
+                p++;
+            vlen = (size_t)(p - val);
+        }
+        if (!vlen)
+            return false;
+        if (nlen == 7 && !strncasecmp(name, "charset", 7) &&
+            !(vlen == 5 && !strncasecmp(val, "utf-8", 5)))
+            return false;
+        p = skip_ows(p);
+    }
+    return *p == '\0';
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *body)
@@ -531,12 +621,24 @@ static void waiter_resume(struct waiter *w, int status, json_t *reply)
         w->next->prev = w->prev;
     w->req->status = status;
     w->req->reply = reply;
+    if (w->k && w->k->phase == CONN_SUSPENDED) {
+        /* the answer must go out within a request deadline of its own */
+        w->k->phase = CONN_REQUEST;
+        w->k->since_ms = uv_now(api->a->loop);
+    }
     MHD_resume_connection(w->conn);
     /* MHD serves a resumed connection on its next run: make that now */
     if (!api->a->stopping)
         uv_timer_start(&w->srv->timer, on_timer, 0, 0);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_waiter_closed);
+}
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
 }
 
 static void on_wait_deadline(uv_timer_t *t)
@@ -594,6 +696,7 @@ static int maybe_wait(struct api_server *srv, struct MHD_Connection *c, struct r
     w->api = api;
     w->srv = srv;
     w->conn = c;
+    w->k = conn_of(c);
     w->req = req;
     strscpy(w->op_id, id, sizeof(w->op_id));
     uv_timer_init(api->a->loop, &w->timer);
@@ -603,6 +706,8 @@ static int maybe_wait(struct api_server *srv, struct MHD_Connection *c, struct r
     if (api->waiters)
         api->waiters->prev = w;
     api->waiters = w;
+    if (w->k)
+        w->k->phase = CONN_SUSPENDED; /* its wait bounds it, not the request deadline */
     MHD_suspend_connection(c);
     return 1;
 }
@@ -623,9 +728,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!req) {
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         int64_t clen;
+        struct conn *k = conn_of(c);
         req = calloc(1, sizeof(*req));
         if (!req)
             return MHD_NO;
+        if (k && k->phase == CONN_HEAD)
+            k->phase = CONN_REQUEST; /* the head is in: the request deadline runs on */
         if (cl && parse_int64(cl, 0, INT64_MAX, &clen) == 0 && clen > API_MAX_BODY)
             req->too_big = true;
         *con_cls = req;
@@ -653,8 +761,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_json(c, req->status, r);
     }
     t0 = now_mono_ns();
-    if (srv->tcp && !token_ok(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"),
-                              a->cfg.api_token)) {
+    if (srv->tcp && !token_ok(c, a->cfg.api_token)) {
         status = fail_with(&reply, "unauthorized", NULL, "a valid bearer token is required");
         goto send;
     }
@@ -663,7 +770,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         goto send;
     }
     ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    if (req->len && ctype && strncasecmp(ctype, "application/json", 16) != 0) {
+    if (req->len && ctype && !json_media_type(ctype)) {
         status = fail_with(&reply, "unsupported_media_type", NULL, "the body must be application/json");
         goto send;
     }
@@ -703,9 +810,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     struct request *req = *con_cls;
+    struct conn *k = conn_of(c);
 
-    (void)cls;
-    (void)c;
     (void)toe;
     if (req) {
         json_decref(req->reply);
@@ -713,20 +819,164 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         free(req);
         *con_cls = NULL;
     }
+    if (k && k->phase != CONN_CUT) {
+        /* kept alive: the next request head is due within header_timeout */
+        struct api_server *srv = cls;
+        k->phase = CONN_HEAD;
+        k->since_ms = uv_now(srv->api->a->loop);
+    }
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: track each connection for its deadlines. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct api_server *srv = cls;
+    struct conn *k = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            return;
+        k = calloc(1, sizeof(*k));
+        if (!k) {
+            shutdown(ci->connect_fd, SHUT_RDWR); /* no deadline to keep: no connection */
+            return;
+        }
+        k->fd = ci->connect_fd;
+        k->phase = CONN_HEAD;
+        k->fresh = true;
+        srv->fresh++;
+        k->since_ms = uv_now(srv->api->a->loop);
+        k->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = k;
+        srv->conns = k;
+        *socket_context = k;
+        return;
+    }
+    /* MHD_CONNECTION_NOTIFY_CLOSED */
+    srv->closed_in_run = true;
+    if (!k)
+        return;
+    if (k->fresh)
+        srv->fresh--;
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        srv->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    for (struct waiter *w = srv->api->waiters; w; w = w->next)
+        if (w->k == k)
+            w->k = NULL;
+    free(k);
+    *socket_context = NULL;
 }
 
 static void on_timer(uv_timer_t *t);
 
-/* Run MHD, then re-arm the timer MHD asks for. */
+/* 1 if a connection still waiting for its request head can never send
+ * one: its client has hung up and MHD has read every byte it sent. MHD
+ * (edge-triggered epoll) misses a hang-up that came with the data before
+ * the accept, and would keep such a connection to its deadline; a queue of
+ * them behind the connection limit would then keep everyone out. 0 if
+ * alive, -1 if MHD has bytes still to read (ask again later). */
+static int head_abandoned(const struct conn *k)
+{
+    struct pollfd p = {.fd = k->fd, .events = POLLIN | POLLRDHUP};
+    int unread = 0;
+
+    if (poll(&p, 1, 0) != 1 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+        return 0;
+    if (ioctl(k->fd, FIONREAD, &unread) < 0 || unread > 0)
+        return -1;
+    return 1;
+}
+
+static void conn_cut(struct conn *k)
+{
+    k->phase = CONN_CUT;
+    shutdown(k->fd, SHUT_RDWR);
+}
+
+/* The connections accepted in the last run: cut those abandoned already. */
+static bool check_fresh(struct api_server *srv)
+{
+    bool cut = false;
+
+    for (struct conn *k = srv->conns; k && srv->fresh; k = k->next) {
+        int r;
+        if (!k->fresh)
+            continue;
+        r = k->phase == CONN_HEAD ? head_abandoned(k) : 0;
+        if (r < 0)
+            continue;
+        if (r > 0) {
+            conn_cut(k);
+            cut = true;
+        }
+        k->fresh = false;
+        srv->fresh--;
+    }
+    return cut;
+}
+
+/* Run MHD, then re-arm the timer MHD asks for.
+ *
+ * At its connection limit (or after accept() failed with EMFILE) MHD takes
+ * its listen socket out of its epoll set, and puts it back only at the
+ * start of a later MHD_run(), once a connection has gone. Connections that
+ * close during a run (clients hanging up, MHD's timeouts, our deadlines)
+ * make that room at the run's end; if nothing else wakes the loop, no
+ * later run comes: the listen socket never returns to the set, nothing is
+ * accepted again and the accept queue stays full. So a run in which a
+ * connection closed is followed by another at once. */
 static void drive(struct api_server *srv)
 {
     MHD_UNSIGNED_LONG_LONG timeout;
 
+    srv->closed_in_run = false;
     MHD_run(srv->mhd);
-    if (MHD_get_timeout(srv->mhd, &timeout) == MHD_YES)
+    if (srv->fresh && check_fresh(srv))
+        srv->closed_in_run = true;
+    if (srv->closed_in_run)
+        uv_timer_start(&srv->timer, on_timer, 0, 0);
+    else if (MHD_get_timeout(srv->mhd, &timeout) == MHD_YES)
         uv_timer_start(&srv->timer, on_timer, timeout, 0);
     else
         uv_timer_stop(&srv->timer);
+}
+
+#define SWEEP_MS 250
+
+/* Shut down the connections past their deadline; run MHD (which also
+ * keeps a missed wake-up from lasting). */
+static void on_sweep(uv_timer_t *t)
+{
+    struct api_server *srv = t->data;
+    struct agent_config *cfg = &srv->api->a->cfg;
+    uint64_t now = uv_now(srv->api->a->loop);
+    unsigned head = 0, request = 0;
+
+    for (struct conn *k = srv->conns; k; k = k->next) {
+        bool late = (k->phase == CONN_HEAD && now - k->since_ms >= (uint64_t)cfg->api_header_timeout_s * 1000) ||
+                    (k->phase == CONN_REQUEST && now - k->since_ms >= (uint64_t)cfg->api_request_timeout_s * 1000);
+        if (!late) {
+            if (k->phase == CONN_HEAD && head_abandoned(k) > 0)
+                conn_cut(k);
+            continue;
+        }
+        if (k->phase == CONN_HEAD)
+            head++;
+        else
+            request++;
+        conn_cut(k);
+    }
+    if (head || request)
+        log_info("connections closed at their deadline", "listener=%s without_request_head=%u request_too_long=%u",
+                 srv->name, head, request);
+    drive(srv);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -741,20 +991,60 @@ static void on_poll(uv_poll_t *p, int status, int events)
     drive(p->data);
 }
 
-static int unix_listen(const char *path, struct agent_error *err)
+/* Remove what is at api.socket only if it is a socket nobody serves on (a
+ * previous agent's, left by a crash); anything else stays and is an error. */
+static int unix_remove_stale(const struct sockaddr_un *sa, struct agent_error *err)
+{
+    struct stat st;
+    int fd, r;
+
+    if (lstat(sa->sun_path, &st) < 0)
+        return errno == ENOENT ? 0
+                               : agent_error_set(err, errno, "invalid_config", "api.socket", "cannot stat %s: %s",
+                                                 sa->sun_path, strerror(errno));
+    if (!S_ISSOCK(st.st_mode))
+        return agent_error_set(err, EEXIST, "invalid_config", "api.socket",
+                               "%s exists and is not a socket; not removing it", sa->sun_path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return agent_error_set(err, errno, "internal", "api.socket", "socket: %s", strerror(errno));
+    r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ? 0 : errno;
+    close(fd);
+    if (r != ECONNREFUSED && r != ENOENT)
+        return agent_error_set(err, EADDRINUSE, "invalid_config", "api.socket",
+                               "%s is in use by another process; not removing it", sa->sun_path);
+    if (unlink(sa->sun_path) < 0 && errno != ENOENT)
+        return agent_error_set(err, errno, "invalid_config", "api.socket", "cannot remove the stale %s: %s",
+                               sa->sun_path, strerror(errno));
+    return 0;
+}
+
+static int unix_listen(struct api *api, const char *path, struct agent_error *err)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int fd;
+    struct stat st;
+    int fd, r;
 
     if (strscpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
         return agent_error_set(err, ENAMETOOLONG, "invalid_config", "api.socket",
                                "socket path too long: %s", path);
+    if ((r = unix_remove_stale(&sa, err)) < 0)
+        return r;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return agent_error_set(err, errno, "invalid_config", "api.socket", "socket: %s", strerror(errno));
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0660) < 0 ||
-        listen(fd, 512) < 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return agent_error_set(err, e, "invalid_config", "api.socket", "cannot listen on %s: %s", path,
+                               strerror(e));
+    }
+    if (lstat(path, &st) == 0) {
+        api->socket_bound = true;
+        api->socket_dev = st.st_dev;
+        api->socket_ino = st.st_ino;
+    }
+    if (chmod(path, 0660) < 0 || listen(fd, 512) < 0) {
         int e = errno;
         close(fd);
         return agent_error_set(err, e, "invalid_config", "api.socket", "cannot listen on %s: %s", path,
@@ -803,17 +1093,37 @@ static int tcp_listen(const char *hostport, struct agent_error *err)
 
 static void server_stop(struct api_server *srv);
 
-static int server_start(struct api *api, struct api_server *srv, int fd, bool tcp,
-                        struct agent_error *err)
+/* Connections at once per listener: api.max_connections, within the
+ * open-file limit (kept clear of what the rest of the agent needs). */
+static unsigned connection_limit(const struct agent_config *cfg, unsigned listeners)
+{
+    struct rlimit rl;
+    uint64_t limit = (uint64_t)cfg->api_max_connections, budget;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        budget = rl.rlim_cur > 512 ? (rl.rlim_cur - 256) / listeners : 64;
+        if (limit > budget)
+            limit = budget;
+    }
+    return (unsigned)limit;
+}
+
+static int server_start(struct api *api, struct api_server *srv, int fd, bool tcp, const char *name,
+                        unsigned limit, struct agent_error *err)
 {
     const union MHD_DaemonInfo *info;
+    /* per client address, on TCP (MHD counts none on a unix socket) */
+    unsigned per_ip = tcp || srv->metrics_only ? (unsigned)api->a->cfg.api_per_address_limit : 0;
 
     srv->api = api;
     srv->tcp = tcp;
+    srv->name = name;
     srv->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL, on_request, srv,
                                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                                srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+                                srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                                MHD_OPTION_CONNECTION_LIMIT, limit,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_END);
     if (!srv->mhd) {
         close(fd);
@@ -827,10 +1137,13 @@ static int server_start(struct api *api, struct api_server *srv, int fd, bool tc
         return agent_error_set(err, EIO, "internal", NULL, "cannot watch the HTTP server");
     }
     uv_timer_init(api->a->loop, &srv->timer);
+    uv_timer_init(api->a->loop, &srv->sweep);
     srv->poll.data = srv;
     srv->timer.data = srv;
+    srv->sweep.data = srv;
     srv->open = true;
     uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+    uv_timer_start(&srv->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     drive(srv);
     return 0;
 }
@@ -838,19 +1151,22 @@ static int server_start(struct api *api, struct api_server *srv, int fd, bool tc
 int api_new(struct agent *a, struct api **ret, struct agent_error *err)
 {
     struct api *api = calloc(1, sizeof(*api));
+    unsigned limit = connection_limit(&a->cfg, 1 + !!a->cfg.api_listen[0] + !!a->cfg.metrics_listen[0]);
     int fd, r = 0;
 
     if (!api)
         return -ENOMEM;
     api->a = a;
-    fd = unix_listen(a->cfg.api_socket, err);
-    if (fd < 0 || (r = server_start(api, &api->unix_srv, fd, false, err)) < 0) {
+    if (limit < a->cfg.api_max_connections)
+        log_warn("the open-file limit caps api.max_connections", "max_connections=%u", limit);
+    fd = unix_listen(api, a->cfg.api_socket, err);
+    if (fd < 0 || (r = server_start(api, &api->unix_srv, fd, false, "api.socket", limit, err)) < 0) {
         api_free(api);
         return fd < 0 ? fd : r;
     }
     if (a->cfg.api_listen[0]) {
         fd = tcp_listen(a->cfg.api_listen, err);
-        if (fd < 0 || (r = server_start(api, &api->tcp_srv, fd, true, err)) < 0) {
+        if (fd < 0 || (r = server_start(api, &api->tcp_srv, fd, true, "api.listen", limit, err)) < 0) {
             api_free(api);
             return fd < 0 ? fd : r;
         }
@@ -859,7 +1175,8 @@ int api_new(struct agent *a, struct api **ret, struct agent_error *err)
         fd = tcp_listen(a->cfg.metrics_listen, err);
         if (fd >= 0)
             api->metrics_srv.metrics_only = true;
-        if (fd < 0 || (r = server_start(api, &api->metrics_srv, fd, false, err)) < 0) {
+        if (fd < 0 ||
+            (r = server_start(api, &api->metrics_srv, fd, false, "telemetry.metrics_listen", limit, err)) < 0) {
             if (err)
                 strscpy(err->field, "telemetry.metrics_listen", sizeof(err->field));
             api_free(api);
@@ -884,9 +1201,10 @@ static void server_stop(struct api_server *srv)
     if (srv->mhd) {
         if (srv->open) {
             uv_poll_stop(&srv->poll);
-            srv->api->pending_closes += 2;
+            srv->api->pending_closes += 3;
             uv_close((uv_handle_t *)&srv->poll, on_closed);
             uv_close((uv_handle_t *)&srv->timer, on_closed);
+            uv_close((uv_handle_t *)&srv->sweep, on_closed);
         }
         MHD_stop_daemon(srv->mhd);
         srv->mhd = NULL;
@@ -905,8 +1223,13 @@ void api_free(struct api *api)
     if (api->tcp_srv.mhd)
         MHD_run(api->tcp_srv.mhd);
     server_stop(&api->metrics_srv);
-    if (api->a->cfg.api_socket)
-        unlink(api->a->cfg.api_socket);
+    if (api->socket_bound) {
+        /* ours only if it is still the inode bound (not a successor's) */
+        struct stat st;
+        if (lstat(api->a->cfg.api_socket, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == api->socket_dev &&
+            st.st_ino == api->socket_ino)
+            unlink(api->a->cfg.api_socket);
+    }
     server_stop(&api->unix_srv);
     server_stop(&api->tcp_srv);
     if (api->pending_closes == 0)

@@ -1,7 +1,10 @@
 /* api.h: the agent's REST API (HTTP/1.1 through libmicrohttpd, driven by
  * the libuv loop through MHD's epoll fd: no thread, no hand-written parser).
  * On a unix socket always; on TCP only when configured, then every request
- * needs "Authorization: Bearer <token>". */
+ * needs "Authorization: Bearer <token>". Each connection has deadlines of
+ * its own (api.header_timeout for a request head, api.request_timeout for a
+ * whole request; a long-poll is bounded by its wait), and on TCP at most
+ * api.per_address_limit connections come from one address. */
 #ifndef CA_AGENT_API_H
 #define CA_AGENT_API_H
 

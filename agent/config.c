@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent/log.h"
 
@@ -46,7 +48,12 @@ static const struct key_desc keys[] = {
     K("hypervisor", "workers", KEY_INT, workers, "8", 1, 128, NULL, "worker threads for blocking libvirt calls"),
     K("api", "socket", KEY_STR, api_socket, "", 0, 0, "api-socket", "unix socket of the REST API (default: STATE_DIR/api.sock)"),
     K("api", "listen", KEY_STR, api_listen, "", 0, 0, "api-listen", "HOST:PORT to serve the API on TCP too (needs a token)"),
-    K("api", "token", KEY_STR, api_token, "", 0, 0, "api-token", "bearer token required on TCP"),
+    K("api", "token", KEY_STR, api_token, "", 0, 0, "api-token", "bearer token required on TCP (16 bytes or more; prefer api.token_file)"),
+    K("api", "token_file", KEY_STR, api_token_file, "", 0, 0, "api-token-file", "file holding the bearer token (one line)"),
+    K("api", "header_timeout", KEY_INT, api_header_timeout_s, "5", 1, 3600, NULL, "seconds a client may take to send a request's head"),
+    K("api", "request_timeout", KEY_INT, api_request_timeout_s, "30", 1, 3600, NULL, "seconds a whole request may take (a long-poll: its wait on top)"),
+    K("api", "per_address_limit", KEY_INT, api_per_address_limit, "128", 1, 1000000, NULL, "TCP connections at once from one client address"),
+    K("api", "max_connections", KEY_INT, api_max_connections, "4096", 16, 1000000, NULL, "connections at once per listener (capped by the open-file limit)"),
     K("resources", "cpu_allocation_ratio", KEY_DOUBLE, cpu_allocation_ratio, "16.0", 0, 1000, NULL, "vCPUs per physical CPU"),
     K("resources", "ram_allocation_ratio", KEY_DOUBLE, ram_allocation_ratio, "1.0", 0, 1000, NULL, "guest memory per host memory"),
     K("resources", "disk_allocation_ratio", KEY_DOUBLE, disk_allocation_ratio, "1.0", 0, 1000, NULL, "guest disk per host disk"),
@@ -306,12 +313,80 @@ int config_from_args(struct agent_config *cfg, int argc, char **argv, struct age
     return 0;
 }
 
+#define API_TOKEN_MIN 16
+
+/* api.token_file: one line (a trailing newline is not part of the token),
+ * not readable by other users. 0 with *out set (caller frees), or -errno. */
+static int token_read(const char *path, char **out, struct agent_error *err)
+{
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    char buf[4097];
+    struct stat st;
+    size_t n;
+
+    if (!f)
+        return agent_error_set(err, errno, "invalid_config", "api.token_file", "api.token_file: cannot open %s: %s",
+                               path, strerror(errno));
+    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode))
+        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file", "api.token_file: %s is not a regular file", path);
+    if (st.st_mode & (S_IROTH | S_IWOTH))
+        return agent_error_set(err, EPERM, "invalid_config", "api.token_file",
+                               "api.token_file: %s is accessible to other users (mode %03o); chmod o-rwx it", path,
+                               (unsigned)(st.st_mode & 0777));
+    n = fread(buf, 1, sizeof(buf), f);
+    if (ferror(f) || n == sizeof(buf))
+        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file",
+                               "api.token_file: %s: cannot read it, or longer than 4096 bytes", path);
+    if (n && buf[n - 1] == '\n')
+        n--;
+    if (n && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    if (strlen(buf) != n)
+        return agent_error_set(err, EINVAL, "invalid_config", "api.token_file", "api.token_file: %s holds a NUL byte",
+                               path);
+    *out = strdup(buf);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* The bearer token: from api.token or api.token_file (not both), at
+ * least API_TOKEN_MIN bytes of visible ASCII. */
+static int token_finish(struct agent_config *cfg, struct agent_error *err)
+{
+    const char *field = "api.token";
+
+    if (cfg->api_token_file[0]) {
+        char *tok;
+        int r;
+        if (cfg->api_token[0])
+            return agent_error_set(err, EINVAL, "invalid_config", "api.token_file",
+                                   "api.token_file: set api.token or api.token_file, not both");
+        if ((r = token_read(cfg->api_token_file, &tok, err)) < 0)
+            return r;
+        free(cfg->api_token);
+        cfg->api_token = tok;
+        field = "api.token_file";
+    }
+    if (!cfg->api_token[0])
+        return 0;
+    for (const char *p = cfg->api_token; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return agent_error_set(err, EINVAL, "invalid_config", field,
+                                   "%s: the token must be visible ASCII (no spaces or control bytes)", field);
+    if (strlen(cfg->api_token) < API_TOKEN_MIN)
+        return agent_error_set(err, EINVAL, "invalid_config", field,
+                               "%s: the token is %zu bytes; at least %d are required", field,
+                               strlen(cfg->api_token), API_TOKEN_MIN);
+    return 0;
+}
+
 int config_finish(struct agent_config *cfg, struct agent_error *err)
 {
     static const char *const drivers[] = {"kvm", "qemu", "xen", "test"};
     static const char *const dtypes[] = {"auto", "kvm", "qemu"};
     enum log_level lvl;
     bool ok = false;
+    int r;
 
     for (size_t i = 0; i < ARRAY_SIZE(drivers); i++)
         ok |= strcmp(cfg->hypervisor, drivers[i]) == 0;
@@ -351,6 +426,8 @@ int config_finish(struct agent_config *cfg, struct agent_error *err)
         (!cfg->ks_auth_url[0] || !cfg->ks_username[0] || !cfg->ks_password[0] || !cfg->ks_project_name[0]))
         return agent_error_set(err, EINVAL, "invalid_config", "placement.auth_url",
                                "keystone auth needs auth_url, username, password and project_name");
+    if ((r = token_finish(cfg, err)) < 0)
+        return r;
     if (cfg->api_listen[0] && !cfg->api_token[0])
         return agent_error_set(err, EINVAL, "invalid_config", "api.token",
                                "serving the API on TCP (%s) needs api.token", cfg->api_listen);

@@ -26,6 +26,11 @@ struct agent_config {
     char *api_socket;         /* unix socket path (empty: <state_dir>/api.sock) */
     char *api_listen;         /* HOST:PORT for TCP, empty: no TCP */
     char *api_token;          /* bearer token required on TCP */
+    char *api_token_file;     /* file holding the token (instead of api_token) */
+    int64_t api_header_timeout_s;  /* seconds a connection may take to send a request head */
+    int64_t api_request_timeout_s; /* seconds a whole request may take (long-polls: their wait) */
+    int64_t api_per_address_limit; /* TCP connections at once from one address */
+    int64_t api_max_connections;   /* connections at once per listener */
     /* [resources] */
     double cpu_allocation_ratio;
     double ram_allocation_ratio;

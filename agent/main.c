@@ -1,12 +1,16 @@
 /* main.c: compute-agent. Builds struct agent, connects to the hypervisor
  * (off the loop, with backoff), reconciles, serves the API, and says READY=1
  * to systemd once it serves. SIGTERM stops the agent, not the guests. */
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "agent/agent.h"
@@ -279,6 +283,54 @@ static int make_dir(const char *path, struct agent_error *err)
     return 0;
 }
 
+/* One agent per state directory: an exclusive flock on STATE_DIR/agent.lock,
+ * held (the fd open) for the process's life, with the holder's pid in it
+ * for the next one's error. Returns the fd, or -errno with err set. */
+static int lock_state_dir(const char *dir, struct agent_error *err)
+{
+    char path[4200], pid[32] = "";
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/agent.lock", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0)
+        return agent_error_set(err, errno, "invalid_config", "agent.state_dir", "cannot open %s: %s", path,
+                               strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return agent_error_set(err, EBUSY, "invalid_config", "agent.state_dir",
+                                   "state directory %s is in use by pid %s (%s is locked)", dir,
+                                   pid[0] ? pid : "unknown", path);
+        return agent_error_set(err, e, "invalid_config", "agent.state_dir", "cannot lock %s: %s", path,
+                               strerror(e));
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        close(fd);
+        return agent_error_set(err, e, "invalid_config", "agent.state_dir", "cannot write %s: %s", path,
+                               strerror(e));
+    }
+    return fd;
+}
+
+/* Clients' connections are file descriptors: take all the kernel allows. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct agent a = {0};
@@ -287,7 +339,7 @@ int main(int argc, char **argv)
     const struct hv_driver *drv;
     char path[4200], threads[16], imgc_dir[4200];
     enum log_level lvl;
-    int r;
+    int r, lock_fd = -1;
 
     signal(SIGPIPE, SIG_IGN);
     /* worker threads would each get a malloc arena; two serve them well */
@@ -298,6 +350,7 @@ int main(int argc, char **argv)
         return 0;
     if (r < 0 || config_finish(&a.cfg, &err) < 0) {
         fprintf(stderr, "compute-agent: %s\n", err.message);
+        config_release(&a.cfg);
         return 2;
     }
     log_level_parse(a.cfg.log_level, &lvl);
@@ -308,8 +361,11 @@ int main(int argc, char **argv)
     a.loop = uv_default_loop();
 
     snprintf(a.instances_dir, sizeof(a.instances_dir), "%s/instances", a.cfg.state_dir);
-    if (make_dir(a.cfg.state_dir, &err) < 0 || make_dir(a.instances_dir, &err) < 0)
+    /* the lock before anything that touches the directory's contents */
+    if (make_dir(a.cfg.state_dir, &err) < 0 || (lock_fd = lock_state_dir(a.cfg.state_dir, &err)) < 0 ||
+        make_dir(a.instances_dir, &err) < 0)
         goto fail;
+    raise_nofile();
     snprintf(path, sizeof(path), "%s/agent.db", a.cfg.state_dir);
     if ((r = store_open(path, !strcmp(a.cfg.store_sync, "full"), &a.store, &err)) < 0)
         goto fail;
@@ -409,6 +465,7 @@ int main(int argc, char **argv)
         log_warn("loop closed with handles open", "error=%s", uv_strerror(r));
     log_info("compute-agent stopped", NULL);
     config_release(&a.cfg);
+    close(lock_fd);
     return 0;
 fail:
     {
@@ -427,5 +484,7 @@ fail:
     catalog_free(a.catalog);
     store_free(a.store);
     config_release(&a.cfg);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return 1;
 }

@@ -60,6 +60,22 @@ def main(c: calib.Checks):
     with c.case("'Bearer' with an empty token -> 401"):
         r = tcp().request("GET", "/v1/host", headers={"Authorization": "Bearer "})
         expect_error((r.status, r.json), 401, "unauthorized", what="empty bearer")
+    for scheme in ("bearer", "BEARER", "BeArEr"):
+        with c.case(f"scheme '{scheme}' (case-insensitive, RFC 7235) with the token -> 200"):
+            r = tcp().request("GET", "/v1/host", headers={"Authorization": f"{scheme} {token}"})
+            assert r.status == 200, f"-> {r.status} {short(r.json)}"
+    with c.case("'Bearer' and the token apart by two spaces -> 200"):
+        r = tcp().request("GET", "/v1/host", headers={"Authorization": f"Bearer  {token}"})
+        assert r.status == 200, f"-> {r.status} {short(r.json)}"
+    # libmicrohttpd 0.9.75 ends a header value at a NUL byte (bytes after it never reach the
+    # agent), so a NUL cannot shorten the compare: the part before it must be the whole token
+    for what, value in (("the token cut by a NUL byte", f"Bearer {token[:-4]}\0{token[-4:]}"),
+                        ("a NUL byte, then the token", f"Bearer \0{token}"),
+                        ("the token, a space and junk", f"Bearer {token} junk"),
+                        ("'Bearer' glued to the token", f"Bearer{token}")):
+        with c.case(f"{what} -> 401 (the whole value is compared)"):
+            r = tcp().request_raw("GET", "/v1/host", headers={"Authorization": value})
+            expect_error((r.status, r.json), 401, "unauthorized", what=what)
 
     with c.case("POST /v1/instances without a token -> 401 and nothing is created"):
         before = tcp(token).instances()
@@ -86,6 +102,56 @@ def main(c: calib.Checks):
     with c.case("agent exits 0 on SIGTERM"):
         rc = agent.stop(timeout=30)
         assert rc == 0, f"exit code {rc}"
+
+    # --api-token-file: the token stays out of /proc/PID/cmdline
+    tokfile = d / "token"
+    tokfile.write_text(token + "\n")
+    os.chmod(tokfile, 0o600)
+    port3 = free_port()
+    a3 = calib.Agent(d / "state3", hypervisor="test", api_listen=f"127.0.0.1:{port3}",
+                     extra_args=["--api-token-file", str(tokfile)])
+    c.agents.append(a3)
+    with c.case("--api-token-file: the token from the file (its newline dropped) is required on TCP"):
+        a3.start(timeout=30)
+        cl3 = calib.Client(tcp=("127.0.0.1", port3), token=token)
+        st, b = cl3.call("GET", "/v1/host")
+        assert st == 200, f"-> {st} {short(b)}"
+        expect_error(calib.Client(tcp=("127.0.0.1", port3)).call("GET", "/v1/host"), 401, "unauthorized",
+                     what="no token")
+    with c.case("--api-token-file: the token is not in /proc/PID/cmdline"):
+        cmdline = open(f"/proc/{a3.proc.pid}/cmdline", "rb").read()
+        assert token.encode() not in cmdline, "the token is readable from the command line"
+    a3.stop(timeout=30)
+
+    def refused(what, args, field, tag):
+        ag = calib.Agent(d / f"state-{tag}", hypervisor="test", api_listen=f"127.0.0.1:{free_port()}",
+                         extra_args=args)
+        c.agents.append(ag)
+        with c.case(f"{what}: refuses to start, naming {field}"):
+            ag.start(wait=False)
+            rc = ag.wait_exit(15)
+            if rc is None:
+                ag.kill()
+                raise AssertionError("still running after 15 s")
+            log = ag.log_path.read_text(errors="replace")
+            assert rc != 0, "exited 0"
+            assert field in log, f"the error does not name {field}: {log[-600:]}"
+
+    short_tok = d / "short"
+    short_tok.write_text("0123456789abcde\n")  # 15 bytes
+    os.chmod(short_tok, 0o600)
+    open_tok = d / "open"
+    open_tok.write_text(token + "\n")
+    os.chmod(open_tok, 0o644)
+    refused("--api-token of 15 bytes", ["--api-token", "0123456789abcde"], "api.token", "short")
+    refused("--api-token-file holding 15 bytes", ["--api-token-file", str(short_tok)], "api.token_file",
+            "shortfile")
+    refused("--api-token-file readable by every user", ["--api-token-file", str(open_tok)], "api.token_file",
+            "open")
+    refused("--api-token-file that does not exist", ["--api-token-file", str(d / "nope")], "api.token_file",
+            "missing")
+    refused("both --api-token and --api-token-file", ["--api-token", token, "--api-token-file", str(tokfile)],
+            "api.token_file", "both")
 
     # --api-listen without --api-token
     port2 = free_port()

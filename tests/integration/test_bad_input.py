@@ -150,6 +150,17 @@ def main(c: calib.Checks):
          (400, 415), None, ...),
         ("Content-Type application/x-www-form-urlencoded", "POST", L, json.dumps(body()),
          {"Content-Type": "application/x-www-form-urlencoded"}, (400, 415), None, ...),
+        # the media type is parsed exactly: a longer type that starts the same is not JSON
+        ("Content-Type application/jsonfoo", "POST", L, json.dumps(body()),
+         {"Content-Type": "application/jsonfoo"}, 415, "unsupported_media_type", ...),
+        ("Content-Type application/json-patch+json", "POST", L, json.dumps(body()),
+         {"Content-Type": "application/json-patch+json"}, 415, "unsupported_media_type", ...),
+        ("Content-Type application/json/x", "POST", L, json.dumps(body()),
+         {"Content-Type": "application/json/x"}, 415, "unsupported_media_type", ...),
+        ("Content-Type application/json; charset=latin1", "POST", L, json.dumps(body()),
+         {"Content-Type": "application/json; charset=latin1"}, 415, "unsupported_media_type", ...),
+        ("Content-Type application/json junk", "POST", L, json.dumps(body()),
+         {"Content-Type": "application/json junk"}, 415, "unsupported_media_type", ...),
         # actions
         ("action: malformed JSON", "POST", A, '{"action": ', None, 400, "invalid_json", None),
         ("action: missing action", "POST", A, {}, None, 400, "missing_field", "action"),
@@ -272,6 +283,9 @@ def main(c: calib.Checks):
               body(user_data=calib.b64(bytes(range(256)) * 64)), check=has_user_data)
     launch_ok("Content-Type 'application/json; charset=utf-8' is accepted", json.dumps(body()),
               headers={"Content-Type": "application/json; charset=utf-8"})
+    for ct in ("Application/JSON", "application/json;charset=UTF-8", 'application/json; charset="utf-8"',
+               "application/json ; foo=bar"):
+        launch_ok(f"Content-Type {ct!r} is accepted", json.dumps(body()), headers={"Content-Type": ct})
     launch_ok("flavor at the small bounds (memory_mb 16, disk_gb 0) is accepted",
               body(flavor=flavor(memory_mb=16, disk_gb=0)))
     launch_ok("kernel cmdline of exactly 2048 characters is accepted and shown back",

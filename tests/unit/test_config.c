@@ -94,6 +94,12 @@ static void test_errors(void **state)
     expect_error("[resources]\ncpu_allocation_ratio = nan\n", "resources.cpu_allocation_ratio");
     expect_error("[hypervisor]\ndriver = vmware\n", "hypervisor.driver");
     expect_error("[api]\nlisten = 127.0.0.1:8780\n", "api.token");
+    expect_error("[api]\ntoken = 0123456789abcde\n", "api.token");          /* 15 bytes */
+    expect_error("[api]\ntoken = 0123456789 abcdef\n", "api.token");        /* a space */
+    expect_error("[api]\ntoken_file = /nonexistent/token\n", "api.token_file");
+    expect_error("[api]\ntoken = 0123456789abcdef\ntoken_file = /etc/hostname\n", "api.token_file");
+    expect_error("[api]\nheader_timeout = 0\n", "api.header_timeout");
+    expect_error("[api]\nmax_connections = 1\n", "api.max_connections");
     expect_error("[agent]\nstate_dir = relative\n", "agent.state_dir");
     expect_error("key = value\n", "config");
     /* a key set twice in one file, in one section or in a repeated one */
