@@ -204,7 +204,9 @@ class Staller:
 
 def write_config(path, **api):
     path.write_text("[api]\n" + "".join(f"{k} = {v}\n" for k, v in api.items())
-                    + "[image_cache]\nstall_timeout = 60\n")
+                    + "[image_cache]\nstall_timeout = 60\n"
+                    # the long-poll case pulls from a server on loopback
+                    + "allowed_networks = 127.0.0.0/8\n")
     return path
 
 
