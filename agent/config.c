@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent/localfile.h"
 #include "agent/log.h"
 
 /* The longest line of a configuration file, without its newline. */
@@ -46,6 +47,7 @@ static const struct key_desc keys[] = {
     K("hypervisor", "reboot_timeout", KEY_INT, reboot_timeout, "60", 0, 3600, NULL, "seconds a graceful reboot may take before a reset"),
     K("hypervisor", "reconnect_max_backoff", KEY_INT, reconnect_max_s, "30", 1, 3600, NULL, "cap of the libvirt reconnect backoff, seconds"),
     K("hypervisor", "workers", KEY_INT, workers, "8", 1, 128, NULL, "worker threads for blocking libvirt calls"),
+    K("hypervisor", "local_image_dirs", KEY_STR, local_image_dirs, "", 0, 0, "local-image-dirs", "DIR[:DIR...] local image.path, kernel.path, kernel.initrd may come from (empty: none)"),
     K("api", "socket", KEY_STR, api_socket, "", 0, 0, "api-socket", "unix socket of the REST API (default: STATE_DIR/api.sock)"),
     K("api", "listen", KEY_STR, api_listen, "", 0, 0, "api-listen", "HOST:PORT to serve the API on TCP too (needs a token)"),
     K("api", "token", KEY_STR, api_token, "", 0, 0, "api-token", "bearer token required on TCP (16 bytes or more; prefer api.token_file)"),
@@ -408,6 +410,8 @@ int config_finish(struct agent_config *cfg, struct agent_error *err)
     if (strcmp(cfg->store_sync, "normal") && strcmp(cfg->store_sync, "full"))
         return agent_error_set(err, EINVAL, "invalid_config", "store.sync",
                                "store.sync '%s' is not normal or full", cfg->store_sync);
+    if (localfile_dirs_check(cfg->local_image_dirs, err) < 0)
+        return -EINVAL;
     if (cfg->state_dir[0] != '/')
         return agent_error_set(err, EINVAL, "invalid_config", "agent.state_dir",
                                "state directory '%s' must be an absolute path", cfg->state_dir);

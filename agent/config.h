@@ -22,6 +22,7 @@ struct agent_config {
     int64_t reboot_timeout;   /* seconds a graceful reboot may take */
     int64_t reconnect_max_s;  /* cap of the libvirt reconnect backoff */
     int64_t workers;          /* libvirt worker threads (UV_THREADPOOL_SIZE) */
+    char *local_image_dirs;   /* DIR[:DIR...] local guest files may come from; "": none */
     /* [api] */
     char *api_socket;         /* unix socket path (empty: <state_dir>/api.sock) */
     char *api_listen;         /* HOST:PORT for TCP, empty: no TCP */

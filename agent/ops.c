@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "agent/events.h"
+#include "agent/localfile.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/resources.h"
@@ -73,8 +74,8 @@ struct job {
     size_t ndoms;
     int64_t list_ms;          /* JOB_LIST: when the snapshot was taken */
     struct instance inst;     /* a copy for the worker (JOB_DEFINE) */
-    char *base_path;          /* JOB_DEFINE: cached base, copied from the run */
-    char base_format[8];
+    char *base_path;          /* JOB_DEFINE: cached base (copied from the run) or resolved local image */
+    char base_format[8];      /* its format, as its inspection found it */
     uint64_t base_vsize;
     void (*list_done)(struct agent *a, int result);
 };
@@ -269,57 +270,30 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
 
 /* ---- worker jobs ---- */
 
-static bool file_is_qcow2(const char *path, uint64_t *virtual_size)
-{
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    uint8_t h[32];
-
-    if (fd < 0 || pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
-        return false;
-    if (memcmp(h, "QFI\xfb", 4) != 0)
-        return false;
-    *virtual_size = 0;
-    for (int i = 24; i < 32; i++)
-        *virtual_size = *virtual_size << 8 | h[i];
-    return true;
-}
-
 /* The guest's disk: a qcow2 overlay on its base image, grown to the
- * flavor's disk size. The base is the image cache's verified file (format
- * detected by the cache) or a local image.path (format from its header).
- * The overlay is written beside its final name and renamed into place, so a
- * crash never leaves a half-written disk that a resumed launch would use. */
+ * flavor's disk size. The base (the image cache's verified file, or a local
+ * image.path resolved and inspected by check_local_files()) comes with the
+ * format its inspection found, which the overlay names explicitly: nothing
+ * probes the base's bytes again. The overlay is written beside its final
+ * name and renamed into place, so a crash never leaves a half-written disk
+ * that a resumed launch would use. */
 static int prepare_disk(struct instance *inst, const struct job *j, const char *dir,
                         const char **format, struct agent_error *err)
 {
     char overlay[4400], tmp[4500];
-    const char *base = j->base_path ? j->base_path : inst->boot.image_path;
-    const char *base_format = j->base_format;
-    uint64_t vsize = j->base_vsize, want;
+    uint64_t want;
     int r;
 
-    if (!base)
+    if (!j->base_path)
         return 0;
-    if (!j->base_path) {
-        struct stat st;
-        if (stat(base, &st) < 0)
-            return agent_error_set(err, errno, "invalid_field", "image.path", "image %s: %s", base,
-                                   strerror(errno));
-        if (file_is_qcow2(base, &vsize)) {
-            base_format = "qcow2";
-        } else {
-            base_format = "raw";
-            vsize = (uint64_t)st.st_size;
-        }
-    }
     snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
     if (access(overlay, F_OK) != 0) {
         want = (uint64_t)inst->flavor.disk_gb << 30;
-        if (want < vsize)
-            want = vsize;
+        if (want < j->base_vsize)
+            want = j->base_vsize;
         snprintf(tmp, sizeof(tmp), "%s.tmp", overlay);
         unlink(tmp); /* a leftover of a crash */
-        if ((r = imgcache_qcow2_overlay_write(tmp, base, base_format, want, err)) < 0)
+        if ((r = imgcache_qcow2_overlay_write(tmp, j->base_path, j->base_format, want, err)) < 0)
             return r;
         if (rename(tmp, overlay) < 0) {
             r = agent_error_set(err, errno, "internal", NULL, "rename %s: %s", tmp, strerror(errno));
@@ -329,6 +303,49 @@ static int prepare_disk(struct instance *inst, const struct job *j, const char *
     }
     set_str(&inst->disk_path, overlay);
     *format = "qcow2";
+    return 0;
+}
+
+/* Local guest files, checked again where they are used (the launch checked
+ * them when it was accepted; a crash may have come between, or the files
+ * changed): each resolved once more inside hypervisor.local_image_dirs, the
+ * symlink-free result used from here on; a local image is judged by the
+ * image cache's inspection, which decides its format. */
+static int check_local_files(struct job *j, struct agent_error *err)
+{
+    struct boot_source *b = &j->inst.boot;
+    const char *dirs = j->ops->a->cfg.local_image_dirs;
+    char *real = NULL, format[16];
+    int r;
+
+    if (b->kernel) {
+        if ((r = localfile_resolve(dirs, b->kernel, "kernel.path", LOCALFILE_BOOT_MAX, &real, err)) < 0)
+            return r;
+        free(b->kernel);
+        b->kernel = TAKE_PTR(real);
+    }
+    if (b->initrd) {
+        if ((r = localfile_resolve(dirs, b->initrd, "kernel.initrd", LOCALFILE_BOOT_MAX, &real, err)) < 0)
+            return r;
+        free(b->initrd);
+        b->initrd = TAKE_PTR(real);
+    }
+    if (!b->image_path || j->base_path)
+        return 0;
+    if (!j->ops->a->imgcache)
+        return agent_error_set(err, ENOTSUP, "not_supported", "image.path",
+                               "local images are inspected by the image cache, which is not running");
+    if ((r = localfile_resolve(dirs, b->image_path, "image.path", UINT64_MAX, &real, err)) < 0)
+        return r;
+    r = imgcache_file_inspect(j->ops->a->imgcache, real, format, &j->base_vsize, err);
+    if (r < 0) {
+        free(real);
+        if (err && !err->field[0])
+            strscpy(err->field, "image.path", sizeof(err->field));
+        return r;
+    }
+    strscpy(j->base_format, format, sizeof(j->base_format));
+    j->base_path = real;
     return 0;
 }
 
@@ -347,6 +364,8 @@ static void job_define(struct job *j)
     char *xml = NULL;
     struct hv_guest g = {.inst = &j->inst};
 
+    if ((j->result = check_local_files(j, &j->err)) < 0)
+        return;
     if (hv_driver(hv)->disk_files) {
         instance_dir(o, j->inst.uuid, dir, sizeof(dir));
         if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
@@ -773,11 +792,44 @@ static int replay(struct ops *o, const char *request_id, const char *type, json_
     return 202;
 }
 
+static void free_local(char *(*local)[3])
+{
+    for (size_t i = 0; i < ARRAY_SIZE(*local); i++)
+        free((*local)[i]);
+}
+
+/* A launch's local files (image.path, kernel.path, kernel.initrd into
+ * local[0..2], NULL where not given), resolved inside dirs: refused now,
+ * before anything is recorded, when outside them or not regular files. */
+static int resolve_local_files(const char *dirs, const struct boot_source *b, char *local[3],
+                               struct agent_error *err)
+{
+    const char *given[3] = {b->image_path, b->kernel, b->initrd};
+    static const char *const field[3] = {"image.path", "kernel.path", "kernel.initrd"};
+    int rc;
+
+    for (int i = 0; i < 3; i++) {
+        if (!given[i])
+            continue;
+        rc = localfile_resolve(dirs, given[i], field[i], i == 0 ? UINT64_MAX : LOCALFILE_BOOT_MAX,
+                               &local[i], err);
+        if (rc < 0) {
+            for (int k = 0; k < i; k++) {
+                free(local[k]);
+                local[k] = NULL;
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, struct agent_error *err)
 {
     struct agent *a = o->a;
     struct op_run *r;
     struct instance *inst;
+    _cleanup_(free_local) char *local[3] = {NULL, NULL, NULL};
     int rc;
 
     if (spec->request_id && (rc = replay(o, spec->request_id, "launch", answer, err)) != 0)
@@ -789,6 +841,8 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
     if (!a->ready)
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the agent is still reconciling");
+    if ((rc = resolve_local_files(a->cfg.local_image_dirs, &spec->boot, local, err)) < 0)
+        return rc;
     if ((rc = resources_check(a->res, a->store, &spec->flavor, err)) < 0) {
         if (spec->instance_type && rc == -ENOSPC)
             strscpy(err->field, "instance_type", sizeof(err->field));
@@ -805,12 +859,12 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     inst->flavor = spec->flavor;
     inst->instance_type = spec->instance_type ? strdup(spec->instance_type) : NULL;
     inst->boot.kind = spec->boot.kind;
-    set_str(&inst->boot.image_path, spec->boot.image_path);
+    set_str(&inst->boot.image_path, local[0]);
     set_str(&inst->boot.image_id, spec->boot.image_id);
     set_str(&inst->boot.image_url, spec->boot.image_url);
     set_str(&inst->boot.image_digest, spec->boot.image_digest);
-    set_str(&inst->boot.kernel, spec->boot.kernel);
-    set_str(&inst->boot.initrd, spec->boot.initrd);
+    set_str(&inst->boot.kernel, local[1]);
+    set_str(&inst->boot.initrd, local[2]);
     set_str(&inst->boot.cmdline, spec->boot.cmdline);
     set_str(&inst->user_data, spec->user_data);
     if (hv_driver(a->hv)->disk_files) {

@@ -1088,6 +1088,19 @@ out:
     return rc;
 }
 
+int imgcache_file_inspect(const struct imgcache *c, const char *path, char format[16],
+                          uint64_t *virtual_size, struct agent_error *err)
+{
+    struct imgcache_inspect in;
+    int rc = imgcache_inspect_file(c->qemu_img, path, c->max_virtual_size, &in, err);
+
+    if (rc < 0)
+        return rc;
+    strscpy(format, in.format, 16);
+    *virtual_size = in.virtual_size;
+    return 0;
+}
+
 int imgcache_progress(struct imgcache *c, const char *id, struct imgcache_progress *p)
 {
     struct flight *fl = flight_find(c, id);

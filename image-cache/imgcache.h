@@ -173,6 +173,17 @@ int imgcache_qcow2_overlay_write(const char *overlay_path, const char *base_path
                                  const char *base_format, uint64_t size_bytes,
                                  struct agent_error *err);
 
+/* Judge a file the host already has (a launch's local image.path) exactly as
+ * a downloaded image is judged: `qemu-img info` (the cache's binary) decides
+ * the format, raw or qcow2 only, no backing file, no external data file, no
+ * encryption, not corrupt, virtual size within the cache's limit. On success
+ * returns 0 with format ("raw" or "qcow2") and *virtual_size set; else -errno
+ * with err (unsupported_format, unsafe_image, image_too_large, internal).
+ * Blocking (spawns qemu-img, up to 60 s): call off the loop; reads only
+ * settings fixed at imgcache_new(), so it is safe on any thread. */
+int imgcache_file_inspect(const struct imgcache *c, const char *path, char format[16],
+                          uint64_t *virtual_size, struct agent_error *err);
+
 /* All images as a new JSON array of image answers (see imgcache_get()). */
 json_t *imgcache_list(struct imgcache *c);
 

@@ -573,8 +573,17 @@ class Agent:
     """One compute-agent process on a state directory; can be restarted on the same directory."""
 
     def __init__(self, state_dir, hypervisor="test", libvirt_uri=None, api_listen=None,
-                 api_token=None, extra_args=(), env=None, socket_path=None, log_level="debug"):
+                 api_token=None, extra_args=(), env=None, socket_path=None, log_level="debug",
+                 local_image_dirs=None):
+        """local_image_dirs: the directories local guest files may come from
+        (--local-image-dirs); None: the harness's own, the `images` directory beside the
+        state directory (make_fake_files) and CA_GUEST_DIR; () for none."""
         self.state_dir = Path(state_dir)
+        if local_image_dirs is None:
+            local_image_dirs = [self.state_dir.parent / "images"]
+            if os.environ.get("CA_GUEST_DIR"):
+                local_image_dirs.append(os.environ["CA_GUEST_DIR"])
+        self.local_image_dirs = [str(p) for p in local_image_dirs]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.hypervisor = hypervisor
         self.libvirt_uri = libvirt_uri
@@ -598,6 +607,8 @@ class Agent:
             a += ["--api-listen", self.api_listen]
         if self.api_token is not None:
             a += ["--api-token", self.api_token]
+        if self.local_image_dirs:
+            a += ["--local-image-dirs", ":".join(self.local_image_dirs)]
         return a + self.extra_args
 
     def client(self, **kw):
