@@ -10,7 +10,7 @@ G=${CA_GUEST_DIR:-${CA_CACHE_DIR:-$HOME/.cache/compute-agent-tests}/guest}
 virsh -c "$URI" version >/dev/null 2>&1 || { echo "SKIP: no libvirtd at $URI"; exit 0; }
 [ -f "$G/vmlinuz" ] || { echo "SKIP: no test guest in $G (tests/env/build-guest.sh)"; exit 0; }
 D=$(mktemp -d /tmp/ca-bench-tq-XXXXXX)
-"$B/compute-agent" --state-dir "$D" --hypervisor qemu --libvirt-uri "$URI" --telemetry-interval 1 \
+"$B/compute-agent" --state-dir "$D" --hypervisor qemu --libvirt-uri "$URI" --telemetry-interval 1 --local-image-dirs "$G" \
     --log-level warn 2>"$D/agent.log" &
 P=$!
 trap 'kill $P 2>/dev/null; wait $P 2>/dev/null; rm -rf "$D"' EXIT

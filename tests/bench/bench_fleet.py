@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
+from pathlib import Path
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,7 +47,7 @@ def consumer(bs, topics, group):
     return c
 
 
-def kafka_roundtrips(agent, bs, host, n):
+def kafka_roundtrips(agent, bs, host, n, kernel):
     """Pipelined: n launch commands, wait for n running events; n terminates, n terminated."""
     p = Producer({"bootstrap.servers": bs, "linger.ms": 2})
     c = consumer(bs, ["compute.events"], f"bench-{time.time()}")
@@ -54,7 +55,7 @@ def kafka_roundtrips(agent, bs, host, n):
     deadline = time.time() + 30
     while not c.assignment() and time.time() < deadline:
         c.poll(0.1)
-    body = {"name": "bench", "flavor": {"vcpus": 1, "memory_mb": 64, "disk_gb": 0}, "kernel": {"path": "/k"}}
+    body = {"name": "bench", "flavor": {"vcpus": 1, "memory_mb": 64, "disk_gb": 0}, "kernel": {"path": kernel}}
     t0 = time.time()
     for i in range(n):
         p.produce(f"compute.{host}", json.dumps({"op": "launch", "request_id": f"kl-{t0}-{i}",
@@ -92,11 +93,11 @@ def kafka_roundtrips(agent, bs, host, n):
     return running, terminated, t2 - t0, t1 - t0, agent_s
 
 
-def rest_roundtrips(agent, n, threads=8):
+def rest_roundtrips(agent, n, kernel, threads=8):
     """The same through REST: launch (202), long-poll its operation, terminate, long-poll."""
     done = [0]
     lock = threading.Lock()
-    body = {"name": "bench", "flavor": {"vcpus": 1, "memory_mb": 64, "disk_gb": 0}, "kernel": {"path": "/k"}}
+    body = {"name": "bench", "flavor": {"vcpus": 1, "memory_mb": 64, "disk_gb": 0}, "kernel": {"path": kernel}}
 
     def worker(k):
         cl = agent.client(timeout=60)
@@ -147,8 +148,9 @@ def main():
                             extra_args=["--config", os.path.join(d, "c.conf"), "--host-name", "bench-rt"])
         agent.start(timeout=60)
         bs = agent.client().host()["bus"]["bootstrap_servers"]
-        kr, kt, ktime, klaunch, kagent = kafka_roundtrips(agent, bs, "bench-rt", N)
-        rd, rtime = rest_roundtrips(agent, N)
+        kernel = calib.make_fake_files(Path(d))["kernel"]  # in the harness's allowed directory
+        kr, kt, ktime, klaunch, kagent = kafka_roundtrips(agent, bs, "bench-rt", N, kernel)
+        rd, rtime = rest_roundtrips(agent, N, kernel)
         agent.stop()
         print(f"== launch+terminate round trips, {N} instances, test driver ==")
         print(f"{'path':<44}{'done':>8}{'seconds':>10}{'per s':>10}")

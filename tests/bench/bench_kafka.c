@@ -65,6 +65,7 @@ static int collect(rd_kafka_t *c, const char *event, const char *tag, int want, 
 
 struct rest_client {
     const char *sock;
+    const char *body;         /* the launch body */
     int n;
     int done;
 };
@@ -78,9 +79,7 @@ static void *rest_main(void *arg)
 
     curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, rc->sock);
     for (int i = 0; i < rc->n; i++) {
-        json_t *r = bench_call(c, "POST", "http://localhost/v1/instances",
-                               "{\"name\":\"b\",\"flavor\":{\"vcpus\":1,\"memory_mb\":64,\"disk_gb\":0},"
-                               "\"kernel\":{\"path\":\"/k\"}}", &st), *w;
+        json_t *r = bench_call(c, "POST", "http://localhost/v1/instances", rc->body, &st), *w;
         const char *id = json_string_value(json_object_get(json_object_get(r, "instance"), "id"));
         const char *op = json_string_value(json_object_get(json_object_get(r, "operation"), "id"));
         char iid[40];
@@ -112,7 +111,8 @@ int main(int argc, char **argv)
 {
     const char *build = argc > 1 ? argv[1] : "build";
     int n = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 1000;
-    char dir[] = "/tmp/ca-bench-kafka-XXXXXX", sock[600], tag[64], body[512];
+    char dir[] = "/tmp/ca-bench-kafka-XXXXXX", sock[600], tag[64], body[1024], kernel[512];
+    char launch[1024];
     char (*ids)[40] = calloc((size_t)n, sizeof(*ids));
     double t0, t1, t2, rest_s;
     int running, terminated, rest_done = 0;
@@ -130,6 +130,10 @@ int main(int argc, char **argv)
         return 2;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     agent = bench_start_agent(build, dir, sock, sizeof(sock), "bench-kafka");
+    bench_kernel_path(dir, kernel, sizeof(kernel));
+    snprintf(launch, sizeof(launch),
+             "{\"name\":\"b\",\"flavor\":{\"vcpus\":1,\"memory_mb\":64,\"disk_gb\":0},"
+             "\"kernel\":{\"path\":\"%s\"}}", kernel);
     cu = curl_easy_init();
     curl_easy_setopt(cu, CURLOPT_UNIX_SOCKET_PATH, sock);
     host = bench_call(cu, "GET", "http://localhost/v1/host", NULL, &st);
@@ -162,9 +166,7 @@ int main(int argc, char **argv)
     t0 = bench_now();
     for (int i = 0; i < n; i++) {
         int len = snprintf(body, sizeof(body),
-                           "{\"op\":\"launch\",\"request_id\":\"%s-l%d\",\"instance\":{\"name\":\"b\","
-                           "\"flavor\":{\"vcpus\":1,\"memory_mb\":64,\"disk_gb\":0},\"kernel\":{\"path\":\"/k\"}}}",
-                           tag, i);
+                           "{\"op\":\"launch\",\"request_id\":\"%s-l%d\",\"instance\":%s}", tag, i, launch);
         while (rd_kafka_producev(p, RD_KAFKA_V_TOPIC("compute.bench-kafka"), RD_KAFKA_V_VALUE(body, (size_t)len),
                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) != 0)
             rd_kafka_poll(p, 10);
@@ -191,7 +193,7 @@ int main(int argc, char **argv)
     /* the same through REST, 8 clients */
     rest_s = bench_now();
     for (int t = 0; t < 8; t++) {
-        rc[t] = (struct rest_client){.sock = sock, .n = n / 8 + (t < n % 8)};
+        rc[t] = (struct rest_client){.sock = sock, .body = launch, .n = n / 8 + (t < n % 8)};
         pthread_create(&th[t], NULL, rest_main, &rc[t]);
     }
     for (int t = 0; t < 8; t++) {

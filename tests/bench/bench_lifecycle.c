@@ -95,6 +95,7 @@ static void raw_libvirt(int n, double *lat, double *rate, double *term_rate, lon
 
 struct client {
     const char *sock;
+    const char *body;         /* the launch body */
     int from, to;             /* instance indexes this thread handles */
     double *lat;              /* per launch */
     char (*ids)[40];          /* instance ids out */
@@ -141,10 +142,7 @@ static void *client_main(void *arg)
             if (run_op(c, "DELETE", url, NULL, NULL) < 0)
                 cl->failures++;
         } else {
-            if (run_op(c, "POST", "http://localhost/v1/instances",
-                       "{\"name\":\"bench\",\"flavor\":{\"vcpus\":1,\"memory_mb\":64,\"disk_gb\":0},"
-                       "\"kernel\":{\"path\":\"/bench/vmlinuz\"}}",
-                       cl->ids[i]) < 0)
+            if (run_op(c, "POST", "http://localhost/v1/instances", cl->body, cl->ids[i]) < 0)
                 cl->failures++;
         }
         cl->lat[i] = bench_now() - s;
@@ -152,6 +150,9 @@ static void *client_main(void *arg)
     curl_easy_cleanup(c);
     return NULL;
 }
+
+/* The launch body, naming the stand-in kernel bench_start_agent() made. */
+static char launch_body[1024];
 
 static double drive(const char *sock, int n, int threads, double *lat, char (*ids)[40], int terminate,
                     int *failures)
@@ -162,7 +163,7 @@ static double drive(const char *sock, int n, int threads, double *lat, char (*id
 
     *failures = 0;
     for (int t = 0; t < threads; t++) {
-        cl[t] = (struct client){.sock = sock, .from = n * t / threads, .to = n * (t + 1) / threads,
+        cl[t] = (struct client){.sock = sock, .body = launch_body, .from = n * t / threads, .to = n * (t + 1) / threads,
                                 .lat = lat, .ids = ids, .terminate = terminate};
         pthread_create(&th[t], NULL, client_main, &cl[t]);
     }
@@ -183,7 +184,7 @@ int main(int argc, char **argv)
     char (*ids)[40] = calloc((size_t)n, sizeof(*ids));
     double raw_rate, raw_term, seq_rate, par_rate, term_rate, seq_term;
     long raw_rss, rss_idle, rss_full, anon_idle, anon_full;
-    char dir[] = "/tmp/ca-bench-XXXXXX", sock[600];
+    char dir[] = "/tmp/ca-bench-XXXXXX", sock[600], kernel[512];
     int fails, fails_total = 0, half = n / 2;
     pid_t agent;
 
@@ -193,6 +194,10 @@ int main(int argc, char **argv)
     raw_libvirt(n, raw_lat, &raw_rate, &raw_term, &raw_rss);
     mkdtemp(dir);
     agent = bench_start_agent(build, dir, sock, sizeof(sock), "bench-lifecycle");
+    bench_kernel_path(dir, kernel, sizeof(kernel));
+    snprintf(launch_body, sizeof(launch_body),
+             "{\"name\":\"bench\",\"flavor\":{\"vcpus\":1,\"memory_mb\":64,\"disk_gb\":0},"
+             "\"kernel\":{\"path\":\"%s\"}}", kernel);
     rss_idle = rss_kb(agent);
     anon_idle = anon_kb(agent);
     /* half launched one at a time (latency), half with concurrent clients (rate) */

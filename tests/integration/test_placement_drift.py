@@ -40,6 +40,7 @@ def main(c: calib.Checks):
     aspec = AsyncSpec()
     calib.require_agent_binary()
     d = calib.tmpdir("ca-drift-")
+    files = calib.make_fake_files(d)
     host = calib.unique("ca-drift")
     conf = d / "agent.conf"
     conf.write_text("[placement]\nusage_check_interval = 10\n")
@@ -56,7 +57,7 @@ def main(c: calib.Checks):
                        ["inventories"], timeout=30, what="inventories")
     with c.case("an instance runs here (no allocation in Placement)", fatal=True):
         r = cl.launch({"name": "drift", "flavor": {"vcpus": 1, "memory_mb": 64, "disk_gb": 0},
-                       "kernel": {"path": "/k"}})
+                       "kernel": {"path": files["kernel"]}})
         iid = r["instance"]["id"]
         assert cl.wait_operation(r["operation"]["id"])["state"] == "succeeded"
     ghost = str(uuid.uuid4())
