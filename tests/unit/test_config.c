@@ -35,6 +35,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.hypervisor, "kvm");
     assert_string_equal(c.api_socket, "/var/lib/compute-agent/api.sock");
     assert_int_equal(c.stop_timeout, 60);
+    assert_string_equal(c.local_image_dirs, ""); /* no local guest files by default */
     assert_true(c.cpu_allocation_ratio == 16.0);
     config_release(&c);
 }
@@ -46,15 +47,16 @@ static void test_file_and_flags(void **state)
     char *path = write_tmp("[agent]\nstate_dir = /srv/ca\n[hypervisor]\ndriver = xen\n"
                            "stop_timeout = 5\n[resources]\nram_allocation_ratio = 1.5\n");
     char *argv[] = {"compute-agent", "--config", path, "--hypervisor", "test",
-                    "--api-socket", "/run/ca.sock", NULL};
+                    "--api-socket", "/run/ca.sock", "--local-image-dirs", "/srv/img:/srv/k", NULL};
 
     (void)state;
     config_init_defaults(&c);
-    assert_int_equal(config_from_args(&c, 7, argv, &err), 0);
+    assert_int_equal(config_from_args(&c, 9, argv, &err), 0);
     assert_int_equal(config_finish(&c, &err), 0);
     assert_string_equal(c.state_dir, "/srv/ca");
     assert_string_equal(c.hypervisor, "test"); /* flag wins over file */
     assert_string_equal(c.api_socket, "/run/ca.sock");
+    assert_string_equal(c.local_image_dirs, "/srv/img:/srv/k");
     assert_int_equal(c.stop_timeout, 5);
     assert_true(c.ram_allocation_ratio == 1.5);
     config_release(&c);
@@ -101,6 +103,7 @@ static void test_errors(void **state)
     expect_error("[api]\nheader_timeout = 0\n", "api.header_timeout");
     expect_error("[api]\nmax_connections = 1\n", "api.max_connections");
     expect_error("[agent]\nstate_dir = relative\n", "agent.state_dir");
+    expect_error("[hypervisor]\nlocal_image_dirs = /srv/img:images\n", "hypervisor.local_image_dirs");
     expect_error("key = value\n", "config");
     /* a key set twice in one file, in one section or in a repeated one */
     expect_error("[hypervisor]\nstop_timeout = 10\nstop_timeout = 20\n", "hypervisor.stop_timeout");
