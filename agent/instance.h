@@ -25,7 +25,7 @@ enum boot_kind { BOOT_IMAGE, BOOT_KERNEL };
 
 struct boot_source {
     enum boot_kind kind;
-    char *image_path;   /* BOOT_IMAGE: a local qcow2/raw file */
+    char *image_path;   /* BOOT_IMAGE: a local qcow2/raw file (see localfile.h) */
     char *image_id;     /* BOOT_IMAGE: a cached image id (image cache) */
     char *image_url;    /* BOOT_IMAGE: a URL to pull (image cache) */
     char *image_digest; /* with image_url: "sha256:HEX" / "sha512:HEX" */

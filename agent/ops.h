@@ -21,7 +21,10 @@ void ops_free(struct ops *o);
 /* Each returns an HTTP status (202 accepted, or 200/202 for a repeated
  * request id) with *answer set to {"instance", "operation"} (new
  * reference), or -errno with err filled (code, field, message); then
- * nothing was changed. */
+ * nothing was changed. ops_launch() refuses local files (image.path,
+ * kernel.path, kernel.initrd) outside hypervisor.local_image_dirs or not
+ * regular files (invalid_field naming the field) and records the paths
+ * they resolve to. */
 int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer,
                struct agent_error *err);
 struct action_opts {
