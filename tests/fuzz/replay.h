@@ -10,15 +10,36 @@
 #define CA_TESTS_FUZZ_REPLAY_H
 
 #ifndef FUZZING_ENGINE
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+static const char *replay_current; /* the input being run, for a crash report */
+
+/* A harness that aborts (a broken invariant) says on which input, then
+ * dies as it would. (Sanitizer reports have their own handlers: left alone.) */
+static void replay_on_fatal(int sig)
+{
+    static const char what[] = "replay: failed on input ";
+
+    if (replay_current) {
+        (void)!write(2, what, sizeof(what) - 1);
+        (void)!write(2, replay_current, strlen(replay_current));
+        (void)!write(2, "\n", 1);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 int main(int argc, char **argv)
 {
     const char *name = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+
+    signal(SIGABRT, replay_on_fatal);
 
     for (int i = 1; i < argc; i++) {
         FILE *f = fopen(argv[i], "rb");
@@ -35,7 +56,9 @@ int main(int argc, char **argv)
             abort();
         n = fread(buf, 1, (size_t)st.st_size, f);
         fclose(f);
+        replay_current = argv[i];
         LLVMFuzzerTestOneInput(buf, n);
+        replay_current = NULL;
         free(buf);
     }
     fuzz_done();
