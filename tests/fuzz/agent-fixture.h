@@ -1,17 +1,15 @@
 /* agent-fixture.h: for the harnesses of the agent's request parsers (REST
- * actions, bus commands): a struct agent with a real store (SQLite in a
- * scratch directory, empty), the built-in catalogue and a real operations
- * engine, and the host disabled, so that what the parsers accept is
- * refused by the engine before anything is journaled or the hypervisor is
- * asked (there is none). Nothing is written: each input sees the same
- * state. */
+ * actions, bus commands): a struct agent with a real store (SQLite, empty,
+ * in memory: nothing is left behind however the harness ends), the built-in
+ * catalogue and a real operations engine, and the host disabled, so that
+ * what the parsers accept is refused by the engine before anything is
+ * journaled or the hypervisor is asked (there is none). Nothing is written:
+ * each input sees the same state. */
 #ifndef CA_TESTS_FUZZ_AGENT_FIXTURE_H
 #define CA_TESTS_FUZZ_AGENT_FIXTURE_H
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "agent/agent.h"
 #include "agent/ops.h"
@@ -38,20 +36,14 @@ void agent_schedule_reconnect(struct agent *a)
 }
 
 static struct agent fixture;
-static char fixture_dir[64];
 
 static struct agent *fixture_agent(void)
 {
     struct agent_error err;
-    char path[128];
 
     if (fixture.store)
         return &fixture;
-    snprintf(fixture_dir, sizeof(fixture_dir), "/tmp/ca-fuzz-XXXXXX");
-    if (!mkdtemp(fixture_dir))
-        abort();
-    snprintf(path, sizeof(path), "%s/state.db", fixture_dir);
-    if (store_open(path, false, &fixture.store, &err) < 0 || catalog_builtin(&fixture.catalog) < 0 ||
+    if (store_open(":memory:", false, &fixture.store, &err) < 0 || catalog_builtin(&fixture.catalog) < 0 ||
         ops_new(&fixture, &fixture.ops) < 0)
         abort();
     fixture.disabled = true;
@@ -61,20 +53,12 @@ static struct agent *fixture_agent(void)
 
 static void fixture_free(void)
 {
-    static const char *const files[] = {"state.db", "state.db-wal", "state.db-shm", "state.db-journal"};
-    char path[128];
-
     if (!fixture.store)
         return;
     ops_free(fixture.ops);
     store_free(fixture.store);
     catalog_free(fixture.catalog);
     memset(&fixture, 0, sizeof(fixture));
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        snprintf(path, sizeof(path), "%s/%s", fixture_dir, files[i]);
-        unlink(path);
-    }
-    rmdir(fixture_dir);
 }
 
 #endif
