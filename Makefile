@@ -109,7 +109,8 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# libFuzzer builds of tests/fuzz/ (clang): make fuzz; run build-fuzz/fuzz_launch tests/fuzz/corpus/launch
+# libFuzzer builds of tests/fuzz/ (clang): make fuzz; run build-fuzz/tests/fuzz_NAME tests/fuzz/corpus/NAME
+# (tests/fuzz/README.md)
 FUZZ_CC ?= clang
 fuzz:
 	$(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) SKIP_SRC="$(SKIP_SRC)" \

@@ -338,15 +338,15 @@ static void bus_error_cb(rd_kafka_t *rk, int err, const char *reason,
 
 /* Up when any real broker connection (not librdkafka's internal pseudo
  * broker) is in state UP. */
-static int bus_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+int bus_stats_broker_up(const char *json, size_t len, bool *up)
 {
-    struct bus_client *c = opaque;
     json_t *root, *brokers, *b;
     const char *name;
-    bool up = false;
 
-    (void)rk;
     root = json_loadb(json, len, 0, NULL);
+    if (!root)
+        return -EINVAL;
+    *up = false;
     brokers = json_object_get(root, "brokers");
     json_object_foreach(brokers, name, b) {
         const char *source = json_string_value(json_object_get(b, "source"));
@@ -354,12 +354,21 @@ static int bus_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 
         if (source && strcmp(source, "internal") != 0 && state &&
             strcmp(state, "UP") == 0) {
-            up = true;
+            *up = true;
             break;
         }
     }
     json_decref(root);
-    if (root) {
+    return 0;
+}
+
+static int bus_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct bus_client *c = opaque;
+    bool up;
+
+    (void)rk;
+    if (bus_stats_broker_up(json, len, &up) == 0) {
         c->up = up;
         bus_state_update(c->bus);
     }

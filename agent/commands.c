@@ -88,6 +88,7 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
             char field[sizeof(err->field) + 16];
             snprintf(field, sizeof(field), "instance%s%s", err->field[0] ? "." : "", err->field);
             strscpy(err->field, field, sizeof(err->field));
+            utf8_scrub(err->field); /* cut short: it goes into the rejection event */
             goto out;
         }
         if (spec.request_id && strcmp(spec.request_id, rid)) {
@@ -104,6 +105,7 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
             char field[sizeof(err->field) + 16];
             snprintf(field, sizeof(field), "instance.%s", err->field);
             strscpy(err->field, field, sizeof(err->field));
+            utf8_scrub(err->field);
         }
     } else {
         struct action_opts opts = {.request_id = rid, .timeout_s = -1};

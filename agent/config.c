@@ -141,8 +141,8 @@ int config_set(struct agent_config *cfg, const char *section, const char *key,
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
         if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0)
             return set_key(cfg, &keys[i], value, err);
-    return agent_error_set(err, EINVAL, "invalid_config", key, "unknown key %s.%s",
-                           section, key);
+    return agent_error_set(err, EINVAL, "invalid_config", *key ? key : "config",
+                           "unknown key %s.%s", section, key);
 }
 
 int config_init_defaults(struct agent_config *cfg)

@@ -54,6 +54,10 @@ int agent_error_set(struct agent_error *err, int errnum, const char *code,
                     const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* Replace, in place, every byte not part of a valid UTF-8 sequence by '?'
+ * (what JSON strings need). agent_error_set() does it to what it fills. */
+void utf8_scrub(char *s);
+
 /* Bounded string copy that always terminates; returns -ENAMETOOLONG if cut. */
 int strscpy(char *dst, const char *src, size_t size);
 

@@ -150,4 +150,29 @@ void placement_request_error_code(const struct placement_request *r, char *buf, 
 /* A one-line human description: curl's error or errors[0].detail. */
 void placement_request_describe(const struct placement_request *r, char *buf, size_t size);
 
+/* ---- placement.c: FOR THE FUZZ HARNESS ONLY ---- */
+/* The steps of the pipeline, each with its answer handler. */
+enum placement_step {
+    PLACEMENT_STEP_VERSION,         /* GET / */
+    PLACEMENT_STEP_TOKEN,           /* POST Keystone /v3/auth/tokens */
+    PLACEMENT_STEP_PROVIDER_GET,    /* GET /resource_providers/{uuid} */
+    PLACEMENT_STEP_PROVIDER_FIND,   /* GET /resource_providers?name= */
+    PLACEMENT_STEP_PROVIDER_CREATE, /* POST /resource_providers */
+    PLACEMENT_STEP_PROVIDER_RENAME, /* PUT /resource_providers/{uuid} */
+    PLACEMENT_STEP_INV_GET,         /* GET .../inventories */
+    PLACEMENT_STEP_INV_PUT,         /* PUT .../inventories */
+    PLACEMENT_STEP_TRAITS_GET,      /* GET .../traits */
+    PLACEMENT_STEP_TRAIT_CREATE,    /* PUT /traits/CUSTOM_... */
+    PLACEMENT_STEP_TRAITS_PUT,      /* PUT .../traits */
+    PLACEMENT_STEP_USAGE,           /* GET .../allocations */
+    PLACEMENT_STEP_COUNT
+};
+/* Hand p an answer to step as if it had come over HTTP (status 0: the
+ * transfer failed), with body (len bytes, copied) and X-Subject-Token
+ * (NULL: none): it goes through the same handling as a real one, but
+ * nothing is sent afterwards. 0, or -EINVAL when no such request could be
+ * in flight (a usage answer without a pending check), -ENOMEM. */
+int placement_feed_answer(struct placement *p, enum placement_step step, long status,
+                          const char *body, size_t len, const char *subject_token);
+
 #endif

@@ -929,16 +929,15 @@ static void on_usage(struct placement *p, struct placement_request *r)
 
 /* ---- the pipeline ---- */
 
-static void on_http_done(CURL *easy, CURLcode result, void *opaque)
+/* A finished request (result and status set): count it, handle what every
+ * step handles alike (transient failures, 401), hand the rest to on_answer.
+ * p->inflight_field and p->inflight_is_auth describe it. */
+static void take_answer(struct placement *p, struct placement_request *r, answer_fn on_answer,
+                        CURLcode result)
 {
-    struct placement *p = opaque;
-    struct placement_request *r = TAKE_PTR(p->inflight);
-    answer_fn on_answer = p->on_answer;
     const char *field = p->inflight_field;
     char what[512];
 
-    (void)easy;
-    placement_request_finish(r, result);
     if (r->status >= 200 && r->status < 300)
         p->stats.ok++;
     else if (r->status == 409)
@@ -966,6 +965,16 @@ static void on_http_done(CURL *easy, CURLcode result, void *opaque)
         }
         on_answer(p, r);
     }
+}
+
+static void on_http_done(CURL *easy, CURLcode result, void *opaque)
+{
+    struct placement *p = opaque;
+    struct placement_request *r = TAKE_PTR(p->inflight);
+
+    (void)easy;
+    placement_request_finish(r, result);
+    take_answer(p, r, p->on_answer, result);
     placement_request_free(r);
     advance(p);
 }
@@ -1332,4 +1341,56 @@ const char *placement_provider_uuid(const struct placement *p)
 void placement_stats(const struct placement *p, struct placement_stats *ret)
 {
     *ret = p->stats;
+}
+
+/* ---- for the fuzz harness (placement-internal.h) ---- */
+
+int placement_feed_answer(struct placement *p, enum placement_step step, long status,
+                          const char *body, size_t len, const char *subject_token)
+{
+    static const struct {
+        answer_fn fn;
+        const char *field;
+    } steps[PLACEMENT_STEP_COUNT] = {
+        [PLACEMENT_STEP_VERSION] = {on_version, "version"},
+        [PLACEMENT_STEP_TOKEN] = {on_token, "auth"},
+        [PLACEMENT_STEP_PROVIDER_GET] = {on_provider_get, "provider"},
+        [PLACEMENT_STEP_PROVIDER_FIND] = {on_provider_find, "provider"},
+        [PLACEMENT_STEP_PROVIDER_CREATE] = {on_provider_create, "provider"},
+        [PLACEMENT_STEP_PROVIDER_RENAME] = {on_provider_rename, "provider"},
+        [PLACEMENT_STEP_INV_GET] = {on_inv_get, "inventories"},
+        [PLACEMENT_STEP_INV_PUT] = {on_inv_put, "inventories"},
+        [PLACEMENT_STEP_TRAITS_GET] = {on_traits_get, "traits"},
+        [PLACEMENT_STEP_TRAIT_CREATE] = {on_trait_create, "traits"},
+        [PLACEMENT_STEP_TRAITS_PUT] = {on_traits_put, "traits"},
+        [PLACEMENT_STEP_USAGE] = {on_usage, "usage"},
+    };
+    const struct placement_request_opts o = {.timeout_ms = 1000};
+    CURLcode result = status ? CURLE_OK : CURLE_COULDNT_CONNECT;
+    struct placement_request *r;
+    int e;
+
+    if (!p || (unsigned)step >= PLACEMENT_STEP_COUNT || p->closing || p->inflight ||
+        (step == PLACEMENT_STEP_USAGE && !p->check))
+        return -EINVAL; /* no such request could be in flight */
+    e = placement_request_new("GET", p->url, NULL, &o, &r);
+    if (e < 0)
+        return e;
+    r->resp = malloc(len + 1);
+    if (!r->resp || (subject_token && !(r->subject_token = strdup(subject_token)))) {
+        placement_request_free(r);
+        return -ENOMEM;
+    }
+    if (len)
+        memcpy(r->resp, body, len);
+    r->resp[len] = '\0';
+    r->resp_len = len;
+    r->resp_cap = len + 1;
+    r->result = result;
+    r->status = status;
+    p->inflight_field = steps[step].field;
+    p->inflight_is_auth = step == PLACEMENT_STEP_TOKEN;
+    take_answer(p, r, steps[step].fn, result);
+    placement_request_free(r);
+    return 0;
 }

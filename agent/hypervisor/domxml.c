@@ -195,6 +195,14 @@ static char *prop_dup(xmlNodePtr n, const char *name)
     return r;
 }
 
+/* Replace an owned string: an element given twice counts once (the last),
+ * without leaking the first. */
+static void set_owned(char **dst, char *v)
+{
+    free(*dst);
+    *dst = v;
+}
+
 static int64_t prop_int(xmlNodePtr n, const char *name)
 {
     char *v = prop_dup(n, name);
@@ -230,23 +238,23 @@ int domxml_parse_metadata(const char *xml, struct instance *ident)
         else if (strcmp((const char *)n->name, "ec2-id") == 0)
             strscpy(ident->ec2_id, (const char *)text, sizeof(ident->ec2_id));
         else if (strcmp((const char *)n->name, "name") == 0)
-            ident->name = strdup((const char *)text);
+            set_owned(&ident->name, strdup((const char *)text));
         else if (strcmp((const char *)n->name, "flavor") == 0) {
             ident->flavor.vcpus = prop_int(n, "vcpus");
             ident->flavor.memory_mb = prop_int(n, "memory_mb");
             ident->flavor.disk_gb = prop_int(n, "disk_gb");
-            ident->instance_type = prop_dup(n, "type");
+            set_owned(&ident->instance_type, prop_dup(n, "type"));
         } else if (strcmp((const char *)n->name, "kernel") == 0) {
             ident->boot.kind = BOOT_KERNEL;
-            ident->boot.kernel = prop_dup(n, "path");
-            ident->boot.initrd = prop_dup(n, "initrd");
-            ident->boot.cmdline = prop_dup(n, "cmdline");
+            set_owned(&ident->boot.kernel, prop_dup(n, "path"));
+            set_owned(&ident->boot.initrd, prop_dup(n, "initrd"));
+            set_owned(&ident->boot.cmdline, prop_dup(n, "cmdline"));
         } else if (strcmp((const char *)n->name, "image") == 0) {
-            ident->boot.image_path = prop_dup(n, "path");
-            ident->boot.image_id = prop_dup(n, "id");
-            ident->boot.image_url = prop_dup(n, "url");
-            ident->boot.image_digest = prop_dup(n, "digest");
-            ident->boot.image_glance_id = prop_dup(n, "glance_id");
+            set_owned(&ident->boot.image_path, prop_dup(n, "path"));
+            set_owned(&ident->boot.image_id, prop_dup(n, "id"));
+            set_owned(&ident->boot.image_url, prop_dup(n, "url"));
+            set_owned(&ident->boot.image_digest, prop_dup(n, "digest"));
+            set_owned(&ident->boot.image_glance_id, prop_dup(n, "glance_id"));
         }
         xmlFree(text);
     }
