@@ -404,6 +404,7 @@ int main(int argc, char **argv)
     drv = hv_driver_find(a.cfg.hypervisor);
     hvc.uri = a.cfg.libvirt_uri;
     hvc.domain_type = !strcmp(a.cfg.hypervisor, "qemu") ? "qemu" : a.cfg.domain_type;
+    hvc.host_name = a.cfg.host_name;
     if ((r = hv_new(a.loop, drv, &hvc, on_hv_event, &a, &a.hv)) < 0 ||
         (r = resources_new(&a.cfg, &a.res)) < 0 || (r = ops_new(&a, &a.ops)) < 0) {
         agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));

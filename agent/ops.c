@@ -1126,14 +1126,46 @@ static int reconcile_instance(const struct instance *inst, void *opaque)
     return 0;
 }
 
+/* Whose a domain the store does not know is, from the owner its metadata
+ * records (docs/architecture.md, "Adoption"). The key is the host name
+ * (agent.host_name): it survives a lost store, where an id kept in the store
+ * would not, and it tells apart two agents on one libvirtd. libvirt's host
+ * UUID, when both the metadata and this libvirtd have one, must match too:
+ * a host restored from another's backup (same configured name) is not that
+ * host. A domain with no owner recorded (written before owners were) cannot
+ * be told from another agent's: it is left alone. */
+enum dom_owner { OWNER_SELF, OWNER_OTHER_HOST, OWNER_OTHER_LIBVIRT, OWNER_UNRECORDED };
+
+static enum dom_owner owner_of(const struct hv_owner *self, const struct hv_owner *d)
+{
+    if (!d->host[0])
+        return OWNER_UNRECORDED;
+    if (strcmp(d->host, self->host) != 0)
+        return OWNER_OTHER_HOST;
+    if (d->host_uuid[0] && self->host_uuid[0] && strcmp(d->host_uuid, self->host_uuid) != 0)
+        return OWNER_OTHER_LIBVIRT;
+    return OWNER_SELF;
+}
+
 /* Our domain that the store does not know (store lost or restored from a
- * backup): take it back from its metadata. */
+ * backup): take it back from its metadata. The console log and the disk
+ * are where a launch puts them. */
 static void adopt(struct ops *o, const struct hv_domain *d)
 {
     struct instance inst;
 
     if (instance_copy(&inst, &d->ident) < 0)
         return;
+    if (hv_driver(o->a->hv)->disk_files) {
+        char dir[4300], path[4400];
+        instance_dir(o, inst.uuid, dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/console.log", dir);
+        set_str(&inst.console_log, path);
+        if (boot_source_has_image(&inst.boot)) {
+            snprintf(path, sizeof(path), "%s/disk.qcow2", dir);
+            set_str(&inst.disk_path, path);
+        }
+    }
     strscpy(inst.state, state_of_power(d->power), sizeof(inst.state));
     inst.task_state[0] = '\0';
     inst.created_ms = inst.updated_ms = now_wall_ms();
@@ -1181,7 +1213,9 @@ static void reconcile_after(struct job *j)
 {
     struct ops *o = j->ops;
     struct reconcile_ctx c = {.o = o, .doms = j->doms, .n = j->ndoms, .list_ms = j->list_ms};
-    unsigned strangers = 0, adopted = 0;
+    unsigned strangers = 0, adopted = 0, foreign = 0;
+    struct flavor foreign_sum = {0};
+    struct hv_owner self;
 
     o->reconciling = false;
     if (o->stopping)
@@ -1196,32 +1230,65 @@ static void reconcile_after(struct job *j)
     if (!c.seen)
         return;
     store_instance_foreach(o->a->store, false, reconcile_instance, &c);
+    hv_owner_self(o->a->hv, &self);
     for (size_t i = 0; i < j->ndoms; i++) {
         struct instance known;
+        const struct hv_domain *d = &j->doms[i];
+        char q[400];
         if (c.seen[i])
             continue;
-        if (!j->doms[i].ours) {
+        if (!d->ours) {
             strangers++;
-            log_info("domain not managed by this agent left alone", "domain=%s uuid=%s state=%s",
-                     j->doms[i].name, j->doms[i].uuid, hv_power_name(j->doms[i].power));
+            if (d->meta_error[0])
+                log_warn("domain with invalid compute-agent metadata left alone",
+                         "domain=%s uuid=%s state=%s error=%s", d->name, d->uuid,
+                         hv_power_name(d->power), log_quote(d->meta_error, q, sizeof(q)));
+            else
+                log_info("domain not managed by this agent left alone", "domain=%s uuid=%s state=%s",
+                         d->name, d->uuid, hv_power_name(d->power));
             continue;
         }
-        if (store_instance_get(o->a->store, j->doms[i].uuid, &known) == 0) {
+        if (store_instance_get(o->a->store, d->uuid, &known) == 0) {
             /* terminated here but still defined: finish the terminate */
             log_warn("terminated instance still has a domain", "instance=%s", known.uuid);
             instance_release(&known);
             continue;
         }
-        adopt(o, &j->doms[i]);
-        adopted++;
+        switch (owner_of(&self, &d->owner)) {
+        case OWNER_SELF:
+            adopt(o, d);
+            adopted++;
+            continue;
+        case OWNER_OTHER_HOST:
+            log_info("domain owned by another agent left alone", "domain=%s uuid=%s host=%s state=%s",
+                     d->name, d->uuid, log_quote(d->owner.host, q, sizeof(q)), hv_power_name(d->power));
+            break;
+        case OWNER_OTHER_LIBVIRT:
+            log_warn("domain of this host name but another libvirt host left alone",
+                     "domain=%s uuid=%s host_uuid=%s libvirt_host_uuid=%s state=%s", d->name, d->uuid,
+                     d->owner.host_uuid, self.host_uuid, hv_power_name(d->power));
+            break;
+        case OWNER_UNRECORDED:
+            log_warn("domain with no owning host in its metadata left alone",
+                     "domain=%s uuid=%s ec2_id=%s state=%s", d->name, d->uuid, d->ident.ec2_id,
+                     hv_power_name(d->power));
+            break;
+        }
+        /* another agent's guest still holds this host's capacity */
+        foreign++;
+        foreign_sum.vcpus += d->ident.flavor.vcpus;
+        foreign_sum.memory_mb += d->ident.flavor.memory_mb;
+        foreign_sum.disk_gb += d->ident.flavor.disk_gb;
     }
+    resources_set_foreign(o->a->res, &foreign_sum, foreign);
     free(c.seen);
     store_op_foreach_unfinished(o->a->store, resume_one, o);
     for (struct op_run *r = o->runs; r; r = r->next)
         if (r->parked && !r->job_running && !r->done)
             advance(r);
-    log_info("reconciled with the hypervisor", "domains=%zu strangers=%u adopted=%u in_flight=%u",
-             j->ndoms, strangers, adopted, o->n_runs);
+    log_info("reconciled with the hypervisor",
+             "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
+             adopted, foreign, o->n_runs);
     if (j->list_done)
         j->list_done(o->a, 0);
 }

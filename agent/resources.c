@@ -11,6 +11,8 @@ struct resources {
     int64_t cpus;                   /* host logical CPUs */
     int64_t memory_mb;              /* host memory */
     int64_t disk_gb;                /* filesystem of the state directory */
+    struct flavor foreign;          /* held by domains of other agents (last reconcile) */
+    int64_t foreign_domains;        /* how many */
 };
 
 int resources_new(const struct agent_config *cfg, struct resources **ret)
@@ -45,6 +47,19 @@ void resources_set_host(struct resources *r, const struct hv_host_info *info, in
     if (disk_gb >= 0)
         r->disk_gb = disk_gb;
     r->known = true;
+}
+
+void resources_set_foreign(struct resources *r, const struct flavor *sum, int64_t domains)
+{
+    r->foreign = *sum;
+    r->foreign_domains = domains;
+}
+
+static void add_foreign(const struct resources *r, struct flavor *used)
+{
+    used->vcpus += r->foreign.vcpus;
+    used->memory_mb += r->foreign.memory_mb;
+    used->disk_gb += r->foreign.disk_gb;
 }
 
 bool resources_known(const struct resources *r)
@@ -83,6 +98,7 @@ int resources_check(const struct resources *r, struct store *s, const struct fla
                                "the host's capacity is not known yet (hypervisor not connected)");
     if ((rc = store_allocated(s, &used, NULL)) < 0)
         return agent_error_set(err, -rc, "internal", NULL, "cannot read allocations");
+    add_foreign(r, &used);
     resources_usable(r, &cap);
     if (used.vcpus + want->vcpus > cap.vcpus)
         return agent_error_set(err, ENOSPC, "insufficient_resources", "flavor.vcpus",
@@ -122,6 +138,12 @@ int resources_to_json(const struct resources *r, struct store *s, json_t *obj)
     json_object_set_new(obj, "allocated", json_pack("{s:I, s:I, s:I}", "vcpus", (json_int_t)used.vcpus,
                                                     "memory_mb", (json_int_t)used.memory_mb,
                                                     "disk_gb", (json_int_t)used.disk_gb));
+    json_object_set_new(obj, "foreign",
+                        json_pack("{s:I, s:I, s:I, s:I}", "vcpus", (json_int_t)r->foreign.vcpus,
+                                  "memory_mb", (json_int_t)r->foreign.memory_mb, "disk_gb",
+                                  (json_int_t)r->foreign.disk_gb, "domains",
+                                  (json_int_t)r->foreign_domains));
+    add_foreign(r, &used);
     json_object_set_new(obj, "free",
                         json_pack("{s:I, s:I, s:I}", "vcpus", (json_int_t)(cap.vcpus - used.vcpus),
                                   "memory_mb", (json_int_t)(cap.memory_mb - used.memory_mb),

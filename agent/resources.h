@@ -20,12 +20,18 @@ int64_t resources_disk_gb(const char *path);
 void resources_set_host(struct resources *r, const struct hv_host_info *info, int64_t disk_gb);
 bool resources_known(const struct resources *r);
 
+/* What domains of other agents (or of unknown owner) on this libvirt hold,
+ * from their metadata at the last reconcile: counted as used by
+ * resources_check() and shown as "foreign" in resources_to_json(). */
+void resources_set_foreign(struct resources *r, const struct flavor *sum, int64_t domains);
+
 /* 0 if want fits beside what the store says is allocated; else
  * -ENOSPC with err naming the flavor field that does not fit. */
 int resources_check(const struct resources *r, struct store *s, const struct flavor *want,
                     struct agent_error *err);
 
-/* capacity, reserved, allocation_ratios, allocated, free, instances into obj. */
+/* capacity, reserved, allocation_ratios, allocated, foreign, free (after
+ * allocated and foreign), instances into obj. */
 int resources_to_json(const struct resources *r, struct store *s, json_t *obj);
 
 /* The host's totals as read (before ratios and reservations). */

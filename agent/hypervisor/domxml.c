@@ -26,7 +26,8 @@ static int text_elem(xmlTextWriterPtr w, const char *name, const char *text)
     return xmlTextWriterWriteElement(w, BAD_CAST name, BAD_CAST text);
 }
 
-static int write_metadata(xmlTextWriterPtr w, const struct instance *inst)
+static int write_metadata(xmlTextWriterPtr w, const struct instance *inst,
+                          const struct hv_owner *own)
 {
     const struct boot_source *b = &inst->boot;
 
@@ -39,6 +40,14 @@ static int write_metadata(xmlTextWriterPtr w, const struct instance *inst)
                                     BAD_CAST inst->ec2_id) < 0 ||
         xmlTextWriterWriteElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "name", NULL,
                                     BAD_CAST inst->name) < 0)
+        return -1;
+    /* the owning host: an agent adopts only domains that name it */
+    if (own && own->host[0] &&
+        (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "host", NULL) < 0 ||
+         xmlTextWriterWriteAttribute(w, BAD_CAST "name", BAD_CAST own->host) < 0 ||
+         (own->host_uuid[0] &&
+          xmlTextWriterWriteAttribute(w, BAD_CAST "uuid", BAD_CAST own->host_uuid) < 0) ||
+         xmlTextWriterEndElement(w) < 0))
         return -1;
     if (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "flavor", NULL) < 0 ||
         attr_int(w, "vcpus", inst->flavor.vcpus) < 0 ||
@@ -102,7 +111,7 @@ int domxml_build(const struct hv_guest *g, const struct domxml_opts *o, char **x
     W(text_elem(w, "name", inst->ec2_id));
     W(text_elem(w, "uuid", inst->uuid));
     W(text_elem(w, "title", inst->name));
-    W(write_metadata(w, inst));
+    W(write_metadata(w, inst, g->owner));
     W(xmlTextWriterStartElement(w, BAD_CAST "memory"));
     W(xmlTextWriterWriteAttribute(w, BAD_CAST "unit", BAD_CAST "MiB"));
     W(xmlTextWriterWriteFormatString(w, "%lld", (long long)inst->flavor.memory_mb));
@@ -187,81 +196,255 @@ fail:
     return agent_error_set(err, ENOMEM, "internal", NULL, "cannot write the domain XML");
 }
 
-static char *prop_dup(xmlNodePtr n, const char *name)
+/* ---- reading our metadata back: outside input ---- */
+
+#define META_MAX (64 * 1024) /* far more than we ever write */
+
+/* Our element or attribute namespace: ours, or none (libvirt 9.0 returns the
+ * element it found by our URI without the declaration). */
+static bool ns_ok(const xmlNs *ns)
 {
-    xmlChar *v = xmlGetProp(n, BAD_CAST name);
-    char *r = v ? strdup((const char *)v) : NULL;
+    return !ns || (ns->href && strcmp((const char *)ns->href, CA_XMLNS_URI) == 0);
+}
+
+static bool clean_text(const char *s, size_t maxlen)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return n <= maxlen;
+}
+
+static bool clean_path(const char *s)
+{
+    return clean_text(s, 4096) && s[0] == '/' && !strstr(s, "/../") && !strstr(s, "/./");
+}
+
+/* Attribute name of n into *out (NULL if absent). -EINVAL with err if present
+ * but empty, too long, with control characters, or (path) not an absolute,
+ * normalized path. */
+static int meta_attr(xmlNodePtr n, const char *name, size_t maxlen, bool path, bool required,
+                     char **out, struct agent_error *err)
+{
+    xmlChar *v = xmlGetNoNsProp(n, BAD_CAST name);
+    const char *s = (const char *)v;
+    bool ok;
+
+    *out = NULL;
+    if (!v)
+        return required ? agent_error_set(err, EINVAL, "invalid_field", name,
+                                          "metadata %s: attribute %s missing", n->name, name)
+                        : 0;
+    ok = *s && (path ? clean_path(s) : clean_text(s, maxlen));
+    if (ok)
+        *out = strdup(s);
     xmlFree(v);
-    return r;
+    if (!ok)
+        return agent_error_set(err, EINVAL, "invalid_field", name, "metadata %s: invalid %s",
+                               n->name, name);
+    return *out ? 0 : -ENOMEM;
 }
 
-/* Replace an owned string: an element given twice counts once (the last),
- * without leaking the first. */
-static void set_owned(char **dst, char *v)
+static int meta_int(xmlNodePtr n, const char *name, int64_t min, int64_t max, int64_t *out,
+                    struct agent_error *err)
 {
-    free(*dst);
-    *dst = v;
-}
+    char *v = NULL;
+    int r = meta_attr(n, name, 32, false, true, &v, err);
 
-static int64_t prop_int(xmlNodePtr n, const char *name)
-{
-    char *v = prop_dup(n, name);
-    int64_t r = 0;
-    if (v)
-        parse_int64(v, 0, INT64_MAX, &r);
+    if (r == 0 && parse_int64(v, min, max, out) < 0)
+        r = agent_error_set(err, EINVAL, "invalid_field", name,
+                            "metadata flavor: %s must be an integer from %lld to %lld", name,
+                            (long long)min, (long long)max);
     free(v);
     return r;
 }
 
-int domxml_parse_metadata(const char *xml, struct instance *ident)
+/* The bounds are a launch request's (instance.c). */
+static int meta_flavor(xmlNodePtr n, struct instance *id, struct agent_error *err)
 {
-    xmlDocPtr doc = xmlReadMemory(xml, (int)strlen(xml), "metadata.xml", NULL,
-                                  XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    xmlNodePtr root, n;
+    int r;
 
-    memset(ident, 0, sizeof(*ident));
-    if (!doc)
-        return -EINVAL;
-    root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "instance") != 0 || !root->ns ||
-        strcmp((const char *)root->ns->href, CA_XMLNS_URI) != 0) {
-        xmlFreeDoc(doc);
-        return -EINVAL;
-    }
-    for (n = root->children; n; n = n->next) {
-        xmlChar *text;
-        if (n->type != XML_ELEMENT_NODE)
-            continue;
-        text = xmlNodeGetContent(n);
-        if (strcmp((const char *)n->name, "uuid") == 0)
-            strscpy(ident->uuid, (const char *)text, sizeof(ident->uuid));
-        else if (strcmp((const char *)n->name, "ec2-id") == 0)
-            strscpy(ident->ec2_id, (const char *)text, sizeof(ident->ec2_id));
-        else if (strcmp((const char *)n->name, "name") == 0)
-            set_owned(&ident->name, strdup((const char *)text));
-        else if (strcmp((const char *)n->name, "flavor") == 0) {
-            ident->flavor.vcpus = prop_int(n, "vcpus");
-            ident->flavor.memory_mb = prop_int(n, "memory_mb");
-            ident->flavor.disk_gb = prop_int(n, "disk_gb");
-            set_owned(&ident->instance_type, prop_dup(n, "type"));
-        } else if (strcmp((const char *)n->name, "kernel") == 0) {
-            ident->boot.kind = BOOT_KERNEL;
-            set_owned(&ident->boot.kernel, prop_dup(n, "path"));
-            set_owned(&ident->boot.initrd, prop_dup(n, "initrd"));
-            set_owned(&ident->boot.cmdline, prop_dup(n, "cmdline"));
-        } else if (strcmp((const char *)n->name, "image") == 0) {
-            set_owned(&ident->boot.image_path, prop_dup(n, "path"));
-            set_owned(&ident->boot.image_id, prop_dup(n, "id"));
-            set_owned(&ident->boot.image_url, prop_dup(n, "url"));
-            set_owned(&ident->boot.image_digest, prop_dup(n, "digest"));
-            set_owned(&ident->boot.image_glance_id, prop_dup(n, "glance_id"));
-        }
-        xmlFree(text);
-    }
-    xmlFreeDoc(doc);
-    if (!uuid_is_valid(ident->uuid) || !ec2_id_is_valid(ident->ec2_id) || !ident->name) {
-        instance_release(ident);
-        return -EINVAL;
-    }
+    if ((r = meta_int(n, "vcpus", 1, 256, &id->flavor.vcpus, err)) < 0 ||
+        (r = meta_int(n, "memory_mb", 16, 4194304, &id->flavor.memory_mb, err)) < 0 ||
+        (r = meta_int(n, "disk_gb", 0, 65536, &id->flavor.disk_gb, err)) < 0)
+        return r;
+    return meta_attr(n, "type", 64, false, false, &id->instance_type, err);
+}
+
+static int meta_kernel(xmlNodePtr n, struct boot_source *b, struct agent_error *err)
+{
+    int r;
+
+    b->kind = BOOT_KERNEL;
+    if ((r = meta_attr(n, "path", 0, true, true, &b->kernel, err)) < 0 ||
+        (r = meta_attr(n, "initrd", 0, true, false, &b->initrd, err)) < 0)
+        return r;
+    return meta_attr(n, "cmdline", 2048, false, false, &b->cmdline, err);
+}
+
+/* An image as the store keeps it: one of path, url (with its digest) or
+ * glance_id, and the cache's id once the cache resolved it. */
+static int meta_image(xmlNodePtr n, struct boot_source *b, struct agent_error *err)
+{
+    int r;
+
+    if ((r = meta_attr(n, "path", 0, true, false, &b->image_path, err)) < 0 ||
+        (r = meta_attr(n, "id", 200, false, false, &b->image_id, err)) < 0 ||
+        (r = meta_attr(n, "url", 4096, false, false, &b->image_url, err)) < 0 ||
+        (r = meta_attr(n, "digest", 200, false, false, &b->image_digest, err)) < 0 ||
+        (r = meta_attr(n, "glance_id", 64, false, false, &b->image_glance_id, err)) < 0)
+        return r;
+    if (!!b->image_path + !!b->image_url + !!b->image_glance_id > 1 ||
+        (b->image_path && b->image_id) || (b->image_digest && !b->image_url) ||
+        !boot_source_has_image(b))
+        return agent_error_set(err, EINVAL, "invalid_field", "image",
+                               "metadata image: inconsistent path/id/url/digest/glance_id");
     return 0;
+}
+
+static int meta_host(xmlNodePtr n, struct hv_owner *own, struct agent_error *err)
+{
+    char *name = NULL, *uuid = NULL;
+    int r;
+
+    if ((r = meta_attr(n, "name", sizeof(own->host) - 1, false, true, &name, err)) < 0 ||
+        (r = meta_attr(n, "uuid", 36, false, false, &uuid, err)) < 0)
+        goto out;
+    if (uuid && !uuid_is_valid(uuid)) {
+        r = agent_error_set(err, EINVAL, "invalid_field", "host.uuid", "metadata host: invalid uuid");
+        goto out;
+    }
+    strscpy(own->host, name, sizeof(own->host));
+    strscpy(own->host_uuid, uuid ? uuid : "", sizeof(own->host_uuid));
+out:
+    free(name);
+    free(uuid);
+    return r;
+}
+
+/* One text child (uuid, ec2-id, name). */
+static int meta_text(xmlNodePtr n, char **out, struct agent_error *err)
+{
+    xmlChar *t = xmlNodeGetContent(n);
+    bool ok = t && *t && clean_text((const char *)t, INSTANCE_NAME_MAX);
+
+    *out = ok ? strdup((const char *)t) : NULL;
+    xmlFree(t);
+    if (!ok)
+        return agent_error_set(err, EINVAL, "invalid_field", (const char *)n->name,
+                               "metadata: invalid %s", n->name);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int meta_child(xmlNodePtr n, struct instance *id, struct hv_owner *own, unsigned *seen,
+                      struct agent_error *err)
+{
+    static const char *const names[] = {"uuid", "ec2-id", "name", "host", "flavor", "kernel", "image"};
+    const char *nm = (const char *)n->name;
+    char *text = NULL;
+    unsigned k;
+    int r = 0;
+
+    for (k = 0; k < sizeof(names) / sizeof(names[0]) && strcmp(nm, names[k]); k++)
+        ;
+    if (k == sizeof(names) / sizeof(names[0]))
+        return 0; /* a newer writer's field: not needed to adopt */
+    if (*seen & (1u << k))
+        return agent_error_set(err, EINVAL, "invalid_field", nm, "metadata: %s given twice", nm);
+    *seen |= 1u << k;
+    switch (k) {
+    case 0:
+    case 1:
+        if ((r = meta_text(n, &text, err)) < 0)
+            return r;
+        if (k == 0 ? !uuid_is_valid(text) : !ec2_id_is_valid(text))
+            r = agent_error_set(err, EINVAL, "invalid_field", nm, "metadata: invalid %s", nm);
+        else
+            strscpy(k == 0 ? id->uuid : id->ec2_id, text, k == 0 ? sizeof(id->uuid) : sizeof(id->ec2_id));
+        free(text);
+        return r;
+    case 2:
+        return meta_text(n, &id->name, err);
+    case 3:
+        return meta_host(n, own, err);
+    case 4:
+        return meta_flavor(n, id, err);
+    case 5:
+        return meta_kernel(n, &id->boot, err);
+    default:
+        return meta_image(n, &id->boot, err);
+    }
+}
+
+int domxml_parse_metadata(const char *xml, struct instance *ident, struct hv_owner *owner,
+                          struct agent_error *err)
+{
+    struct instance id = {0};
+    struct hv_owner own = {{0}, {0}};
+    size_t len = strlen(xml);
+    xmlDocPtr doc = NULL;
+    xmlNodePtr root, n;
+    unsigned seen = 0;
+    int r = 0;
+
+    if (len > META_MAX)
+        return agent_error_set(err, EINVAL, "invalid_field", NULL, "metadata: %zu bytes, too large", len);
+    /* no network, no entity substitution, no DTD loading: the defaults but NONET */
+    doc = xmlReadMemory(xml, (int)len, "metadata.xml", NULL,
+                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    if (!doc)
+        return agent_error_set(err, EINVAL, "invalid_field", NULL, "metadata: not well-formed XML");
+    if (doc->intSubset || doc->extSubset) { /* libvirt never hands one back */
+        xmlFreeDoc(doc);
+        return agent_error_set(err, EINVAL, "invalid_field", NULL, "metadata: a DTD is not accepted");
+    }
+    root = xmlDocGetRootElement(doc);
+    if (!root || strcmp((const char *)root->name, "instance") != 0 || !ns_ok(root->ns)) {
+        xmlFreeDoc(doc);
+        return agent_error_set(err, EINVAL, "invalid_field", NULL,
+                               "metadata: not a compute-agent <instance> element");
+    }
+    for (n = root->children; n && r == 0; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && ns_ok(n->ns))
+            r = meta_child(n, &id, &own, &seen, err);
+    xmlFreeDoc(doc);
+    if (r == 0) {
+        if (!id.uuid[0] || !id.ec2_id[0] || !id.name)
+            r = agent_error_set(err, EINVAL, "missing_field", NULL, "metadata: uuid, ec2-id or name missing");
+        else if (!(seen & (1u << 4)))
+            r = agent_error_set(err, EINVAL, "missing_field", "flavor", "metadata: flavor missing");
+        else if (!(seen & (3u << 5)))
+            r = agent_error_set(err, EINVAL, "missing_field", "image", "metadata: no boot source (kernel or image)");
+    }
+    if (r < 0) {
+        instance_release(&id);
+        return r;
+    }
+    *ident = id;
+    *owner = own;
+    return 0;
+}
+
+void domxml_caps_host_uuid(const char *caps, char buf[37])
+{
+    xmlDocPtr doc = caps ? xmlReadMemory(caps, (int)strlen(caps), "caps.xml", NULL,
+                                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+                         : NULL;
+    xmlNodePtr n = doc ? xmlDocGetRootElement(doc) : NULL;
+
+    buf[0] = '\0';
+    for (n = n ? n->children : NULL; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && !strcmp((const char *)n->name, "host"))
+            break;
+    for (n = n ? n->children : NULL; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && !strcmp((const char *)n->name, "uuid")) {
+            xmlChar *t = xmlNodeGetContent(n);
+            if (t && uuid_is_valid((const char *)t))
+                strscpy(buf, (const char *)t, 37);
+            xmlFree(t);
+            break;
+        }
+    xmlFreeDoc(doc);
 }

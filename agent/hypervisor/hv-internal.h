@@ -63,7 +63,17 @@ struct domxml_opts {
 };
 int domxml_build(const struct hv_guest *g, const struct domxml_opts *o, char **xml,
                  struct agent_error *err);
-/* Our <metadata> element (as virDomainGetMetadata returns it) -> ident. */
-int domxml_parse_metadata(const char *xml, struct instance *ident);
+/* Our <metadata> element, as virDomainGetMetadata returns it, -> ident and
+ * owner. libvirt 9.0 hands the element back without its namespace
+ * declaration (we asked for it by our namespace URI, so it is ours); an
+ * element in any other namespace is refused. Every field is checked like
+ * outside input (the bounds of a launch request). On success ident is
+ * filled (release with instance_release) and owner too ("" members where
+ * not recorded). On failure -EINVAL, err->message says which field, and
+ * nothing is kept. */
+int domxml_parse_metadata(const char *xml, struct instance *ident, struct hv_owner *owner,
+                          struct agent_error *err);
+/* The host UUID in a libvirt capabilities document into buf[37]; "" if none. */
+void domxml_caps_host_uuid(const char *caps, char buf[37]);
 
 #endif

@@ -26,22 +26,36 @@ enum hv_power {
 
 const char *hv_power_name(enum hv_power p);
 
+/* The host a domain belongs to, as its metadata records it: the agent's
+ * host name (agent.host_name) and libvirt's host UUID (capabilities
+ * /host/uuid). "" where not recorded (domains written before the owner was,
+ * or a driver without a host UUID). */
+struct hv_owner {
+    char host[256];
+    char host_uuid[37];
+};
+
 /* What a driver needs to build a guest's domain. */
 struct hv_guest {
     const struct instance *inst; /* identity, flavor, boot source (borrowed) */
     const char *disk_path;       /* guest disk, NULL for none */
     const char *disk_format;     /* "qcow2" or "raw" */
     const char *console_log;     /* serial console log file */
+    const struct hv_owner *owner; /* set by hv_domain_xml(): this host */
 };
 
-/* A domain as libvirt reports it. If ours, ident holds what our metadata
- * says (uuid, ec2_id, name, flavor, instance_type, boot). */
+/* A domain as libvirt reports it. ours: it carries our metadata and every
+ * field of it is valid; ident then holds it (uuid, ec2_id, name, flavor,
+ * instance_type, boot) and owner the host it names. meta_error says why
+ * metadata in our namespace was refused ("" if none or valid). */
 struct hv_domain {
     char uuid[37];
     char name[128];
     enum hv_power power;
     bool ours;
     struct instance ident;
+    struct hv_owner owner;
+    char meta_error[200];
 };
 void hv_domain_list_free(struct hv_domain *doms, size_t n);
 
@@ -104,6 +118,7 @@ const struct hv_driver *hv_driver_find(const char *name);
 struct hv_config {
     const char *uri;         /* NULL/"" for the driver's default */
     const char *domain_type; /* "auto", "kvm" or "qemu" (kvm driver) */
+    const char *host_name;   /* recorded as the owner in every domain's metadata */
 };
 
 typedef void (*hv_event_cb)(const struct hv_event *ev, void *opaque);
@@ -124,6 +139,9 @@ const char *hv_uri(const struct hv *hv);
 const char *hv_domain_type(const struct hv *hv);
 /* Why the domain type was chosen (for logs and GET /v1/host). */
 const char *hv_domain_type_reason(const struct hv *hv);
+/* This host as domain metadata names it: the configured host name and the
+ * libvirt host UUID read at the last connect ("" if libvirt has none). */
+void hv_owner_self(struct hv *hv, struct hv_owner *ret);
 
 /* Blocking calls through the driver table; -ENOTSUP when the driver lacks
  * the operation (err says so). Worker threads only. */

@@ -18,6 +18,7 @@ struct hv {
     char cfg_domain_type[8];      /* auto|kvm|qemu from config */
     char domain_type[8];          /* what probe decided */
     char domain_type_reason[160]; /* why */
+    struct hv_owner self;         /* this host in metadata; host_uuid under lock */
 
     pthread_mutex_t lock;         /* guards conn, callback ids, the event queue */
     virConnectPtr conn;           /* current connection or NULL */
@@ -221,6 +222,7 @@ int hv_new(uv_loop_t *loop, const struct hv_driver *drv, const struct hv_config 
     hv->uri = strdup(cfg->uri && *cfg->uri ? cfg->uri : drv->default_uri);
     strscpy(hv->cfg_domain_type, cfg->domain_type ? cfg->domain_type : "auto",
             sizeof(hv->cfg_domain_type));
+    strscpy(hv->self.host, cfg->host_name ? cfg->host_name : "", sizeof(hv->self.host));
     hv->cb_lifecycle = hv->cb_reboot = -1;
     hv->cb = cb;
     hv->opaque = opaque;
@@ -316,6 +318,17 @@ int hv_connect(struct hv *hv, struct agent_error *err)
     }
     if (r < 0)
         return hv_libvirt_error(err, "cannot subscribe to domain events");
+    {
+        /* libvirt's host UUID, recorded as the owner beside the host name */
+        char *caps = virConnectGetCapabilities(conn), uuid[37];
+        if (!caps)
+            virResetLastError();
+        domxml_caps_host_uuid(caps, uuid);
+        free(caps);
+        pthread_mutex_lock(&hv->lock);
+        strscpy(hv->self.host_uuid, uuid, sizeof(hv->self.host_uuid));
+        pthread_mutex_unlock(&hv->lock);
+    }
     return hv->drv->probe ? hv->drv->probe(hv, err) : 0;
 }
 
@@ -348,6 +361,13 @@ const char *hv_domain_type(const struct hv *hv) { return hv->domain_type; }
 const char *hv_domain_type_reason(const struct hv *hv) { return hv->domain_type_reason; }
 const char *hv_config_domain_type(const struct hv *hv) { return hv->cfg_domain_type; }
 
+void hv_owner_self(struct hv *hv, struct hv_owner *ret)
+{
+    pthread_mutex_lock(&hv->lock);
+    *ret = hv->self;
+    pthread_mutex_unlock(&hv->lock);
+}
+
 void hv_set_domain_type(struct hv *hv, const char *type, const char *reason)
 {
     strscpy(hv->domain_type, type, sizeof(hv->domain_type));
@@ -369,7 +389,14 @@ const char *hv_power_name(enum hv_power p)
                                      (hv)->drv->name))
 
 int hv_domain_xml(struct hv *hv, const struct hv_guest *g, char **xml, struct agent_error *err)
-{ return HV_CALL(hv, domain_xml, err, g, xml); }
+{
+    struct hv_guest mine = *g;
+    struct hv_owner self;
+
+    hv_owner_self(hv, &self);
+    mine.owner = &self;
+    return HV_CALL(hv, domain_xml, err, &mine, xml);
+}
 int hv_define(struct hv *hv, const char *xml, struct agent_error *err)
 { return HV_CALL(hv, define, err, xml); }
 int hv_start(struct hv *hv, const char *uuid, struct agent_error *err)
@@ -587,10 +614,16 @@ int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, struct agent_er
             d->power = virDomainGetState(doms[i], &st, &reason, 0) == 0 ? hv_power_from_libvirt(st) : HV_POWER_NOSTATE;
             meta = virDomainGetMetadata(doms[i], VIR_DOMAIN_METADATA_ELEMENT, CA_XMLNS_URI, 0);
             if (meta) {
-                d->ours = domxml_parse_metadata(meta, &d->ident) == 0 &&
-                          strcmp(d->ident.uuid, d->uuid) == 0;
-                if (!d->ours)
+                struct agent_error perr = {0};
+                d->ours = domxml_parse_metadata(meta, &d->ident, &d->owner, &perr) == 0;
+                if (d->ours && strcmp(d->ident.uuid, d->uuid) != 0) {
+                    d->ours = false;
                     instance_release(&d->ident);
+                    snprintf(perr.message, sizeof(perr.message),
+                             "metadata: uuid does not match the domain's");
+                }
+                if (!d->ours)
+                    strscpy(d->meta_error, perr.message, sizeof(d->meta_error));
                 free(meta);
             } else {
                 virResetLastError();

@@ -59,10 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (domxml_build(&g, &o, &xml, &err) == 0) {
             char *m = strstr(xml, "<ca:instance"), *e = m ? strstr(m, "</ca:instance>") : NULL;
             struct instance back;
+            struct hv_owner own;
             if (!m || !e)
                 abort();
             m = strndup(m, (size_t)(e - m) + strlen("</ca:instance>"));
-            if (domxml_parse_metadata(m, &back) != 0 || strcmp(back.name, spec.name) != 0)
+            if (domxml_parse_metadata(m, &back, &own, &err) != 0 || strcmp(back.name, spec.name) != 0)
                 abort();
             instance_release(&back);
             free(m);

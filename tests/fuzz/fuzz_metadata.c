@@ -15,11 +15,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *xml = strndup((const char *)data, size);
     struct instance inst;
+    struct hv_owner owner;
+    struct agent_error err;
 
     if (!xml)
         abort();
-    if (domxml_parse_metadata(xml, &inst) == 0) {
-        if (!uuid_is_valid(inst.uuid) || !ec2_id_is_valid(inst.ec2_id) || !inst.name)
+    if (domxml_parse_metadata(xml, &inst, &owner, &err) == 0) {
+        if (!uuid_is_valid(inst.uuid) || !ec2_id_is_valid(inst.ec2_id) || !inst.name ||
+            strnlen(owner.host, sizeof(owner.host)) == sizeof(owner.host) ||
+            strnlen(owner.host_uuid, sizeof(owner.host_uuid)) == sizeof(owner.host_uuid))
             abort();
         instance_release(&inst);
     }

@@ -590,6 +590,10 @@ class Agent:
         self.api_listen = api_listen
         self.api_token = api_token
         self.extra_args = list(extra_args)
+        if not any(x in ("--host-name", "--config") for x in self.extra_args):
+            # an agent adopts the guests whose metadata names its host: agents of tests
+            # running side by side on one libvirtd must not share the machine's hostname
+            self.extra_args += ["--host-name", unique("ca-it-host")]
         self.env = dict(env or {})
         self.sock = Path(socket_path) if socket_path else self.state_dir / "api.sock"
         self.log_level = log_level

@@ -87,7 +87,9 @@ static void test_kvm_kernel(void **state)
         char *end = strstr(meta, "</ca:instance>");
         size_t len = (size_t)(end - meta) + strlen("</ca:instance>");
         char *frag = strndup(meta, len);
-        assert_int_equal(domxml_parse_metadata(frag, &back), 0);
+        struct hv_owner own;
+        assert_int_equal(domxml_parse_metadata(frag, &back, &own, &err), 0);
+        assert_string_equal(own.host, ""); /* no owner given to domxml_build */
         assert_string_equal(back.uuid, i.uuid);
         assert_string_equal(back.ec2_id, i.ec2_id);
         assert_string_equal(back.name, i.name);
@@ -98,8 +100,6 @@ static void test_kvm_kernel(void **state)
         instance_release(&back);
         free(frag);
     }
-    assert_int_not_equal(domxml_parse_metadata("<x/>", &back), 0);
-    assert_int_not_equal(domxml_parse_metadata("<instance xmlns=\"urn:other\"><uuid>u</uuid></instance>", &back), 0);
     free(xml);
     instance_release(&i);
 }
@@ -137,6 +137,183 @@ static void test_xen(void **state)
     instance_release(&i);
 }
 
+/* ---- metadata read back (outside input) ---- */
+
+#define U "0d8f7a34-8a47-4a59-9d3a-2b1e8c9b0f11"
+#define HU "fa46402c-40dc-41fb-b44f-d3ad2f094442"
+#define FLAVOR "<flavor vcpus=\"2\" memory_mb=\"512\" disk_gb=\"4\"/>"
+#define KERNEL "<kernel path=\"/k/vmlinuz\" initrd=\"/k/initrd.gz\" cmdline=\"console=ttyS0\"/>"
+#define IDENT "<uuid>" U "</uuid><ec2-id>i-0123456789abcdef0</ec2-id><name>web 1</name>"
+/* What libvirt 9.0 returns for our element: no prefix, no namespace declaration. */
+#define BARE(body) "<instance>\n  " body "\n</instance>\n"
+
+static int parse(const char *xml, struct instance *id, struct hv_owner *own, struct agent_error *err)
+{
+    memset(err, 0, sizeof(*err));
+    return domxml_parse_metadata(xml, id, own, err);
+}
+
+/* The element exactly as this libvirtd hands it back (no xmlns), and as we
+ * write it (with ours); the owner comes back. */
+static void test_metadata_namespaces(void **state)
+{
+    struct instance i, back;
+    struct hv_owner self = {"node-7", HU}, own;
+    struct hv_guest g = {.inst = &i, .owner = &self};
+    const struct domxml_opts o = {.domain_type = "qemu", .os = DOMXML_OS_HVM, .disk_bus = "virtio",
+                                  .disk_dev = "vda"};
+    struct agent_error err;
+    char *xml = NULL, *m, *e, *frag;
+
+    (void)state;
+    assert_int_equal(parse(BARE(IDENT "<host name=\"node-7\" uuid=\"" HU "\"/>" FLAVOR KERNEL), &back,
+                           &own, &err), 0);
+    assert_string_equal(back.uuid, U);
+    assert_string_equal(back.ec2_id, "i-0123456789abcdef0");
+    assert_string_equal(back.name, "web 1");
+    assert_int_equal(back.flavor.vcpus, 2);
+    assert_int_equal(back.flavor.memory_mb, 512);
+    assert_int_equal(back.flavor.disk_gb, 4);
+    assert_null(back.instance_type);
+    assert_int_equal(back.boot.kind, BOOT_KERNEL);
+    assert_string_equal(back.boot.kernel, "/k/vmlinuz");
+    assert_string_equal(own.host, "node-7");
+    assert_string_equal(own.host_uuid, HU);
+    instance_release(&back);
+
+    /* written by domxml_build: prefixed, declared, owner recorded */
+    make(&i, BOOT_IMAGE);
+    assert_int_equal(domxml_build(&g, &o, &xml, &err), 0);
+    m = strstr(xml, "<ca:instance");
+    e = strstr(xml, "</ca:instance>");
+    assert_non_null(m);
+    assert_non_null(e);
+    frag = strndup(m, (size_t)(e - m) + strlen("</ca:instance>"));
+    assert_non_null(strstr(frag, "<ca:host name=\"node-7\" uuid=\"" HU "\"/>"));
+    assert_int_equal(parse(frag, &back, &own, &err), 0);
+    assert_string_equal(own.host, "node-7");
+    assert_string_equal(own.host_uuid, HU);
+    assert_int_equal(back.boot.kind, BOOT_IMAGE);
+    assert_string_equal(back.boot.image_path, "/images/a&b.qcow2");
+    assert_string_equal(back.instance_type, "t3.micro");
+    assert_string_equal(back.name, i.name);
+    instance_release(&back);
+    free(frag);
+    free(xml);
+    instance_release(&i);
+
+    /* a default namespace that is ours is ours too */
+    assert_int_equal(parse("<instance xmlns=\"" CA_XMLNS_URI "\">" IDENT FLAVOR KERNEL "</instance>",
+                           &back, &own, &err), 0);
+    assert_string_equal(own.host, ""); /* written before owners were recorded */
+    instance_release(&back);
+    /* another namespace is not */
+    assert_int_equal(parse("<instance xmlns=\"urn:other\">" IDENT FLAVOR KERNEL "</instance>", &back,
+                           &own, &err), -EINVAL);
+    assert_int_equal(parse("<o:instance xmlns:o=\"urn:other\">" IDENT FLAVOR KERNEL "</o:instance>",
+                           &back, &own, &err), -EINVAL);
+    /* children of another namespace are not read: here that leaves no uuid */
+    assert_int_equal(parse(BARE("<o:uuid xmlns:o=\"urn:other\">" U "</o:uuid><ec2-id>i-0123456789abcdef0"
+                                "</ec2-id><name>n</name>" FLAVOR KERNEL), &back, &own, &err), -EINVAL);
+    /* an unknown element from a newer writer is ignored */
+    assert_int_equal(parse(BARE(IDENT "<future x=\"1\"/>" FLAVOR KERNEL), &back, &own, &err), 0);
+    instance_release(&back);
+}
+
+/* A domain of another host parses (the caller decides not to adopt it). */
+static void test_metadata_foreign_host(void **state)
+{
+    struct instance back;
+    struct hv_owner own;
+    struct agent_error err;
+
+    (void)state;
+    assert_int_equal(parse(BARE(IDENT "<host name=\"other-node\"/>" FLAVOR KERNEL), &back, &own, &err), 0);
+    assert_string_equal(own.host, "other-node");
+    assert_string_equal(own.host_uuid, "");
+    instance_release(&back);
+}
+
+/* Garbage and invalid fields are refused as a whole, saying which field. */
+static void test_metadata_refused(void **state)
+{
+    static const struct {
+        const char *xml;
+        const char *says;
+    } bad[] = {
+        {"", "well-formed"},
+        {"<instance", "well-formed"},
+        {"<x/>", "<instance>"},
+        {"<!DOCTYPE instance [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><instance>" IDENT
+         "<host name=\"&e;\"/>" FLAVOR KERNEL "</instance>", "metadata: "},
+        {"<!DOCTYPE instance [<!ENTITY e \"x\">]><instance><uuid>" U "</uuid><ec2-id>i-0123456789abcdef0"
+         "</ec2-id><name>&e;</name>" FLAVOR KERNEL "</instance>", "DTD"},
+        {BARE("<uuid>not-a-uuid</uuid><ec2-id>i-0123456789abcdef0</ec2-id><name>n</name>" FLAVOR KERNEL), "uuid"},
+        {BARE("<uuid>" U "</uuid><ec2-id>i-XYZ</ec2-id><name>n</name>" FLAVOR KERNEL), "ec2-id"},
+        {BARE("<uuid>" U "</uuid><ec2-id>i-0123456789abcdef0</ec2-id><name></name>" FLAVOR KERNEL), "name"},
+        {BARE("<uuid>" U "</uuid><ec2-id>i-0123456789abcdef0</ec2-id><name>a&#1;b</name>" FLAVOR KERNEL), "well-formed"},
+        {BARE("<uuid>" U "</uuid><ec2-id>i-0123456789abcdef0</ec2-id>"
+              "<name>0123456789012345678901234567890123456789012345678901234567890123</name>" FLAVOR KERNEL), "name"},
+        {BARE("<uuid>" U "</uuid><ec2-id>i-0123456789abcdef0</ec2-id>" FLAVOR KERNEL), "missing"},
+        {BARE(IDENT IDENT FLAVOR KERNEL), "twice"},
+        {BARE(IDENT KERNEL), "flavor missing"},
+        {BARE(IDENT "<flavor vcpus=\"lots\" memory_mb=\"512\" disk_gb=\"4\"/>" KERNEL), "vcpus"},
+        {BARE(IDENT "<flavor vcpus=\"0\" memory_mb=\"512\" disk_gb=\"4\"/>" KERNEL), "vcpus"},
+        {BARE(IDENT "<flavor vcpus=\"2\" memory_mb=\"-5\" disk_gb=\"4\"/>" KERNEL), "memory_mb"},
+        {BARE(IDENT "<flavor vcpus=\"2\" memory_mb=\"512\"/>" KERNEL), "disk_gb"},
+        {BARE(IDENT "<flavor vcpus=\"2\" memory_mb=\"512\" disk_gb=\"99999999999999999999\"/>" KERNEL), "disk_gb"},
+        {BARE(IDENT FLAVOR), "boot source"},
+        {BARE(IDENT FLAVOR "<kernel path=\"vmlinuz\"/>"), "path"},
+        {BARE(IDENT FLAVOR "<kernel path=\"/k/../etc/x\"/>"), "path"},
+        {BARE(IDENT FLAVOR "<kernel/>"), "path"},
+        {BARE(IDENT FLAVOR "<kernel path=\"/k\" initrd=\"rel\"/>"), "initrd"},
+        {BARE(IDENT FLAVOR "<image/>"), "image"},
+        {BARE(IDENT FLAVOR "<image path=\"/a\" url=\"http://x/a\"/>"), "image"},
+        {BARE(IDENT FLAVOR "<image id=\"c1\" digest=\"sha256:00\"/>"), "image"},
+        {BARE(IDENT FLAVOR "<image path=\"/a\" id=\"c1\"/>"), "image"},
+        {BARE(IDENT "<host name=\"\"/>" FLAVOR KERNEL), "host"},
+        {BARE(IDENT "<host/>" FLAVOR KERNEL), "name"},
+        {BARE(IDENT "<host name=\"n\" uuid=\"nope\"/>" FLAVOR KERNEL), "uuid"},
+    };
+    struct instance back;
+    struct hv_owner own;
+    struct agent_error err;
+
+    (void)state;
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        memset(&back, 0x5a, sizeof(back));
+        if (parse(bad[k].xml, &back, &own, &err) != -EINVAL || !strstr(err.message, bad[k].says))
+            fail_msg("case %zu accepted or wrong reason (%s): %s", k, err.message, bad[k].xml);
+        assert_int_equal(((unsigned char *)&back)[0], 0x5a); /* nothing written */
+    }
+    {
+        /* too large: refused before parsing */
+        size_t n = 70 * 1024;
+        char *big = malloc(n + 1);
+        memset(big, ' ', n);
+        memcpy(big, "<instance>", 10);
+        strcpy(big + n - 11, "</instance>");
+        assert_int_equal(parse(big, &back, &own, &err), -EINVAL);
+        assert_non_null(strstr(err.message, "too large"));
+        free(big);
+    }
+}
+
+static void test_caps_host_uuid(void **state)
+{
+    char buf[37];
+
+    (void)state;
+    domxml_caps_host_uuid("<capabilities><host><uuid>" HU "</uuid><cpu/></host></capabilities>", buf);
+    assert_string_equal(buf, HU);
+    domxml_caps_host_uuid("<capabilities><host><cpu/></host></capabilities>", buf);
+    assert_string_equal(buf, "");
+    domxml_caps_host_uuid("<capabilities><host><uuid>junk</uuid></host></capabilities>", buf);
+    assert_string_equal(buf, "");
+    domxml_caps_host_uuid(NULL, buf);
+    assert_string_equal(buf, "");
+}
+
 static void test_driver_table(void **state)
 {
     (void)state;
@@ -156,6 +333,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kvm_kernel),
         cmocka_unit_test(test_xen),
+        cmocka_unit_test(test_metadata_namespaces),
+        cmocka_unit_test(test_metadata_foreign_host),
+        cmocka_unit_test(test_metadata_refused),
+        cmocka_unit_test(test_caps_host_uuid),
         cmocka_unit_test(test_driver_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
