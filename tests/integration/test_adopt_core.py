@@ -99,7 +99,8 @@ def body_of_test(c, uri, gdir, d, prefix, a, b, created):
         assert len(host_uuid) == 36, host_uuid
 
     boot = calib.guest_boot(gdir)
-    disk = d / f"{prefix}.raw"
+    disk = d / "images" / f"{prefix}.raw"  # images/ beside the state dirs: a listed local_image_dir
+    disk.parent.mkdir(exist_ok=True)
     shutil.copy(gdir / "disk.raw", disk)
     mine = {}
     with c.case("A launches a kernel-boot guest and a disk-boot guest -> running", fatal=True):
