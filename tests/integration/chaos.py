@@ -259,6 +259,12 @@ class PlacementProxy:
             def log_message(self, *a):
                 pass
 
+            def handle(self):
+                try:
+                    super().handle()
+                except OSError:
+                    pass  # the agent was killed in the middle of a request
+
             def _do(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
@@ -511,15 +517,31 @@ class Chaos:
             choices += ["pull"]
         if live:
             choices += ["stop", "start", "reboot", "terminate", "repeat-launch"]
+        choices += ["host-toggle"]
         op = self.rng.choice(choices)
+        self.do_op(op, live)
+
+    def do_op(self, op, live):
         self.count(f"op:{op}")
-        if op == "launch":
+        if op == "host-toggle":  # a write to Placement (the COMPUTE_STATUS_DISABLED trait)
+            h = self.call("GET", "/v1/host")
+            if h is None:
+                return
+            path = "/v1/host/enable" if h[1]["state"] == "disabled" else "/v1/host/disable"
+            r = self.call("POST", path)
+            self.note(f"POST {path} -> {answer(r)}")
+            return
+        if op in ("launch", "launch-image"):
             name = f"{self.host}-{len(self.names)}"
             rid = f"{name}-rid"
             self.names[name] = rid
-            with_image = bool(self.image_url) and self.rng.random() < 0.5
-            r = self.call("POST", "/v1/instances", self.launch_body(name, rid, with_image))
+            with_image = bool(self.image_url) and (op == "launch-image" or self.rng.random() < 0.5)
+            body = self.launch_body(name, rid, with_image)
+            r = self.call("POST", "/v1/instances", body)
             self.note(f"launch {name}{' (image)' if with_image else ''} -> {answer(r)}")
+            if r is None:  # the answer was lost in a crash: the client tries again, same request id
+                r = self.call("POST", "/v1/instances", body)
+                self.note(f"launch {name} again (same request id) -> {answer(r)}")
             if r and r[0] == 202:
                 iid = r[1]["instance"]["id"]
                 self.allocate(iid)
@@ -529,7 +551,11 @@ class Chaos:
             r = self.call("POST", "/v1/images", dict(self.image_ref))
             self.note(f"image pull -> {answer(r)}")
             return
-        inst = self.rng.choice(live)
+        if not live:
+            return
+        want = {"stop": "running", "reboot": "running", "start": "stopped"}.get(op)
+        fit = [i for i in live if i["state"] == want] if want else live
+        inst = self.rng.choice(fit or live)
         iid = inst["id"]
         if op == "repeat-launch":  # a client retrying its launch: never a second instance
             rid = self.names[inst["name"]]
@@ -574,6 +600,11 @@ class Chaos:
         kinds = ["agent-kill", "agent-crash-point", "libvirtd-kill"]
         kinds += ["broker-up"] if "broker" in active else ["broker-down"]
         kinds += ["placement-heal"] if "placement" in active else ["placement-409", "placement-down"]
+        allowed = os.environ.get("CA_CHAOS_FAULTS")
+        if allowed:  # e.g. CA_CHAOS_FAULTS=agent-kill,broker-down,broker-up to narrow a failure down
+            kinds = [k for k in kinds if k in allowed.split(",")]
+            if not kinds:
+                return
         kind = self.rng.choice(kinds)
         self.count(f"fault:{kind}")
         if kind == "agent-kill":
@@ -583,12 +614,21 @@ class Chaos:
             self.armed = False
             self.agent.start(timeout=180)
         elif kind == "agent-crash-point":
-            point = self.rng.choice(CRASH_POINTS)
+            points = [p for p in CRASH_POINTS if p != "launch:image" or self.image_url]
+            point = self.rng.choice(points)
             self.ensure_agent()
             self.agent.kill()
             self.note(f"fault: agent restarted with COMPUTE_AGENT_CRASH_AT={point}")
             self.armed = True
             self.agent.start(timeout=180, env={"COMPUTE_AGENT_CRASH_AT": point})
+            # and the operation that reaches it (it may not: wrong state, a conflict, ...)
+            kind = point.split(":")[0]
+            live = [i for i in self.instances() if i["name"] in self.names and i["state"] != "terminated"]
+            if kind == "launch":
+                if len(live) < self.cap + 2:
+                    self.do_op("launch-image" if point == "launch:image" else "launch", live)
+            else:
+                self.do_op(kind, live)
         elif kind == "libvirtd-kill":
             self.lv.kill()
             if self.keeper:
@@ -631,6 +671,9 @@ class Chaos:
     # -- quiesce and check --------------------------------------------------------
     def quiesce(self, timeout):
         def settled():
+            h = self.call("GET", "/v1/host")
+            if h is None or h[0] != 200 or not h[1]["libvirt"]["connected"] or h[1]["operations_in_flight"]:
+                return None
             insts = [i for i in self.instances() if i["name"] in self.names]
             busy = [i for i in insts if i["task_state"] is not None or i["state"] not in calib.SETTLED_STATES]
             if busy:
@@ -639,7 +682,9 @@ class Chaos:
                 r = self.call("GET", f"/v1/operations/{oid}")
                 if r is None or r[0] != 200 or r[1]["state"] not in ("succeeded", "failed"):
                     return None
-            return insts
+            # the same view twice in a row (a reconcile right after a reconnect may still change it)
+            again = [i for i in self.instances() if i["name"] in self.names]
+            return insts if again == insts else None
         try:
             insts = calib.wait_for(settled, timeout, interval=0.2, what="every instance and operation to settle",
                                    last=lambda: short([(i["name"], i["state"], i["task_state"])
@@ -655,10 +700,17 @@ class Chaos:
                 db.close()
         try:
             calib.wait_for(outbox_empty, 60, interval=0.1, what="the agent's outbox to empty")
-            self.reader.drain(self.t_ev, timeout=60)
+            self.reader.wait(self._drained, 60, f"reading {self.t_ev} to its end")
         except AssertionError as e:
             self.fail(str(e))
         return insts
+
+    def _drained(self):
+        from confluent_kafka import KafkaException
+        try:
+            return self.reader.drained(self.t_ev)
+        except KafkaException:
+            return False  # the broker just came back: its metadata a moment later
 
     def check_libvirt(self, insts):
         by_id = {}
@@ -708,6 +760,8 @@ class Chaos:
         per = {}
         op_events = {}
         for m in evs:
+            if seen.get(m.value) == f"{m.partition}@{m.offset}":
+                continue  # our consumer read the same message again (after the broker came back)
             if m.value in seen:
                 # The same outbox row sent again: the agent died after Kafka took it and before the
                 # row was deleted (at-least-once). Kept aside; the order checks run without it.
@@ -777,6 +831,10 @@ class Chaos:
         st, inv = placement(self.purl, "GET", f"/resource_providers/{self.rp}/inventories")
         if st != 200 or not {"VCPU", "MEMORY_MB"} <= set(inv["inventories"]):
             self.fail(f"inventories of {self.rp}: {st} {short(inv)}")
+        st, tr = placement(self.purl, "GET", f"/resource_providers/{self.rp}/traits")
+        disabled = "COMPUTE_STATUS_DISABLED" in (tr or {}).get("traits", [])
+        if st != 200 or disabled != (h["state"] == "disabled"):
+            self.fail(f"host {h['state']}, Placement traits {st} {short(tr)}")
         st, al = placement(self.purl, "GET", f"/resource_providers/{self.rp}/allocations")
         have = set(al["allocations"]) - {self.ghost}
         want = {i["id"] for i in insts if i["state"] != "terminated"}
@@ -792,18 +850,64 @@ class Chaos:
         expect_in_placement = {self.ghost} | (self.alloc - holding)
         mark = len(self.reader.msgs)
 
+        def matches(ev):
+            return set(ev["only_in_placement"]) == expect_in_placement and not ev["only_here"]
+
         def found():
+            # a check that started before the last round settled reports what it saw then: wait for
+            # one that agrees (the interval is 10 s)
             for m in self.reader.events(self.t_ev, since=mark, event="placement.usage_drift"):
-                if m.json["host"] == self.host:
+                if m.json["host"] == self.host and matches(m.json):
                     return m.json
             return None
         try:
-            ev = self.reader.wait(found, timeout, "a placement.usage_drift event after the last round")
+            self.reader.wait(found, timeout, "a placement.usage_drift event that agrees with the store: "
+                             f"only_in_placement {sorted(expect_in_placement)}, only_here []",
+                             last=lambda: short([m.json for m in self.reader.events(
+                                 self.t_ev, since=mark, event="placement.usage_drift")][-2:], 800))
         except AssertionError as e:
             self.fail(str(e))
-        if set(ev["only_in_placement"]) != expect_in_placement or ev["only_here"]:
-            self.fail(f"usage drift event {short(ev)}; expected only_in_placement {sorted(expect_in_placement)}, "
-                      f"only_here []")
+
+    # -- a deterministic case: the domain vanishes under an interrupted operation ---------
+    def vanished_under_operation(self, point):
+        """The agent dies right after journaling `point` (stop/start/reboot), libvirtd loses every domain
+        while it is down (test driver: kill -9), the agent comes back and resumes the operation: the
+        instance must end `error` (its domain is gone), not back in its old state. Returns the instance."""
+        action = point.split(":")[0]
+        name = f"{self.host}-{len(self.names)}"
+        rid = f"{name}-rid"
+        self.names[name] = rid
+        r = self.call("POST", "/v1/instances", self.launch_body(name, rid, False))
+        assert r and r[0] == 202, f"launch -> {answer(r)}"
+        iid = r[1]["instance"]["id"]
+        self.allocate(iid)
+        self.track(r, iid, "launch")
+        self.cl.wait_state(iid, "running", timeout=60)
+        if action == "start":
+            op = self.cl.action(iid, "stop", force=True)
+            self.cl.wait_operation(op["operation"]["id"])
+            self.cl.wait_state(iid, "stopped", timeout=60)
+        self.agent.kill()
+        self.agent.start(timeout=180, env={"COMPUTE_AGENT_CRASH_AT": point})
+        try:
+            r = self.cl.call("POST", f"/v1/instances/{iid}/actions", {"action": action})
+            self.track(r, iid, action)
+        except (OSError, http.client.HTTPException):
+            pass  # cut by the crash
+        rc = self.agent.wait_exit(30)
+        assert rc == -signal.SIGKILL, f"the agent did not die at {point} (exit {rc})"
+        self.lv.kill()
+        if self.keeper:
+            self.keeper.stop()
+        self.lv.start(verify_uri=self.uri)
+        if self.keeper:
+            self.keeper.start()
+        self.agent.start(timeout=180)
+        inst = self.cl.wait_settled(iid, timeout=60)
+        assert calib.domstate(self.uri, iid) is None, "the domain is back?"
+        assert inst["state"] == "error", (f"after {point} with the domain gone: state {inst['state']}, "
+                                          f"fault {inst['fault']!r}")
+        return inst
 
     # -- the run -------------------------------------------------------------------
     def run(self, quiesce_timeout):
@@ -847,5 +951,5 @@ class Chaos:
         calib.log(f"     chaos {self.variant}: seed {self.seed}, {self.rounds_done} rounds, {self.faults()} faults "
                   f"{faults}, {sum(ops.values())} operations {ops}, crash points hit "
                   f"{self.counts.get('crash point hit', 0)}, 409s injected {self.proxy.injected}, events redelivered "
-                  f"after a kill {len(getattr(self, 'redelivered', []))}, "
+                  f"after a kill {len(getattr(self, 'redelivered', []))} {getattr(self, 'redelivered', [])[:3]}, "
                   f"answers {dict(sorted(self.statuses.items()))}, {time.monotonic() - t0:.0f}s")

@@ -54,6 +54,10 @@ def main(c: calib.Checks):
     try:
         with c.case("private libvirtd (test driver), mock_kafka, Placement proxy and the agent start", fatal=True):
             t.setup(d, purl, os.environ.get("CA_NGINX_URL"), os.environ.get("CA_NGINX_ROOT"), "test", boot, image)
+        for point in ("stop:requested", "start:requested", "reboot:requested"):
+            with c.case(f"{point}: agent killed there, libvirtd loses the domain meanwhile: the resumed "
+                        f"operation leaves the instance error, never its old state"):
+                t.vanished_under_operation(point)
         t.run(quiesce_timeout=60)
     finally:
         t.teardown()
