@@ -9,7 +9,7 @@ no other test; QEMU processes survive that kill and the restarted libvirtd finds
 
 Needs root, libvirtd/virsh, the test guest (CA_GUEST_DIR), Placement (CA_PLACEMENT_URL),
 build/tests/mock_kafka and python3-confluent-kafka; nginx (CA_NGINX_URL) for the image pulls.
-CI size: CA_CHAOS_ROUNDS (default 2) x CA_CHAOS_STEPS (default 8); a long run: CA_CHAOS_MINUTES=15.
+CI size: CA_CHAOS_ROUNDS (default 4) x CA_CHAOS_STEPS (default 10); a long run: CA_CHAOS_MINUTES=15.
 """
 
 import os
@@ -46,7 +46,7 @@ def main(c: calib.Checks):
     d = calib.tmpdir("ca-chaos-qemu-")
     boot = calib.guest_boot(Path(gdir))
     image = (Path(gdir) / "disk.raw").read_bytes()
-    t = chaos.Chaos(c, "qemu", rounds=2, steps=8, cap=3)
+    t = chaos.Chaos(c, "qemu", rounds=4, steps=10, cap=3)
     try:
         with c.case("private libvirtd (QEMU), mock_kafka, Placement proxy and the agent start", fatal=True):
             t.setup(d, purl, os.environ.get("CA_NGINX_URL"), os.environ.get("CA_NGINX_ROOT"), "qemu", boot, image)
