@@ -181,9 +181,12 @@ class PrivateLibvirtd:
             self.proc.wait(timeout=30)
 
     def stop(self, uri=None):
-        """Destroy the guests it runs (uri), then SIGTERM (SIGKILL after 15 s)."""
+        """Destroy the guests it runs (uri), then SIGTERM (SIGKILL after 15 s). A libvirtd found dead is
+        started again first, so that no guest outlives the test."""
         if not self.alive():
-            return
+            if self.proc is None or not uri:
+                return
+            self.start(verify_uri=uri)
         if uri:
             rc, out, _ = calib.virsh(uri, "list", "--uuid", timeout=60)
             for u in out.split() if rc == 0 else ():
@@ -378,8 +381,12 @@ class Chaos:
         self.armed = False  # the agent runs with COMPUTE_AGENT_CRASH_AT
         self.kept_consoles = set()  # terminated instances whose directory holds only console.log
         test_name = f"test_chaos_{variant}"
+        try:
+            build = calib.BUILD.relative_to(calib.ROOT)
+        except ValueError:
+            build = calib.BUILD
         self.replay = (f"CA_CHAOS_SEED={self.seed} CA_CHAOS_ROUNDS={self.rounds} CA_CHAOS_STEPS={self.steps} "
-                       f"tests/run.sh $BUILD '{test_name}'")
+                       f"tests/run.sh {build} '{test_name}'")
 
     # -- bookkeeping -------------------------------------------------------
     def count(self, what, n=1):
@@ -390,6 +397,9 @@ class Chaos:
         calib.log(f"     r{self.round}: {what}")
 
     def fail(self, msg):
+        if self.minutes:  # a timed run: the same seed up to this round replays it
+            self.replay = self.replay.replace(f"CA_CHAOS_ROUNDS={self.rounds}", f"CA_CHAOS_ROUNDS={self.round}")
+            self.rounds = self.round
         raise ChaosFailure(f"{msg}\n      seed {self.seed}; replay: {self.replay}\n      last steps:\n        "
                            + "\n        ".join(self.trail[-25:]))
 
