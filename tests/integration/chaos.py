@@ -362,6 +362,9 @@ class Chaos:
     """One torture run. variant: "core" (test driver) or "qemu"."""
 
     def __init__(self, c: calib.Checks, variant: str, rounds: int, steps: int, cap: int):
+        # tests/run.sh stops a test with SIGTERM (interrupt, timeout): unwind, so that teardown stops
+        # the libvirtd, mock_kafka and agent this test started (they are in sessions of their own)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         self.c = c
         self.variant = variant
         self.seed = int(os.environ.get("CA_CHAOS_SEED") or (time.time_ns() // 1000) % 10**9)
