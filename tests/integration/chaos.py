@@ -971,6 +971,39 @@ class Chaos:
             self.note(f"the instances changed during the checks (attempt {n + 1}): checking again")
         self.fail(f"the instances did not hold still for {attempts} rounds of checks")
 
+    def start_already_done(self):
+        """The agent dies after journaling a start (start:requested) and libvirt starts the domain before
+        the agent is back (as when the kill comes after libvirt's answer): the resumed start finds the
+        domain running, which is what it wanted. Returns the instance."""
+        name = f"{self.host}-{len(self.names)}"
+        rid = f"{name}-rid"
+        self.names[name] = rid
+        r = self.call("POST", "/v1/instances", self.launch_body(name, rid, False))
+        assert r and r[0] == 202, f"launch -> {answer(r)}"
+        iid = r[1]["instance"]["id"]
+        self.allocate(iid)
+        self.track(r, iid, "launch")
+        self.cl.wait_state(iid, "running", timeout=60)
+        op = self.cl.action(iid, "stop", force=True)
+        self.track((202, op), iid, "stop")
+        self.cl.wait_state(iid, "stopped", timeout=60)
+        self.agent.kill()
+        self.agent.start(timeout=180, env={"COMPUTE_AGENT_CRASH_AT": "start:requested"})
+        try:
+            r = self.cl.call("POST", f"/v1/instances/{iid}/actions", {"action": "start"})
+            self.track(r, iid, "start")
+        except (OSError, http.client.HTTPException):
+            pass
+        rc = self.agent.wait_exit(30)
+        assert rc == -signal.SIGKILL, f"the agent did not die at start:requested (exit {rc})"
+        calib.virsh(self.uri, "start", iid, check=True)
+        self.agent.start(timeout=180)
+        inst = self.cl.wait_settled(iid, timeout=60)
+        ds = calib.domstate(self.uri, iid)
+        assert inst["state"] == "running" and ds == "running", \
+            f"store {inst['state']} (fault {inst['fault']!r}), libvirt {ds!r}"
+        return inst
+
     # -- the run -------------------------------------------------------------------
     def run(self, quiesce_timeout):
         c = self.c

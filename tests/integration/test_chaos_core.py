@@ -58,6 +58,9 @@ def main(c: calib.Checks):
             with c.case(f"{point}: agent killed there, libvirtd loses the domain meanwhile: the resumed "
                         f"operation leaves the instance error, never its old state"):
                 t.vanished_under_operation(point)
+        with c.case("start:requested: agent killed there, the domain started meanwhile: the resumed start "
+                    "succeeds (already running is what it wanted)"):
+            t.start_already_done()
         t.run(quiesce_timeout=60)
     finally:
         t.teardown()
