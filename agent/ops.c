@@ -560,6 +560,15 @@ static void job_after_run(struct job *j)
     if (j->kind == JOB_DEFINE && j->result == 0 && j->inst.disk_path) {
         set_str(&r->inst.disk_path, j->inst.disk_path);
     }
+    if (j->result == -ENOENT && strcmp(type, "launch") && strcmp(type, "terminate")) {
+        /* the domain vanished under a stop, start or reboot (libvirtd lost it
+         * while the agent was away): the instance is lost, not back in the
+         * state it had before the operation */
+        struct agent_error e = {0};
+        agent_error_set(&e, ENOENT, "not_found", NULL, "the domain is missing from the hypervisor");
+        finish(r, "error", &e);
+        return;
+    }
     if (j->result < 0 && j->kind != JOB_SHUTDOWN) {
         if (!strcmp(type, "launch")) {
             fail_launch(r, &j->err);
