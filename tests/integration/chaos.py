@@ -439,13 +439,11 @@ class Chaos:
         conf = d / "agent.conf"
         lines = ["[hypervisor]", "reconnect_max_backoff = 1", "stop_timeout = 5", "reboot_timeout = 5"]
         dirs = sorted({str(Path(p).parent) for p in (boot.get("path"), boot.get("initrd")) if p})
-        if agent_has_key("local_image_dirs"):
-            lines.append(f"local_image_dirs = {','.join(dirs)}")
         lines += ["[placement]", "usage_check_interval = 10", "[bus]", "heartbeat_interval = 5"]
-        if agent_has_key("allowed_networks"):
-            lines += ["[image_cache]", "allowed_networks = 127.0.0.0/8"]
+        lines += ["[image_cache]", "allowed_networks = 127.0.0.0/8"]
         conf.write_text("\n".join(lines) + "\n")
         self.agent = calib.Agent(d / "state", hypervisor=hypervisor, libvirt_uri=self.uri, log_level="debug",
+                                 local_image_dirs=dirs,
                                  extra_args=["--config", str(conf), "--host-name", self.host,
                                              "--placement-url", self.proxy.url, "--placement-token", "admin",
                                              "--bus-brokers", self.mock.bs, "--bus-prefix", self.prefix,
