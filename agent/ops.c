@@ -436,8 +436,11 @@ static void job_work(uv_work_t *w)
         break;
     case JOB_CLEANUP:
         hv_destroy(hv, uuid, &ignored);
-        hv_undefine(hv, uuid, &ignored);
-        remove_disk(j->ops, uuid);
+        /* the disk goes only with its domain: a domain still defined (libvirtd
+         * away during the rollback) keeps its disk, so reconcile finds a
+         * whole guest, never one whose disk is gone */
+        if (hv_undefine(hv, uuid, &ignored) == 0)
+            remove_disk(j->ops, uuid);
         j->result = 0;
         break;
     case JOB_LIST:
