@@ -26,7 +26,7 @@ COMMON_SRC  := $(wildcard common/*.c)
 IMGC_SRC    := $(wildcard image-cache/*.c)
 SCHED_SRC   := $(wildcard scheduler-client/*.c)
 NETPLUG_SRC := $(wildcard net-plug/*.c)
-AGENT_SRC   := $(filter-out agent/main.c,$(wildcard agent/*.c agent/hypervisor/*.c))
+AGENT_SRC   := $(filter-out agent/main.c,$(wildcard agent/*.c agent/*/*.c))
 CLI_SRC     := $(filter-out cli/computectl.c,$(wildcard cli/*.c))
 LIB_SRC     := $(filter-out $(SKIP_SRC),$(COMMON_SRC) $(IMGC_SRC) $(SCHED_SRC) $(NETPLUG_SRC) $(AGENT_SRC))
 

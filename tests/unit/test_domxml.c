@@ -292,7 +292,7 @@ static void test_metadata_refused(void **state)
         char *big = malloc(n + 1);
         memset(big, ' ', n);
         memcpy(big, "<instance>", 10);
-        strcpy(big + n - 11, "</instance>");
+        memcpy(big + n - 11, "</instance>", sizeof "</instance>");
         assert_int_equal(parse(big, &back, &own, &err), -EINVAL);
         assert_non_null(strstr(err.message, "too large"));
         free(big);
