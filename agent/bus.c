@@ -28,6 +28,7 @@
 #include "agent/bus.h"
 
 #include "agent/bus-internal.h"
+#include "agent/bus-readback.h"
 #include "common/util.h"
 
 #include <jansson.h>
@@ -415,6 +416,8 @@ static void bus_events_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
         c->up = true;
         bus_state_update(bus);
     }
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && bus->cb.on_event_placed)
+        bus->cb.on_event_placed(bus->opaque, outbox_id, m->partition, m->offset);
     if (bus->cb.on_event_delivered)
         bus->cb.on_event_delivered(bus->opaque, outbox_id, bus_errno(m->err));
 }
@@ -1071,6 +1074,31 @@ static int bus_conf_apply_user(rd_kafka_conf_t *conf,
         if (r < 0)
             return r;
     }
+    return 0;
+}
+
+int bus_reader_conf_new(const char *bootstrap, const char *host, const char *const *props,
+                        rd_kafka_conf_t **ret, struct agent_error *err)
+{
+    _cleanup_(rd_kafka_conf_destroyp) rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char client_id[300];
+    int r;
+
+    if (!conf)
+        return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+    snprintf(client_id, sizeof(client_id), "compute-agent.%s.readback", host);
+    if ((r = bus_conf_set(conf, "client.id", client_id, "host", err)) < 0 ||
+        (r = bus_conf_apply_user(conf, BUS_CLIENT_CONSUMER, props, err)) < 0 ||
+        (r = bus_conf_set(conf, "bootstrap.servers", bootstrap, "bus.brokers", err)) < 0 ||
+        /* librdkafka 2.0 wants a group for assign(); it is never joined
+         * (no subscribe) and nothing is committed to it */
+        (r = bus_conf_set(conf, "group.id", client_id, "host", err)) < 0 ||
+        (r = bus_conf_set(conf, "enable.auto.commit", "false", "bus", err)) < 0 ||
+        (r = bus_conf_set(conf, "enable.auto.offset.store", "false", "bus", err)) < 0 ||
+        (r = bus_conf_set(conf, "enable.partition.eof", "true", "bus", err)) < 0 ||
+        (r = bus_conf_set(conf, "auto.offset.reset", "earliest", "bus", err)) < 0)
+        return r;
+    *ret = TAKE_PTR(conf);
     return 0;
 }
 

@@ -115,6 +115,10 @@ struct bus_callbacks {
      * locally: an outage only delays this call. Called exactly once for
      * each accepted event, possibly from within bus_free(). */
     void (*on_event_delivered)(void *opaque, int64_t outbox_id, int err);
+    /* Where an acknowledged event landed, just before its on_event_delivered
+     * with err 0. Optional. */
+    void (*on_event_placed)(void *opaque, int64_t outbox_id, int32_t partition,
+                            int64_t offset);
     /* Broker connectivity changed (for health). Optional. */
     void (*on_state)(void *opaque, bool up);
     /* A client-level error (-errno). fatal: the producer or consumer can no

@@ -1,10 +1,12 @@
 /* events.c: see events.h. */
 #include "agent/events.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent/bus.h"
+#include "agent/bus-readback.h"
 #include "agent/commands.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
@@ -27,7 +29,23 @@ struct events {
     uv_timer_t heartbeat;
     bool heartbeat_open;
     char **props;             /* extra librdkafka properties (owned) */
+
+    /* Exactly once across crashes (bus-readback.h): until the events topic
+     * has been read back after a start, nothing is sent. */
+    bool reading;             /* a readback is running or waits for a retry */
+    struct bus_readback *readback; /* the running one, or NULL */
+    unsigned read_attempts;
+    uv_timer_t read_timer;    /* next readback attempt */
+    bool read_timer_open;
+    int64_t *read_from;       /* per partition: after our last acknowledged event */
+    size_t n_read_from;
+    bool read_from_dirty;     /* raised since last written to the store */
+    bool read_from_known;     /* a record exists (else: a new store) */
+    bool crash_on_ack;        /* COMPUTE_AGENT_CRASH_AT=events:acked (tests) */
 };
+
+#define READ_FROM_KEY "events.read_from"
+#define READBACK_ATTEMPTS 4   /* then send anyway, at least once */
 
 static struct events *ev_of(struct agent *a)
 {
@@ -42,6 +60,7 @@ int events_init(struct agent *a)
     if (!e)
         return -ENOMEM;
     e->a = a;
+    e->crash_on_ack = getenv("COMPUTE_AGENT_CRASH_AT") && !strcmp(getenv("COMPUTE_AGENT_CRASH_AT"), "events:acked");
     if (sqlite3_exec(db,
                      "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
                      " key TEXT, payload TEXT NOT NULL, created_ms INTEGER NOT NULL)",
@@ -68,7 +87,7 @@ static int outbox_add(struct agent *a, const char *key, json_t *payload)
     int rc;
 
     json_decref(payload);
-    if (!e || !text) {
+    if (!e || !text || !payload) {
         free(text);
         return e ? -ENOMEM : 0;
     }
@@ -86,8 +105,14 @@ static json_t *event_base(struct agent *a, const char *event, const struct insta
 {
     char ts[32];
 
+    char id[37];
+
     format_rfc3339_ms(now_wall_ms(), ts);
-    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:s}", "event", event, "instance_id",
+    if (uuid_generate_str(id) < 0)
+        return NULL;
+    /* event_id: minted once with the outbox row, so a resend carries the
+     * same one (consumers and the readback recognise it) */
+    return json_pack("{s:s, s:s, s:o, s:o, s:s, s:o, s:s}", "event", event, "event_id", id, "instance_id",
                      inst ? json_string(inst->uuid) : json_null(), "ec2_id",
                      inst ? json_string(inst->ec2_id) : json_null(), "host", a->cfg.host_name,
                      "request_id", request_id ? json_string(request_id) : json_null(), "timestamp", ts);
@@ -152,7 +177,7 @@ void events_flush(struct agent *a)
     struct events *e = ev_of(a);
     sqlite3_stmt *st;
 
-    if (!e || !e->bus)
+    if (!e || !e->bus || e->reading)
         return;
     st = e->next;
     sqlite3_bind_int64(st, 1, e->sent_upto);
@@ -174,6 +199,75 @@ void events_flush(struct agent *a)
     sqlite3_reset(st);
 }
 
+/* {"topic": T, "offsets": [..]}: where the next readback starts. */
+static int read_from_save(struct events *e)
+{
+    json_t *offs = json_array(), *j;
+    char *text;
+    int r;
+
+    for (size_t p = 0; p < e->n_read_from; p++)
+        json_array_append_new(offs, json_integer(e->read_from[p]));
+    j = json_pack("{s:s, s:o}", "topic", e->bus ? bus_topic(e->bus, BUS_TOPIC_EVENTS) : "", "offsets", offs);
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    r = text ? store_meta_set(e->a->store, READ_FROM_KEY, text) : -ENOMEM;
+    free(text);
+    if (r == 0)
+        e->read_from_dirty = false;
+    return r;
+}
+
+/* The record for topic, if there is one for it. */
+static void read_from_load(struct events *e, const char *topic)
+{
+    char *text = NULL;
+    json_t *j, *offs;
+    size_t i;
+    json_t *v;
+
+    free(e->read_from);
+    e->read_from = NULL;
+    e->n_read_from = 0;
+    e->read_from_known = false;
+    if (store_meta_get(e->a->store, READ_FROM_KEY, &text) < 0)
+        return;
+    j = json_loads(text, 0, NULL);
+    free(text);
+    offs = json_object_get(j, "offsets");
+    if (json_is_string(json_object_get(j, "topic")) && !strcmp(json_string_value(json_object_get(j, "topic")), topic) &&
+        json_is_array(offs) && (e->read_from = calloc(json_array_size(offs) + 1, sizeof(*e->read_from)))) {
+        json_array_foreach(offs, i, v)
+            e->read_from[i] = json_is_integer(v) ? json_integer_value(v) : -1;
+        e->n_read_from = json_array_size(offs);
+        e->read_from_known = true;
+    }
+    json_decref(j);
+}
+
+/* An acknowledged event sits at offset of partition: the next readback can
+ * start after it (kept in memory, written with the deletes). */
+static void read_from_raise(struct events *e, int32_t partition, int64_t offset)
+{
+    size_t p = (size_t)partition;
+
+    if (partition < 0)
+        return;
+    if (p >= e->n_read_from) {
+        int64_t *n = realloc(e->read_from, (p + 1) * sizeof(*n));
+        if (!n)
+            return;
+        for (size_t i = e->n_read_from; i <= p; i++)
+            n[i] = -1;
+        e->read_from = n;
+        e->n_read_from = p + 1;
+    }
+    if (offset + 1 > e->read_from[p]) {
+        e->read_from[p] = offset + 1;
+        e->read_from_dirty = true;
+    }
+}
+
 static void delete_rows(struct events *e, const int64_t *ids, size_t n)
 {
     struct store *s = e->a->store;
@@ -184,6 +278,9 @@ static void delete_rows(struct events *e, const int64_t *ids, size_t n)
         sqlite3_step(e->del);
         sqlite3_reset(e->del);
     }
+    /* in the same transaction: a row deleted is never behind the record */
+    if (e->read_from_dirty && e->read_from_known)
+        read_from_save(e);
     if (tx && store_commit(s) < 0)
         log_warn("cannot delete acknowledged events; they will be sent again", "count=%zu", n);
 }
@@ -206,6 +303,11 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
     struct events *e = ev_of(a);
 
     e->in_flight--;
+    if (!err && e->crash_on_ack) {
+        /* Kafka holds the event, the outbox row is still there */
+        log_warn("crash point reached: killing the agent", "point=events:acked outbox_id=%lld", (long long)id);
+        raise(SIGKILL);
+    }
     if (e->backlog) {
         e->backlog = false;
         events_flush(a); /* room in the queue again */
@@ -237,6 +339,14 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
         uv_timer_start(&e->ack_timer, on_ack_timer, 0, 0);
     else if (!e->ack_timer_open)
         delete_acked(e);
+}
+
+static void on_event_placed(void *opaque, int64_t id, int32_t partition, int64_t offset)
+{
+    struct events *e = ev_of(opaque);
+
+    (void)id;
+    read_from_raise(e, partition, offset);
 }
 
 static void on_bus_state(void *opaque, bool up)
@@ -291,6 +401,126 @@ static void on_heartbeat(uv_timer_t *t)
     free(text);
 }
 
+static void start_readback(struct events *e);
+
+/* Delete the outbox rows whose event is on the topic already; record the
+ * ends as where the next readback starts. One transaction. */
+static int drop_delivered(struct events *e, const struct bus_readback_result *res, size_t *dropped)
+{
+    struct store *s = e->a->store;
+    sqlite3_stmt *st;
+    int r = store_begin(s);
+
+    *dropped = 0;
+    if (r < 0)
+        return r;
+    if (res->n_ids && sqlite3_prepare_v2(store_db(s), "SELECT id, payload FROM outbox ORDER BY id", -1, &st,
+                                         NULL) == SQLITE_OK) {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *payload = (const char *)sqlite3_column_text(st, 1);
+            json_t *j = payload ? json_loads(payload, 0, NULL) : NULL;
+            const char *id = json_string_value(json_object_get(j, "event_id"));
+
+            if (id && bus_readback_has(res, id)) {
+                sqlite3_bind_int64(e->del, 1, sqlite3_column_int64(st, 0));
+                sqlite3_step(e->del);
+                sqlite3_reset(e->del);
+                (*dropped)++;
+            }
+            json_decref(j);
+        }
+        sqlite3_finalize(st);
+    }
+    free(e->read_from);
+    e->read_from = NULL;
+    e->n_read_from = 0;
+    if (res->n_parts && (e->read_from = malloc(res->n_parts * sizeof(*e->read_from)))) {
+        memcpy(e->read_from, res->ends, res->n_parts * sizeof(*e->read_from));
+        e->n_read_from = res->n_parts;
+    }
+    e->read_from_known = true;
+    r = read_from_save(e);
+    if (r < 0) {
+        store_rollback(s);
+        return r;
+    }
+    return store_commit(s);
+}
+
+static void on_read_timer(uv_timer_t *t)
+{
+    start_readback(t->data);
+}
+
+static void readback_give_up(struct events *e, const char *why)
+{
+    log_warn("cannot read the events topic back; events left by the last run may be sent twice",
+             "attempts=%u error=%s", e->read_attempts, why);
+    e->reading = false;
+    events_flush(e->a);
+}
+
+static void readback_retry(struct events *e, const char *why)
+{
+    if (e->read_attempts >= READBACK_ATTEMPTS || !e->read_timer_open) {
+        readback_give_up(e, why);
+        return;
+    }
+    log_info("events topic not read back yet; retrying", "attempt=%u error=%s", e->read_attempts, why);
+    uv_timer_start(&e->read_timer, on_read_timer, 2000ull << (e->read_attempts - 1), 0);
+}
+
+static void on_readback(void *opaque, const struct bus_readback_result *res)
+{
+    struct events *e = opaque;
+    size_t dropped;
+    int r;
+
+    e->readback = NULL;
+    if (!e->bus) { /* stopped meanwhile */
+        e->reading = false;
+        return;
+    }
+    if (res->err) {
+        readback_retry(e, res->message);
+        return;
+    }
+    r = drop_delivered(e, res, &dropped);
+    if (r < 0) {
+        readback_retry(e, strerror(-r));
+        return;
+    }
+    log_info("events topic read back", "messages=%llu ours=%zu already_delivered=%zu partitions=%zu",
+             (unsigned long long)res->messages, res->n_ids, dropped, res->n_parts);
+    e->reading = false;
+    events_flush(e->a);
+}
+
+/* Read back what the last run may have delivered without knowing it. */
+static void start_readback(struct events *e)
+{
+    struct agent *a = e->a;
+    struct agent_error err = {0};
+    struct bus_readback_config rc = {
+        .bootstrap = bus_bootstrap_servers(e->bus),
+        .host = a->cfg.host_name,
+        .topic = bus_topic(e->bus, BUS_TOPIC_EVENTS),
+        .properties = (const char *const *)e->props,
+    };
+    static const int64_t none;
+
+    e->reading = true;
+    e->read_attempts++;
+    read_from_load(e, rc.topic);
+    if (e->read_from_known) {
+        /* an empty record still means "known": read every partition from its start */
+        rc.from = e->read_from ? e->read_from : &none;
+        rc.n_from = e->n_read_from;
+    }
+    if (bus_readback_start(a->loop, &rc, on_readback, e, &e->readback, &err) < 0)
+        readback_retry(e, err.message);
+}
+
 /* "k=v,k=v" -> NULL-terminated array (empty items skipped). */
 static char **split_props(const char *s)
 {
@@ -321,6 +551,7 @@ int events_start(struct agent *a, struct agent_error *err)
     static const struct bus_callbacks cb = {
         .on_command = commands_on_message,
         .on_event_delivered = on_event_delivered,
+        .on_event_placed = on_event_placed,
         .on_state = on_bus_state,
         .on_error = on_bus_error,
     };
@@ -344,8 +575,13 @@ int events_start(struct agent *a, struct agent_error *err)
     uv_timer_init(a->loop, &e->ack_timer);
     e->ack_timer.data = e;
     e->ack_timer_open = true;
+    uv_timer_init(a->loop, &e->read_timer);
+    e->read_timer.data = e;
+    e->read_timer_open = true;
     uv_timer_start(&e->heartbeat, on_heartbeat, 1000, (uint64_t)a->cfg.heartbeat_s * 1000);
-    events_flush(a); /* what a previous run left unacknowledged */
+    /* what a previous run left unacknowledged goes once the topic is read back */
+    e->read_attempts = 0;
+    start_readback(e);
     return 0;
 }
 
@@ -363,6 +599,11 @@ void events_stop(struct agent *a)
     if (e->heartbeat_open) {
         uv_close((uv_handle_t *)&e->heartbeat, NULL);
         e->heartbeat_open = false;
+    }
+    bus_readback_cancel(e->readback); /* its callback sees e->bus NULL */
+    if (e->read_timer_open) {
+        uv_close((uv_handle_t *)&e->read_timer, NULL);
+        e->read_timer_open = false;
     }
     if (e->ack_timer_open) {
         /* bus_free() below reports the last deliveries: delete them at once */
@@ -386,6 +627,7 @@ void events_free(struct agent *a)
         return;
     delete_acked(e);
     free(e->acked);
+    free(e->read_from);
     sqlite3_finalize(e->add);
     sqlite3_finalize(e->next);
     sqlite3_finalize(e->del);

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "agent/bus-internal.h"
+#include "agent/bus-readback.h"
 #include "agent/bus.h"
 #include "common/util.h"
 
@@ -49,6 +50,16 @@ struct tctx {
     int delivered_err[MAX_IDS];
     int64_t delivered_order[MAX_IDS];
     size_t n_delivered;
+    /* on_event_placed */
+    int32_t placed_part[MAX_IDS];
+    int64_t placed_off[MAX_IDS];
+    int placed[MAX_IDS];
+    /* bus_readback_start's callback */
+    bool rb_done;
+    int rb_err;
+    size_t rb_n_ids, rb_n_parts;
+    int64_t rb_ends[16];
+    bool rb_has[MAX_IDS];
     /* on_command */
     struct rec_cmd cmds[MAX_CMDS];
     size_t n_cmds;
@@ -86,6 +97,17 @@ static void t_on_event_delivered(void *opaque, int64_t id, int err)
     if (t->n_delivered < MAX_IDS)
         t->delivered_order[t->n_delivered] = id;
     t->n_delivered++;
+}
+
+static void t_on_event_placed(void *opaque, int64_t id, int32_t partition, int64_t offset)
+{
+    struct tctx *t = opaque;
+
+    assert_true(id >= 0 && id < MAX_IDS);
+    assert_int_equal(t->delivered[id], 0); /* before its delivery report */
+    t->placed[id]++;
+    t->placed_part[id] = partition;
+    t->placed_off[id] = offset;
 }
 
 static void t_on_command(void *opaque, const struct bus_message *msg)
@@ -137,6 +159,7 @@ static void t_on_log(void *opaque, int level, const char *fac, const char *msg)
 static const struct bus_callbacks t_callbacks = {
     .on_command = t_on_command,
     .on_event_delivered = t_on_event_delivered,
+    .on_event_placed = t_on_event_placed,
     .on_state = t_on_state,
     .on_error = t_on_error,
     .on_log = t_on_log,
@@ -981,6 +1004,127 @@ static void test_free_during_outage(void **state)
 
 /* Without a consumer (no on_command), and freed from inside its own
  * callback: the free is deferred until the callback returns. */
+/* ------------------------------------------------------- events readback */
+
+static void t_on_readback(void *opaque, const struct bus_readback_result *res)
+{
+    struct tctx *t = opaque;
+
+    t->rb_done = true;
+    t->rb_err = res->err;
+    t->rb_n_ids = res->n_ids;
+    t->rb_n_parts = res->n_parts;
+    for (size_t p = 0; p < res->n_parts && p < 16; p++)
+        t->rb_ends[p] = res->ends[p];
+    memset(t->rb_has, 0, sizeof(t->rb_has));
+    for (int i = 0; i < MAX_IDS; i++) {
+        char id[32];
+
+        snprintf(id, sizeof(id), "ev-%d", i);
+        t->rb_has[i] = bus_readback_has(res, id);
+    }
+}
+
+static bool p_rb_done(struct tctx *t, intptr_t unused)
+{
+    (void)unused;
+    return t->rb_done;
+}
+
+static void t_readback(struct tctx *t, const int64_t *from, size_t n_from)
+{
+    struct bus_readback_config rc = {
+        .bootstrap = bus_bootstrap_servers(t->bus),
+        .host = "node-a",
+        .topic = bus_topic(t->bus, BUS_TOPIC_EVENTS),
+        .properties = fast_props,
+        .from = from,
+        .n_from = n_from,
+        .timeout_ms = 20000,
+    };
+    struct agent_error err = {0};
+
+    t->rb_done = false;
+    assert_int_equal(bus_readback_start(&t->loop, &rc, t_on_readback, t, NULL, &err), 0);
+    assert_true(run_until(t, p_rb_done, 0, 25000));
+}
+
+/* Events of two hosts on the topic; the readback finds this host's event
+ * ids from the given offsets to the end, and the ends; a start with nothing
+ * recorded reads nothing. */
+static void test_events_readback(void **state)
+{
+    struct tctx t;
+    struct bus_config cfg = {.host = "node-a", .properties = fast_props};
+    const int n = 40;
+    int64_t from[16];
+
+    (void)state;
+    t_init(&t);
+    t.commit_in_callback = true;
+    assert_int_equal(t_bus_new(&t, &cfg, &t.bus), 0);
+    assert_true(run_until(&t, p_up, true, 20000));
+    for (int i = 0; i < n; i++) {
+        char key[16], json[160];
+        int len;
+
+        snprintf(key, sizeof(key), "i-%d", i % 7);
+        len = snprintf(json, sizeof(json), "{\"event\":\"instance.running\",\"event_id\":\"ev-%d\",\"host\":\"%s\"}", i,
+                       i % 3 == 2 ? "node-b" : "node-a");
+        assert_int_equal(bus_publish_event(t.bus, key, json, (size_t)len, i), 0);
+    }
+    assert_true(run_until(&t, p_delivered, n, 20000));
+    for (int i = 0; i < n; i++)
+        assert_int_equal(t.placed[i], 1);
+
+    /* nothing recorded: only the ends */
+    t_readback(&t, NULL, 0);
+    assert_int_equal(t.rb_err, 0);
+    assert_int_equal(t.rb_n_ids, 0);
+    assert_true(t.rb_n_parts >= 1 && t.rb_n_parts <= 16);
+    for (int i = 0; i < n; i++)
+        assert_true(t.placed_off[i] < t.rb_ends[t.placed_part[i]]);
+
+    /* everything from the start (-1: no record for the partition) */
+    for (size_t p = 0; p < 16; p++)
+        from[p] = -1;
+    t_readback(&t, from, 16);
+    assert_int_equal(t.rb_err, 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(t.rb_has[i], i % 3 != 2);
+
+    /* from just after event 19 in its partition, the start of the others */
+    for (size_t p = 0; p < 16; p++)
+        from[p] = -1;
+    from[t.placed_part[19]] = t.placed_off[19] + 1;
+    t_readback(&t, from, t.rb_n_parts);
+    assert_int_equal(t.rb_err, 0);
+    for (int i = 0; i < n; i++) {
+        bool later = t.placed_part[i] != t.placed_part[19] || t.placed_off[i] > t.placed_off[19];
+        assert_int_equal(t.rb_has[i], later && i % 3 != 2);
+    }
+
+    /* a topic that does not exist: no partitions (or, where the broker
+     * creates topics on a metadata request as the mock does, empty ones) */
+    {
+        struct bus_readback_config rc = {
+            .bootstrap = bus_bootstrap_servers(t.bus), .host = "node-a", .topic = "no-such-topic",
+            .properties = fast_props, .from = from, .n_from = 1, .timeout_ms = 20000,
+        };
+        struct agent_error err = {0};
+
+        t.rb_done = false;
+        assert_int_equal(bus_readback_start(&t.loop, &rc, t_on_readback, &t, NULL, &err), 0);
+        assert_true(run_until(&t, p_rb_done, 0, 25000));
+        assert_int_equal(t.rb_err, 0);
+        assert_int_equal(t.rb_n_ids, 0);
+        for (size_t p = 0; p < t.rb_n_parts && p < 16; p++)
+            assert_int_equal(t.rb_ends[p], 0);
+    }
+    t_free_bus(&t, &t.bus);
+    t_finish(&t);
+}
+
 static void test_free_from_callback(void **state)
 {
     struct tctx t;
@@ -1014,6 +1158,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_free_flushes),
         cmocka_unit_test(test_free_during_outage),
         cmocka_unit_test(test_free_from_callback),
+        cmocka_unit_test(test_events_readback),
     };
 
     if (argc == 4 && strcmp(argv[1], "--child-consumer") == 0)
