@@ -52,6 +52,10 @@ int hv_libvirt_error(struct agent_error *err, const char *what)
     int errnum;
     const char *ecode = "hypervisor";
 
+    /* the connection's own layers failing (a socket closed, recv failed) */
+    if (e && (e->domain == VIR_FROM_RPC || e->domain == VIR_FROM_REMOTE) &&
+        (code == VIR_ERR_SYSTEM_ERROR || code == VIR_ERR_INTERNAL_ERROR))
+        code = VIR_ERR_NO_CONNECT;
     switch (code) {
     case VIR_ERR_NO_DOMAIN:
         errnum = ENOENT;
@@ -66,9 +70,13 @@ int hv_libvirt_error(struct agent_error *err, const char *what)
         errnum = EINVAL;
         ecode = "conflict";
         break;
+    case VIR_ERR_SYSTEM_ERROR:
+        /* an errno from the guest's side (above: not the connection's): a
+         * missing disk ("Cannot access storage file") is no reason to wait */
+        errnum = EIO;
+        break;
     case VIR_ERR_NO_CONNECT:
     case VIR_ERR_INVALID_CONN:
-    case VIR_ERR_SYSTEM_ERROR:
     case VIR_ERR_RPC:
         errnum = ENOTCONN;
         ecode = "unavailable";
