@@ -519,6 +519,7 @@ static int domain_call(struct hv *hv, const char *uuid, int (*fn)(virDomainPtr),
 
 static int call_create(virDomainPtr d) { return virDomainCreate(d); }
 static int call_shutdown(virDomainPtr d) { return virDomainShutdown(d); }
+static int call_resume(virDomainPtr d) { return virDomainResume(d); }
 static int call_destroy(virDomainPtr d) { return virDomainDestroy(d); }
 static int call_reboot(virDomainPtr d) { return virDomainReboot(d, 0); }
 static int call_reset(virDomainPtr d) { return virDomainReset(d, 0); }
@@ -556,6 +557,11 @@ int hv_lv_start(struct hv *hv, const char *uuid, struct agent_error *err)
     if (r < 0 && r != -ENOTCONN && r != -ENOENT && hv_power(hv, uuid, &p, &ignored) == 0 &&
         p == HV_POWER_RUNNING)
         return 0;
+    /* Paused: a start that libvirtd did not finish (it starts QEMU with its
+     * CPUs stopped and resumes them last; killed in between, it comes back
+     * to a paused domain). The agent never pauses a guest, so finish it. */
+    if (r == 0 && hv_power(hv, uuid, &p, &ignored) == 0 && p == HV_POWER_PAUSED)
+        r = domain_call(hv, uuid, call_resume, "cannot resume the half-started domain", 0, err);
     return r;
 }
 int hv_lv_shutdown(struct hv *hv, const char *uuid, struct agent_error *err)
