@@ -61,11 +61,8 @@ int events_init(struct agent *a)
         return -ENOMEM;
     e->a = a;
     e->crash_on_ack = getenv("COMPUTE_AGENT_CRASH_AT") && !strcmp(getenv("COMPUTE_AGENT_CRASH_AT"), "events:acked");
-    if (sqlite3_exec(db,
-                     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                     " key TEXT, payload TEXT NOT NULL, created_ms INTEGER NOT NULL)",
-                     NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v3(db, "INSERT INTO outbox (key, payload, created_ms) VALUES (?1, ?2, ?3)", -1,
+    /* the outbox table is the store's (a migration of its "outbox" module) */
+    if (sqlite3_prepare_v3(db, "INSERT INTO outbox (key, payload, created_ms) VALUES (?1, ?2, ?3)", -1,
                            SQLITE_PREPARE_PERSISTENT, &e->add, NULL) != SQLITE_OK ||
         sqlite3_prepare_v3(db, "SELECT id, key, payload FROM outbox WHERE id > ?1 ORDER BY id LIMIT 1000", -1,
                            SQLITE_PREPARE_PERSISTENT, &e->next, NULL) != SQLITE_OK ||

@@ -54,8 +54,7 @@ int host_set_disabled(struct host *h, bool disabled, struct agent_error *err)
     int r = store_meta_set(h->st, "host.disabled", disabled ? "1" : "0");
 
     if (r < 0)
-        return agent_error_set(err, -r, "internal", "", "cannot record the host's state: %s",
-                               strerror(-r));
+        return store_error(r, err, "cannot record the host's state");
     if (h->disabled == disabled)
         return 0;
     h->disabled = disabled;

@@ -919,8 +919,7 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
         if (a->store)
             store_rollback(a->store);
         run_discard(r);
-        return agent_error_set(err, -rc, "internal", NULL, "cannot record the launch: %s",
-                               strerror(-rc));
+        return store_error(rc, err, "cannot record the launch");
     }
     strscpy(r->emitted, inst->state, sizeof(r->emitted));
     events_flush(a);
@@ -1012,8 +1011,7 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
         (rc = store_commit(a->store)) < 0) {
         store_rollback(a->store);
         run_discard(r);
-        return agent_error_set(err, -rc, "internal", NULL, "cannot record the operation: %s",
-                               strerror(-rc));
+        return store_error(rc, err, "cannot record the operation");
     }
     strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
     events_flush(a);

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sqlite.h"
+#include "image-cache/imgcache.h"
+
 enum stmt_id {
     ST_INST_INSERT,
     ST_INST_UPDATE,
@@ -72,7 +75,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
 };
 
-static const char schema_sql[] =
+/* ---- schema ----
+ * Append a migration to change a table; never edit one that has shipped (a
+ * file that has it applied will not run it again). Version 1 of each is the
+ * table as every agent before the registry made it. */
+
+static const char store_v1[] =
     "CREATE TABLE IF NOT EXISTS instances ("
     " uuid TEXT PRIMARY KEY, ec2_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
     " state TEXT NOT NULL, task_state TEXT NOT NULL DEFAULT '',"
@@ -87,36 +95,42 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS operations_instance ON operations(instance_uuid, state);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
+static const struct sqlite_migration store_steps[] = {
+    {.what = "instances, operations and meta", .sql = store_v1},
+};
+
+/* The events outbox: rows written in the same transaction as the state
+ * change they report, deleted once the bus has them (agent/events.c). */
+static const struct sqlite_migration outbox_steps[] = {
+    {.what = "outbox",
+     .sql = "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " key TEXT, payload TEXT NOT NULL, created_ms INTEGER NOT NULL)"},
+};
+
+static const struct sqlite_schema store_schema = {"store", store_steps, ARRAY_SIZE(store_steps)};
+static const struct sqlite_schema outbox_schema = {"outbox", outbox_steps,
+                                                   ARRAY_SIZE(outbox_steps)};
+static const struct sqlite_schema *const file_schemas[] = {&store_schema, &outbox_schema,
+                                                           &imgcache_schema};
+
+const struct sqlite_schema *const *store_schemas(size_t *n)
+{
+    *n = ARRAY_SIZE(file_schemas);
+    return file_schemas;
+}
+
 struct store {
-    sqlite3 *db;               /* the connection (owned) */
+    sqlite3 *db;               /* the loop's connection (owned) */
     sqlite3_stmt *st[ST_COUNT];/* prepared statements (owned) */
     int tx_depth;              /* nesting of store_begin() */
     bool tx_failed;            /* an inner step failed: outermost rolls back */
+    struct sqlite_checkpointer *ckpt; /* WAL checkpoints on their thread; NULL in memory */
 };
 
-static int sqlite_errno(int rc)
-{
-    switch (rc & 0xff) {
-    case SQLITE_OK:
-    case SQLITE_DONE:
-    case SQLITE_ROW:
-        return 0;
-    case SQLITE_NOMEM:
-        return -ENOMEM;
-    case SQLITE_FULL:
-        return -ENOSPC;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return -EBUSY;
-    case SQLITE_CONSTRAINT:
-        return -EEXIST;
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-        return -EACCES;
-    default:
-        return -EIO;
-    }
-}
+/* WAL checkpoints: once the WAL has this many pages (SQLite's own default
+ * for autocheckpoint), or this long after a commit. */
+#define STORE_CHECKPOINT_PAGES 1000
+#define STORE_CHECKPOINT_MS 10000
 
 /* The store holds user-data and identities: owner-only, whatever the umask or
  * an older version left. SQLite creates -wal and -shm with the database
@@ -152,10 +166,34 @@ static int store_restrict_mode(const char *path, struct agent_error *err)
     return 0;
 }
 
+static int on_wal_commit(void *opaque, sqlite3 *db, const char *name, int pages)
+{
+    struct store *s = opaque;
+
+    (void)db;
+    (void)name;
+    sqlite_checkpointer_note(s->ckpt, pages);
+    return SQLITE_OK;
+}
+
+/* The loop's connection never checkpoints: its commits tell the
+ * checkpointer's thread how big the WAL is. */
+static int store_checkpoints_start(struct store *s, const char *path, struct agent_error *err)
+{
+    int r = sqlite_checkpointer_start(path, STORE_CHECKPOINT_PAGES, STORE_CHECKPOINT_MS, &s->ckpt);
+
+    if (r < 0)
+        return agent_error_set(err, -r, "store", "agent.state_dir",
+                               "cannot start the checkpointer of %s: %s", path, strerror(-r));
+    sqlite3_wal_autocheckpoint(s->db, 0);
+    sqlite3_wal_hook(s->db, on_wal_commit, s);
+    return 0;
+}
+
 int store_open(const char *path, bool sync_full, struct store **ret, struct agent_error *err)
 {
     struct store *s;
-    int rc;
+    int rc, r;
 
     if (strcmp(path, ":memory:") != 0 && (rc = store_restrict_mode(path, err)) < 0)
         return rc;
@@ -165,19 +203,29 @@ int store_open(const char *path, bool sync_full, struct store **ret, struct agen
                          NULL);
     if (rc != SQLITE_OK)
         goto fail;
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
     rc = sqlite3_exec(s->db, "PRAGMA journal_mode=WAL;", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(s->db, sync_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;",
                           NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(s->db, "PRAGMA foreign_keys=ON;", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(s->db, schema_sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    if ((r = sqlite_schema_migrate(s->db, file_schemas, ARRAY_SIZE(file_schemas), err)) < 0) {
+        if (err)
+            strscpy(err->field, "agent.state_dir", sizeof(err->field));
+        store_free(s);
+        return r;
+    }
     for (int i = 0; rc == SQLITE_OK && i < ST_COUNT; i++)
         rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
     if (rc != SQLITE_OK)
         goto fail;
+    if (strcmp(path, ":memory:") != 0 && (r = store_checkpoints_start(s, path, err)) < 0) {
+        store_free(s);
+        return r;
+    }
     *ret = s;
     return 0;
 fail:
@@ -194,6 +242,8 @@ void store_free(struct store *s)
 {
     if (!s)
         return;
+    /* the thread first: the last connection to close checkpoints the rest */
+    sqlite_checkpointer_stop(s->ckpt);
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
@@ -205,17 +255,34 @@ sqlite3 *store_db(struct store *s)
     return s->db;
 }
 
+uint64_t store_checkpoints(struct store *s)
+{
+    return s->ckpt ? sqlite_checkpointer_runs(s->ckpt) : 0;
+}
+
+int store_error(int rc, struct agent_error *err, const char *what)
+{
+    if (rc == -EBUSY)
+        return agent_error_set(err, EBUSY, "unavailable", NULL, "store busy: %s; retry", what);
+    return agent_error_set(err, -rc, "internal", NULL, "%s: %s", what, strerror(-rc));
+}
+
 int store_begin(struct store *s)
 {
-    if (s->tx_depth++ == 0) {
+    if (s->tx_depth == 0) {
+        int r = sqlite_errno(sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+        if (r < 0)
+            return r; /* no transaction: nothing to commit or roll back */
         s->tx_failed = false;
-        return sqlite_errno(sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
     }
+    s->tx_depth++;
     return 0;
 }
 
 int store_commit(struct store *s)
 {
+    if (s->tx_depth == 0)
+        return -EINVAL;
     if (--s->tx_depth > 0)
         return 0;
     if (s->tx_failed) {
@@ -230,6 +297,8 @@ int store_commit(struct store *s)
 
 void store_rollback(struct store *s)
 {
+    if (s->tx_depth == 0)
+        return; /* after a store_begin() that failed */
     if (--s->tx_depth > 0) {
         s->tx_failed = true;
         return;
@@ -237,26 +306,17 @@ void store_rollback(struct store *s)
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-/* Run a write statement to completion and reset it. */
+/* Run a write statement to completion and reset it: -ENOENT if it changed
+ * no row. */
 static int step_done(struct store *s, sqlite3_stmt *st)
 {
-    int rc = sqlite3_step(st);
-    int r = rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+    int r = sqlite_step_done(st);
 
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     if (r == 0 && sqlite3_changes(s->db) == 0)
         r = -ENOENT;
     return r;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(st, i);
-}
 
 static int bind_instance(sqlite3_stmt *st, const struct instance *inst)
 {
@@ -266,35 +326,23 @@ static int bind_instance(sqlite3_stmt *st, const struct instance *inst)
     json_decref(boot);
     if (!boot_text)
         return -ENOMEM;
-    bind_text(st, 1, inst->uuid);
-    bind_text(st, 2, inst->ec2_id);
-    bind_text(st, 3, inst->name);
-    bind_text(st, 4, inst->state);
-    bind_text(st, 5, inst->task_state);
+    sqlite_bind_text(st, 1, inst->uuid);
+    sqlite_bind_text(st, 2, inst->ec2_id);
+    sqlite_bind_text(st, 3, inst->name);
+    sqlite_bind_text(st, 4, inst->state);
+    sqlite_bind_text(st, 5, inst->task_state);
     sqlite3_bind_int64(st, 6, inst->flavor.vcpus);
     sqlite3_bind_int64(st, 7, inst->flavor.memory_mb);
     sqlite3_bind_int64(st, 8, inst->flavor.disk_gb);
-    bind_text(st, 9, inst->instance_type);
+    sqlite_bind_text(st, 9, inst->instance_type);
     sqlite3_bind_text(st, 10, boot_text, -1, free);
-    bind_text(st, 11, inst->user_data);
-    bind_text(st, 12, inst->console_log);
-    bind_text(st, 13, inst->disk_path);
-    bind_text(st, 14, inst->fault);
+    sqlite_bind_text(st, 11, inst->user_data);
+    sqlite_bind_text(st, 12, inst->console_log);
+    sqlite_bind_text(st, 13, inst->disk_path);
+    sqlite_bind_text(st, 14, inst->fault);
     sqlite3_bind_int64(st, 15, inst->created_ms);
     sqlite3_bind_int64(st, 16, inst->updated_ms);
     return 0;
-}
-
-static char *col_dup(sqlite3_stmt *st, int i)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-    return t ? strdup((const char *)t) : NULL;
-}
-
-static void col_copy(sqlite3_stmt *st, int i, char *dst, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(st, i);
-    strscpy(dst, t ? (const char *)t : "", size);
 }
 
 static int read_instance(sqlite3_stmt *st, struct instance *inst)
@@ -302,23 +350,23 @@ static int read_instance(sqlite3_stmt *st, struct instance *inst)
     json_t *boot;
 
     memset(inst, 0, sizeof(*inst));
-    col_copy(st, 0, inst->uuid, sizeof(inst->uuid));
-    col_copy(st, 1, inst->ec2_id, sizeof(inst->ec2_id));
-    inst->name = col_dup(st, 2);
-    col_copy(st, 3, inst->state, sizeof(inst->state));
-    col_copy(st, 4, inst->task_state, sizeof(inst->task_state));
+    sqlite_col_copy(st, 0, inst->uuid, sizeof(inst->uuid));
+    sqlite_col_copy(st, 1, inst->ec2_id, sizeof(inst->ec2_id));
+    inst->name = sqlite_col_dup(st, 2);
+    sqlite_col_copy(st, 3, inst->state, sizeof(inst->state));
+    sqlite_col_copy(st, 4, inst->task_state, sizeof(inst->task_state));
     inst->flavor.vcpus = sqlite3_column_int64(st, 5);
     inst->flavor.memory_mb = sqlite3_column_int64(st, 6);
     inst->flavor.disk_gb = sqlite3_column_int64(st, 7);
-    inst->instance_type = col_dup(st, 8);
+    inst->instance_type = sqlite_col_dup(st, 8);
     boot = json_loads((const char *)sqlite3_column_text(st, 9), 0, NULL);
     if (boot)
         boot_source_from_json(boot, &inst->boot);
     json_decref(boot);
-    inst->user_data = col_dup(st, 10);
-    inst->console_log = col_dup(st, 11);
-    inst->disk_path = col_dup(st, 12);
-    inst->fault = col_dup(st, 13);
+    inst->user_data = sqlite_col_dup(st, 10);
+    inst->console_log = sqlite_col_dup(st, 11);
+    inst->disk_path = sqlite_col_dup(st, 12);
+    inst->fault = sqlite_col_dup(st, 13);
     inst->created_ms = sqlite3_column_int64(st, 14);
     inst->updated_ms = sqlite3_column_int64(st, 15);
     if (!inst->name) {
@@ -435,14 +483,14 @@ int store_purge_terminated(struct store *s, int64_t before_ms)
 
 static void bind_op(sqlite3_stmt *st, const struct op_record *op)
 {
-    bind_text(st, 1, op->id);
-    bind_text(st, 2, op->type);
-    bind_text(st, 3, op->instance_uuid);
-    bind_text(st, 4, op->request_id);
-    bind_text(st, 5, op->state);
-    bind_text(st, 6, op->step);
-    bind_text(st, 7, op->error_code);
-    bind_text(st, 8, op->error_message);
+    sqlite_bind_text(st, 1, op->id);
+    sqlite_bind_text(st, 2, op->type);
+    sqlite_bind_text(st, 3, op->instance_uuid);
+    sqlite_bind_text(st, 4, op->request_id);
+    sqlite_bind_text(st, 5, op->state);
+    sqlite_bind_text(st, 6, op->step);
+    sqlite_bind_text(st, 7, op->error_code);
+    sqlite_bind_text(st, 8, op->error_message);
     sqlite3_bind_int64(st, 9, op->created_ms);
     sqlite3_bind_int64(st, 10, op->updated_ms);
 }
@@ -450,14 +498,14 @@ static void bind_op(sqlite3_stmt *st, const struct op_record *op)
 static void read_op(sqlite3_stmt *st, struct op_record *op)
 {
     memset(op, 0, sizeof(*op));
-    col_copy(st, 0, op->id, sizeof(op->id));
-    col_copy(st, 1, op->type, sizeof(op->type));
-    col_copy(st, 2, op->instance_uuid, sizeof(op->instance_uuid));
-    op->request_id = col_dup(st, 3);
-    col_copy(st, 4, op->state, sizeof(op->state));
-    col_copy(st, 5, op->step, sizeof(op->step));
-    col_copy(st, 6, op->error_code, sizeof(op->error_code));
-    op->error_message = col_dup(st, 7);
+    sqlite_col_copy(st, 0, op->id, sizeof(op->id));
+    sqlite_col_copy(st, 1, op->type, sizeof(op->type));
+    sqlite_col_copy(st, 2, op->instance_uuid, sizeof(op->instance_uuid));
+    op->request_id = sqlite_col_dup(st, 3);
+    sqlite_col_copy(st, 4, op->state, sizeof(op->state));
+    sqlite_col_copy(st, 5, op->step, sizeof(op->step));
+    sqlite_col_copy(st, 6, op->error_code, sizeof(op->error_code));
+    op->error_message = sqlite_col_dup(st, 7);
     op->created_ms = sqlite3_column_int64(st, 8);
     op->updated_ms = sqlite3_column_int64(st, 9);
 }
@@ -557,7 +605,7 @@ int store_meta_get(struct store *s, const char *key, char **value)
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *value = col_dup(st, 0);
+        *value = sqlite_col_dup(st, 0);
         r = *value ? 0 : -ENOMEM;
     } else {
         r = rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
@@ -571,7 +619,7 @@ int store_meta_set(struct store *s, const char *key, const char *value)
 {
     sqlite3_stmt *st = s->st[ST_META_SET];
 
-    bind_text(st, 1, key);
-    bind_text(st, 2, value);
+    sqlite_bind_text(st, 1, key);
+    sqlite_bind_text(st, 2, value);
     return step_done(s, st);
 }

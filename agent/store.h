@@ -1,13 +1,50 @@
 /* store.h: the agent's local state in SQLite (WAL) under the state directory:
  * instances, the operations journal, and small key/value facts. Every call
- * runs on the loop thread; a write returns once it is committed. */
+ * runs on the loop thread; a write returns once it is committed.
+ *
+ * Schema: store_open() migrates every table of the file before anything uses
+ * it, through common/sqlite.h's registry (numbered migrations per module,
+ * PRAGMA user_version for the layout): "store" (instances, operations, meta,
+ * here), "outbox" (the events outbox, here; agent/events.c writes and reads
+ * it) and "images" (images, image_users: the image cache's, in
+ * image-cache/index.c). A file from before the registry is upgraded in place
+ * without loss; a file from a newer build is refused with both versions in
+ * the message. To change a table, append a migration to its module's list.
+ *
+ * The loop is never frozen by SQLite. Who holds what:
+ *   - The loop's connection (store_db()) is used by the loop thread alone. It
+ *     holds the WAL write lock from store_begin() to store_commit() or
+ *     store_rollback() (or for one statement outside a transaction), and a
+ *     read snapshot only while a call runs (every statement is reset before
+ *     the call returns). It never checkpoints (wal_autocheckpoint off).
+ *   - When another connection holds the write lock (an operator's sqlite3
+ *     shell, a backup tool; no second agent: main.c locks the state
+ *     directory), a write waits at most STORE_BUSY_TIMEOUT_MS and returns
+ *     -EBUSY, as does store_begin(), which then leaves no transaction open.
+ *     store_error() turns it into 503 "unavailable" ("store busy") for the
+ *     API; internal writers decide to retry, fail or park. WAL readers do not
+ *     wait for writers.
+ *   - WAL checkpoints run on their own thread with their own connection
+ *     (common/sqlite.h, sqlite_checkpointer): PASSIVE, once the WAL passes
+ *     1000 pages (the commit hook on the loop tells it) or 10 s after a
+ *     commit. A passive checkpoint takes SQLite's checkpoint lock, never the
+ *     write lock, and waits for nobody; the loop never waits for it. Its
+ *     mutex is held by the loop only for the few instructions of the commit
+ *     hook, never across a SQLite call. store_free() stops it first, then
+ *     closes the loop's connection (which checkpoints what is left, at exit).
+ */
 #ifndef CA_AGENT_STORE_H
 #define CA_AGENT_STORE_H
 
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "agent/instance.h"
+
+/* How long a write on the loop waits for a lock another connection holds
+ * before it returns -EBUSY. */
+#define STORE_BUSY_TIMEOUT_MS 50
 
 /* One row of the operations journal. Strings are owned (request_id, error_message). */
 struct op_record {
@@ -25,16 +62,35 @@ struct op_record {
 
 struct store;
 
-/* Open (create) the store at path. sync_full selects synchronous=FULL.
- * 0 and *ret, or -errno with err filled. */
+/* Open (create) the store at path and migrate its tables to the current
+ * versions. sync_full selects synchronous=FULL. 0 and *ret, or -errno with
+ * err filled (-EPROTO: the file is from a newer build; err names the file,
+ * the module and both versions). */
 int store_open(const char *path, bool sync_full, struct store **ret, struct agent_error *err);
+/* Stops the checkpointer, closes the connection. Accepts NULL. */
 void store_free(struct store *s);
+
+/* The schemas store_open() migrates, in order (borrowed, static), and their
+ * number in *n: for tools and tests that check a file's versions. */
+struct sqlite_schema;
+const struct sqlite_schema *const *store_schemas(size_t *n);
+
+/* How many WAL checkpoints the checkpointer's thread has completed (0 for an
+ * in-memory store). */
+uint64_t store_checkpoints(struct store *s);
+
+/* Fill err for a store call that returned rc < 0 and return rc: -EBUSY gives
+ * code "unavailable" (HTTP 503) "store busy: <what>; retry"; anything else
+ * code "internal" "<what>: <strerror>". */
+int store_error(int rc, struct agent_error *err, const char *what);
 
 /* The SQLite handle, borrowed, for modules that keep their own tables
  * (image cache, outbox). Same thread rules apply. */
 sqlite3 *store_db(struct store *s);
 
-/* Transactions (nestable by depth: only the outermost commits). */
+/* Transactions (nestable by depth: only the outermost commits). A
+ * store_begin() that fails (-EBUSY) opens nothing: do not commit it; a
+ * store_rollback() after it does nothing. */
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);

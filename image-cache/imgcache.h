@@ -119,6 +119,12 @@ struct imgcache_image_info {
 typedef void (*imgcache_done_cb)(int status, const struct imgcache_image_info *info,
                                  const struct agent_error *err, void *opaque);
 
+/* The cache's tables (images, image_users) and their migrations, for the
+ * owner of the database to migrate with its own (common/sqlite.h); the
+ * agent's store_open() does. */
+struct sqlite_schema;
+extern const struct sqlite_schema imgcache_schema;
+
 /* Create the cache on loop, using db (borrowed; the agent owns it and must
  * keep it open until imgcache_free()). Creates the tables if missing, removes
  * download leftovers, checks the index against the files (cached entries

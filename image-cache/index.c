@@ -4,10 +4,15 @@
  *              base path, timestamps, last error)
  * image_users: which instances use which image (a pin: never evicted)
  *
- * All calls run on the loop thread, on the agent's connection. */
+ * All calls run on the loop thread, on the agent's connection. The tables
+ * are the "images" module of common/sqlite.h's schema registry: the agent's
+ * store migrates them with its own at open (imgcache_schema), and
+ * imgcache_index_init() does for a database nobody else migrated. */
+#include "common/sqlite.h"
 #include "image-cache/imgcache-internal.h"
 
-static const char schema[] =
+/* Append a migration to change a table; never edit one that has shipped. */
+static const char images_v1[] =
     "CREATE TABLE IF NOT EXISTS images ("
     " id TEXT PRIMARY KEY NOT NULL,"
     " digest TEXT,"            /* 'sha256:hex' | 'sha512:hex', NULL until known */
@@ -29,6 +34,12 @@ static const char schema[] =
     " user_id TEXT NOT NULL,"  /* instance UUID */
     " since INTEGER NOT NULL,"
     " PRIMARY KEY (image_id, user_id));";
+
+static const struct sqlite_migration index_steps[] = {
+    {.what = "images and image_users", .sql = images_v1},
+};
+
+const struct sqlite_schema imgcache_schema = {"images", index_steps, ARRAY_SIZE(index_steps)};
 
 #define ROW_COLUMNS                                                            \
     "id, digest, url, glance_id, state, format, size, virtual_size, path, "   \
@@ -57,27 +68,11 @@ void imgcache_row_clear(struct imgcache_row *r)
     r->url = r->path = r->error_message = NULL;
 }
 
-static void finalizep(sqlite3_stmt **s)
-{
-    sqlite3_finalize(*s);
-}
-#define _cleanup_stmt_ _cleanup_(finalizep)
-
 int imgcache_index_init(sqlite3 *db)
 {
-    return sqlite3_exec(db, schema, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
-}
+    const struct sqlite_schema *const s = &imgcache_schema;
 
-static int bind_text_or_null(sqlite3_stmt *s, int i, const char *v)
-{
-    if (!v || !*v)
-        return sqlite3_bind_null(s, i);
-    return sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-}
-
-static int bind_int_or_null(sqlite3_stmt *s, int i, int64_t v)
-{
-    return v < 0 ? sqlite3_bind_null(s, i) : sqlite3_bind_int64(s, i, v);
+    return sqlite_schema_migrate(db, &s, 1, NULL);
 }
 
 static int bind_row(sqlite3_stmt *s, const struct imgcache_row *r)
@@ -85,28 +80,27 @@ static int bind_row(sqlite3_stmt *s, const struct imgcache_row *r)
     int rc = SQLITE_OK;
 
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(s, 1, r->id, -1, SQLITE_TRANSIENT);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 2, r->digest);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 3, r->url);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 4, r->glance_id);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 2, r->digest);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 3, r->url);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 4, r->glance_id);
     if (rc == SQLITE_OK) rc = sqlite3_bind_text(s, 5, imgcache_state_name(r->state), -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 6, r->format);
-    if (rc == SQLITE_OK) rc = bind_int_or_null(s, 7, r->size);
-    if (rc == SQLITE_OK) rc = bind_int_or_null(s, 8, r->virtual_size);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 9, r->path);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 6, r->format);
+    if (rc == SQLITE_OK) rc = sqlite_bind_int_nonneg(s, 7, r->size);
+    if (rc == SQLITE_OK) rc = sqlite_bind_int_nonneg(s, 8, r->virtual_size);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 9, r->path);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 10, r->created_at);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 11, r->last_used_at);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 12, r->error_code);
-    if (rc == SQLITE_OK) rc = bind_text_or_null(s, 13, r->error_message);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 12, r->error_code);
+    if (rc == SQLITE_OK) rc = sqlite_bind_text_nonempty(s, 13, r->error_message);
     return rc == SQLITE_OK ? 0 : -EIO;
 }
 
+/* -EEXIST for a constraint, -EIO for any other failure. */
 static int step_done(sqlite3_stmt *s)
 {
-    int rc = sqlite3_step(s);
+    int r = sqlite_step_done(s);
 
-    if (rc == SQLITE_CONSTRAINT)
-        return -EEXIST;
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return r == 0 || r == -EEXIST ? r : -EIO;
 }
 
 int imgcache_index_insert(sqlite3 *db, const struct imgcache_row *r)
@@ -134,40 +128,24 @@ int imgcache_index_update(sqlite3 *db, const struct imgcache_row *r)
     return step_done(s);
 }
 
-static char *col_strdup(sqlite3_stmt *s, int i)
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    return t ? strdup((const char *)t) : NULL;
-}
-
-static void col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    strscpy(dst, t ? (const char *)t : "", size);
-}
-
-static int64_t col_int_or_minus1(sqlite3_stmt *s, int i)
-{
-    return sqlite3_column_type(s, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, i);
-}
 
 static int read_row(sqlite3_stmt *s, struct imgcache_row *r)
 {
     struct imgcache_row out = {0};
 
-    col_copy(s, 0, out.id, sizeof(out.id));
-    col_copy(s, 1, out.digest, sizeof(out.digest));
-    out.url = col_strdup(s, 2);
-    col_copy(s, 3, out.glance_id, sizeof(out.glance_id));
+    sqlite_col_copy(s, 0, out.id, sizeof(out.id));
+    sqlite_col_copy(s, 1, out.digest, sizeof(out.digest));
+    out.url = sqlite_col_dup(s, 2);
+    sqlite_col_copy(s, 3, out.glance_id, sizeof(out.glance_id));
     out.state = state_from_name((const char *)sqlite3_column_text(s, 4));
-    col_copy(s, 5, out.format, sizeof(out.format));
-    out.size = col_int_or_minus1(s, 6);
-    out.virtual_size = col_int_or_minus1(s, 7);
-    out.path = col_strdup(s, 8);
+    sqlite_col_copy(s, 5, out.format, sizeof(out.format));
+    out.size = sqlite_col_int_or(s, 6, -1);
+    out.virtual_size = sqlite_col_int_or(s, 7, -1);
+    out.path = sqlite_col_dup(s, 8);
     out.created_at = sqlite3_column_int64(s, 9);
     out.last_used_at = sqlite3_column_int64(s, 10);
-    col_copy(s, 11, out.error_code, sizeof(out.error_code));
-    out.error_message = col_strdup(s, 12);
+    sqlite_col_copy(s, 11, out.error_code, sizeof(out.error_code));
+    out.error_message = sqlite_col_dup(s, 12);
     *r = out;
     return 0;
 }
@@ -259,7 +237,7 @@ int imgcache_index_ids(sqlite3 *db, char (**ids)[IMGCACHE_ID_LEN], size_t *n)
             v = nv;
             cap = ncap;
         }
-        col_copy(s, 0, v[count], IMGCACHE_ID_LEN);
+        sqlite_col_copy(s, 0, v[count], IMGCACHE_ID_LEN);
         count++;
     }
     if (rc != SQLITE_DONE) {
@@ -294,16 +272,14 @@ int imgcache_index_user_remove(sqlite3 *db, const char *id, const char *user, in
     if (sqlite3_prepare_v2(db, "UPDATE images SET last_used_at=?3 WHERE id IN (SELECT image_id "
                                "FROM image_users WHERE user_id=?2 AND (?1 IS NULL OR image_id=?1))",
                            -1, &t, NULL) != SQLITE_OK ||
-        (id ? sqlite3_bind_text(t, 1, id, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(t, 1)) !=
-            SQLITE_OK ||
+        sqlite_bind_text(t, 1, id) != SQLITE_OK ||
         sqlite3_bind_text(t, 2, user, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
         sqlite3_bind_int64(t, 3, now_ms) != SQLITE_OK || step_done(t) < 0)
         return -EIO;
     if (sqlite3_prepare_v2(db, "DELETE FROM image_users WHERE user_id=?2 AND "
                                "(?1 IS NULL OR image_id=?1)",
                            -1, &d, NULL) != SQLITE_OK ||
-        (id ? sqlite3_bind_text(d, 1, id, -1, SQLITE_TRANSIENT) : sqlite3_bind_null(d, 1)) !=
-            SQLITE_OK ||
+        sqlite_bind_text(d, 1, id) != SQLITE_OK ||
         sqlite3_bind_text(d, 2, user, -1, SQLITE_TRANSIENT) != SQLITE_OK || step_done(d) < 0)
         return -EIO;
     n = sqlite3_changes(db);
@@ -400,7 +376,7 @@ int imgcache_index_victims(sqlite3 *db, struct imgcache_victim **v, size_t *n)
             out = nv;
             cap = ncap;
         }
-        col_copy(s, 0, out[count].id, sizeof(out[count].id));
+        sqlite_col_copy(s, 0, out[count].id, sizeof(out[count].id));
         out[count].size = sqlite3_column_int64(s, 1);
         out[count].last_used_at = sqlite3_column_int64(s, 2);
         count++;
