@@ -6,8 +6,8 @@
  * whole request; a long-poll is bounded by its wait), and on TCP at most
  * api.per_address_limit connections come from one address.
  *
- * The files (agent/api/): server.c (listeners, MHD on the loop, auth,
- * limits, deadlines), router.c (method + path -> handler), instances.c,
+ * The files (agent/api/): server.c (MHD on the loop, auth, body cap,
+ * limits, deadlines), listen.c (the sockets), router.c (method + path -> handler), instances.c,
  * operations.c (with the long-poll waiters), images.c, host-routes.c
  * (/v1/host, /healthz, /metrics), errors.c (error code -> HTTP status and
  * the error body). Bodies are parsed by agent/request.h. Loop thread only. */
