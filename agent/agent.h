@@ -19,6 +19,7 @@ struct events;
 struct telemetry;
 struct metrics;
 struct imgcache;
+struct host;
 
 struct agent {
     uv_loop_t *loop;            /* the one event loop (borrowed from main) */
@@ -34,6 +35,7 @@ struct agent {
     struct telemetry *telemetry;/* guest and host use, sampled in bulk */
     struct metrics *metrics;    /* the agent's own health (Prometheus) */
     struct imgcache *imgcache;  /* guest images: pull, verify, share, evict */
+    struct host *host;          /* enabled/disabled and ready (host.h) */
     bool disabled;              /* host disabled by the operator (kept in the store) */
 
     uv_signal_t sig_term;       /* SIGTERM: stop cleanly, guests keep running */

@@ -655,3 +655,13 @@ json_t *events_bus_json(struct agent *a)
                      "heartbeat", bus_topic(e->bus, BUS_TOPIC_HEARTBEAT), "telemetry",
                      bus_topic(e->bus, BUS_TOPIC_TELEMETRY), "outbox", "pending", (json_int_t)pending);
 }
+
+struct bus *events_bus_of(struct events *e)
+{
+    return e ? e->bus : NULL;
+}
+
+json_t *events_bus_json_of(struct events *e)
+{
+    return e ? events_bus_json(e->a) : json_null();
+}

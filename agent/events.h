@@ -43,4 +43,9 @@ void events_free(struct agent *a);
 /* {"bootstrap_servers", "up", "prefix", "topics", "outbox"} or null. */
 json_t *events_bus_json(struct agent *a);
 
+/* The same two from the events object itself (the API holds no struct
+ * agent): e may be NULL (then NULL, and null). */
+struct bus *events_bus_of(struct events *e);
+json_t *events_bus_json_of(struct events *e);
+
 #endif

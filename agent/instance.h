@@ -1,5 +1,6 @@
-/* instance.h: what an instance is (identity, flavor, boot source, state),
- * how a launch request is validated, and how an instance is shown. */
+/* instance.h: what an instance is (identity, flavor, boot source, state), a
+ * launch as the operations engine takes it (struct launch_spec), and how an
+ * instance is shown. Requests are parsed into these in agent/request.h. */
 #ifndef CA_AGENT_INSTANCE_H
 #define CA_AGENT_INSTANCE_H
 
@@ -65,11 +66,7 @@ struct launch_spec {
 
 struct catalog;
 
-/* Parse and validate a launch body. On success fills *spec (release with
- * launch_spec_release). On failure returns -EINVAL and err names the field
- * (err->code missing_field|invalid_field|unknown_field). Nothing is kept. */
-int launch_spec_parse(const json_t *body, const struct catalog *cat,
-                      struct launch_spec *spec, struct agent_error *err);
+/* Frees what spec holds and zeroes it (launch_spec_parse() fills it). */
 void launch_spec_release(struct launch_spec *spec);
 
 /* The instance's JSON answer (new reference). */
@@ -87,13 +84,6 @@ void instance_release(struct instance *inst);
 /* Deep copy; 0 or -ENOMEM. */
 int instance_copy(struct instance *dst, const struct instance *src);
 
-/* Request ids (body field, Idempotency-Key header, bus command), one rule
- * everywhere: 1 to REQUEST_ID_MAX bytes of printable ASCII (0x20-0x7e), no
- * NUL inside (len is the JSON string's or header's own length). 0, or
- * -EINVAL with err naming field. */
-#define REQUEST_ID_MAX 128
-int request_id_check(const char *s, size_t len, const char *field, struct agent_error *err);
-
 /* "i-" followed by 17 random lowercase hex digits into buf[20]. */
 int ec2_id_generate(char buf[EC2_ID_LEN + 1]);
 bool ec2_id_is_valid(const char *s);
@@ -108,5 +98,10 @@ int catalog_load(const char *path, struct catalog **ret, struct agent_error *err
 int catalog_builtin(struct catalog **ret);
 const struct flavor *catalog_find(const struct catalog *cat, const char *name);
 void catalog_free(struct catalog *cat);
+
+/* The request parsers (launch_spec_parse(), request_id_check(), ...), for
+ * the files that reach them through this header today (agent/commands.c):
+ * request.h includes this header first, so the order is safe. */
+#include "agent/request.h"
 
 #endif

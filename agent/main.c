@@ -18,6 +18,7 @@
 #include "agent/controller.h"
 #include "agent/events.h"
 #include "agent/bus.h"
+#include "agent/host.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/telemetry.h"
@@ -65,6 +66,7 @@ static void on_reconciled(struct agent *a, int result)
     if (!a->ready) {
         struct agent_error err = {0};
         a->ready = true;
+        host_set_ready(a->host);
         /* the bus after the first reconcile: commands then find a settled state */
         if (events_start(a, &err) < 0) {
             log_error("cannot start the bus; events stay in the outbox", "field=%s error=%s",
@@ -159,6 +161,15 @@ void agent_operation_finished(struct agent *a, const struct op_record *rec,
     (void)inst;
     if (a->api)
         api_operation_done(a->api, rec);
+}
+
+/* The API changed the host's state (host.h): tell the engine and Placement. */
+static void on_host_change(void *opaque, bool disabled)
+{
+    struct agent *a = opaque;
+
+    a->disabled = disabled;
+    controller_set_disabled(a->ctl, disabled);
 }
 
 static void on_hv_event(const struct hv_event *ev, void *opaque)
@@ -410,11 +421,12 @@ int main(int argc, char **argv)
         agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
         goto fail;
     }
-    {
-        char *v = NULL;
-        a.disabled = store_meta_get(a.store, "host.disabled", &v) == 0 && !strcmp(v, "1");
-        free(v);
+    if ((r = host_new(a.store, &a.host)) < 0) {
+        agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+        goto fail;
     }
+    a.disabled = host_disabled(a.host);
+    host_on_change(a.host, on_host_change, &a);
     if ((r = controller_new(&a, &a.ctl, &err)) < 0)
         goto fail;
     if ((r = metrics_new(&a.metrics)) < 0) {
@@ -430,8 +442,21 @@ int main(int argc, char **argv)
         if ((r = telemetry_new(a.loop, a.hv, &tc, &tcb, &a, &a.telemetry, &err)) < 0)
             goto fail;
     }
-    if ((r = api_new(&a, &a.api, &err)) < 0)
-        goto fail;
+    {
+        struct api_deps ad = {.store = a.store, .ops = a.ops, .host = a.host, .imgcache = a.imgcache,
+                              .hv = a.hv, .res = a.res, .catalog = a.catalog, .ctl = a.ctl,
+                              .events = a.events, .telemetry = a.telemetry, .metrics = a.metrics};
+        struct api_config ac = {.socket = a.cfg.api_socket, .listen = a.cfg.api_listen,
+                                .token = a.cfg.api_token, .metrics_listen = a.cfg.metrics_listen,
+                                .header_timeout_s = a.cfg.api_header_timeout_s,
+                                .request_timeout_s = a.cfg.api_request_timeout_s,
+                                .per_address_limit = a.cfg.api_per_address_limit,
+                                .max_connections = a.cfg.api_max_connections,
+                                .host_name = a.cfg.host_name, .hypervisor = a.cfg.hypervisor,
+                                .started_ms = a.started_ms};
+        if ((r = api_new(a.loop, &ad, &ac, &a.api, &err)) < 0)
+            goto fail;
+    }
 
     uv_timer_init(a.loop, &a.reconnect_timer);
     a.reconnect_timer.data = &a;
@@ -460,6 +485,7 @@ int main(int argc, char **argv)
     metrics_free(a.metrics);
     resources_free(a.res);
     catalog_free(a.catalog);
+    host_free(a.host);
     store_free(a.store);
     r = uv_loop_close(a.loop);
     if (r < 0)
@@ -483,6 +509,7 @@ fail:
     resources_free(a.res);
     hv_free(a.hv);
     catalog_free(a.catalog);
+    host_free(a.host);
     store_free(a.store);
     config_release(&a.cfg);
     if (lock_fd >= 0)

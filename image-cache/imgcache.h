@@ -212,13 +212,4 @@ int imgcache_delete(struct imgcache *c, const char *id, struct agent_error *err)
  * be made (images in use are never evicted). */
 int imgcache_evict(struct imgcache *c, uint64_t needed_bytes);
 
-/* REST handlers for /v1/images. Each returns the HTTP status and sets *body
- * to a new JSON reference (NULL for 204). Errors use the agent's shape
- * {"error":{"code","message","field"}}. */
-int imgcache_api_list(struct imgcache *c, json_t **body);                 /* GET /v1/images */
-int imgcache_api_get(struct imgcache *c, const char *id, json_t **body);  /* GET /v1/images/{id} */
-int imgcache_api_create(struct imgcache *c, const json_t *request,        /* POST /v1/images */
-                        json_t **body);
-int imgcache_api_delete(struct imgcache *c, const char *id, json_t **body); /* DELETE /v1/images/{id} */
-
 #endif

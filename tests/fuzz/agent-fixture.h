@@ -15,17 +15,11 @@
 #include "agent/ops.h"
 
 /* main.c's functions, which the modules call back: never reached here (no
- * operation starts, no host route is taken), so reaching one is a failure. */
+ * operation starts), so reaching one is a failure. */
 void agent_operation_finished(struct agent *a, const struct op_record *rec,
                               const struct instance *inst)
 {
     (void)a, (void)rec, (void)inst;
-    abort();
-}
-
-int agent_set_disabled(struct agent *a, bool disabled)
-{
-    (void)a, (void)disabled;
     abort();
 }
 

@@ -1,7 +1,8 @@
 /* fuzz_action: POST /v1/instances/{id}[/actions][?query] from untrusted
- * bytes through api_route() (the path split, the id check, the action body:
- * JSON, fields, request id) and the ?wait= number parser: never a crash or
- * leak; every answer is a JSON object, and a refusal (4xx) names its code.
+ * bytes through api_route() (the router's path match, the id check, the
+ * action body through request.c: JSON, fields, request id) and the ?wait=
+ * number parser: never a crash or leak; every answer is a JSON object, and
+ * a refusal (4xx) names its code.
  *
  * Input: "PATH\nBODY"; PATH follows "/v1/instances/" (so an empty one is
  * POST /v1/instances, a launch). The agent is agent-fixture.h's: nothing is
@@ -40,6 +41,9 @@ static void check_wait(const char *query)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct agent *a = fixture_agent();
+    /* what the instance routes use; a host route taken would crash (no host) */
+    const struct api_deps deps = {.store = a->store, .ops = a->ops, .catalog = a->catalog};
+    const struct api_config cfg = {.host_name = "fuzz", .hypervisor = "test"};
     const uint8_t *nl = memchr(data, '\n', size);
     size_t plen = nl ? (size_t)(nl - data) : size;
     const char *body = nl ? (const char *)nl + 1 : NULL;
@@ -63,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             body = e + 1;
         }
     }
-    status = api_route(a, "POST", url, body, blen, idem, &reply);
+    status = api_route(&deps, &cfg, "POST", url, body, blen, idem, &reply);
     if (!json_is_object(reply) || status < 200 || status > 599)
         abort();
     if (status >= 400 && !json_is_object(json_object_get(reply, "error")))

@@ -11,6 +11,7 @@
 
 #include "agent/hypervisor/hv-internal.h"
 #include "agent/instance.h"
+#include "agent/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1664,93 +1664,6 @@ static void test_unknown_length_budget(void **state)
     }
 }
 
-static void test_api_handlers(void **state)
-{
-    char dir[] = "/tmp/imgcache-api-XXXXXX";
-    struct imgcache_config cfg = {.retry_delay_ms = 20, .allowed_networks = "127.0.0.0/8"};
-    struct imgcache *c = NULL;
-    struct agent_error err;
-    uv_loop_t loop;
-    sqlite3 *db = open_memdb();
-    json_t *body = NULL, *reqb;
-
-    (void)state;
-    assert_non_null(mkdtemp(dir));
-    cfg.dir = dir;
-    uv_loop_init(&loop);
-    assert_int_equal(imgcache_new(&loop, db, &cfg, &c, &err), 0);
-
-    assert_int_equal(imgcache_api_list(c, &body), 200);
-    assert_int_equal(json_array_size(json_object_get(body, "images")), 0);
-    json_decref(body);
-    assert_int_equal(imgcache_api_get(c, "00000000-0000-4000-8000-000000000001", &body), 404);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(body, "error"), "code")),
-                        "not_found");
-    json_decref(body);
-    assert_int_equal(imgcache_api_delete(c, "00000000-0000-4000-8000-000000000001", &body), 404);
-    json_decref(body);
-
-    reqb = json_pack("{s:s,s:s}", "url", "file:///etc/passwd", "digest", SHA_EMPTY);
-    assert_int_equal(imgcache_api_create(c, reqb, &body), 400);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(body, "error"), "field")), "url");
-    json_decref(body);
-    json_decref(reqb);
-    reqb = json_pack("{s:s}", "id", "00000000-0000-4000-8000-000000000001");
-    assert_int_equal(imgcache_api_create(c, reqb, &body), 400);
-    json_decref(body);
-    json_decref(reqb);
-    reqb = json_pack("{s:s}", "glance_id", "0b7a9c5e-8a43-4b5c-9a3f-3c1c6a0f9e11");
-    assert_int_equal(imgcache_api_create(c, reqb, &body), 501);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(body, "error"), "field")),
-                        "glance_id");
-    json_decref(body);
-    json_decref(reqb);
-    reqb = json_string("x");
-    assert_int_equal(imgcache_api_create(c, reqb, &body), 400);
-    json_decref(body);
-    json_decref(reqb);
-
-    /* a download to nowhere: 202 now, failed later */
-    reqb = json_pack("{s:s,s:s}", "url", "http://127.0.0.1:1/none.img", "digest", SHA_EMPTY);
-    assert_int_equal(imgcache_api_create(c, reqb, &body), 202);
-    assert_string_equal(json_string_value(json_object_get(body, "state")), "downloading");
-    assert_string_equal(json_string_value(json_object_get(json_object_get(body, "source"), "url")),
-                        "http://127.0.0.1:1/none.img");
-    {
-        char id[IMGCACHE_ID_LEN];
-        json_t *img;
-
-        strscpy(id, json_string_value(json_object_get(body, "id")), sizeof(id));
-        json_decref(body);
-        /* 3 retries with a 20 ms backoff, then the failure */
-        for (int done = 0; !done;) {
-            img = imgcache_get(c, id);
-            done = strcmp(json_string_value(json_object_get(img, "state")), "downloading") != 0;
-            if (!done) {
-                json_decref(img);
-                usleep(5000);
-                uv_run(&loop, UV_RUN_NOWAIT);
-            }
-        }
-        assert_string_equal(json_string_value(json_object_get(img, "state")), "failed");
-        assert_string_equal(json_string_value(json_object_get(json_object_get(img, "error"), "code")),
-                            "download_failed");
-        json_decref(img);
-        assert_int_equal(imgcache_api_delete(c, id, &body), 204);
-        assert_null(body);
-    }
-    json_decref(reqb);
-
-    imgcache_free(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    sqlite3_close(db);
-    {
-        char *argv[] = {"/bin/rm", "-rf", dir, NULL};
-        run(argv);
-    }
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1770,7 +1683,6 @@ int main(void)
         cmocka_unit_test(test_glance_md5_only),
         cmocka_unit_test(test_evict_by_age),
         cmocka_unit_test(test_start_failure_is_deferred),
-        cmocka_unit_test(test_api_handlers),
         cmocka_unit_test(test_url_redact),
         cmocka_unit_test(test_networks),
         cmocka_unit_test(test_forbidden_by_default),

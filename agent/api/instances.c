@@ -1,0 +1,104 @@
+/* instances.c: /v1/instances (list, launch), /v1/instances/{id} (show,
+ * terminate), /v1/instances/{id}/actions (start, stop, reboot). Bodies are
+ * parsed by request.h; the work is the operations engine's (ops.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/api/api-internal.h"
+#include "agent/ops.h"
+#include "agent/request.h"
+
+static int collect(const struct instance *inst, void *opaque)
+{
+    json_array_append_new(opaque, instance_to_json(inst));
+    return 0;
+}
+
+int api_instances_list(const struct api_call *call, json_t **reply)
+{
+    json_t *arr = json_array();
+    struct agent_error e;
+
+    if (store_instance_foreach(call->deps->store, true, collect, arr) < 0) {
+        json_decref(arr);
+        agent_error_set(&e, EIO, "internal", NULL, "cannot read the store");
+        return api_fail(reply, &e);
+    }
+    *reply = json_pack("{s:o}", "instances", arr);
+    return 200;
+}
+
+int api_instance_show(const struct api_call *call, json_t **reply)
+{
+    struct instance inst;
+
+    if (store_instance_get(call->deps->store, call->param[0], &inst) < 0)
+        return api_fail_with(reply, "not_found", "id", "no such instance");
+    *reply = instance_to_json(&inst);
+    instance_release(&inst);
+    return 200;
+}
+
+int api_instances_launch(const struct api_call *call, json_t **reply)
+{
+    struct launch_spec spec;
+    struct agent_error e;
+    const char *rid;
+    json_t *j = NULL;
+    int status;
+
+    if ((status = api_body_object(call, &j, reply)) > 0)
+        return status;
+    if (request_id_resolve(j, call->idem, &rid, &e) < 0 ||
+        launch_spec_parse(j, call->deps->catalog, &spec, &e) < 0) {
+        json_decref(j);
+        return api_fail(reply, &e);
+    }
+    if (rid && !spec.request_id && !(spec.request_id = strdup(rid))) {
+        agent_error_set(&e, ENOMEM, "internal", NULL, "out of memory");
+        status = -ENOMEM;
+    } else {
+        status = ops_launch(call->deps->ops, &spec, reply, &e);
+    }
+    if (status < 0)
+        status = api_fail(reply, &e);
+    launch_spec_release(&spec);
+    json_decref(j);
+    return status;
+}
+
+static int act(const struct api_call *call, const struct action_request *ar, json_t **reply)
+{
+    struct action_opts opts = {.request_id = ar->request_id, .timeout_s = ar->timeout_s, .force = ar->force};
+    struct agent_error e;
+    int status = ops_action(call->deps->ops, call->param[0], request_action_name(ar->action), &opts, reply, &e);
+
+    return status < 0 ? api_fail(reply, &e) : status;
+}
+
+int api_instance_action(const struct api_call *call, json_t **reply)
+{
+    struct action_request ar;
+    struct agent_error e;
+    json_t *j = NULL;
+    int status;
+
+    if ((status = api_body_object(call, &j, reply)) > 0)
+        return status;
+    if (request_action_parse(j, call->idem, &ar, &e) < 0)
+        status = api_fail(reply, &e);
+    else
+        status = act(call, &ar, reply);
+    json_decref(j);
+    return status;
+}
+
+int api_instance_terminate(const struct api_call *call, json_t **reply)
+{
+    struct action_request ar = {.action = REQUEST_TERMINATE, .timeout_s = -1};
+    struct agent_error e;
+
+    if (request_id_resolve(NULL, call->idem, &ar.request_id, &e) < 0)
+        return api_fail(reply, &e);
+    return act(call, &ar, reply);
+}

@@ -1,0 +1,102 @@
+/* request.h: what the agent is asked from outside, parsed once, whoever
+ * carries it (the REST API, bus commands): JSON in, a struct out, or an
+ * error naming the field at fault as the caller's document names it
+ * ("flavor.vcpus", "image.url", "timeout", "instance.kernel.path" in a bus
+ * command). No transport here: no HTTP, no Kafka; callers hand in the
+ * parsed JSON (and a header's value where one stands for a field).
+ *
+ * Errors: -EINVAL (-ENOMEM when out of memory) with err->code one of
+ * invalid_json, missing_field, invalid_field, unknown_field; err->field the
+ * path (NULL/"" for the document as a whole). On failure nothing is kept.
+ *
+ * The operations engine (ops_launch, ops_action) names the fields it
+ * refuses as the REST documents do; request_field_for_command() renames
+ * them for a bus command, in this one place. */
+#ifndef CA_AGENT_REQUEST_H
+#define CA_AGENT_REQUEST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/instance.h"
+#include "common/util.h"
+
+/* Request ids (body field, Idempotency-Key header, bus command), one rule
+ * everywhere: 1 to REQUEST_ID_MAX bytes of printable ASCII (0x20-0x7e), no
+ * NUL inside (len is the JSON string's or header's own length). 0, or
+ * -EINVAL with err naming field. */
+#define REQUEST_ID_MAX 128
+int request_id_check(const char *s, size_t len, const char *field, struct agent_error *err);
+
+/* The request id of a REST request: the body's "request_id" (body may be
+ * NULL; null counts as absent) and the Idempotency-Key header (may be
+ * NULL) must agree; each follows request_id_check(). *out is borrowed from
+ * body or header (NULL if neither gives one). Errors name "request_id". */
+int request_id_resolve(const json_t *body, const char *header, const char **out,
+                       struct agent_error *err);
+
+/* A JSON object from text (duplicate keys refused, NUL in strings kept
+ * for the field checks). 0 and *out (new reference), or -EINVAL with
+ * invalid_json (empty text, malformed JSON with its line and column, not
+ * an object). */
+int request_json_object(const char *text, size_t len, json_t **out, struct agent_error *err);
+
+/* Parse and validate a launch body (POST /v1/instances; a bus command's
+ * "instance"). On success fills *spec (release with launch_spec_release).
+ * Field paths as in the body: name, flavor, flavor.vcpus, instance_type,
+ * image, image.path, image.url, kernel.initrd, user_data, request_id... */
+int launch_spec_parse(const json_t *body, const struct catalog *cat,
+                      struct launch_spec *spec, struct agent_error *err);
+
+enum request_action {
+    REQUEST_START,
+    REQUEST_STOP,
+    REQUEST_REBOOT,
+    REQUEST_TERMINATE,
+};
+
+/* "start", "stop", "reboot", "terminate": ops_action()'s action names. */
+const char *request_action_name(enum request_action a);
+
+/* An action on an instance. Strings are borrowed from the parsed JSON. */
+struct action_request {
+    enum request_action action;
+    int64_t timeout_s;          /* stop/reboot: graceful timeout, -1: configured */
+    bool force;                 /* stop: skip the graceful part; reboot: hard */
+    const char *request_id;     /* NULL if none */
+};
+
+/* The options an action takes, wherever they are written: "timeout"
+ * (integer 0 to 3600) and "force" (boolean), both optional, from obj into
+ * out->timeout_s and out->force (untouched when absent). */
+int request_action_options(const json_t *obj, struct action_request *out, struct agent_error *err);
+
+/* POST /v1/instances/{id}/actions: {"action": "start"|"stop"|"reboot",
+ * "timeout", "force", "request_id"}; no other field. The request id is
+ * resolved with the Idempotency-Key header idem (may be NULL) as in
+ * request_id_resolve(). */
+int request_action_parse(const json_t *body, const char *idem, struct action_request *out,
+                         struct agent_error *err);
+
+/* A bus command (commands.h): {"op", "request_id" (required),
+ * "instance_id" (not for launch), "instance" (launch only: the launch
+ * body), "timeout", "force"}. Errors name the command's fields
+ * ("instance_id", "op", "instance.flavor.vcpus"). */
+struct command_request {
+    bool launch;                /* op "launch": spec is filled */
+    struct launch_spec spec;    /* owned (its request_id is the command's) */
+    struct action_request action; /* otherwise (request_id borrowed) */
+    const char *request_id;     /* borrowed from the command */
+    const char *instance_id;    /* borrowed; NULL for a launch */
+};
+int request_command_parse(const json_t *cmd, const struct catalog *cat, struct command_request *out,
+                          struct agent_error *err);
+void request_command_release(struct command_request *c);
+
+/* Rename the field err names (as the operations engine names it, after
+ * the REST documents) for a bus command: "id" -> "instance_id", "action"
+ * -> "op"; in a launch, any field but request_id goes under "instance.". */
+void request_field_for_command(struct agent_error *err, bool launch);
+
+#endif

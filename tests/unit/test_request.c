@@ -1,0 +1,440 @@
+/* Unit tests for agent/request.c: every field error of a launch body, an
+ * action body and a bus command named (code and field path), bad types,
+ * unknown fields, limits; the request id rule and its header; the JSON
+ * document checks; the renaming of the engine's field names for the bus. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/request.h"
+
+static struct catalog *cat;
+
+static int setup(void **state)
+{
+    (void)state;
+    return catalog_builtin(&cat);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    catalog_free(cat);
+    return 0;
+}
+
+static json_t *parse(const char *text)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_ALLOW_NUL, &jerr);
+
+    if (!j)
+        fail_msg("bad test JSON %s: %s", text, jerr.text);
+    return j;
+}
+
+static void expect_err(int r, const struct agent_error *err, const char *code, const char *field,
+                       const char *text)
+{
+    if (r == 0)
+        fail_msg("expected %s on %s for %s", code, field, text);
+    assert_int_equal(r, -EINVAL);
+    assert_string_equal(err->code, code);
+    assert_string_equal(err->field, field);
+}
+
+/* ---- launch bodies ---- */
+
+/* Parse text; expect failure with code and field, or success (code NULL). */
+static void expect_parse(const char *text, const char *code, const char *field)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_ALLOW_NUL, &jerr);
+    struct launch_spec spec;
+    struct agent_error err = {0};
+    int r;
+
+    assert_non_null(j);
+    r = launch_spec_parse(j, cat, &spec, &err);
+    json_decref(j);
+    if (!code) {
+        if (r != 0)
+            fail_msg("expected success for %s, got %s: %s", text, err.code, err.message);
+        launch_spec_release(&spec);
+        return;
+    }
+    if (r == 0)
+        fail_msg("expected %s on %s for %s", code, field, text);
+    assert_string_equal(err.code, code);
+    assert_string_equal(err.field, field);
+}
+
+#define K "\"kernel\":{\"path\":\"/boot/vmlinuz\"}"
+#define F "\"flavor\":{\"vcpus\":1,\"memory_mb\":128,\"disk_gb\":1}"
+
+static void test_launch_valid(void **state)
+{
+    (void)state;
+    expect_parse("{\"name\":\"a\"," F "," K "}", NULL, NULL);
+    expect_parse("{\"name\":\"a<b&\\\"c'\"," F "," K "}", NULL, NULL);
+    expect_parse("{\"name\":\"a\",\"instance_type\":\"t3.micro\",\"image\":{\"path\":\"/i.qcow2\"}}", NULL, NULL);
+    expect_parse("{\"name\":\"a\"," F "," K ",\"image\":{\"path\":\"/disk.raw\"}}", NULL, NULL);
+    expect_parse("{\"name\":\"a\"," F ",\"kernel\":{\"path\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"console=ttyS0\"},"
+                 "\"user_data\":\"aGVsbG8=\",\"request_id\":\"r-1\"}", NULL, NULL);
+}
+
+static void test_launch_invalid(void **state)
+{
+    (void)state;
+    expect_parse("{" F "," K "}", "missing_field", "name");
+    expect_parse("{\"name\":\"\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u0001b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\nb\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u0000b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"0123456789012345678901234567890123456789012345678901234567890123\"," F "," K "}",
+                 "invalid_field", "name");
+    expect_parse("{\"name\":\"a\"," K "}", "missing_field", "flavor");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":\"1\",\"memory_mb\":128}," K "}", "invalid_field", "flavor.vcpus");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":-1,\"memory_mb\":128}," K "}", "invalid_field", "flavor.vcpus");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":1,\"memory_mb\":1000000000000}," K "}", "invalid_field", "flavor.memory_mb");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":1,\"memory_mb\":128,\"disk_gb\":-5}," K "}", "invalid_field", "flavor.disk_gb");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":1,\"memory_mb\":128.5}," K "}", "invalid_field", "flavor.memory_mb");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":1}," K "}", "missing_field", "flavor.memory_mb");
+    expect_parse("{\"name\":\"a\",\"flavor\":{\"vcpus\":1,\"memory_mb\":128,\"gpu\":1}," K "}", "unknown_field", "flavor.gpu");
+    expect_parse("{\"name\":\"a\"," F ",\"instance_type\":\"t3.micro\"," K "}", "invalid_field", "instance_type");
+    expect_parse("{\"name\":\"a\",\"instance_type\":\"z9.huge\"," K "}", "invalid_field", "instance_type");
+    expect_parse("{\"name\":\"a\"," F "}", "missing_field", "image");
+    expect_parse("{\"name\":\"a\"," F ",\"image\":{\"path\":\"relative.qcow2\"}}", "invalid_field", "image.path");
+    expect_parse("{\"name\":\"a\"," F ",\"image\":{\"path\":\"/a/../etc/shadow\"}}", "invalid_field", "image.path");
+    expect_parse("{\"name\":\"a\"," F ",\"image\":{\"path\":\"/a\",\"id\":\"x\"}}", "invalid_field", "image");
+    expect_parse("{\"name\":\"a\"," F ",\"image\":{\"url\":\"http://x/y\"}}", "missing_field", "image.digest");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"image\":{\"path\":\"rel\"}}", "invalid_field", "image.path");
+    expect_parse("{\"name\":\"a\"," F ",\"kernel\":{\"initrd\":\"/i\"}}", "missing_field", "kernel.path");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"user_data\":\"not base64!\"}", "invalid_field", "user_data");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"user_data\":5}", "invalid_field", "user_data");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"colour\":\"red\"}", "unknown_field", "colour");
+    expect_parse("[1,2]", "invalid_field", "");
+    /* C1 controls, bidi overrides and isolates, line separators: refused like C0 */
+    expect_parse("{\"name\":\"a\\u0085b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"evil\\u202etxt\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u2066b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u2028b\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"a\\u200fb\"," F "," K "}", "invalid_field", "name");
+    expect_parse("{\"name\":\"caf\\u00e9 \\u6771\\ud83d\\ude00\"," F "," K "}", NULL, NULL);
+    /* one request-id rule: printable ASCII, no NUL */
+    expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":\"dup\\u0000A\"}", "invalid_field", "request_id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":\"r\\u001b\"}", "invalid_field", "request_id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":7}", "invalid_field", "request_id");
+}
+
+static void test_launch_user_data_limit(void **state)
+{
+    char *b64, *body;
+    size_t raw = USER_DATA_MAX + 3, len = 4 * ((raw + 2) / 3);
+
+    (void)state;
+    b64 = malloc(len + 1);
+    memset(b64, 'A', len);
+    b64[len] = '\0';
+    body = malloc(len + 200);
+    snprintf(body, len + 200, "{\"name\":\"a\"," F "," K ",\"user_data\":\"%s\"}", b64);
+    expect_parse(body, "invalid_field", "user_data");
+    /* exactly 16 KiB decoded is fine */
+    len = 4 * ((USER_DATA_MAX + 2) / 3);
+    b64[len] = '\0';
+    b64[len - 1] = '='; /* 16384 = 3 * 5461 + 1: the last quantum is "AA==" */
+    b64[len - 2] = '=';
+    snprintf(body, len + 200, "{\"name\":\"a\"," F "," K ",\"user_data\":\"%s\"}", b64);
+    expect_parse(body, NULL, NULL);
+    free(b64);
+    free(body);
+}
+
+/* ---- JSON documents ---- */
+
+static void test_json_object(void **state)
+{
+    struct agent_error err = {0};
+    json_t *j = NULL;
+
+    (void)state;
+    assert_int_equal(request_json_object("{\"a\":1}", 7, &j, &err), 0);
+    assert_true(json_is_object(j));
+    json_decref(j);
+    expect_err(request_json_object(NULL, 0, &j, &err), &err, "invalid_json", "", "no body");
+    assert_null(j);
+    expect_err(request_json_object("", 0, &j, &err), &err, "invalid_json", "", "empty");
+    expect_err(request_json_object("[1]", 3, &j, &err), &err, "invalid_json", "", "an array");
+    expect_err(request_json_object("{\"a\":1,\"a\":2}", 13, &j, &err), &err, "invalid_json", "", "duplicate key");
+    expect_err(request_json_object("{\"a\":", 5, &j, &err), &err, "invalid_json", "", "cut short");
+    assert_non_null(strstr(err.message, "line 1"));
+    /* the length is the document's: bytes after it are not read */
+    assert_int_equal(request_json_object("{}garbage", 2, &j, &err), 0);
+    json_decref(j);
+}
+
+/* ---- request ids ---- */
+
+static void test_request_id(void **state)
+{
+    struct agent_error err = {0};
+    char big[REQUEST_ID_MAX + 2];
+    const char *rid;
+    json_t *b;
+
+    (void)state;
+    assert_int_equal(request_id_check("r-1", 3, "request_id", &err), 0);
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    expect_err(request_id_check(big, strlen(big), "request_id", &err), &err, "invalid_field", "request_id", "129");
+    big[REQUEST_ID_MAX] = '\0';
+    assert_int_equal(request_id_check(big, REQUEST_ID_MAX, "request_id", &err), 0);
+    expect_err(request_id_check("", 0, "request_id", &err), &err, "invalid_field", "request_id", "empty");
+    expect_err(request_id_check(NULL, 0, "request_id", &err), &err, "invalid_field", "request_id", "NULL");
+    expect_err(request_id_check("a\0b", 3, "request_id", &err), &err, "invalid_field", "request_id", "NUL");
+    expect_err(request_id_check("a\x7f", 2, "request_id", &err), &err, "invalid_field", "request_id", "DEL");
+    expect_err(request_id_check("\xc3\xa9", 2, "request_id", &err), &err, "invalid_field", "request_id", "UTF-8");
+
+    /* header and body field */
+    assert_int_equal(request_id_resolve(NULL, NULL, &rid, &err), 0);
+    assert_null(rid);
+    assert_int_equal(request_id_resolve(NULL, "h-1", &rid, &err), 0);
+    assert_string_equal(rid, "h-1");
+    b = parse("{\"request_id\":\"b-1\"}");
+    assert_int_equal(request_id_resolve(b, NULL, &rid, &err), 0);
+    assert_string_equal(rid, "b-1");
+    assert_int_equal(request_id_resolve(b, "b-1", &rid, &err), 0);
+    expect_err(request_id_resolve(b, "other", &rid, &err), &err, "invalid_field", "request_id", "differs");
+    expect_err(request_id_resolve(b, "bad\x01", &rid, &err), &err, "invalid_field", "request_id", "bad header");
+    assert_non_null(strstr(err.message, "Idempotency-Key"));
+    json_decref(b);
+    b = parse("{\"request_id\":null}");
+    assert_int_equal(request_id_resolve(b, "h", &rid, &err), 0);
+    assert_string_equal(rid, "h");
+    json_decref(b);
+    b = parse("{\"request_id\":42}");
+    expect_err(request_id_resolve(b, NULL, &rid, &err), &err, "invalid_field", "request_id", "a number");
+    json_decref(b);
+}
+
+/* ---- actions ---- */
+
+static void expect_action(const char *text, const char *idem, const char *code, const char *field)
+{
+    json_t *j = parse(text);
+    struct action_request a;
+    struct agent_error err = {0};
+    int r = request_action_parse(j, idem, &a, &err);
+
+    if (!code && r != 0)
+        fail_msg("expected success for %s, got %s on %s: %s", text, err.code, err.field, err.message);
+    if (code)
+        expect_err(r, &err, code, field, text);
+    json_decref(j);
+}
+
+static void test_action_valid(void **state)
+{
+    struct agent_error err = {0};
+    struct action_request a;
+    json_t *j;
+
+    (void)state;
+    j = parse("{\"action\":\"stop\",\"timeout\":30,\"force\":true,\"request_id\":\"r-9\"}");
+    assert_int_equal(request_action_parse(j, NULL, &a, &err), 0);
+    assert_int_equal(a.action, REQUEST_STOP);
+    assert_string_equal(request_action_name(a.action), "stop");
+    assert_int_equal(a.timeout_s, 30);
+    assert_true(a.force);
+    assert_string_equal(a.request_id, "r-9");
+    json_decref(j);
+    j = parse("{\"action\":\"reboot\"}");
+    assert_int_equal(request_action_parse(j, "k-1", &a, &err), 0);
+    assert_int_equal(a.action, REQUEST_REBOOT);
+    assert_int_equal(a.timeout_s, -1); /* the configured one */
+    assert_false(a.force);
+    assert_string_equal(a.request_id, "k-1");
+    json_decref(j);
+    expect_action("{\"action\":\"start\"}", NULL, NULL, NULL);
+    expect_action("{\"action\":\"stop\",\"timeout\":0}", NULL, NULL, NULL);
+    expect_action("{\"action\":\"stop\",\"timeout\":3600}", NULL, NULL, NULL);
+    expect_action("{\"action\":\"stop\",\"force\":false,\"request_id\":null}", NULL, NULL, NULL);
+    assert_string_equal(request_action_name(REQUEST_TERMINATE), "terminate");
+}
+
+static void test_action_invalid(void **state)
+{
+    (void)state;
+    expect_action("{}", NULL, "missing_field", "action");
+    expect_action("{\"timeout\":5}", NULL, "missing_field", "action");
+    expect_action("{\"action\":\"explode\"}", NULL, "invalid_field", "action");
+    expect_action("{\"action\":\"terminate\"}", NULL, "invalid_field", "action"); /* that is DELETE */
+    expect_action("{\"action\":\"STOP\"}", NULL, "invalid_field", "action");
+    expect_action("{\"action\":7}", NULL, "invalid_field", "action");
+    expect_action("{\"action\":null}", NULL, "invalid_field", "action");
+    expect_action("{\"action\":\"stop\",\"timeout\":-1}", NULL, "invalid_field", "timeout");
+    expect_action("{\"action\":\"stop\",\"timeout\":3601}", NULL, "invalid_field", "timeout");
+    expect_action("{\"action\":\"stop\",\"timeout\":1.5}", NULL, "invalid_field", "timeout");
+    expect_action("{\"action\":\"stop\",\"timeout\":\"30\"}", NULL, "invalid_field", "timeout");
+    expect_action("{\"action\":\"stop\",\"force\":1}", NULL, "invalid_field", "force");
+    expect_action("{\"action\":\"stop\",\"force\":\"yes\"}", NULL, "invalid_field", "force");
+    expect_action("{\"action\":\"stop\",\"timeout_s\":5}", NULL, "unknown_field", "timeout_s");
+    expect_action("{\"action\":\"stop\",\"instance_id\":\"x\"}", NULL, "unknown_field", "instance_id");
+    expect_action("{\"action\":\"stop\",\"request_id\":\"\"}", NULL, "invalid_field", "request_id");
+    expect_action("{\"action\":\"stop\",\"request_id\":\"a\"}", "b", "invalid_field", "request_id");
+    expect_action("{\"action\":\"stop\"}", "", "invalid_field", "request_id");
+    /* unknown fields are refused before the rest is looked at */
+    expect_action("{\"zzz\":1,\"action\":\"explode\"}", NULL, "unknown_field", "zzz");
+}
+
+/* ---- bus commands ---- */
+
+#define L "\"instance\":{\"name\":\"a\"," F "," K "}"
+
+static void expect_command(const char *text, const char *code, const char *field)
+{
+    json_t *j = parse(text);
+    struct command_request c;
+    struct agent_error err = {0};
+    int r = request_command_parse(j, cat, &c, &err);
+
+    if (!code) {
+        if (r != 0)
+            fail_msg("expected success for %s, got %s on %s: %s", text, err.code, err.field, err.message);
+        request_command_release(&c);
+    } else {
+        expect_err(r, &err, code, field, text);
+    }
+    json_decref(j);
+}
+
+static void test_command_valid(void **state)
+{
+    struct agent_error err = {0};
+    struct command_request c;
+    json_t *j;
+
+    (void)state;
+    j = parse("{\"op\":\"launch\",\"request_id\":\"r-1\"," L "}");
+    assert_int_equal(request_command_parse(j, cat, &c, &err), 0);
+    assert_true(c.launch);
+    assert_string_equal(c.spec.name, "a");
+    assert_string_equal(c.spec.request_id, "r-1"); /* the command's */
+    assert_null(c.instance_id);
+    request_command_release(&c);
+    json_decref(j);
+
+    j = parse("{\"op\":\"stop\",\"request_id\":\"r-2\",\"instance_id\":\"i-0123456789abcdef0\","
+              "\"timeout\":10,\"force\":true}");
+    assert_int_equal(request_command_parse(j, cat, &c, &err), 0);
+    assert_false(c.launch);
+    assert_int_equal(c.action.action, REQUEST_STOP);
+    assert_int_equal(c.action.timeout_s, 10);
+    assert_true(c.action.force);
+    assert_string_equal(c.action.request_id, "r-2");
+    assert_string_equal(c.instance_id, "i-0123456789abcdef0");
+    request_command_release(&c);
+    json_decref(j);
+
+    j = parse("{\"op\":\"terminate\",\"request_id\":\"r-3\",\"instance_id\":\"x\"}");
+    assert_int_equal(request_command_parse(j, cat, &c, &err), 0);
+    assert_int_equal(c.action.action, REQUEST_TERMINATE);
+    assert_int_equal(c.action.timeout_s, -1);
+    request_command_release(&c);
+    json_decref(j);
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":{\"name\":\"a\"," F "," K
+                   ",\"request_id\":\"r\"}}", NULL, NULL);
+}
+
+static void test_command_invalid(void **state)
+{
+    (void)state;
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\",\"colour\":1}", "unknown_field", "colour");
+    expect_command("{\"request_id\":\"r\"}", "missing_field", "op");
+    expect_command("{\"op\":\"resize\",\"request_id\":\"r\"}", "invalid_field", "op");
+    expect_command("{\"op\":5,\"request_id\":\"r\"}", "invalid_field", "op");
+    expect_command("{\"op\":\"stop\",\"instance_id\":\"x\"}", "missing_field", "request_id");
+    expect_command("{\"op\":\"stop\",\"request_id\":3,\"instance_id\":\"x\"}", "invalid_field", "request_id");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\\u0000\",\"instance_id\":\"x\"}", "invalid_field", "request_id");
+    /* launch */
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance_id\":\"x\"," L "}", "invalid_field", "instance_id");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\"}", "missing_field", "instance");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":[]}", "invalid_field", "instance");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":{" F "," K "}}", "missing_field", "instance.name");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":{\"name\":\"a\","
+                   "\"flavor\":{\"vcpus\":0,\"memory_mb\":128}," K "}}", "invalid_field", "instance.flavor.vcpus");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":{\"name\":\"a\"," F ","
+                   "\"kernel\":{\"path\":\"k\"}}}", "invalid_field", "instance.kernel.path");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":{\"name\":\"a\"," F "," K ",\"request_id\":7}}",
+                   "invalid_field", "instance.request_id");
+    expect_command("{\"op\":\"launch\",\"request_id\":\"r\",\"instance\":{\"name\":\"a\"," F "," K ",\"request_id\":\"q\"}}",
+                   "invalid_field", "instance.request_id");
+    /* actions */
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\"," L "}", "invalid_field", "instance");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\"}", "missing_field", "instance_id");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":5}", "invalid_field", "instance_id");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\",\"timeout\":4000}", "invalid_field", "timeout");
+    expect_command("{\"op\":\"reboot\",\"request_id\":\"r\",\"instance_id\":\"x\",\"force\":\"no\"}", "invalid_field", "force");
+    {
+        json_t *j = parse("[]");
+        struct command_request c;
+        struct agent_error err = {0};
+        expect_err(request_command_parse(j, cat, &c, &err), &err, "invalid_json", "", "an array");
+        json_decref(j);
+    }
+}
+
+static void test_field_for_command(void **state)
+{
+    struct agent_error e = {0};
+
+    (void)state;
+    strscpy(e.field, "id", sizeof(e.field));
+    request_field_for_command(&e, false);
+    assert_string_equal(e.field, "instance_id");
+    strscpy(e.field, "action", sizeof(e.field));
+    request_field_for_command(&e, false);
+    assert_string_equal(e.field, "op");
+    strscpy(e.field, "force", sizeof(e.field));
+    request_field_for_command(&e, false);
+    assert_string_equal(e.field, "force");
+    strscpy(e.field, "image.path", sizeof(e.field));
+    request_field_for_command(&e, true);
+    assert_string_equal(e.field, "instance.image.path");
+    strscpy(e.field, "request_id", sizeof(e.field));
+    request_field_for_command(&e, true);
+    assert_string_equal(e.field, "request_id");
+    e.field[0] = '\0';
+    request_field_for_command(&e, true);
+    assert_string_equal(e.field, "");
+    /* a long path is cut, and stays valid UTF-8 */
+    memset(e.field, 'a', sizeof(e.field) - 3);
+    e.field[sizeof(e.field) - 3] = '\xc3';
+    e.field[sizeof(e.field) - 2] = '\xa9';
+    e.field[sizeof(e.field) - 1] = '\0';
+    request_field_for_command(&e, true);
+    assert_int_equal(strlen(e.field), sizeof(e.field) - 1);
+    assert_memory_equal(e.field, "instance.", 9);
+    request_field_for_command(NULL, true); /* no error to rename */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_launch_valid),
+        cmocka_unit_test(test_launch_invalid),
+        cmocka_unit_test(test_launch_user_data_limit),
+        cmocka_unit_test(test_json_object),
+        cmocka_unit_test(test_request_id),
+        cmocka_unit_test(test_action_valid),
+        cmocka_unit_test(test_action_invalid),
+        cmocka_unit_test(test_command_valid),
+        cmocka_unit_test(test_command_invalid),
+        cmocka_unit_test(test_field_for_command),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
