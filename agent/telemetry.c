@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agent/telemetry.h"
+#include "common/prom.h"
 #include "common/util.h"
 
 struct telemetry {
@@ -774,45 +775,19 @@ void telemetry_get_stats(const struct telemetry *t, struct telemetry_stats *out)
 
 /* ---- Prometheus ---- */
 
-/* A label value with \, " and newline escaped. */
-static void prom_label_value(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '\\')
-            fputs("\\\\", f);
-        else if (*s == '"')
-            fputs("\\\"", f);
-        else if (*s == '\n')
-            fputs("\\n", f);
-        else
-            fputc(*s, f);
-    }
-}
-
-static void prom_family(FILE *f, const char *name, const char *type, const char *help)
-{
-    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
 /* name{instance_uuid="..",ec2_id="..",name=".."[,extra="val"]} */
-static void prom_dom_series(FILE *f, const char *name, const struct telemetry_domain *d,
-                            const char *extra, const char *extra_val)
+static void dom_series(FILE *f, const char *name, const struct telemetry_domain *d,
+                       const char *extra, const char *extra_val)
 {
-    fprintf(f, "%s{instance_uuid=\"%s\",ec2_id=\"", name, d->s.uuid);
-    prom_label_value(f, d->known ? d->ec2_id : "");
-    fputs("\",name=\"", f);
-    prom_label_value(f, d->name);
-    fputc('"', f);
-    if (extra) {
-        fprintf(f, ",%s=\"", extra);
-        prom_label_value(f, extra_val);
-        fputc('"', f);
-    }
-    fputs("} ", f);
-}
+    const struct prom_label l[] = {
+        {"instance_uuid", d->s.uuid},
+        {"ec2_id", d->known ? d->ec2_id : ""},
+        {"name", d->name},
+        {extra, extra_val},
+    };
 
-static void prom_u64(FILE *f, uint64_t v) { fprintf(f, "%" PRIu64 "\n", v); }
-static void prom_dbl(FILE *f, double v) { fprintf(f, "%.9g\n", v); }
+    prom_series(f, name, l, extra ? 4 : 3);
+}
 
 enum dom_scalar {
     DS_STATE, DS_CPU_SECONDS, DS_CPU_UTIL, DS_VCPUS, DS_MEM, DS_MEM_USAGE, DS_MEM_RSS,
@@ -847,44 +822,44 @@ static void render_dom_scalar(FILE *f, const struct telemetry *t, enum dom_scala
         switch (which) {
         case DS_STATE:
             if (s->has_power) {
-                prom_dom_series(f, n, d, NULL, NULL);
+                dom_series(f, n, d, NULL, NULL);
                 prom_u64(f, (uint64_t)s->state);
             }
             break;
         case DS_CPU_SECONDS:
             if (s->has_cpu_time) {
-                prom_dom_series(f, n, d, NULL, NULL);
-                prom_dbl(f, (double)s->cpu_time_ns / 1e9);
+                dom_series(f, n, d, NULL, NULL);
+                prom_double(f, (double)s->cpu_time_ns / 1e9);
             }
             break;
         case DS_CPU_UTIL:
             if (!isnan(d->cpu_util)) {
-                prom_dom_series(f, n, d, NULL, NULL);
-                prom_dbl(f, d->cpu_util);
+                dom_series(f, n, d, NULL, NULL);
+                prom_double(f, d->cpu_util);
             }
             break;
         case DS_VCPUS:
             if (s->has_vcpus) {
-                prom_dom_series(f, n, d, NULL, NULL);
+                dom_series(f, n, d, NULL, NULL);
                 prom_u64(f, s->vcpus);
             }
             break;
         case DS_MEM:
             if (s->has_balloon_current) {
-                prom_dom_series(f, n, d, NULL, NULL);
+                dom_series(f, n, d, NULL, NULL);
                 prom_u64(f, s->balloon_current_kb * 1024);
             }
             break;
         case DS_MEM_USAGE:
             if (s->has_balloon_available && s->has_balloon_unused &&
                 s->balloon_available_kb >= s->balloon_unused_kb) {
-                prom_dom_series(f, n, d, NULL, NULL);
+                dom_series(f, n, d, NULL, NULL);
                 prom_u64(f, (s->balloon_available_kb - s->balloon_unused_kb) * 1024);
             }
             break;
         case DS_MEM_RSS:
             if (s->has_balloon_rss) {
-                prom_dom_series(f, n, d, NULL, NULL);
+                dom_series(f, n, d, NULL, NULL);
                 prom_u64(f, s->balloon_rss_kb * 1024);
             }
             break;
@@ -904,8 +879,8 @@ static void render_vcpus(FILE *f, const struct telemetry *t)
             if (!d->s.vcpu_has_time[v])
                 continue;
             snprintf(idx, sizeof(idx), "%zu", v);
-            prom_dom_series(f, "compute_agent_instance_vcpu_cpu_seconds_total", d, "vcpu", idx);
-            prom_dbl(f, (double)d->s.vcpu_time_ns[v] / 1e9);
+            dom_series(f, "compute_agent_instance_vcpu_cpu_seconds_total", d, "vcpu", idx);
+            prom_double(f, (double)d->s.vcpu_time_ns[v] / 1e9);
         }
     }
     prom_family(f, "compute_agent_instance_vcpu_util_percent", "gauge",
@@ -916,8 +891,8 @@ static void render_vcpus(FILE *f, const struct telemetry *t)
             if (isnan(d->vcpu_util[v]))
                 continue;
             snprintf(idx, sizeof(idx), "%zu", v);
-            prom_dom_series(f, "compute_agent_instance_vcpu_util_percent", d, "vcpu", idx);
-            prom_dbl(f, d->vcpu_util[v]);
+            dom_series(f, "compute_agent_instance_vcpu_util_percent", d, "vcpu", idx);
+            prom_double(f, d->vcpu_util[v]);
         }
     }
 }
@@ -977,8 +952,8 @@ static void render_devices(FILE *f, const struct telemetry *t)
                 double v;
                 if (!dev_value(fam->which, has, val, &d->block_rate[j], &v))
                     continue;
-                prom_dom_series(f, fam->name, d, "device", b->name);
-                prom_dbl(f, v);
+                dom_series(f, fam->name, d, "device", b->name);
+                prom_double(f, v);
             }
         }
     }
@@ -994,8 +969,8 @@ static void render_devices(FILE *f, const struct telemetry *t)
                 double v;
                 if (!dev_value(fam->which, has, val, &d->net_rate[j], &v))
                     continue;
-                prom_dom_series(f, fam->name, d, "device", n->name);
-                prom_dbl(f, v);
+                dom_series(f, fam->name, d, "device", n->name);
+                prom_double(f, v);
             }
         }
     }
@@ -1004,15 +979,9 @@ static void render_devices(FILE *f, const struct telemetry *t)
 static void host_series(FILE *f, const struct telemetry *t, const char *name, const char *lname,
                         const char *lval)
 {
-    fprintf(f, "%s{host=\"", name);
-    prom_label_value(f, t->hostname);
-    fputc('"', f);
-    if (lname) {
-        fprintf(f, ",%s=\"", lname);
-        prom_label_value(f, lval);
-        fputc('"', f);
-    }
-    fputs("} ", f);
+    const struct prom_label l[] = {{"host", t->hostname}, {lname, lval}};
+
+    prom_series(f, name, l, lname ? 2 : 1);
 }
 
 static void render_host(FILE *f, const struct telemetry *t)
@@ -1025,7 +994,7 @@ static void render_host(FILE *f, const struct telemetry *t)
                 "host CPU time by mode, all CPUs together");
     for (size_t i = 0; t->has_host && h->has_cpu && i < ARRAY_SIZE(modes); i++) {
         host_series(f, t, "compute_agent_host_cpu_seconds_total", "mode", modes[i]);
-        prom_dbl(f, (double)ns[i] / 1e9);
+        prom_double(f, (double)ns[i] / 1e9);
     }
     prom_family(f, "compute_agent_host_cpus", "gauge", "online logical CPUs of the host");
     if (t->has_host && h->has_cpu) {
@@ -1036,7 +1005,7 @@ static void render_host(FILE *f, const struct telemetry *t)
                 "host CPU utilisation over the last interval, percent");
     if (!isnan(t->host_cpu_percent)) {
         host_series(f, t, "compute_agent_host_cpu_util_percent", NULL, NULL);
-        prom_dbl(f, t->host_cpu_percent);
+        prom_double(f, t->host_cpu_percent);
     }
     prom_family(f, "compute_agent_host_memory_total_bytes", "gauge", "host memory");
     if (t->has_host && h->has_memory) {
@@ -1093,8 +1062,8 @@ static void render_self(FILE *f, const struct telemetry *t)
 
     for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
         prom_family(f, rows[i].name, rows[i].type, rows[i].help);
-        fprintf(f, "%s ", rows[i].name);
-        prom_dbl(f, rows[i].v);
+        prom_series(f, rows[i].name, NULL, 0);
+        prom_double(f, rows[i].v);
     }
 }
 
