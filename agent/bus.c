@@ -28,6 +28,7 @@
 #include "agent/bus.h"
 
 #include "agent/bus-internal.h"
+#include "common/list.h"
 #include "common/util.h"
 
 #include <jansson.h>
@@ -88,7 +89,7 @@ struct bus_client {
 
 /* A telemetry sample waiting in the bus's backlog. */
 struct bus_sample {
-    struct bus_sample *next;
+    struct list_node link;     /* in bus->backlog */
     size_t key_len;            /* SIZE_MAX: no key */
     size_t len;
     char data[];               /* key, then the JSON */
@@ -97,9 +98,9 @@ struct bus_sample {
 /* A partition of the command topic with the commands handed out from it,
  * in offset order, that were not yet committed. */
 struct bus_part {
-    struct bus_part *next;
+    struct list_node link;     /* in bus->parts */
     int32_t partition;
-    struct bus_cmd *head, *tail;
+    struct list_node cmds;     /* bus_cmd.plink, oldest first */
 };
 
 /* A command handed to on_command; msg first so a bus_message pointer is a
@@ -108,8 +109,8 @@ struct bus_cmd {
     struct bus_message msg;
     rd_kafka_message_t *rkm;   /* owns payload and topic name */
     struct bus_part *part;     /* NULL once its partition was revoked */
-    struct bus_cmd *pnext;     /* next in part's list */
-    struct bus_cmd *prev, *next; /* every outstanding command */
+    struct list_node plink;    /* in part->cmds (unlinked once orphaned) */
+    struct list_node link;     /* in bus->cmds: every outstanding command */
     bool done;                 /* bus_command_commit() was called */
     char key[];                /* NUL-terminated key copy */
 };
@@ -150,13 +151,13 @@ struct bus {
     int refs;
     /* Telemetry samples waiting for room in librdkafka's queue, oldest
      * first, bounded by backlog_max entries and backlog_max_bytes. */
-    struct bus_sample *backlog_head, *backlog_tail;
+    struct list_node backlog;  /* bus_sample.link */
     size_t backlog_len, backlog_bytes;
     size_t backlog_max, backlog_max_bytes;
     int flush_timeout_ms;
 
-    struct bus_part *parts;
-    struct bus_cmd *cmds;      /* outstanding commands, any partition */
+    struct list_node parts;    /* bus_part.link: partitions with open commands */
+    struct list_node cmds;     /* bus_cmd.link: outstanding commands, any partition */
 
     struct bus_stats stats;
     bool up;
@@ -461,23 +462,23 @@ static void bus_offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void bus_parts_orphan(struct bus *bus,
                              const rd_kafka_topic_partition_list_t *list)
 {
-    struct bus_part **pp = &bus->parts;
+    struct bus_part *p, *ptmp;
 
-    while (*pp) {
-        struct bus_part *p = *pp;
+    list_for_each_entry_safe(p, ptmp, &bus->parts, link) {
+        struct bus_cmd *cmd, *ctmp;
         bool hit = !list;
 
         for (int i = 0; list && i < list->cnt; i++)
             if (list->elems[i].partition == p->partition &&
                 strcmp(list->elems[i].topic, bus->topics[BUS_TOPIC_COMMANDS]) == 0)
                 hit = true;
-        if (!hit) {
-            pp = &p->next;
+        if (!hit)
             continue;
-        }
-        for (struct bus_cmd *cmd = p->head; cmd; cmd = cmd->pnext)
+        list_for_each_entry_safe(cmd, ctmp, &p->cmds, plink) {
             cmd->part = NULL;
-        *pp = p->next;
+            list_del(&cmd->plink);
+        }
+        list_del(&p->link);
         free(p);
     }
 }
@@ -516,12 +517,9 @@ static void bus_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void bus_cmd_free(struct bus *bus, struct bus_cmd *cmd)
 {
-    if (cmd->prev)
-        cmd->prev->next = cmd->next;
-    else
-        bus->cmds = cmd->next;
-    if (cmd->next)
-        cmd->next->prev = cmd->prev;
+    (void)bus;
+    list_del(&cmd->plink);
+    list_del(&cmd->link);
     rd_kafka_message_destroy(cmd->rkm);
     free(cmd);
 }
@@ -530,15 +528,15 @@ static struct bus_part *bus_part_get(struct bus *bus, int32_t partition)
 {
     struct bus_part *p;
 
-    for (p = bus->parts; p; p = p->next)
+    list_for_each_entry(p, &bus->parts, link)
         if (p->partition == partition)
             return p;
     p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
     p->partition = partition;
-    p->next = bus->parts;
-    bus->parts = p;
+    list_init(&p->cmds);
+    list_add_head(&bus->parts, &p->link);
     return p;
 }
 
@@ -588,15 +586,8 @@ static void bus_consumer_message(struct bus *bus, rd_kafka_message_t *m)
     cmd->msg.offset = m->offset;
     cmd->msg.timestamp_ms = rd_kafka_message_timestamp(m, &tstype);
 
-    if (part->tail)
-        part->tail->pnext = cmd;
-    else
-        part->head = cmd;
-    part->tail = cmd;
-    cmd->next = bus->cmds;
-    if (bus->cmds)
-        bus->cmds->prev = cmd;
-    bus->cmds = cmd;
+    list_add_tail(&part->cmds, &cmd->plink);
+    list_add_head(&bus->cmds, &cmd->link);
 
     bus->stats.commands_received++;
     if (cmd->msg.oversized)
@@ -608,6 +599,7 @@ int bus_command_commit(struct bus *bus, const struct bus_message *msg)
 {
     struct bus_cmd *cmd = (struct bus_cmd *)msg;
     struct bus_part *part;
+    struct bus_cmd *h;
     rd_kafka_topic_partition_list_t *list;
     rd_kafka_resp_err_t e;
     int64_t next = -1;
@@ -622,12 +614,7 @@ int bus_command_commit(struct bus *bus, const struct bus_message *msg)
         return -ESTALE;
     }
     cmd->done = true;
-    while (part->head && part->head->done) {
-        struct bus_cmd *h = part->head;
-
-        part->head = h->pnext;
-        if (!part->head)
-            part->tail = NULL;
+    while ((h = list_first_entry_or_null(&part->cmds, struct bus_cmd, plink)) && h->done) {
         next = h->msg.offset + 1;
         bus_cmd_free(bus, h);
     }
@@ -693,7 +680,7 @@ static void bus_poll_cb(uv_poll_t *handle, int status, int events)
     for (int k = 0; k < BUS_CLIENT_N && !bus->free_requested; k++)
         drained &= bus_client_serve(bus, &bus->clients[k]);
     /* Reports served above made room in librdkafka's telemetry queue. */
-    if (bus->backlog_head && !bus->purge_pending && !bus->free_requested)
+    if (!list_empty(&bus->backlog) && !bus->purge_pending && !bus->free_requested)
         bus_backlog_drain(bus);
     if (bus_dispatch_end(bus))
         return;
@@ -807,11 +794,9 @@ static void bus_purge_wait(struct bus *bus)
 
 static void bus_backlog_pop_free(struct bus *bus)
 {
-    struct bus_sample *smp = bus->backlog_head;
+    struct bus_sample *smp = list_entry(bus->backlog.next, struct bus_sample, link);
 
-    bus->backlog_head = smp->next;
-    if (!bus->backlog_head)
-        bus->backlog_tail = NULL;
+    list_del(&smp->link);
     bus->backlog_len--;
     bus->backlog_bytes -= smp->len;
     free(smp);
@@ -820,8 +805,8 @@ static void bus_backlog_pop_free(struct bus *bus)
 /* Move backlog samples, oldest first, into librdkafka while it has room. */
 static void bus_backlog_drain(struct bus *bus)
 {
-    while (bus->backlog_head) {
-        struct bus_sample *smp = bus->backlog_head;
+    while (!list_empty(&bus->backlog)) {
+        struct bus_sample *smp = list_entry(bus->backlog.next, struct bus_sample, link);
         const char *key = smp->key_len == SIZE_MAX ? NULL : smp->data;
         size_t klen = key ? smp->key_len : 0;
         rd_kafka_resp_err_t e = rd_kafka_producev(
@@ -856,24 +841,20 @@ static int bus_backlog_push(struct bus *bus, const char *key, const char *json,
     smp = malloc(sizeof(*smp) + klen + len);
     if (!smp)
         return -ENOMEM;
-    smp->next = NULL;
+    list_init(&smp->link);
     smp->key_len = key ? klen : SIZE_MAX;
     smp->len = len;
     memcpy(smp->data, key, klen);
     memcpy(smp->data + klen, json, len);
 
-    while (bus->backlog_head && (bus->backlog_len + 1 > bus->backlog_max ||
+    while (!list_empty(&bus->backlog) && (bus->backlog_len + 1 > bus->backlog_max ||
                                  bus->backlog_bytes + len > bus->backlog_max_bytes)) {
         bus_purge_start(bus);
         bus_backlog_pop_free(bus);
         bus->stats.telemetry.queued--;
         bus->stats.telemetry.dropped++;
     }
-    if (bus->backlog_tail)
-        bus->backlog_tail->next = smp;
-    else
-        bus->backlog_head = smp;
-    bus->backlog_tail = smp;
+    list_add_tail(&bus->backlog, &smp->link);
     bus->backlog_len++;
     bus->backlog_bytes += len;
     return 0;
@@ -893,9 +874,9 @@ int bus_publish_telemetry(struct bus *bus, const char *key, const char *json,
     s = &bus->stats.telemetry;
     /* Samples keep their order: straight to librdkafka only when nothing
      * is waiting before them. */
-    if (bus->backlog_head && !bus->purge_pending)
+    if (!list_empty(&bus->backlog) && !bus->purge_pending)
         bus_backlog_drain(bus);
-    if (!bus->backlog_head && !bus->purge_pending)
+    if (!!list_empty(&bus->backlog) && !bus->purge_pending)
         e = bus_produce_lossy(bus, bus->rkt_telemetry, s, key, json, len);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         if (bus->drop_newest) {
@@ -1410,6 +1391,9 @@ int bus_new(uv_loop_t *loop, const struct bus_config *cfg,
     bus = calloc(1, sizeof(*bus));
     if (!bus)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+    list_init(&bus->parts);
+    list_init(&bus->cmds);
+    list_init(&bus->backlog);
     bus->loop = loop;
     bus->cb = *cb;
     bus->opaque = opaque;
@@ -1534,8 +1518,8 @@ static void bus_consumer_close(struct bus *bus, int timeout_ms)
     /* Messages must go before their consumer; their offsets stay
      * uncommitted and the commands come back to the next member. */
     bus_parts_orphan(bus, NULL);
-    while (bus->cmds)
-        bus_cmd_free(bus, bus->cmds);
+    while (!list_empty(&bus->cmds))
+        bus_cmd_free(bus, list_entry(bus->cmds.next, struct bus_cmd, link));
     bus_client_unhook(c);
 
     q = rd_kafka_queue_new(c->rk);
@@ -1589,7 +1573,7 @@ static void bus_free_now(struct bus *bus)
     left = bus_remaining_ms(deadline);
     bus_client_unhook(tm);
     bus_purge_wait(bus);
-    while (bus->backlog_head) {
+    while (!list_empty(&bus->backlog)) {
         bus_backlog_pop_free(bus);
         bus->stats.telemetry.queued--;
         bus->stats.telemetry.dropped++;
@@ -1618,12 +1602,7 @@ static void bus_free_now(struct bus *bus)
         free(bus->topics[t]);
     free(bus->group_id);
     free(bus->host);
-    while (bus->parts) {
-        struct bus_part *p = bus->parts;
-
-        bus->parts = p->next;
-        free(p);
-    }
+    bus_parts_orphan(bus, NULL);
 
     if (bus->poll_inited) {
         /* The fd may be closed once uv_close() was called on its watcher. */

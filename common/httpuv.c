@@ -6,12 +6,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "common/list.h"
+
 struct transfer {
     CURL *easy;            /* the caller's handle (borrowed) */
     httpuv_done_cb cb;     /* called once when the transfer ends */
     void *opaque;          /* the caller's argument for cb */
-    struct transfer *prev; /* links in httpuv.transfers */
-    struct transfer *next;
+    struct list_node link; /* in httpuv.transfers */
 };
 
 struct httpuv {
@@ -19,17 +20,12 @@ struct httpuv {
     CURLM *multi;     /* curl's multi handle (owned) */
     uv_timer_t timer; /* curl's requested timeout */
     unsigned active;  /* transfers added and not yet finished */
-    struct transfer *transfers; /* those transfers, for teardown */
+    struct list_node transfers; /* those transfers (transfer.link), for teardown */
 };
 
 static void transfer_unlink(struct httpuv *h, struct transfer *t)
 {
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        h->transfers = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    list_del(&t->link);
     h->active--;
 }
 
@@ -161,6 +157,7 @@ int httpuv_new(uv_loop_t *loop, struct httpuv **ret)
     if (!h)
         return -ENOMEM;
     h->loop = loop;
+    list_init(&h->transfers);
     h->multi = curl_multi_init();
     if (!h->multi) {
         free(h);
@@ -191,10 +188,7 @@ int httpuv_add(struct httpuv *h, CURL *easy, httpuv_done_cb cb, void *opaque)
         free(t);
         return -EINVAL;
     }
-    t->next = h->transfers;
-    if (h->transfers)
-        h->transfers->prev = t;
-    h->transfers = t;
+    list_add_head(&h->transfers, &t->link);
     h->active++;
     return 0;
 }
@@ -229,8 +223,8 @@ void httpuv_free(struct httpuv *h)
         return;
     /* Removing each handle makes curl call handle_socket(REMOVE), which
      * closes its uv_poll. Callbacks are not called on teardown. */
-    while (h->transfers)
-        httpuv_cancel(h, h->transfers->easy);
+    while (!list_empty(&h->transfers))
+        httpuv_cancel(h, list_entry(h->transfers.next, struct transfer, link)->easy);
     curl_multi_cleanup(h->multi);
     uv_close((uv_handle_t *)&h->timer, on_timer_closed);
 }

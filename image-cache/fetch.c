@@ -28,6 +28,7 @@
 #define _GNU_SOURCE /* O_DIRECT, asprintf */
 #endif
 #include "image-cache/imgcache-internal.h"
+#include "common/list.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -44,8 +45,8 @@
 
 struct chunk {
     struct imgcache_fetch *f;
-    struct chunk *next;  /* link in the hash queue or the free list */
-    struct chunk *wnext; /* link in the write queue */
+    struct list_node hlink; /* in the hash queue or the free list */
+    struct list_node wlink; /* in the write queue */
     unsigned char *buf;  /* CHUNK_SIZE bytes, DIRECT_ALIGN-aligned */
     size_t len;          /* bytes held */
     uint64_t off;        /* file offset of buf[0] */
@@ -93,11 +94,11 @@ struct imgcache_fetch {
     bool attempt_checked;      /* first body byte of this attempt seen */
     uint64_t attempt_start;    /* received when this attempt began */
     struct chunk *cur;         /* being filled */
-    struct chunk *hash_head, *hash_tail;
+    struct list_node hash_q;   /* chunk.hlink: full chunks to hash, in order */
     bool hashing;
-    struct chunk *write_head, *write_tail;
+    struct list_node write_q;  /* chunk.wlink: full chunks to write */
     int writing;
-    struct chunk *free_chunks;
+    struct list_node free_chunks; /* chunk.hlink: buffers to reuse */
     int nchunks;               /* chunks not on the free list */
     bool paused;               /* write callback returned PAUSE */
     bool in_transfer;          /* easy is in httpuv */
@@ -125,11 +126,11 @@ static void fetch_progress(struct imgcache_fetch *f);
 
 static struct chunk *chunk_get(struct imgcache_fetch *f, uint64_t off)
 {
-    struct chunk *c = f->free_chunks;
+    struct chunk *c = list_first_entry_or_null(&f->free_chunks, struct chunk, hlink);
     void *buf;
 
     if (c) {
-        f->free_chunks = c->next;
+        list_del(&c->hlink);
     } else {
         c = calloc(1, sizeof(*c));
         if (!c)
@@ -141,7 +142,8 @@ static struct chunk *chunk_get(struct imgcache_fetch *f, uint64_t off)
         c->buf = buf;
         c->f = f;
     }
-    c->next = c->wnext = NULL;
+    list_init(&c->hlink);
+    list_init(&c->wlink);
     c->len = 0;
     c->off = off;
     c->refs = 0;
@@ -152,14 +154,13 @@ static struct chunk *chunk_get(struct imgcache_fetch *f, uint64_t off)
 
 static void chunk_put(struct imgcache_fetch *f, struct chunk *c)
 {
-    c->next = f->free_chunks;
-    f->free_chunks = c;
+    list_add_head(&f->free_chunks, &c->hlink);
     f->nchunks--;
 }
 
 static bool drained(const struct imgcache_fetch *f)
 {
-    return !f->hash_head && !f->hashing && !f->write_head && f->writing == 0;
+    return list_empty(&f->hash_q) && !f->hashing && list_empty(&f->write_q) && f->writing == 0;
 }
 
 static void fail(struct imgcache_fetch *f, int errnum, const char *code, const char *fmt, ...)
@@ -313,16 +314,8 @@ static void queue_cur(struct imgcache_fetch *f)
         return;
     }
     c->refs = 2;
-    if (f->hash_tail)
-        f->hash_tail->next = c;
-    else
-        f->hash_head = c;
-    f->hash_tail = c;
-    if (f->write_tail)
-        f->write_tail->wnext = c;
-    else
-        f->write_head = c;
-    f->write_tail = c;
+    list_add_tail(&f->hash_q, &c->hlink);
+    list_add_tail(&f->write_q, &c->wlink);
     kick(f);
 }
 
@@ -330,37 +323,31 @@ static void kick(struct imgcache_fetch *f)
 {
     if (f->owner_freed || f->phase == PH_FAILING) {
         /* drop what nobody will use; only work already running stays */
-        while (f->hash_head) {
-            struct chunk *c = f->hash_head;
-            f->hash_head = c->next;
+        while (!list_empty(&f->hash_q)) {
+            struct chunk *c = list_entry(f->hash_q.next, struct chunk, hlink);
+            list_del(&c->hlink);
             if (--c->refs == 0)
                 chunk_put(f, c);
         }
-        f->hash_tail = NULL;
-        while (f->write_head) {
-            struct chunk *c = f->write_head;
-            f->write_head = c->wnext;
+        while (!list_empty(&f->write_q)) {
+            struct chunk *c = list_entry(f->write_q.next, struct chunk, wlink);
+            list_del(&c->wlink);
             if (--c->refs == 0)
                 chunk_put(f, c);
         }
-        f->write_tail = NULL;
         return;
     }
-    if (!f->hashing && f->hash_head) {
-        struct chunk *c = f->hash_head;
-        f->hash_head = c->next;
-        if (!f->hash_head)
-            f->hash_tail = NULL;
+    if (!f->hashing && !list_empty(&f->hash_q)) {
+        struct chunk *c = list_entry(f->hash_q.next, struct chunk, hlink);
+        list_del(&c->hlink);
         f->hashing = true;
         f->refs++;
         c->hash_req.data = c;
         uv_queue_work(f->loop, &c->hash_req, do_hash, after_hash);
     }
-    while (f->writing < MAX_WRITES && f->write_head) {
-        struct chunk *c = f->write_head;
-        f->write_head = c->wnext;
-        if (!f->write_head)
-            f->write_tail = NULL;
+    while (f->writing < MAX_WRITES && !list_empty(&f->write_q)) {
+        struct chunk *c = list_entry(f->write_q.next, struct chunk, wlink);
+        list_del(&c->wlink);
         f->writing++;
         f->refs++;
         c->write_req.data = c;
@@ -778,9 +765,9 @@ static int setup_easy(struct imgcache_fetch *f)
 
 static void destroy(struct imgcache_fetch *f)
 {
-    while (f->free_chunks) {
-        struct chunk *c = f->free_chunks;
-        f->free_chunks = c->next;
+    while (!list_empty(&f->free_chunks)) {
+        struct chunk *c = list_entry(f->free_chunks.next, struct chunk, hlink);
+        list_del(&c->hlink);
         free(c->buf);
         free(c);
     }
@@ -875,6 +862,9 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     if (!f)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
     f->fd = f->fd_direct = -1;
+    list_init(&f->hash_q);
+    list_init(&f->write_q);
+    list_init(&f->free_chunks);
     f->loop = loop;
     f->http = http;
     f->o = *o;

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE /* asprintf */
 #endif
 #include "image-cache/imgcache-internal.h"
+#include "common/list.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,7 +27,7 @@
 #define USER_MAX 64
 
 struct waiter {
-    struct waiter *next;
+    struct list_node link;    /* in flight.waiters or imgcache.ready */
     imgcache_done_cb cb;
     void *opaque;
     char id[IMGCACHE_ID_LEN]; /* for cache hits: the image to report */
@@ -36,10 +37,10 @@ struct install;
 
 struct flight {
     struct imgcache *c;
-    struct flight *next;            /* in c->flights */
-    struct flight *qnext;           /* in c->queue while waiting for a slot */
+    struct list_node link;          /* in c->flights */
+    struct list_node qlink;         /* in c->queue while waiting for a slot */
     char id[IMGCACHE_ID_LEN];       /* the index row */
-    struct waiter *waiters;         /* callbacks to call at the end */
+    struct list_node waiters;       /* waiter.link: callbacks to call at the end */
     bool started;                   /* holds one of max_parallel slots */
     char *url;                      /* image bytes (for Glance: the /file URL) */
     char glance_id[IMGCACHE_ID_LEN]; /* "" unless from Glance */
@@ -80,12 +81,11 @@ struct imgcache {
     size_t n_allowed;
     void (*pull_failed)(const char *, const char *, const struct agent_error *, void *);
     void *pull_failed_opaque;
-    struct flight *flights;        /* every flight, running or queued */
-    struct flight *queue_head, *queue_tail; /* waiting for a slot */
+    struct list_node flights;      /* flight.link: every flight, running or queued */
+    struct list_node queue;        /* flight.qlink: waiting for a slot, oldest first */
     int running;                   /* flights holding a slot */
     uint64_t reserved;             /* expected bytes of fetches in flight */
-    struct waiter *ready;          /* cache hits to report next turn */
-    struct waiter **ready_tail;
+    struct list_node ready;        /* waiter.link: cache hits to report next turn */
     uv_timer_t defer_timer;        /* reports cache hits */
     uv_timer_t evict_timer;        /* periodic eviction */
     int pending;                   /* open handles + install work, while freeing */
@@ -145,7 +145,9 @@ static bool user_is_valid(const char *u)
 
 static struct flight *flight_find(struct imgcache *c, const char *id)
 {
-    for (struct flight *fl = c->flights; fl; fl = fl->next)
+    struct flight *fl;
+
+    list_for_each_entry(fl, &c->flights, link)
         if (strcmp(fl->id, id) == 0)
             return fl;
     return NULL;
@@ -236,7 +238,9 @@ int imgcache_evict(struct imgcache *c, uint64_t needed_bytes)
         return r;
     used += c->reserved;
     /* the disk must also hold what downloads in flight still have to write */
-    for (struct flight *fl = c->flights; fl; fl = fl->next) {
+    struct flight *fl;
+
+    list_for_each_entry(fl, &c->flights, link) {
         struct imgcache_progress p;
         if (fl->fetch && fl->reserved) {
             imgcache_fetch_progress(fl->fetch, &p);
@@ -269,15 +273,24 @@ static void on_evict_timer(uv_timer_t *t)
 
 /* ---- completing waiters ---- */
 
-static void call_waiters(struct waiter *w, int status, const struct imgcache_image_info *info,
+/* Call w (unlinked) and free it. */
+static void waiter_call(struct waiter *w, int status, const struct imgcache_image_info *info,
+                        const struct agent_error *err)
+{
+    if (w->cb)
+        w->cb(status, status == 0 ? info : NULL, status == 0 ? NULL : err, w->opaque);
+    free(w);
+}
+
+/* Call and free every waiter of list (a list no callback can reach). */
+static void call_waiters(struct list_node *list, int status, const struct imgcache_image_info *info,
                          const struct agent_error *err)
 {
-    while (w) {
-        struct waiter *next = w->next;
-        if (w->cb)
-            w->cb(status, status == 0 ? info : NULL, status == 0 ? NULL : err, w->opaque);
-        free(w);
-        w = next;
+    struct waiter *w;
+
+    while ((w = list_first_entry_or_null(list, struct waiter, link))) {
+        list_del(&w->link);
+        waiter_call(w, status, info, err);
     }
 }
 
@@ -287,29 +300,27 @@ static void queue_run(struct imgcache *c);
 static void on_defer_timer(uv_timer_t *t)
 {
     struct imgcache *c = t->data;
+    struct list_node ready;
     struct waiter *w;
 
     queue_run(c);
-    w = c->ready;
-    c->ready = NULL;
-    c->ready_tail = &c->ready;
-    while (w) {
-        struct waiter *next = w->next;
+    list_init(&ready);
+    list_splice_tail(&ready, &c->ready);
+    while ((w = list_first_entry_or_null(&ready, struct waiter, link))) {
         struct imgcache_row r;
         struct imgcache_image_info info;
         struct agent_error err = {0};
 
-        w->next = NULL;
+        list_del(&w->link);
         if (imgcache_index_get(c->db, w->id, &r) == 0 && r.state == IMGCACHE_CACHED) {
             info_from_row(&r, &info);
-            call_waiters(w, 0, &info, NULL);
+            waiter_call(w, 0, &info, NULL);
         } else {
             agent_error_set(&err, ENOENT, "not_found", NULL,
                             "image %s was removed before it could be handed over", w->id);
-            call_waiters(w, -ENOENT, NULL, &err);
+            waiter_call(w, -ENOENT, NULL, &err);
         }
         imgcache_row_clear(&r);
-        w = next;
     }
 }
 
@@ -322,23 +333,20 @@ static int add_ready(struct imgcache *c, const char *id, imgcache_done_cb cb, vo
     w->cb = cb;
     w->opaque = opaque;
     strscpy(w->id, id, sizeof(w->id));
-    *c->ready_tail = w;
-    c->ready_tail = &w->next;
+    list_add_tail(&c->ready, &w->link);
     uv_timer_start(&c->defer_timer, on_defer_timer, 0, 0);
     return 0;
 }
 
 static int flight_add_waiter(struct flight *fl, imgcache_done_cb cb, void *opaque)
 {
-    struct waiter *w = calloc(1, sizeof(*w)), **tail = &fl->waiters;
+    struct waiter *w = calloc(1, sizeof(*w));
 
     if (!w)
         return -ENOMEM;
     w->cb = cb;
     w->opaque = opaque;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = w;
+    list_add_tail(&fl->waiters, &w->link);
     return 0;
 }
 
@@ -347,21 +355,9 @@ static int flight_add_waiter(struct flight *fl, imgcache_done_cb cb, void *opaqu
 static void flight_unlink(struct flight *fl)
 {
     struct imgcache *c = fl->c;
-    struct flight **p;
 
-    for (p = &c->flights; *p; p = &(*p)->next)
-        if (*p == fl) {
-            *p = fl->next;
-            break;
-        }
-    for (p = &c->queue_head; *p; p = &(*p)->qnext)
-        if (*p == fl) {
-            *p = fl->qnext;
-            break;
-        }
-    c->queue_tail = NULL;
-    for (struct flight *q = c->queue_head; q; q = q->qnext)
-        c->queue_tail = q;
+    list_del(&fl->link);
+    list_del(&fl->qlink);
     if (fl->started)
         c->running--;
     c->reserved -= fl->reserved;
@@ -380,13 +376,10 @@ static void flight_destroy(struct flight *fl)
 /* Start queued flights while slots are free. */
 static void queue_run(struct imgcache *c)
 {
-    while (!c->freeing && c->queue_head && c->running < c->max_parallel) {
-        struct flight *fl = c->queue_head;
+    while (!c->freeing && !list_empty(&c->queue) && c->running < c->max_parallel) {
+        struct flight *fl = list_entry(c->queue.next, struct flight, qlink);
 
-        c->queue_head = fl->qnext;
-        if (!c->queue_head)
-            c->queue_tail = NULL;
-        fl->qnext = NULL;
+        list_del(&fl->qlink);
         flight_begin(fl);
     }
 }
@@ -396,8 +389,10 @@ static void flight_end(struct flight *fl, int status, const struct imgcache_imag
                        const struct agent_error *err)
 {
     struct imgcache *c = fl->c;
-    struct waiter *w = fl->waiters;
+    struct list_node w;
 
+    list_init(&w);
+    list_splice_tail(&w, &fl->waiters);
     if (status < 0 && c->pull_failed) {
         char glance[IMGCACHE_ID_LEN + 8];
         _cleanup_free_ char *shown = NULL;
@@ -409,11 +404,10 @@ static void flight_end(struct flight *fl, int status, const struct imgcache_imag
         c->pull_failed(fl->id, fl->glance_id[0] ? glance : shown ? shown : "?", err,
                        c->pull_failed_opaque);
     }
-    fl->waiters = NULL;
     flight_unlink(fl);
     flight_destroy(fl);
     queue_run(c);
-    call_waiters(w, status, info, err);
+    call_waiters(&w, status, info, err);
 }
 
 static void flight_fail(struct flight *fl, int status, const struct agent_error *err)
@@ -444,7 +438,7 @@ static bool flight_merge(struct flight *fl, struct imgcache_row *other)
 
     if (other->state == IMGCACHE_CACHED && base_file_ok(other)) {
         struct imgcache_image_info info;
-        struct waiter *w;
+        struct list_node w;
 
         imgcache_index_user_move(c->db, fl->id, other->id);
         if (fl->glance_id[0] && !other->glance_id[0])
@@ -454,19 +448,17 @@ static bool flight_merge(struct flight *fl, struct imgcache_row *other)
         imgcache_index_delete(c->db, fl->id);
         if (fl->tmp_path)
             unlink(fl->tmp_path);
-        w = fl->waiters;
-        fl->waiters = NULL;
+        list_init(&w);
+        list_splice_tail(&w, &fl->waiters);
         flight_unlink(fl);
         flight_destroy(fl);
         queue_run(c);
         info_from_row(other, &info);
-        call_waiters(w, 0, &info, NULL);
+        call_waiters(&w, 0, &info, NULL);
         return true;
     }
     ofl = other->state == IMGCACHE_DOWNLOADING ? flight_find(c, other->id) : NULL;
     if (ofl) {
-        struct waiter **tail = &ofl->waiters;
-
         imgcache_index_user_move(c->db, fl->id, other->id);
         if (fl->glance_id[0] && !other->glance_id[0]) {
             strscpy(other->glance_id, fl->glance_id, sizeof(other->glance_id));
@@ -475,10 +467,7 @@ static bool flight_merge(struct flight *fl, struct imgcache_row *other)
         imgcache_index_delete(c->db, fl->id);
         if (fl->tmp_path)
             unlink(fl->tmp_path);
-        while (*tail)
-            tail = &(*tail)->next;
-        *tail = fl->waiters;
-        fl->waiters = NULL;
+        list_splice_tail(&ofl->waiters, &fl->waiters);
         flight_unlink(fl);
         flight_destroy(fl);
         queue_run(c);
@@ -894,6 +883,7 @@ static int flight_new(struct imgcache *c, const struct imgcache_row *r, bool via
     if (!fl)
         return -ENOMEM;
     fl->c = c;
+    list_init(&fl->waiters);
     strscpy(fl->id, r->id, sizeof(fl->id));
     if (via_glance)
         strscpy(fl->glance_id, r->glance_id, sizeof(fl->glance_id));
@@ -908,14 +898,9 @@ static int flight_new(struct imgcache *c, const struct imgcache_row *r, bool via
         free(fl);
         return -ENOMEM;
     }
-    fl->next = c->flights;
-    c->flights = fl;
+    list_add_head(&c->flights, &fl->link);
     /* started from the loop, so that no callback ever runs inside acquire */
-    if (c->queue_tail)
-        c->queue_tail->qnext = fl;
-    else
-        c->queue_head = fl;
-    c->queue_tail = fl;
+    list_add_tail(&c->queue, &fl->qlink);
     uv_timer_start(&c->defer_timer, on_defer_timer, 0, 0);
     return 0;
 }
@@ -1361,6 +1346,9 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
     c = calloc(1, sizeof(*c));
     if (!c)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+    list_init(&c->flights);
+    list_init(&c->queue);
+    list_init(&c->ready);
     c->loop = loop;
     c->db = db;
     c->dir = strdup_or_null(real, &oom);
@@ -1389,7 +1377,6 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
     c->retries = cfg->retries ? (cfg->retries < 0 ? 0 : cfg->retries) : 3;
     c->retry_delay_ms = cfg->retry_delay_ms > 0 ? cfg->retry_delay_ms : 1000;
     c->evict_interval_s = cfg->evict_interval_s > 0 ? cfg->evict_interval_s : 300;
-    c->ready_tail = &c->ready;
     c->pull_failed = cfg->pull_failed;
     c->pull_failed_opaque = cfg->pull_failed_opaque;
     if ((r = imgcache_nets_parse(cfg->allowed_networks, "image_cache.allowed_networks",
@@ -1435,19 +1422,16 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
 void imgcache_free(struct imgcache *c)
 {
     struct agent_error err = {0};
-    struct waiter *cancelled = NULL, **tail = &cancelled;
+    struct list_node cancelled;
+    struct flight *fl;
 
     if (!c || c->freeing)
         return;
     c->freeing = true;
     agent_error_set(&err, ECANCELED, "unavailable", NULL, "the image cache was shut down");
-    while (c->flights) {
-        struct flight *fl = c->flights;
-
-        *tail = fl->waiters;
-        while (*tail)
-            tail = &(*tail)->next;
-        fl->waiters = NULL;
+    list_init(&cancelled);
+    while ((fl = list_first_entry_or_null(&c->flights, struct flight, link))) {
+        list_splice_tail(&cancelled, &fl->waiters);
         if (fl->install) {
             fl->install->fl = NULL; /* after_install cleans up */
             c->pending++;
@@ -1456,10 +1440,8 @@ void imgcache_free(struct imgcache *c)
         flight_unlink(fl);
         flight_destroy(fl);
     }
-    *tail = c->ready;
-    c->ready = NULL;
-    c->ready_tail = &c->ready;
-    call_waiters(cancelled, -ECANCELED, NULL, &err);
+    list_splice_tail(&cancelled, &c->ready);
+    call_waiters(&cancelled, -ECANCELED, NULL, &err);
     httpuv_free(c->http);
     c->http = NULL;
     c->pending += 2;
