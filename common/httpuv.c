@@ -142,6 +142,63 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp,
     return 0;
 }
 
+int httpuv_easy_new(const struct httpuv_easy_opts *o, CURL **ret)
+{
+    CURL *e = curl_easy_init();
+    CURLcode rc = CURLE_OK;
+
+    if (!e)
+        return -ENOMEM;
+#define SET(opt, val)                                                          \
+    do {                                                                       \
+        if (rc == CURLE_OK)                                                    \
+            rc = curl_easy_setopt(e, opt, val);                                \
+    } while (0)
+    SET(CURLOPT_URL, o->url);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, o->max_redirects >= 0 ? 1L : 0L);
+    if (o->max_redirects >= 0)
+        SET(CURLOPT_MAXREDIRS, (long)o->max_redirects);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_USERAGENT, o->user_agent);
+    if (o->fail_on_error)
+        SET(CURLOPT_FAILONERROR, 1L);
+    if (o->connect_timeout_ms > 0)
+        SET(CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
+    if (o->timeout_ms > 0)
+        SET(CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    if (o->low_speed_time_s > 0) {
+        SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SET(CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
+    }
+    if (o->tcp_keepalive)
+        SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    if (o->buffer_size > 0)
+        SET(CURLOPT_BUFFERSIZE, o->buffer_size);
+    if (o->ca_bundle)
+        SET(CURLOPT_CAINFO, o->ca_bundle);
+    if (o->headers)
+        SET(CURLOPT_HTTPHEADER, o->headers);
+    if (o->on_body) {
+        SET(CURLOPT_WRITEFUNCTION, o->on_body);
+        SET(CURLOPT_WRITEDATA, o->body_data);
+    }
+    if (o->on_header) {
+        SET(CURLOPT_HEADERFUNCTION, o->on_header);
+        SET(CURLOPT_HEADERDATA, o->header_data);
+    }
+    if (o->errbuf)
+        SET(CURLOPT_ERRORBUFFER, o->errbuf);
+#undef SET
+    if (rc != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return -EINVAL;
+    }
+    *ret = e;
+    return 0;
+}
+
 static void global_init(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);

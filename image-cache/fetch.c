@@ -723,43 +723,40 @@ static int on_prereq(void *clientp, char *peer_ip, char *local_ip, int peer_port
     return CURL_PREREQFUNC_ABORT;
 }
 
+/* The handle (common/httpuv.c's shared setup), then the allowed_networks
+ * checks (before connecting and once connected). 0, -ENOMEM or -EINVAL. */
 static int setup_easy(struct imgcache_fetch *f)
 {
-    CURL *e = f->easy;
+    const struct httpuv_easy_opts eo = {
+        .url = f->o.url,
+        .user_agent = "compute-agent-imgcache/1",
+        .connect_timeout_ms = (long)f->o.stall_timeout_s * 1000,
+        .low_speed_time_s = f->o.stall_timeout_s,
+        .max_redirects = f->o.max_redirects,
+        .fail_on_error = true,
+        .tcp_keepalive = true,
+        .buffer_size = RECV_BUFFER,
+        .ca_bundle = f->o.ca_bundle,
+        .headers = f->headers,
+        .on_body = on_write,
+        .body_data = f,
+        .errbuf = f->errbuf,
+    };
     CURLcode rc = CURLE_OK;
+    int r;
 
-#define SET(opt, val)                                                          \
-    do {                                                                       \
-        if (rc == CURLE_OK)                                                    \
-            rc = curl_easy_setopt(e, opt, val);                                \
-    } while (0)
-    SET(CURLOPT_URL, f->o.url);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, f->o.max_redirects >= 0 ? 1L : 0L);
-    SET(CURLOPT_MAXREDIRS, (long)(f->o.max_redirects >= 0 ? f->o.max_redirects : 0));
-    SET(CURLOPT_FAILONERROR, 1L);
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_WRITEFUNCTION, on_write);
-    SET(CURLOPT_WRITEDATA, f);
-    SET(CURLOPT_ERRORBUFFER, f->errbuf);
-    SET(CURLOPT_CONNECTTIMEOUT, (long)f->o.stall_timeout_s);
-    SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SET(CURLOPT_LOW_SPEED_TIME, (long)f->o.stall_timeout_s);
-    SET(CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
-    SET(CURLOPT_USERAGENT, "compute-agent-imgcache/1");
-    SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    if (f->o.ca_bundle)
-        SET(CURLOPT_CAINFO, f->o.ca_bundle);
-    if (f->headers)
-        SET(CURLOPT_HTTPHEADER, f->headers);
+    r = httpuv_easy_new(&eo, &f->easy);
+    if (r < 0)
+        return r;
     if (f->o.check_peer) {
-        SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-        SET(CURLOPT_OPENSOCKETDATA, f);
-        SET(CURLOPT_PREREQFUNCTION, on_prereq);
-        SET(CURLOPT_PREREQDATA, f);
+        rc = curl_easy_setopt(f->easy, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(f->easy, CURLOPT_OPENSOCKETDATA, f);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(f->easy, CURLOPT_PREREQFUNCTION, on_prereq);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(f->easy, CURLOPT_PREREQDATA, f);
     }
-#undef SET
     return rc == CURLE_OK ? 0 : -EINVAL;
 }
 
@@ -881,8 +878,7 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     f->md = EVP_MD_CTX_new();
     if (o->md5_too)
         f->md5 = EVP_MD_CTX_new();
-    f->easy = curl_easy_init();
-    if (!f->o.url || !f->shown_url || !f->path || !f->md || (o->md5_too && !f->md5) || !f->easy) {
+    if (!f->o.url || !f->shown_url || !f->path || !f->md || (o->md5_too && !f->md5)) {
         r = agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
         goto fail_free;
     }
@@ -905,8 +901,12 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
             goto fail_free;
         }
     }
-    if (setup_easy(f) < 0) {
-        r = agent_error_set(err, EINVAL, "internal", NULL, "libcurl refused an option");
+    r = setup_easy(f);
+    if (r < 0) {
+        if (r == -ENOMEM)
+            agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+        else
+            agent_error_set(err, EINVAL, "internal", NULL, "libcurl refused an option");
         goto fail_free;
     }
     f->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
