@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "agent/bus-internal.h"
+#include "agent/bus/bus-internal.h"
 #include "agent/bus.h"
 #include "common/util.h"
 
