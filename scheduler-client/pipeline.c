@@ -312,7 +312,7 @@ static bool token_needed(const struct placement *p)
 
 /* A finished request (result and status set): count it, handle what every
  * step handles alike (transient failures, 401), hand the rest to on_answer.
- * p->inflight_field and p->inflight_is_auth placement_describe it. */
+ * p->inflight_field and p->inflight_is_auth describe it. */
 void placement_take_answer(struct placement *p, struct placement_request *r, answer_fn on_answer,
                            CURLcode result)
 {
