@@ -113,8 +113,8 @@ int bus_errno(rd_kafka_resp_err_t e)
 
 /* Report a client error to the agent; reason gets the client's name. */
 void bus_report_error(struct bus *bus, enum bus_client_kind kind,
-                             rd_kafka_resp_err_t e, bool fatal,
-                             const char *reason)
+                      rd_kafka_resp_err_t e, bool fatal,
+                      const char *reason)
 {
     char buf[640];
 
@@ -156,7 +156,7 @@ void bus_state_update(struct bus *bus)
 }
 
 void bus_log_cb(const rd_kafka_t *rk, int level, const char *fac,
-                       const char *buf)
+                const char *buf)
 {
     struct bus_client *c;
 
@@ -174,7 +174,7 @@ void bus_log_cb(const rd_kafka_t *rk, int level, const char *fac,
 }
 
 void bus_error_cb(rd_kafka_t *rk, int err, const char *reason,
-                         void *opaque)
+                  void *opaque)
 {
     struct bus_client *c = opaque;
     struct bus *bus = c->bus;

@@ -42,8 +42,8 @@ static bool bus_topic_name_valid(const char *s)
 }
 
 int bus_conf_set(rd_kafka_conf_t *conf, const char *key,
-                        const char *value, const char *field,
-                        struct agent_error *err)
+                 const char *value, const char *field,
+                 struct agent_error *err)
 {
     char errstr[512];
 
@@ -55,7 +55,7 @@ int bus_conf_set(rd_kafka_conf_t *conf, const char *key,
 }
 
 int bus_conf_set_int(rd_kafka_conf_t *conf, const char *key,
-                            long long value, struct agent_error *err)
+                     long long value, struct agent_error *err)
 {
     char buf[32];
 
@@ -65,9 +65,9 @@ int bus_conf_set_int(rd_kafka_conf_t *conf, const char *key,
 
 /* Apply the properties from cfg meant for client kind. */
 int bus_conf_apply_user(rd_kafka_conf_t *conf,
-                               enum bus_client_kind kind,
-                               const char *const *props,
-                               struct agent_error *err)
+                        enum bus_client_kind kind,
+                        const char *const *props,
+                        struct agent_error *err)
 {
     for (; props && *props; props++) {
         const char *kv = *props;
@@ -108,7 +108,7 @@ int bus_conf_apply_user(rd_kafka_conf_t *conf,
 /* Create client kind from conf (taken, also on failure) and make its
  * queue wake the loop. */
 int bus_client_start(struct bus *bus, enum bus_client_kind kind,
-                            rd_kafka_conf_t *conf_in, struct agent_error *err)
+                     rd_kafka_conf_t *conf_in, struct agent_error *err)
 {
     _cleanup_(rd_kafka_conf_destroyp) rd_kafka_conf_t *conf = conf_in;
     struct bus_client *c = &bus->clients[kind];
@@ -149,7 +149,7 @@ int bus_client_start(struct bus *bus, enum bus_client_kind kind,
 
 /* A new conf with what every client starts from. */
 int bus_conf_new(struct bus *bus, enum bus_client_kind kind,
-                        rd_kafka_conf_t **ret, struct agent_error *err)
+                 rd_kafka_conf_t **ret, struct agent_error *err)
 {
     _cleanup_(rd_kafka_conf_destroyp) rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char client_id[128];
@@ -167,7 +167,7 @@ int bus_conf_new(struct bus *bus, enum bus_client_kind kind,
 }
 
 int bus_names_init(struct bus *bus, const struct bus_config *cfg,
-                          struct agent_error *err)
+                   struct agent_error *err)
 {
     const char *prefix = cfg->topic_prefix ? cfg->topic_prefix : "";
 

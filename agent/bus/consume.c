@@ -32,7 +32,7 @@ static void bus_offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * their offsets must no longer be committed by us. The commands stay valid
  * until the agent hands them back. */
 void bus_parts_orphan(struct bus *bus,
-                             const rd_kafka_topic_partition_list_t *list)
+                      const rd_kafka_topic_partition_list_t *list)
 {
     struct bus_part *p, *ptmp;
 
@@ -205,7 +205,7 @@ int bus_command_commit(struct bus *bus, const struct bus_message *msg)
 }
 
 int bus_start_consumer(struct bus *bus, const struct bus_config *cfg,
-                              struct agent_error *err)
+                       struct agent_error *err)
 {
     _cleanup_(rd_kafka_conf_destroyp) rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics;

@@ -49,7 +49,7 @@ static void bus_events_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
 
 /* Telemetry and heartbeats: the message opaque is the stream's counters. */
 void bus_lossy_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
-                            void *opaque)
+                     void *opaque)
 {
     (void)rk;
     (void)opaque;
@@ -80,10 +80,10 @@ int bus_publish_event(struct bus *bus, const char *key, const char *json,
 }
 
 rd_kafka_resp_err_t bus_produce_lossy(struct bus *bus,
-                                             rd_kafka_topic_t *rkt,
-                                             struct bus_stream_stats *s,
-                                             const char *key,
-                                             const char *json, size_t len)
+                                      rd_kafka_topic_t *rkt,
+                                      struct bus_stream_stats *s,
+                                      const char *key,
+                                      const char *json, size_t len)
 {
     return rd_kafka_producev(bus->clients[BUS_CLIENT_TELEMETRY].rk,
                              RD_KAFKA_V_RKT(rkt),
@@ -116,7 +116,7 @@ int bus_publish_heartbeat(struct bus *bus, const char *json, size_t len)
 }
 
 int bus_start_events(struct bus *bus, const struct bus_config *cfg,
-                            struct agent_error *err)
+                     struct agent_error *err)
 {
     _cleanup_(rd_kafka_conf_destroyp) rd_kafka_conf_t *conf = NULL;
     int r;

@@ -166,7 +166,7 @@ int bus_publish_telemetry(struct bus *bus, const char *key, const char *json,
 }
 
 int bus_start_telemetry(struct bus *bus, const struct bus_config *cfg,
-                               struct agent_error *err)
+                        struct agent_error *err)
 {
     _cleanup_(rd_kafka_conf_destroyp) rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_conf_t *tconf;

@@ -1,4 +1,4 @@
-/* test_bus.c: agent/bus.c against librdkafka's mock cluster running in this
+/* test_bus.c: agent/bus/ against librdkafka's mock cluster running in this
  * process, with kcat in other processes as the independent client (commands
  * in with kcat -P, events read back with kcat -C). Every wait runs the uv
  * loop until a condition holds or a deadline passes; every test ends by
