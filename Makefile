@@ -36,6 +36,10 @@ CLI_OBJ := $(call obj,$(CLI_SRC))
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(patsubst tests/unit/test_%.c,$(BUILD)/tests/unit-%,$(UNIT_SRC))
+# C tests against real local services (nginx, Placement, glance, libvirtd + QEMU):
+# tests/run.sh runs them after it has set the environment up.
+COMP_SRC   := $(wildcard tests/component/test_*.c)
+COMP_BINS  := $(patsubst tests/component/test_%.c,$(BUILD)/tests/component-%,$(COMP_SRC))
 BENCH_SRC  := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
@@ -67,6 +71,10 @@ $(BUILD)/tests/unit-%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/libca.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
+$(BUILD)/tests/component-%: $(BUILD)/obj/tests/component/test_%.o $(BUILD)/libca.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell $(PKG_CONFIG) --libs cmocka)
+
 $(BUILD)/tests/%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libca.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -80,7 +88,7 @@ $(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tests: $(UNIT_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS)
+tests: $(UNIT_BINS) $(COMP_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS)
 
 check: all tests
 	tests/run.sh $(abspath $(BUILD)) $(T)

@@ -5,6 +5,7 @@
 
 #include "agent/bus.h"
 #include "agent/metrics.h"
+#include "common/prom.h"
 #include "common/util.h"
 
 #ifndef CA_VERSION
@@ -66,7 +67,8 @@ struct metrics *metrics_free(struct metrics *m)
     return NULL;
 }
 
-/* Keep label values to a safe alphabet: anything else becomes '_'. */
+/* Keep label values to a safe alphabet: anything else becomes '_' (it also keeps
+ * the series few; common/prom.c escapes on output, a no-op on this alphabet). */
 static void label_copy(char *dst, size_t size, const char *src)
 {
     size_t i = 0;
@@ -159,77 +161,59 @@ void metrics_placement_sync(struct metrics *m, const char *result, double second
         m->last_sync_ok_ms = now_wall_ms();
 }
 
-/* ---- rendering ---- */
-
-static void family(FILE *f, const char *name, const char *type, const char *help)
-{
-    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-/* name_bucket{labels,le=".."} lines, then _sum and _count. labels is
- * "k=\"v\",k2=\"v2\"" (already safe) or "". */
-static void histogram(FILE *f, const char *name, const char *labels, const struct histogram *h,
-                      const double *bounds, size_t nb)
-{
-    uint64_t cum = 0;
-    const char *sep = labels[0] ? "," : "";
-
-    for (size_t i = 0; i < nb; i++) {
-        cum += h->buckets[i];
-        fprintf(f, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n", name, labels, sep, bounds[i], cum);
-    }
-    cum += h->buckets[nb];
-    fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, sep, cum);
-    fprintf(f, "%s_sum{%s} %.9g\n", name, labels, h->sum);
-    fprintf(f, "%s_count{%s} %" PRIu64 "\n", name, labels, h->count);
-}
+/* ---- rendering (on common/prom.c) ---- */
 
 static void counter(FILE *f, const char *name, const char *help, uint64_t v)
 {
-    family(f, name, "counter", help);
-    fprintf(f, "%s %" PRIu64 "\n", name, v);
+    prom_family(f, name, "counter", help);
+    prom_series(f, name, NULL, 0);
+    prom_u64(f, v);
 }
 
 static void gauge(FILE *f, const char *name, const char *help, double v)
 {
-    family(f, name, "gauge", help);
-    fprintf(f, "%s %.9g\n", name, v);
+    prom_family(f, name, "gauge", help);
+    prom_series(f, name, NULL, 0);
+    prom_double(f, v);
 }
 
 static void render_ops(FILE *f, const struct metrics *m)
 {
-    char labels[96];
+    static const char *const dur = "compute_agent_operation_duration_seconds";
 
-    family(f, "compute_agent_operations_total", "counter",
-           "operations finished, by type and result");
-    for (size_t i = 0; i < m->n_ops; i++)
-        fprintf(f, "compute_agent_operations_total{type=\"%s\",result=\"%s\"} %" PRIu64 "\n",
-                m->ops[i].type, m->ops[i].result, m->ops[i].h.count);
-    family(f, "compute_agent_operation_duration_seconds", "histogram",
-           "time from an operation's acceptance to its end, by type and result");
+    prom_family(f, "compute_agent_operations_total", "counter",
+                "operations finished, by type and result");
     for (size_t i = 0; i < m->n_ops; i++) {
-        snprintf(labels, sizeof(labels), "type=\"%s\",result=\"%s\"", m->ops[i].type,
-                 m->ops[i].result);
-        histogram(f, "compute_agent_operation_duration_seconds", labels, &m->ops[i].h, op_bounds,
-                  NB_OP);
+        const struct prom_label l[] = {{"type", m->ops[i].type}, {"result", m->ops[i].result}};
+        prom_series(f, "compute_agent_operations_total", l, ARRAY_SIZE(l));
+        prom_u64(f, m->ops[i].h.count);
+    }
+    prom_family(f, dur, "histogram",
+                "time from an operation's acceptance to its end, by type and result");
+    for (size_t i = 0; i < m->n_ops; i++) {
+        const struct prom_label l[] = {{"type", m->ops[i].type}, {"result", m->ops[i].result}};
+        const struct histogram *h = &m->ops[i].h;
+        prom_histogram(f, dur, l, ARRAY_SIZE(l), op_bounds, NB_OP, h->buckets, h->sum, h->count);
     }
 }
 
 static void render_placement(FILE *f, const struct metrics *m)
 {
-    char labels[48];
+    static const char *const dur = "compute_agent_placement_sync_duration_seconds";
 
-    family(f, "compute_agent_placement_syncs_total", "counter",
-           "Placement inventory syncs, by result");
-    for (size_t i = 0; i < m->n_syncs; i++)
-        fprintf(f, "compute_agent_placement_syncs_total{result=\"%s\"} %" PRIu64 "\n",
-                m->syncs[i].result, m->syncs[i].h.count);
-    family(f, "compute_agent_placement_sync_duration_seconds", "histogram",
-           "time a Placement sync took, by result");
+    prom_family(f, "compute_agent_placement_syncs_total", "counter",
+                "Placement inventory syncs, by result");
     for (size_t i = 0; i < m->n_syncs; i++) {
-        snprintf(labels, sizeof(labels), "result=\"%s\"", m->syncs[i].result);
-        histogram(f, "compute_agent_placement_sync_duration_seconds", labels, &m->syncs[i].h,
-                  sync_bounds, NB_SYNC);
+        const struct prom_label l[] = {{"result", m->syncs[i].result}};
+        prom_series(f, "compute_agent_placement_syncs_total", l, ARRAY_SIZE(l));
+        prom_u64(f, m->syncs[i].h.count);
+    }
+    prom_family(f, dur, "histogram", "time a Placement sync took, by result");
+    for (size_t i = 0; i < m->n_syncs; i++) {
+        const struct prom_label l[] = {{"result", m->syncs[i].result}};
+        const struct histogram *h = &m->syncs[i].h;
+        prom_histogram(f, dur, l, ARRAY_SIZE(l), sync_bounds, NB_SYNC, h->buckets, h->sum,
+                       h->count);
     }
     gauge(f, "compute_agent_placement_last_success_timestamp_seconds",
           "when the last Placement sync succeeded (Unix time, 0 if never)",
@@ -254,13 +238,15 @@ static void render_bus(FILE *f, const struct metrics *m)
     };
 
     for (size_t k = 0; k < ARRAY_SIZE(fams); k++) {
-        family(f, fams[k].name, fams[k].type, fams[k].help);
+        prom_family(f, fams[k].name, fams[k].type, fams[k].help);
         for (size_t i = 0; m->has_bus && i < ARRAY_SIZE(streams); i++) {
+            const struct prom_label l[] = {{"stream", streams[i]}};
             const struct bus_stream_stats *s = st[i];
             const double v[] = {(double)s->produced, (double)s->delivered, (double)s->failed,
                                 (double)s->dropped, (double)s->queued, s->lag_ms_last / 1000.0,
                                 s->lag_ms_max / 1000.0, bus_stream_lag_ms_avg(s) / 1000.0};
-            fprintf(f, "%s{stream=\"%s\"} %.9g\n", fams[k].name, streams[i], v[k]);
+            prom_series(f, fams[k].name, l, ARRAY_SIZE(l));
+            prom_double(f, v[k]);
         }
     }
     gauge(f, "compute_agent_bus_up", "whether the Kafka brokers are reachable (1) or not (0)",
@@ -282,8 +268,11 @@ static void render_bus(FILE *f, const struct metrics *m)
 
 int metrics_render_prometheus(const struct metrics *m, FILE *f)
 {
-    family(f, "compute_agent_build_info", "gauge", "the agent's version (always 1)");
-    fprintf(f, "compute_agent_build_info{version=\"%s\"} 1\n", CA_VERSION);
+    const struct prom_label version[] = {{"version", CA_VERSION}};
+
+    prom_family(f, "compute_agent_build_info", "gauge", "the agent's version (always 1)");
+    prom_series(f, "compute_agent_build_info", version, ARRAY_SIZE(version));
+    prom_u64(f, 1);
     gauge(f, "compute_agent_start_time_seconds", "when the agent started (Unix time)",
           (double)m->started_ms / 1000.0);
     render_ops(f, m);

@@ -6,12 +6,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "common/list.h"
+
 struct transfer {
     CURL *easy;            /* the caller's handle (borrowed) */
     httpuv_done_cb cb;     /* called once when the transfer ends */
     void *opaque;          /* the caller's argument for cb */
-    struct transfer *prev; /* links in httpuv.transfers */
-    struct transfer *next;
+    struct list_node link; /* in httpuv.transfers */
 };
 
 struct httpuv {
@@ -19,17 +20,12 @@ struct httpuv {
     CURLM *multi;     /* curl's multi handle (owned) */
     uv_timer_t timer; /* curl's requested timeout */
     unsigned active;  /* transfers added and not yet finished */
-    struct transfer *transfers; /* those transfers, for teardown */
+    struct list_node transfers; /* those transfers (transfer.link), for teardown */
 };
 
 static void transfer_unlink(struct httpuv *h, struct transfer *t)
 {
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        h->transfers = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    list_del(&t->link);
     h->active--;
 }
 
@@ -146,6 +142,63 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp,
     return 0;
 }
 
+int httpuv_easy_new(const struct httpuv_easy_opts *o, CURL **ret)
+{
+    CURL *e = curl_easy_init();
+    CURLcode rc = CURLE_OK;
+
+    if (!e)
+        return -ENOMEM;
+#define SET(opt, val)                                                          \
+    do {                                                                       \
+        if (rc == CURLE_OK)                                                    \
+            rc = curl_easy_setopt(e, opt, val);                                \
+    } while (0)
+    SET(CURLOPT_URL, o->url);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_FOLLOWLOCATION, o->max_redirects >= 0 ? 1L : 0L);
+    if (o->max_redirects >= 0)
+        SET(CURLOPT_MAXREDIRS, (long)o->max_redirects);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_USERAGENT, o->user_agent);
+    if (o->fail_on_error)
+        SET(CURLOPT_FAILONERROR, 1L);
+    if (o->connect_timeout_ms > 0)
+        SET(CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
+    if (o->timeout_ms > 0)
+        SET(CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    if (o->low_speed_time_s > 0) {
+        SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SET(CURLOPT_LOW_SPEED_TIME, o->low_speed_time_s);
+    }
+    if (o->tcp_keepalive)
+        SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    if (o->buffer_size > 0)
+        SET(CURLOPT_BUFFERSIZE, o->buffer_size);
+    if (o->ca_bundle)
+        SET(CURLOPT_CAINFO, o->ca_bundle);
+    if (o->headers)
+        SET(CURLOPT_HTTPHEADER, o->headers);
+    if (o->on_body) {
+        SET(CURLOPT_WRITEFUNCTION, o->on_body);
+        SET(CURLOPT_WRITEDATA, o->body_data);
+    }
+    if (o->on_header) {
+        SET(CURLOPT_HEADERFUNCTION, o->on_header);
+        SET(CURLOPT_HEADERDATA, o->header_data);
+    }
+    if (o->errbuf)
+        SET(CURLOPT_ERRORBUFFER, o->errbuf);
+#undef SET
+    if (rc != CURLE_OK) {
+        curl_easy_cleanup(e);
+        return -EINVAL;
+    }
+    *ret = e;
+    return 0;
+}
+
 static void global_init(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -161,6 +214,7 @@ int httpuv_new(uv_loop_t *loop, struct httpuv **ret)
     if (!h)
         return -ENOMEM;
     h->loop = loop;
+    list_init(&h->transfers);
     h->multi = curl_multi_init();
     if (!h->multi) {
         free(h);
@@ -191,10 +245,7 @@ int httpuv_add(struct httpuv *h, CURL *easy, httpuv_done_cb cb, void *opaque)
         free(t);
         return -EINVAL;
     }
-    t->next = h->transfers;
-    if (h->transfers)
-        h->transfers->prev = t;
-    h->transfers = t;
+    list_add_head(&h->transfers, &t->link);
     h->active++;
     return 0;
 }
@@ -229,8 +280,8 @@ void httpuv_free(struct httpuv *h)
         return;
     /* Removing each handle makes curl call handle_socket(REMOVE), which
      * closes its uv_poll. Callbacks are not called on teardown. */
-    while (h->transfers)
-        httpuv_cancel(h, h->transfers->easy);
+    while (!list_empty(&h->transfers))
+        httpuv_cancel(h, list_entry(h->transfers.next, struct transfer, link)->easy);
     curl_multi_cleanup(h->multi);
     uv_close((uv_handle_t *)&h->timer, on_timer_closed);
 }

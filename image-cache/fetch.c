@@ -23,151 +23,23 @@
  * packet is sent, and its pre-request callback checks the peer of every
  * request, redirects and reused connections included. A body of unknown
  * length asks room_cb for room as it grows, so it cannot fill the disk.
- * Messages show the URL without its credentials (url_redact()). */
+ * Messages show the URL without its credentials (url_redact()).
+ *
+ * This file: the object, failure, finishing (fsync), the public calls; the
+ * chunk pipeline is in fetch-chunks.c, the transfer in fetch-transfer.c. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* O_DIRECT, asprintf */
 #endif
-#include "image-cache/imgcache-internal.h"
+#include "image-cache/fetch-private.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
-#define CHUNK_SIZE (2u << 20)  /* bytes per chunk */
-#define MAX_CHUNKS 8           /* chunks in flight before the transfer pauses */
-#define MAX_WRITES 2           /* concurrent writes per fetch */
-#define DIRECT_ALIGN 4096      /* O_DIRECT buffer/offset/length alignment */
-#define RETRY_DELAY_CAP_MS 30000
-#define RECV_BUFFER (512 * 1024)
-
-struct chunk {
-    struct imgcache_fetch *f;
-    struct chunk *next;  /* link in the hash queue or the free list */
-    struct chunk *wnext; /* link in the write queue */
-    unsigned char *buf;  /* CHUNK_SIZE bytes, DIRECT_ALIGN-aligned */
-    size_t len;          /* bytes held */
-    uint64_t off;        /* file offset of buf[0] */
-    int refs;            /* hash and write still to happen */
-    int werr;            /* result of the write (0 or -errno) */
-    uv_work_t hash_req;
-    uv_work_t write_req;
-};
-
-enum phase {
-    PH_RUNNING,  /* a transfer runs, or waits for its retry */
-    PH_FINISHING, /* all bytes received; draining, then fsync */
-    PH_FAILING,  /* failed; draining, then remove and report */
-    PH_DONE,     /* reported */
-};
-
-struct imgcache_fetch {
-    uv_loop_t *loop;           /* the agent's loop (borrowed) */
-    struct httpuv *http;       /* transfers driver (borrowed) */
-    CURL *easy;                /* our transfer (owned) */
-    struct curl_slist *headers;
-    char errbuf[CURL_ERROR_SIZE];
-    char *path;                /* the file being written */
-    int fd;                    /* buffered writes (tail, unaligned) */
-    int fd_direct;             /* O_DIRECT writes, or -1 if refused */
-    bool file_kept;            /* success: the file stays */
-    struct imgcache_fetch_opts o; /* copy; o.url and o.path point into ours */
-    char *shown_url;           /* o.url without credentials, for messages */
-    EVP_MD_CTX *md;            /* primary digest (used by one thread at a time) */
-    EVP_MD_CTX *md5;           /* Glance checksum, or NULL */
-    char hex[129];             /* results */
-    char md5_hex[33];
-    imgcache_fetch_size_cb size_cb;
-    imgcache_fetch_done_cb done_cb;
-    void *opaque;
-    uv_timer_t timer;          /* stall watchdog during a transfer, else retry backoff */
-    uint64_t last_byte_ns;     /* when the last body byte arrived (or the attempt began) */
-
-    uint64_t received;         /* bytes accepted = offset of the next byte */
-    uint64_t total;            /* expected total, 0 unknown */
-    uint64_t granted;          /* unknown total: bytes room_cb made room for */
-    bool refused;              /* this attempt met a forbidden address */
-    char refused_why[160];     /* ... which, and why */
-    bool size_told;            /* size_cb called */
-    bool attempt_checked;      /* first body byte of this attempt seen */
-    uint64_t attempt_start;    /* received when this attempt began */
-    struct chunk *cur;         /* being filled */
-    struct chunk *hash_head, *hash_tail;
-    bool hashing;
-    struct chunk *write_head, *write_tail;
-    int writing;
-    struct chunk *free_chunks;
-    int nchunks;               /* chunks not on the free list */
-    bool paused;               /* write callback returned PAUSE */
-    bool in_transfer;          /* easy is in httpuv */
-    bool retry_pending;        /* timer armed or waiting for a drain */
-    bool restart_from_zero;    /* next attempt cannot resume */
-    unsigned attempts;         /* HTTP requests made */
-    int retries_used;
-    enum phase phase;
-    int status;                /* first failure */
-    struct agent_error err;
-    bool in_write;             /* inside on_write: no curl calls allowed */
-    bool final_queued;         /* fsync work in flight */
-    bool final_done;           /* ... and ended with final_status */
-    uv_work_t final_req;
-    int final_status;
-    int refs;                  /* owner + open timer + work in flight */
-    bool owner_freed;
-
-    uint64_t sample_ns;        /* rate sampling */
-    uint64_t sample_bytes;
-    uint64_t rate_bps;
-};
-
-static void fetch_progress(struct imgcache_fetch *f);
-
-static struct chunk *chunk_get(struct imgcache_fetch *f, uint64_t off)
-{
-    struct chunk *c = f->free_chunks;
-    void *buf;
-
-    if (c) {
-        f->free_chunks = c->next;
-    } else {
-        c = calloc(1, sizeof(*c));
-        if (!c)
-            return NULL;
-        if (posix_memalign(&buf, DIRECT_ALIGN, CHUNK_SIZE) != 0) {
-            free(c);
-            return NULL;
-        }
-        c->buf = buf;
-        c->f = f;
-    }
-    c->next = c->wnext = NULL;
-    c->len = 0;
-    c->off = off;
-    c->refs = 0;
-    c->werr = 0;
-    f->nchunks++;
-    return c;
-}
-
-static void chunk_put(struct imgcache_fetch *f, struct chunk *c)
-{
-    c->next = f->free_chunks;
-    f->free_chunks = c;
-    f->nchunks--;
-}
-
-static bool drained(const struct imgcache_fetch *f)
-{
-    return !f->hash_head && !f->hashing && !f->write_head && f->writing == 0;
-}
-
-static void fail(struct imgcache_fetch *f, int errnum, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* Record the first failure and stop the transfer; the report waits for the
- * thread-pool work in flight (fetch_progress). */
-static void fail(struct imgcache_fetch *f, int errnum, const char *code, const char *fmt, ...)
+ * thread-pool work in flight (imgcache_fetch_move_on()). */
+void imgcache_fetch_fail(struct imgcache_fetch *f, int errnum, const char *code, const char *fmt, ...)
 {
     va_list ap;
 
@@ -190,597 +62,11 @@ static void fail(struct imgcache_fetch *f, int errnum, const char *code, const c
     f->retry_pending = false;
 }
 
-/* ---- thread-pool work ---- */
-
-static void do_hash(uv_work_t *req)
-{
-    struct chunk *c = req->data;
-    struct imgcache_fetch *f = c->f;
-
-    EVP_DigestUpdate(f->md, c->buf, c->len);
-    if (f->md5)
-        EVP_DigestUpdate(f->md5, c->buf, c->len);
-}
-
-static void do_write(uv_work_t *req)
-{
-    struct chunk *c = req->data;
-    struct imgcache_fetch *f = c->f;
-    bool aligned = c->len % DIRECT_ALIGN == 0 && c->off % DIRECT_ALIGN == 0;
-    int fd = f->fd_direct >= 0 && aligned ? f->fd_direct : f->fd;
-    size_t done = 0;
-
-    while (done < c->len) {
-        ssize_t n = pwrite(fd, c->buf + done, c->len - done, (off_t)(c->off + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EINVAL && fd == f->fd_direct) {
-                /* the filesystem took the O_DIRECT open but not the write */
-                fd = f->fd;
-                continue;
-            }
-            c->werr = -errno;
-            return;
-        }
-        done += (size_t)n;
-    }
-}
-
-static void do_final(uv_work_t *req)
-{
-    struct imgcache_fetch *f = req->data;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-
-    f->final_status = 0;
-    if (EVP_DigestFinal_ex(f->md, md, &len) != 1) {
-        f->final_status = -EIO;
-        return;
-    }
-    imgcache_hex(md, len, f->hex);
-    if (f->md5) {
-        if (EVP_DigestFinal_ex(f->md5, md, &len) != 1) {
-            f->final_status = -EIO;
-            return;
-        }
-        imgcache_hex(md, len, f->md5_hex);
-    }
-    if (fsync(f->fd) < 0)
-        f->final_status = -errno;
-}
-
-static void kick(struct imgcache_fetch *f);
-
-static void after_hash(uv_work_t *req, int status)
-{
-    struct chunk *c = req->data;
-    struct imgcache_fetch *f = c->f;
-
-    (void)status; /* hash work is never cancelled */
-    f->hashing = false;
-    f->refs--;
-    if (--c->refs == 0)
-        chunk_put(f, c);
-    kick(f);
-    fetch_progress(f);
-}
-
-static void after_write(uv_work_t *req, int status)
-{
-    struct chunk *c = req->data;
-    struct imgcache_fetch *f = c->f;
-
-    (void)status;
-    f->writing--;
-    f->refs--;
-    if (c->werr < 0 && !f->owner_freed) {
-        if (c->werr == -ENOSPC || c->werr == -EDQUOT)
-            fail(f, ENOSPC, "insufficient_resources",
-                 "no space left on the device holding the image cache "
-                 "(%llu of %llu bytes received)",
-                 (unsigned long long)f->received, (unsigned long long)f->total);
-        else
-            fail(f, -c->werr, "internal", "writing %s: %s", f->path, strerror(-c->werr));
-    }
-    if (--c->refs == 0)
-        chunk_put(f, c);
-    kick(f);
-    fetch_progress(f);
-}
-
-static void after_final(uv_work_t *req, int status)
-{
-    struct imgcache_fetch *f = req->data;
-
-    (void)status;
-    f->refs--;
-    f->final_queued = false;
-    f->final_done = true;
-    fetch_progress(f);
-}
-
-/* Queue the chunk being filled (full, or the tail at the end). */
-static void queue_cur(struct imgcache_fetch *f)
-{
-    struct chunk *c = f->cur;
-
-    if (!c)
-        return;
-    f->cur = NULL;
-    if (c->len == 0) {
-        chunk_put(f, c);
-        return;
-    }
-    c->refs = 2;
-    if (f->hash_tail)
-        f->hash_tail->next = c;
-    else
-        f->hash_head = c;
-    f->hash_tail = c;
-    if (f->write_tail)
-        f->write_tail->wnext = c;
-    else
-        f->write_head = c;
-    f->write_tail = c;
-    kick(f);
-}
-
-static void kick(struct imgcache_fetch *f)
-{
-    if (f->owner_freed || f->phase == PH_FAILING) {
-        /* drop what nobody will use; only work already running stays */
-        while (f->hash_head) {
-            struct chunk *c = f->hash_head;
-            f->hash_head = c->next;
-            if (--c->refs == 0)
-                chunk_put(f, c);
-        }
-        f->hash_tail = NULL;
-        while (f->write_head) {
-            struct chunk *c = f->write_head;
-            f->write_head = c->wnext;
-            if (--c->refs == 0)
-                chunk_put(f, c);
-        }
-        f->write_tail = NULL;
-        return;
-    }
-    if (!f->hashing && f->hash_head) {
-        struct chunk *c = f->hash_head;
-        f->hash_head = c->next;
-        if (!f->hash_head)
-            f->hash_tail = NULL;
-        f->hashing = true;
-        f->refs++;
-        c->hash_req.data = c;
-        uv_queue_work(f->loop, &c->hash_req, do_hash, after_hash);
-    }
-    while (f->writing < MAX_WRITES && f->write_head) {
-        struct chunk *c = f->write_head;
-        f->write_head = c->wnext;
-        if (!f->write_head)
-            f->write_tail = NULL;
-        f->writing++;
-        f->refs++;
-        c->write_req.data = c;
-        uv_queue_work(f->loop, &c->write_req, do_write, after_write);
-    }
-    if (f->paused && f->in_transfer && !f->in_write && f->nchunks < MAX_CHUNKS) {
-        f->paused = false;
-        /* may call on_write right away, which may pause again */
-        curl_easy_pause(f->easy, CURLPAUSE_CONT);
-    }
-}
-
-/* ---- the transfer ---- */
-
-bool imgcache_http_status_transient(long status)
-{
-    return status == 408 || status == 425 || status == 429 ||
-           (status >= 500 && status <= 599 && status != 501 && status != 505);
-}
-
-bool imgcache_curl_transient(CURLcode rc)
-{
-    switch (rc) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_GOT_NOTHING:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-    case CURLE_SSL_CONNECT_ERROR:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static int attempt_start(struct imgcache_fetch *f);
-
-/* First body bytes of an attempt: check the status and learn the size. */
-static int attempt_check(struct imgcache_fetch *f)
-{
-    long code = 0;
-    curl_off_t cl = -1;
-    uint64_t total;
-
-    f->attempt_checked = true;
-    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code != 200 && code != 206) {
-        fail(f, EPROTO, "download_failed", "%s answered HTTP %ld, not the image", f->shown_url, code);
-        return -1;
-    }
-    curl_easy_getinfo(f->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-    if (cl < 0 && !f->o.expected_size)
-        return 0; /* unknown length: room_cb bounds it as it grows */
-    /* no Content-Length but a size known beforehand (Glance): that one */
-    total = cl < 0 ? f->o.expected_size : f->attempt_start + (uint64_t)cl;
-    if (f->o.expected_size && total != f->o.expected_size) {
-        fail(f, EPROTO, "download_failed",
-             "%s is %llu bytes long, %llu were expected", f->shown_url,
-             (unsigned long long)total, (unsigned long long)f->o.expected_size);
-        return -1;
-    }
-    if (f->o.max_size && total > f->o.max_size) {
-        fail(f, EFBIG, "image_too_large", "%s is %llu bytes long, more than the %llu allowed",
-             f->shown_url, (unsigned long long)total, (unsigned long long)f->o.max_size);
-        return -1;
-    }
-    f->total = total;
-    if (!f->size_told && f->size_cb) {
-        struct agent_error e = {0};
-        int r;
-
-        f->size_told = true;
-        r = f->size_cb(total, &e, f->opaque);
-        if (r < 0) {
-            fail(f, -r, e.code, "%s", e.message);
-            return -1;
-        }
-    }
-    f->size_told = true;
-    return 0;
-}
-
-static size_t write_bytes(struct imgcache_fetch *f, const char *ptr, size_t n);
-
-static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    struct imgcache_fetch *f = userdata;
-    size_t r;
-
-    f->in_write = true;
-    r = write_bytes(f, ptr, size * nmemb);
-    f->in_write = false;
-    return r;
-}
-
-static size_t write_bytes(struct imgcache_fetch *f, const char *ptr, size_t n)
-{
-    size_t done = 0;
-    uint64_t now;
-
-    if (f->phase != PH_RUNNING)
-        return 0;
-    if (!f->attempt_checked && attempt_check(f) < 0)
-        return 0;
-    if (f->o.max_size && f->received + n > f->o.max_size) {
-        fail(f, EFBIG, "image_too_large", "%s sends more than the %llu bytes allowed",
-             f->shown_url, (unsigned long long)f->o.max_size);
-        return 0;
-    }
-    if (f->total && f->received + n > f->total) {
-        fail(f, EPROTO, "download_failed", "%s sends more bytes than announced", f->shown_url);
-        return 0;
-    }
-    if (!f->total && f->o.room_cb && f->received + n > f->granted) {
-        struct agent_error e = {0};
-        uint64_t granted = 0;
-        int r = f->o.room_cb(f->received + n, &granted, &e, f->opaque);
-
-        if (r < 0 || granted < f->received + n) {
-            if (r >= 0)
-                agent_error_set(&e, ENOSPC, "insufficient_resources", NULL,
-                                "no room for %s", f->shown_url);
-            fail(f, r < 0 ? -r : ENOSPC, e.code, "%s", e.message);
-            return 0;
-        }
-        f->granted = granted;
-    }
-    if (f->nchunks >= MAX_CHUNKS && (!f->cur || f->cur->len + n > CHUNK_SIZE)) {
-        f->paused = true;
-        return CURL_WRITEFUNC_PAUSE;
-    }
-    while (done < n) {
-        size_t room, take;
-
-        if (!f->cur) {
-            f->cur = chunk_get(f, f->received);
-            if (!f->cur) {
-                fail(f, ENOMEM, "internal", "out of memory");
-                return 0;
-            }
-        }
-        room = CHUNK_SIZE - f->cur->len;
-        take = n - done < room ? n - done : room;
-        memcpy(f->cur->buf + f->cur->len, ptr + done, take);
-        f->cur->len += take;
-        f->received += take;
-        done += take;
-        if (f->cur->len == CHUNK_SIZE)
-            queue_cur(f);
-    }
-    now = now_mono_ns();
-    f->last_byte_ns = now;
-    if (now - f->sample_ns >= 1000000000ull) {
-        f->rate_bps = (f->received - f->sample_bytes) * 1000000000ull / (now - f->sample_ns);
-        f->sample_ns = now;
-        f->sample_bytes = f->received;
-    }
-    return n;
-}
-
-/* Back to zero: only when nothing is in flight (the hash is sequential). */
-static int restart_reset(struct imgcache_fetch *f)
-{
-    if (f->cur)
-        f->cur->len = 0, f->cur->off = 0;
-    f->received = 0;
-    if (EVP_DigestInit_ex(f->md, imgcache_algo_md(f->o.algo), NULL) != 1)
-        return -EIO;
-    if (f->md5 && EVP_DigestInit_ex(f->md5, EVP_md5(), NULL) != 1)
-        return -EIO;
-    if (ftruncate(f->fd, 0) < 0)
-        return -errno;
-    f->restart_from_zero = false;
-    return 0;
-}
-
-static void retry_now(struct imgcache_fetch *f)
-{
-    int r;
-
-    f->retry_pending = false;
-    if (f->restart_from_zero && (r = restart_reset(f)) < 0) {
-        fail(f, -r, "internal", "restarting the download of %s: %s", f->shown_url, strerror(-r));
-        fetch_progress(f);
-        return;
-    }
-    r = attempt_start(f);
-    if (r < 0) {
-        fail(f, -r, "internal", "restarting the download of %s: %s", f->shown_url, strerror(-r));
-        fetch_progress(f);
-    }
-}
-
-static void on_retry_timer(uv_timer_t *t)
-{
-    struct imgcache_fetch *f = t->data;
-
-    if (f->phase != PH_RUNNING)
-        return;
-    if (f->restart_from_zero && !drained(f))
-        return; /* fetch_progress() retries once the work in flight ends */
-    retry_now(f);
-}
-
-static void retry_or_fail(struct imgcache_fetch *f, CURLcode rc, long code);
-
-static void on_done(CURL *easy, CURLcode rc, void *opaque)
-{
-    struct imgcache_fetch *f = opaque;
-    long code = 0;
-
-    (void)easy;
-    f->in_transfer = false;
-    uv_timer_stop(&f->timer); /* the watchdog */
-    if (f->phase != PH_RUNNING) {
-        fetch_progress(f);
-        return;
-    }
-    curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (rc == CURLE_OK && code != 200 && code != 206) {
-        /* no body came to be checked (an empty answer, a redirect not followed) */
-        fail(f, EPROTO, "download_failed", "%s answered HTTP %ld, not the image", f->shown_url, code);
-        fetch_progress(f);
-        return;
-    }
-    if (rc == CURLE_OK) {
-        if (f->total && f->received != f->total) {
-            rc = CURLE_PARTIAL_FILE;
-        } else {
-            f->phase = PH_FINISHING;
-            queue_cur(f);
-            fetch_progress(f);
-            return;
-        }
-    }
-    retry_or_fail(f, rc, code);
-}
-
-/* Every 250 ms while a transfer runs: no byte for stall_timeout_s (time
- * paused by us for the disk does not count) ends the attempt as a timeout.
- * libcurl's LOW_SPEED check stays as a backstop, but it averages over a
- * 5 s window and so fires seconds late. */
-static void on_watchdog(uv_timer_t *t)
-{
-    struct imgcache_fetch *f = t->data;
-    uint64_t now = now_mono_ns();
-
-    if (!f->in_transfer || f->phase != PH_RUNNING) {
-        uv_timer_stop(t);
-        return;
-    }
-    if (f->paused) {
-        f->last_byte_ns = now;
-        return;
-    }
-    if (now - f->last_byte_ns < (uint64_t)f->o.stall_timeout_s * 1000000000ull)
-        return;
-    httpuv_cancel(f->http, f->easy);
-    f->in_transfer = false;
-    uv_timer_stop(t);
-    snprintf(f->errbuf, sizeof(f->errbuf), "no data received for %d s", f->o.stall_timeout_s);
-    retry_or_fail(f, CURLE_OPERATION_TIMEDOUT, 0);
-}
-
-static void retry_or_fail(struct imgcache_fetch *f, CURLcode rc, long code)
-{
-    bool transient;
-
-    if (f->refused && (rc == CURLE_COULDNT_CONNECT || rc == CURLE_ABORTED_BY_CALLBACK)) {
-        _cleanup_free_ char *where = NULL;
-        char *eff = NULL;
-
-        curl_easy_getinfo(f->easy, CURLINFO_EFFECTIVE_URL, &eff);
-        where = eff && strcmp(eff, f->o.url) != 0 ? url_redact(eff) : NULL;
-        fail(f, EACCES, "source_forbidden",
-             "%s: refused to connect: %s%s%s (image_cache.allowed_networks can allow it)",
-             f->shown_url, f->refused_why, where ? "; redirected to " : "", where ? where : "");
-        fetch_progress(f);
-        return;
-    }
-    if (rc == CURLE_RANGE_ERROR || (rc == CURLE_HTTP_RETURNED_ERROR && code == 416)) {
-        f->restart_from_zero = true;
-        transient = true;
-    } else if (rc == CURLE_HTTP_RETURNED_ERROR) {
-        transient = imgcache_http_status_transient(code);
-    } else {
-        transient = imgcache_curl_transient(rc);
-    }
-    if (transient && f->retries_used < f->o.retries) {
-        uint64_t delay = (uint64_t)f->o.retry_delay_ms << (f->retries_used < 16 ? f->retries_used : 16);
-
-        if (delay > RETRY_DELAY_CAP_MS)
-            delay = RETRY_DELAY_CAP_MS;
-        f->retries_used++;
-        f->retry_pending = true;
-        uv_timer_start(&f->timer, on_retry_timer, delay, 0);
-        return;
-    }
-    if (rc == CURLE_HTTP_RETURNED_ERROR && (code == 404 || code == 410))
-        fail(f, ENOENT, "source_not_found", "%s answered HTTP %ld", f->shown_url, code);
-    else if (rc == CURLE_HTTP_RETURNED_ERROR)
-        fail(f, EIO, "download_failed", "%s answered HTTP %ld%s", f->shown_url, code,
-             transient ? " (retries exhausted)" : "");
-    else if (rc == CURLE_UNSUPPORTED_PROTOCOL)
-        fail(f, EPERM, "download_failed", "%s: redirected to a forbidden scheme (only http "
-             "and https): %s", f->shown_url, f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc));
-    else
-        fail(f, EIO, "download_failed", "%s: %s%s", f->shown_url,
-             f->errbuf[0] ? f->errbuf : curl_easy_strerror(rc),
-             transient ? " (retries exhausted)" : "");
-    fetch_progress(f);
-}
-
-static int attempt_start(struct imgcache_fetch *f)
-{
-    int r;
-
-    f->errbuf[0] = '\0';
-    f->refused = false;
-    f->attempt_checked = false;
-    f->attempt_start = f->received;
-    curl_easy_setopt(f->easy, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)f->received);
-    r = httpuv_add(f->http, f->easy, on_done, f);
-    if (r < 0)
-        return r;
-    f->in_transfer = true;
-    f->attempts++;
-    f->last_byte_ns = now_mono_ns();
-    uv_timer_start(&f->timer, on_watchdog, 250, 250);
-    return 0;
-}
-
-/* Before connecting: a forbidden address gets no packet. libcurl then tries
- * the host's other addresses, if any. */
-static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
-                                    struct curl_sockaddr *a)
-{
-    struct imgcache_fetch *f = clientp;
-    const void *ip = NULL;
-
-    (void)purpose;
-    if (a->family == AF_INET && a->addrlen >= sizeof(struct sockaddr_in))
-        ip = &((const struct sockaddr_in *)&a->addr)->sin_addr;
-    else if (a->family == AF_INET6 && a->addrlen >= sizeof(struct sockaddr_in6))
-        ip = &((const struct sockaddr_in6 *)&a->addr)->sin6_addr;
-    if (!ip || !imgcache_addr_allowed(f->o.allowed, f->o.n_allowed, a->family, ip,
-                                      f->refused_why, sizeof(f->refused_why))) {
-        if (!ip)
-            snprintf(f->refused_why, sizeof(f->refused_why), "address family %d is not IP",
-                     a->family);
-        f->refused = true;
-        return CURL_SOCKET_BAD;
-    }
-    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
-
-/* Before each request, on a new or reused connection: the peer it reached. */
-static int on_prereq(void *clientp, char *peer_ip, char *local_ip, int peer_port, int local_port)
-{
-    struct imgcache_fetch *f = clientp;
-
-    (void)local_ip;
-    (void)peer_port;
-    (void)local_port;
-    if (imgcache_addr_text_allowed(f->o.allowed, f->o.n_allowed, peer_ip, f->refused_why,
-                                   sizeof(f->refused_why)))
-        return CURL_PREREQFUNC_OK;
-    f->refused = true;
-    return CURL_PREREQFUNC_ABORT;
-}
-
-static int setup_easy(struct imgcache_fetch *f)
-{
-    CURL *e = f->easy;
-    CURLcode rc = CURLE_OK;
-
-#define SET(opt, val)                                                          \
-    do {                                                                       \
-        if (rc == CURLE_OK)                                                    \
-            rc = curl_easy_setopt(e, opt, val);                                \
-    } while (0)
-    SET(CURLOPT_URL, f->o.url);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, f->o.max_redirects >= 0 ? 1L : 0L);
-    SET(CURLOPT_MAXREDIRS, (long)(f->o.max_redirects >= 0 ? f->o.max_redirects : 0));
-    SET(CURLOPT_FAILONERROR, 1L);
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_WRITEFUNCTION, on_write);
-    SET(CURLOPT_WRITEDATA, f);
-    SET(CURLOPT_ERRORBUFFER, f->errbuf);
-    SET(CURLOPT_CONNECTTIMEOUT, (long)f->o.stall_timeout_s);
-    SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SET(CURLOPT_LOW_SPEED_TIME, (long)f->o.stall_timeout_s);
-    SET(CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
-    SET(CURLOPT_USERAGENT, "compute-agent-imgcache/1");
-    SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    if (f->o.ca_bundle)
-        SET(CURLOPT_CAINFO, f->o.ca_bundle);
-    if (f->headers)
-        SET(CURLOPT_HTTPHEADER, f->headers);
-    if (f->o.check_peer) {
-        SET(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-        SET(CURLOPT_OPENSOCKETDATA, f);
-        SET(CURLOPT_PREREQFUNCTION, on_prereq);
-        SET(CURLOPT_PREREQDATA, f);
-    }
-#undef SET
-    return rc == CURLE_OK ? 0 : -EINVAL;
-}
-
 static void destroy(struct imgcache_fetch *f)
 {
-    while (f->free_chunks) {
-        struct chunk *c = f->free_chunks;
-        f->free_chunks = c->next;
+    while (!list_empty(&f->free_chunks)) {
+        struct chunk *c = list_entry(f->free_chunks.next, struct chunk, hlink);
+        list_del(&c->hlink);
         free(c->buf);
         free(c);
     }
@@ -814,20 +100,54 @@ static void close_files(struct imgcache_fetch *f)
     f->fd = f->fd_direct = -1;
 }
 
+static void do_final(uv_work_t *req)
+{
+    struct imgcache_fetch *f = req->data;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+
+    f->final_status = 0;
+    if (EVP_DigestFinal_ex(f->md, md, &len) != 1) {
+        f->final_status = -EIO;
+        return;
+    }
+    imgcache_hex(md, len, f->hex);
+    if (f->md5) {
+        if (EVP_DigestFinal_ex(f->md5, md, &len) != 1) {
+            f->final_status = -EIO;
+            return;
+        }
+        imgcache_hex(md, len, f->md5_hex);
+    }
+    if (fsync(f->fd) < 0)
+        f->final_status = -errno;
+}
+
+static void after_final(uv_work_t *req, int status)
+{
+    struct imgcache_fetch *f = req->data;
+
+    (void)status;
+    f->refs--;
+    f->final_queued = false;
+    f->final_done = true;
+    imgcache_fetch_move_on(f);
+}
+
 /* Move on once the work in flight allows: finish, fail, retry, or free. */
-static void fetch_progress(struct imgcache_fetch *f)
+void imgcache_fetch_move_on(struct imgcache_fetch *f)
 {
     if (f->owner_freed) {
         if (f->refs == 0)
             destroy(f);
         return;
     }
-    if (!drained(f) || f->final_queued)
+    if (!imgcache_fetch_drained(f) || f->final_queued)
         return;
     switch (f->phase) {
     case PH_RUNNING:
         if (f->retry_pending && f->restart_from_zero && !uv_is_active((uv_handle_t *)&f->timer))
-            retry_now(f);
+            imgcache_fetch_retry_now(f);
         break;
     case PH_FINISHING:
         if (!f->final_done) {
@@ -839,9 +159,9 @@ static void fetch_progress(struct imgcache_fetch *f)
         }
         if (f->final_status < 0) {
             f->phase = PH_RUNNING; /* let fail() record it */
-            fail(f, -f->final_status, "internal", "finishing %s: %s", f->path,
+            imgcache_fetch_fail(f, -f->final_status, "internal", "finishing %s: %s", f->path,
                  strerror(-f->final_status));
-            fetch_progress(f);
+            imgcache_fetch_move_on(f);
             return;
         }
         close_files(f);
@@ -875,6 +195,9 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     if (!f)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
     f->fd = f->fd_direct = -1;
+    list_init(&f->hash_q);
+    list_init(&f->write_q);
+    list_init(&f->free_chunks);
     f->loop = loop;
     f->http = http;
     f->o = *o;
@@ -891,8 +214,7 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     f->md = EVP_MD_CTX_new();
     if (o->md5_too)
         f->md5 = EVP_MD_CTX_new();
-    f->easy = curl_easy_init();
-    if (!f->o.url || !f->shown_url || !f->path || !f->md || (o->md5_too && !f->md5) || !f->easy) {
+    if (!f->o.url || !f->shown_url || !f->path || !f->md || (o->md5_too && !f->md5)) {
         r = agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
         goto fail_free;
     }
@@ -915,8 +237,12 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
             goto fail_free;
         }
     }
-    if (setup_easy(f) < 0) {
-        r = agent_error_set(err, EINVAL, "internal", NULL, "libcurl refused an option");
+    r = imgcache_fetch_setup_easy(f);
+    if (r < 0) {
+        if (r == -ENOMEM)
+            agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+        else
+            agent_error_set(err, EINVAL, "internal", NULL, "libcurl refused an option");
         goto fail_free;
     }
     f->fd = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -931,7 +257,7 @@ int imgcache_fetch_start(uv_loop_t *loop, struct httpuv *http,
     uv_timer_init(loop, &f->timer);
     f->timer.data = f;
     f->refs++;
-    r = attempt_start(f);
+    r = imgcache_fetch_attempt_start(f);
     if (r < 0) {
         agent_error_set(err, -r, "internal", NULL, "starting the transfer: %s", strerror(-r));
         f->phase = PH_DONE;
@@ -986,7 +312,7 @@ void imgcache_fetch_free(struct imgcache_fetch *f)
         httpuv_cancel(f->http, f->easy);
         f->in_transfer = false;
     }
-    kick(f); /* drops queued chunks */
+    imgcache_fetch_kick(f); /* drops queued chunks */
     f->refs--;
     uv_close((uv_handle_t *)&f->timer, on_timer_closed);
 }

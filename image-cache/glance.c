@@ -219,7 +219,17 @@ int imgcache_glance_get(uv_loop_t *loop, struct httpuv *http, const char *base,
                         imgcache_glance_cb cb, void *opaque, struct imgcache_glance_req **ret)
 {
     struct imgcache_glance_req *r = calloc(1, sizeof(*r));
-    CURLcode rc = CURLE_OK;
+    struct httpuv_easy_opts eo = {
+        .user_agent = "compute-agent-imgcache/1",
+        .connect_timeout_ms = (long)stall_timeout_s * 1000,
+        .timeout_ms = (long)stall_timeout_s * 2000,
+        .max_redirects = -1,
+        .fail_on_error = true,
+        .ca_bundle = ca_bundle,
+        .on_body = on_body,
+        .errbuf = NULL,
+    };
+    int rc;
 
     if (!r)
         return -ENOMEM;
@@ -234,7 +244,6 @@ int imgcache_glance_get(uv_loop_t *loop, struct httpuv *http, const char *base,
         return -ENOMEM;
     }
     r->shown_url = url_redact(r->url);
-    r->easy = curl_easy_init();
     r->headers = curl_slist_append(NULL, "Accept: application/json");
     if (token) {
         char *h;
@@ -249,37 +258,25 @@ int imgcache_glance_get(uv_loop_t *loop, struct httpuv *http, const char *base,
             r->headers = NULL;
         }
     }
-    if (!r->easy || !r->headers || !r->shown_url) {
+    if (r->headers && r->shown_url) {
+        eo.url = r->url;
+        eo.headers = r->headers;
+        eo.body_data = r;
+        eo.errbuf = r->errbuf;
+        rc = httpuv_easy_new(&eo, &r->easy);
+    } else {
+        rc = -ENOMEM;
+    }
+    if (rc == -ENOMEM) {
         curl_slist_free_all(r->headers);
-        curl_easy_cleanup(r->easy);
         free(r->shown_url);
         free(r->url);
         free(r);
         return -ENOMEM;
     }
-#define SET(opt, val)                                                          \
-    do {                                                                       \
-        if (rc == CURLE_OK)                                                    \
-            rc = curl_easy_setopt(r->easy, opt, val);                          \
-    } while (0)
-    SET(CURLOPT_URL, r->url);
-    SET(CURLOPT_PROTOCOLS_STR, "http,https");
-    SET(CURLOPT_FOLLOWLOCATION, 0L);
-    SET(CURLOPT_FAILONERROR, 1L);
-    SET(CURLOPT_NOSIGNAL, 1L);
-    SET(CURLOPT_HTTPHEADER, r->headers);
-    SET(CURLOPT_WRITEFUNCTION, on_body);
-    SET(CURLOPT_WRITEDATA, r);
-    SET(CURLOPT_ERRORBUFFER, r->errbuf);
-    SET(CURLOPT_CONNECTTIMEOUT, (long)stall_timeout_s);
-    SET(CURLOPT_TIMEOUT, (long)stall_timeout_s * 2);
-    SET(CURLOPT_USERAGENT, "compute-agent-imgcache/1");
-    if (ca_bundle)
-        SET(CURLOPT_CAINFO, ca_bundle);
-#undef SET
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
-    if (rc != CURLE_OK || httpuv_add(http, r->easy, on_glance_done, r) < 0) {
+    if (rc < 0 || httpuv_add(http, r->easy, on_glance_done, r) < 0) {
         r->done = true;
         imgcache_glance_req_free(r);
         return -EINVAL;

@@ -266,7 +266,7 @@ int imgcache_qcow2_overlay_header(const char *base_path, const char *base_format
                                   uint64_t size_bytes, unsigned char *buf, size_t bufsize,
                                   uint64_t *file_size);
 
-/* ---- imgcache.c, for api.c and the tests ---- */
+/* ---- the cache object (imgcache.c, evict.c, answers.c), for api.c and the tests ---- */
 
 /* Effective budget in bytes (UINT64_MAX when none). */
 uint64_t imgcache_budget(struct imgcache *c);

@@ -1,6 +1,6 @@
-/* imgcache.c: the cache object: single-flight acquisition, pins, the
- * install step (inspect, then rename into place), eviction, startup
- * consistency, and the image answers.
+/* imgcache.c: the cache object: acquisition (single-flight, in flight.c),
+ * pins, overlays, startup consistency, start and stop. The install step is in
+ * install.c, eviction in evict.c, the JSON answers in answers.c.
  *
  * One "flight" exists per image being fetched; every acquire of that image
  * while it runs adds a waiter to it, so any number of requests share one
@@ -12,7 +12,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf */
 #endif
-#include "image-cache/imgcache-internal.h"
+#include "image-cache/imgcache-private.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -21,83 +21,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-#define DEFAULT_MAX_VSIZE (1ull << 40)
-#define ROOM_STEP (16ull << 20) /* room asked at a time for a body of unknown length */
-#define USER_MAX 64
-
-struct waiter {
-    struct waiter *next;
-    imgcache_done_cb cb;
-    void *opaque;
-    char id[IMGCACHE_ID_LEN]; /* for cache hits: the image to report */
-};
-
-struct install;
-
-struct flight {
-    struct imgcache *c;
-    struct flight *next;            /* in c->flights */
-    struct flight *qnext;           /* in c->queue while waiting for a slot */
-    char id[IMGCACHE_ID_LEN];       /* the index row */
-    struct waiter *waiters;         /* callbacks to call at the end */
-    bool started;                   /* holds one of max_parallel slots */
-    char *url;                      /* image bytes (for Glance: the /file URL) */
-    char glance_id[IMGCACHE_ID_LEN]; /* "" unless from Glance */
-    struct imgcache_digest expect;  /* algo NONE: unknown (Glance md5-only) */
-    char md5_expect[33];            /* Glance checksum, "" if none */
-    uint64_t expected_size;         /* 0: unknown */
-    uint64_t reserved;              /* bytes counted in c->reserved */
-    struct imgcache_glance_req *meta;
-    struct imgcache_fetch *fetch;
-    char *tmp_path;
-    struct install *install;        /* install work in flight, or NULL */
-};
-
-struct install {
-    uv_work_t req;
-    struct imgcache *c;
-    struct flight *fl;              /* NULL once the cache is being freed */
-    char *qemu_img, *tmp_path, *final_path, *images_dir, *tmp_dir;
-    uint64_t max_virtual_size;
-    struct imgcache_inspect info;
-    int status;
-    struct agent_error err;
-};
-
-struct imgcache {
-    uv_loop_t *loop;               /* the agent's loop (borrowed) */
-    sqlite3 *db;                   /* the agent's store (borrowed) */
-    struct httpuv *http;           /* transfers (owned) */
-    char *dir, *images_dir, *tmp_dir; /* absolute paths */
-    char *ca_bundle, *glance_url, *glance_token, *qemu_img;
-    uint64_t budget_bytes;
-    int budget_percent;
-    int64_t max_unused_age_ms;
-    uint64_t max_virtual_size;
-    int max_redirects, max_parallel, stall_timeout_s, retries, retry_delay_ms;
-    int evict_interval_s;
-    struct imgcache_net *allowed;  /* image_cache.allowed_networks */
-    size_t n_allowed;
-    void (*pull_failed)(const char *, const char *, const struct agent_error *, void *);
-    void *pull_failed_opaque;
-    struct flight *flights;        /* every flight, running or queued */
-    struct flight *queue_head, *queue_tail; /* waiting for a slot */
-    int running;                   /* flights holding a slot */
-    uint64_t reserved;             /* expected bytes of fetches in flight */
-    struct waiter *ready;          /* cache hits to report next turn */
-    struct waiter **ready_tail;
-    uv_timer_t defer_timer;        /* reports cache hits */
-    uv_timer_t evict_timer;        /* periodic eviction */
-    int pending;                   /* open handles + install work, while freeing */
-    bool freeing;
-};
-
-static void flight_begin(struct flight *fl);
-static void flight_fail(struct flight *fl, int status, const struct agent_error *err);
-
-/* ---- small helpers ---- */
-
-static char *path_join(const char *a, const char *b)
+char *imgcache_path_join(const char *a, const char *b)
 {
     char *p;
     return asprintf(&p, "%s/%s", a, b) < 0 ? NULL : p;
@@ -122,7 +46,7 @@ static int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
-static int fsync_dir(const char *path)
+int imgcache_fsync_dir(const char *path)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
@@ -143,15 +67,7 @@ static bool user_is_valid(const char *u)
     return true;
 }
 
-static struct flight *flight_find(struct imgcache *c, const char *id)
-{
-    for (struct flight *fl = c->flights; fl; fl = fl->next)
-        if (strcmp(fl->id, id) == 0)
-            return fl;
-    return NULL;
-}
-
-static void info_from_row(const struct imgcache_row *r, struct imgcache_image_info *info)
+void imgcache_info_from_row(const struct imgcache_row *r, struct imgcache_image_info *info)
 {
     info->id = r->id;
     info->path = r->path;
@@ -162,7 +78,7 @@ static void info_from_row(const struct imgcache_row *r, struct imgcache_image_in
 }
 
 /* Is a cached row's file there with the recorded size? */
-static bool base_file_ok(const struct imgcache_row *r)
+bool imgcache_base_file_ok(const struct imgcache_row *r)
 {
     struct stat st;
 
@@ -170,757 +86,12 @@ static bool base_file_ok(const struct imgcache_row *r)
            (int64_t)st.st_size == r->size;
 }
 
-static void row_set_error(struct imgcache_row *r, const char *code, const char *message)
+void imgcache_row_set_error(struct imgcache_row *r, const char *code, const char *message)
 {
     strscpy(r->error_code, code ? code : "", sizeof(r->error_code));
     free(r->error_message);
     r->error_message = message ? strdup(message) : NULL;
 }
-
-uint64_t imgcache_budget(struct imgcache *c)
-{
-    struct statvfs vfs;
-
-    if (c->budget_bytes)
-        return c->budget_bytes;
-    if (c->budget_percent > 0 && statvfs(c->dir, &vfs) == 0)
-        return (uint64_t)vfs.f_blocks * vfs.f_frsize / 100 * (uint64_t)c->budget_percent;
-    return UINT64_MAX;
-}
-
-const char *imgcache_dir(const struct imgcache *c)
-{
-    return c->dir;
-}
-
-/* ---- eviction ---- */
-
-static int remove_image(struct imgcache *c, const struct imgcache_row *r)
-{
-    if (r->path && r->state == IMGCACHE_CACHED && unlink(r->path) < 0 && errno != ENOENT)
-        return -errno;
-    return imgcache_index_delete(c->db, r->id);
-}
-
-static int evict_apply(struct imgcache *c, const struct imgcache_victim *v, size_t n,
-                       const bool *chosen)
-{
-    int count = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        struct imgcache_row r;
-
-        if (!chosen[i] || flight_find(c, v[i].id))
-            continue;
-        if (imgcache_index_get(c->db, v[i].id, &r) < 0)
-            continue;
-        if (remove_image(c, &r) == 0)
-            count++;
-        imgcache_row_clear(&r);
-    }
-    return count;
-}
-
-int imgcache_evict(struct imgcache *c, uint64_t needed_bytes)
-{
-    _cleanup_free_ struct imgcache_victim *v = NULL;
-    _cleanup_free_ bool *chosen = NULL;
-    uint64_t used = 0, free_bytes = UINT64_MAX, in_flight_left = 0;
-    int64_t cutoff = c->max_unused_age_ms > 0 ? now_wall_ms() - c->max_unused_age_ms : 0;
-    struct statvfs vfs;
-    size_t n = 0;
-    int r, plan;
-
-    if ((r = imgcache_index_cached_bytes(c->db, &used)) < 0 ||
-        (r = imgcache_index_victims(c->db, &v, &n)) < 0)
-        return r;
-    used += c->reserved;
-    /* the disk must also hold what downloads in flight still have to write */
-    for (struct flight *fl = c->flights; fl; fl = fl->next) {
-        struct imgcache_progress p;
-        if (fl->fetch && fl->reserved) {
-            imgcache_fetch_progress(fl->fetch, &p);
-            in_flight_left += fl->reserved > p.bytes_done ? fl->reserved - p.bytes_done : 0;
-        }
-    }
-    if (statvfs(c->dir, &vfs) == 0) {
-        free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-        free_bytes = free_bytes > in_flight_left ? free_bytes - in_flight_left : 0;
-    }
-    chosen = calloc(n ? n : 1, sizeof(*chosen));
-    if (!chosen)
-        return -ENOMEM;
-    plan = imgcache_evict_plan(v, n, used, imgcache_budget(c), free_bytes, needed_bytes, cutoff,
-                               chosen);
-    if (plan == -ENOSPC && needed_bytes > 0) {
-        /* no room for the newcomer: evict only what age and budget demand */
-        imgcache_evict_plan(v, n, used, imgcache_budget(c), UINT64_MAX, 0, cutoff, chosen);
-        evict_apply(c, v, n, chosen);
-        return -ENOSPC;
-    }
-    r = evict_apply(c, v, n, chosen);
-    return plan < 0 ? plan : r;
-}
-
-static void on_evict_timer(uv_timer_t *t)
-{
-    imgcache_evict(t->data, 0);
-}
-
-/* ---- completing waiters ---- */
-
-static void call_waiters(struct waiter *w, int status, const struct imgcache_image_info *info,
-                         const struct agent_error *err)
-{
-    while (w) {
-        struct waiter *next = w->next;
-        if (w->cb)
-            w->cb(status, status == 0 ? info : NULL, status == 0 ? NULL : err, w->opaque);
-        free(w);
-        w = next;
-    }
-}
-
-static void queue_run(struct imgcache *c);
-
-/* Next loop turn after an acquire: start new flights, report cache hits. */
-static void on_defer_timer(uv_timer_t *t)
-{
-    struct imgcache *c = t->data;
-    struct waiter *w;
-
-    queue_run(c);
-    w = c->ready;
-    c->ready = NULL;
-    c->ready_tail = &c->ready;
-    while (w) {
-        struct waiter *next = w->next;
-        struct imgcache_row r;
-        struct imgcache_image_info info;
-        struct agent_error err = {0};
-
-        w->next = NULL;
-        if (imgcache_index_get(c->db, w->id, &r) == 0 && r.state == IMGCACHE_CACHED) {
-            info_from_row(&r, &info);
-            call_waiters(w, 0, &info, NULL);
-        } else {
-            agent_error_set(&err, ENOENT, "not_found", NULL,
-                            "image %s was removed before it could be handed over", w->id);
-            call_waiters(w, -ENOENT, NULL, &err);
-        }
-        imgcache_row_clear(&r);
-        w = next;
-    }
-}
-
-static int add_ready(struct imgcache *c, const char *id, imgcache_done_cb cb, void *opaque)
-{
-    struct waiter *w = calloc(1, sizeof(*w));
-
-    if (!w)
-        return -ENOMEM;
-    w->cb = cb;
-    w->opaque = opaque;
-    strscpy(w->id, id, sizeof(w->id));
-    *c->ready_tail = w;
-    c->ready_tail = &w->next;
-    uv_timer_start(&c->defer_timer, on_defer_timer, 0, 0);
-    return 0;
-}
-
-static int flight_add_waiter(struct flight *fl, imgcache_done_cb cb, void *opaque)
-{
-    struct waiter *w = calloc(1, sizeof(*w)), **tail = &fl->waiters;
-
-    if (!w)
-        return -ENOMEM;
-    w->cb = cb;
-    w->opaque = opaque;
-    while (*tail)
-        tail = &(*tail)->next;
-    *tail = w;
-    return 0;
-}
-
-/* ---- flights ---- */
-
-static void flight_unlink(struct flight *fl)
-{
-    struct imgcache *c = fl->c;
-    struct flight **p;
-
-    for (p = &c->flights; *p; p = &(*p)->next)
-        if (*p == fl) {
-            *p = fl->next;
-            break;
-        }
-    for (p = &c->queue_head; *p; p = &(*p)->qnext)
-        if (*p == fl) {
-            *p = fl->qnext;
-            break;
-        }
-    c->queue_tail = NULL;
-    for (struct flight *q = c->queue_head; q; q = q->qnext)
-        c->queue_tail = q;
-    if (fl->started)
-        c->running--;
-    c->reserved -= fl->reserved;
-    fl->reserved = 0;
-}
-
-static void flight_destroy(struct flight *fl)
-{
-    imgcache_glance_req_free(fl->meta);
-    imgcache_fetch_free(fl->fetch);
-    free(fl->url);
-    free(fl->tmp_path);
-    free(fl);
-}
-
-/* Start queued flights while slots are free. */
-static void queue_run(struct imgcache *c)
-{
-    while (!c->freeing && c->queue_head && c->running < c->max_parallel) {
-        struct flight *fl = c->queue_head;
-
-        c->queue_head = fl->qnext;
-        if (!c->queue_head)
-            c->queue_tail = NULL;
-        fl->qnext = NULL;
-        flight_begin(fl);
-    }
-}
-
-/* End a flight: unlink it, then call its waiters (which may acquire again). */
-static void flight_end(struct flight *fl, int status, const struct imgcache_image_info *info,
-                       const struct agent_error *err)
-{
-    struct imgcache *c = fl->c;
-    struct waiter *w = fl->waiters;
-
-    if (status < 0 && c->pull_failed) {
-        char glance[IMGCACHE_ID_LEN + 8];
-        _cleanup_free_ char *shown = NULL;
-
-        if (fl->glance_id[0])
-            snprintf(glance, sizeof(glance), "glance:%s", fl->glance_id);
-        else
-            shown = url_redact(fl->url);
-        c->pull_failed(fl->id, fl->glance_id[0] ? glance : shown ? shown : "?", err,
-                       c->pull_failed_opaque);
-    }
-    fl->waiters = NULL;
-    flight_unlink(fl);
-    flight_destroy(fl);
-    queue_run(c);
-    call_waiters(w, status, info, err);
-}
-
-static void flight_fail(struct flight *fl, int status, const struct agent_error *err)
-{
-    struct imgcache *c = fl->c;
-    struct imgcache_row r;
-
-    if (fl->tmp_path)
-        unlink(fl->tmp_path);
-    if (imgcache_index_get(c->db, fl->id, &r) == 0) {
-        r.state = IMGCACHE_FAILED;
-        row_set_error(&r, err->code, err->message);
-        imgcache_index_update(c->db, &r);
-        imgcache_row_clear(&r);
-    }
-    /* the instances waiting for it will not boot from it */
-    imgcache_index_users_clear(c->db, fl->id);
-    flight_end(fl, status, NULL, err);
-}
-
-/* Another entry holds this content: hand our waiters and pins over to it and
- * drop our entry. Returns true if fl is gone. If that entry failed, it is
- * absorbed into ours instead (pins move to us), and fl goes on. */
-static bool flight_merge(struct flight *fl, struct imgcache_row *other)
-{
-    struct imgcache *c = fl->c;
-    struct flight *ofl;
-
-    if (other->state == IMGCACHE_CACHED && base_file_ok(other)) {
-        struct imgcache_image_info info;
-        struct waiter *w;
-
-        imgcache_index_user_move(c->db, fl->id, other->id);
-        if (fl->glance_id[0] && !other->glance_id[0])
-            strscpy(other->glance_id, fl->glance_id, sizeof(other->glance_id));
-        other->last_used_at = now_wall_ms();
-        imgcache_index_update(c->db, other);
-        imgcache_index_delete(c->db, fl->id);
-        if (fl->tmp_path)
-            unlink(fl->tmp_path);
-        w = fl->waiters;
-        fl->waiters = NULL;
-        flight_unlink(fl);
-        flight_destroy(fl);
-        queue_run(c);
-        info_from_row(other, &info);
-        call_waiters(w, 0, &info, NULL);
-        return true;
-    }
-    ofl = other->state == IMGCACHE_DOWNLOADING ? flight_find(c, other->id) : NULL;
-    if (ofl) {
-        struct waiter **tail = &ofl->waiters;
-
-        imgcache_index_user_move(c->db, fl->id, other->id);
-        if (fl->glance_id[0] && !other->glance_id[0]) {
-            strscpy(other->glance_id, fl->glance_id, sizeof(other->glance_id));
-            imgcache_index_update(c->db, other);
-        }
-        imgcache_index_delete(c->db, fl->id);
-        if (fl->tmp_path)
-            unlink(fl->tmp_path);
-        while (*tail)
-            tail = &(*tail)->next;
-        *tail = fl->waiters;
-        fl->waiters = NULL;
-        flight_unlink(fl);
-        flight_destroy(fl);
-        queue_run(c);
-        return true;
-    }
-    /* failed (or a stale entry): ours takes its place */
-    imgcache_index_user_move(c->db, other->id, fl->id);
-    imgcache_index_delete(c->db, other->id);
-    return false;
-}
-
-/* ---- install: inspect and move into place (thread pool) ---- */
-
-static void do_install(uv_work_t *req)
-{
-    struct install *in = req->data;
-    int r;
-
-    in->status = imgcache_inspect_file(in->qemu_img, in->tmp_path, in->max_virtual_size,
-                                       &in->info, &in->err);
-    if (in->status < 0) {
-        unlink(in->tmp_path);
-        return;
-    }
-    if (chmod(in->tmp_path, 0444) < 0 || rename(in->tmp_path, in->final_path) < 0) {
-        r = -errno;
-        unlink(in->tmp_path);
-        in->status = agent_error_set(&in->err, -r, "internal", NULL, "installing %s: %s",
-                                     in->final_path, strerror(-r));
-        return;
-    }
-    if ((r = fsync_dir(in->images_dir)) < 0 || (r = fsync_dir(in->tmp_dir)) < 0)
-        in->status = agent_error_set(&in->err, -r, "internal", NULL, "fsync %s: %s",
-                                     in->images_dir, strerror(-r));
-}
-
-static void install_free(struct install *in)
-{
-    free(in->qemu_img);
-    free(in->tmp_path);
-    free(in->final_path);
-    free(in->images_dir);
-    free(in->tmp_dir);
-    free(in);
-}
-
-static void maybe_free_cache(struct imgcache *c);
-
-static void after_install(uv_work_t *req, int status)
-{
-    struct install *in = req->data;
-    struct flight *fl = in->fl;
-    struct imgcache *c = in->c;
-    struct imgcache_row r;
-    struct agent_error err = {0};
-    struct imgcache_image_info info;
-
-    (void)status;
-    if (!fl) { /* the cache is being freed */
-        if (in->status == 0)
-            unlink(in->final_path); /* no entry will name it */
-        install_free(in);
-        c->pending--;
-        maybe_free_cache(c);
-        return;
-    }
-    fl->install = NULL;
-    if (in->status < 0) {
-        int st = in->status;
-
-        err = in->err;
-        install_free(in);
-        flight_fail(fl, st, &err);
-        return;
-    }
-    if (imgcache_index_get(c->db, fl->id, &r) < 0) {
-        unlink(in->final_path);
-        install_free(in);
-        agent_error_set(&err, EIO, "internal", NULL, "image %s vanished from the index", fl->id);
-        flight_end(fl, -EIO, NULL, &err);
-        return;
-    }
-    r.state = IMGCACHE_CACHED;
-    strscpy(r.format, in->info.format, sizeof(r.format));
-    r.size = (int64_t)in->info.actual_size;
-    r.virtual_size = (int64_t)in->info.virtual_size;
-    free(r.path);
-    r.path = in->final_path;
-    in->final_path = NULL;
-    r.last_used_at = now_wall_ms();
-    row_set_error(&r, NULL, NULL);
-    install_free(in);
-    if (imgcache_index_update(c->db, &r) < 0) {
-        agent_error_set(&err, EIO, "internal", NULL, "cannot record image %s in the index",
-                        fl->id);
-        unlink(r.path);
-        imgcache_row_clear(&r);
-        flight_fail(fl, -EIO, &err);
-        return;
-    }
-    info_from_row(&r, &info);
-    flight_end(fl, 0, &info, NULL);
-    imgcache_row_clear(&r);
-    /* keep within the budget now that the image counts as cached */
-    imgcache_evict(c, 0);
-}
-
-static void install_start(struct flight *fl, const struct imgcache_digest *d)
-{
-    struct imgcache *c = fl->c;
-    struct install *in = calloc(1, sizeof(*in));
-    struct agent_error err = {0};
-    char name[8 + 129];
-
-    snprintf(name, sizeof(name), "%s-%s", imgcache_algo_name(d->algo), d->hex);
-    if (in) {
-        in->req.data = in;
-        in->c = c;
-        in->fl = fl;
-        in->qemu_img = strdup(c->qemu_img);
-        in->tmp_path = strdup(fl->tmp_path);
-        in->final_path = path_join(c->images_dir, name);
-        in->images_dir = strdup(c->images_dir);
-        in->tmp_dir = strdup(c->tmp_dir);
-        in->max_virtual_size = c->max_virtual_size;
-    }
-    if (!in || !in->qemu_img || !in->tmp_path || !in->final_path || !in->images_dir ||
-        !in->tmp_dir) {
-        if (in)
-            install_free(in);
-        agent_error_set(&err, ENOMEM, "internal", NULL, "out of memory");
-        flight_fail(fl, -ENOMEM, &err);
-        return;
-    }
-    fl->install = in;
-    uv_queue_work(c->loop, &in->req, do_install, after_install);
-}
-
-/* ---- fetch ---- */
-
-static int on_fetch_size(uint64_t total, struct agent_error *err, void *opaque)
-{
-    struct flight *fl = opaque;
-    struct imgcache *c = fl->c;
-    uint64_t budget = imgcache_budget(c);
-    _cleanup_free_ char *shown = NULL;
-
-    if (total <= budget && imgcache_evict(c, total) >= 0) {
-        fl->reserved = total;
-        c->reserved += total;
-        return 0;
-    }
-    shown = url_redact(fl->url);
-    if (total > budget)
-        return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                               "image of %llu bytes from %s is larger than the cache budget of "
-                               "%llu bytes; not downloaded",
-                               (unsigned long long)total, shown ? shown : "?",
-                               (unsigned long long)budget);
-    {
-        struct statvfs vfs;
-        uint64_t free_bytes = statvfs(c->dir, &vfs) == 0 ? (uint64_t)vfs.f_bavail * vfs.f_frsize : 0;
-
-        if (free_bytes < total)
-            return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                                   "no room for an image of %llu bytes from %s: %llu bytes free "
-                                   "on the disk holding the cache, with every unused image "
-                                   "evicted; not downloaded",
-                                   (unsigned long long)total, shown ? shown : "?",
-                                   (unsigned long long)free_bytes);
-    }
-    return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                           "no room for an image of %llu bytes from %s in the cache budget of "
-                           "%llu bytes: the rest is held by images in use or downloading; not "
-                           "downloaded",
-                           (unsigned long long)total, shown ? shown : "?",
-                           (unsigned long long)budget);
-}
-
-/* A body of unknown length grows: reserve room for it a step at a time,
- * evicting unused images as needed, and refuse once neither the budget
- * (what images in use and other downloads leave of it) nor the disk can
- * take more. */
-static int on_fetch_room(uint64_t need, uint64_t *granted, struct agent_error *err, void *opaque)
-{
-    struct flight *fl = opaque;
-    struct imgcache *c = fl->c;
-    uint64_t budget = imgcache_budget(c), cached = 0, unused = 0, held;
-    _cleanup_free_ struct imgcache_victim *v = NULL;
-    _cleanup_free_ char *shown = NULL;
-    struct statvfs vfs;
-    size_t n = 0;
-
-    /* a step ahead if that fits, else just what is needed */
-    for (int i = 0; i < 2; i++) {
-        uint64_t want = i == 0 ? need + ROOM_STEP : need;
-        uint64_t extra = want > fl->reserved ? want - fl->reserved : 0;
-
-        if (imgcache_evict(c, extra) >= 0) {
-            fl->reserved += extra;
-            c->reserved += extra;
-            *granted = want;
-            return 0;
-        }
-    }
-    /* the figures: what the budget holds that cannot go */
-    imgcache_index_cached_bytes(c->db, &cached);
-    if (imgcache_index_victims(c->db, &v, &n) == 0)
-        for (size_t i = 0; i < n; i++)
-            unused += v[i].size > 0 ? (uint64_t)v[i].size : 0;
-    held = (cached > unused ? cached - unused : 0) + (c->reserved - fl->reserved);
-    shown = url_redact(fl->url);
-    if (budget != UINT64_MAX && need > (budget > held ? budget - held : 0))
-        return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                               "image of unknown size from %s passed %llu bytes, more than the "
-                               "cache budget of %llu bytes allows: %llu bytes of it are held by "
-                               "images in use or downloading; stopped",
-                               shown ? shown : "?", (unsigned long long)need,
-                               (unsigned long long)budget, (unsigned long long)held);
-    return agent_error_set(err, ENOSPC, "insufficient_resources", NULL,
-                           "image of unknown size from %s passed %llu bytes, more than the "
-                           "%llu bytes free on the disk holding the cache (with every unused "
-                           "image evicted); stopped",
-                           shown ? shown : "?", (unsigned long long)need,
-                           statvfs(c->dir, &vfs) == 0
-                               ? (unsigned long long)vfs.f_bavail * vfs.f_frsize
-                               : 0ull);
-}
-
-static void on_fetch_done(struct imgcache_fetch *f, int status, const struct agent_error *ferr,
-                          void *opaque)
-{
-    struct flight *fl = opaque;
-    struct imgcache *c = fl->c;
-    struct agent_error err = {0};
-    struct imgcache_digest got = {0};
-    const char *md5;
-
-    if (status < 0) {
-        flight_fail(fl, status, ferr);
-        return;
-    }
-    got.algo = fl->expect.algo != IMGCACHE_ALGO_NONE ? fl->expect.algo : IMGCACHE_ALGO_SHA256;
-    strscpy(got.hex, imgcache_fetch_hex(f, got.algo), sizeof(got.hex));
-    if (fl->expect.algo != IMGCACHE_ALGO_NONE && strcmp(got.hex, fl->expect.hex) != 0) {
-        const char *name = imgcache_algo_name(got.algo);
-        _cleanup_free_ char *shown = url_redact(fl->url);
-        agent_error_set(&err, EBADMSG, "digest_mismatch", NULL,
-                        "digest mismatch for %s: expected %s:%s, got %s:%s", shown ? shown : "?",
-                        name, fl->expect.hex, name, got.hex);
-        flight_fail(fl, -EBADMSG, &err);
-        return;
-    }
-    md5 = imgcache_fetch_hex(f, IMGCACHE_ALGO_MD5);
-    if (fl->md5_expect[0] && (!md5 || strcmp(md5, fl->md5_expect) != 0)) {
-        _cleanup_free_ char *shown = url_redact(fl->url);
-        agent_error_set(&err, EBADMSG, "digest_mismatch", NULL,
-                        "checksum mismatch for %s: Glance says md5:%s, got md5:%s",
-                        shown ? shown : "?", fl->md5_expect, md5 ? md5 : "?");
-        flight_fail(fl, -EBADMSG, &err);
-        return;
-    }
-    if (fl->expect.algo == IMGCACHE_ALGO_NONE) {
-        /* Glance gave only an MD5: the content is named by our SHA-256 */
-        char digest[IMGCACHE_DIGEST_MAX];
-        struct imgcache_row other, r;
-
-        imgcache_digest_format(&got, digest, sizeof(digest));
-        if (imgcache_index_find_digest(c->db, digest, &other) == 0) {
-            bool gone = strcmp(other.id, fl->id) != 0 && flight_merge(fl, &other);
-            imgcache_row_clear(&other);
-            if (gone)
-                return;
-        }
-        if (imgcache_index_get(c->db, fl->id, &r) == 0) {
-            strscpy(r.digest, digest, sizeof(r.digest));
-            imgcache_index_update(c->db, &r);
-            imgcache_row_clear(&r);
-        }
-        fl->expect = got;
-    }
-    install_start(fl, &got);
-}
-
-static void fetch_begin(struct flight *fl, const char *token)
-{
-    struct imgcache *c = fl->c;
-    struct agent_error err = {0};
-    struct imgcache_fetch_opts o = {
-        .url = fl->url,
-        .auth_token = token,
-        .ca_bundle = c->ca_bundle,
-        .max_redirects = token ? -1 : c->max_redirects,
-        .stall_timeout_s = c->stall_timeout_s,
-        .retries = c->retries,
-        .retry_delay_ms = c->retry_delay_ms,
-        .algo = fl->expect.algo != IMGCACHE_ALGO_NONE ? fl->expect.algo : IMGCACHE_ALGO_SHA256,
-        .md5_too = fl->md5_expect[0] != '\0',
-        .expected_size = fl->expected_size,
-        /* a file much larger than the largest virtual size allowed is no image of ours */
-        .max_size = c->max_virtual_size + (c->max_virtual_size >> 4) + (64u << 20),
-        /* the URL came with the request; Glance's /file is the configured endpoint */
-        .check_peer = token == NULL,
-        .allowed = c->allowed,
-        .n_allowed = c->n_allowed,
-        .room_cb = on_fetch_room,
-    };
-    char name[IMGCACHE_ID_LEN + 8];
-    int r;
-
-    snprintf(name, sizeof(name), "%s.part", fl->id);
-    fl->tmp_path = path_join(c->tmp_dir, name);
-    if (!fl->tmp_path) {
-        agent_error_set(&err, ENOMEM, "internal", NULL, "out of memory");
-        flight_fail(fl, -ENOMEM, &err);
-        return;
-    }
-    unlink(fl->tmp_path);
-    o.path = fl->tmp_path;
-    r = imgcache_fetch_start(c->loop, c->http, &o, on_fetch_size, on_fetch_done, fl, &fl->fetch,
-                             &err);
-    if (r < 0) {
-        free(fl->tmp_path); /* fetch removed it; do not unlink someone else's */
-        fl->tmp_path = NULL;
-        flight_fail(fl, r, &err);
-    }
-}
-
-static void on_glance_meta(int status, const struct imgcache_glance_meta *m,
-                           const struct agent_error *gerr, void *opaque)
-{
-    struct flight *fl = opaque;
-    struct imgcache *c = fl->c;
-    struct agent_error err = {0};
-    char digest[IMGCACHE_DIGEST_MAX];
-    struct imgcache_row other, r;
-
-    imgcache_glance_req_free(fl->meta);
-    fl->meta = NULL;
-    if (status < 0) {
-        flight_fail(fl, status, gerr);
-        return;
-    }
-    if (strcmp(m->status, "active") != 0) {
-        agent_error_set(&err, EAGAIN, "image_not_active", "glance_id",
-                        "Glance image %s is %s, not active", fl->glance_id, m->status);
-        flight_fail(fl, -EAGAIN, &err);
-        return;
-    }
-    if (m->algo == IMGCACHE_ALGO_NONE && !m->md5_hex[0]) {
-        agent_error_set(&err, EINVAL, "glance_error", "glance_id",
-                        "Glance image %s has neither os_hash_value nor checksum: it cannot be "
-                        "verified", fl->glance_id);
-        flight_fail(fl, -EINVAL, &err);
-        return;
-    }
-    fl->expect.algo = m->algo;
-    strscpy(fl->expect.hex, m->hash_hex, sizeof(fl->expect.hex));
-    strscpy(fl->md5_expect, m->md5_hex, sizeof(fl->md5_expect));
-    fl->expected_size = m->size;
-    free(fl->url);
-    fl->url = imgcache_glance_file_url(c->glance_url, fl->glance_id);
-    if (!fl->url) {
-        agent_error_set(&err, ENOMEM, "internal", NULL, "out of memory");
-        flight_fail(fl, -ENOMEM, &err);
-        return;
-    }
-    if (m->algo != IMGCACHE_ALGO_NONE) {
-        imgcache_digest_format(&fl->expect, digest, sizeof(digest));
-        if (imgcache_index_find_digest(c->db, digest, &other) == 0) {
-            bool gone = strcmp(other.id, fl->id) != 0 && flight_merge(fl, &other);
-            imgcache_row_clear(&other);
-            if (gone)
-                return;
-        }
-        if (imgcache_index_get(c->db, fl->id, &r) == 0) {
-            strscpy(r.digest, digest, sizeof(r.digest));
-            imgcache_index_update(c->db, &r);
-            imgcache_row_clear(&r);
-        }
-    }
-    fetch_begin(fl, c->glance_token ? c->glance_token : "");
-}
-
-static void flight_begin(struct flight *fl)
-{
-    struct imgcache *c = fl->c;
-    struct agent_error err = {0};
-    int r;
-
-    fl->started = true;
-    c->running++;
-    if (!fl->glance_id[0]) {
-        fetch_begin(fl, NULL);
-        return;
-    }
-    r = imgcache_glance_get(c->loop, c->http, c->glance_url, c->glance_token, fl->glance_id,
-                            c->ca_bundle, c->retries, c->retry_delay_ms, c->stall_timeout_s,
-                            on_glance_meta, fl, &fl->meta);
-    if (r < 0) {
-        agent_error_set(&err, -r, "internal", NULL, "cannot ask Glance: %s", strerror(-r));
-        flight_fail(fl, r, &err);
-    }
-}
-
-/* A new flight for row r (state already "downloading"), with its first
- * waiter: from Glance (via_glance) or from r->url with expect. */
-static int flight_new(struct imgcache *c, const struct imgcache_row *r, bool via_glance,
-                      const struct imgcache_digest *expect, imgcache_done_cb cb, void *opaque)
-{
-    struct flight *fl = calloc(1, sizeof(*fl));
-
-    if (!fl)
-        return -ENOMEM;
-    fl->c = c;
-    strscpy(fl->id, r->id, sizeof(fl->id));
-    if (via_glance)
-        strscpy(fl->glance_id, r->glance_id, sizeof(fl->glance_id));
-    if (expect)
-        fl->expect = *expect;
-    if (r->url && !(fl->url = strdup(r->url))) {
-        free(fl);
-        return -ENOMEM;
-    }
-    if (flight_add_waiter(fl, cb, opaque) < 0) {
-        free(fl->url);
-        free(fl);
-        return -ENOMEM;
-    }
-    fl->next = c->flights;
-    c->flights = fl;
-    /* started from the loop, so that no callback ever runs inside acquire */
-    if (c->queue_tail)
-        c->queue_tail->qnext = fl;
-    else
-        c->queue_head = fl;
-    c->queue_tail = fl;
-    uv_timer_start(&c->defer_timer, on_defer_timer, 0, 0);
-    return 0;
-}
-
-/* ---- public API ---- */
 
 int imgcache_acquire(struct imgcache *c, const struct imgcache_request *req, const char *user,
                      imgcache_done_cb cb, void *opaque, char image_id[IMGCACHE_ID_LEN],
@@ -959,8 +130,8 @@ int imgcache_acquire(struct imgcache *c, const struct imgcache_request *req, con
         return agent_error_set(err, EIO, "internal", NULL, "image index unreadable");
 
     if (found == 0 && r.state == IMGCACHE_CACHED) {
-        if (base_file_ok(&r)) {
-            rc = add_ready(c, r.id, cb, opaque);
+        if (imgcache_base_file_ok(&r)) {
+            rc = imgcache_add_ready(c, r.id, cb, opaque);
             if (rc == 0) {
                 if (user)
                     imgcache_index_user_add(c->db, r.id, user);
@@ -973,8 +144,8 @@ int imgcache_acquire(struct imgcache *c, const struct imgcache_request *req, con
         }
         r.state = IMGCACHE_FAILED; /* file gone: fetch it again below */
     }
-    if (found == 0 && r.state == IMGCACHE_DOWNLOADING && (fl = flight_find(c, r.id))) {
-        rc = flight_add_waiter(fl, cb, opaque);
+    if (found == 0 && r.state == IMGCACHE_DOWNLOADING && (fl = imgcache_flight_find(c, r.id))) {
+        rc = imgcache_flight_add_waiter(fl, cb, opaque);
         if (rc == 0) {
             if (user)
                 imgcache_index_user_add(c->db, r.id, user);
@@ -1015,7 +186,7 @@ int imgcache_acquire(struct imgcache *c, const struct imgcache_request *req, con
         r.state = IMGCACHE_DOWNLOADING;
         r.format[0] = '\0';
         r.size = r.virtual_size = -1;
-        row_set_error(&r, NULL, NULL);
+        imgcache_row_set_error(&r, NULL, NULL);
         rc = imgcache_index_update(c->db, &r);
     } else {
         via_glance = req->glance_id != NULL;
@@ -1038,10 +209,10 @@ int imgcache_acquire(struct imgcache *c, const struct imgcache_request *req, con
         imgcache_index_user_add(c->db, r.id, user);
     if (image_id)
         strscpy(image_id, r.id, IMGCACHE_ID_LEN);
-    rc = flight_new(c, &r, via_glance, via_glance ? NULL : &d, cb, opaque);
+    rc = imgcache_flight_new(c, &r, via_glance, via_glance ? NULL : &d, cb, opaque);
     if (rc < 0) {
         r.state = IMGCACHE_FAILED;
-        row_set_error(&r, "internal", "out of memory");
+        imgcache_row_set_error(&r, "internal", "out of memory");
         imgcache_index_update(c->db, &r);
         imgcache_index_users_clear(c->db, r.id);
         imgcache_row_clear(&r);
@@ -1067,7 +238,7 @@ int imgcache_overlay_create(struct imgcache *c, const char *image_id, const char
     if (!image_id || imgcache_index_get(c->db, image_id, &r) < 0)
         return agent_error_set(err, ENOENT, "not_found", "image.id", "no image %s in the cache",
                                image_id ? image_id : "");
-    if (r.state != IMGCACHE_CACHED || !base_file_ok(&r)) {
+    if (r.state != IMGCACHE_CACHED || !imgcache_base_file_ok(&r)) {
         rc = agent_error_set(err, EAGAIN, "conflict", "image.id", "image %s is %s, not cached",
                              r.id, imgcache_state_name(r.state));
         goto out;
@@ -1101,133 +272,6 @@ int imgcache_file_inspect(const struct imgcache *c, const char *path, char forma
     return 0;
 }
 
-int imgcache_progress(struct imgcache *c, const char *id, struct imgcache_progress *p)
-{
-    struct flight *fl = flight_find(c, id);
-
-    if (!fl)
-        return -ENOENT;
-    if (fl->fetch) {
-        imgcache_fetch_progress(fl->fetch, p);
-    } else {
-        p->bytes_done = fl->install ? fl->expected_size : 0;
-        p->bytes_total = fl->expected_size;
-        p->rate_bps = 0;
-    }
-    return 0;
-}
-
-static json_t *json_time_or_null(int64_t ms)
-{
-    char buf[32];
-
-    if (ms <= 0)
-        return json_null();
-    format_rfc3339_ms(ms, buf);
-    return json_string(buf);
-}
-
-static json_t *json_str_or_null(const char *s)
-{
-    return s && *s ? json_string(s) : json_null();
-}
-
-static json_t *json_int_or_null(int64_t v)
-{
-    return v < 0 ? json_null() : json_integer(v);
-}
-
-json_t *imgcache_get(struct imgcache *c, const char *id)
-{
-    struct imgcache_row r;
-    struct imgcache_progress p;
-    json_t *o, *users, *source, *progress = json_null(), *error = json_null();
-
-    if (!id || imgcache_index_get(c->db, id, &r) < 0)
-        return NULL;
-    users = imgcache_index_users(c->db, r.id);
-    if (r.glance_id[0])
-        source = json_pack("{s:s}", "glance_id", r.glance_id);
-    else {
-        _cleanup_free_ char *shown = url_redact(r.url);
-        source = json_pack("{s:s?}", "url", shown);
-    }
-    if (r.state == IMGCACHE_DOWNLOADING && imgcache_progress(c, r.id, &p) == 0) {
-        json_decref(progress);
-        progress = json_pack("{s:I,s:o,s:I}", "bytes_done", (json_int_t)p.bytes_done,
-                             "bytes_total",
-                             p.bytes_total ? json_integer((json_int_t)p.bytes_total) : json_null(),
-                             "rate_bps", (json_int_t)p.rate_bps);
-    }
-    if (r.state == IMGCACHE_FAILED && r.error_code[0]) {
-        json_decref(error);
-        error = json_pack("{s:s,s:s}", "code", r.error_code, "message",
-                          r.error_message ? r.error_message : "");
-    }
-    o = json_pack("{s:s,s:o,s:o,s:o,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "id", r.id,
-                  "digest", json_str_or_null(r.digest), "size", json_int_or_null(r.size),
-                  "format", json_str_or_null(r.format), "state", imgcache_state_name(r.state),
-                  "in_use_by", users ? users : json_array(), "source",
-                  source ? source : json_null(), "virtual_size",
-                  json_int_or_null(r.virtual_size), "created_at",
-                  json_time_or_null(r.created_at), "last_used_at",
-                  json_time_or_null(r.last_used_at), "error", error ? error : json_null(),
-                  "progress", progress ? progress : json_null(), "path",
-                  json_str_or_null(r.state == IMGCACHE_CACHED ? r.path : NULL));
-    imgcache_row_clear(&r);
-    return o;
-}
-
-json_t *imgcache_list(struct imgcache *c)
-{
-    char(*ids)[IMGCACHE_ID_LEN] = NULL;
-    size_t n = 0;
-    json_t *a = json_array();
-
-    if (!a || imgcache_index_ids(c->db, &ids, &n) < 0) {
-        json_decref(a);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = imgcache_get(c, ids[i]);
-        if (o)
-            json_array_append_new(a, o);
-    }
-    free(ids);
-    return a;
-}
-
-int imgcache_delete(struct imgcache *c, const char *id, struct agent_error *err)
-{
-    struct imgcache_row r;
-    int n, rc;
-
-    if (!id || imgcache_index_get(c->db, id, &r) < 0)
-        return agent_error_set(err, ENOENT, "not_found", NULL, "no image %s in the cache",
-                               id ? id : "");
-    if (r.state == IMGCACHE_DOWNLOADING || flight_find(c, r.id)) {
-        imgcache_row_clear(&r);
-        return agent_error_set(err, EBUSY, "conflict", NULL, "image %s is being downloaded", id);
-    }
-    n = imgcache_index_user_count(c->db, r.id);
-    if (n != 0) {
-        json_t *users = imgcache_index_users(c->db, r.id);
-        _cleanup_free_ char *list = users ? json_dumps(users, JSON_COMPACT) : NULL;
-        json_decref(users);
-        imgcache_row_clear(&r);
-        return agent_error_set(err, EBUSY, "conflict", NULL, "image %s is in use by %s", id,
-                               list ? list : "instances");
-    }
-    rc = remove_image(c, &r);
-    imgcache_row_clear(&r);
-    if (rc < 0)
-        return agent_error_set(err, -rc, "internal", NULL, "removing image %s: %s", id,
-                               strerror(-rc));
-    return 0;
-}
-
-/* ---- start and stop ---- */
-
 /* Downloads cut by a crash, files without an entry, entries without a file. */
 static int startup_check(struct imgcache *c)
 {
@@ -1253,12 +297,12 @@ static int startup_check(struct imgcache *c)
             continue;
         if (row.state == IMGCACHE_DOWNLOADING) {
             row.state = IMGCACHE_FAILED;
-            row_set_error(&row, "download_failed",
+            imgcache_row_set_error(&row, "download_failed",
                           "interrupted: the agent stopped during the download");
             imgcache_index_update(c->db, &row);
-        } else if (row.state == IMGCACHE_CACHED && !base_file_ok(&row)) {
+        } else if (row.state == IMGCACHE_CACHED && !imgcache_base_file_ok(&row)) {
             row.state = IMGCACHE_FAILED;
-            row_set_error(&row, "internal",
+            imgcache_row_set_error(&row, "internal",
                           "the cached file was missing or of the wrong size at start");
             imgcache_index_update(c->db, &row);
         }
@@ -1280,7 +324,7 @@ static int startup_check(struct imgcache *c)
             if (dash && (size_t)(dash - de->d_name) < 8) {
                 snprintf(digest, sizeof(digest), "%.*s:%s", (int)(dash - de->d_name),
                          de->d_name, dash + 1);
-                p = path_join(c->images_dir, de->d_name);
+                p = imgcache_path_join(c->images_dir, de->d_name);
                 if (p && imgcache_index_find_digest(c->db, digest, &row) == 0) {
                     keep = row.state == IMGCACHE_CACHED && row.path && strcmp(row.path, p) == 0;
                     imgcache_row_clear(&row);
@@ -1319,7 +363,7 @@ static void cache_release_memory(struct imgcache *c)
     free(c);
 }
 
-static void maybe_free_cache(struct imgcache *c)
+void imgcache_maybe_free_cache(struct imgcache *c)
 {
     if (c->freeing && c->pending == 0)
         cache_release_memory(c);
@@ -1330,7 +374,7 @@ static void on_cache_handle_closed(uv_handle_t *h)
     struct imgcache *c = h->data;
 
     c->pending--;
-    maybe_free_cache(c);
+    imgcache_maybe_free_cache(c);
 }
 
 int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg,
@@ -1361,11 +405,14 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
     c = calloc(1, sizeof(*c));
     if (!c)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+    list_init(&c->flights);
+    list_init(&c->queue);
+    list_init(&c->ready);
     c->loop = loop;
     c->db = db;
     c->dir = strdup_or_null(real, &oom);
-    c->images_dir = path_join(real, "images");
-    c->tmp_dir = path_join(real, "tmp");
+    c->images_dir = imgcache_path_join(real, "images");
+    c->tmp_dir = imgcache_path_join(real, "tmp");
     c->ca_bundle = strdup_or_null(cfg->ca_bundle, &oom);
     c->glance_url = strdup_or_null(cfg->glance_url, &oom);
     c->glance_token = strdup_or_null(cfg->glance_token, &oom);
@@ -1389,7 +436,6 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
     c->retries = cfg->retries ? (cfg->retries < 0 ? 0 : cfg->retries) : 3;
     c->retry_delay_ms = cfg->retry_delay_ms > 0 ? cfg->retry_delay_ms : 1000;
     c->evict_interval_s = cfg->evict_interval_s > 0 ? cfg->evict_interval_s : 300;
-    c->ready_tail = &c->ready;
     c->pull_failed = cfg->pull_failed;
     c->pull_failed_opaque = cfg->pull_failed_opaque;
     if ((r = imgcache_nets_parse(cfg->allowed_networks, "image_cache.allowed_networks",
@@ -1424,7 +470,7 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
     c->defer_timer.data = c;
     uv_timer_init(loop, &c->evict_timer);
     c->evict_timer.data = c;
-    uv_timer_start(&c->evict_timer, on_evict_timer, (uint64_t)c->evict_interval_s * 1000,
+    uv_timer_start(&c->evict_timer, imgcache_on_evict_timer, (uint64_t)c->evict_interval_s * 1000,
                    (uint64_t)c->evict_interval_s * 1000);
     uv_unref((uv_handle_t *)&c->evict_timer); /* does not keep the loop alive alone */
     imgcache_evict(c, 0);
@@ -1435,31 +481,26 @@ int imgcache_new(uv_loop_t *loop, sqlite3 *db, const struct imgcache_config *cfg
 void imgcache_free(struct imgcache *c)
 {
     struct agent_error err = {0};
-    struct waiter *cancelled = NULL, **tail = &cancelled;
+    struct list_node cancelled;
+    struct flight *fl;
 
     if (!c || c->freeing)
         return;
     c->freeing = true;
     agent_error_set(&err, ECANCELED, "unavailable", NULL, "the image cache was shut down");
-    while (c->flights) {
-        struct flight *fl = c->flights;
-
-        *tail = fl->waiters;
-        while (*tail)
-            tail = &(*tail)->next;
-        fl->waiters = NULL;
+    list_init(&cancelled);
+    while ((fl = list_first_entry_or_null(&c->flights, struct flight, link))) {
+        list_splice_tail(&cancelled, &fl->waiters);
         if (fl->install) {
             fl->install->fl = NULL; /* after_install cleans up */
             c->pending++;
             fl->install = NULL;
         }
-        flight_unlink(fl);
-        flight_destroy(fl);
+        imgcache_flight_unlink(fl);
+        imgcache_flight_destroy(fl);
     }
-    *tail = c->ready;
-    c->ready = NULL;
-    c->ready_tail = &c->ready;
-    call_waiters(cancelled, -ECANCELED, NULL, &err);
+    list_splice_tail(&cancelled, &c->ready);
+    imgcache_call_waiters(&cancelled, -ECANCELED, NULL, &err);
     httpuv_free(c->http);
     c->http = NULL;
     c->pending += 2;

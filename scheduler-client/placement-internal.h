@@ -1,7 +1,8 @@
 /* placement-internal.h: INTERNAL to scheduler-client/ and its tests. Not an
- * API: the pieces placement.c is built from (sorted string sets, inventory
- * sets and their diff, trait rules, backoff, microversions, Keystone bodies,
- * one HTTP exchange), exposed so tests can check them without a server. */
+ * API: the pieces the client object (placement.c, pipeline.c, ...) is built
+ * from (sorted string sets, inventory sets and their diff, trait rules,
+ * backoff, microversions, Keystone bodies, one HTTP exchange), exposed so
+ * tests can check them without a server. */
 #ifndef CA_SCHEDULER_CLIENT_PLACEMENT_INTERNAL_H
 #define CA_SCHEDULER_CLIENT_PLACEMENT_INTERNAL_H
 

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <strings.h>
 
+#include "common/httpuv.h"
 #include "common/util.h"
 
 #define RESPONSE_MAX (32u << 20) /* allocations of a busy host fit easily */
@@ -102,11 +103,6 @@ int placement_request_new(const char *method, const char *url, const char *body,
 
     if (!r)
         return -ENOMEM;
-    r->easy = curl_easy_init();
-    if (!r->easy) {
-        free(r);
-        return -ENOMEM;
-    }
     e = add_line(r, "Accept: application/json");
     if (!e)
         e = add_line(r, "Expect:"); /* no 100-continue: HTTP/1.0 servers never answer it */
@@ -127,21 +123,28 @@ int placement_request_new(const char *method, const char *url, const char *body,
         placement_request_free(r);
         return e;
     }
-    curl_easy_setopt(r->easy, CURLOPT_URL, url);
-    curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
-    curl_easy_setopt(r->easy, CURLOPT_USERAGENT, "compute-agent");
-    curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)opts->timeout_ms);
-    curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)(opts->timeout_ms < 10000 ? opts->timeout_ms : 10000));
-    if (opts->ca_bundle)
-        curl_easy_setopt(r->easy, CURLOPT_CAINFO, opts->ca_bundle);
+    {
+        /* Placement's status codes are read, not failed on; no redirects. */
+        const struct httpuv_easy_opts eo = {
+            .url = url,
+            .user_agent = "compute-agent",
+            .connect_timeout_ms = (long)(opts->timeout_ms < 10000 ? opts->timeout_ms : 10000),
+            .timeout_ms = (long)opts->timeout_ms,
+            .max_redirects = -1,
+            .ca_bundle = opts->ca_bundle,
+            .headers = r->headers,
+            .on_body = on_body,
+            .body_data = r,
+            .on_header = on_header,
+            .header_data = r,
+            .errbuf = r->errbuf,
+        };
+        e = httpuv_easy_new(&eo, &r->easy);
+        if (e) {
+            placement_request_free(r);
+            return e;
+        }
+    }
     if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body ? r->body : "");

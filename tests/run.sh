@@ -2,8 +2,10 @@
 # tests/run.sh BUILD_DIR [PATTERN]   (what `make check` runs)
 #
 # 1. Runs every BUILD_DIR/tests/unit-* (stdout+stderr captured; cmocka reports on stderr).
-# 2. Runs every tests/integration/*.sh (bash) and tests/integration/test_*.py (python3),
-#    in sorted order, after setting up their environment (only if some are selected):
+# 2. Runs every BUILD_DIR/tests/component-* (C tests against real local services, from
+#    tests/component/), then every tests/integration/*.sh (bash) and
+#    tests/integration/test_*.py (python3), in sorted order, after setting up their
+#    environment (only if some of these are selected):
 #      as root: builds the test guest into ${CA_CACHE_DIR:-~/.cache/compute-agent-tests}/guest
 #               and starts a private libvirtd unless one answers on qemu:///system
 #               (tests/env/libvirtd.sh: shared by concurrent runs, stopped by the last);
@@ -49,6 +51,10 @@ for f in "$BUILD"/tests/unit-*; do
     [ -f "$f" ] && [ -x "$f" ] || continue
     tests+=("unit:$f")
 done
+for f in "$BUILD"/tests/component-*; do
+    [ -f "$f" ] && [ -x "$f" ] || continue
+    tests+=("component:$f")
+done
 integ=()
 for f in "$ROOT"/tests/integration/*.sh "$ROOT"/tests/integration/test_*.py; do
     [ -f "$f" ] && integ+=("$f")
@@ -62,7 +68,7 @@ fi
 test_name() { # kind:path -> display name
     local kind=${1%%:*} path=${1#*:}
     case $kind in
-        unit) echo "${path##*/}" ;;
+        unit|component) echo "${path##*/}" ;;
         *) echo "integration/${path##*/}" ;;
     esac
 }
@@ -78,7 +84,7 @@ if [ ${#selected[@]} -eq 0 ]; then
         say "no test matches '$PATTERN'"
         exit 1
     fi
-    say "no tests found (looked in $BUILD/tests/unit-* and $ROOT/tests/integration/)"
+    say "no tests found (looked in $BUILD/tests/unit-*, $BUILD/tests/component-* and $ROOT/tests/integration/)"
     exit 0
 fi
 need_env=0
@@ -219,7 +225,7 @@ for t in "${selected[@]}"; do
     name=$(test_name "$t")
     log=$LOGDIR/${name//\//_}.log
     case $kind in
-        unit) cmd=("$path") ;;
+        unit|component) cmd=("$path") ;;
         sh) cmd=(bash "$path") ;;
         py) cmd=("$PYTHON" "$path") ;;
     esac

@@ -11,11 +11,11 @@
  *      each), beside spawning `qemu-img create` for the same overlay.
  *
  * Usage: bench-imgcache [--size-mb N] [--rounds N] [--dir DIR]
- * nginx is started by this program (tests/integration/imgcache-nginx.h) and
+ * nginx is started by this program (tests/lib/imgcache-nginx.h) and
  * stopped at the end. Exit status 0 when it ran, whatever the figures;
  * 77 if nginx, curl or qemu-img is missing. */
 #include "image-cache/imgcache-internal.h"
-#include "tests/integration/imgcache-nginx.h"
+#include "tests/lib/imgcache-nginx.h"
 
 static double now_s(void)
 {

@@ -1,4 +1,4 @@
-/* bench_bus.c: figures for agent/bus.c on librdkafka's in-process mock
+/* bench_bus.c: figures for agent/bus/ on librdkafka's in-process mock
  * cluster (one broker, loopback):
  *   events      idempotent publish -> ack throughput and delivery lag
  *   commands    commands produced by kcat (another process) -> on_command ->

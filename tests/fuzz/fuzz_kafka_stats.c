@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "agent/bus-internal.h"
+#include "agent/bus/bus-internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,4 +1,4 @@
-/* test_bus.c: agent/bus.c against librdkafka's mock cluster running in this
+/* test_bus.c: agent/bus/ against librdkafka's mock cluster running in this
  * process, with kcat in other processes as the independent client (commands
  * in with kcat -P, events read back with kcat -C). Every wait runs the uv
  * loop until a condition holds or a deadline passes; every test ends by
@@ -13,8 +13,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "agent/bus-internal.h"
 #include "agent/bus-readback.h"
+#include "agent/bus/bus-internal.h"
 #include "agent/bus.h"
 #include "common/util.h"
 

@@ -2,7 +2,7 @@
  * checks, qemu-img answers judged, the qcow2 overlay writer (byte for byte
  * against qemu-img), the SQLite index, the eviction order (with a pinned
  * image), and single flight against a small HTTP server on the test's own
- * loop. The real-nginx cases are in test_imgcache_integration.c. */
+ * loop. The real-nginx cases are in tests/component/test_imgcache.c. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strcasestr */
 #endif

@@ -4,7 +4,7 @@
  * jitter, microversion choice, Keystone pieces, usage drift; and, with a
  * loopback port nobody listens on, that a down controller never blocks the
  * caller, is retried with backoff, and that everything closes cleanly.
- * The real-Placement tests are in test_placement_integration.c. */
+ * The real-Placement tests are in tests/component/test_placement.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

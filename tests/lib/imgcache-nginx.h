@@ -1,5 +1,5 @@
 /* imgcache-nginx.h: a private nginx on loopback for the image-cache tests
- * and benchmark (tests/unit/test_imgcache_integration.c,
+ * and benchmark (tests/component/test_imgcache.c,
  * tests/bench/bench-imgcache.c). Header-only so both can include it.
  *
  * Starts Debian's nginx with its own config under a temporary directory,

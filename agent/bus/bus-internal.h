@@ -1,4 +1,4 @@
-/* bus-internal.h: TEST-ONLY hooks into agent/bus.c. The agent must not
+/* bus-internal.h: TEST-ONLY hooks into agent/bus/. The agent must not
  * include this file; nothing here is part of the bus's contract. */
 #ifndef CA_AGENT_BUS_INTERNAL_H
 #define CA_AGENT_BUS_INTERNAL_H

@@ -1,4 +1,4 @@
-/* test_placement_integration.c: the Placement client against a REAL
+/* tests/component/test_placement.c: the Placement client against a REAL
  * OpenStack Placement (Debian's placement-api, noauth2, sqlite), checked by
  * reading Placement back over plain HTTP:
  *   - registration: provider created (name, uuid), inventories exactly as
@@ -1070,7 +1070,7 @@ static bool find_script(void)
     snprintf(E.script, sizeof(E.script), "tests/env/placement.sh");
     if (access(E.script, R_OK) == 0)
         return true;
-    /* build/tests/unit-placement_integration -> ../../tests/env */
+    /* build/tests/component-placement -> ../../tests/env */
     n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (n <= 0)
         return false;

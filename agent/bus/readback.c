@@ -1,4 +1,4 @@
-/* bus-readback.c: read this host's events back from the events topic
+/* bus/readback.c: read this host's events back from the events topic
  * (bus-readback.h). Runs on libuv's threadpool: every librdkafka call here
  * blocks, with a deadline. */
 #include "agent/bus-readback.h"

@@ -1,5 +1,5 @@
-/* test_imgcache_integration.c: the image cache against real servers on
- * loopback, started by this test: Debian's nginx (tests/integration/
+/* tests/component/test_imgcache.c: the image cache against real servers on
+ * loopback, started by this test: Debian's nginx (tests/lib/
  * imgcache-nginx.h) and, when installed, Debian's real glance-api (noauth,
  * SQLite, file store). A case whose server is missing is skipped with the
  * reason printed. Every case uses a fresh cache directory, a SQLite file in
@@ -19,7 +19,7 @@
 #include <sys/statvfs.h>
 
 #include "image-cache/imgcache-internal.h"
-#include "tests/integration/imgcache-nginx.h"
+#include "tests/lib/imgcache-nginx.h"
 
 #define SLOW_RATE (3 << 20) /* bytes/s for /slow/ */
 

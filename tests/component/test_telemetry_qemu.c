@@ -1,5 +1,5 @@
-/* Integration test against a REAL QEMU guest (TCG): the telemetry module on a
- * real libvirt connection samples the project's tiny test guest while it
+/* test_telemetry_qemu.c: against a REAL QEMU guest (TCG): the telemetry module
+ * on a real libvirt connection samples the project's tiny test guest while it
  * boots and reads its disk, then across a restart of the domain.
  *
  * Needs CA_LIBVIRT_URI (e.g. qemu:///system) and CA_GUEST_DIR (vmlinuz,
