@@ -315,11 +315,17 @@ void hv_free(struct hv *hv)
 /* What the capabilities say about this host: its UUID (the owner recorded
  * in metadata) and its arch (the guests'). Kept as they were if libvirt
  * does not answer. */
-static void learn_host(struct hv *hv, virConnectPtr conn)
+static void learn_host(struct hv *hv)
 {
-    char *caps = virConnectGetCapabilities(conn);
+    virConnectPtr conn;
     struct hv_host_info info;
+    char *caps;
 
+    /* a reference of our own: the close callback may drop the hv's */
+    if (hv_conn_get(hv, &conn, NULL) < 0)
+        return;
+    caps = virConnectGetCapabilities(conn);
+    virConnectClose(conn);
     if (!caps) {
         virResetLastError();
         return;
@@ -363,7 +369,7 @@ int hv_connect(struct hv *hv, struct agent_error *err)
     }
     if (r < 0)
         return hv_libvirt_error(err, "cannot subscribe to domain events");
-    learn_host(hv, conn);
+    learn_host(hv);
     return hv->drv->probe ? hv->drv->probe(hv, err) : 0;
 }
 

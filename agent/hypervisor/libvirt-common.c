@@ -116,18 +116,38 @@ int hv_lv_start(struct hv *hv, const char *uuid, unsigned flags, struct agent_er
         return 0;
     return r;
 }
+/* The flags of these entries are all HV_CURRENT for now (none defined). */
 int hv_lv_shutdown(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
-{ (void)flags; return domain_call(hv, uuid, call_shutdown, "cannot shut the domain down", 0, err); }
-int hv_lv_destroy(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
-{ (void)flags; return domain_call(hv, uuid, call_destroy, "cannot stop the domain", VIR_ERR_OPERATION_INVALID, err); }
-int hv_lv_reboot(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
-{ (void)flags; return domain_call(hv, uuid, call_reboot, "cannot reboot the domain", 0, err); }
-int hv_lv_reset(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
-{ (void)flags; return domain_call(hv, uuid, call_reset, "cannot reset the domain", 0, err); }
-int hv_lv_undefine(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
 {
     (void)flags;
-    int r = domain_call(hv, uuid, call_undefine, "cannot undefine the domain", 0, err);
+    return domain_call(hv, uuid, call_shutdown, "cannot shut the domain down", 0, err);
+}
+
+int hv_lv_destroy(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
+{
+    (void)flags;
+    return domain_call(hv, uuid, call_destroy, "cannot stop the domain", VIR_ERR_OPERATION_INVALID,
+                       err);
+}
+
+int hv_lv_reboot(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
+{
+    (void)flags;
+    return domain_call(hv, uuid, call_reboot, "cannot reboot the domain", 0, err);
+}
+
+int hv_lv_reset(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
+{
+    (void)flags;
+    return domain_call(hv, uuid, call_reset, "cannot reset the domain", 0, err);
+}
+
+int hv_lv_undefine(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err)
+{
+    int r;
+
+    (void)flags;
+    r = domain_call(hv, uuid, call_undefine, "cannot undefine the domain", 0, err);
     return r == -ENOENT ? 0 : r; /* already gone is what we wanted */
 }
 
