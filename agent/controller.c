@@ -166,7 +166,7 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
     return 0;
 }
 
-void controller_host_changed(struct controller *c, const char *capabilities)
+void controller_host_changed(struct controller *c, const struct hv_host_info *host)
 {
     struct agent *a;
     char **traits = NULL;
@@ -192,12 +192,13 @@ void controller_host_changed(struct controller *c, const char *capabilities)
         placement_set_inventory(c->p, inv, disk > 0 ? 3 : 2);
     }
     dt = hv_domain_type(a->hv);
-    if (capabilities &&
-        placement_traits_from_capabilities(capabilities,
-                                           !strcmp(dt, "kvm") || !strcmp(dt, "qemu") || !strcmp(dt, "xen")
-                                               ? dt
-                                               : NULL,
-                                           &traits, &n, &err) == 0) {
+    if (host->arch[0] &&
+        placement_traits_from_cpu(host->arch, (const char *const *)host->cpu_features,
+                                  host->n_cpu_features,
+                                  !strcmp(dt, "kvm") || !strcmp(dt, "qemu") || !strcmp(dt, "xen")
+                                      ? dt
+                                      : NULL,
+                                  &traits, &n, &err) == 0) {
         placement_set_traits(c->p, (const char *const *)traits, n);
         placement_traits_free(traits, n);
     }

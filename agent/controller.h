@@ -18,8 +18,9 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
 void controller_free(struct controller *c);
 
 /* The hypervisor was (re)connected: send inventories and traits (only what
- * changed goes out). capabilities: libvirt's capabilities XML, may be NULL. */
-void controller_host_changed(struct controller *c, const char *capabilities);
+ * changed goes out). host: what hv_host_info() read (traits from its CPU
+ * features; none if its capabilities were not read). */
+void controller_host_changed(struct controller *c, const struct hv_host_info *host);
 
 /* computectl host disable|enable: COMPUTE_STATUS_DISABLED on the provider. */
 void controller_set_disabled(struct controller *c, bool disabled);

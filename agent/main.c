@@ -97,7 +97,7 @@ static void connect_after(uv_work_t *w, int status)
     } else {
         a->reconnect_delay_ms = 0;
         resources_set_host(a->res, &j->info, j->disk_gb);
-        controller_host_changed(a->ctl, j->info.capabilities);
+        controller_host_changed(a->ctl, &j->info);
         log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=%s cpus=%lld memory_mb=%lld",
                  hv_uri(a->hv), hv_driver(a->hv)->name, hv_domain_type(a->hv),
                  hv_domain_type_reason(a->hv), (long long)j->info.cpus, (long long)j->info.memory_mb);
@@ -416,6 +416,7 @@ int main(int argc, char **argv)
     hvc.uri = a.cfg.libvirt_uri;
     hvc.domain_type = !strcmp(a.cfg.hypervisor, "qemu") ? "qemu" : a.cfg.domain_type;
     hvc.host_name = a.cfg.host_name;
+    hvc.workers = (unsigned)a.cfg.workers;
     if ((r = hv_new(a.loop, drv, &hvc, on_hv_event, &a, &a.hv)) < 0 ||
         (r = resources_new(&a.cfg, &a.res)) < 0 || (r = ops_new(&a, &a.ops)) < 0) {
         agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "agent/events.h"
+#include "agent/guest.h"
 #include "agent/localfile.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
@@ -362,11 +363,11 @@ static void job_define(struct job *j)
     const char *format = NULL;
     char dir[4300];
     char *xml = NULL;
-    struct hv_guest g = {.inst = &j->inst};
+    struct guest g;
 
     if ((j->result = check_local_files(j, &j->err)) < 0)
         return;
-    if (hv_driver(hv)->disk_files) {
+    if (hv_supports(hv, HV_FEAT_DISK_FILES)) {
         instance_dir(o, j->inst.uuid, dir, sizeof(dir));
         if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
             j->result = agent_error_set(&j->err, errno, "internal", NULL, "mkdir %s: %s", dir,
@@ -375,11 +376,8 @@ static void job_define(struct job *j)
         }
         if ((j->result = prepare_disk(&j->inst, j, dir, &format, &j->err)) < 0)
             return;
-        g.console_log = j->inst.console_log;
     }
-    g.disk_path = j->inst.disk_path;
-    g.disk_format = format;
-    if ((j->result = hv_domain_xml(hv, &g, &xml, &j->err)) < 0)
+    if ((j->result = hv_domain_xml(hv, guest_describe(&j->inst, format, &g), &xml, &j->err)) < 0)
         return;
     j->result = hv_define(hv, xml, &j->err);
     free(xml);
@@ -615,7 +613,7 @@ static void job_after_run(struct job *j)
         }
         break;
     case JOB_REBOOT:
-        if (hv_driver(r->ops->a->hv)->reboot_no_event)
+        if (!hv_supports(r->ops->a->hv, HV_FEAT_REBOOT_EVENT))
             finish(r, "running", NULL);
         else if (r->wait == WAIT_NONE && !uv_is_active((uv_handle_t *)&r->timer))
             start_wait(r, WAIT_REBOOTED);
@@ -722,7 +720,7 @@ static void advance(struct op_run *r)
             queue_job(r, JOB_SHUTDOWN);
         }
     } else if (!strcmp(t, "reboot")) {
-        if (!r->force && !hv_driver(r->ops->a->hv)->reboot_no_event)
+        if (!r->force && hv_supports(r->ops->a->hv, HV_FEAT_REBOOT_EVENT))
             start_wait(r, WAIT_REBOOTED);
         queue_job(r, r->force ? JOB_RESET : JOB_REBOOT);
     } else if (!strcmp(t, "terminate")) {
@@ -879,7 +877,7 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     set_str(&inst->boot.initrd, local[2]);
     set_str(&inst->boot.cmdline, spec->boot.cmdline);
     set_str(&inst->user_data, spec->user_data);
-    if (hv_driver(a->hv)->disk_files) {
+    if (hv_supports(a->hv, HV_FEAT_DISK_FILES)) {
         char path[4300];
         snprintf(path, sizeof(path), "%s/%s/console.log", a->instances_dir, inst->uuid);
         inst->console_log = strdup(path);
@@ -984,10 +982,10 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
         instance_release(&inst);
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
     }
-    if (!strcmp(action, "reboot") && opts->force && !hv_driver(a->hv)->reset) {
+    if (!strcmp(action, "reboot") && opts->force && !hv_supports(a->hv, HV_FEAT_RESET)) {
         instance_release(&inst);
         return agent_error_set(err, ENOTSUP, "not_supported", "force",
-                               "the %s driver cannot reset a guest", hv_driver(a->hv)->name);
+                               "the %s driver cannot reset a guest", hv_driver_name(a->hv));
     }
     if (!(r = run_new(o))) {
         instance_release(&inst);
@@ -1166,7 +1164,7 @@ static void adopt(struct ops *o, const struct hv_domain *d)
 
     if (instance_copy(&inst, &d->ident) < 0)
         return;
-    if (hv_driver(o->a->hv)->disk_files) {
+    if (hv_supports(o->a->hv, HV_FEAT_DISK_FILES)) {
         char dir[4300], path[4400];
         instance_dir(o, inst.uuid, dir, sizeof(dir));
         snprintf(path, sizeof(path), "%s/console.log", dir);

@@ -186,23 +186,19 @@ const char *placement_provider_uuid(const struct placement *p);
 /* Counters for telemetry. */
 void placement_stats(const struct placement *p, struct placement_stats *ret);
 
-/* Map libvirt's CPU description to standard traits: every
- * <feature name=.../> (policy other than disable/forbid) under
- * /capabilities/host/cpu (virConnectGetCapabilities) or under a top-level
- * <cpu> (virConnectBaselineHypervisorCPU with
- * VIR_CONNECT_BASELINE_CPU_EXPAND_FEATURES, which also lists the features
- * the CPU model implies; capabilities list only those beyond the model) that
- * has an HW_CPU_X86_* trait, plus CUSTOM_HYPERVISOR_KVM|QEMU|XEN for
- * hypervisor "kvm"|"qemu"|"xen" (NULL: none). Feature names are accepted in
- * libvirt's and in /proc/cpuinfo's spelling (sse4.2 and sse4_2).
- * On success *ret is a sorted array of *ret_n strings, freed with
- * placement_traits_free(). Returns 0, -EINVAL with err (not XML, unknown
- * hypervisor), -ENOMEM. */
-int placement_traits_from_capabilities(const char *capabilities_xml, const char *hypervisor,
-                                       char ***ret, size_t *ret_n,
-                                       struct agent_error *err);
+/* Map a host's CPU features to standard traits: every feature name (libvirt's
+ * or /proc/cpuinfo's spelling: sse4.2 and sse4_2) that has an HW_CPU_X86_*
+ * trait, on an x86 arch ("x86_64", "i686"; NULL or "" counts as x86), plus
+ * CUSTOM_HYPERVISOR_KVM|QEMU|XEN for hypervisor "kvm"|"qemu"|"xen" (any
+ * case; NULL: none). features are the enabled ones (the hypervisor layer
+ * drops policy disable/forbid). On success *ret is a sorted array of
+ * *ret_n strings, freed with placement_traits_free(). Returns 0, -EINVAL
+ * with err (unknown hypervisor), -ENOMEM. */
+int placement_traits_from_cpu(const char *arch, const char *const features[], size_t n_features,
+                              const char *hypervisor, char ***ret, size_t *ret_n,
+                              struct agent_error *err);
 
-/* Free what placement_traits_from_capabilities() returned. Accepts NULL. */
+/* Free what placement_traits_from_cpu() returned. Accepts NULL. */
 void placement_traits_free(char **traits, size_t n);
 
 #endif

@@ -1,9 +1,9 @@
 /* traits.c: which traits this client owns, how they merge with the ones
- * already on the provider, and libvirt CPU features -> os-traits names. */
+ * already on the provider, and CPU feature names -> os-traits names. The
+ * features come parsed (the hypervisor layer reads libvirt's capabilities:
+ * agent/hypervisor/caps.c). */
 #include "scheduler-client/placement-internal.h"
 
-#include <libxml/parser.h>
-#include <libxml/tree.h>
 #include <strings.h>
 
 #include "common/util.h"
@@ -134,68 +134,26 @@ int placement_traits_merge(const struct placement_strset *remote,
     return 0;
 }
 
-static bool feature_enabled(xmlNode *feature)
-{
-    xmlChar *policy = xmlGetProp(feature, (const xmlChar *)"policy");
-    bool on = true;
-
-    if (policy) {
-        on = strcmp((const char *)policy, "disable") != 0 &&
-             strcmp((const char *)policy, "forbid") != 0;
-        xmlFree(policy);
-    }
-    return on;
-}
-
-static xmlNode *child_element(xmlNode *parent, const char *name)
-{
-    for (xmlNode *c = parent ? parent->children : NULL; c; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && strcmp((const char *)c->name, name) == 0)
-            return c;
-    return NULL;
-}
-
-/* Add the trait of every enabled <feature name=...> child of cpu. */
-static int cpu_features_add(xmlNode *cpu, struct placement_strset *set)
-{
-    for (xmlNode *c = cpu ? cpu->children : NULL; c; c = c->next) {
-        xmlChar *name;
-        const char *trait;
-
-        if (c->type != XML_ELEMENT_NODE || strcmp((const char *)c->name, "feature") != 0 ||
-            !feature_enabled(c))
-            continue;
-        name = xmlGetProp(c, (const xmlChar *)"name");
-        if (!name)
-            continue;
-        trait = placement_cpu_feature_trait((const char *)name);
-        xmlFree(name);
-        if (trait && placement_strset_add(set, trait) < 0)
-            return -ENOMEM;
-    }
-    return 0;
-}
-
-static void xml_doc_freep(xmlDoc **doc)
-{
-    if (*doc)
-        xmlFreeDoc(*doc);
-}
-
 static void strset_clearp(struct placement_strset *set)
 {
     placement_strset_clear(set);
 }
 
-int placement_traits_from_capabilities(const char *capabilities_xml, const char *hypervisor,
-                                       char ***ret, size_t *ret_n, struct agent_error *err)
+/* The HW_CPU_X86_* names are x86's: another arch's features (which may
+ * share a name, "aes" on aarch64) give none. Unknown arch: x86, as before
+ * the host said. */
+static bool arch_is_x86(const char *arch)
 {
-    _cleanup_(xml_doc_freep) xmlDoc *doc = NULL;
-    _cleanup_(strset_clearp) struct placement_strset set = {0};
-    xmlNode *root, *cpu;
-    int r;
+    return !arch || !*arch || !strcmp(arch, "x86_64") || !strcmp(arch, "i686");
+}
 
-    if (!capabilities_xml || !ret || !ret_n)
+int placement_traits_from_cpu(const char *arch, const char *const features[], size_t n_features,
+                              const char *hypervisor, char ***ret, size_t *ret_n,
+                              struct agent_error *err)
+{
+    _cleanup_(strset_clearp) struct placement_strset set = {0};
+
+    if ((!features && n_features) || !ret || !ret_n)
         return agent_error_set(err, EINVAL, "invalid", NULL, "missing argument");
     if (hypervisor) {
         const char *trait = NULL;
@@ -208,26 +166,11 @@ int placement_traits_from_capabilities(const char *capabilities_xml, const char 
         if (placement_strset_add(&set, trait) < 0)
             return -ENOMEM;
     }
-    /* No network, no entity expansion: the XML comes from libvirt but is
-     * parsed as untrusted input all the same. */
-    doc = xmlReadMemory(capabilities_xml, (int)strnlen(capabilities_xml, 16 << 20),
-                        "capabilities.xml", NULL,
-                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    root = doc ? xmlDocGetRootElement(doc) : NULL;
-    if (!root)
-        return agent_error_set(err, EINVAL, "invalid", "capabilities",
-                               "capabilities are not well-formed XML");
-    if (strcmp((const char *)root->name, "capabilities") == 0)
-        cpu = child_element(child_element(root, "host"), "cpu");
-    else if (strcmp((const char *)root->name, "cpu") == 0)
-        cpu = root;
-    else
-        return agent_error_set(err, EINVAL, "invalid", "capabilities",
-                               "expected <capabilities> or <cpu>, got <%.64s>",
-                               (const char *)root->name);
-    r = cpu_features_add(cpu, &set);
-    if (r < 0)
-        return r;
+    for (size_t i = 0; arch_is_x86(arch) && i < n_features; i++) {
+        const char *trait = features[i] ? placement_cpu_feature_trait(features[i]) : NULL;
+        if (trait && placement_strset_add(&set, trait) < 0)
+            return -ENOMEM;
+    }
     *ret = set.v;
     *ret_n = set.n;
     set.v = NULL;

@@ -1,450 +1,340 @@
-/* domxml.c: domain XML through libxml2's xmlTextWriter (every value is
- * escaped by the writer), and our <metadata> element read back with libxml2's
- * parser, so an instance's identity can be recovered from libvirt alone. */
-#include <libxml/parser.h>
-#include <libxml/tree.h>
-#include <libxml/xmlwriter.h>
+/* domxml.c: domain XML element writers on libxml2's xmlTextWriter (every
+ * value is escaped by the writer). A driver composes them between
+ * domxml_begin() and domxml_end() (kvm.c, xen.c, test.c); each returns 0 or
+ * -1, and a driver chains them with || so the first failure ends the
+ * document. Our <metadata> is read back in metadata.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent/hypervisor/hv-internal.h"
 
-#define W(call)                                                                \
-    do {                                                                       \
-        if ((call) < 0)                                                        \
-            goto fail;                                                         \
-    } while (0)
+/* ---- the document ---- */
 
-static int attr_int(xmlTextWriterPtr w, const char *name, int64_t v)
+int domxml_begin(struct domxml *d, const char *type)
 {
-    return xmlTextWriterWriteFormatAttribute(w, BAD_CAST name, "%lld", (long long)v);
-}
-
-static int text_elem(xmlTextWriterPtr w, const char *name, const char *text)
-{
-    return xmlTextWriterWriteElement(w, BAD_CAST name, BAD_CAST text);
-}
-
-static int write_metadata(xmlTextWriterPtr w, const struct instance *inst,
-                          const struct hv_owner *own)
-{
-    const struct boot_source *b = &inst->boot;
-
-    if (xmlTextWriterStartElement(w, BAD_CAST "metadata") < 0 ||
-        xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "instance",
-                                    BAD_CAST CA_XMLNS_URI) < 0 ||
-        xmlTextWriterWriteElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "uuid", NULL,
-                                    BAD_CAST inst->uuid) < 0 ||
-        xmlTextWriterWriteElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "ec2-id", NULL,
-                                    BAD_CAST inst->ec2_id) < 0 ||
-        xmlTextWriterWriteElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "name", NULL,
-                                    BAD_CAST inst->name) < 0)
+    d->buf = xmlBufferCreate();
+    d->w = d->buf ? xmlNewTextWriterMemory(d->buf, 0) : NULL;
+    if (!d->w)
         return -1;
-    /* the owning host: an agent adopts only domains that name it */
-    if (own && own->host[0] &&
-        (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "host", NULL) < 0 ||
-         xmlTextWriterWriteAttribute(w, BAD_CAST "name", BAD_CAST own->host) < 0 ||
-         (own->host_uuid[0] &&
-          xmlTextWriterWriteAttribute(w, BAD_CAST "uuid", BAD_CAST own->host_uuid) < 0) ||
-         xmlTextWriterEndElement(w) < 0))
-        return -1;
-    if (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "flavor", NULL) < 0 ||
-        attr_int(w, "vcpus", inst->flavor.vcpus) < 0 ||
-        attr_int(w, "memory_mb", inst->flavor.memory_mb) < 0 ||
-        attr_int(w, "disk_gb", inst->flavor.disk_gb) < 0 ||
-        (inst->instance_type &&
-         xmlTextWriterWriteAttribute(w, BAD_CAST "type", BAD_CAST inst->instance_type) < 0) ||
-        xmlTextWriterEndElement(w) < 0)
-        return -1;
-    if (b->kind == BOOT_KERNEL) {
-        if (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "kernel", NULL) < 0 ||
-            xmlTextWriterWriteAttribute(w, BAD_CAST "path", BAD_CAST b->kernel) < 0 ||
-            (b->initrd && xmlTextWriterWriteAttribute(w, BAD_CAST "initrd", BAD_CAST b->initrd) < 0) ||
-            (b->cmdline && xmlTextWriterWriteAttribute(w, BAD_CAST "cmdline", BAD_CAST b->cmdline) < 0) ||
-            xmlTextWriterEndElement(w) < 0)
-            return -1;
-    }
-    if (boot_source_has_image(b)) {
-        if (xmlTextWriterStartElementNS(w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "image", NULL) < 0 ||
-            (b->image_path && xmlTextWriterWriteAttribute(w, BAD_CAST "path", BAD_CAST b->image_path) < 0) ||
-            (b->image_id && xmlTextWriterWriteAttribute(w, BAD_CAST "id", BAD_CAST b->image_id) < 0) ||
-            (b->image_url && xmlTextWriterWriteAttribute(w, BAD_CAST "url", BAD_CAST b->image_url) < 0) ||
-            (b->image_digest && xmlTextWriterWriteAttribute(w, BAD_CAST "digest", BAD_CAST b->image_digest) < 0) ||
-            (b->image_glance_id && xmlTextWriterWriteAttribute(w, BAD_CAST "glance_id", BAD_CAST b->image_glance_id) < 0) ||
-            xmlTextWriterEndElement(w) < 0)
-            return -1;
-    }
-    if (xmlTextWriterEndElement(w) < 0 || xmlTextWriterEndElement(w) < 0)
+    xmlTextWriterSetIndent(d->w, 1);
+    if (!type)
+        return 0;
+    if (xmlTextWriterStartElement(d->w, BAD_CAST "domain") < 0 ||
+        xmlTextWriterWriteAttribute(d->w, BAD_CAST "type", BAD_CAST type) < 0)
         return -1;
     return 0;
 }
 
-static int write_file_chardev(xmlTextWriterPtr w, const char *elem, const char *path,
-                              const char *target_type)
+void domxml_abort(struct domxml *d)
 {
-    if (xmlTextWriterStartElement(w, BAD_CAST elem) < 0 ||
-        xmlTextWriterWriteAttribute(w, BAD_CAST "type", BAD_CAST "file") < 0 ||
-        xmlTextWriterStartElement(w, BAD_CAST "source") < 0 ||
-        xmlTextWriterWriteAttribute(w, BAD_CAST "path", BAD_CAST path) < 0 ||
-        xmlTextWriterEndElement(w) < 0 || xmlTextWriterStartElement(w, BAD_CAST "target") < 0 ||
-        (target_type && xmlTextWriterWriteAttribute(w, BAD_CAST "type", BAD_CAST target_type) < 0) ||
-        xmlTextWriterWriteAttribute(w, BAD_CAST "port", BAD_CAST "0") < 0 ||
-        xmlTextWriterEndElement(w) < 0 || xmlTextWriterEndElement(w) < 0)
-        return -1;
-    return 0;
+    if (d->w)
+        xmlFreeTextWriter(d->w);
+    if (d->buf)
+        xmlBufferFree(d->buf);
+    d->w = NULL;
+    d->buf = NULL;
 }
 
-int domxml_build(const struct hv_guest *g, const struct domxml_opts *o, char **xml,
-                 struct agent_error *err)
+int domxml_end(struct domxml *d, bool failed, char **xml, struct agent_error *err)
 {
-    const struct instance *inst = g->inst;
-    const struct boot_source *b = &inst->boot;
-    xmlBufferPtr buf = xmlBufferCreate();
-    xmlTextWriterPtr w = buf ? xmlNewTextWriterMemory(buf, 0) : NULL;
-
-    if (!w)
-        goto fail;
-    xmlTextWriterSetIndent(w, 1);
-    W(xmlTextWriterStartElement(w, BAD_CAST "domain"));
-    W(xmlTextWriterWriteAttribute(w, BAD_CAST "type", BAD_CAST o->domain_type));
-    W(text_elem(w, "name", inst->ec2_id));
-    W(text_elem(w, "uuid", inst->uuid));
-    W(text_elem(w, "title", inst->name));
-    W(write_metadata(w, inst, g->owner));
-    W(xmlTextWriterStartElement(w, BAD_CAST "memory"));
-    W(xmlTextWriterWriteAttribute(w, BAD_CAST "unit", BAD_CAST "MiB"));
-    W(xmlTextWriterWriteFormatString(w, "%lld", (long long)inst->flavor.memory_mb));
-    W(xmlTextWriterEndElement(w));
-    W(xmlTextWriterStartElement(w, BAD_CAST "vcpu"));
-    W(xmlTextWriterWriteAttribute(w, BAD_CAST "placement", BAD_CAST "static"));
-    W(xmlTextWriterWriteFormatString(w, "%lld", (long long)inst->flavor.vcpus));
-    W(xmlTextWriterEndElement(w));
-
-    W(xmlTextWriterStartElement(w, BAD_CAST "os"));
-    W(xmlTextWriterStartElement(w, BAD_CAST "type"));
-    if (o->os == DOMXML_OS_XEN_PV) {
-        W(xmlTextWriterWriteString(w, BAD_CAST "xen"));
-    } else {
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "arch", BAD_CAST "x86_64"));
-        if (o->machine)
-            W(xmlTextWriterWriteAttribute(w, BAD_CAST "machine", BAD_CAST o->machine));
-        W(xmlTextWriterWriteString(w, BAD_CAST "hvm"));
+    if (!failed && d->w && xmlTextWriterEndDocument(d->w) >= 0) {
+        xmlFreeTextWriter(d->w);
+        d->w = NULL;
+        *xml = strdup((const char *)xmlBufferContent(d->buf));
+        domxml_abort(d);
+        if (*xml)
+            return 0;
     }
-    W(xmlTextWriterEndElement(w));
-    if (b->kind == BOOT_KERNEL) {
-        W(text_elem(w, "kernel", b->kernel));
-        if (b->initrd)
-            W(text_elem(w, "initrd", b->initrd));
-        if (b->cmdline)
-            W(text_elem(w, "cmdline", b->cmdline));
-    } else if (o->os == DOMXML_OS_HVM) {
-        W(xmlTextWriterStartElement(w, BAD_CAST "boot"));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "dev", BAD_CAST "hd"));
-        W(xmlTextWriterEndElement(w));
-    }
-    W(xmlTextWriterEndElement(w)); /* os */
-    if (o->os == DOMXML_OS_HVM) {
-        W(xmlTextWriterStartElement(w, BAD_CAST "features"));
-        W(xmlTextWriterWriteElement(w, BAD_CAST "acpi", NULL));
-        W(xmlTextWriterWriteElement(w, BAD_CAST "apic", NULL));
-        W(xmlTextWriterEndElement(w));
-    }
-    W(text_elem(w, "on_poweroff", "destroy"));
-    W(text_elem(w, "on_reboot", "restart"));
-    W(text_elem(w, "on_crash", "destroy"));
-
-    W(xmlTextWriterStartElement(w, BAD_CAST "devices"));
-    if (g->disk_path) {
-        W(xmlTextWriterStartElement(w, BAD_CAST "disk"));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "type", BAD_CAST "file"));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "device", BAD_CAST "disk"));
-        W(xmlTextWriterStartElement(w, BAD_CAST "driver"));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "name",
-                                      BAD_CAST(strcmp(o->domain_type, "xen") ? "qemu" : "qemu")));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "type", BAD_CAST(g->disk_format ? g->disk_format : "raw")));
-        W(xmlTextWriterEndElement(w));
-        W(xmlTextWriterStartElement(w, BAD_CAST "source"));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "file", BAD_CAST g->disk_path));
-        W(xmlTextWriterEndElement(w));
-        W(xmlTextWriterStartElement(w, BAD_CAST "target"));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "dev", BAD_CAST o->disk_dev));
-        W(xmlTextWriterWriteAttribute(w, BAD_CAST "bus", BAD_CAST o->disk_bus));
-        W(xmlTextWriterEndElement(w));
-        W(xmlTextWriterEndElement(w));
-    }
-    if (o->serial_file && g->console_log) {
-        W(write_file_chardev(w, "serial", g->console_log, NULL));
-        W(write_file_chardev(w, "console", g->console_log, o->os == DOMXML_OS_XEN_PV ? "xen" : "serial"));
-    }
-    W(xmlTextWriterStartElement(w, BAD_CAST "memballoon"));
-    W(xmlTextWriterWriteAttribute(w, BAD_CAST "model", BAD_CAST(o->balloon ? (o->os == DOMXML_OS_XEN_PV ? "xen" : "virtio") : "none")));
-    W(xmlTextWriterEndElement(w));
-    W(xmlTextWriterEndElement(w)); /* devices */
-    W(xmlTextWriterEndElement(w)); /* domain */
-    W(xmlTextWriterEndDocument(w));
-    xmlFreeTextWriter(w);
-    w = NULL;
-    *xml = strdup((const char *)xmlBufferContent(buf));
-    xmlBufferFree(buf);
-    return *xml ? 0 : -ENOMEM;
-fail:
-    if (w)
-        xmlFreeTextWriter(w);
-    if (buf)
-        xmlBufferFree(buf);
+    domxml_abort(d);
     return agent_error_set(err, ENOMEM, "internal", NULL, "cannot write the domain XML");
 }
 
-/* ---- reading our metadata back: outside input ---- */
-
-#define META_MAX (64 * 1024) /* far more than we ever write */
-
-/* Our element or attribute namespace: ours, or none (libvirt 9.0 returns the
- * element it found by our URI without the declaration). */
-static bool ns_ok(const xmlNs *ns)
+int domxml_start(struct domxml *d, const char *elem)
 {
-    return !ns || (ns->href && strcmp((const char *)ns->href, CA_XMLNS_URI) == 0);
+    return xmlTextWriterStartElement(d->w, BAD_CAST elem) < 0 ? -1 : 0;
 }
 
-static bool clean_text(const char *s, size_t maxlen)
+int domxml_close(struct domxml *d)
 {
-    size_t n = 0;
-
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return n <= maxlen;
+    return xmlTextWriterEndElement(d->w) < 0 ? -1 : 0;
 }
 
-static bool clean_path(const char *s)
+static int attr(struct domxml *d, const char *name, const char *value)
 {
-    return clean_text(s, 4096) && s[0] == '/' && !strstr(s, "/../") && !strstr(s, "/./");
+    return xmlTextWriterWriteAttribute(d->w, BAD_CAST name, BAD_CAST value) < 0 ? -1 : 0;
 }
 
-/* Attribute name of n into *out (NULL if absent). -EINVAL with err if present
- * but empty, too long, with control characters, or (path) not an absolute,
- * normalized path. */
-static int meta_attr(xmlNodePtr n, const char *name, size_t maxlen, bool path, bool required,
-                     char **out, struct agent_error *err)
+static int attr_u64(struct domxml *d, const char *name, uint64_t v)
 {
-    xmlChar *v = xmlGetNoNsProp(n, BAD_CAST name);
-    const char *s = (const char *)v;
-    bool ok;
-
-    *out = NULL;
-    if (!v)
-        return required ? agent_error_set(err, EINVAL, "invalid_field", name,
-                                          "metadata %s: attribute %s missing", n->name, name)
-                        : 0;
-    ok = *s && (path ? clean_path(s) : clean_text(s, maxlen));
-    if (ok)
-        *out = strdup(s);
-    xmlFree(v);
-    if (!ok)
-        return agent_error_set(err, EINVAL, "invalid_field", name, "metadata %s: invalid %s",
-                               n->name, name);
-    return *out ? 0 : -ENOMEM;
+    return xmlTextWriterWriteFormatAttribute(d->w, BAD_CAST name, "%llu", (unsigned long long)v) < 0
+               ? -1
+               : 0;
 }
 
-static int meta_int(xmlNodePtr n, const char *name, int64_t min, int64_t max, int64_t *out,
-                    struct agent_error *err)
+/* <elem/> with one attribute */
+static int empty_with(struct domxml *d, const char *elem, const char *name, const char *value)
 {
-    char *v = NULL;
-    int r = meta_attr(n, name, 32, false, true, &v, err);
-
-    if (r == 0 && parse_int64(v, min, max, out) < 0)
-        r = agent_error_set(err, EINVAL, "invalid_field", name,
-                            "metadata flavor: %s must be an integer from %lld to %lld", name,
-                            (long long)min, (long long)max);
-    free(v);
-    return r;
+    return domxml_start(d, elem) || attr(d, name, value) || domxml_close(d);
 }
 
-/* The bounds are a launch request's (instance.c). */
-static int meta_flavor(xmlNodePtr n, struct instance *id, struct agent_error *err)
+int domxml_text(struct domxml *d, const char *elem, const char *text)
 {
-    int r;
-
-    if ((r = meta_int(n, "vcpus", 1, 256, &id->flavor.vcpus, err)) < 0 ||
-        (r = meta_int(n, "memory_mb", 16, 4194304, &id->flavor.memory_mb, err)) < 0 ||
-        (r = meta_int(n, "disk_gb", 0, 65536, &id->flavor.disk_gb, err)) < 0)
-        return r;
-    return meta_attr(n, "type", 64, false, false, &id->instance_type, err);
+    return xmlTextWriterWriteElement(d->w, BAD_CAST elem, BAD_CAST text) < 0 ? -1 : 0;
 }
 
-static int meta_kernel(xmlNodePtr n, struct boot_source *b, struct agent_error *err)
+static int text_u64(struct domxml *d, uint64_t v)
 {
-    int r;
-
-    b->kind = BOOT_KERNEL;
-    if ((r = meta_attr(n, "path", 0, true, true, &b->kernel, err)) < 0 ||
-        (r = meta_attr(n, "initrd", 0, true, false, &b->initrd, err)) < 0)
-        return r;
-    return meta_attr(n, "cmdline", 2048, false, false, &b->cmdline, err);
+    return xmlTextWriterWriteFormatString(d->w, "%llu", (unsigned long long)v) < 0 ? -1 : 0;
 }
 
-/* An image as the store keeps it: one of path, url (with its digest) or
- * glance_id, and the cache's id once the cache resolved it. */
-static int meta_image(xmlNodePtr n, struct boot_source *b, struct agent_error *err)
-{
-    int r;
+/* ---- general ---- */
 
-    if ((r = meta_attr(n, "path", 0, true, false, &b->image_path, err)) < 0 ||
-        (r = meta_attr(n, "id", 200, false, false, &b->image_id, err)) < 0 ||
-        (r = meta_attr(n, "url", 4096, false, false, &b->image_url, err)) < 0 ||
-        (r = meta_attr(n, "digest", 200, false, false, &b->image_digest, err)) < 0 ||
-        (r = meta_attr(n, "glance_id", 64, false, false, &b->image_glance_id, err)) < 0)
-        return r;
-    if (!!b->image_path + !!b->image_url + !!b->image_glance_id > 1 ||
-        (b->image_path && b->image_id) || (b->image_digest && !b->image_url) ||
-        !boot_source_has_image(b))
-        return agent_error_set(err, EINVAL, "invalid_field", "image",
-                               "metadata image: inconsistent path/id/url/digest/glance_id");
+int domxml_identity(struct domxml *d, const struct hv_guest *g)
+{
+    return domxml_text(d, "name", g->name) || domxml_text(d, "uuid", g->uuid) ||
+           (g->title && domxml_text(d, "title", g->title));
+}
+
+static int meta_item(struct domxml *d, const struct hv_meta_item *it)
+{
+    if (xmlTextWriterStartElementNS(d->w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST it->name, NULL) < 0)
+        return -1;
+    for (size_t k = 0; k < HV_META_ATTRS && it->attrs[k].key; k++)
+        if (it->attrs[k].value && attr(d, it->attrs[k].key, it->attrs[k].value))
+            return -1;
+    if (it->text && xmlTextWriterWriteString(d->w, BAD_CAST it->text) < 0)
+        return -1;
+    return domxml_close(d);
+}
+
+int domxml_metadata(struct domxml *d, const struct hv_guest *g)
+{
+    const struct hv_owner *own = g->owner;
+
+    if (domxml_start(d, "metadata") ||
+        xmlTextWriterStartElementNS(d->w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "instance",
+                                    BAD_CAST CA_XMLNS_URI) < 0)
+        return -1;
+    for (size_t i = 0; i < g->n_meta; i++)
+        if (meta_item(d, &g->meta[i]))
+            return -1;
+    /* the owning host: an agent adopts only domains that name it */
+    if (own && own->host[0]) {
+        struct hv_meta_item host = {
+            .name = "host",
+            .attrs = {{"name", own->host}, {"uuid", own->host_uuid[0] ? own->host_uuid : NULL}},
+        };
+        if (meta_item(d, &host))
+            return -1;
+    }
+    return domxml_close(d) || domxml_close(d);
+}
+
+int domxml_memory(struct domxml *d, uint64_t mib, uint64_t max_mib)
+{
+    if (max_mib < mib)
+        max_mib = mib;
+    if (domxml_start(d, "memory") || attr(d, "unit", "MiB") || text_u64(d, max_mib) ||
+        domxml_close(d))
+        return -1;
+    if (mib == max_mib)
+        return 0;
+    return domxml_start(d, "currentMemory") || attr(d, "unit", "MiB") || text_u64(d, mib) ||
+           domxml_close(d);
+}
+
+int domxml_vcpu(struct domxml *d, unsigned n, unsigned max)
+{
+    if (max < n)
+        max = n;
+    return domxml_start(d, "vcpu") || attr(d, "placement", "static") ||
+           (n != max && attr_u64(d, "current", n)) || text_u64(d, max) || domxml_close(d);
+}
+
+int domxml_os(struct domxml *d, const struct domxml_os *os, const struct hv_boot *boot)
+{
+    const struct hv_boot none = {.kind = HV_BOOT_DISK};
+
+    if (!boot)
+        boot = &none;
+    if (domxml_start(d, "os") || domxml_start(d, "type") || (os->arch && attr(d, "arch", os->arch)) ||
+        (os->machine && attr(d, "machine", os->machine)) ||
+        xmlTextWriterWriteString(d->w, BAD_CAST os->type) < 0 || domxml_close(d))
+        return -1;
+    switch (boot->kind) {
+    case HV_BOOT_KERNEL:
+        if (domxml_text(d, "kernel", boot->kernel) ||
+            (boot->initrd && domxml_text(d, "initrd", boot->initrd)) ||
+            (boot->cmdline && domxml_text(d, "cmdline", boot->cmdline)))
+            return -1;
+        break;
+    case HV_BOOT_INIT:
+        if (domxml_text(d, "init", boot->init ? boot->init : "/sbin/init"))
+            return -1;
+        break;
+    case HV_BOOT_DISK:
+        if (os->boot_dev && empty_with(d, "boot", "dev", "hd"))
+            return -1;
+        break;
+    }
+    return domxml_close(d);
+}
+
+int domxml_features(struct domxml *d, bool apic)
+{
+    return domxml_start(d, "features") ||
+           xmlTextWriterWriteElement(d->w, BAD_CAST "acpi", NULL) < 0 ||
+           (apic && xmlTextWriterWriteElement(d->w, BAD_CAST "apic", NULL) < 0) || domxml_close(d);
+}
+
+int domxml_lifecycle(struct domxml *d)
+{
+    return domxml_text(d, "on_poweroff", "destroy") || domxml_text(d, "on_reboot", "restart") ||
+           domxml_text(d, "on_crash", "destroy");
+}
+
+/* ---- devices ---- */
+
+static int file_disk(struct domxml *d, const struct hv_disk *disk, const char *device,
+                     const char *dev, const char *bus, bool readonly)
+{
+    return domxml_start(d, "disk") || attr(d, "type", "file") || attr(d, "device", device) ||
+           domxml_start(d, "driver") || attr(d, "name", "qemu") ||
+           attr(d, "type", disk->format ? disk->format : "raw") || domxml_close(d) ||
+           empty_with(d, "source", "file", disk->path) || domxml_start(d, "target") ||
+           attr(d, "dev", dev) || attr(d, "bus", bus) || domxml_close(d) ||
+           (readonly && xmlTextWriterWriteElement(d->w, BAD_CAST "readonly", NULL) < 0) ||
+           domxml_close(d);
+}
+
+int domxml_disk(struct domxml *d, const struct hv_disk *disk, const char *dev, const char *bus)
+{
+    return file_disk(d, disk, "disk", dev, bus, disk->readonly);
+}
+
+int domxml_cdrom(struct domxml *d, const struct hv_disk *disk, const char *dev, const char *bus)
+{
+    return file_disk(d, disk, "cdrom", dev, bus, true);
+}
+
+int domxml_nic(struct domxml *d, const struct hv_nic *nic, const char *default_model)
+{
+    const char *model = nic->model ? nic->model : default_model;
+
+    if (domxml_start(d, "interface") || attr(d, "type", nic->tap ? "ethernet" : "bridge") ||
+        (nic->mac[0] && empty_with(d, "mac", "address", nic->mac)))
+        return -1;
+    if (nic->tap) {
+        if (domxml_start(d, "target") || attr(d, "dev", nic->tap) || attr(d, "managed", "no") ||
+            domxml_close(d))
+            return -1;
+    } else if (empty_with(d, "source", "bridge", nic->bridge ? nic->bridge : "")) {
+        return -1;
+    }
+    return (model && empty_with(d, "model", "type", model)) ||
+           (nic->mtu && (domxml_start(d, "mtu") || attr_u64(d, "size", nic->mtu) || domxml_close(d))) ||
+           domxml_close(d);
+}
+
+int domxml_filesystem(struct domxml *d, const char *source_dir, const char *target_dir,
+                      bool readonly)
+{
+    return domxml_start(d, "filesystem") || attr(d, "type", "mount") ||
+           attr(d, "accessmode", "passthrough") || empty_with(d, "source", "dir", source_dir) ||
+           empty_with(d, "target", "dir", target_dir) ||
+           (readonly && xmlTextWriterWriteElement(d->w, BAD_CAST "readonly", NULL) < 0) ||
+           domxml_close(d);
+}
+
+static int file_chardev(struct domxml *d, const char *elem, const char *path,
+                        const char *target_type)
+{
+    return domxml_start(d, elem) || attr(d, "type", "file") ||
+           empty_with(d, "source", "path", path) || domxml_start(d, "target") ||
+           (target_type && attr(d, "type", target_type)) || attr(d, "port", "0") ||
+           domxml_close(d) || domxml_close(d);
+}
+
+int domxml_console(struct domxml *d, const char *log_path, const char *console_target)
+{
+    return file_chardev(d, "serial", log_path, NULL) ||
+           file_chardev(d, "console", log_path, console_target);
+}
+
+int domxml_memballoon(struct domxml *d, const char *model)
+{
+    return empty_with(d, "memballoon", "model", model);
+}
+
+int domxml_disk_name(const char *prefix, unsigned index, char buf[8])
+{
+    size_t n = strlen(prefix);
+
+    if (n > 4 || index >= 26 + 26 * 26)
+        return -1;
+    memcpy(buf, prefix, n);
+    if (index < 26) {
+        buf[n++] = (char)('a' + index);
+    } else {
+        index -= 26;
+        buf[n++] = (char)('a' + index / 26);
+        buf[n++] = (char)('a' + index % 26);
+    }
+    buf[n] = '\0';
     return 0;
 }
 
-static int meta_host(xmlNodePtr n, struct hv_owner *own, struct agent_error *err)
+static int one_disk(struct domxml *d, const struct hv_disk *disk, const struct domxml_bus *b,
+                    unsigned index, bool cdrom)
 {
-    char *name = NULL, *uuid = NULL;
-    int r;
+    char dev[8];
 
-    if ((r = meta_attr(n, "name", sizeof(own->host) - 1, false, true, &name, err)) < 0 ||
-        (r = meta_attr(n, "uuid", 36, false, false, &uuid, err)) < 0)
-        goto out;
-    if (uuid && !uuid_is_valid(uuid)) {
-        r = agent_error_set(err, EINVAL, "invalid_field", "host.uuid", "metadata host: invalid uuid");
-        goto out;
-    }
-    strscpy(own->host, name, sizeof(own->host));
-    strscpy(own->host_uuid, uuid ? uuid : "", sizeof(own->host_uuid));
-out:
-    free(name);
-    free(uuid);
-    return r;
+    if (domxml_disk_name(b->prefix, b->first + index, dev) < 0)
+        return -1;
+    return cdrom ? domxml_cdrom(d, disk, dev, b->bus) : domxml_disk(d, disk, dev, b->bus);
 }
 
-/* One text child (uuid, ec2-id, name). */
-static int meta_text(xmlNodePtr n, char **out, struct agent_error *err)
+int domxml_guest_disks(struct domxml *d, const struct hv_guest *g, const struct domxml_bus *disk,
+                       const struct domxml_bus *cdrom)
 {
-    xmlChar *t = xmlNodeGetContent(n);
-    bool ok = t && *t && clean_text((const char *)t, INSTANCE_NAME_MAX);
+    unsigned nd = 0, nc = 0;
 
-    *out = ok ? strdup((const char *)t) : NULL;
-    xmlFree(t);
-    if (!ok)
-        return agent_error_set(err, EINVAL, "invalid_field", (const char *)n->name,
-                               "metadata: invalid %s", n->name);
-    return *out ? 0 : -ENOMEM;
-}
-
-static int meta_child(xmlNodePtr n, struct instance *id, struct hv_owner *own, unsigned *seen,
-                      struct agent_error *err)
-{
-    static const char *const names[] = {"uuid", "ec2-id", "name", "host", "flavor", "kernel", "image"};
-    const char *nm = (const char *)n->name;
-    char *text = NULL;
-    unsigned k;
-    int r = 0;
-
-    for (k = 0; k < sizeof(names) / sizeof(names[0]) && strcmp(nm, names[k]); k++)
-        ;
-    if (k == sizeof(names) / sizeof(names[0]))
-        return 0; /* a newer writer's field: not needed to adopt */
-    if (*seen & (1u << k))
-        return agent_error_set(err, EINVAL, "invalid_field", nm, "metadata: %s given twice", nm);
-    *seen |= 1u << k;
-    switch (k) {
-    case 0:
-    case 1:
-        if ((r = meta_text(n, &text, err)) < 0)
-            return r;
-        if (k == 0 ? !uuid_is_valid(text) : !ec2_id_is_valid(text))
-            r = agent_error_set(err, EINVAL, "invalid_field", nm, "metadata: invalid %s", nm);
-        else
-            strscpy(k == 0 ? id->uuid : id->ec2_id, text, k == 0 ? sizeof(id->uuid) : sizeof(id->ec2_id));
-        free(text);
-        return r;
-    case 2:
-        return meta_text(n, &id->name, err);
-    case 3:
-        return meta_host(n, own, err);
-    case 4:
-        return meta_flavor(n, id, err);
-    case 5:
-        return meta_kernel(n, &id->boot, err);
-    default:
-        return meta_image(n, &id->boot, err);
+    for (size_t i = 0; i < g->n_disks; i++) {
+        const struct hv_disk *k = &g->disks[i];
+        int r;
+        if (k->role == HV_DISK_ROOTFS)
+            r = domxml_filesystem(d, k->path, "/", k->readonly);
+        else if (k->role == HV_DISK_CONFIG && cdrom)
+            r = one_disk(d, k, cdrom, nc++, true);
+        else if (k->role == HV_DISK_CONFIG) {
+            struct hv_disk ro = *k;
+            ro.readonly = true;
+            r = one_disk(d, &ro, disk, nd++, false);
+        } else
+            r = one_disk(d, k, disk, nd++, false);
+        if (r)
+            return -1;
     }
-}
-
-int domxml_parse_metadata(const char *xml, struct instance *ident, struct hv_owner *owner,
-                          struct agent_error *err)
-{
-    struct instance id = {0};
-    struct hv_owner own = {{0}, {0}};
-    size_t len = strlen(xml);
-    xmlDocPtr doc = NULL;
-    xmlNodePtr root, n;
-    unsigned seen = 0;
-    int r = 0;
-
-    if (len > META_MAX)
-        return agent_error_set(err, EINVAL, "invalid_field", NULL, "metadata: %zu bytes, too large", len);
-    /* no network, no entity substitution, no DTD loading: the defaults but NONET */
-    doc = xmlReadMemory(xml, (int)len, "metadata.xml", NULL,
-                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    if (!doc)
-        return agent_error_set(err, EINVAL, "invalid_field", NULL, "metadata: not well-formed XML");
-    if (doc->intSubset || doc->extSubset) { /* libvirt never hands one back */
-        xmlFreeDoc(doc);
-        return agent_error_set(err, EINVAL, "invalid_field", NULL, "metadata: a DTD is not accepted");
-    }
-    root = xmlDocGetRootElement(doc);
-    if (!root || strcmp((const char *)root->name, "instance") != 0 || !ns_ok(root->ns)) {
-        xmlFreeDoc(doc);
-        return agent_error_set(err, EINVAL, "invalid_field", NULL,
-                               "metadata: not a compute-agent <instance> element");
-    }
-    for (n = root->children; n && r == 0; n = n->next)
-        if (n->type == XML_ELEMENT_NODE && ns_ok(n->ns))
-            r = meta_child(n, &id, &own, &seen, err);
-    xmlFreeDoc(doc);
-    if (r == 0) {
-        if (!id.uuid[0] || !id.ec2_id[0] || !id.name)
-            r = agent_error_set(err, EINVAL, "missing_field", NULL, "metadata: uuid, ec2-id or name missing");
-        else if (!(seen & (1u << 4)))
-            r = agent_error_set(err, EINVAL, "missing_field", "flavor", "metadata: flavor missing");
-        else if (!(seen & (3u << 5)))
-            r = agent_error_set(err, EINVAL, "missing_field", "image", "metadata: no boot source (kernel or image)");
-    }
-    if (r < 0) {
-        instance_release(&id);
-        return r;
-    }
-    *ident = id;
-    *owner = own;
     return 0;
 }
 
-void domxml_caps_host_uuid(const char *caps, char buf[37])
+int domxml_device(const struct hv_device *dev, const struct domxml_bus *disk,
+                  const struct domxml_bus *cdrom, const char *nic_model, char **xml,
+                  struct agent_error *err)
 {
-    xmlDocPtr doc = caps ? xmlReadMemory(caps, (int)strlen(caps), "caps.xml", NULL,
-                                         XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
-                         : NULL;
-    xmlNodePtr n = doc ? xmlDocGetRootElement(doc) : NULL;
+    struct domxml d = {0};
+    int failed = domxml_begin(&d, NULL);
 
-    buf[0] = '\0';
-    for (n = n ? n->children : NULL; n; n = n->next)
-        if (n->type == XML_ELEMENT_NODE && !strcmp((const char *)n->name, "host"))
-            break;
-    for (n = n ? n->children : NULL; n; n = n->next)
-        if (n->type == XML_ELEMENT_NODE && !strcmp((const char *)n->name, "uuid")) {
-            xmlChar *t = xmlNodeGetContent(n);
-            if (t && uuid_is_valid((const char *)t))
-                strscpy(buf, (const char *)t, 37);
-            xmlFree(t);
-            break;
-        }
-    xmlFreeDoc(doc);
+    if (!failed && dev->kind == HV_DEVICE_NIC && dev->nic)
+        failed = domxml_nic(&d, dev->nic, nic_model);
+    else if (!failed && dev->kind == HV_DEVICE_DISK && dev->disk)
+        failed = dev->disk->role == HV_DISK_CONFIG && cdrom
+                     ? one_disk(&d, dev->disk, cdrom, dev->disk_index, true)
+                     : one_disk(&d, dev->disk, disk, dev->disk_index, false);
+    else if (!failed) {
+        domxml_abort(&d);
+        return agent_error_set(err, EINVAL, "invalid", "device", "no device given");
+    }
+    return domxml_end(&d, failed, xml, err);
 }

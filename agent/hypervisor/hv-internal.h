@@ -1,10 +1,11 @@
-/* hv-internal.h: shared by the drivers in agent/hypervisor/ and the unit
- * tests only. Not part of the agent's API. */
+/* hv-internal.h: INTERNAL. Shared by the files of agent/hypervisor/ and the
+ * unit tests only; not part of the agent's API. */
 #ifndef CA_AGENT_HV_INTERNAL_H
 #define CA_AGENT_HV_INTERNAL_H
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
+#include <libxml/xmlwriter.h>
 #include <pthread.h>
 
 #include "agent/hypervisor/hv.h"
@@ -12,16 +13,17 @@
 #define CA_XMLNS_URI "http://compute-agent.org/xmlns/instance/1.0"
 #define CA_XMLNS_PREFIX "ca"
 
-/* The connection as the drivers see it. */
-struct hv_conn_ref {
-    virConnectPtr conn; /* a reference the caller must virConnectClose() */
-};
+/* ---- the connection (conn.c) ---- */
 
-/* Take a reference to the current connection; -ENOTCONN if none. */
+/* Take a reference to the current connection; -ENOTCONN if none. The
+ * caller virConnectClose()s it. */
 int hv_conn_get(struct hv *hv, virConnectPtr *ret, struct agent_error *err);
-/* Set what probe decided. */
+/* Set what probe decided, under the connection's lock. type and reason
+ * must be static strings (readers keep the pointers). */
 void hv_set_domain_type(struct hv *hv, const char *type, const char *reason);
 const char *hv_config_domain_type(const struct hv *hv);
+/* Clear features the probe found missing on this host. */
+void hv_clear_features(struct hv *hv, unsigned bits);
 
 /* Translate the calling thread's last libvirt error into -errno + err. */
 int hv_libvirt_error(struct agent_error *err, const char *what);
@@ -29,40 +31,141 @@ int hv_libvirt_error(struct agent_error *err, const char *what);
 /* libvirt's virDomainState as our power state. */
 enum hv_power hv_power_from_libvirt(int state);
 
-/* Shared libvirt implementations the drivers put in their tables. */
-int hv_lv_define(struct hv *hv, const char *xml, struct agent_error *err);
-int hv_lv_start(struct hv *hv, const char *uuid, struct agent_error *err);
-int hv_lv_shutdown(struct hv *hv, const char *uuid, struct agent_error *err);
-int hv_lv_destroy(struct hv *hv, const char *uuid, struct agent_error *err);
-int hv_lv_reboot(struct hv *hv, const char *uuid, struct agent_error *err);
-int hv_lv_reset(struct hv *hv, const char *uuid, struct agent_error *err);
-int hv_lv_undefine(struct hv *hv, const char *uuid, struct agent_error *err);
-int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, struct agent_error *err);
-int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, struct agent_error *err);
-int hv_lv_host_info(struct hv *hv, struct hv_host_info *ret, struct agent_error *err);
+/* ---- worker threads (workers.c) ---- */
+
+struct hv_workers;
+/* n short workers plus one long-job thread; done callbacks on loop. Each
+ * work and done gets hv. 0 or -errno (nothing kept). */
+int hv_workers_new(uv_loop_t *loop, struct hv *hv, unsigned n, struct hv_workers **ret);
+int hv_workers_submit(struct hv_workers *w, bool long_job, hv_work_fn work, hv_done_fn done,
+                      void *arg);
+void hv_workers_stop(struct hv_workers *w);
+/* Stop, join the threads, run every done not yet delivered, close the
+ * async (the struct is freed by its close callback). Accepts NULL. */
+void hv_workers_free(struct hv_workers *w);
+
+/* ---- shared libvirt implementations (libvirt-common.c) ---- */
+
+int hv_lv_define(struct hv *hv, const char *xml, unsigned flags, struct agent_error *err);
+int hv_lv_start(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_shutdown(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_destroy(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_reboot(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_reset(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_undefine(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, unsigned flags,
+                struct agent_error *err);
+int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, unsigned flags,
+               struct agent_error *err);
+int hv_lv_host_info(struct hv *hv, struct hv_host_info *ret, unsigned flags,
+                    struct agent_error *err);
+int hv_lv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
+                    struct agent_error *err);
+int hv_lv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,
+                     struct agent_error *err);
+int hv_lv_attach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
+                        struct agent_error *err);
+int hv_lv_detach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
+                        struct agent_error *err);
+int hv_lv_job_info(struct hv *hv, const char *uuid, struct hv_job_info *ret, unsigned flags,
+                   struct agent_error *err);
+int hv_lv_job_abort(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
+int hv_lv_migrate_postcopy(struct hv *hv, const char *uuid, unsigned flags,
+                           struct agent_error *err);
+/* virDomainGetJobStats' typed parameters -> *ret (exposed for tests). */
+void hv_job_info_from_params(int type, const virTypedParameter *params, int n,
+                             struct hv_job_info *ret);
 
 /* The table entries every libvirt-backed driver shares (designated
- * initializers for a driver's table). reset is left to each driver: the test
- * driver has none. */
+ * initializers for a driver's table). reset and the hot-plug and job
+ * entries are each driver's choice. */
 #define HV_LIBVIRT_COMMON_OPS                                                  \
     .define = hv_lv_define, .start = hv_lv_start, .shutdown = hv_lv_shutdown,   \
     .destroy = hv_lv_destroy, .reboot = hv_lv_reboot,                           \
     .undefine = hv_lv_undefine, .power = hv_lv_power, .list = hv_lv_list,       \
     .host_info = hv_lv_host_info
 
-/* Domain XML (domxml.c). */
-enum domxml_os { DOMXML_OS_HVM, DOMXML_OS_XEN_PV };
-struct domxml_opts {
-    const char *domain_type;  /* <domain type=...> */
-    enum domxml_os os;        /* HVM or Xen PV */
-    const char *machine;      /* HVM machine type or NULL */
-    bool serial_file;         /* serial console to a log file */
-    bool balloon;             /* virtio memory balloon */
-    const char *disk_bus;     /* "virtio" or "xen" */
-    const char *disk_dev;     /* "vda" or "xvda" */
+/* ---- domain XML element writers (domxml.c) ----
+ * Each returns 0, or nonzero when the writer failed (out of memory); a
+ * driver composes them with || between domxml_begin() and domxml_end().
+ * Every value goes through xmlTextWriter, which escapes it. */
+
+struct domxml {
+    xmlBufferPtr buf;
+    xmlTextWriterPtr w;
 };
-int domxml_build(const struct hv_guest *g, const struct domxml_opts *o, char **xml,
-                 struct agent_error *err);
+/* Start a document with <domain type=type>, or (type NULL) a bare one for
+ * a single device's XML. */
+int domxml_begin(struct domxml *d, const char *type);
+/* Close every open element, hand the text to *xml (owned by the caller) and
+ * free the writer. On any earlier failure (failed true) or now, frees
+ * everything and returns -ENOMEM with err. */
+int domxml_end(struct domxml *d, bool failed, char **xml, struct agent_error *err);
+/* Free without a result (a driver bailing out). */
+void domxml_abort(struct domxml *d);
+
+int domxml_start(struct domxml *d, const char *elem);
+int domxml_close(struct domxml *d); /* end the innermost element */
+int domxml_text(struct domxml *d, const char *elem, const char *text);
+/* <name>, <uuid>, <title> */
+int domxml_identity(struct domxml *d, const struct hv_guest *g);
+/* <metadata><ca:instance> the guest's items, then <ca:host> from g->owner */
+int domxml_metadata(struct domxml *d, const struct hv_guest *g);
+/* <memory unit=MiB>max</memory>, and <currentMemory> when below max */
+int domxml_memory(struct domxml *d, uint64_t mib, uint64_t max_mib);
+/* <vcpu placement=static [current=n]>max</vcpu> */
+int domxml_vcpu(struct domxml *d, unsigned n, unsigned max);
+
+struct domxml_os {
+    const char *type;    /* "hvm", "xen", "exe" */
+    const char *arch;    /* NULL: none written (Xen PV, containers) */
+    const char *machine; /* NULL: libvirt's default */
+    bool boot_dev;       /* <boot dev=hd/> when booting from disk */
+};
+/* <os> with the type and the guest's boot source (kernel, initrd, cmdline,
+ * boot device or init). */
+int domxml_os(struct domxml *d, const struct domxml_os *os, const struct hv_boot *boot);
+/* <features><acpi/>[<apic/>]</features> */
+int domxml_features(struct domxml *d, bool apic);
+/* on_poweroff destroy, on_reboot restart, on_crash destroy */
+int domxml_lifecycle(struct domxml *d);
+/* <disk type=file device=disk> with driver name/type, source, target, readonly */
+int domxml_disk(struct domxml *d, const struct hv_disk *disk, const char *dev, const char *bus);
+/* <disk device=cdrom> (config drive), always read-only */
+int domxml_cdrom(struct domxml *d, const struct hv_disk *disk, const char *dev, const char *bus);
+/* <interface type=bridge|ethernet> with mac, source/target, model, mtu */
+int domxml_nic(struct domxml *d, const struct hv_nic *nic, const char *default_model);
+/* <filesystem type=mount> source dir -> target dir */
+int domxml_filesystem(struct domxml *d, const char *source_dir, const char *target_dir,
+                      bool readonly);
+/* <serial type=file> and <console type=file target type=console_target> */
+int domxml_console(struct domxml *d, const char *log_path, const char *console_target);
+/* <memballoon model=model/> ("none" for none) */
+int domxml_memballoon(struct domxml *d, const char *model);
+/* Where a guest's disks go: target names prefix + letter from first on,
+ * on bus. */
+struct domxml_bus {
+    const char *prefix; /* "vd", "xvd", "hd" */
+    const char *bus;    /* "virtio", "xen", "ide" */
+    unsigned first;     /* 0 for "a" */
+};
+/* The guest's disks in order: root and ephemeral disks on disk (vda,
+ * vdb, ...), the config drive as a cdrom on cdrom, or (cdrom NULL) as a
+ * read-only disk in the disk sequence; a directory root (HV_DISK_ROOTFS) as
+ * a <filesystem> mounted at /. */
+int domxml_guest_disks(struct domxml *d, const struct hv_guest *g, const struct domxml_bus *disk,
+                       const struct domxml_bus *cdrom);
+/* One device (attach/detach) the way domxml_guest_disks and domxml_nic
+ * write it. */
+int domxml_device(const struct hv_device *dev, const struct domxml_bus *disk,
+                  const struct domxml_bus *cdrom, const char *nic_model, char **xml,
+                  struct agent_error *err);
+/* Target device name for the index-th disk with prefix ("vd" -> "vda"):
+ * into buf[8]; -1 past "zz". */
+int domxml_disk_name(const char *prefix, unsigned index, char buf[8]);
+
+/* ---- our metadata read back (metadata.c) ---- */
+
 /* Our <metadata> element, as virDomainGetMetadata returns it, -> ident and
  * owner. libvirt 9.0 hands the element back without its namespace
  * declaration (we asked for it by our namespace URI, so it is ours); an

@@ -1,6 +1,8 @@
 /* test.c: libvirt's test driver (test:///default, or a node file). State
  * lives in the agent's process, so it serves unit tests, scale tests and
- * benchmarks. It keeps no disks or consoles, and it has no reset. */
+ * benchmarks. It keeps no disks or consoles, it has no reset, and a reboot
+ * is done when the call returns (no event). It does change vCPUs and
+ * memory live (tests/unit/test_hv.c checks). */
 #include "agent/hypervisor/hv-internal.h"
 
 static int test_probe(struct hv *hv, struct agent_error *err)
@@ -10,27 +12,42 @@ static int test_probe(struct hv *hv, struct agent_error *err)
     return 0;
 }
 
+static const struct domxml_bus test_disks = {"vd", "virtio", 0};
+
+static int test_devices(struct domxml *d, const struct hv_guest *g)
+{
+    if (domxml_start(d, "devices") || domxml_guest_disks(d, g, &test_disks, NULL))
+        return -1;
+    for (size_t i = 0; i < g->n_nics; i++)
+        if (domxml_nic(d, &g->nics[i], "virtio"))
+            return -1;
+    /* no console: the test driver writes no files */
+    return domxml_memballoon(d, "none") || domxml_close(d);
+}
+
 static int test_domain_xml(struct hv *hv, const struct hv_guest *g, char **xml, struct agent_error *err)
 {
-    const struct domxml_opts o = {
-        .domain_type = hv_domain_type(hv),
-        .os = DOMXML_OS_HVM,
-        .machine = NULL,
-        .serial_file = false,
-        .balloon = false,
-        .disk_bus = "virtio",
-        .disk_dev = "vda",
-    };
-    return domxml_build(g, &o, xml, err);
+    struct domxml d = {0};
+    char arch[16];
+    const struct domxml_os os = {.type = "hvm", .arch = arch, .boot_dev = true};
+    int failed;
+
+    hv_guest_arch(hv, arch);
+    failed = domxml_begin(&d, hv_domain_type(hv)) || domxml_identity(&d, g) ||
+             domxml_metadata(&d, g) || domxml_memory(&d, g->memory_mib, g->max_memory_mib) ||
+             domxml_vcpu(&d, g->vcpus, g->max_vcpus) || domxml_os(&d, &os, &g->boot) ||
+             domxml_features(&d, true) || domxml_lifecycle(&d) || test_devices(&d, g);
+    return domxml_end(&d, failed, xml, err);
 }
 
 const struct hv_driver hv_driver_test = {
     .name = "test",
     .default_uri = "test:///default",
-    .disk_files = false,
-    .reboot_no_event = true,
+    .features = HV_FEAT_BIT(HV_FEAT_VCPU_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_MEM_HOTPLUG),
     .probe = test_probe,
     .domain_xml = test_domain_xml,
     HV_LIBVIRT_COMMON_OPS,
     /* .reset: the test driver has none; callers get -ENOTSUP */
+    .set_vcpus = hv_lv_set_vcpus,
+    .set_memory = hv_lv_set_memory,
 };

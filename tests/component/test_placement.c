@@ -388,12 +388,8 @@ static void inv_changed(struct placement_inventory out[3], int64_t vcpus)
     out[1].reserved = 1024;
 }
 
-/* Host capabilities, expanded the way the agent passes them. */
-static const char cpu_xml[] =
-    "<cpu mode='custom' match='exact'><model fallback='forbid'>Skylake-Client-IBRS</model>"
-    "<vendor>Intel</vendor><feature policy='require' name='sse4.2'/>"
-    "<feature policy='require' name='avx2'/><feature policy='require' name='aes'/>"
-    "<feature policy='disable' name='avx512f'/></cpu>";
+/* The host's enabled CPU features, as the hypervisor layer hands them over. */
+static const char *const cpu_features[] = {"sse4.2", "avx2", "aes"};
 
 static const char *const traits_a[] = {"CUSTOM_HYPERVISOR_QEMU", "HW_CPU_X86_AESNI",
                                        "HW_CPU_X86_AVX2", "HW_CPU_X86_SSE42"};
@@ -405,7 +401,9 @@ static struct placement *registered(struct ctx *c, const char *name)
     char **traits = NULL;
     size_t n = 0;
 
-    assert_int_equal(placement_traits_from_capabilities(cpu_xml, "qemu", &traits, &n, NULL), 0);
+    assert_int_equal(placement_traits_from_cpu("x86_64", cpu_features, ARRAY_SIZE(cpu_features),
+                                               "qemu", &traits, &n, NULL),
+                     0);
     assert_int_equal(n, ARRAY_SIZE(traits_a));
     assert_int_equal(placement_set_inventory(p, inv_a, ARRAY_SIZE(inv_a)), 0);
     assert_int_equal(placement_set_traits(p, (const char *const *)traits, n), 0);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/guest.h"
 #include "agent/hypervisor/hv-internal.h"
 #include "agent/instance.h"
 #include "agent/request.h"
@@ -16,6 +17,17 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct catalog *cat;
+static uv_loop_t loop;
+static struct hv *kvm; /* never connected: the kvm driver's XML only */
+
+static void kvm_setup(void)
+{
+    struct hv_config cfg = {.domain_type = "qemu", .workers = 1};
+
+    if (uv_loop_init(&loop) < 0 || hv_new(&loop, &hv_driver_kvm, &cfg, NULL, NULL, &kvm) < 0)
+        abort();
+    hv_set_domain_type(kvm, "qemu", "fuzz");
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -25,15 +37,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (!cat && catalog_builtin(&cat) < 0)
         abort();
+    if (!kvm)
+        kvm_setup();
     j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
     if (!j)
         return 0;
     if (launch_spec_parse(j, cat, &spec, &err) == 0) {
         struct instance inst = {0};
-        struct hv_guest g = {.inst = &inst, .console_log = "/c.log"};
-        const struct domxml_opts o = {.domain_type = "qemu", .os = DOMXML_OS_HVM, .machine = "pc",
-                                      .serial_file = true, .balloon = true, .disk_bus = "virtio",
-                                      .disk_dev = "vda"};
+        struct guest g;
         char *xml = NULL;
         json_t *shown;
 
@@ -52,12 +63,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         inst.name = spec.name;
         inst.flavor = spec.flavor;
         inst.boot = spec.boot;
+        inst.console_log = "/c.log";
         shown = instance_to_json(&inst);
         if (!shown)
             abort();
         json_decref(shown);
         /* the XML writer escapes everything: the metadata reads back the same name */
-        if (domxml_build(&g, &o, &xml, &err) == 0) {
+        if (hv_domain_xml(kvm, guest_describe(&inst, NULL, &g), &xml, &err) == 0) {
             char *m = strstr(xml, "<ca:instance"), *e = m ? strstr(m, "</ca:instance>") : NULL;
             struct instance back;
             struct hv_owner own;
@@ -95,6 +107,11 @@ int main(int argc, char **argv)
         LLVMFuzzerTestOneInput(buf, n);
     }
     catalog_free(cat);
+    if (kvm) {
+        hv_free(kvm);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+    }
     printf("fuzz_launch: %d inputs, no crash\n", argc - 1);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* test_placement.c: the Placement client's parts that need no server: CPU
- * features -> traits from libvirt XML, inventory validation/diffing/merging
+ * features -> traits, inventory validation/diffing/merging
  * (what decides that nothing needs sending), trait merging, backoff and
  * jitter, microversion choice, Keystone pieces, usage drift; and, with a
  * loopback port nobody listens on, that a down controller never blocks the
@@ -20,93 +20,21 @@
 #include "scheduler-client/placement-internal.h"
 #include "scheduler-client/placement.h"
 
-/* virConnectGetCapabilities() of a Skylake host (libvirt 9, trimmed). The
- * host CPU lists only the features beyond its model. The <guest> part holds
- * a decoy that must not count. */
-static const char caps_xml[] =
-    "<capabilities>\n"
-    "  <host>\n"
-    "    <uuid>4c4c4544-0042-3510-8052-b4c04f4e3732</uuid>\n"
-    "    <cpu>\n"
-    "      <arch>x86_64</arch>\n"
-    "      <model>Skylake-Client-IBRS</model>\n"
-    "      <vendor>Intel</vendor>\n"
-    "      <microcode version='240'/>\n"
-    "      <signature family='6' model='94' stepping='3'/>\n"
-    "      <counter name='tsc' frequency='2591999000' scaling='no'/>\n"
-    "      <topology sockets='1' dies='1' cores='4' threads='2'/>\n"
-    "      <maxphysaddr mode='emulate' bits='39'/>\n"
-    "      <feature name='ds'/>\n"
-    "      <feature name='acpi'/>\n"
-    "      <feature name='ss'/>\n"
-    "      <feature name='ht'/>\n"
-    "      <feature name='monitor'/>\n"
-    "      <feature name='vmx'/>\n"
-    "      <feature name='est'/>\n"
-    "      <feature name='osxsave'/>\n"
-    "      <feature name='tsc_adjust'/>\n"
-    "      <feature name='clflushopt'/>\n"
-    "      <feature name='intel-pt'/>\n"
-    "      <feature name='md-clear'/>\n"
-    "      <feature name='stibp'/>\n"
-    "      <feature name='ssbd'/>\n"
-    "      <feature name='xsaves'/>\n"
-    "      <feature name='pdpe1gb'/>\n"
-    "      <feature name='invtsc'/>\n"
-    "      <pages unit='KiB' size='4'/>\n"
-    "      <pages unit='KiB' size='2048'/>\n"
-    "    </cpu>\n"
-    "    <power_management><suspend_mem/></power_management>\n"
-    "    <iommu support='no'/>\n"
-    "    <topology><cells num='1'><cell id='0'>\n"
-    "      <memory unit='KiB'>16291436</memory>\n"
-    "      <cpus num='2'>\n"
-    "        <cpu id='0' socket_id='0' die_id='0' core_id='0' siblings='0'/>\n"
-    "        <cpu id='1' socket_id='0' die_id='0' core_id='1' siblings='1'/>\n"
-    "      </cpus>\n"
-    "    </cell></cells></topology>\n"
-    "  </host>\n"
-    "  <guest>\n"
-    "    <os_type>hvm</os_type>\n"
-    "    <arch name='x86_64'>\n"
-    "      <wordsize>64</wordsize>\n"
-    "      <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"
-    "      <domain type='qemu'/>\n"
-    "      <domain type='kvm'/>\n"
-    "      <cpu><feature name='avx512f'/></cpu>\n"
-    "    </arch>\n"
-    "  </guest>\n"
-    "</capabilities>\n";
+/* The enabled features of a Skylake host's CPU beyond its model, as the
+ * hypervisor layer parses them from libvirt's capabilities (test_hv.c reads
+ * the document itself: tests/unit/data/caps-skylake.xml). */
+static const char *const skylake_features[] = {
+    "ds", "acpi", "ss", "ht", "monitor", "vmx", "est", "osxsave", "tsc_adjust", "clflushopt",
+    "intel-pt", "md-clear", "stibp", "ssbd", "xsaves", "pdpe1gb", "invtsc",
+};
 
 /* virConnectBaselineHypervisorCPU(..., EXPAND_FEATURES) style: every
- * feature of the model, some disabled. */
-static const char baseline_xml[] =
-    "<cpu mode='custom' match='exact'>\n"
-    "  <model fallback='forbid'>Skylake-Client-IBRS</model>\n"
-    "  <vendor>Intel</vendor>\n"
-    "  <feature policy='require' name='sse4.2'/>\n"
-    "  <feature policy='require' name='sse4.1'/>\n"
-    "  <feature policy='require' name='ssse3'/>\n"
-    "  <feature policy='require' name='pni'/>\n"
-    "  <feature policy='require' name='pclmuldq'/>\n"
-    "  <feature policy='require' name='fma'/>\n"
-    "  <feature policy='require' name='avx2'/>\n"
-    "  <feature policy='require' name='aes'/>\n"
-    "  <feature policy='require' name='bmi1'/>\n"
-    "  <feature policy='require' name='x2apic'/>\n"
-    "  <feature policy='disable' name='avx512f'/>\n"
-    "  <feature policy='forbid' name='svm'/>\n"
-    "</cpu>\n";
+ * enabled feature of the model. */
+static const char *const expanded_features[] = {
+    "sse4.2", "sse4.1", "ssse3", "pni", "pclmuldq", "fma", "avx2", "aes", "bmi1", "x2apic",
+};
 
-static bool list_has(char **v, size_t n, const char *s)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(v[i], s) == 0)
-            return true;
-    return false;
-}
-
-static void test_traits_from_capabilities(void **state)
+static void test_traits_from_cpu(void **state)
 {
     static const char *const want[] = {
         "CUSTOM_HYPERVISOR_KVM",     "HW_CPU_X86_INTEL_MD_CLEAR", "HW_CPU_X86_INTEL_SSBD",
@@ -117,11 +45,13 @@ static void test_traits_from_capabilities(void **state)
     struct agent_error err;
 
     (void)state;
-    assert_int_equal(placement_traits_from_capabilities(caps_xml, "kvm", &traits, &n, &err), 0);
+    assert_int_equal(placement_traits_from_cpu("x86_64", skylake_features,
+                                               ARRAY_SIZE(skylake_features), "kvm", &traits, &n,
+                                               &err),
+                     0);
     assert_int_equal(n, ARRAY_SIZE(want));
     for (size_t i = 0; i < n; i++) /* sorted, exactly these */
         assert_string_equal(traits[i], want[i]);
-    assert_false(list_has(traits, n, "HW_CPU_X86_AVX512F")); /* the <guest> decoy */
     placement_traits_free(traits, n);
 }
 
@@ -136,46 +66,42 @@ static void test_traits_from_expanded_cpu(void **state)
     size_t n = 0;
 
     (void)state;
-    assert_int_equal(placement_traits_from_capabilities(baseline_xml, "QEMU", &traits, &n, NULL),
+    assert_int_equal(placement_traits_from_cpu(NULL, expanded_features,
+                                               ARRAY_SIZE(expanded_features), "QEMU", &traits, &n,
+                                               NULL),
                      0);
     assert_int_equal(n, ARRAY_SIZE(want));
     for (size_t i = 0; i < n; i++)
         assert_string_equal(traits[i], want[i]);
-    /* disable / forbid do not count */
-    assert_false(list_has(traits, n, "HW_CPU_X86_AVX512F"));
-    assert_false(list_has(traits, n, "HW_CPU_X86_SVM"));
     placement_traits_free(traits, n);
 }
 
-static void test_traits_from_capabilities_errors(void **state)
+static void test_traits_from_cpu_errors(void **state)
 {
+    static const char *const aes[] = {"aes"};
     char **traits = NULL;
     size_t n = 0;
     struct agent_error err;
 
     (void)state;
-    assert_int_equal(placement_traits_from_capabilities("<capabilities><host>", NULL, &traits,
-                                                        &n, &err),
-                     -EINVAL);
+    assert_int_equal(placement_traits_from_cpu("x86_64", NULL, 1, NULL, &traits, &n, &err), -EINVAL);
     assert_string_equal(err.code, "invalid");
-    assert_int_equal(placement_traits_from_capabilities("not xml", NULL, &traits, &n, &err),
-                     -EINVAL);
-    assert_int_equal(placement_traits_from_capabilities("<domain/>", NULL, &traits, &n, &err),
-                     -EINVAL);
-    assert_int_equal(placement_traits_from_capabilities(caps_xml, "bhyve", &traits, &n, &err),
+    assert_int_equal(placement_traits_from_cpu("x86_64", skylake_features, 1, "bhyve", &traits,
+                                               &n, &err),
                      -EINVAL);
     assert_string_equal(err.field, "hypervisor");
-    /* no host cpu at all: no traits, no error */
-    assert_int_equal(placement_traits_from_capabilities("<capabilities/>", "xen", &traits, &n,
-                                                        &err),
-                     0);
+    /* no CPU features at all: the hypervisor's trait only, no error */
+    assert_int_equal(placement_traits_from_cpu("x86_64", NULL, 0, "xen", &traits, &n, &err), 0);
     assert_int_equal(n, 1);
     assert_string_equal(traits[0], "CUSTOM_HYPERVISOR_XEN");
     placement_traits_free(traits, n);
-    assert_int_equal(placement_traits_from_capabilities("<capabilities/>", NULL, &traits, &n,
-                                                        &err),
-                     0);
+    assert_int_equal(placement_traits_from_cpu("x86_64", NULL, 0, NULL, &traits, &n, &err), 0);
     assert_int_equal(n, 0);
+    placement_traits_free(traits, n);
+    /* x86's trait names are not another arch's */
+    assert_int_equal(placement_traits_from_cpu("aarch64", aes, 1, "kvm", &traits, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(traits[0], "CUSTOM_HYPERVISOR_KVM");
     placement_traits_free(traits, n);
     placement_traits_free(NULL, 0);
 }
@@ -829,9 +755,9 @@ static void test_new_rejects_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traits_from_capabilities),
+        cmocka_unit_test(test_traits_from_cpu),
         cmocka_unit_test(test_traits_from_expanded_cpu),
-        cmocka_unit_test(test_traits_from_capabilities_errors),
+        cmocka_unit_test(test_traits_from_cpu_errors),
         cmocka_unit_test(test_cpu_feature_aliases),
         cmocka_unit_test(test_inventory_build),
         cmocka_unit_test(test_inventory_diff),

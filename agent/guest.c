@@ -1,0 +1,67 @@
+/* guest.c: see guest.h. The metadata items are the ones today's domains
+ * carry (uuid, ec2-id, name, flavor, kernel, image): the reader in
+ * agent/hypervisor/metadata.c accepts them in any order. */
+#include "agent/guest.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void describe_meta(const struct instance *inst, struct guest *g)
+{
+    const struct boot_source *b = &inst->boot;
+    struct hv_meta_item *m = g->meta;
+    size_t n = 0;
+
+    snprintf(g->vcpus, sizeof(g->vcpus), "%lld", (long long)inst->flavor.vcpus);
+    snprintf(g->memory_mb, sizeof(g->memory_mb), "%lld", (long long)inst->flavor.memory_mb);
+    snprintf(g->disk_gb, sizeof(g->disk_gb), "%lld", (long long)inst->flavor.disk_gb);
+    m[n++] = (struct hv_meta_item){.name = "uuid", .text = inst->uuid};
+    m[n++] = (struct hv_meta_item){.name = "ec2-id", .text = inst->ec2_id};
+    m[n++] = (struct hv_meta_item){.name = "name", .text = inst->name};
+    m[n++] = (struct hv_meta_item){
+        .name = "flavor",
+        .attrs = {{"vcpus", g->vcpus}, {"memory_mb", g->memory_mb}, {"disk_gb", g->disk_gb},
+                  {"type", inst->instance_type}},
+    };
+    if (b->kind == BOOT_KERNEL)
+        m[n++] = (struct hv_meta_item){
+            .name = "kernel",
+            .attrs = {{"path", b->kernel}, {"initrd", b->initrd}, {"cmdline", b->cmdline}},
+        };
+    if (boot_source_has_image(b))
+        m[n++] = (struct hv_meta_item){
+            .name = "image",
+            .attrs = {{"path", b->image_path}, {"id", b->image_id}, {"url", b->image_url},
+                      {"digest", b->image_digest}, {"glance_id", b->image_glance_id}},
+        };
+    g->hv.meta = m;
+    g->hv.n_meta = n;
+}
+
+const struct hv_guest *guest_describe(const struct instance *inst, const char *disk_format,
+                                      struct guest *g)
+{
+    const struct boot_source *b = &inst->boot;
+    struct hv_guest *h = &g->hv;
+
+    memset(g, 0, sizeof(*g));
+    strscpy(h->uuid, inst->uuid, sizeof(h->uuid));
+    h->name = inst->ec2_id;
+    h->title = inst->name;
+    /* no headroom yet: the maxima are the flavor's (resize brings them) */
+    h->vcpus = h->max_vcpus = (unsigned)inst->flavor.vcpus;
+    h->memory_mib = h->max_memory_mib = (uint64_t)inst->flavor.memory_mb;
+    if (b->kind == BOOT_KERNEL)
+        h->boot = (struct hv_boot){.kind = HV_BOOT_KERNEL, .kernel = b->kernel,
+                                   .initrd = b->initrd, .cmdline = b->cmdline};
+    else
+        h->boot = (struct hv_boot){.kind = HV_BOOT_DISK};
+    if (inst->disk_path) {
+        g->disks[h->n_disks++] = (struct hv_disk){
+            .role = HV_DISK_ROOT, .path = inst->disk_path, .format = disk_format};
+    }
+    h->disks = g->disks;
+    h->console_log = inst->console_log;
+    describe_meta(inst, g);
+    return h;
+}
