@@ -15,6 +15,7 @@
 
 #include "agent/controller.h"
 #include "agent/events.h"
+#include "agent/host.h"
 #include "agent/bus.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
@@ -24,6 +25,32 @@
 #include "agent/resources.h"
 
 struct conn;
+
+/* What the handlers use: the objects (borrowed) and the settings. */
+struct api_ctx {
+    uv_loop_t *loop;
+    const struct agent_config *cfg;
+    int64_t started_ms;
+    struct store *store;
+    struct ops *ops;
+    struct host *host;
+    struct imgcache *imgcache;
+    struct hv *hv;
+    struct resources *res;
+    struct catalog *catalog;
+    struct controller *ctl;
+    struct events *events;
+    struct telemetry *telemetry;
+    struct metrics *metrics;
+};
+
+static void ctx_init(struct api_ctx *a, uv_loop_t *loop, const struct api_deps *d, const struct api_config *cfg)
+{
+    *a = (struct api_ctx){.loop = loop, .cfg = cfg->agent, .started_ms = cfg->started_ms, .store = d->store,
+                          .ops = d->ops, .host = d->host, .imgcache = d->imgcache, .hv = d->hv, .res = d->res,
+                          .catalog = d->catalog, .ctl = d->ctl, .events = d->events,
+                          .telemetry = d->telemetry, .metrics = d->metrics};
+}
 
 struct api_server {
     struct api *api;          /* back pointer */
@@ -62,7 +89,9 @@ struct conn {
 struct waiter;
 
 struct api {
-    struct agent *a;
+    struct api_ctx ctx;
+    struct api_ctx *a;        /* &ctx */
+    bool stopping;            /* api_free() under way */
     struct api_server unix_srv;
     struct api_server tcp_srv;
     struct api_server metrics_srv; /* /metrics only, for scrapers (no token) */
@@ -136,22 +165,22 @@ static int fail_with(json_t **reply, const char *code, const char *field, const 
 
 /* ---- handlers ---- */
 
-static int get_host(struct agent *a, json_t **reply)
+static int get_host(struct api_ctx *a, json_t **reply)
 {
     json_t *o = json_object();
 
-    json_object_set_new(o, "hostname", json_string(a->cfg.host_name));
-    json_object_set_new(o, "hypervisor", json_string(a->cfg.hypervisor));
+    json_object_set_new(o, "hostname", json_string(a->cfg->host_name));
+    json_object_set_new(o, "hypervisor", json_string(a->cfg->hypervisor));
     json_object_set_new(o, "domain_type", json_string(hv_domain_type(a->hv)));
     json_object_set_new(o, "domain_type_reason", json_string(hv_domain_type_reason(a->hv)));
     json_object_set_new(o, "libvirt_uri", json_string(hv_uri(a->hv)));
     json_object_set_new(o, "version", json_string(CA_VERSION));
-    json_object_set_new(o, "state", json_string(a->disabled ? "disabled" : "enabled"));
+    json_object_set_new(o, "state", json_string(host_disabled(a->host) ? "disabled" : "enabled"));
     json_object_set_new(o, "provider_uuid", controller_provider_uuid(a->ctl)
                                                 ? json_string(controller_provider_uuid(a->ctl))
                                                 : json_null());
     json_object_set_new(o, "placement", controller_to_json(a->ctl));
-    json_object_set_new(o, "bus", events_bus_json(a));
+    json_object_set_new(o, "bus", events_bus_json(a->events));
     json_object_set_new(o, "libvirt", json_pack("{s:b}", "connected", hv_connected(a->hv)));
     json_object_set_new(o, "operations_in_flight", json_integer(ops_in_flight(a->ops)));
     json_object_set_new(o, "uptime_s", json_integer((now_wall_ms() - a->started_ms) / 1000));
@@ -166,7 +195,7 @@ static int collect(const struct instance *inst, void *opaque)
     return 0;
 }
 
-static int list_instances(struct agent *a, json_t **reply)
+static int list_instances(struct api_ctx *a, json_t **reply)
 {
     json_t *arr = json_array();
     struct agent_error e;
@@ -180,7 +209,7 @@ static int list_instances(struct agent *a, json_t **reply)
     return 200;
 }
 
-static int show_instance(struct agent *a, const char *id, json_t **reply)
+static int show_instance(struct api_ctx *a, const char *id, json_t **reply)
 {
     struct instance inst;
 
@@ -191,7 +220,7 @@ static int show_instance(struct agent *a, const char *id, json_t **reply)
     return 200;
 }
 
-static int show_operation(struct agent *a, const char *id, json_t **reply)
+static int show_operation(struct api_ctx *a, const char *id, json_t **reply)
 {
     struct op_record op;
 
@@ -249,7 +278,7 @@ static int request_id_of(json_t *body, const char *header, const char **out, jso
     return 0;
 }
 
-static int launch(struct agent *a, const char *body, size_t len, const char *idem, json_t **reply)
+static int launch(struct api_ctx *a, const char *body, size_t len, const char *idem, json_t **reply)
 {
     json_t *j = NULL;
     struct launch_spec spec;
@@ -276,7 +305,7 @@ out:
     return status;
 }
 
-static int action(struct agent *a, const char *id, const char *body, size_t len, const char *idem,
+static int action(struct api_ctx *a, const char *id, const char *body, size_t len, const char *idem,
                   json_t **reply)
 {
     static const char *const allowed[] = {"action", "request_id", "timeout", "force", NULL};
@@ -333,7 +362,7 @@ out:
     return status;
 }
 
-static int terminate(struct agent *a, const char *id, const char *idem, json_t **reply)
+static int terminate(struct api_ctx *a, const char *id, const char *idem, json_t **reply)
 {
     struct action_opts opts = {.timeout_s = -1, .request_id = idem};
     struct agent_error e;
@@ -351,8 +380,8 @@ static bool id_ok(const char *id)
     return uuid_is_valid(id) || ec2_id_is_valid(id);
 }
 
-int api_route(struct agent *a, const char *method, const char *url, const char *body, size_t len,
-              const char *idem, json_t **reply)
+static int route(struct api_ctx *a, const char *method, const char *url, const char *body, size_t len,
+                 const char *idem, json_t **reply)
 {
     char path[512], id[64];
     const char *rest;
@@ -371,8 +400,8 @@ int api_route(struct agent *a, const char *method, const char *url, const char *
     if (!strcmp(path, "/healthz")) {
         if (!get)
             goto not_allowed;
-        *reply = json_pack("{s:s}", "status", a->ready ? "ok" : "starting");
-        return a->ready ? 200 : 503;
+        *reply = json_pack("{s:s}", "status", host_ready(a->host) ? "ok" : "starting");
+        return host_ready(a->host) ? 200 : 503;
     }
     if (!strcmp(path, "/v1/host")) {
         if (!get)
@@ -383,7 +412,7 @@ int api_route(struct agent *a, const char *method, const char *url, const char *
         struct agent_error e;
         if (!post)
             goto not_allowed;
-        if (agent_set_disabled(a, !strcmp(path, "/v1/host/disable")) < 0) {
+        if (host_set_disabled(a->host, !strcmp(path, "/v1/host/disable"), &e) < 0) {
             agent_error_set(&e, EIO, "internal", NULL, "cannot record the host state");
             return fail(reply, &e);
         }
@@ -568,16 +597,25 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *b
     return r;
 }
 
+int api_route(const struct api_deps *deps, const struct api_config *cfg, const char *method, const char *url,
+              const char *body, size_t len, const char *idempotency_key, json_t **reply)
+{
+    struct api_ctx a;
+
+    ctx_init(&a, NULL, deps, cfg);
+    return route(&a, method, url, body, len, idempotency_key, reply);
+}
+
 static void on_timer(uv_timer_t *t);
 
 /* GET /metrics: the Prometheus text format, from the last sample and the
  * agent's counters; never calls libvirt. */
-static enum MHD_Result send_metrics(struct agent *a, struct MHD_Connection *c)
+static enum MHD_Result send_metrics(struct api_ctx *a, struct MHD_Connection *c)
 {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    struct bus *bus = events_bus(a);
+    struct bus *bus = events_bus(a->events);
     struct MHD_Response *resp;
     enum MHD_Result r;
 
@@ -628,7 +666,7 @@ static void waiter_resume(struct waiter *w, int status, json_t *reply)
     }
     MHD_resume_connection(w->conn);
     /* MHD serves a resumed connection on its next run: make that now */
-    if (!api->a->stopping)
+    if (!api->stopping)
         uv_timer_start(&w->srv->timer, on_timer, 0, 0);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, on_waiter_closed);
@@ -688,7 +726,7 @@ static int maybe_wait(struct api_server *srv, struct MHD_Connection *c, struct r
         return 0;
     finished = strcmp(op.state, "pending") && strcmp(op.state, "running");
     op_record_release(&op);
-    if (finished || api->a->stopping)
+    if (finished || api->stopping)
         return 0;
     w = calloc(1, sizeof(*w));
     if (!w)
@@ -717,7 +755,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   size_t *upload_size, void **con_cls)
 {
     struct api_server *srv = cls;
-    struct agent *a = srv->api->a;
+    struct api_ctx *a = srv->api->a;
     struct request *req = *con_cls;
     json_t *reply = NULL;
     const char *ctype, *idem;
@@ -761,7 +799,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_json(c, req->status, r);
     }
     t0 = now_mono_ns();
-    if (srv->tcp && !token_ok(c, a->cfg.api_token)) {
+    if (srv->tcp && !token_ok(c, a->cfg->api_token)) {
         status = fail_with(&reply, "unauthorized", NULL, "a valid bearer token is required");
         goto send;
     }
@@ -791,7 +829,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 goto send;
         }
     }
-    status = api_route(a, method, url, req->body, req->len, idem, &reply);
+    status = route(a, method, url, req->body, req->len, idem, &reply);
 send:
     if (status >= 400) {
         json_t *e = json_object_get(reply, "error");
@@ -955,7 +993,7 @@ static void drive(struct api_server *srv)
 static void on_sweep(uv_timer_t *t)
 {
     struct api_server *srv = t->data;
-    struct agent_config *cfg = &srv->api->a->cfg;
+    const struct agent_config *cfg = srv->api->a->cfg;
     uint64_t now = uv_now(srv->api->a->loop);
     unsigned head = 0, request = 0;
 
@@ -1113,7 +1151,7 @@ static int server_start(struct api *api, struct api_server *srv, int fd, bool tc
 {
     const union MHD_DaemonInfo *info;
     /* per client address, on TCP (MHD counts none on a unix socket) */
-    unsigned per_ip = tcp || srv->metrics_only ? (unsigned)api->a->cfg.api_per_address_limit : 0;
+    unsigned per_ip = tcp || srv->metrics_only ? (unsigned)api->a->cfg->api_per_address_limit : 0;
 
     srv->api = api;
     srv->tcp = tcp;
@@ -1148,31 +1186,35 @@ static int server_start(struct api *api, struct api_server *srv, int fd, bool tc
     return 0;
 }
 
-int api_new(struct agent *a, struct api **ret, struct agent_error *err)
+int api_new(uv_loop_t *loop, const struct api_deps *deps, const struct api_config *cfg, struct api **ret,
+            struct agent_error *err)
 {
     struct api *api = calloc(1, sizeof(*api));
-    unsigned limit = connection_limit(&a->cfg, 1 + !!a->cfg.api_listen[0] + !!a->cfg.metrics_listen[0]);
+    const struct api_ctx *a = &api->ctx;
+    unsigned limit;
     int fd, r = 0;
 
     if (!api)
         return -ENOMEM;
-    api->a = a;
-    if (limit < a->cfg.api_max_connections)
+    ctx_init(&api->ctx, loop, deps, cfg);
+    api->a = &api->ctx;
+    limit = connection_limit(a->cfg, 1 + !!a->cfg->api_listen[0] + !!a->cfg->metrics_listen[0]);
+    if (limit < a->cfg->api_max_connections)
         log_warn("the open-file limit caps api.max_connections", "max_connections=%u", limit);
-    fd = unix_listen(api, a->cfg.api_socket, err);
+    fd = unix_listen(api, a->cfg->api_socket, err);
     if (fd < 0 || (r = server_start(api, &api->unix_srv, fd, false, "api.socket", limit, err)) < 0) {
         api_free(api);
         return fd < 0 ? fd : r;
     }
-    if (a->cfg.api_listen[0]) {
-        fd = tcp_listen(a->cfg.api_listen, err);
+    if (a->cfg->api_listen[0]) {
+        fd = tcp_listen(a->cfg->api_listen, err);
         if (fd < 0 || (r = server_start(api, &api->tcp_srv, fd, true, "api.listen", limit, err)) < 0) {
             api_free(api);
             return fd < 0 ? fd : r;
         }
     }
-    if (a->cfg.metrics_listen[0]) {
-        fd = tcp_listen(a->cfg.metrics_listen, err);
+    if (a->cfg->metrics_listen[0]) {
+        fd = tcp_listen(a->cfg->metrics_listen, err);
         if (fd >= 0)
             api->metrics_srv.metrics_only = true;
         if (fd < 0 ||
@@ -1215,6 +1257,7 @@ void api_free(struct api *api)
 {
     if (!api)
         return;
+    api->stopping = true;
     /* MHD needs every suspended connection resumed before it stops */
     while (api->waiters)
         on_wait_deadline(&api->waiters->timer);
@@ -1226,9 +1269,9 @@ void api_free(struct api *api)
     if (api->socket_bound) {
         /* ours only if it is still the inode bound (not a successor's) */
         struct stat st;
-        if (lstat(api->a->cfg.api_socket, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == api->socket_dev &&
+        if (lstat(api->a->cfg->api_socket, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == api->socket_dev &&
             st.st_ino == api->socket_ino)
-            unlink(api->a->cfg.api_socket);
+            unlink(api->a->cfg->api_socket);
     }
     server_stop(&api->unix_srv);
     server_stop(&api->tcp_srv);

@@ -9,13 +9,34 @@
 #include "agent/events.h"
 #include "agent/log.h"
 #include "agent/ops.h"
+#include "agent/store.h"
+
+struct commands {
+    struct commands_deps d; /* borrowed */
+};
+
+int commands_new(const struct commands_deps *deps, struct commands **ret)
+{
+    struct commands *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return -ENOMEM;
+    c->d = *deps;
+    *ret = c;
+    return 0;
+}
+
+void commands_free(struct commands *c)
+{
+    free(c);
+}
 
 static int fail(struct agent_error *err, const char *code, const char *field, const char *msg)
 {
     return agent_error_set(err, EINVAL, code, field, "%s", msg);
 }
 
-int commands_handle(struct agent *a, const char *payload, size_t len, char **request_id,
+int commands_handle(struct commands *c, const char *payload, size_t len, char **request_id,
                     char **instance_id, struct agent_error *err)
 {
     static const char *const allowed[] = {"op", "request_id", "instance_id", "instance", "timeout", "force", NULL};
@@ -84,7 +105,7 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
             r = fail(err, "invalid_field", "instance", "field 'instance' must be an object");
             goto out;
         }
-        if ((r = launch_spec_parse(inst, a->catalog, &spec, err)) < 0) {
+        if ((r = launch_spec_parse(inst, c->d.catalog, &spec, err)) < 0) {
             char field[sizeof(err->field) + 16];
             snprintf(field, sizeof(field), "instance%s%s", err->field[0] ? "." : "", err->field);
             strscpy(err->field, field, sizeof(err->field));
@@ -98,7 +119,7 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
         }
         free(spec.request_id);
         spec.request_id = strdup(rid);
-        r = ops_launch(a->ops, &spec, &answer, err);
+        r = ops_launch(c->d.ops, &spec, &answer, err);
         launch_spec_release(&spec);
         if (r < 0 && err->field[0] && strcmp(err->field, "request_id")) {
             /* the launch body is the command's "instance" */
@@ -133,7 +154,7 @@ int commands_handle(struct agent *a, const char *payload, size_t len, char **req
             }
             opts.force = json_is_true(v);
         }
-        r = ops_action(a->ops, id, op, &opts, &answer, err);
+        r = ops_action(c->d.ops, id, op, &opts, &answer, err);
         /* name the command's fields, not the REST API's */
         if (r < 0 && !strcmp(err->field, "id"))
             strscpy(err->field, "instance_id", sizeof(err->field));
@@ -150,7 +171,7 @@ out:
 
 void commands_on_message(void *opaque, const struct bus_message *msg)
 {
-    struct agent *a = opaque;
+    struct commands *c = opaque;
     struct agent_error err = {0};
     char *rid = NULL, *iid = NULL;
     int r;
@@ -163,7 +184,7 @@ void commands_on_message(void *opaque, const struct bus_message *msg)
         agent_error_set(&err, EINVAL, "invalid_json", NULL, "an empty (null) message is not a command");
         r = -EINVAL;
     } else {
-        r = commands_handle(a, msg->payload, msg->len, &rid, &iid, &err);
+        r = commands_handle(c, msg->payload, msg->len, &rid, &iid, &err);
     }
     /* Every command is answered and committed once: a command the host
      * cannot take now (hypervisor away, host disabled) is rejected with that
@@ -176,16 +197,16 @@ void commands_on_message(void *opaque, const struct bus_message *msg)
         if (iid && ec2_id_is_valid(iid)) {
             /* key the event by the instance's UUID, like its other events */
             struct instance inst;
-            if (store_instance_get(a->store, iid, &inst) == 0) {
+            if (store_instance_get(c->d.store, iid, &inst) == 0) {
                 free(iid);
                 iid = strdup(inst.uuid);
                 instance_release(&inst);
             }
         }
-        if (events_command_rejected(a, rid, iid, &err, msg->partition, msg->offset) == 0)
-            events_flush(a);
+        if (events_command_rejected(c->d.events, rid, iid, &err, msg->partition, msg->offset) == 0)
+            events_flush(c->d.events);
     }
-    bus_command_commit(events_bus(a), msg);
+    bus_command_commit(events_bus(c->d.events), msg);
     free(rid);
     free(iid);
 }

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "agent/events.h"
+#include "agent/host.h"
 #include "agent/localfile.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
@@ -77,16 +78,20 @@ struct job {
     char *base_path;          /* JOB_DEFINE: cached base (copied from the run) or resolved local image */
     char base_format[8];      /* its format, as its inspection found it */
     uint64_t base_vsize;
-    void (*list_done)(struct agent *a, int result);
+    void (*list_done)(void *opaque, int result); /* JOB_LIST */
+    void *list_opaque;
 };
 
 struct ops {
-    struct agent *a;
+    uv_loop_t *loop;
+    struct ops_deps d;        /* borrowed objects */
+    struct ops_config cfg;    /* strings borrowed */
+    struct ops_hooks hooks;
+    void *opaque;             /* for the hooks */
     struct op_run *runs;      /* operations in flight */
     unsigned n_runs;
     bool reconciling;
     bool stopping;            /* ops_stop(): no new work, drain jobs */
-    const char *crash_at;     /* COMPUTE_AGENT_CRASH_AT (tests) */
 };
 
 static void advance(struct op_run *r);
@@ -98,10 +103,10 @@ static void crash_point(struct ops *o, const struct op_record *rec)
 {
     char here[64];
 
-    if (!o->crash_at)
+    if (!o->cfg.crash_at)
         return;
     snprintf(here, sizeof(here), "%s:%s", rec->type, rec->step);
-    if (strcmp(here, o->crash_at) == 0) {
+    if (strcmp(here, o->cfg.crash_at) == 0) {
         log_warn("crash point reached: killing the agent", "op=%s point=%s", rec->id, here);
         raise(SIGKILL);
     }
@@ -119,23 +124,6 @@ static struct op_run *find_run(struct ops *o, const char *uuid)
         if (!r->done && strcmp(r->inst.uuid, uuid) == 0)
             return r;
     return NULL;
-}
-
-json_t *op_record_to_json(const struct op_record *op)
-{
-    char created[32], updated[32];
-    json_t *error = json_null();
-
-    format_rfc3339_ms(op->created_ms, created);
-    format_rfc3339_ms(op->updated_ms, updated);
-    if (op->error_code[0])
-        error = json_pack("{s:s, s:s}", "code", op->error_code, "message",
-                          op->error_message ? op->error_message : "");
-    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s}", "id", op->id, "type", op->type,
-                     "instance_id", op->instance_uuid, "request_id",
-                     op->request_id ? json_string(op->request_id) : json_null(), "state", op->state,
-                     "step", op->step[0] ? json_string(op->step) : json_null(), "error", error,
-                     "created_at", created, "updated_at", updated);
 }
 
 static json_t *answer_of(const struct instance *inst, const struct op_record *op)
@@ -169,7 +157,7 @@ static bool done_now(const struct op_run *r)
  * when it ended) in the outbox. */
 static int journal(struct op_run *r)
 {
-    struct store *s = r->ops->a->store;
+    struct store *s = r->ops->d.store;
     int64_t now = now_wall_ms();
     int rc;
 
@@ -179,15 +167,15 @@ static int journal(struct op_run *r)
         return rc;
     if ((rc = store_op_update(s, &r->rec)) < 0 || (rc = store_instance_update(s, &r->inst)) < 0 ||
         (strcmp(r->emitted, r->inst.state) &&
-         (rc = events_instance(r->ops->a, &r->inst, r->rec.request_id)) < 0) ||
-        (done_now(r) && (rc = events_operation(r->ops->a, &r->rec, &r->inst)) < 0)) {
+         (rc = events_instance(r->ops->d.events, &r->inst, r->rec.request_id)) < 0) ||
+        (done_now(r) && (rc = events_operation(r->ops->d.events, &r->rec, &r->inst)) < 0)) {
         store_rollback(s);
         return rc;
     }
     if ((rc = store_commit(s)) < 0)
         return rc;
     strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
-    events_flush(r->ops->a);
+    events_flush(r->ops->d.events);
     return 0;
 }
 
@@ -240,7 +228,7 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
     uv_timer_stop(&r->timer);
     r->wait = WAIT_NONE;
     strscpy(r->rec.state, failure ? "failed" : "succeeded", sizeof(r->rec.state));
-    metrics_op_finished(r->ops->a->metrics, r->rec.type, r->rec.state,
+    metrics_op_finished(r->ops->d.metrics, r->rec.type, r->rec.state,
                         (double)(now_wall_ms() - r->rec.created_ms) / 1000.0);
     if (failure) {
         strscpy(r->rec.error_code, failure->code[0] ? failure->code : "internal", sizeof(r->rec.error_code));
@@ -250,9 +238,9 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
         strscpy(r->inst.state, inst_state, sizeof(r->inst.state));
     r->inst.task_state[0] = '\0';
     /* the instance no longer needs its cached image */
-    if (r->ops->a->imgcache && ((!failure && !strcmp(r->rec.type, "terminate")) ||
+    if (r->ops->d.imgcache && ((!failure && !strcmp(r->rec.type, "terminate")) ||
                                 (failure && !strcmp(r->rec.type, "launch"))))
-        imgcache_release(r->ops->a->imgcache, NULL, r->inst.uuid);
+        imgcache_release(r->ops->d.imgcache, NULL, r->inst.uuid);
     if (failure && inst_state && strcmp(inst_state, "error") == 0)
         set_str(&r->inst.fault, failure->message);
     else if (!failure)
@@ -263,7 +251,8 @@ static void finish(struct op_run *r, const char *inst_state, const struct agent_
     log_op(failure ? LOG_WARN : LOG_INFO, failure ? "operation failed" : "operation succeeded", r,
            failure ? failure->message : NULL);
     r->done = true;
-    agent_operation_finished(r->ops->a, &r->rec, &r->inst);
+    if (r->ops->hooks.operation_finished)
+        r->ops->hooks.operation_finished(r->ops->opaque, &r->rec, &r->inst);
     if (!r->job_running)
         run_release(r);
 }
@@ -314,7 +303,7 @@ static int prepare_disk(struct instance *inst, const struct job *j, const char *
 static int check_local_files(struct job *j, struct agent_error *err)
 {
     struct boot_source *b = &j->inst.boot;
-    const char *dirs = j->ops->a->cfg.local_image_dirs;
+    const char *dirs = j->ops->cfg.local_image_dirs;
     char *real = NULL, format[16];
     int r;
 
@@ -332,12 +321,12 @@ static int check_local_files(struct job *j, struct agent_error *err)
     }
     if (!b->image_path || j->base_path)
         return 0;
-    if (!j->ops->a->imgcache)
+    if (!j->ops->d.imgcache)
         return agent_error_set(err, ENOTSUP, "not_supported", "image.path",
                                "local images are inspected by the image cache, which is not running");
     if ((r = localfile_resolve(dirs, b->image_path, "image.path", UINT64_MAX, &real, err)) < 0)
         return r;
-    r = imgcache_file_inspect(j->ops->a->imgcache, real, format, &j->base_vsize, err);
+    r = imgcache_file_inspect(j->ops->d.imgcache, real, format, &j->base_vsize, err);
     if (r < 0) {
         free(real);
         if (err && !err->field[0])
@@ -351,14 +340,14 @@ static int check_local_files(struct job *j, struct agent_error *err)
 
 static void instance_dir(struct ops *o, const char *uuid, char *buf, size_t size)
 {
-    if ((size_t)snprintf(buf, size, "%s/%s", o->a->instances_dir, uuid) >= size)
+    if ((size_t)snprintf(buf, size, "%s/%s", o->cfg.instances_dir, uuid) >= size)
         buf[0] = '\0';
 }
 
 static void job_define(struct job *j)
 {
     struct ops *o = j->ops;
-    struct hv *hv = o->a->hv;
+    struct hv *hv = o->d.hv;
     const char *format = NULL;
     char dir[4300];
     char *xml = NULL;
@@ -397,7 +386,7 @@ static void remove_disk(struct ops *o, const char *uuid)
 static void job_work(uv_work_t *w)
 {
     struct job *j = w->data;
-    struct hv *hv = j->ops->a->hv;
+    struct hv *hv = j->ops->d.hv;
     const char *uuid = j->run ? j->run->inst.uuid : NULL;
     struct agent_error ignored;
 
@@ -490,7 +479,7 @@ static void queue_job(struct op_run *r, enum job_kind kind)
         j->base_vsize = r->base_vsize;
     }
     r->job_running = true;
-    rc = uv_queue_work(r->ops->a->loop, &j->work, job_work, job_after);
+    rc = uv_queue_work(r->ops->loop, &j->work, job_work, job_after);
     if (rc < 0) {
         r->job_running = false;
         instance_release(&j->inst);
@@ -615,7 +604,7 @@ static void job_after_run(struct job *j)
         }
         break;
     case JOB_REBOOT:
-        if (hv_driver(r->ops->a->hv)->reboot_no_event)
+        if (hv_driver(r->ops->d.hv)->reboot_no_event)
             finish(r, "running", NULL);
         else if (r->wait == WAIT_NONE && !uv_is_active((uv_handle_t *)&r->timer))
             start_wait(r, WAIT_REBOOTED);
@@ -672,7 +661,7 @@ static void acquire_image(struct op_run *r)
     char id[IMGCACHE_ID_LEN];
     int rc;
 
-    if (!r->ops->a->imgcache) {
+    if (!r->ops->d.imgcache) {
         agent_error_set(&err, ENOTSUP, "not_supported", "image", "the image cache is not running");
         fail_launch(r, &err);
         return;
@@ -686,7 +675,7 @@ static void acquire_image(struct op_run *r)
         req.id = b->image_id;
     }
     r->job_running = true;
-    rc = imgcache_acquire(r->ops->a->imgcache, &req, r->inst.uuid, on_image, r, id, &err);
+    rc = imgcache_acquire(r->ops->d.imgcache, &req, r->inst.uuid, on_image, r, id, &err);
     if (rc == 0)
         strscpy(r->cache_id, id, sizeof(r->cache_id));
     if (rc < 0) {
@@ -722,7 +711,7 @@ static void advance(struct op_run *r)
             queue_job(r, JOB_SHUTDOWN);
         }
     } else if (!strcmp(t, "reboot")) {
-        if (!r->force && !hv_driver(r->ops->a->hv)->reboot_no_event)
+        if (!r->force && !hv_driver(r->ops->d.hv)->reboot_no_event)
             start_wait(r, WAIT_REBOOTED);
         queue_job(r, r->force ? JOB_RESET : JOB_REBOOT);
     } else if (!strcmp(t, "terminate")) {
@@ -742,9 +731,9 @@ static struct op_run *run_new(struct ops *o)
     if (!r)
         return NULL;
     r->ops = o;
-    uv_timer_init(o->a->loop, &r->timer);
+    uv_timer_init(o->loop, &r->timer);
     r->timer.data = r;
-    r->timeout_s = o->a->cfg.stop_timeout;
+    r->timeout_s = o->cfg.stop_timeout_s;
     r->next = o->runs;
     if (o->runs)
         o->runs->prev = r;
@@ -781,7 +770,7 @@ static int replay(struct ops *o, const char *request_id, const char *type, json_
 {
     struct op_record prev;
     struct instance inst;
-    int rc = store_op_find_request(o->a->store, request_id, &prev);
+    int rc = store_op_find_request(o->d.store, request_id, &prev);
 
     if (rc == -ENOENT)
         return 0;
@@ -792,7 +781,7 @@ static int replay(struct ops *o, const char *request_id, const char *type, json_
         return agent_error_set(err, EEXIST, "conflict", "request_id",
                                "request_id '%s' was used for a %s operation", request_id, prev.type);
     }
-    rc = store_instance_get(o->a->store, prev.instance_uuid, &inst);
+    rc = store_instance_get(o->d.store, prev.instance_uuid, &inst);
     if (rc < 0) {
         op_record_release(&prev);
         return agent_error_set(err, ENOENT, "not_found", "request_id",
@@ -838,7 +827,6 @@ static int resolve_local_files(const char *dirs, const struct boot_source *b, ch
 
 int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, struct agent_error *err)
 {
-    struct agent *a = o->a;
     struct op_run *r;
     struct instance *inst;
     _cleanup_(free_local) char *local[3] = {NULL, NULL, NULL};
@@ -846,16 +834,16 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
 
     if (spec->request_id && (rc = replay(o, spec->request_id, "launch", answer, err)) != 0)
         return rc;
-    if (a->disabled)
+    if (host_disabled(o->d.host))
         return agent_error_set(err, EBUSY, "conflict", NULL,
                                "the host is disabled (computectl host enable)");
-    if (!hv_connected(a->hv))
+    if (!hv_connected(o->d.hv))
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
-    if (!a->ready)
+    if (!host_ready(o->d.host))
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the agent is still reconciling");
-    if ((rc = resolve_local_files(a->cfg.local_image_dirs, &spec->boot, local, err)) < 0)
+    if ((rc = resolve_local_files(o->cfg.local_image_dirs, &spec->boot, local, err)) < 0)
         return rc;
-    if ((rc = resources_check(a->res, a->store, &spec->flavor, err)) < 0) {
+    if ((rc = resources_check(o->d.res, o->d.store, &spec->flavor, err)) < 0) {
         if (spec->instance_type && rc == -ENOSPC)
             strscpy(err->field, "instance_type", sizeof(err->field));
         return rc;
@@ -879,9 +867,9 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     set_str(&inst->boot.initrd, local[2]);
     set_str(&inst->boot.cmdline, spec->boot.cmdline);
     set_str(&inst->user_data, spec->user_data);
-    if (hv_driver(a->hv)->disk_files) {
+    if (hv_driver(o->d.hv)->disk_files) {
         char path[4300];
-        snprintf(path, sizeof(path), "%s/%s/console.log", a->instances_dir, inst->uuid);
+        snprintf(path, sizeof(path), "%s/%s/console.log", o->cfg.instances_dir, inst->uuid);
         inst->console_log = strdup(path);
     }
     inst->created_ms = inst->updated_ms = now_wall_ms();
@@ -893,7 +881,7 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
         /* refuse a bad image reference now, before anything is recorded */
         struct imgcache_request req;
         json_t *ref;
-        if (!a->imgcache) {
+        if (!o->d.imgcache) {
             run_discard(r);
             return agent_error_set(err, ENOTSUP, "not_supported", "image",
                                    "images by id, url or glance_id need the image cache");
@@ -901,7 +889,7 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
         ref = boot_source_to_json(&spec->boot);
         rc = imgcache_request_from_json(json_object_get(ref, "image"), "image", &req, err);
         if (rc == 0 && req.id) {
-            json_t *known = imgcache_get(a->imgcache, req.id);
+            json_t *known = imgcache_get(o->d.imgcache, req.id);
             if (!known)
                 rc = agent_error_set(err, EINVAL, "invalid_field", "image.id", "no cached image '%s'", req.id);
             json_decref(known);
@@ -913,17 +901,17 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
         }
     }
     /* journal before acting: instance + operation in one transaction */
-    if ((rc = store_begin(a->store)) < 0 || (rc = store_instance_insert(a->store, inst)) < 0 ||
-        (rc = store_op_insert(a->store, &r->rec)) < 0 ||
-        (rc = events_instance(a, inst, r->rec.request_id)) < 0 || (rc = store_commit(a->store)) < 0) {
-        if (a->store)
-            store_rollback(a->store);
+    if ((rc = store_begin(o->d.store)) < 0 || (rc = store_instance_insert(o->d.store, inst)) < 0 ||
+        (rc = store_op_insert(o->d.store, &r->rec)) < 0 ||
+        (rc = events_instance(o->d.events, inst, r->rec.request_id)) < 0 || (rc = store_commit(o->d.store)) < 0) {
+        if (o->d.store)
+            store_rollback(o->d.store);
         run_discard(r);
         return agent_error_set(err, -rc, "internal", NULL, "cannot record the launch: %s",
                                strerror(-rc));
     }
     strscpy(r->emitted, inst->state, sizeof(r->emitted));
-    events_flush(a);
+    events_flush(o->d.events);
     *answer = answer_of(inst, &r->rec);
     log_op(LOG_INFO, "launch accepted", r, NULL);
     crash_point(o, &r->rec);
@@ -934,7 +922,6 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
 int ops_action(struct ops *o, const char *id, const char *action, const struct action_opts *opts,
                json_t **answer, struct agent_error *err)
 {
-    struct agent *a = o->a;
     struct instance inst;
     struct op_record active;
     struct op_run *r;
@@ -943,7 +930,7 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
 
     if (opts->request_id && (rc = replay(o, opts->request_id, action, answer, err)) != 0)
         return rc;
-    rc = store_instance_get(a->store, id, &inst);
+    rc = store_instance_get(o->d.store, id, &inst);
     if (rc == -ENOENT)
         return agent_error_set(err, ENOENT, "not_found", "id", "no instance '%s'", id);
     if (rc < 0)
@@ -974,21 +961,21 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
         agent_error_set(&sup, ECANCELED, "superseded", NULL, "superseded by a terminate");
         finish(r, NULL, &sup);
     }
-    if (store_op_active_for(a->store, inst.uuid, &active) == 0) {
+    if (store_op_active_for(o->d.store, inst.uuid, &active) == 0) {
         rc = agent_error_set(err, EBUSY, "conflict", "id", "instance '%s' has a %s operation in progress (%s)",
                              id, active.type, active.id);
         op_record_release(&active);
         instance_release(&inst);
         return rc;
     }
-    if (!hv_connected(a->hv)) {
+    if (!hv_connected(o->d.hv)) {
         instance_release(&inst);
         return agent_error_set(err, EAGAIN, "unavailable", NULL, "the hypervisor is not connected");
     }
-    if (!strcmp(action, "reboot") && opts->force && !hv_driver(a->hv)->reset) {
+    if (!strcmp(action, "reboot") && opts->force && !hv_driver(o->d.hv)->reset) {
         instance_release(&inst);
         return agent_error_set(err, ENOTSUP, "not_supported", "force",
-                               "the %s driver cannot reset a guest", hv_driver(a->hv)->name);
+                               "the %s driver cannot reset a guest", hv_driver(o->d.hv)->name);
     }
     if (!(r = run_new(o))) {
         instance_release(&inst);
@@ -1000,23 +987,23 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
     if (opts->timeout_s >= 0)
         r->timeout_s = opts->timeout_s;
     else if (!strcmp(action, "reboot"))
-        r->timeout_s = a->cfg.reboot_timeout;
+        r->timeout_s = o->cfg.reboot_timeout_s;
     op_record_init(&r->rec, action, inst.uuid, opts->request_id, "requested");
     strscpy(r->inst.state, new_state, sizeof(r->inst.state));
     strscpy(r->inst.task_state, task, sizeof(r->inst.task_state));
     r->inst.updated_ms = now_wall_ms();
-    if ((rc = store_begin(a->store)) < 0 || (rc = store_op_insert(a->store, &r->rec)) < 0 ||
-        (rc = store_instance_update(a->store, &r->inst)) < 0 ||
+    if ((rc = store_begin(o->d.store)) < 0 || (rc = store_op_insert(o->d.store, &r->rec)) < 0 ||
+        (rc = store_instance_update(o->d.store, &r->inst)) < 0 ||
         (strcmp(r->prev_state, r->inst.state) &&
-         (rc = events_instance(a, &r->inst, r->rec.request_id)) < 0) ||
-        (rc = store_commit(a->store)) < 0) {
-        store_rollback(a->store);
+         (rc = events_instance(o->d.events, &r->inst, r->rec.request_id)) < 0) ||
+        (rc = store_commit(o->d.store)) < 0) {
+        store_rollback(o->d.store);
         run_discard(r);
         return agent_error_set(err, -rc, "internal", NULL, "cannot record the operation: %s",
                                strerror(-rc));
     }
     strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
-    events_flush(a);
+    events_flush(o->d.events);
     *answer = answer_of(&r->inst, &r->rec);
     log_op(LOG_INFO, "operation accepted", r, NULL);
     crash_point(o, &r->rec);
@@ -1030,7 +1017,7 @@ static void update_instance_state(struct ops *o, const char *uuid, const char *s
 {
     struct instance inst;
 
-    if (store_instance_get(o->a->store, uuid, &inst) < 0)
+    if (store_instance_get(o->d.store, uuid, &inst) < 0)
         return;
     if (strcmp(inst.state, state) != 0 && strcmp(inst.state, "terminated") != 0) {
         log_info("instance state changed by the hypervisor", "instance=%s ec2_id=%s from=%s to=%s fault=%s",
@@ -1038,11 +1025,11 @@ static void update_instance_state(struct ops *o, const char *uuid, const char *s
         strscpy(inst.state, state, sizeof(inst.state));
         set_str(&inst.fault, fault);
         inst.updated_ms = now_wall_ms();
-        if (store_begin(o->a->store) == 0) {
-            if (store_instance_update(o->a->store, &inst) < 0 || events_instance(o->a, &inst, NULL) < 0)
-                store_rollback(o->a->store);
-            else if (store_commit(o->a->store) == 0)
-                events_flush(o->a);
+        if (store_begin(o->d.store) == 0) {
+            if (store_instance_update(o->d.store, &inst) < 0 || events_instance(o->d.events, &inst, NULL) < 0)
+                store_rollback(o->d.store);
+            else if (store_commit(o->d.store) == 0)
+                events_flush(o->d.events);
         }
     }
     instance_release(&inst);
@@ -1055,7 +1042,8 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
 
     if (ev->type == HV_EVENT_DISCONNECTED) {
         log_warn("hypervisor connection lost", "reason=%d", ev->detail);
-        agent_schedule_reconnect(o->a);
+        if (o->hooks.hv_lost)
+            o->hooks.hv_lost(o->opaque);
         return;
     }
     log_debug("hypervisor event", "instance=%s event=%d detail=%d", ev->uuid, ev->type, ev->detail);
@@ -1067,7 +1055,7 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
             finish(r, "running", NULL);
         return; /* the operation sets the state it ends in */
     }
-    if (store_op_active_for(o->a->store, ev->uuid, &active) == 0) {
+    if (store_op_active_for(o->d.store, ev->uuid, &active) == 0) {
         op_record_release(&active); /* a journaled operation will settle it */
         return;
     }
@@ -1121,7 +1109,7 @@ static int reconcile_instance(const struct instance *inst, void *opaque)
     d = find_dom(c, inst->uuid, &idx);
     if (d)
         c->seen[idx] = true;
-    busy = find_run(c->o, inst->uuid) || store_op_active_for(c->o->a->store, inst->uuid, &active) == 0;
+    busy = find_run(c->o, inst->uuid) || store_op_active_for(c->o->d.store, inst->uuid, &active) == 0;
     if (busy) {
         if (!find_run(c->o, inst->uuid))
             op_record_release(&active);
@@ -1168,7 +1156,7 @@ static void adopt(struct ops *o, const struct hv_domain *d)
 
     if (instance_copy(&inst, &d->ident) < 0)
         return;
-    if (hv_driver(o->a->hv)->disk_files) {
+    if (hv_driver(o->d.hv)->disk_files) {
         char dir[4300], path[4400];
         instance_dir(o, inst.uuid, dir, sizeof(dir));
         snprintf(path, sizeof(path), "%s/console.log", dir);
@@ -1181,14 +1169,14 @@ static void adopt(struct ops *o, const struct hv_domain *d)
     strscpy(inst.state, state_of_power(d->power), sizeof(inst.state));
     inst.task_state[0] = '\0';
     inst.created_ms = inst.updated_ms = now_wall_ms();
-    if (store_begin(o->a->store) < 0) {
+    if (store_begin(o->d.store) < 0) {
         instance_release(&inst);
         return;
     }
-    if (store_instance_insert(o->a->store, &inst) < 0 || events_instance(o->a, &inst, NULL) < 0) {
-        store_rollback(o->a->store);
-    } else if (store_commit(o->a->store) == 0) {
-        events_flush(o->a);
+    if (store_instance_insert(o->d.store, &inst) < 0 || events_instance(o->d.events, &inst, NULL) < 0) {
+        store_rollback(o->d.store);
+    } else if (store_commit(o->d.store) == 0) {
+        events_flush(o->d.events);
         log_warn("instance recovered from libvirt metadata", "instance=%s ec2_id=%s state=%s",
                  inst.uuid, inst.ec2_id, inst.state);
     }
@@ -1205,7 +1193,7 @@ static int resume_one(const struct op_record *rec, void *opaque)
             return 0; /* in flight already */
     if (!(r = run_new(o)))
         return 0;
-    if (store_instance_get(o->a->store, rec->instance_uuid, &r->inst) < 0) {
+    if (store_instance_get(o->d.store, rec->instance_uuid, &r->inst) < 0) {
         run_discard(r);
         return 0;
     }
@@ -1215,7 +1203,7 @@ static int resume_one(const struct op_record *rec, void *opaque)
     strscpy(r->prev_state, !strcmp(rec->type, "start") ? "stopped" : "running", sizeof(r->prev_state));
     strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
     if (!strcmp(rec->type, "reboot"))
-        r->timeout_s = o->a->cfg.reboot_timeout;
+        r->timeout_s = o->cfg.reboot_timeout_s;
     log_op(LOG_INFO, "resuming an interrupted operation", r, NULL);
     advance(r);
     return 0;
@@ -1230,19 +1218,22 @@ static void reconcile_after(struct job *j)
     struct hv_owner self;
 
     o->reconciling = false;
-    if (o->stopping)
+    if (o->stopping) {
+        j->list_done(j->list_opaque, -ECANCELED);
         return;
+    }
     if (j->result < 0) {
         log_warn("reconcile failed", "error=%s", j->err.message);
-        if (j->list_done)
-            j->list_done(o->a, j->result);
+        j->list_done(j->list_opaque, j->result);
         return;
     }
     c.seen = calloc(j->ndoms + 1, sizeof(bool));
-    if (!c.seen)
+    if (!c.seen) {
+        j->list_done(j->list_opaque, -ENOMEM);
         return;
-    store_instance_foreach(o->a->store, false, reconcile_instance, &c);
-    hv_owner_self(o->a->hv, &self);
+    }
+    store_instance_foreach(o->d.store, false, reconcile_instance, &c);
+    hv_owner_self(o->d.hv, &self);
     for (size_t i = 0; i < j->ndoms; i++) {
         struct instance known;
         const struct hv_domain *d = &j->doms[i];
@@ -1260,7 +1251,7 @@ static void reconcile_after(struct job *j)
                          d->name, d->uuid, hv_power_name(d->power));
             continue;
         }
-        if (store_instance_get(o->a->store, d->uuid, &known) == 0) {
+        if (store_instance_get(o->d.store, d->uuid, &known) == 0) {
             /* terminated here but still defined: finish the terminate */
             log_warn("terminated instance still has a domain", "instance=%s", known.uuid);
             instance_release(&known);
@@ -1292,43 +1283,50 @@ static void reconcile_after(struct job *j)
         foreign_sum.memory_mb += d->ident.flavor.memory_mb;
         foreign_sum.disk_gb += d->ident.flavor.disk_gb;
     }
-    resources_set_foreign(o->a->res, &foreign_sum, foreign);
+    resources_set_foreign(o->d.res, &foreign_sum, foreign);
     free(c.seen);
-    store_op_foreach_unfinished(o->a->store, resume_one, o);
+    store_op_foreach_unfinished(o->d.store, resume_one, o);
     for (struct op_run *r = o->runs; r; r = r->next)
         if (r->parked && !r->job_running && !r->done)
             advance(r);
     log_info("reconciled with the hypervisor",
              "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
              adopted, foreign, o->n_runs);
-    if (j->list_done)
-        j->list_done(o->a, 0);
+    j->list_done(j->list_opaque, 0);
 }
 
-void ops_reconcile(struct ops *o, void (*done_cb)(struct agent *a, int result))
+int ops_reconcile(struct ops *o, void (*done)(void *opaque, int result), void *opaque)
 {
-    struct job *j = calloc(1, sizeof(*j));
+    struct job *j;
+    int rc;
 
-    if (!j)
-        return;
+    if (o->stopping)
+        return -ECANCELED;
+    if (o->reconciling)
+        return -EBUSY;
+    if (!(j = calloc(1, sizeof(*j))))
+        return -ENOMEM;
     j->work.data = j;
     j->ops = o;
     j->kind = JOB_LIST;
-    j->list_done = done_cb;
-    o->reconciling = true;
-    if (uv_queue_work(o->a->loop, &j->work, job_work, job_after) < 0) {
-        o->reconciling = false;
+    j->list_done = done;
+    j->list_opaque = opaque;
+    rc = uv_queue_work(o->loop, &j->work, job_work, job_after);
+    if (rc < 0) {
         free(j);
+        return rc;
     }
+    o->reconciling = true;
+    return 0;
 }
 
 json_t *ops_progress(struct ops *o, const char *op_id)
 {
     for (struct op_run *r = o->runs; r; r = r->next) {
         json_t *img, *p;
-        if (r->done || strcmp(r->rec.id, op_id) || !r->cache_id[0] || !o->a->imgcache)
+        if (r->done || strcmp(r->rec.id, op_id) || !r->cache_id[0] || !o->d.imgcache)
             continue;
-        img = imgcache_get(o->a->imgcache, r->cache_id);
+        img = imgcache_get(o->d.imgcache, r->cache_id);
         p = json_incref(json_object_get(img, "progress"));
         json_decref(img);
         if (p && json_is_object(p))
@@ -1343,18 +1341,33 @@ unsigned ops_in_flight(const struct ops *o)
     return o->n_runs;
 }
 
-int ops_new(struct agent *a, struct ops **ret)
+int ops_new(uv_loop_t *loop, const struct ops_deps *deps, const struct ops_config *cfg,
+            const struct ops_hooks *hooks, void *opaque, struct ops **ret)
 {
     struct ops *o = calloc(1, sizeof(*o));
 
     if (!o)
         return -ENOMEM;
-    o->a = a;
-    o->crash_at = getenv("COMPUTE_AGENT_CRASH_AT");
-    if (o->crash_at && !*o->crash_at)
-        o->crash_at = NULL;
+    o->loop = loop;
+    o->d = *deps;
+    o->cfg = *cfg;
+    if (hooks)
+        o->hooks = *hooks;
+    o->opaque = opaque;
+    if (!o->cfg.crash_at)
+        o->cfg.crash_at = getenv("COMPUTE_AGENT_CRASH_AT");
+    if (o->cfg.crash_at && !*o->cfg.crash_at)
+        o->cfg.crash_at = NULL;
+    if (!o->cfg.local_image_dirs)
+        o->cfg.local_image_dirs = "";
     *ret = o;
     return 0;
+}
+
+void ops_set_timeouts(struct ops *o, int64_t stop_timeout_s, int64_t reboot_timeout_s)
+{
+    o->cfg.stop_timeout_s = stop_timeout_s;
+    o->cfg.reboot_timeout_s = reboot_timeout_s;
 }
 
 void ops_stop(struct ops *o)

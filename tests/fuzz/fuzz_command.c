@@ -17,13 +17,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct agent *a = fixture_agent();
+    struct fixture *fx = fixture_get();
     struct agent_error err = {0};
     char *rid = NULL, *iid = NULL;
 
     json_t *ev;
 
-    if (commands_handle(a, (const char *)data, size, &rid, &iid, &err) == 0 || !err.code[0])
+    if (commands_handle(fx->commands, (const char *)data, size, &rid, &iid, &err) == 0 || !err.code[0])
         abort();
     ev = json_pack("{s:s, s:s, s:s}", "code", err.code, "field", err.field, "message", err.message);
     if (!ev)
