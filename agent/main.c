@@ -233,14 +233,19 @@ static void shutdown_agent(struct agent *a, const char *why)
     a->stopping = true;
     log_info("stopping; guests keep running", "signal=%s in_flight=%u", why, ops_in_flight(a->ops));
     sd_notify(0, "STOPPING=1");
+    /* the order matters: no new requests; then the operations parked as
+     * they are (journal rows kept, nothing rolled back: the next start
+     * resumes them), before the image cache cancels the pulls they wait on;
+     * then what only reports; the bus last, so the events of all that go
+     * out (bounded flush) */
     api_free(a->api);
     a->api = NULL;
+    ops_stop(a->ops);
     a->telemetry = telemetry_free(a->telemetry);
     imgcache_free(a->imgcache);
     a->imgcache = NULL;
     controller_free(a->ctl);
     a->ctl = NULL;
-    ops_stop(a->ops);
     events_stop(a->events);
     uv_close((uv_handle_t *)&a->reconnect_timer, NULL);
     uv_close((uv_handle_t *)&a->purge_timer, NULL);

@@ -523,6 +523,7 @@ static const char *state_of_power(enum hv_power p)
 /* Start the roll back of a failed launch, then fail it. */
 static void fail_launch(struct op_run *r, const struct agent_error *e)
 {
+    log_op(LOG_WARN, "launch failed: rolling back", r, e->message);
     r->fail = *e;
     r->failing = true;
     queue_job(r, JOB_CLEANUP);
@@ -1377,6 +1378,8 @@ void ops_stop(struct ops *o)
     o->stopping = true;
     for (; r; r = next) {
         next = r->next;
+        if (!r->done)
+            log_op(LOG_INFO, "operation parked until the next start", r, NULL);
         r->done = true;
         if (!r->job_running)
             run_release(r);
