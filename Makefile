@@ -90,8 +90,13 @@ $(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o
 
 tests: $(UNIT_BINS) $(COMP_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS)
 
-check: all tests
+check: all tests check-graph
 	tests/run.sh $(abspath $(BUILD)) $(T)
+
+# The agent layer's modules (each file in agent/, each sub-folder) use each
+# other without a cycle: read from the objects' symbols (nm).
+check-graph: $(BUILD)/compute-agent
+	python3 tests/tools/symgraph.py $(BUILD)/obj/agent
 
 bench: all tests
 	tests/bench/run.sh $(abspath $(BUILD))
@@ -112,7 +117,7 @@ install: all
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all tests check bench valgrind install clean
+.PHONY: all tests check check-graph bench valgrind install clean
 .SECONDARY:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

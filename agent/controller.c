@@ -5,6 +5,9 @@
 #include <string.h>
 
 #include "agent/events.h"
+#include "agent/host.h"
+#include "agent/hypervisor/hv.h"
+#include "agent/store.h"
 #include "agent/log.h"
 #include "agent/resources.h"
 #include "scheduler-client/placement.h"
@@ -12,7 +15,8 @@
 #define META_PROVIDER "placement.provider_uuid"
 
 struct controller {
-    struct agent *a;
+    struct controller_deps d;  /* borrowed */
+    const struct agent_config *cfg; /* borrowed */
     struct placement *p;       /* NULL when no controller is configured */
     uv_timer_t usage_timer;    /* periodic drift check */
     bool timer_open;
@@ -25,14 +29,14 @@ static void on_provider(struct placement *p, const char *uuid, void *opaque)
     char *cur = NULL;
 
     (void)p;
-    if (store_meta_get(c->a->store, META_PROVIDER, &cur) == 0 && !strcmp(cur, uuid)) {
+    if (store_meta_get(c->d.store, META_PROVIDER, &cur) == 0 && !strcmp(cur, uuid)) {
         free(cur);
         return;
     }
     free(cur);
-    if (store_meta_set(c->a->store, META_PROVIDER, uuid) < 0)
+    if (store_meta_set(c->d.store, META_PROVIDER, uuid) < 0)
         log_warn("cannot store the resource provider uuid", "provider=%s", uuid);
-    log_info("registered with Placement", "provider=%s name=%s", uuid, c->a->cfg.host_name);
+    log_info("registered with Placement", "provider=%s name=%s", uuid, c->cfg->host_name);
 }
 
 static void on_synced(struct placement *p, void *opaque)
@@ -55,7 +59,7 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
 {
     struct controller *c = opaque;
 
-    if (events_usage_drift(c->a, placement_provider_uuid(p), d->only_in_placement, d->n_only_in_placement,
+    if (events_usage_drift(c->d.events, placement_provider_uuid(p), d->only_in_placement, d->n_only_in_placement,
                            d->only_here, d->n_only_here) < 0)
         log_warn("cannot record the usage drift event", NULL);
     for (size_t i = 0; i < d->n_only_in_placement; i++)
@@ -104,7 +108,7 @@ static void on_usage_timer(uv_timer_t *t)
     struct controller *c = t->data;
     struct uuid_list l = {0};
 
-    store_instance_foreach(c->a->store, false, collect_running, &l);
+    store_instance_foreach(c->d.store, false, collect_running, &l);
     if (placement_check_usage(c->p, (const char *const *)l.v, l.n, on_usage_checked, c) == -EINVAL)
         log_warn("usage check refused by the Placement client", "instances=%zu", l.n);
     for (size_t i = 0; i < l.n; i++)
@@ -112,9 +116,9 @@ static void on_usage_timer(uv_timer_t *t)
     free(l.v);
 }
 
-int controller_new(struct agent *a, struct controller **ret, struct agent_error *err)
+int controller_new(uv_loop_t *loop, const struct controller_deps *deps, const struct agent_config *cfg,
+                   struct controller **ret, struct agent_error *err)
 {
-    const struct agent_config *cfg = &a->cfg;
     struct controller *c = calloc(1, sizeof(*c));
     struct placement_config pc = {0};
     static const struct placement_callbacks cb = {
@@ -127,11 +131,12 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
 
     if (!c)
         return -ENOMEM;
-    c->a = a;
+    c->d = *deps;
+    c->cfg = cfg;
     *ret = c;
     if (!cfg->placement_url[0])
         return 0;
-    store_meta_get(a->store, META_PROVIDER, &c->stored_uuid);
+    store_meta_get(c->d.store, META_PROVIDER, &c->stored_uuid);
     pc.url = cfg->placement_url;
     pc.token = cfg->placement_token[0] ? cfg->placement_token : NULL;
     if (!strcmp(cfg->placement_auth, "keystone"))
@@ -149,7 +154,7 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
     pc.ca_bundle = cfg->placement_ca_bundle[0] ? cfg->placement_ca_bundle : NULL;
     pc.provider_name = cfg->host_name;
     pc.provider_uuid = c->stored_uuid;
-    r = placement_new(a->loop, &pc, &cb, c, &c->p);
+    r = placement_new(loop, &pc, &cb, c, &c->p);
     if (r < 0) {
         free(c->stored_uuid);
         free(c);
@@ -157,7 +162,7 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
         return agent_error_set(err, -r, "invalid_config", "placement.url",
                                "cannot set up the Placement client for %s", cfg->placement_url);
     }
-    uv_timer_init(a->loop, &c->usage_timer);
+    uv_timer_init(loop, &c->usage_timer);
     c->usage_timer.data = c;
     c->timer_open = true;
     uv_timer_start(&c->usage_timer, on_usage_timer,
@@ -168,7 +173,6 @@ int controller_new(struct agent *a, struct controller **ret, struct agent_error 
 
 void controller_host_changed(struct controller *c, const struct hv_host_info *host)
 {
-    struct agent *a;
     char **traits = NULL;
     size_t n = 0;
     struct agent_error err;
@@ -176,11 +180,10 @@ void controller_host_changed(struct controller *c, const struct hv_host_info *ho
 
     if (!c || !c->p)
         return;
-    a = c->a;
     {
-        const struct agent_config *cfg = &a->cfg;
+        const struct agent_config *cfg = c->cfg;
         int64_t cpus, mem, disk;
-        resources_totals(a->res, &cpus, &mem, &disk);
+        resources_totals(c->d.res, &cpus, &mem, &disk);
         struct placement_inventory inv[] = {
             {"VCPU", cpus, cfg->reserved_host_cpus < cpus ? cfg->reserved_host_cpus : 0, 1, cpus, 1,
              cfg->cpu_allocation_ratio},
@@ -191,7 +194,7 @@ void controller_host_changed(struct controller *c, const struct hv_host_info *ho
         };
         placement_set_inventory(c->p, inv, disk > 0 ? 3 : 2);
     }
-    dt = hv_domain_type(a->hv);
+    dt = hv_domain_type(c->d.hv);
     if (host->arch[0] &&
         placement_traits_from_cpu(host->arch, (const char *const *)host->cpu_features,
                                   host->n_cpu_features,
@@ -202,7 +205,7 @@ void controller_host_changed(struct controller *c, const struct hv_host_info *ho
         placement_set_traits(c->p, (const char *const *)traits, n);
         placement_traits_free(traits, n);
     }
-    placement_set_disabled(c->p, a->disabled);
+    placement_set_disabled(c->p, host_disabled(c->d.host));
 }
 
 void controller_set_disabled(struct controller *c, bool disabled)
@@ -226,7 +229,7 @@ json_t *controller_to_json(const struct controller *c)
     if (!c || !c->p)
         return json_null();
     placement_stats(c->p, &st);
-    return json_pack("{s:s, s:o, s:b, s:b, s:s, s:I, s:I, s:I, s:I}", "url", c->a->cfg.placement_url,
+    return json_pack("{s:s, s:o, s:b, s:b, s:s, s:I, s:I, s:I, s:I}", "url", c->cfg->placement_url,
                      "provider_uuid", uuid ? json_string(uuid) : json_null(), "synced", st.synced,
                      "reachable", st.reachable, "microversion", st.microversion, "requests",
                      (json_int_t)st.requests, "ok", (json_int_t)st.ok, "conflicts",

@@ -8,12 +8,36 @@
 #define CA_AGENT_CONTROLLER_H
 
 #include <jansson.h>
+#include <stdbool.h>
+#include <uv.h>
 
-#include "agent/agent.h"
+#include "agent/config.h"
+#include "common/util.h"
 
 struct controller;
+struct events;
+struct host;
+struct hv;
+struct hv_host_info;
+struct resources;
+struct store;
 
-int controller_new(struct agent *a, struct controller **ret, struct agent_error *err);
+/* Borrowed; each must outlive the controller. */
+struct controller_deps {
+    struct store *store;   /* the provider uuid, the instances for the usage check */
+    struct resources *res; /* inventories */
+    struct hv *hv;         /* domain type (traits) */
+    struct host *host;     /* enabled/disabled at each sync */
+    struct events *events; /* "placement.usage_drift" (NULL: only logged) */
+};
+
+/* cfg (borrowed, must outlive the controller: read again at each host
+ * change, so a reload's ratios and reservations take effect) gives the
+ * Placement URL and credentials, the host name, the usage check period,
+ * the reservations and ratios. *ret owned by the caller (controller_free());
+ * 0, or -errno with err naming the setting at fault. */
+int controller_new(uv_loop_t *loop, const struct controller_deps *deps, const struct agent_config *cfg,
+                   struct controller **ret, struct agent_error *err);
 /* Closes the client; memory goes with the loop's close callbacks. NULL ok. */
 void controller_free(struct controller *c);
 

@@ -7,14 +7,17 @@
 
 #include "agent/bus.h"
 #include "agent/bus-readback.h"
-#include "agent/commands.h"
+#include "agent/host.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
-#include "agent/ops.h"
 #include "agent/resources.h"
 
 struct events {
-    struct agent *a;
+    uv_loop_t *loop;
+    struct events_deps d;     /* borrowed */
+    struct events_config cfg; /* strings borrowed */
+    struct events_hooks hooks;
+    void *opaque;             /* for the hooks */
     struct bus *bus;          /* NULL when stopped */
     sqlite3_stmt *add;        /* INSERT into outbox */
     sqlite3_stmt *next;       /* the rows not yet handed to the bus */
@@ -47,20 +50,22 @@ struct events {
 #define READ_FROM_KEY "events.read_from"
 #define READBACK_ATTEMPTS 4   /* then send anyway, at least once */
 
-static struct events *ev_of(struct agent *a)
-{
-    return a->events;
-}
-
-int events_init(struct agent *a)
+int events_new(uv_loop_t *loop, const struct events_deps *deps, const struct events_config *cfg,
+               const struct events_hooks *hooks, void *opaque, struct events **ret)
 {
     struct events *e = calloc(1, sizeof(*e));
-    sqlite3 *db = store_db(a->store);
+    sqlite3 *db;
 
     if (!e)
         return -ENOMEM;
-    e->a = a;
+    e->loop = loop;
+    e->d = *deps;
+    e->cfg = *cfg;
+    if (hooks)
+        e->hooks = *hooks;
+    e->opaque = opaque;
     e->crash_on_ack = getenv("COMPUTE_AGENT_CRASH_AT") && !strcmp(getenv("COMPUTE_AGENT_CRASH_AT"), "events:acked");
+    db = store_db(e->d.store);
     /* the outbox table is the store's (a migration of its "outbox" module) */
     if (sqlite3_prepare_v3(db, "INSERT INTO outbox (key, payload, created_ms) VALUES (?1, ?2, ?3)", -1,
                            SQLITE_PREPARE_PERSISTENT, &e->add, NULL) != SQLITE_OK ||
@@ -73,13 +78,12 @@ int events_init(struct agent *a)
         free(e);
         return -EIO;
     }
-    a->events = e;
+    *ret = e;
     return 0;
 }
 
-static int outbox_add(struct agent *a, const char *key, json_t *payload)
+static int outbox_add(struct events *e, const char *key, json_t *payload)
 {
-    struct events *e = ev_of(a);
     char *text = json_dumps(payload, JSON_COMPACT);
     int rc;
 
@@ -97,11 +101,10 @@ static int outbox_add(struct agent *a, const char *key, json_t *payload)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-static json_t *event_base(struct agent *a, const char *event, const struct instance *inst,
+static json_t *event_base(struct events *e, const char *event, const struct instance *inst,
                           const char *request_id)
 {
     char ts[32];
-
     char id[37];
 
     format_rfc3339_ms(now_wall_ms(), ts);
@@ -111,51 +114,63 @@ static json_t *event_base(struct agent *a, const char *event, const struct insta
      * same one (consumers and the readback recognise it) */
     return json_pack("{s:s, s:s, s:o, s:o, s:s, s:o, s:s}", "event", event, "event_id", id, "instance_id",
                      inst ? json_string(inst->uuid) : json_null(), "ec2_id",
-                     inst ? json_string(inst->ec2_id) : json_null(), "host", a->cfg.host_name,
+                     inst ? json_string(inst->ec2_id) : json_null(), "host", e->cfg.host_name,
                      "request_id", request_id ? json_string(request_id) : json_null(), "timestamp", ts);
 }
 
-int events_instance(struct agent *a, const struct instance *inst, const char *request_id)
+int events_instance(struct events *e, const struct instance *inst, const char *request_id)
 {
     char name[48];
     json_t *j;
 
+    if (!e)
+        return 0;
     snprintf(name, sizeof(name), "instance.%s", inst->state);
-    j = event_base(a, name, inst, request_id);
+    j = event_base(e, name, inst, request_id);
     json_object_set_new(j, "instance", instance_to_json(inst));
-    return outbox_add(a, inst->uuid, j);
+    return outbox_add(e, inst->uuid, j);
 }
 
-int events_operation(struct agent *a, const struct op_record *rec, const struct instance *inst)
+int events_operation(struct events *e, const struct op_record *rec, const struct instance *inst)
 {
     char name[48];
     json_t *j;
 
+    if (!e)
+        return 0;
     snprintf(name, sizeof(name), "operation.%s", rec->state);
-    j = event_base(a, name, inst, rec->request_id);
+    j = event_base(e, name, inst, rec->request_id);
     json_object_set_new(j, "operation", op_record_to_json(rec));
-    return outbox_add(a, inst->uuid, j);
+    return outbox_add(e, inst->uuid, j);
 }
 
-int events_command_rejected(struct agent *a, const char *request_id, const char *instance_id,
+int events_command_rejected(struct events *e, const char *request_id, const char *instance_id,
                             const struct agent_error *err, int32_t partition, int64_t offset)
 {
-    json_t *j = event_base(a, "command.rejected", NULL, request_id);
+    json_t *j;
 
+    if (!e)
+        return 0;
+    j = event_base(e, "command.rejected", NULL, request_id);
     if (instance_id)
         json_object_set_new(j, "instance_id", json_string(instance_id));
     json_object_set_new(j, "error", json_pack("{s:s, s:s, s:o}", "code", err->code, "message", err->message,
                                               "field", err->field[0] ? json_string(err->field) : json_null()));
     json_object_set_new(j, "command", json_pack("{s:i, s:I}", "partition", partition, "offset", (json_int_t)offset));
-    return outbox_add(a, instance_id ? instance_id : a->cfg.host_name, j);
+    return outbox_add(e, instance_id ? instance_id : e->cfg.host_name, j);
 }
 
-int events_usage_drift(struct agent *a, const char *provider_uuid, const char *const only_in_placement[],
+int events_usage_drift(struct events *e, const char *provider_uuid, const char *const only_in_placement[],
                        size_t n_in_placement, const char *const only_here[], size_t n_here)
 {
-    json_t *j = event_base(a, "placement.usage_drift", NULL, NULL), *in = json_array(), *here = json_array();
+    json_t *j, *in, *here;
     int r;
 
+    if (!e)
+        return 0;
+    j = event_base(e, "placement.usage_drift", NULL, NULL);
+    in = json_array();
+    here = json_array();
     for (size_t i = 0; i < n_in_placement; i++)
         json_array_append_new(in, json_string(only_in_placement[i]));
     for (size_t i = 0; i < n_here; i++)
@@ -163,15 +178,14 @@ int events_usage_drift(struct agent *a, const char *provider_uuid, const char *c
     json_object_set_new(j, "provider_uuid", provider_uuid ? json_string(provider_uuid) : json_null());
     json_object_set_new(j, "only_in_placement", in);
     json_object_set_new(j, "only_here", here);
-    r = outbox_add(a, a->cfg.host_name, j);
+    r = outbox_add(e, e->cfg.host_name, j);
     if (r == 0)
-        events_flush(a);
+        events_flush(e);
     return r;
 }
 
-void events_flush(struct agent *a)
+void events_flush(struct events *e)
 {
-    struct events *e = ev_of(a);
     sqlite3_stmt *st;
 
     if (!e || !e->bus || e->reading)
@@ -208,7 +222,7 @@ static int read_from_save(struct events *e)
     j = json_pack("{s:s, s:o}", "topic", e->bus ? bus_topic(e->bus, BUS_TOPIC_EVENTS) : "", "offsets", offs);
     text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    r = text ? store_meta_set(e->a->store, READ_FROM_KEY, text) : -ENOMEM;
+    r = text ? store_meta_set(e->d.store, READ_FROM_KEY, text) : -ENOMEM;
     free(text);
     if (r == 0)
         e->read_from_dirty = false;
@@ -227,7 +241,7 @@ static void read_from_load(struct events *e, const char *topic)
     e->read_from = NULL;
     e->n_read_from = 0;
     e->read_from_known = false;
-    if (store_meta_get(e->a->store, READ_FROM_KEY, &text) < 0)
+    if (store_meta_get(e->d.store, READ_FROM_KEY, &text) < 0)
         return;
     j = json_loads(text, 0, NULL);
     free(text);
@@ -267,7 +281,7 @@ static void read_from_raise(struct events *e, int32_t partition, int64_t offset)
 
 static void delete_rows(struct events *e, const int64_t *ids, size_t n)
 {
-    struct store *s = e->a->store;
+    struct store *s = e->d.store;
     bool tx = store_begin(s) == 0;
 
     for (size_t i = 0; i < n; i++) {
@@ -296,8 +310,7 @@ static void on_ack_timer(uv_timer_t *t)
 
 static void on_event_delivered(void *opaque, int64_t id, int err)
 {
-    struct agent *a = opaque;
-    struct events *e = ev_of(a);
+    struct events *e = opaque;
 
     e->in_flight--;
     if (!err && e->crash_on_ack) {
@@ -307,7 +320,7 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
     }
     if (e->backlog) {
         e->backlog = false;
-        events_flush(a); /* room in the queue again */
+        events_flush(e); /* room in the queue again */
     }
     if (err && err != -EMSGSIZE && err != -EINVAL) {
         /* not acknowledged: the row stays and is sent again at the next
@@ -340,57 +353,55 @@ static void on_event_delivered(void *opaque, int64_t id, int err)
 
 static void on_event_placed(void *opaque, int64_t id, int32_t partition, int64_t offset)
 {
-    struct events *e = ev_of(opaque);
-
     (void)id;
-    read_from_raise(e, partition, offset);
+    read_from_raise(opaque, partition, offset);
 }
 
 static void on_bus_state(void *opaque, bool up)
 {
-    struct agent *a = opaque;
+    struct events *e = opaque;
 
     log_info(up ? "bus connected" : "bus unreachable; events wait in the outbox", NULL);
     if (up)
-        events_flush(a);
+        events_flush(e);
 }
 
 static void on_bus_error(void *opaque, int err, bool fatal, const char *reason)
 {
-    struct agent *a = opaque;
+    struct events *e = opaque;
 
-    metrics_bus_error(a->metrics, fatal);
+    if (e->d.metrics)
+        metrics_bus_error(e->d.metrics, fatal);
     log_event(fatal ? LOG_ERROR : LOG_WARN, "bus error", "error=%s fatal=%s reason=%s", strerror(-err),
               fatal ? "yes" : "no", reason);
 }
 
-static json_t *heartbeat_json(struct agent *a)
+static json_t *heartbeat_json(struct events *e)
 {
     char ts[32];
     json_t *j = json_object();
 
     format_rfc3339_ms(now_wall_ms(), ts);
-    json_object_set_new(j, "host", json_string(a->cfg.host_name));
+    json_object_set_new(j, "host", json_string(e->cfg.host_name));
     json_object_set_new(j, "timestamp", json_string(ts));
-    json_object_set_new(j, "hypervisor", json_string(a->cfg.hypervisor));
-    json_object_set_new(j, "domain_type", json_string(hv_domain_type(a->hv)));
-    json_object_set_new(j, "state", json_string(a->disabled ? "disabled" : "enabled"));
+    json_object_set_new(j, "hypervisor", json_string(e->cfg.hypervisor));
+    json_object_set_new(j, "domain_type", json_string(hv_domain_type(e->d.hv)));
+    json_object_set_new(j, "state", json_string(host_disabled(e->d.host) ? "disabled" : "enabled"));
     json_object_set_new(j, "version", json_string(CA_VERSION));
-    json_object_set_new(j, "libvirt_connected", json_boolean(hv_connected(a->hv)));
-    resources_to_json(a->res, a->store, j);
+    json_object_set_new(j, "libvirt_connected", json_boolean(hv_connected(e->d.hv)));
+    resources_to_json(e->d.res, e->d.store, j);
     return j;
 }
 
 static void on_heartbeat(uv_timer_t *t)
 {
-    struct agent *a = t->data;
-    struct events *e = ev_of(a);
+    struct events *e = t->data;
     json_t *j;
     char *text;
 
-    if (!e->bus || !a->ready)
+    if (!e->bus || !host_ready(e->d.host))
         return;
-    j = heartbeat_json(a);
+    j = heartbeat_json(e);
     text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     if (text)
@@ -404,7 +415,7 @@ static void start_readback(struct events *e);
  * ends as where the next readback starts. One transaction. */
 static int drop_delivered(struct events *e, const struct bus_readback_result *res, size_t *dropped)
 {
-    struct store *s = e->a->store;
+    struct store *s = e->d.store;
     sqlite3_stmt *st;
     int r = store_begin(s);
 
@@ -454,7 +465,7 @@ static void readback_give_up(struct events *e, const char *why)
     log_warn("cannot read the events topic back; events left by the last run may be sent twice",
              "attempts=%u error=%s", e->read_attempts, why);
     e->reading = false;
-    events_flush(e->a);
+    events_flush(e);
 }
 
 static void readback_retry(struct events *e, const char *why)
@@ -490,17 +501,16 @@ static void on_readback(void *opaque, const struct bus_readback_result *res)
     log_info("events topic read back", "messages=%llu ours=%zu already_delivered=%zu partitions=%zu",
              (unsigned long long)res->messages, res->n_ids, dropped, res->n_parts);
     e->reading = false;
-    events_flush(e->a);
+    events_flush(e);
 }
 
 /* Read back what the last run may have delivered without knowing it. */
 static void start_readback(struct events *e)
 {
-    struct agent *a = e->a;
     struct agent_error err = {0};
     struct bus_readback_config rc = {
         .bootstrap = bus_bootstrap_servers(e->bus),
-        .host = a->cfg.host_name,
+        .host = e->cfg.host_name,
         .topic = bus_topic(e->bus, BUS_TOPIC_EVENTS),
         .properties = (const char *const *)e->props,
     };
@@ -514,7 +524,7 @@ static void start_readback(struct events *e)
         rc.from = e->read_from ? e->read_from : &none;
         rc.n_from = e->n_read_from;
     }
-    if (bus_readback_start(a->loop, &rc, on_readback, e, &e->readback, &err) < 0)
+    if (bus_readback_start(e->loop, &rc, on_readback, e, &e->readback, &err) < 0)
         readback_retry(e, err.message);
 }
 
@@ -541,12 +551,23 @@ static char **split_props(const char *s)
     return v;
 }
 
-int events_start(struct agent *a, struct agent_error *err)
+/* The bus's command callback: handed to the owner's hook, or committed
+ * unread when there is none (a command no one takes must not block). */
+static void on_command(void *opaque, const struct bus_message *msg)
 {
-    struct events *e = ev_of(a);
+    struct events *e = opaque;
+
+    if (e->hooks.on_command)
+        e->hooks.on_command(e->opaque, msg);
+    else
+        bus_command_commit(e->bus, msg);
+}
+
+int events_start(struct events *e, struct agent_error *err)
+{
     struct bus_config bc = {0};
     static const struct bus_callbacks cb = {
-        .on_command = commands_on_message,
+        .on_command = on_command,
         .on_event_delivered = on_event_delivered,
         .on_event_placed = on_event_placed,
         .on_state = on_bus_state,
@@ -554,43 +575,41 @@ int events_start(struct agent *a, struct agent_error *err)
     };
     int r;
 
-    if (a->cfg.bus_properties[0] && !(e->props = split_props(a->cfg.bus_properties)))
+    if (e->cfg.bus_properties && e->cfg.bus_properties[0] && !(e->props = split_props(e->cfg.bus_properties)))
         return -ENOMEM;
-    bc.brokers = a->cfg.bus_brokers;
-    bc.topic_prefix = a->cfg.bus_prefix;
-    bc.host = a->cfg.host_name;
+    bc.brokers = e->cfg.bus_brokers;
+    bc.topic_prefix = e->cfg.bus_prefix;
+    bc.host = e->cfg.host_name;
     bc.properties = (const char *const *)e->props;
-    r = bus_new(a->loop, &bc, &cb, a, &e->bus, err);
+    r = bus_new(e->loop, &bc, &cb, e, &e->bus, err);
     if (r < 0)
         return r;
     log_info("bus started", "bootstrap_servers=%s mock=%s commands=%s events=%s", bus_bootstrap_servers(e->bus),
-             a->cfg.bus_brokers[0] ? "no" : "yes", bus_topic(e->bus, BUS_TOPIC_COMMANDS),
+             e->cfg.bus_brokers[0] ? "no" : "yes", bus_topic(e->bus, BUS_TOPIC_COMMANDS),
              bus_topic(e->bus, BUS_TOPIC_EVENTS));
-    uv_timer_init(a->loop, &e->heartbeat);
-    e->heartbeat.data = a;
+    uv_timer_init(e->loop, &e->heartbeat);
+    e->heartbeat.data = e;
     e->heartbeat_open = true;
-    uv_timer_init(a->loop, &e->ack_timer);
+    uv_timer_init(e->loop, &e->ack_timer);
     e->ack_timer.data = e;
     e->ack_timer_open = true;
-    uv_timer_init(a->loop, &e->read_timer);
+    uv_timer_init(e->loop, &e->read_timer);
     e->read_timer.data = e;
     e->read_timer_open = true;
-    uv_timer_start(&e->heartbeat, on_heartbeat, 1000, (uint64_t)a->cfg.heartbeat_s * 1000);
+    uv_timer_start(&e->heartbeat, on_heartbeat, 1000, (uint64_t)e->cfg.heartbeat_s * 1000);
     /* what a previous run left unacknowledged goes once the topic is read back */
     e->read_attempts = 0;
     start_readback(e);
     return 0;
 }
 
-struct bus *events_bus(struct agent *a)
+struct bus *events_bus(struct events *e)
 {
-    return ev_of(a) ? ev_of(a)->bus : NULL;
+    return e ? e->bus : NULL;
 }
 
-void events_stop(struct agent *a)
+void events_stop(struct events *e)
 {
-    struct events *e = ev_of(a);
-
     if (!e)
         return;
     if (e->heartbeat_open) {
@@ -616,10 +635,8 @@ void events_stop(struct agent *a)
     delete_acked(e);
 }
 
-void events_free(struct agent *a)
+void events_free(struct events *e)
 {
-    struct events *e = ev_of(a);
-
     if (!e)
         return;
     delete_acked(e);
@@ -632,36 +649,23 @@ void events_free(struct agent *a)
         free(e->props[i]);
     free(e->props);
     free(e);
-    a->events = NULL;
 }
 
-json_t *events_bus_json(struct agent *a)
-{
-    struct events *e = ev_of(a);
-    int64_t pending = 0;
+json_t *events_bus_json(struct events *e)
+{    int64_t pending = 0;
     sqlite3_stmt *st;
 
     if (!e || !e->bus)
         return json_null();
-    if (sqlite3_prepare_v2(store_db(a->store), "SELECT COUNT(*) FROM outbox", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_prepare_v2(store_db(e->d.store), "SELECT COUNT(*) FROM outbox", -1, &st, NULL) == SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW)
             pending = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
     }
     return json_pack("{s:s, s:b, s:s, s:s, s:{s:s, s:s, s:s, s:s}, s:{s:I}}", "bootstrap_servers",
-                     bus_bootstrap_servers(e->bus), "up", bus_is_up(e->bus), "prefix", a->cfg.bus_prefix,
+                     bus_bootstrap_servers(e->bus), "up", bus_is_up(e->bus), "prefix", e->cfg.bus_prefix,
                      "group_id", bus_group_id(e->bus), "topics", "commands",
                      bus_topic(e->bus, BUS_TOPIC_COMMANDS), "events", bus_topic(e->bus, BUS_TOPIC_EVENTS),
                      "heartbeat", bus_topic(e->bus, BUS_TOPIC_HEARTBEAT), "telemetry",
                      bus_topic(e->bus, BUS_TOPIC_TELEMETRY), "outbox", "pending", (json_int_t)pending);
-}
-
-struct bus *events_bus_of(struct events *e)
-{
-    return e ? e->bus : NULL;
-}
-
-json_t *events_bus_json_of(struct events *e)
-{
-    return e ? events_bus_json(e->a) : json_null();
 }

@@ -1,5 +1,7 @@
 /* instance.c: see instance.h. */
 #include "agent/instance.h"
+#include "agent/log.h"
+#include "agent/store.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -206,6 +208,23 @@ json_t *instance_to_json(const struct instance *inst)
                      "console_log", inst->console_log ? json_string(inst->console_log) : json_null(),
                      "created_at", created, "updated_at", updated,
                      "fault", inst->fault ? json_string(inst->fault) : json_null());
+}
+
+json_t *op_record_to_json(const struct op_record *op)
+{
+    char created[32], updated[32];
+    json_t *error = json_null();
+
+    format_rfc3339_ms(op->created_ms, created);
+    format_rfc3339_ms(op->updated_ms, updated);
+    if (op->error_code[0])
+        error = json_pack("{s:s, s:s}", "code", op->error_code, "message",
+                          op->error_message ? op->error_message : "");
+    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s}", "id", op->id, "type", op->type,
+                     "instance_id", op->instance_uuid, "request_id",
+                     op->request_id ? json_string(op->request_id) : json_null(), "state", op->state,
+                     "step", op->step[0] ? json_string(op->step) : json_null(), "error", error,
+                     "created_at", created, "updated_at", updated);
 }
 
 void instance_release(struct instance *inst)

@@ -72,6 +72,12 @@ void launch_spec_release(struct launch_spec *spec);
 /* The instance's JSON answer (new reference). */
 json_t *instance_to_json(const struct instance *inst);
 
+/* An operation's JSON answer (new reference): {"id", "type",
+ * "instance_id", "request_id", "state", "step", "error", "created_at",
+ * "updated_at"} (struct op_record: agent/store.h). */
+struct op_record;
+json_t *op_record_to_json(const struct op_record *op);
+
 /* Boot source to/from the JSON stored and shown ("boot" object). */
 json_t *boot_source_to_json(const struct boot_source *b);
 int boot_source_from_json(const json_t *j, struct boot_source *b);

@@ -1,6 +1,8 @@
-/* main.c: compute-agent. Builds struct agent, connects to the hypervisor
- * (off the loop, with backoff), reconciles, serves the API, and says READY=1
- * to systemd once it serves. SIGTERM stops the agent, not the guests. */
+/* main.c: compute-agent. Builds every module with the objects it uses
+ * (struct agent holds them; no module sees it), wires their callbacks,
+ * connects to the hypervisor (off the loop, with backoff), reconciles,
+ * serves the API, and says READY=1 to systemd once it serves. It alone owns
+ * the start and stop order. SIGTERM stops the agent, not the guests. */
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
@@ -15,10 +17,14 @@
 
 #include "agent/agent.h"
 #include "agent/api.h"
+#include "agent/commands.h"
 #include "agent/controller.h"
 #include "agent/events.h"
 #include "agent/bus.h"
 #include "agent/host.h"
+#include "agent/hypervisor/hv.h"
+#include "agent/instance.h"
+#include "agent/store.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
 #include "agent/telemetry.h"
@@ -57,18 +63,21 @@ static void connect_work(uv_work_t *w)
     j->disk_gb = resources_disk_gb(j->a->cfg.state_dir);
 }
 
-static void on_reconciled(struct agent *a, int result)
+static void schedule_reconnect(struct agent *a);
+
+static void on_reconciled(void *opaque, int result)
 {
+    struct agent *a = opaque;
+
     if (result < 0) {
-        agent_schedule_reconnect(a);
+        schedule_reconnect(a);
         return;
     }
-    if (!a->ready) {
+    if (!host_ready(a->host)) {
         struct agent_error err = {0};
-        a->ready = true;
         host_set_ready(a->host);
         /* the bus after the first reconcile: commands then find a settled state */
-        if (events_start(a, &err) < 0) {
+        if (events_start(a->events, &err) < 0) {
             log_error("cannot start the bus; events stay in the outbox", "field=%s error=%s",
                       err.field[0] ? err.field : "-", err.message);
         }
@@ -93,7 +102,7 @@ static void connect_after(uv_work_t *w, int status)
     if (j->result < 0) {
         log_warn("cannot connect to the hypervisor", "uri=%s retry_ms=%llu error=%s", hv_uri(a->hv),
                  (unsigned long long)a->reconnect_delay_ms, j->err.message);
-        agent_schedule_reconnect(a);
+        schedule_reconnect(a);
     } else {
         a->reconnect_delay_ms = 0;
         resources_set_host(a->res, &j->info, j->disk_gb);
@@ -101,7 +110,9 @@ static void connect_after(uv_work_t *w, int status)
         log_info("connected to the hypervisor", "uri=%s driver=%s domain_type=%s reason=%s cpus=%lld memory_mb=%lld",
                  hv_uri(a->hv), hv_driver(a->hv)->name, hv_domain_type(a->hv),
                  hv_domain_type_reason(a->hv), (long long)j->info.cpus, (long long)j->info.memory_mb);
-        ops_reconcile(a->ops, on_reconciled);
+        int r = ops_reconcile(a->ops, on_reconciled, a);
+        if (r < 0 && r != -EBUSY) /* busy: the reconcile under way reports */
+            schedule_reconnect(a);
     }
     hv_host_info_release(&j->info);
     free(j);
@@ -130,20 +141,15 @@ static void on_reconnect_timer(uv_timer_t *t)
     start_connect(t->data);
 }
 
-int agent_set_disabled(struct agent *a, bool disabled)
+/* host_on_change: Placement marks the provider. */
+static void on_host_change(void *opaque, bool disabled)
 {
-    int r = store_meta_set(a->store, "host.disabled", disabled ? "1" : "0");
+    struct agent *a = opaque;
 
-    if (r < 0)
-        return r;
-    if (a->disabled != disabled)
-        log_info(disabled ? "host disabled: launches refused" : "host enabled", NULL);
-    a->disabled = disabled;
     controller_set_disabled(a->ctl, disabled);
-    return 0;
 }
 
-void agent_schedule_reconnect(struct agent *a)
+static void schedule_reconnect(struct agent *a)
 {
     uint64_t cap = (uint64_t)a->cfg.reconnect_max_s * 1000;
 
@@ -155,21 +161,28 @@ void agent_schedule_reconnect(struct agent *a)
     uv_timer_start(&a->reconnect_timer, on_reconnect_timer, a->reconnect_delay_ms, 0);
 }
 
-void agent_operation_finished(struct agent *a, const struct op_record *rec,
-                              const struct instance *inst)
+/* ops hooks: the API's long-polls hear of the end; a lost connection is
+ * reconnected. */
+static void on_operation_finished(void *opaque, const struct op_record *rec, const struct instance *inst)
 {
+    struct agent *a = opaque;
+
     (void)inst;
     if (a->api)
         api_operation_done(a->api, rec);
 }
 
-/* The API changed the host's state (host.h): tell the engine and Placement. */
-static void on_host_change(void *opaque, bool disabled)
+static void on_hv_lost(void *opaque)
+{
+    schedule_reconnect(opaque);
+}
+
+/* events hook: a bus command goes to the command handler. */
+static void on_bus_command(void *opaque, const struct bus_message *msg)
 {
     struct agent *a = opaque;
 
-    a->disabled = disabled;
-    controller_set_disabled(a->ctl, disabled);
+    commands_on_message(a->commands, msg);
 }
 
 static void on_hv_event(const struct hv_event *ev, void *opaque)
@@ -198,12 +211,11 @@ static int tm_lookup(void *o, const char *uuid, char ec2[EC2_ID_LEN + 1], char *
 
 static int tm_publish(void *o, const char *key, const char *json, size_t len)
 {
-    struct bus *bus = events_bus(o);
+    struct agent *a = o;
+    struct bus *bus = events_bus(a->events);
 
     return bus ? bus_publish_telemetry(bus, key, json, len) : -ENOTCONN;
 }
-
-static uv_timer_t purge_timer;
 
 static void on_purge(uv_timer_t *t)
 {
@@ -221,17 +233,22 @@ static void shutdown_agent(struct agent *a, const char *why)
     a->stopping = true;
     log_info("stopping; guests keep running", "signal=%s in_flight=%u", why, ops_in_flight(a->ops));
     sd_notify(0, "STOPPING=1");
+    /* the order matters: no new requests; then the operations parked as
+     * they are (journal rows kept, nothing rolled back: the next start
+     * resumes them), before the image cache cancels the pulls they wait on;
+     * then what only reports; the bus last, so the events of all that go
+     * out (bounded flush) */
     api_free(a->api);
     a->api = NULL;
+    ops_stop(a->ops);
     a->telemetry = telemetry_free(a->telemetry);
     imgcache_free(a->imgcache);
     a->imgcache = NULL;
     controller_free(a->ctl);
     a->ctl = NULL;
-    ops_stop(a->ops);
-    events_stop(a);
+    events_stop(a->events);
     uv_close((uv_handle_t *)&a->reconnect_timer, NULL);
-    uv_close((uv_handle_t *)&purge_timer, NULL);
+    uv_close((uv_handle_t *)&a->purge_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
@@ -266,6 +283,7 @@ static void reload(struct agent *a)
     a->cfg.reserved_host_cpus = fresh.reserved_host_cpus;
     a->cfg.stop_timeout = fresh.stop_timeout;
     a->cfg.reboot_timeout = fresh.reboot_timeout;
+    ops_set_timeouts(a->ops, a->cfg.stop_timeout, a->cfg.reboot_timeout);
     a->cfg.reconnect_max_s = fresh.reconnect_max_s;
     if (fresh.telemetry_interval_s != a->cfg.telemetry_interval_s && a->telemetry) {
         a->cfg.telemetry_interval_s = fresh.telemetry_interval_s;
@@ -342,12 +360,141 @@ static void raise_nofile(void)
     }
 }
 
+static int build_imgcache(struct agent *a, const char *imgc_dir, struct agent_error *err)
+{
+    struct imgcache_config ic = {0};
+
+    ic.dir = imgc_dir;
+    ic.budget_bytes = (uint64_t)a->cfg.imgc_budget_mb << 20;
+    ic.budget_percent = (int)a->cfg.imgc_budget_percent;
+    ic.max_unused_age_s = a->cfg.imgc_max_unused_age_s;
+    ic.max_virtual_size = (uint64_t)a->cfg.imgc_max_virtual_gb << 30;
+    ic.ca_bundle = a->cfg.imgc_ca_bundle[0] ? a->cfg.imgc_ca_bundle : NULL;
+    ic.glance_url = a->cfg.glance_url[0] ? a->cfg.glance_url : NULL;
+    ic.glance_token = a->cfg.glance_token[0] ? a->cfg.glance_token : NULL;
+    ic.max_parallel = (int)a->cfg.imgc_max_parallel;
+    ic.stall_timeout_s = (int)a->cfg.imgc_stall_timeout_s;
+    ic.retries = a->cfg.imgc_retries ? (int)a->cfg.imgc_retries : -1;
+    ic.allowed_networks = a->cfg.imgc_allowed_networks;
+    ic.pull_failed = on_image_pull_failed;
+    return imgcache_new(a->loop, store_db(a->store), &ic, &a->imgcache, err);
+}
+
+/* The modules in dependency order: each gets the objects built before it.
+ * 0, or -errno with err set. */
+static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
+{
+    struct hv_config hvc = {.uri = a->cfg.libvirt_uri, .host_name = a->cfg.host_name,
+                            .domain_type = !strcmp(a->cfg.hypervisor, "qemu") ? "qemu" : a->cfg.domain_type,
+                            .workers = (unsigned)a->cfg.workers};
+    struct events_config ec = {.host_name = a->cfg.host_name, .hypervisor = a->cfg.hypervisor,
+                               .bus_brokers = a->cfg.bus_brokers, .bus_prefix = a->cfg.bus_prefix,
+                               .bus_properties = a->cfg.bus_properties, .heartbeat_s = a->cfg.heartbeat_s};
+    struct events_hooks eh = {.on_command = on_bus_command};
+    struct ops_config oc = {.instances_dir = a->instances_dir, .local_image_dirs = a->cfg.local_image_dirs,
+                            .stop_timeout_s = a->cfg.stop_timeout, .reboot_timeout_s = a->cfg.reboot_timeout};
+    struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost};
+    int r;
+
+    if ((r = host_new(a->store, &a->host)) < 0 || (r = metrics_new(&a->metrics)) < 0 ||
+        (r = hv_new(a->loop, hv_driver_find(a->cfg.hypervisor), &hvc, on_hv_event, a, &a->hv)) < 0 ||
+        (r = resources_new(&a->cfg, &a->res)) < 0)
+        return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+    {
+        struct events_deps ed = {.store = a->store, .hv = a->hv, .res = a->res, .host = a->host,
+                                 .metrics = a->metrics};
+        if ((r = events_new(a->loop, &ed, &ec, &eh, a, &a->events)) < 0)
+            return agent_error_set(err, -r, "internal", NULL, "cannot create the event outbox");
+    }
+    if ((r = build_imgcache(a, imgc_dir, err)) < 0)
+        return r;
+    if (a->cfg.instance_types[0])
+        r = catalog_load(a->cfg.instance_types, &a->catalog, err);
+    else
+        r = catalog_builtin(&a->catalog);
+    if (r < 0)
+        return r;
+    {
+        struct ops_deps od = {.store = a->store, .hv = a->hv, .host = a->host, .res = a->res,
+                              .imgcache = a->imgcache, .events = a->events, .metrics = a->metrics};
+        struct commands_deps cd;
+        if ((r = ops_new(a->loop, &od, &oc, &oh, a, &a->ops)) < 0)
+            return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+        cd = (struct commands_deps){.ops = a->ops, .store = a->store, .catalog = a->catalog,
+                                    .events = a->events};
+        if ((r = commands_new(&cd, &a->commands)) < 0)
+            return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+    }
+    {
+        struct controller_deps ctd = {.store = a->store, .res = a->res, .hv = a->hv, .host = a->host,
+                                      .events = a->events};
+        if ((r = controller_new(a->loop, &ctd, &a->cfg, &a->ctl, err)) < 0)
+            return r;
+        host_on_change(a->host, on_host_change, a);
+    }
+    {
+        /* host disk figures: the state and the image cache directories */
+        const char *dirs[] = {a->cfg.state_dir, imgc_dir, NULL};
+        struct telemetry_config tc = {.interval_s = (unsigned)a->cfg.telemetry_interval_s,
+                                      .host = a->cfg.host_name, .dirs = dirs};
+        struct telemetry_callbacks tcb = {.lookup = tm_lookup, .publish = tm_publish};
+        if ((r = telemetry_new(a->loop, a->hv, &tc, &tcb, a, &a->telemetry, err)) < 0)
+            return r;
+    }
+    {
+        struct api_deps ad = {.store = a->store, .ops = a->ops, .host = a->host, .imgcache = a->imgcache,
+                              .hv = a->hv, .res = a->res, .catalog = a->catalog, .ctl = a->ctl,
+                              .events = a->events, .telemetry = a->telemetry, .metrics = a->metrics};
+        struct api_config ac = {.socket = a->cfg.api_socket, .listen = a->cfg.api_listen,
+                                .token = a->cfg.api_token, .metrics_listen = a->cfg.metrics_listen,
+                                .header_timeout_s = a->cfg.api_header_timeout_s,
+                                .request_timeout_s = a->cfg.api_request_timeout_s,
+                                .per_address_limit = a->cfg.api_per_address_limit,
+                                .max_connections = a->cfg.api_max_connections,
+                                .host_name = a->cfg.host_name, .hypervisor = a->cfg.hypervisor,
+                                .started_ms = a->started_ms};
+        return api_new(a->loop, &ad, &ac, &a->api, err);
+    }
+}
+
+/* What build() made, in the reverse order (each accepts NULL). */
+static void release(struct agent *a)
+{
+    api_free(a->api);
+    telemetry_free(a->telemetry);
+    controller_free(a->ctl);
+    commands_free(a->commands);
+    ops_free(a->ops);
+    imgcache_free(a->imgcache);
+    events_free(a->events);
+    resources_free(a->res);
+    hv_free(a->hv);
+    metrics_free(a->metrics);
+    host_free(a->host);
+    catalog_free(a->catalog);
+    store_free(a->store);
+}
+
+static void start_handles(struct agent *a)
+{
+    uv_timer_init(a->loop, &a->reconnect_timer);
+    a->reconnect_timer.data = a;
+    uv_timer_init(a->loop, &a->purge_timer);
+    a->purge_timer.data = a;
+    uv_timer_start(&a->purge_timer, on_purge, 60 * 1000, 10 * 60 * 1000);
+    uv_signal_init(a->loop, &a->sig_term);
+    uv_signal_init(a->loop, &a->sig_int);
+    uv_signal_init(a->loop, &a->sig_hup);
+    a->sig_term.data = a->sig_int.data = a->sig_hup.data = a;
+    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    uv_signal_start(&a->sig_hup, on_signal, SIGHUP);
+}
+
 int main(int argc, char **argv)
 {
     struct agent a = {0};
     struct agent_error err = {0};
-    struct hv_config hvc;
-    const struct hv_driver *drv;
     char path[4200], threads[16], imgc_dir[4200];
     enum log_level lvl;
     int r, lock_fd = -1;
@@ -378,99 +525,15 @@ int main(int argc, char **argv)
         goto fail;
     raise_nofile();
     snprintf(path, sizeof(path), "%s/agent.db", a.cfg.state_dir);
-    if ((r = store_open(path, !strcmp(a.cfg.store_sync, "full"), &a.store, &err)) < 0)
+    if (store_open(path, !strcmp(a.cfg.store_sync, "full"), &a.store, &err) < 0)
         goto fail;
-    if ((r = events_init(&a)) < 0) {
-        agent_error_set(&err, -r, "internal", NULL, "cannot create the event outbox");
-        goto fail;
-    }
     if (a.cfg.imgc_dir[0])
         strscpy(imgc_dir, a.cfg.imgc_dir, sizeof(imgc_dir));
     else
         snprintf(imgc_dir, sizeof(imgc_dir), "%s/images", a.cfg.state_dir);
-    {
-        struct imgcache_config ic = {0};
-        ic.dir = imgc_dir;
-        ic.budget_bytes = (uint64_t)a.cfg.imgc_budget_mb << 20;
-        ic.budget_percent = (int)a.cfg.imgc_budget_percent;
-        ic.max_unused_age_s = a.cfg.imgc_max_unused_age_s;
-        ic.max_virtual_size = (uint64_t)a.cfg.imgc_max_virtual_gb << 30;
-        ic.ca_bundle = a.cfg.imgc_ca_bundle[0] ? a.cfg.imgc_ca_bundle : NULL;
-        ic.glance_url = a.cfg.glance_url[0] ? a.cfg.glance_url : NULL;
-        ic.glance_token = a.cfg.glance_token[0] ? a.cfg.glance_token : NULL;
-        ic.max_parallel = (int)a.cfg.imgc_max_parallel;
-        ic.stall_timeout_s = (int)a.cfg.imgc_stall_timeout_s;
-        ic.retries = a.cfg.imgc_retries ? (int)a.cfg.imgc_retries : -1;
-        ic.allowed_networks = a.cfg.imgc_allowed_networks;
-        ic.pull_failed = on_image_pull_failed;
-        if ((r = imgcache_new(a.loop, store_db(a.store), &ic, &a.imgcache, &err)) < 0)
-            goto fail;
-    }
-    if (a.cfg.instance_types[0])
-        r = catalog_load(a.cfg.instance_types, &a.catalog, &err);
-    else
-        r = catalog_builtin(&a.catalog);
-    if (r < 0)
+    if (build(&a, imgc_dir, &err) < 0)
         goto fail;
-    drv = hv_driver_find(a.cfg.hypervisor);
-    hvc.uri = a.cfg.libvirt_uri;
-    hvc.domain_type = !strcmp(a.cfg.hypervisor, "qemu") ? "qemu" : a.cfg.domain_type;
-    hvc.host_name = a.cfg.host_name;
-    hvc.workers = (unsigned)a.cfg.workers;
-    if ((r = hv_new(a.loop, drv, &hvc, on_hv_event, &a, &a.hv)) < 0 ||
-        (r = resources_new(&a.cfg, &a.res)) < 0 || (r = ops_new(&a, &a.ops)) < 0) {
-        agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
-        goto fail;
-    }
-    if ((r = host_new(a.store, &a.host)) < 0) {
-        agent_error_set(&err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
-        goto fail;
-    }
-    a.disabled = host_disabled(a.host);
-    host_on_change(a.host, on_host_change, &a);
-    if ((r = controller_new(&a, &a.ctl, &err)) < 0)
-        goto fail;
-    if ((r = metrics_new(&a.metrics)) < 0) {
-        agent_error_set(&err, -r, "internal", NULL, "cannot set up metrics");
-        goto fail;
-    }
-    {
-        /* host disk figures: the state and the image cache directories */
-        const char *dirs[] = {a.cfg.state_dir, imgc_dir, NULL};
-        struct telemetry_config tc = {.interval_s = (unsigned)a.cfg.telemetry_interval_s,
-                                      .host = a.cfg.host_name, .dirs = dirs};
-        struct telemetry_callbacks tcb = {.lookup = tm_lookup, .publish = tm_publish};
-        if ((r = telemetry_new(a.loop, a.hv, &tc, &tcb, &a, &a.telemetry, &err)) < 0)
-            goto fail;
-    }
-    {
-        struct api_deps ad = {.store = a.store, .ops = a.ops, .host = a.host, .imgcache = a.imgcache,
-                              .hv = a.hv, .res = a.res, .catalog = a.catalog, .ctl = a.ctl,
-                              .events = a.events, .telemetry = a.telemetry, .metrics = a.metrics};
-        struct api_config ac = {.socket = a.cfg.api_socket, .listen = a.cfg.api_listen,
-                                .token = a.cfg.api_token, .metrics_listen = a.cfg.metrics_listen,
-                                .header_timeout_s = a.cfg.api_header_timeout_s,
-                                .request_timeout_s = a.cfg.api_request_timeout_s,
-                                .per_address_limit = a.cfg.api_per_address_limit,
-                                .max_connections = a.cfg.api_max_connections,
-                                .host_name = a.cfg.host_name, .hypervisor = a.cfg.hypervisor,
-                                .started_ms = a.started_ms};
-        if ((r = api_new(a.loop, &ad, &ac, &a.api, &err)) < 0)
-            goto fail;
-    }
-
-    uv_timer_init(a.loop, &a.reconnect_timer);
-    a.reconnect_timer.data = &a;
-    uv_timer_init(a.loop, &purge_timer);
-    purge_timer.data = &a;
-    uv_timer_start(&purge_timer, on_purge, 60 * 1000, 10 * 60 * 1000);
-    uv_signal_init(a.loop, &a.sig_term);
-    uv_signal_init(a.loop, &a.sig_int);
-    uv_signal_init(a.loop, &a.sig_hup);
-    a.sig_term.data = a.sig_int.data = a.sig_hup.data = &a;
-    uv_signal_start(&a.sig_term, on_signal, SIGTERM);
-    uv_signal_start(&a.sig_int, on_signal, SIGINT);
-    uv_signal_start(&a.sig_hup, on_signal, SIGHUP);
+    start_handles(&a);
 
     log_info("compute-agent starting", "version=%s state_dir=%s hypervisor=%s uri=%s", CA_VERSION,
              a.cfg.state_dir, a.cfg.hypervisor, hv_uri(a.hv));
@@ -481,13 +544,8 @@ int main(int argc, char **argv)
     hv_free(a.hv);
     a.hv = NULL;
     uv_run(a.loop, UV_RUN_DEFAULT);
-    ops_free(a.ops);
-    events_free(&a);
-    metrics_free(a.metrics);
-    resources_free(a.res);
-    catalog_free(a.catalog);
-    host_free(a.host);
-    store_free(a.store);
+    /* what shutdown_agent() freed is NULL; the rest goes now */
+    release(&a);
     r = uv_loop_close(a.loop);
     if (r < 0)
         log_warn("loop closed with handles open", "error=%s", uv_strerror(r));
@@ -496,22 +554,8 @@ int main(int argc, char **argv)
     close(lock_fd);
     return 0;
 fail:
-    {
-        log_error("cannot start", "field=%s error=%s", err.field[0] ? err.field : "-",
-                  err.message);
-    }
-    api_free(a.api);
-    telemetry_free(a.telemetry);
-    imgcache_free(a.imgcache);
-    controller_free(a.ctl);
-    ops_free(a.ops);
-    events_free(&a);
-    metrics_free(a.metrics);
-    resources_free(a.res);
-    hv_free(a.hv);
-    catalog_free(a.catalog);
-    host_free(a.host);
-    store_free(a.store);
+    log_error("cannot start", "field=%s error=%s", err.field[0] ? err.field : "-", err.message);
+    release(&a);
     config_release(&a.cfg);
     if (lock_fd >= 0)
         close(lock_fd);

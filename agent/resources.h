@@ -6,7 +6,11 @@
 
 #include <jansson.h>
 
-#include "agent/agent.h"
+#include "agent/config.h"
+#include "agent/hypervisor/hv.h"
+#include "agent/store.h"
+
+struct resources;
 
 int resources_new(const struct agent_config *cfg, struct resources **ret);
 void resources_free(struct resources *r);

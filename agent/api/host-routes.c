@@ -39,7 +39,7 @@ int api_host_show(const struct api_call *call, json_t **reply)
     json_object_set_new(o, "state", json_string(host_disabled(d->host) ? "disabled" : "enabled"));
     json_object_set_new(o, "provider_uuid", provider ? json_string(provider) : json_null());
     json_object_set_new(o, "placement", controller_to_json(d->ctl));
-    json_object_set_new(o, "bus", events_bus_json_of(d->events));
+    json_object_set_new(o, "bus", events_bus_json(d->events));
     json_object_set_new(o, "libvirt", json_pack("{s:b}", "connected", hv_connected(d->hv)));
     json_object_set_new(o, "operations_in_flight", json_integer(ops_in_flight(d->ops)));
     json_object_set_new(o, "uptime_s", json_integer((now_wall_ms() - call->cfg->started_ms) / 1000));
@@ -69,7 +69,7 @@ int api_host_enable(const struct api_call *call, json_t **reply)
 
 int api_metrics_text(const struct api_deps *deps, char **text, size_t *len)
 {
-    struct bus *bus = events_bus_of(deps->events);
+    struct bus *bus = events_bus(deps->events);
     FILE *f;
 
     *text = NULL;

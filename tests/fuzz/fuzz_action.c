@@ -40,10 +40,7 @@ static void check_wait(const char *query)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct agent *a = fixture_agent();
-    /* what the instance routes use; a host route taken would crash (no host) */
-    const struct api_deps deps = {.store = a->store, .ops = a->ops, .catalog = a->catalog};
-    const struct api_config cfg = {.host_name = "fuzz", .hypervisor = "test"};
+    struct fixture *fx = fixture_get();
     const uint8_t *nl = memchr(data, '\n', size);
     size_t plen = nl ? (size_t)(nl - data) : size;
     const char *body = nl ? (const char *)nl + 1 : NULL;
@@ -67,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             body = e + 1;
         }
     }
-    status = api_route(&deps, &cfg, "POST", url, body, blen, idem, &reply);
+    status = api_route(&fx->api_deps, &fx->api_cfg, "POST", url, body, blen, idem, &reply);
     if (!json_is_object(reply) || status < 200 || status > 599)
         abort();
     if (status >= 400 && !json_is_object(json_object_get(reply, "error")))

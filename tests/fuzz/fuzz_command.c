@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* request_command_parse() (request.c, what commands.c is to call) refuses
  * exactly what commands_handle() refuses before the engine, with the same
  * code and field; what it accepts, only the engine refuses. */
-static void same_as_request_parser(struct agent *a, const uint8_t *data, size_t size,
+static void same_as_request_parser(const struct catalog *cat, const uint8_t *data, size_t size,
                                    const struct agent_error *handled)
 {
     json_t *j = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
@@ -29,7 +29,7 @@ static void same_as_request_parser(struct agent *a, const uint8_t *data, size_t 
 
     if (!j)
         return;
-    if (request_command_parse(j, a->catalog, &c, &err) < 0) {
+    if (request_command_parse(j, cat, &c, &err) < 0) {
         if (strcmp(err.code, handled->code) || strcmp(err.field, handled->field))
             abort();
     } else {
@@ -43,15 +43,15 @@ static void same_as_request_parser(struct agent *a, const uint8_t *data, size_t 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct agent *a = fixture_agent();
+    struct fixture *fx = fixture_get();
     struct agent_error err = {0};
     char *rid = NULL, *iid = NULL;
 
     json_t *ev;
 
-    if (commands_handle(a, (const char *)data, size, &rid, &iid, &err) == 0 || !err.code[0])
+    if (commands_handle(fx->commands, (const char *)data, size, &rid, &iid, &err) == 0 || !err.code[0])
         abort();
-    same_as_request_parser(a, data, size, &err);
+    same_as_request_parser(fx->catalog, data, size, &err);
     ev = json_pack("{s:s, s:s, s:s}", "code", err.code, "field", err.field, "message", err.message);
     if (!ev)
         abort();

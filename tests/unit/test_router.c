@@ -30,13 +30,13 @@ static const struct api_config cfg = {.host_name = "unit", .hypervisor = "test",
 
 static int setup(void **state)
 {
-    struct agent *a = fixture_agent();
+    struct fixture *fx = fixture_get();
 
     (void)state;
-    deps.store = a->store;
-    deps.ops = a->ops;
-    deps.catalog = a->catalog;
-    return host_new(a->store, &deps.host);
+    deps.store = fx->store;
+    deps.ops = fx->ops;
+    deps.catalog = fx->catalog;
+    return host_new(fx->store, &deps.host);
 }
 
 static int teardown(void **state)

@@ -1,0 +1,325 @@
+/* reconcile.c: the instances' state from the hypervisor (ops-internal.h):
+ * its events, and ops_reconcile() after each connect: every domain against
+ * every instance the store knows, adoption of our own domains the store
+ * lost, the use of other agents' domains, then the interrupted operations
+ * resumed and the parked ones advanced again. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/events.h"
+#include "agent/ops/ops-internal.h"
+#include "agent/resources.h"
+
+/* ---- hypervisor events ---- */
+
+void ops_update_instance_state(struct ops *o, const char *uuid, const char *state, const char *fault)
+{
+    struct instance inst;
+
+    if (store_instance_get(o->d.store, uuid, &inst) < 0)
+        return;
+    if (strcmp(inst.state, state) != 0 && strcmp(inst.state, "terminated") != 0) {
+        log_info("instance state changed by the hypervisor", "instance=%s ec2_id=%s from=%s to=%s fault=%s",
+                 inst.uuid, inst.ec2_id, inst.state, state, fault ? fault : "");
+        strscpy(inst.state, state, sizeof(inst.state));
+        ops_set_str(&inst.fault, fault);
+        inst.updated_ms = now_wall_ms();
+        if (store_begin(o->d.store) == 0) {
+            if (store_instance_update(o->d.store, &inst) < 0 || events_instance(o->d.events, &inst, NULL) < 0)
+                store_rollback(o->d.store);
+            else if (store_commit(o->d.store) == 0)
+                events_flush(o->d.events);
+        }
+    }
+    instance_release(&inst);
+}
+
+void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
+{
+    struct op_run *r;
+    struct op_record active;
+
+    if (ev->type == HV_EVENT_DISCONNECTED) {
+        log_warn("hypervisor connection lost", "reason=%d", ev->detail);
+        if (o->hooks.hv_lost)
+            o->hooks.hv_lost(o->opaque);
+        return;
+    }
+    log_debug("hypervisor event", "instance=%s event=%d detail=%d", ev->uuid, ev->type, ev->detail);
+    r = ops_find_run(o, ev->uuid);
+    if (r) {
+        if (r->wait == WAIT_STOPPED && (ev->type == HV_EVENT_STOPPED || ev->type == HV_EVENT_CRASHED))
+            ops_finish(r, "stopped", NULL);
+        else if (r->wait == WAIT_REBOOTED && (ev->type == HV_EVENT_REBOOTED || ev->type == HV_EVENT_STARTED))
+            ops_finish(r, "running", NULL);
+        return; /* the operation sets the state it ends in */
+    }
+    if (store_op_active_for(o->d.store, ev->uuid, &active) == 0) {
+        op_record_release(&active); /* a journaled operation will settle it */
+        return;
+    }
+    switch (ev->type) {
+    case HV_EVENT_STARTED:
+    case HV_EVENT_RESUMED:
+        ops_update_instance_state(o, ev->uuid, "running", NULL);
+        break;
+    case HV_EVENT_STOPPED:
+        ops_update_instance_state(o, ev->uuid, "stopped", NULL);
+        break;
+    case HV_EVENT_CRASHED:
+        ops_update_instance_state(o, ev->uuid, "stopped", "the guest crashed");
+        break;
+    case HV_EVENT_UNDEFINED:
+        ops_update_instance_state(o, ev->uuid, "error", "the domain was undefined outside the agent");
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- reconcile and resume ---- */
+
+struct reconcile_ctx {
+    struct ops *o;
+    struct hv_domain *doms;
+    size_t n;
+    bool *seen;
+    int64_t list_ms;          /* when libvirt was asked */
+};
+
+static const struct hv_domain *find_dom(struct reconcile_ctx *c, const char *uuid, size_t *idx)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->doms[i].uuid, uuid) == 0) {
+            *idx = i;
+            return &c->doms[i];
+        }
+    return NULL;
+}
+
+static int reconcile_instance(const struct instance *inst, void *opaque)
+{
+    struct reconcile_ctx *c = opaque;
+    struct op_record active;
+    const struct hv_domain *d;
+    size_t idx;
+    bool busy;
+
+    d = find_dom(c, inst->uuid, &idx);
+    if (d)
+        c->seen[idx] = true;
+    busy = ops_find_run(c->o, inst->uuid) || store_op_active_for(c->o->d.store, inst->uuid, &active) == 0;
+    if (busy) {
+        if (!ops_find_run(c->o, inst->uuid))
+            op_record_release(&active);
+        return 0; /* its operation settles it */
+    }
+    if (inst->updated_ms > c->list_ms)
+        return 0; /* an event newer than the snapshot already set its state */
+    if (!d) {
+        if (strcmp(inst->state, "error") != 0)
+            ops_update_instance_state(c->o, inst->uuid, "error", "the domain is missing from the hypervisor");
+        return 0;
+    }
+    ops_update_instance_state(c->o, inst->uuid, ops_state_of_power(d->power), inst->fault);
+    return 0;
+}
+
+/* Whose a domain the store does not know is, from the owner its metadata
+ * records (docs/architecture.md, "Adoption"). The key is the host name
+ * (agent.host_name): it survives a lost store, where an id kept in the store
+ * would not, and it tells apart two agents on one libvirtd. libvirt's host
+ * UUID, when both the metadata and this libvirtd have one, must match too:
+ * a host restored from another's backup (same configured name) is not that
+ * host. A domain with no owner recorded (written before owners were) cannot
+ * be told from another agent's: it is left alone. */
+enum dom_owner { OWNER_SELF, OWNER_OTHER_HOST, OWNER_OTHER_LIBVIRT, OWNER_UNRECORDED };
+
+static enum dom_owner owner_of(const struct hv_owner *self, const struct hv_owner *d)
+{
+    if (!d->host[0])
+        return OWNER_UNRECORDED;
+    if (strcmp(d->host, self->host) != 0)
+        return OWNER_OTHER_HOST;
+    if (d->host_uuid[0] && self->host_uuid[0] && strcmp(d->host_uuid, self->host_uuid) != 0)
+        return OWNER_OTHER_LIBVIRT;
+    return OWNER_SELF;
+}
+
+/* Our domain that the store does not know (store lost or restored from a
+ * backup): take it back from its metadata. The console log and the disk
+ * are where a launch puts them. */
+static void adopt(struct ops *o, const struct hv_domain *d)
+{
+    struct instance inst;
+
+    if (instance_copy(&inst, &d->ident) < 0)
+        return;
+    if (ops_hv_disk_files(o)) {
+        char dir[4300], path[4400];
+        ops_instance_dir(o, inst.uuid, dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/console.log", dir);
+        ops_set_str(&inst.console_log, path);
+        if (boot_source_has_image(&inst.boot)) {
+            snprintf(path, sizeof(path), "%s/disk.qcow2", dir);
+            ops_set_str(&inst.disk_path, path);
+        }
+    }
+    strscpy(inst.state, ops_state_of_power(d->power), sizeof(inst.state));
+    inst.task_state[0] = '\0';
+    inst.created_ms = inst.updated_ms = now_wall_ms();
+    if (store_begin(o->d.store) < 0) {
+        instance_release(&inst);
+        return;
+    }
+    if (store_instance_insert(o->d.store, &inst) < 0 || events_instance(o->d.events, &inst, NULL) < 0) {
+        store_rollback(o->d.store);
+    } else if (store_commit(o->d.store) == 0) {
+        events_flush(o->d.events);
+        log_warn("instance recovered from libvirt metadata", "instance=%s ec2_id=%s state=%s",
+                 inst.uuid, inst.ec2_id, inst.state);
+    }
+    instance_release(&inst);
+}
+
+static int resume_one(const struct op_record *rec, void *opaque)
+{
+    struct ops *o = opaque;
+    const struct op_type *t = op_type_find(rec->type);
+    enum op_step step;
+    enum op_state state;
+    struct op_run *r;
+
+    for (r = o->runs; r; r = r->next)
+        if (!strcmp(r->rec.id, rec->id))
+            return 0; /* in flight already */
+    if (!t || op_step_parse(rec->step, &step) < 0 || op_state_parse(rec->state, &state) < 0) {
+        log_warn("interrupted operation of an unknown type or step left alone", "op=%s type=%s step=%s",
+                 rec->id, rec->type, rec->step);
+        return 0;
+    }
+    if (!(r = ops_run_new(o, t)))
+        return 0;
+    if (store_instance_get(o->d.store, rec->instance_uuid, &r->inst) < 0) {
+        ops_run_discard(r);
+        return 0;
+    }
+    r->rec = *rec;
+    r->rec.request_id = rec->request_id ? strdup(rec->request_id) : NULL;
+    r->rec.error_message = NULL;
+    r->step = r->journaled = step;
+    r->state = OPS_RUNNING;
+    strscpy(r->prev_state, t->resume_prev_state, sizeof(r->prev_state));
+    strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
+    ops_log(LOG_INFO, "resuming an interrupted operation", r, NULL);
+    ops_run_advance(r);
+    return 0;
+}
+
+void ops_reconcile_after(struct job *j)
+{
+    struct ops *o = j->ops;
+    struct reconcile_ctx c = {.o = o, .doms = j->doms, .n = j->ndoms, .list_ms = j->list_ms};
+    unsigned strangers = 0, adopted = 0, foreign = 0;
+    struct flavor foreign_sum = {0};
+    struct hv_owner self;
+
+    o->reconciling = false;
+    if (o->stopping) {
+        j->list_done(j->list_opaque, -ECANCELED);
+        return;
+    }
+    if (j->result < 0) {
+        log_warn("reconcile failed", "error=%s", j->err.message);
+        j->list_done(j->list_opaque, j->result);
+        return;
+    }
+    c.seen = calloc(j->ndoms + 1, sizeof(bool));
+    if (!c.seen) {
+        j->list_done(j->list_opaque, -ENOMEM);
+        return;
+    }
+    store_instance_foreach(o->d.store, false, reconcile_instance, &c);
+    hv_owner_self(o->d.hv, &self);
+    for (size_t i = 0; i < j->ndoms; i++) {
+        struct instance known;
+        const struct hv_domain *d = &j->doms[i];
+        char q[400];
+        if (c.seen[i])
+            continue;
+        if (!d->ours) {
+            strangers++;
+            if (d->meta_error[0])
+                log_warn("domain with invalid compute-agent metadata left alone",
+                         "domain=%s uuid=%s state=%s error=%s", d->name, d->uuid,
+                         hv_power_name(d->power), log_quote(d->meta_error, q, sizeof(q)));
+            else
+                log_info("domain not managed by this agent left alone", "domain=%s uuid=%s state=%s",
+                         d->name, d->uuid, hv_power_name(d->power));
+            continue;
+        }
+        if (store_instance_get(o->d.store, d->uuid, &known) == 0) {
+            /* terminated here but still defined: finish the terminate */
+            log_warn("terminated instance still has a domain", "instance=%s", known.uuid);
+            instance_release(&known);
+            continue;
+        }
+        switch (owner_of(&self, &d->owner)) {
+        case OWNER_SELF:
+            adopt(o, d);
+            adopted++;
+            continue;
+        case OWNER_OTHER_HOST:
+            log_info("domain owned by another agent left alone", "domain=%s uuid=%s host=%s state=%s",
+                     d->name, d->uuid, log_quote(d->owner.host, q, sizeof(q)), hv_power_name(d->power));
+            break;
+        case OWNER_OTHER_LIBVIRT:
+            log_warn("domain of this host name but another libvirt host left alone",
+                     "domain=%s uuid=%s host_uuid=%s libvirt_host_uuid=%s state=%s", d->name, d->uuid,
+                     d->owner.host_uuid, self.host_uuid, hv_power_name(d->power));
+            break;
+        case OWNER_UNRECORDED:
+            log_warn("domain with no owning host in its metadata left alone",
+                     "domain=%s uuid=%s ec2_id=%s state=%s", d->name, d->uuid, d->ident.ec2_id,
+                     hv_power_name(d->power));
+            break;
+        }
+        /* another agent's guest still holds this host's capacity */
+        foreign++;
+        foreign_sum.vcpus += d->ident.flavor.vcpus;
+        foreign_sum.memory_mb += d->ident.flavor.memory_mb;
+        foreign_sum.disk_gb += d->ident.flavor.disk_gb;
+    }
+    resources_set_foreign(o->d.res, &foreign_sum, foreign);
+    free(c.seen);
+    store_op_foreach_unfinished(o->d.store, resume_one, o);
+    for (struct op_run *r = o->runs; r; r = r->next)
+        if (r->parked && !r->job_running && !r->done)
+            ops_run_advance(r);
+    log_info("reconciled with the hypervisor",
+             "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
+             adopted, foreign, o->n_runs);
+    j->list_done(j->list_opaque, 0);
+}
+
+int ops_reconcile(struct ops *o, void (*done)(void *opaque, int result), void *opaque)
+{
+    struct job *j;
+    int rc;
+
+    if (o->stopping)
+        return -ECANCELED;
+    if (o->reconciling)
+        return -EBUSY;
+    if (!(j = calloc(1, sizeof(*j))))
+        return -ENOMEM;
+    j->list_done = done;
+    j->list_opaque = opaque;
+    rc = ops_queue_list(o, j);
+    if (rc < 0) {
+        free(j);
+        return rc;
+    }
+    o->reconciling = true;
+    return 0;
+}
