@@ -16,9 +16,10 @@
  * then: normally a few messages. A partition with no record at all (the topic
  * gained partitions) is read from its start.
  *
- * The reading runs on libuv's threadpool with a consumer of its own (no group,
- * nothing committed); done() runs on the loop thread exactly once if
- * bus_readback_start() returned 0, never otherwise. */
+ * The reading runs on a detached thread of its own with a consumer of its
+ * own (no group joined, nothing committed); done() runs on the loop thread
+ * exactly once if bus_readback_start() returned 0 and the reading was not
+ * cancelled first, never otherwise. */
 #ifndef CA_AGENT_BUS_READBACK_H
 #define CA_AGENT_BUS_READBACK_H
 
@@ -58,15 +59,16 @@ typedef void (*bus_readback_cb)(void *opaque, const struct bus_readback_result *
 
 struct bus_readback;
 
-/* Start reading (cfg is copied). 0: done() follows once on the loop, and
- * *handle (if not NULL) is valid until then; -errno (err filled): done()
- * never runs. */
+/* Start reading (cfg is copied). 0: done() follows once on the loop (unless
+ * cancelled), and *handle (if not NULL) is valid until done() returns or
+ * until bus_readback_cancel(); -errno (err filled): done() never runs. */
 int bus_readback_start(uv_loop_t *loop, const struct bus_readback_config *cfg,
                        bus_readback_cb done, void *opaque, struct bus_readback **handle,
                        struct agent_error *err);
 
-/* Ask a running readback to stop within about a second; done() still
- * follows, with -ECANCELED. */
+/* Abandon a running readback (loop thread; not from inside done()): done()
+ * will not run, the handle is invalid after this call, and the thread stops
+ * soon and frees what it holds. The loop is not kept open for it. */
 void bus_readback_cancel(struct bus_readback *rb);
 
 /* true if id is among res's event ids. */

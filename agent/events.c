@@ -616,7 +616,9 @@ void events_stop(struct events *e)
         uv_close((uv_handle_t *)&e->heartbeat, NULL);
         e->heartbeat_open = false;
     }
-    bus_readback_cancel(e->readback); /* its callback sees e->bus NULL */
+    bus_readback_cancel(e->readback); /* its callback will not run */
+    e->readback = NULL;
+    e->reading = false;
     if (e->read_timer_open) {
         uv_close((uv_handle_t *)&e->read_timer, NULL);
         e->read_timer_open = false;

@@ -1,10 +1,11 @@
 /* bus/readback.c: read this host's events back from the events topic
- * (bus-readback.h). Runs on libuv's threadpool: every librdkafka call here
+ * (bus-readback.h). Runs on a thread of its own: every librdkafka call here
  * blocks, with a deadline. */
 #include "agent/bus-readback.h"
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +14,16 @@
 
 #define READBACK_DEFAULT_TIMEOUT_MS 30000
 
+/* Two owners: the loop side (until its uv_async is closed) and the reading
+ * thread (until it has finished); the last to let go frees it. The thread
+ * is detached and not libuv's pool: a blocked librdkafka call (a broker
+ * that went away mid-request waits out socket.timeout.ms) must not hold the
+ * loop open at shutdown. */
 struct bus_readback {
-    uv_work_t work;
+    uv_async_t async;             /* the thread's "done", on the loop */
+    atomic_int refs;
+    pthread_mutex_t lock;
+    bool abandoned;               /* cancelled: no done(), no async_send */
     atomic_bool cancelled;        /* bus_readback_cancel(): stop soon */
     bus_readback_cb done;
     void *opaque;
@@ -214,9 +223,16 @@ static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const ch
     (void)buf;
 }
 
-static void readback_work(uv_work_t *w)
+static void readback_unref(struct bus_readback *rb)
 {
-    struct bus_readback *rb = w->data;
+    if (atomic_fetch_sub(&rb->refs, 1) == 1) {
+        pthread_mutex_destroy(&rb->lock);
+        readback_free(rb);
+    }
+}
+
+static void readback_run(struct bus_readback *rb)
+{
     struct agent_error err = {0};
     rd_kafka_conf_t *conf = NULL;
     int64_t deadline = mono_ms() + rb->timeout_ms;
@@ -240,14 +256,33 @@ static void readback_work(uv_work_t *w)
     rd_kafka_destroy(rk);
 }
 
-static void readback_after(uv_work_t *w, int status)
+static void *readback_thread(void *arg)
 {
-    struct bus_readback *rb = w->data;
+    struct bus_readback *rb = arg;
 
-    if (status < 0 && !rb->res.err)
-        fail(rb, ECANCELED, "reading the events topic back", "cancelled");
+    readback_run(rb);
+    pthread_mutex_lock(&rb->lock);
+    if (!rb->abandoned)
+        uv_async_send(&rb->async);
+    pthread_mutex_unlock(&rb->lock);
+    readback_unref(rb);
+    return NULL;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    readback_unref(h->data);
+}
+
+static void on_done(uv_async_t *a)
+{
+    struct bus_readback *rb = a->data;
+
+    pthread_mutex_lock(&rb->lock);
+    rb->abandoned = true; /* once */
+    pthread_mutex_unlock(&rb->lock);
     rb->done(rb->opaque, &rb->res);
-    readback_free(rb);
+    uv_close((uv_handle_t *)&rb->async, on_closed);
 }
 
 static char **copy_props(const char *const *props)
@@ -277,7 +312,6 @@ int bus_readback_start(uv_loop_t *loop, const struct bus_readback_config *cfg,
 
     if (!rb)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
-    rb->work.data = rb;
     rb->done = done;
     rb->opaque = opaque;
     rb->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : READBACK_DEFAULT_TIMEOUT_MS;
@@ -295,9 +329,30 @@ int bus_readback_start(uv_loop_t *loop, const struct bus_readback_config *cfg,
         readback_free(rb);
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
     }
-    if (uv_queue_work(loop, &rb->work, readback_work, readback_after) < 0) {
+    pthread_mutex_init(&rb->lock, NULL);
+    if (uv_async_init(loop, &rb->async, on_done) < 0) {
+        pthread_mutex_destroy(&rb->lock);
         readback_free(rb);
-        return agent_error_set(err, EAGAIN, "internal", NULL, "cannot queue the events readback");
+        return agent_error_set(err, EAGAIN, "internal", NULL, "cannot start the events readback");
+    }
+    rb->async.data = rb;
+    atomic_store(&rb->refs, 2);
+    {
+        pthread_attr_t at;
+        pthread_t t;
+        int r;
+
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        r = pthread_create(&t, &at, readback_thread, rb);
+        pthread_attr_destroy(&at);
+        if (r) {
+            atomic_store(&rb->refs, 1);
+            rb->abandoned = true;
+            uv_close((uv_handle_t *)&rb->async, on_closed);
+            return agent_error_set(err, r, "internal", NULL, "cannot start the events readback: %s",
+                                   strerror(r));
+        }
     }
     if (handle)
         *handle = rb;
@@ -306,8 +361,17 @@ int bus_readback_start(uv_loop_t *loop, const struct bus_readback_config *cfg,
 
 void bus_readback_cancel(struct bus_readback *rb)
 {
-    if (rb)
-        atomic_store(&rb->cancelled, true);
+    bool was;
+
+    if (!rb)
+        return;
+    atomic_store(&rb->cancelled, true);
+    pthread_mutex_lock(&rb->lock);
+    was = rb->abandoned;
+    rb->abandoned = true;
+    pthread_mutex_unlock(&rb->lock);
+    if (!was) /* done() has not run: it never will; the thread finishes alone */
+        uv_close((uv_handle_t *)&rb->async, on_closed);
 }
 
 bool bus_readback_has(const struct bus_readback_result *res, const char *id)
