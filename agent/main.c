@@ -35,7 +35,6 @@
 #define PURGE_AFTER_MS (3600 * 1000) /* terminated instances stay visible 1 h, as on EC2 */
 
 struct connect_job {
-    uv_work_t work;
     struct agent *a;
     int result;
     struct agent_error err;
@@ -53,10 +52,11 @@ static void on_image_pull_failed(const char *image_id, const char *source,
              err && err->code[0] ? err->code : "internal", err ? err->message : "");
 }
 
-static void connect_work(uv_work_t *w)
+static void connect_work(struct hv *hv, void *arg)
 {
-    struct connect_job *j = w->data;
+    struct connect_job *j = arg;
 
+    (void)hv;
     j->result = hv_connect(j->a->hv, &j->err);
     if (j->result == 0)
         j->result = hv_host_info(j->a->hv, &j->info, &j->err);
@@ -87,12 +87,14 @@ static void on_reconciled(void *opaque, int result)
     }
 }
 
-static void connect_after(uv_work_t *w, int status)
+static void connect_after(struct hv *hv, void *arg, int status)
 {
-    struct connect_job *j = w->data;
+    struct connect_job *j = arg;
     struct agent *a = j->a;
 
-    (void)status;
+    (void)hv;
+    if (status < 0 && j->result == 0) /* never ran: the layer stops */
+        j->result = agent_error_set(&j->err, ECANCELED, "unavailable", NULL, "connect cancelled");
     a->connecting = false;
     if (a->stopping) {
         hv_host_info_release(&j->info);
@@ -127,10 +129,9 @@ static void start_connect(struct agent *a)
     j = calloc(1, sizeof(*j));
     if (!j)
         return;
-    j->work.data = j;
     j->a = a;
     a->connecting = true;
-    if (uv_queue_work(a->loop, &j->work, connect_work, connect_after) < 0) {
+    if (hv_submit(a->hv, connect_work, connect_after, j) < 0) {
         a->connecting = false;
         free(j);
     }

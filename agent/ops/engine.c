@@ -416,6 +416,29 @@ static void job_after(uv_work_t *w, int status)
     free(j);
 }
 
+/* On the hypervisor layer's own threads (hv_submit), not libuv's pool. */
+static void job_work_hv(struct hv *hv, void *arg)
+{
+    struct job *j = arg;
+
+    (void)hv;
+    ops_job_work(&j->work);
+}
+
+static void job_done_hv(struct hv *hv, void *arg, int status)
+{
+    struct job *j = arg;
+
+    (void)hv;
+    if (status < 0) {
+        /* never ran (the layer stops): like a lost connection, the step
+         * resumes at the next start or reconnect */
+        j->result = agent_error_set(&j->err, ENOTCONN, "unavailable", NULL,
+                                    "the hypervisor's workers stopped before the call");
+    }
+    job_after(&j->work, status);
+}
+
 static void fail_now(struct op_run *r, int rc, const char *what)
 {
     struct agent_error e;
@@ -446,7 +469,7 @@ void ops_queue_job(struct op_run *r, enum job_kind kind)
         j->base_vsize = r->base_vsize;
     }
     r->job_running = true;
-    rc = uv_queue_work(r->ops->loop, &j->work, ops_job_work, job_after);
+    rc = hv_submit(r->ops->d.hv, job_work_hv, job_done_hv, j);
     if (rc < 0) {
         r->job_running = false;
         instance_release(&j->inst);
@@ -462,7 +485,7 @@ int ops_queue_list(struct ops *o, struct job *j)
     j->work.data = j;
     j->ops = o;
     j->kind = JOB_LIST;
-    return uv_queue_work(o->loop, &j->work, ops_job_work, job_after);
+    return hv_submit(o->d.hv, job_work_hv, job_done_hv, j);
 }
 
 static void on_timeout(uv_timer_t *t)
