@@ -1,5 +1,7 @@
 /* store.c: see store.h. Prepared statements are kept for the life of the
- * store; instance boot sources are stored as JSON text. */
+ * store; instance boot sources are stored as JSON text. A little over ~600
+ * lines: the instances, the journal and the meta table are one set of
+ * statements on one handle, with the migrations that make them. */
 #include "agent/store.h"
 
 #include <errno.h>
