@@ -27,7 +27,6 @@ struct telemetry {
 
     /* The sample in flight (one at a time; filled on the worker). */
     struct {
-        uv_work_t work;
         struct hv_stats *doms;
         size_t n;
         int rc;

@@ -134,11 +134,14 @@ static void on_timer_closed(uv_handle_t *h)
     maybe_destroy(t);
 }
 
-static void sample_work(uv_work_t *w)
+/* On the hypervisor layer's threads (hv_submit): a hung libvirtd holds one
+ * of those, never a slot of libuv's pool that image pulls share. */
+static void sample_work(struct hv *hv, void *arg)
 {
-    struct telemetry *t = w->data;
+    struct telemetry *t = arg;
     uint64_t t0 = now_mono_ns();
 
+    (void)hv;
     t->job.doms = NULL;
     t->job.n = 0;
     memset(&t->job.err, 0, sizeof(t->job.err));
@@ -151,11 +154,12 @@ static void sample_work(uv_work_t *w)
     t->job.duration_s = (double)(now_mono_ns() - t0) / 1e9;
 }
 
-static void sample_done(uv_work_t *w, int status)
+static void sample_done(struct hv *hv, void *arg, int status)
 {
-    struct telemetry *t = w->data;
+    struct telemetry *t = arg;
     int r = t->job.rc;
 
+    (void)hv;
     t->busy = false;
     if (t->closing) {
         hv_stats_free(t->job.doms, t->job.n);
@@ -197,11 +201,10 @@ static void on_tick(uv_timer_t *timer)
         t->stats.rounds_skipped++;
         return;
     }
-    t->job.work.data = t;
-    r = uv_queue_work(t->loop, &t->job.work, sample_work, sample_done);
+    r = hv_submit(t->hv, sample_work, sample_done, t);
     if (r < 0) {
         struct agent_error e;
-        agent_error_set(&e, -r, "internal", NULL, "cannot queue the sample: %s", uv_strerror(r));
+        agent_error_set(&e, -r, "internal", NULL, "cannot queue the sample: %s", strerror(-r));
         t->stats.round_errors++;
         if (t->cb.on_round)
             t->cb.on_round(t->opaque, r, &e);
