@@ -324,8 +324,10 @@ int hv_lv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned fla
     return r;
 }
 
-int hv_lv_attach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
-                        struct agent_error *err)
+/* Attach or detach: the same lookup, call and error around one libvirt entry. */
+static int device_call(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
+                       int (*fn)(virDomainPtr, const char *, unsigned int), const char *what,
+                       struct agent_error *err)
 {
     virConnectPtr conn;
     virDomainPtr dom;
@@ -333,25 +335,22 @@ int hv_lv_attach_device(struct hv *hv, const char *uuid, const char *xml, unsign
 
     if (r < 0)
         return r;
-    if (virDomainAttachDeviceFlags(dom, xml, affect(flags)) < 0)
-        r = hv_libvirt_error(err, "cannot attach the device");
+    if (fn(dom, xml, affect(flags)) < 0)
+        r = hv_libvirt_error(err, what);
     release(conn, dom);
     return r;
+}
+
+int hv_lv_attach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
+                        struct agent_error *err)
+{
+    return device_call(hv, uuid, xml, flags, virDomainAttachDeviceFlags, "cannot attach the device", err);
 }
 
 int hv_lv_detach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
                         struct agent_error *err)
 {
-    virConnectPtr conn;
-    virDomainPtr dom;
-    int r = lookup(hv, uuid, &conn, &dom, err);
-
-    if (r < 0)
-        return r;
-    if (virDomainDetachDeviceFlags(dom, xml, affect(flags)) < 0)
-        r = hv_libvirt_error(err, "cannot detach the device");
-    release(conn, dom);
-    return r;
+    return device_call(hv, uuid, xml, flags, virDomainDetachDeviceFlags, "cannot detach the device", err);
 }
 
 /* ---- jobs ---- */
