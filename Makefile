@@ -8,7 +8,8 @@ CC          ?= cc
 PKG_CONFIG  ?= pkg-config
 VERSION     := 0.1.0
 
-PKGS := libvirt libuv jansson sqlite3 libcurl rdkafka libmicrohttpd libxml-2.0 libcrypto libsystemd
+PKGS := libvirt libuv jansson sqlite3 libcurl rdkafka libmicrohttpd libxml-2.0 libcrypto libsystemd \
+        libnl-route-3.0 libnftables
 CLI_PKGS := libcurl jansson
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror

@@ -14,6 +14,9 @@ PKGS=(
     build-essential pkg-config
     libvirt-dev libuv1-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev
     librdkafka-dev libmicrohttpd-dev libssl-dev libsystemd-dev libxml2-dev libcmocka-dev
+    libnl-route-3-dev libnftables-dev
+    # guest networking: DHCP server per network (dnsmasq), config drives (xorriso)
+    dnsmasq-base
     # hypervisor (libvirtd + QEMU; TCG is enough)
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
     # test guest
@@ -21,6 +24,8 @@ PKGS=(
     # test tooling and services
     kcat python3 python3-jsonschema python3-yaml python3-confluent-kafka
     nginx placement-api glance-api prometheus prometheus-libvirt-exporter xorriso iproute2 curl
+    # metadata service tests and benchmark: cloud-init's own code as the client, wrk
+    cloud-init wrk nftables
 )
 
 missing=()
