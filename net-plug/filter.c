@@ -1,0 +1,373 @@
+/* filter.c: per-port anti-spoofing in one nftables table of the bridge family,
+ * through libnftables (no nft process). The table (default `bridge
+ * compute_agent`) holds three sets, filled per port:
+ *   ports { ifname }                   the ports under the filter
+ *   macs  { ifname . ether_addr }      a port's guest MAC
+ *   ips   { ifname . ipv4_addr }       a port's guest IPv4 (none: IPv4 and ARP dropped)
+ * and a prerouting chain at priority -200 (before the bridge forwards or
+ * delivers anything) that lets a filtered port send only:
+ *   frames from its MAC; ARP (Ethernet/IPv4) with its MAC and its IP (or the
+ *   0.0.0.0 of an RFC 5227 probe); IPv4 from its IP, or the DHCP discover
+ *   0.0.0.0:68 -> 255.255.255.255:67; never a DHCP server reply (udp sport 67);
+ *   nothing else (IPv6, VLAN-tagged frames, other ethertypes), as libvirt's
+ *   clean-traffic. Named counters count each verdict, for tests and metrics.
+ * The rules are rewritten (flush + add, one transaction) once per process, so
+ * an older table is upgraded in place; the sets' elements and the counters
+ * stay. Called with np->lock held. */
+#include <jansson.h>
+#include <nftables/libnftables.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+
+#include "common/util.h"
+#include "net-plug/netplug-internal.h"
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    int err;
+};
+
+static void sb_add(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->err)
+        return;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->err = -EINVAL;
+            return;
+        }
+        if (b->p && (size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap ? b->cap * 2 : 1024;
+        while (ncap < b->len + (size_t)n + 1)
+            ncap *= 2;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->err = -ENOMEM;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+/* Runs a command buffer; on failure the first line of nft's error in err. */
+static int nft_run(struct netplug *np, const char *cmd, bool json, struct np_error *err, const char *what)
+{
+    unsigned flags = nft_ctx_output_get_flags(np->nft);
+    int r;
+
+    if (json)
+        nft_ctx_output_set_flags(np->nft, flags | NFT_CTX_OUTPUT_JSON);
+    r = nft_run_cmd_from_buffer(np->nft, cmd);
+    if (json)
+        nft_ctx_output_set_flags(np->nft, flags);
+    if (r == 0)
+        return 0;
+    const char *e = nft_ctx_get_error_buffer(np->nft);
+    char line[160] = "";
+    if (e) {
+        strscpy(line, e, sizeof(line));
+        line[strcspn(line, "\n")] = '\0';
+    }
+    r = (e && strstr(e, "No such file or directory")) ? -ENOENT : -EIO;
+    if (err)
+        np_fail(err, -r, "%s: nftables table bridge %s: %s", what, np->table, line);
+    return r;
+}
+
+static const char *const counters[] = {"mac_drop", "arp_drop",  "ip_drop",   "dhcp_server_drop",
+                                       "other_drop", "ip_accept", "arp_accept"};
+
+int np_filter_ensure(struct netplug *np, struct np_error *err)
+{
+    struct sbuf b = {0};
+    const char *t = np->table;
+    int r;
+
+    if (np->nft_ready)
+        return 0;
+    sb_add(&b, "add table bridge %s\n", t);
+    sb_add(&b, "add set bridge %s ports { type ifname; }\n", t);
+    sb_add(&b, "add set bridge %s macs { type ifname . ether_addr; }\n", t);
+    sb_add(&b, "add set bridge %s ips { type ifname . ipv4_addr; }\n", t);
+    for (size_t i = 0; i < ARRAY_SIZE(counters); i++)
+        sb_add(&b, "add counter bridge %s %s\n", t, counters[i]);
+    sb_add(&b, "add chain bridge %s prerouting { type filter hook prerouting priority -200; "
+               "policy accept; }\n", t);
+    sb_add(&b, "add chain bridge %s arp_check\nadd chain bridge %s ip_check\n", t, t);
+    sb_add(&b, "flush chain bridge %s prerouting\nflush chain bridge %s arp_check\n"
+               "flush chain bridge %s ip_check\n", t, t, t);
+#define RULE(chain, text) sb_add(&b, "add rule bridge %s " chain " " text "\n", t)
+    RULE("prerouting", "iifname != @ports accept");
+    RULE("prerouting", "iifname . ether saddr != @macs counter name mac_drop drop");
+    RULE("prerouting", "ether type arp jump arp_check");
+    RULE("prerouting", "ether type ip jump ip_check");
+    RULE("prerouting", "counter name other_drop drop");
+    RULE("arp_check", "arp htype != 1 counter name arp_drop drop");
+    RULE("arp_check", "arp ptype != ip counter name arp_drop drop");
+    RULE("arp_check", "arp hlen != 6 counter name arp_drop drop");
+    RULE("arp_check", "arp plen != 4 counter name arp_drop drop");
+    RULE("arp_check", "iifname . arp saddr ether != @macs counter name arp_drop drop");
+    RULE("arp_check", "arp saddr ip 0.0.0.0 counter name arp_accept accept");
+    RULE("arp_check", "iifname . arp saddr ip != @ips counter name arp_drop drop");
+    RULE("arp_check", "counter name arp_accept accept");
+    RULE("ip_check", "udp sport 67 counter name dhcp_server_drop drop");
+    RULE("ip_check", "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
+                     "counter name ip_accept accept");
+    RULE("ip_check", "iifname . ip saddr != @ips counter name ip_drop drop");
+    RULE("ip_check", "counter name ip_accept accept");
+#undef RULE
+    if (b.err) {
+        free(b.p);
+        return np_fail(err, -b.err, "anti-spoofing: %s", strerror(-b.err));
+    }
+    r = nft_run(np, b.p, false, err, "anti-spoofing");
+    free(b.p);
+    if (r == 0)
+        np->nft_ready = true;
+    return r;
+}
+
+static void fmt_mac(const uint8_t m[6], char out[18])
+{
+    snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+static void fmt_ip(uint32_t ip, char out[16])
+{
+    struct in_addr a = {.s_addr = ip};
+    inet_ntop(AF_INET, &a, out, 16);
+}
+
+static void add_elems(struct sbuf *b, const char *verb, const char *t, const char *dev, const uint8_t mac[6],
+                      uint32_t ip)
+{
+    char m[18], i[16];
+
+    fmt_mac(mac, m);
+    sb_add(b, "%s element bridge %s macs { \"%s\" . %s }\n", verb, t, dev, m);
+    if (ip) {
+        fmt_ip(ip, i);
+        sb_add(b, "%s element bridge %s ips { \"%s\" . %s }\n", verb, t, dev, i);
+    }
+    sb_add(b, "%s element bridge %s ports { \"%s\" }\n", verb, t, dev);
+}
+
+/* Runs the change; if the table is not as recorded (someone else edited it),
+ * reads it back once and lets the caller retry. */
+static int run_change(struct netplug *np, struct sbuf *b, struct np_error *err, const char *dev)
+{
+    char what[64];
+    int r;
+
+    if (b->err) {
+        free(b->p);
+        return np_fail(err, -b->err, "port %s: anti-spoofing: %s", dev, strerror(-b->err));
+    }
+    snprintf(what, sizeof(what), "port %s: anti-spoofing", dev);
+    r = nft_run(np, b->p, false, err, what);
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return r;
+}
+
+int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
+                  struct np_error *err)
+{
+    int r;
+
+    if (rec->filtered && memcmp(rec->mac, mac, 6) == 0 && rec->ipv4 == ipv4)
+        return 0;
+    if ((r = np_filter_ensure(np, err)) < 0)
+        return r;
+    for (int attempt = 0;; attempt++) {
+        struct sbuf b = {0};
+        if (rec->filtered) {
+            add_elems(&b, "delete", np->table, rec->dev, rec->mac, rec->ipv4);
+        }
+        add_elems(&b, "add", np->table, rec->dev, mac, ipv4);
+        r = run_change(np, &b, attempt ? err : NULL, rec->dev);
+        if (r == 0)
+            break;
+        if (attempt || (r = np_filter_load(np, err)) < 0)
+            return r < 0 ? r : -EIO;
+    }
+    rec->filtered = true;
+    memcpy(rec->mac, mac, 6);
+    rec->ipv4 = ipv4;
+    return 0;
+}
+
+int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *err)
+{
+    int r;
+
+    if (!rec->filtered)
+        return 0;
+    for (int attempt = 0;; attempt++) {
+        struct sbuf b = {0};
+        add_elems(&b, "delete", np->table, rec->dev, rec->mac, rec->ipv4);
+        r = run_change(np, &b, attempt ? err : NULL, rec->dev);
+        if (r == 0)
+            break;
+        if (attempt || (r = np_filter_load(np, err)) < 0)
+            return r < 0 ? r : -EIO;
+        if (!rec->filtered)
+            return 0; /* gone already */
+    }
+    rec->filtered = false;
+    rec->ipv4 = 0;
+    return 0;
+}
+
+static int parse_mac(const char *s, uint8_t m[6])
+{
+    unsigned v[6];
+    char extra;
+
+    if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &extra) != 6)
+        return -EINVAL;
+    for (int i = 0; i < 6; i++) {
+        if (v[i] > 255)
+            return -EINVAL;
+        m[i] = (uint8_t)v[i];
+    }
+    return 0;
+}
+
+/* One element of a set: "dev" (ports) or {"concat": ["dev", "value"]}. */
+static int load_elem(struct netplug *np, const char *set, json_t *e)
+{
+    const char *dev = NULL, *val = NULL;
+    struct np_portrec *rec;
+
+    if (json_is_object(e) && json_object_get(e, "elem")) /* with flags: {"elem": {"val": ...}} */
+        e = json_object_get(json_object_get(e, "elem"), "val");
+    if (json_is_string(e)) {
+        dev = json_string_value(e);
+    } else {
+        json_t *c = json_object_get(e, "concat");
+        if (!json_is_array(c) || json_array_size(c) != 2)
+            return 0;
+        dev = json_string_value(json_array_get(c, 0));
+        val = json_string_value(json_array_get(c, 1));
+        if (!val)
+            return 0;
+    }
+    if (!dev || strlen(dev) >= IFNAMSIZ)
+        return 0;
+    rec = np_port_find(np, dev);
+    if (!rec && !(rec = np_port_new(np, dev)))
+        return -ENOMEM;
+    if (strcmp(set, "ports") == 0) {
+        rec->filtered = true;
+    } else if (strcmp(set, "macs") == 0) {
+        if (parse_mac(val, rec->mac) < 0)
+            return 0;
+        rec->filtered = true;
+    } else if (strcmp(set, "ips") == 0) {
+        struct in_addr a;
+        if (inet_pton(AF_INET, val, &a) == 1)
+            rec->ipv4 = a.s_addr;
+        rec->filtered = true;
+    }
+    return 0;
+}
+
+int np_filter_load(struct netplug *np, struct np_error *err)
+{
+    char cmd[128];
+    json_error_t je;
+    json_t *root, *arr, *it;
+    size_t i;
+    int r;
+
+    for (struct np_portrec *p = np->ports; p; p = p->next) {
+        p->filtered = false;
+        p->ipv4 = 0;
+    }
+    snprintf(cmd, sizeof(cmd), "list table bridge %s", np->table);
+    r = nft_run(np, cmd, true, NULL, "anti-spoofing");
+    if (r == -ENOENT)
+        return 0; /* no table yet: nothing filtered */
+    if (r < 0)
+        return nft_run(np, cmd, true, err, "anti-spoofing");
+    root = json_loads(nft_ctx_get_output_buffer(np->nft), 0, &je);
+    if (!root)
+        return np_fail(err, EIO, "anti-spoofing: cannot read table %s: %s", np->table, je.text);
+    arr = json_object_get(root, "nftables");
+    r = 0;
+    json_array_foreach(arr, i, it) {
+        json_t *set = json_object_get(it, "set"), *elems, *e;
+        const char *name = json_string_value(json_object_get(set, "name"));
+        size_t j;
+
+        if (!name || !(elems = json_object_get(set, "elem")))
+            continue;
+        json_array_foreach(elems, j, e) {
+            if ((r = load_elem(np, name, e)) < 0)
+                break;
+        }
+        if (r < 0)
+            break;
+    }
+    json_decref(root);
+    if (r < 0)
+        return np_fail(err, -r, "anti-spoofing: %s", strerror(-r));
+    return 0;
+}
+
+int netplug_counter(struct netplug *np, const char *name, uint64_t *packets)
+{
+    char cmd[160];
+    json_error_t je;
+    json_t *root, *arr, *it;
+    size_t i;
+    int r = -ENOENT;
+
+    pthread_mutex_lock(&np->lock);
+    snprintf(cmd, sizeof(cmd), "list counter bridge %s %s", np->table, name);
+    if (nft_run(np, cmd, true, NULL, "counter") < 0)
+        goto out;
+    root = json_loads(nft_ctx_get_output_buffer(np->nft), 0, &je);
+    if (!root)
+        goto out;
+    arr = json_object_get(root, "nftables");
+    json_array_foreach(arr, i, it) {
+        json_t *c = json_object_get(it, "counter");
+        if (c && json_is_integer(json_object_get(c, "packets"))) {
+            *packets = (uint64_t)json_integer_value(json_object_get(c, "packets"));
+            r = 0;
+        }
+    }
+    json_decref(root);
+out:
+    pthread_mutex_unlock(&np->lock);
+    return r;
+}
+
+char *netplug_filter_dump(struct netplug *np)
+{
+    char cmd[128];
+    char *s = NULL;
+
+    pthread_mutex_lock(&np->lock);
+    snprintf(cmd, sizeof(cmd), "list table bridge %s", np->table);
+    if (nft_run(np, cmd, false, NULL, "dump") == 0)
+        s = strdup(nft_ctx_get_output_buffer(np->nft));
+    pthread_mutex_unlock(&np->lock);
+    return s;
+}

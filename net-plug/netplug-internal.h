@@ -1,0 +1,129 @@
+/* netplug-internal.h: what the net-plug files share, and what its tests use
+ * (tests/component/test_netplug.c, tests/bench/bench_netplug.c). Not part of the
+ * public interface: the agent includes net-plug/netplug.h only. */
+#ifndef CA_NETPLUG_INTERNAL_H
+#define CA_NETPLUG_INTERNAL_H
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+
+#include "net-plug/netplug.h"
+
+#define NP_ALIAS "compute-agent"         /* IFLA_IFALIAS of a network device we made */
+#define NP_ALIAS_PORT "compute-agent:"   /* prefix of a port's IFLA_IFALIAS */
+#define NP_DEV_GROUP 0x63614e50u         /* IFLA_GROUP set when a device is created ("caNP"):
+                                            marks a device a crash left before its alias */
+#define NP_NAME_MAX 63                   /* network names */
+#define NP_OWNER_MAX 200                 /* alias is at most 255 bytes */
+#define NP_VXLAN_PORT 4789
+#define NP_METADATA_ADDR "169.254.169.254"
+
+struct nl_sock;
+struct nft_ctx;
+
+/* A recorded network (netplug_network_add), with the names derived from it. */
+struct np_net {
+    struct np_net *next;
+    char name[NP_NAME_MAX + 1];
+    enum np_net_type type;
+    char bridge[IFNAMSIZ];
+    char uplink[IFNAMSIZ]; /* the vxlan / vlan device ("" for bridge and ovs) */
+    char parent[IFNAMSIZ]; /* vlan parent, vxlan underlay ("" none) */
+    int vlan_id;
+    uint32_t vni;
+    struct in_addr local, remote, group; /* s_addr 0 = not given */
+    uint16_t port;
+    int mtu;
+    struct in_addr gw; /* s_addr 0 = none */
+    int gw_prefix;
+    bool metadata;
+    unsigned users; /* ports recorded on this network */
+};
+
+/* A port netplug knows of: plugged by this process, or found in the kernel (its
+ * alias) and in the filter table after a restart. */
+struct np_portrec {
+    struct np_portrec *next;
+    char dev[IFNAMSIZ];
+    char network[NP_NAME_MAX + 1]; /* "" unknown (found without a master) */
+    enum np_port_kind kind;
+    bool has_dev;  /* the device exists (false: only filter entries were found) */
+    bool filtered; /* its entries are in the nft sets (mac, ip below) */
+    uint8_t mac[6];
+    uint32_t ipv4;
+};
+
+struct netplug {
+    pthread_mutex_t lock;
+    struct nl_sock *sk;
+    struct nft_ctx *nft;
+    char table[64];
+    bool antispoof;
+    char ovs_vsctl[256]; /* "" not found */
+    struct np_net *nets;
+    struct np_portrec *ports;
+    bool loaded;    /* ports read from the kernel and the filter table */
+    bool nft_ready; /* table, sets, counters and chains are in place */
+};
+
+/* ---- errors (netplug.c) ---- */
+int np_fail(struct np_error *err, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int np_nlerr(int nlerr); /* libnl NLE_* (negative) -> -errno */
+
+/* ---- links (link.c): names are device names; 0 or -errno ---- */
+struct np_linkinfo {
+    int ifindex;
+    int master;        /* ifindex, 0 none */
+    unsigned mtu;
+    unsigned flags;    /* IFF_* */
+    uint32_t group;
+    char kind[16];     /* "bridge", "vxlan", "vlan", "veth", "tun", "" */
+    char alias[256];
+    uint8_t addr[6];
+};
+int np_link_get(struct netplug *np, const char *name, struct np_linkinfo *li); /* -ENODEV absent */
+int np_link_name(struct netplug *np, int ifindex, char name[IFNAMSIZ]);
+int np_link_delete(struct netplug *np, const char *name);
+/* Any of mtu (0 = keep), master (-1 = keep, 0 = none), up, alias (NULL = keep),
+ * addr (NULL = keep) in one RTM_NEWLINK. */
+int np_link_set(struct netplug *np, const char *name, int mtu, int master, bool up, const char *alias,
+                const uint8_t *addr);
+int np_bridge_create(struct netplug *np, const char *name, int mtu);
+int np_vxlan_create(struct netplug *np, const struct np_net *n, int parent_ifindex);
+int np_vlan_create(struct netplug *np, const struct np_net *n, int parent_ifindex);
+int np_veth_create(struct netplug *np, const char *name, const char *peer, const uint8_t host_mac[6],
+                   const uint8_t peer_mac[6], int mtu, const char *alias);
+int np_tap_create(struct netplug *np, const char *name, const uint8_t host_mac[6], const char *alias);
+int np_addr_ensure(struct netplug *np, int ifindex, struct in_addr a, int prefix);
+/* Calls fn for every link (dump); stops at fn's negative return. */
+int np_link_foreach(struct netplug *np, int (*fn)(void *opaque, const struct np_linkinfo *li,
+                                                   const char *name), void *opaque);
+/* How many links have master == ifindex, not counting the one named except. */
+int np_bridge_slaves(struct netplug *np, int ifindex, const char *except);
+
+/* ---- anti-spoofing (filter.c) ---- */
+int np_filter_ensure(struct netplug *np, struct np_error *err);
+/* Replaces dev's entries with (mac, ipv4) in one transaction; old as recorded. */
+int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
+                  struct np_error *err);
+int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *err);
+/* Reads the sets into records (creating records for unknown devices). */
+int np_filter_load(struct netplug *np, struct np_error *err);
+/* A named counter of the table ("mac_drop", "arp_drop", "ip_drop",
+ * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept"): packets. */
+int netplug_counter(struct netplug *np, const char *name, uint64_t *packets);
+/* The current elements (text, for tests and debugging): newly allocated. */
+char *netplug_filter_dump(struct netplug *np);
+
+/* ---- ovs (ovs.c) ---- */
+int np_ovs_find(struct netplug *np, const char *configured);
+int np_ovs_run(struct netplug *np, const char *const *argv, struct np_error *err);
+
+/* ---- records (netplug.c) ---- */
+struct np_net *np_net_find(struct netplug *np, const char *name);
+struct np_portrec *np_port_find(struct netplug *np, const char *dev);
+struct np_portrec *np_port_new(struct netplug *np, const char *dev);
+
+#endif
