@@ -4,6 +4,8 @@
  * np->lock held. */
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <sched.h>
+#include <time.h>
 #include <sys/ioctl.h>
 
 #include <netlink/netlink.h>
@@ -86,6 +88,132 @@ int np_link_delete(struct netplug *np, const char *name)
     if (r == -NLE_OBJ_NOTFOUND || r == -NLE_NODEV)
         return 0;
     return r < 0 ? np_nlerr(r) : 0;
+}
+
+/* ---- deleting without waiting for the kernel's clean-up ---- */
+
+struct np_del {
+    struct netplug *np;
+    int ifindex;
+    int result;
+    bool done;
+    int refs; /* the thread and the caller; under np->del_lock */
+};
+
+static void del_unref_locked(struct np_del *d)
+{
+    if (--d->refs == 0)
+        free(d);
+}
+
+static void *del_thread(void *arg)
+{
+    struct np_del *d = arg;
+    struct netplug *np = d->np;
+    struct nl_sock *sk = NULL;
+    struct rtnl_link *l = NULL;
+    int r;
+
+    /* by ifindex, so only ever in the handle's own namespace */
+    if (setns(np->netns_fd, CLONE_NEWNET) < 0) {
+        r = -EXDEV;
+        goto out;
+    }
+    r = -ENOMEM;
+    if (!(sk = nl_socket_alloc()) || !(l = rtnl_link_alloc()))
+        goto out;
+    if ((r = nl_connect(sk, NETLINK_ROUTE)) < 0) {
+        r = np_nlerr(r);
+        goto out;
+    }
+    rtnl_link_set_ifindex(l, d->ifindex);
+    r = rtnl_link_delete(sk, l); /* returns after the kernel's RCU barrier */
+    r = (r == -NLE_OBJ_NOTFOUND || r == -NLE_NODEV) ? 0 : r < 0 ? np_nlerr(r) : 0;
+out:
+    if (l)
+        rtnl_link_put(l);
+    if (sk)
+        nl_socket_free(sk);
+    pthread_mutex_lock(&np->del_lock);
+    d->result = r;
+    d->done = true;
+    np->del_inflight--;
+    pthread_cond_broadcast(&np->del_cond);
+    del_unref_locked(d);
+    pthread_mutex_unlock(&np->del_lock);
+    return NULL;
+}
+
+int np_link_delete_fast(struct netplug *np, const char *name)
+{
+    _cleanup_link_ struct rtnl_link *l = NULL;
+    pthread_attr_t attr;
+    pthread_t th;
+    struct np_del *d;
+    uint64_t deadline;
+    int r, ifindex;
+
+    pthread_mutex_lock(&np->del_lock);
+    bool busy = np->del_inflight >= NP_DEL_THREADS_MAX;
+    pthread_mutex_unlock(&np->del_lock);
+    if (np->netns_fd < 0 || busy)
+        return np_link_delete(np, name);
+    if ((r = link_get_raw(np, 0, name, &l)) < 0)
+        return r == -ENODEV ? 0 : r;
+    ifindex = rtnl_link_get_ifindex(l);
+    if (!(d = calloc(1, sizeof(*d))))
+        return -ENOMEM;
+    *d = (struct np_del){.np = np, .ifindex = ifindex, .refs = 2};
+    pthread_mutex_lock(&np->del_lock);
+    np->del_inflight++;
+    pthread_mutex_unlock(&np->del_lock);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    r = pthread_create(&th, &attr, del_thread, d);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        pthread_mutex_lock(&np->del_lock);
+        np->del_inflight--;
+        pthread_mutex_unlock(&np->del_lock);
+        free(d);
+        return np_link_delete(np, name);
+    }
+    deadline = now_mono_ns() + 5000000000ull;
+    pthread_mutex_lock(&np->del_lock);
+    for (;;) {
+        struct rtnl_link *still = NULL;
+        struct timespec ts;
+        if (d->done) {
+            r = d->result;
+            break;
+        }
+        pthread_mutex_unlock(&np->del_lock);
+        r = link_get_raw(np, ifindex, NULL, &still);
+        if (still)
+            rtnl_link_put(still);
+        pthread_mutex_lock(&np->del_lock);
+        if (r == -ENODEV) { /* gone: the rest is the kernel's */
+            r = 0;
+            break;
+        }
+        if (now_mono_ns() > deadline) {
+            while (!d->done)
+                pthread_cond_wait(&np->del_cond, &np->del_lock);
+            continue;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&np->del_cond, &np->del_lock, &ts);
+    }
+    del_unref_locked(d);
+    pthread_mutex_unlock(&np->del_lock);
+    if (r == -EXDEV) /* the thread could not enter the namespace */
+        return np_link_delete(np, name);
+    return r;
 }
 
 static int link_change(struct netplug *np, const char *name, struct rtnl_link *chg)

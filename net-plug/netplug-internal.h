@@ -18,6 +18,7 @@
 #define NP_OWNER_MAX 200                 /* alias is at most 255 bytes */
 #define NP_VXLAN_PORT 4789
 #define NP_METADATA_ADDR "169.254.169.254"
+#define NP_DEL_THREADS_MAX 32            /* deletions finishing in the background, at most */
 
 struct nl_sock;
 struct nft_ctx;
@@ -65,6 +66,12 @@ struct netplug {
     struct np_portrec *ports;
     bool loaded;    /* ports read from the kernel and the filter table */
     bool nft_ready; /* table, sets, counters and chains are in place */
+    int netns_fd;   /* the namespace the handle was made in (-1: unknown) */
+    /* deletions whose kernel clean-up (an RCU barrier, ~16 ms) still runs in a
+     * thread of their own after the device left the namespace (np_link_delete_fast) */
+    pthread_mutex_t del_lock;
+    pthread_cond_t del_cond;
+    unsigned del_inflight;
 };
 
 /* ---- errors (netplug.c) ---- */
@@ -86,6 +93,11 @@ struct np_linkinfo {
 int np_link_get(struct netplug *np, const char *name, struct np_linkinfo *li); /* -ENODEV absent */
 int np_link_name(struct netplug *np, int ifindex, char name[IFNAMSIZ]);
 int np_link_delete(struct netplug *np, const char *name);
+/* The same, but returns as soon as the device is gone from the namespace (its
+ * name free again) and leaves the kernel's clean-up wait to a thread;
+ * netplug_free() waits for those threads. Bounded: at worst it waits for the
+ * thread. Falls back to np_link_delete() where it cannot. */
+int np_link_delete_fast(struct netplug *np, const char *name);
 /* Any of mtu (0 = keep), master (-1 = keep, 0 = none), up, alias (NULL = keep),
  * addr (NULL = keep) in one RTM_NEWLINK. */
 int np_link_set(struct netplug *np, const char *name, int mtu, int master, bool up, const char *alias,

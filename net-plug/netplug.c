@@ -4,6 +4,7 @@
  * time a handle needs them and by netplug_sync(), so a restarted agent never
  * deletes a bridge another port still uses. One mutex serialises every call. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <stdarg.h>
 
 #include <netlink/netlink.h>
@@ -220,6 +221,9 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     if (!(np = calloc(1, sizeof(*np))))
         return np_fail(err, ENOMEM, "netplug: out of memory");
     pthread_mutex_init(&np->lock, NULL);
+    pthread_mutex_init(&np->del_lock, NULL);
+    pthread_cond_init(&np->del_cond, NULL);
+    np->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     strscpy(np->table, cfg->nft_table ? cfg->nft_table : "compute_agent", sizeof(np->table));
     np->antispoof = cfg->antispoof;
     np_ovs_find(np, cfg->ovs_vsctl);
@@ -250,6 +254,12 @@ void netplug_free(struct netplug *np)
 {
     if (!np)
         return;
+    pthread_mutex_lock(&np->del_lock);
+    while (np->del_inflight > 0)
+        pthread_cond_wait(&np->del_cond, &np->del_lock);
+    pthread_mutex_unlock(&np->del_lock);
+    if (np->netns_fd >= 0)
+        close(np->netns_fd);
     ports_free(np);
     while (np->nets) {
         struct np_net *n = np->nets;
@@ -261,6 +271,8 @@ void netplug_free(struct netplug *np)
     if (np->sk)
         nl_socket_free(np->sk);
     pthread_mutex_destroy(&np->lock);
+    pthread_mutex_destroy(&np->del_lock);
+    pthread_cond_destroy(&np->del_cond);
     free(np);
 }
 
@@ -753,7 +765,7 @@ static int unplug_locked(struct netplug *np, const char *dev, struct np_error *e
             np_ovs_run(np, del, NULL);
         }
         /* The device goes first: its filter entries then guard nothing. */
-        if ((r = np_link_delete(np, dev)) < 0)
+        if ((r = np_link_delete_fast(np, dev)) < 0)
             return np_fail(err, r, "port %s: dev: cannot delete it: %s", dev, strerror(-r));
     } else if (r != -ENODEV) {
         return np_fail(err, r, "port %s: dev: %s", dev, strerror(-r));
