@@ -386,6 +386,7 @@ out:
         nl_addr_put(a);
     if (b)
         nl_addr_put(b);
+    rtnl_link_put(p); /* rtnl_link_veth_get_peer() took a reference */
     rtnl_link_veth_release(l);
     return r;
 }

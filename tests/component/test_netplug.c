@@ -133,6 +133,19 @@ static void t_bridge(const char *name, int mtu)
     nl_socket_free(sk);
 }
 
+/* A device as a crash between its create and its alias leaves it: our group, no alias. */
+static void t_orphan_bridge(const char *name)
+{
+    struct nl_sock *sk = t_sock();
+    struct rtnl_link *l = rtnl_link_bridge_alloc();
+
+    rtnl_link_set_name(l, name);
+    rtnl_link_set_group(l, NP_DEV_GROUP);
+    assert_int_equal(rtnl_link_add(sk, l, NLM_F_CREATE | NLM_F_EXCL), 0);
+    rtnl_link_put(l);
+    nl_socket_free(sk);
+}
+
 static void t_veth(const char *a, const char *b)
 {
     struct nl_sock *sk = t_sock();
@@ -364,6 +377,7 @@ static void test_bridge_ports(void **state)
     br = t_info(np, "cab-lan");
     assert_string_equal(br.kind, "bridge");
     assert_string_equal(br.alias, "compute-agent");
+    assert_int_equal(br.group, NP_DEV_GROUP); /* set in the create itself */
     assert_true(br.flags & IFF_UP);
     assert_true(t_has_addr("10.10.0.1"));
     assert_true(t_has_addr("169.254.169.254"));
@@ -372,6 +386,7 @@ static void test_bridge_ports(void **state)
     assert_string_equal(li.kind, "tun");
     assert_string_equal(li.alias, "compute-agent:11111111-1111-4111-8111-111111111111");
     assert_int_equal(li.master, br.ifindex);
+    assert_int_equal(li.group, NP_DEV_GROUP);
     assert_true(li.flags & IFF_UP);
     const uint8_t host1[6] = {0xfe, 0x54, 0x00, 0x11, 0x22, 0x01};
     assert_memory_equal(li.addr, host1, 6);
@@ -688,6 +703,12 @@ static void test_sync_after_crash(void **state)
         rtnl_link_put(chg);
         nl_socket_free(sk);
     }
+    /* crashes between a create and its alias */
+    t_orphan_bridge("cabr-orph");
+    assert_int_equal(np_veth_create(np, "vorph", "vorphp", (const uint8_t[6]){0xfe, 0, 0, 0, 0, 9},
+                                    (const uint8_t[6]){0x52, 0, 0, 0, 0, 9}, 0, NP_ALIAS_PORT "x"), 0);
+    assert_int_equal(np_link_set(np, "vorph", 0, -1, false, "", NULL), 0); /* alias lost */
+    assert_int_equal(t_info(np, "vorph").group, NP_DEV_GROUP);
     /* crash in the middle of a plug: taps1 out of its bridge */
     assert_int_equal(t_change("taps1", chg_nomaster, NULL), 0);
     netplug_free(np); /* "crash": the kernel keeps everything */
@@ -717,6 +738,8 @@ static void test_sync_after_crash(void **state)
     assert_false(t_exists("cavx-s2"));
     assert_false(t_exists("taps5"));   /* network gone from the config */
     assert_false(t_exists("cab-s3"));
+    assert_false(t_exists("cabr-orph"));
+    assert_false(t_exists("vorph"));
     assert_true(t_exists("opbr-s"));   /* never ours */
     assert_true(t_exists("optap-s"));
     assert_int_equal(t_info(np, "optap-s").master, (int)if_nametoindex("opbr-s"));
@@ -811,45 +834,51 @@ static const uint8_t BCAST[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 static size_t frame_udp(uint8_t *f, const uint8_t src[6], const uint8_t dst[6], uint32_t sip, uint32_t dip,
                         uint16_t sport, uint16_t dport, const char *marker)
 {
-    struct ether_header *eh = (struct ether_header *)f;
-    struct iphdr *ip = (struct iphdr *)(f + sizeof(*eh));
-    struct udphdr *uh = (struct udphdr *)(ip + 1);
+    struct ether_header eh;
+    struct iphdr ip;
+    struct udphdr uh;
+    uint16_t words[sizeof(ip) / 2];
     size_t plen = strlen(marker);
     uint32_t sum = 0;
 
-    memcpy(eh->ether_dhost, dst, 6);
-    memcpy(eh->ether_shost, src, 6);
-    eh->ether_type = htons(ETHERTYPE_IP);
-    memset(ip, 0, sizeof(*ip));
-    ip->version = 4;
-    ip->ihl = 5;
-    ip->ttl = 64;
-    ip->protocol = IPPROTO_UDP;
-    ip->saddr = sip;
-    ip->daddr = dip;
-    ip->tot_len = htons((uint16_t)(sizeof(*ip) + sizeof(*uh) + plen));
-    for (int i = 0; i < 10; i++)
-        sum += ((uint16_t *)ip)[i];
+    memcpy(eh.ether_dhost, dst, 6);
+    memcpy(eh.ether_shost, src, 6);
+    eh.ether_type = htons(ETHERTYPE_IP);
+    memset(&ip, 0, sizeof(ip));
+    ip.version = 4;
+    ip.ihl = 5;
+    ip.ttl = 64;
+    ip.protocol = IPPROTO_UDP;
+    ip.saddr = sip;
+    ip.daddr = dip;
+    ip.tot_len = htons((uint16_t)(sizeof(ip) + sizeof(uh) + plen));
+    memcpy(words, &ip, sizeof(ip));
+    for (size_t i = 0; i < ARRAY_SIZE(words); i++)
+        sum += words[i];
     while (sum >> 16)
         sum = (sum & 0xffff) + (sum >> 16);
-    ip->check = (uint16_t)~sum;
-    uh->source = htons(sport);
-    uh->dest = htons(dport);
-    uh->len = htons((uint16_t)(sizeof(*uh) + plen));
-    uh->check = 0;
-    memcpy(uh + 1, marker, plen);
-    return sizeof(*eh) + sizeof(*ip) + sizeof(*uh) + plen;
+    ip.check = (uint16_t)~sum;
+    uh.source = htons(sport);
+    uh.dest = htons(dport);
+    uh.len = htons((uint16_t)(sizeof(uh) + plen));
+    uh.check = 0;
+    memcpy(f, &eh, sizeof(eh));
+    memcpy(f + sizeof(eh), &ip, sizeof(ip));
+    memcpy(f + sizeof(eh) + sizeof(ip), &uh, sizeof(uh));
+    memcpy(f + sizeof(eh) + sizeof(ip) + sizeof(uh), marker, plen);
+    return sizeof(eh) + sizeof(ip) + sizeof(uh) + plen;
 }
 
 static size_t frame_arp(uint8_t *f, const uint8_t src[6], const uint8_t sha[6], uint32_t spa, uint32_t tpa,
                         const char *marker)
 {
-    struct ether_header *eh = (struct ether_header *)f;
-    uint8_t *a = f + sizeof(*eh);
+    struct ether_header eh;
+    uint8_t *a = f + sizeof(eh);
 
-    memcpy(eh->ether_dhost, BCAST, 6);
-    memcpy(eh->ether_shost, src, 6);
-    eh->ether_type = htons(ETHERTYPE_ARP);
+    memcpy(eh.ether_dhost, BCAST, 6);
+    memcpy(eh.ether_shost, src, 6);
+    eh.ether_type = htons(ETHERTYPE_ARP);
+    memcpy(f, &eh, sizeof(eh));
     a[0] = 0, a[1] = 1;             /* htype ethernet */
     a[2] = 0x08, a[3] = 0x00;       /* ptype ipv4 */
     a[4] = 6, a[5] = 4, a[6] = 0, a[7] = 1; /* request */
@@ -858,19 +887,20 @@ static size_t frame_arp(uint8_t *f, const uint8_t src[6], const uint8_t sha[6], 
     memset(a + 18, 0, 6);
     memcpy(a + 24, &tpa, 4);
     memcpy(a + 28, marker, strlen(marker)); /* trailer: lets the listener tell frames apart */
-    return sizeof(*eh) + 28 + strlen(marker);
+    return sizeof(eh) + 28 + strlen(marker);
 }
 
 static size_t frame_other(uint8_t *f, const uint8_t src[6], uint16_t type, const char *marker)
 {
-    struct ether_header *eh = (struct ether_header *)f;
+    struct ether_header eh;
 
-    memcpy(eh->ether_dhost, BCAST, 6);
-    memcpy(eh->ether_shost, src, 6);
-    eh->ether_type = htons(type);
-    memset(f + sizeof(*eh), 0, 40);
-    memcpy(f + sizeof(*eh) + 40, marker, strlen(marker));
-    return sizeof(*eh) + 40 + strlen(marker);
+    memcpy(eh.ether_dhost, BCAST, 6);
+    memcpy(eh.ether_shost, src, 6);
+    eh.ether_type = htons(type);
+    memcpy(f, &eh, sizeof(eh));
+    memset(f + sizeof(eh), 0, 40);
+    memcpy(f + sizeof(eh) + 40, marker, strlen(marker));
+    return sizeof(eh) + 40 + strlen(marker);
 }
 
 struct spoof {
