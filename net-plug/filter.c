@@ -191,8 +191,14 @@ int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[
 
     if (rec->filtered && memcmp(rec->mac, mac, 6) == 0 && rec->ipv4 == ipv4)
         return 0;
-    if ((r = np_filter_ensure(np, err)) < 0)
+    if ((r = np_filter_ensure(np, err)) < 0) {
+        if (err) {
+            char why[sizeof(err->msg)];
+            strscpy(why, err->msg, sizeof(why));
+            snprintf(err->msg, sizeof(err->msg), "port %s: %.200s", rec->dev, why);
+        }
         return r;
+    }
     for (int attempt = 0;; attempt++) {
         struct sbuf b = {0};
         if (rec->filtered) {
