@@ -184,6 +184,18 @@ static int run_change(struct netplug *np, struct sbuf *b, struct np_error *err, 
     return r;
 }
 
+/* The table is not as recorded (edited or deleted by someone else): read its
+ * elements back and put the chains in place again. */
+static int table_reread(struct netplug *np, struct np_error *err)
+{
+    int r;
+
+    np->nft_ready = false;
+    if ((r = np_filter_load(np, err)) < 0)
+        return r;
+    return np_filter_ensure(np, err);
+}
+
 int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
                   struct np_error *err)
 {
@@ -208,7 +220,7 @@ int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[
         r = run_change(np, &b, attempt ? err : NULL, rec->dev);
         if (r == 0)
             break;
-        if (attempt || (r = np_filter_load(np, err)) < 0)
+        if (attempt || (r = table_reread(np, err)) < 0)
             return r < 0 ? r : -EIO;
     }
     rec->filtered = true;
@@ -229,7 +241,7 @@ int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *e
         r = run_change(np, &b, attempt ? err : NULL, rec->dev);
         if (r == 0)
             break;
-        if (attempt || (r = np_filter_load(np, err)) < 0)
+        if (attempt || (r = table_reread(np, err)) < 0)
             return r < 0 ? r : -EIO;
         if (!rec->filtered)
             return 0; /* gone already */

@@ -659,6 +659,19 @@ static void test_idempotent(void **state)
     assert_false(dump_has(np, "\"tapi1\" . 10.30.0"));
     assert_true(netplug_port_filtered(np, "tapi1"));
 
+    /* the table deleted behind our back (nft flush ruleset): made again */
+    struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
+    assert_non_null(nft);
+    assert_int_equal(nft_run_cmd_from_buffer(nft, "delete table bridge compute_agent\n"), 0);
+    nft_ctx_free(nft);
+    struct np_port c = port("i", "tapi3", NP_PORT_TAP, 0x73, "10.30.0.7");
+    t_plug(np, &c);
+    assert_true(dump_has(np, "\"tapi3\" . 10.30.0.7"));
+    assert_true(dump_has(np, "counter name \"mac_drop\" drop"));
+    t_plug(np, &b); /* its entries were lost with the table: written again */
+    assert_true(dump_has(np, "\"vethi2\" . 10.30.0.6"));
+    t_unplug(np, "tapi3");
+
     /* a port detached behind our back is put back */
     assert_int_equal(t_change("tapi1", chg_nomaster, NULL), 0);
     t_plug(np, &a);
