@@ -12,7 +12,9 @@
  * undone; sync after a simulated crash; concurrent plugs; ovs without
  * ovs-vsctl; the spoof test (raw frames and the kernel's own stack from two
  * client namespaces, drops asserted by nft counters and by a listener on the
- * bridge that must not see them) and netplug_peer(). */
+ * bridge that must not see them) and netplug_peer(); DHCP: Debian's dnsmasq
+ * run with net-plug/dhcp.c's argv and files answers a DISCOVER sent through a
+ * filtered port (skipped without dnsmasq); the cost of one plug + unplug. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -43,7 +45,13 @@
 #include <netlink/route/neighbour.h>
 
 #include "common/util.h"
+#include "net-plug/dhcp.h"
 #include "net-plug/netplug-internal.h"
+
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 
 static int main_ns = -1; /* the current case's namespace */
 
@@ -1291,6 +1299,195 @@ static void test_spoof(void **state)
     netplug_free(s.np);
 }
 
+
+/* ---- DHCP: dnsmasq with what net-plug/dhcp.c writes, a DISCOVER from a client ---- */
+
+static pid_t dnsmasq_pid = -1;
+static char dhcp_dir[64];
+
+static int teardown_dhcp(void **state)
+{
+    (void)state;
+    if (dnsmasq_pid > 0) {
+        kill(dnsmasq_pid, SIGTERM);
+        waitpid(dnsmasq_pid, NULL, 0);
+        dnsmasq_pid = -1;
+    }
+    if (dhcp_dir[0]) {
+        const char *files[] = {"hosts", "opts", "leases", "dnsmasq.pid", "dnsmasq.log"};
+        char p[128];
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+            snprintf(p, sizeof(p), "%s/%s", dhcp_dir, files[i]);
+            unlink(p);
+        }
+        rmdir(dhcp_dir);
+        dhcp_dir[0] = '\0';
+    }
+    return 0;
+}
+
+static size_t dhcp_discover(uint8_t *m, const uint8_t mac[6], uint32_t xid)
+{
+    memset(m, 0, 300);
+    m[0] = 1, m[1] = 1, m[2] = 6;
+    memcpy(m + 4, &xid, 4);
+    m[10] = 0x80; /* broadcast the answer */
+    memcpy(m + 28, mac, 6);
+    m[236] = 99, m[237] = 130, m[238] = 83, m[239] = 99;
+    size_t o = 240;
+    m[o++] = 53, m[o++] = 1, m[o++] = 1;                          /* DHCPDISCOVER */
+    m[o++] = 55, m[o++] = 5, m[o++] = 1, m[o++] = 3, m[o++] = 6, m[o++] = 26, m[o++] = 121;
+    m[o++] = 255;
+    return 300;
+}
+
+/* The option's value in a BOOTP reply, or NULL. */
+static const uint8_t *dhcp_opt(const uint8_t *m, size_t len, uint8_t code, size_t *olen)
+{
+    for (size_t o = 240; o + 1 < len && m[o] != 255;) {
+        if (m[o] == 0) {
+            o++;
+            continue;
+        }
+        if (o + 2 + m[o + 1] > len)
+            return NULL;
+        if (m[o] == code) {
+            *olen = m[o + 1];
+            return m + o + 2;
+        }
+        o += 2 + m[o + 1];
+    }
+    return NULL;
+}
+
+static void test_dhcp(void **state)
+{
+    struct np_error e = {0};
+    char **argv = NULL;
+    (void)state;
+
+    if (access("/usr/sbin/dnsmasq", X_OK) != 0) {
+        print_message("dhcp: dnsmasq not installed: SKIP\n");
+        skip();
+    }
+    struct netplug *np = t_np(true);
+    t_net_add(np, &(struct np_network){.name = "dh", .type = NP_NET_BRIDGE, .bridge = "cab-dh",
+                                       .gateway = "10.66.0.1/24", .metadata = true});
+    struct np_port g = port("dh", "vdh1", NP_PORT_VETH, 0x66, "10.66.0.5");
+    t_plug(np, &g);
+
+    strscpy(dhcp_dir, "/tmp/caa-dhcp-XXXXXX", sizeof(dhcp_dir));
+    assert_non_null(mkdtemp(dhcp_dir));
+    chmod(dhcp_dir, 0755);
+    uint32_t dns[2] = {ip4("10.66.0.1"), ip4("9.9.9.9")};
+    struct netplug_dhcp_config c = {.network = "dh", .interface = "cab-dh", .dir = dhcp_dir,
+                                    .gateway = ip4("10.66.0.1"), .prefix = 24, .dns = dns, .n_dns = 2,
+                                    .mtu = 1450, .metadata_route = true, .lease_secs = 3600,
+                                    .dnsmasq = "/usr/sbin/dnsmasq", .user = "root"};
+    struct netplug_dhcp_host hosts[3] = {
+        {.mac = {0x52, 0x54, 0x00, 0x11, 0x22, 0x66}, .ipv4 = ip4("10.66.0.5"), .hostname = "vm1"},
+        {.mac = {0x52, 0x54, 0x00, 0x11, 0x22, 0x67}, .ipv4 = ip4("10.66.0.6"), .hostname = NULL},
+        {.mac = {0x52, 0x54, 0x00, 0x11, 0x22, 0x66}, .ipv4 = ip4("10.66.0.7"), .hostname = NULL},
+    };
+    assert_int_equal(netplug_dhcp_write_hosts(&c, hosts, 3, &e), -EINVAL);
+    assert_string_equal(e.msg, "network dh: hosts[2].mac: the same as hosts[0]'s");
+    hosts[2].mac[5] = 0x68;
+    hosts[2].ipv4 = ip4("10.67.0.7");
+    assert_int_equal(netplug_dhcp_write_hosts(&c, hosts, 3, &e), -EINVAL);
+    assert_string_equal(e.msg, "network dh: hosts[2].ip: not a host address of the network's cidr (or the gateway)");
+    hosts[2].ipv4 = ip4("10.66.0.1");
+    assert_int_equal(netplug_dhcp_write_hosts(&c, hosts, 3, &e), -EINVAL);
+    hosts[1].hostname = "bad_name";
+    assert_int_equal(netplug_dhcp_write_hosts(&c, hosts, 2, &e), -EINVAL);
+    assert_string_equal(e.msg, "network dh: hosts[1].hostname: 1..63 of [A-Za-z0-9-]");
+    hosts[1].hostname = NULL;
+    if (netplug_dhcp_write_hosts(&c, hosts, 2, &e) != 0 || netplug_dhcp_write_opts(&c, &e) != 0 ||
+        netplug_dhcp_argv(&c, &argv, &e) != 0)
+        fail_msg("dhcp files: %s", e.msg);
+
+    /* dnsmasq in this case's namespace; killed with us if we die */
+    char log[128];
+    snprintf(log, sizeof(log), "%s/dnsmasq.log", dhcp_dir);
+    dnsmasq_pid = fork();
+    assert_true(dnsmasq_pid >= 0);
+    if (dnsmasq_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    netplug_dhcp_argv_free(argv);
+
+    /* the guest's end in a client namespace, no address: DISCOVER, OFFER */
+    int ns = t_client_ns();
+    assert_int_equal(t_change("vdh1p", chg_nsfd, &ns), 0);
+    enter(ns);
+    t_up("vdh1p");
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = 1;
+    enter(main_ns);
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, "vdh1p", 6), 0);
+    struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons(68)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&any, sizeof(any)), 0);
+
+    uint8_t msg[600], reply[1500];
+    uint32_t xid = 0x43410001;
+    struct sockaddr_in srv = {.sin_family = AF_INET, .sin_port = htons(67), .sin_addr.s_addr = INADDR_BROADCAST};
+    size_t len = dhcp_discover(msg, g.mac, xid);
+    ssize_t got = -1;
+    uint64_t end = now_mono_ns() + 10000000000ull;
+    while (got < 0 && now_mono_ns() < end) {
+        /* dnsmasq may not listen yet: DISCOVER again until it answers */
+        assert_int_equal(sendto(fd, msg, len, 0, (struct sockaddr *)&srv, sizeof(srv)), (ssize_t)len);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        while (poll(&pfd, 1, 250) > 0) {
+            ssize_t k = recv(fd, reply, sizeof(reply), 0);
+            if (k >= 240 && reply[0] == 2 && memcmp(reply + 4, &xid, 4) == 0) {
+                got = k;
+                break;
+            }
+        }
+    }
+    close(fd);
+    if (got < 0) {
+        char buf[512] = "";
+        int lf = open(log, O_RDONLY);
+        if (lf >= 0) {
+            ssize_t k = read(lf, buf, sizeof(buf) - 1);
+            buf[k > 0 ? k : 0] = '\0';
+            close(lf);
+        }
+        fail_msg("no DHCPOFFER; dnsmasq said: %s", buf);
+    }
+    size_t ol = 0;
+    const uint8_t *o;
+    assert_int_equal(*(uint32_t *)(void *)(reply + 16), ip4("10.66.0.5")); /* yiaddr */
+    assert_non_null(o = dhcp_opt(reply, (size_t)got, 53, &ol));
+    assert_int_equal(o[0], 2); /* OFFER */
+    assert_non_null(o = dhcp_opt(reply, (size_t)got, 3, &ol));
+    assert_int_equal(ol, 4);
+    assert_memory_equal(o, &dns[0], 4); /* the router: the gateway */
+    assert_non_null(o = dhcp_opt(reply, (size_t)got, 6, &ol));
+    assert_int_equal(ol, 8);
+    assert_memory_equal(o + 4, &dns[1], 4);
+    assert_non_null(o = dhcp_opt(reply, (size_t)got, 26, &ol));
+    assert_int_equal((o[0] << 8) | o[1], 1450);
+    assert_non_null(o = dhcp_opt(reply, (size_t)got, 121, &ol));
+    const uint8_t route[] = {32, 169, 254, 169, 254, 10, 66, 0, 1, 0, 10, 66, 0, 1};
+    assert_int_equal(ol, sizeof(route));
+    assert_memory_equal(o, route, sizeof(route));
+    print_message("dhcp: dnsmasq offered 10.66.0.5 with router, dns, mtu 1450 and the metadata route, "
+                  "through the port's filter\n");
+    close(ns);
+    netplug_free(np);
+}
+
 /* One plug + unplug, timed (the full figure is tests/bench/bench_netplug.c). */
 static void test_cost(void **state)
 {
@@ -1337,6 +1534,7 @@ int main(void)
         cmocka_unit_test_setup(test_threads, setup_ns),
         cmocka_unit_test_setup(test_ovs, setup_ns),
         cmocka_unit_test_setup(test_spoof, setup_ns),
+        cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };
 
