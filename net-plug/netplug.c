@@ -773,7 +773,7 @@ static int unplug_locked(struct netplug *np, const char *dev, struct np_error *e
     if (rec) {
         if ((r = np_filter_del(np, rec, err)) < 0)
             return r;
-        if (n && rec->has_dev && n->users > 0)
+        if (n && rec->has_dev && strcmp(rec->network, n->name) == 0 && n->users > 0)
             n->users--;
         port_forget(np, rec);
     }
