@@ -838,6 +838,88 @@ static void test_sync_after_crash(void **state)
     netplug_free(np);
 }
 
+
+/* kill -9 in the middle of plugs and unplugs, at varied moments: a sync
+ * afterwards leaves exactly the kept ports, filtered, and nothing else of ours */
+struct leftovers {
+    int ours_ports, ours_netdevs;
+};
+
+static int count_ours(void *opaque, const struct np_linkinfo *li, const char *name)
+{
+    struct leftovers *l = opaque;
+    (void)name;
+    if (strncmp(li->alias, NP_ALIAS_PORT, strlen(NP_ALIAS_PORT)) == 0 ||
+        (li->group == NP_DEV_GROUP && (strcmp(li->kind, "tun") == 0 || strcmp(li->kind, "veth") == 0)))
+        l->ours_ports++;
+    else if (strcmp(li->alias, NP_ALIAS) == 0 || li->group == NP_DEV_GROUP)
+        l->ours_netdevs++;
+    return 0;
+}
+
+static void test_kill9(void **state)
+{
+    struct np_error e = {0};
+    struct np_network n = {.name = "k9", .type = NP_NET_VXLAN, .vni = 99, .gateway = "10.45.0.1/24"};
+    char dev[16];
+    (void)state;
+
+    for (int round = 0; round < 6; round++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            struct netplug *c = NULL;
+            if (netplug_new(NULL, &c, &e) != 0 || netplug_network_add(c, &n, &e) != 0)
+                _exit(1);
+            for (unsigned i = 0;; i++) {
+                snprintf(dev, sizeof(dev), "%s%u", i % 2 ? "vk9-" : "tk9-", i % 12);
+                struct np_port p = port("k9", dev, i % 2 ? NP_PORT_VETH : NP_PORT_TAP, (uint8_t)(i % 12 + 1),
+                                        NULL);
+                p.ipv4 = htonl(0x0a2d0000u + i % 12 + 2);
+                if (i % 3 == 2)
+                    netplug_unplug(c, dev, &e);
+                else
+                    netplug_plug(c, &p, &e);
+            }
+        }
+        struct timespec ts = {0, 3000000L + round * 7000000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+
+        struct netplug *np = t_np(true);
+        struct leftovers before = {0};
+        assert_int_equal(np_link_foreach(np, count_ours, &before), 0);
+        print_message("kill -9 after %ld ms: %d ports, %d network devices of ours\n", ts.tv_nsec / 1000000,
+                      before.ours_ports, before.ours_netdevs);
+        t_net_add(np, &n);
+        struct np_port keep = port("k9", "tk9-0", NP_PORT_TAP, 1, NULL);
+        keep.ipv4 = htonl(0x0a2d0000u + 2);
+        int r = netplug_sync(np, &keep, 1, &e);
+        if (r != 0)
+            fail_msg("round %d: sync: %d %s", round, r, e.msg);
+        struct leftovers l = {0};
+        assert_int_equal(np_link_foreach(np, count_ours, &l), 0);
+        if (l.ours_ports != 1 || l.ours_netdevs != 2)
+            fail_msg("round %d: %d ports and %d network devices of ours left", round, l.ours_ports,
+                     l.ours_netdevs);
+        assert_true(netplug_port_filtered(np, "tk9-0"));
+        char *d = netplug_filter_dump(np);
+        assert_non_null(d);
+        for (int i = 1; i < 12; i++) {
+            snprintf(dev, sizeof(dev), "\"%s%d\"", i % 2 ? "vk9-" : "tk9-", i);
+            if (strstr(d, dev))
+                fail_msg("round %d: filter entries of %s left", round, dev);
+        }
+        free(d);
+        t_unplug(np, "tk9-0");
+        l = (struct leftovers){0};
+        assert_int_equal(np_link_foreach(np, count_ours, &l), 0);
+        assert_int_equal(l.ours_ports + l.ours_netdevs, 0);
+        netplug_free(np);
+    }
+}
+
 struct thr {
     struct netplug *np;
     int id;
@@ -1531,6 +1613,7 @@ int main(void)
         cmocka_unit_test_setup(test_idempotent, setup_ns),
         cmocka_unit_test_setup(test_failure_undone, setup_ns),
         cmocka_unit_test_setup(test_sync_after_crash, setup_ns),
+        cmocka_unit_test_setup(test_kill9, setup_ns),
         cmocka_unit_test_setup(test_threads, setup_ns),
         cmocka_unit_test_setup(test_ovs, setup_ns),
         cmocka_unit_test_setup(test_spoof, setup_ns),
