@@ -404,7 +404,7 @@ int np_tap_create(struct netplug *np, const char *name, const uint8_t host_mac[6
     if (fd < 0)
         return -errno;
     memset(&ifr, 0, sizeof(ifr));
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL;
+    ifr.ifr_flags = (short)(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL); /* 0x8000: a short */
     if (strscpy(ifr.ifr_name, name, sizeof(ifr.ifr_name)) < 0)
         return -ENAMETOOLONG;
     if (ioctl(fd, TUNSETIFF, &ifr) < 0)
