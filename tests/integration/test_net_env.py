@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The test network env and the test guest, without the agent (tests/env/netns.sh,
+tests/env/build-guest.sh's ca.* behaviour):
+ - in the test's own network namespace, a bridge with a gateway address and
+   169.254.169.254/32, a fixed-answer HTTP server on 169.254.169.254:80 and a UDP listener;
+ - a guest defined with plain libvirt XML on the private libvirtd (<interface type='bridge'>),
+   booted with ca.net (static), ca.udp and ca.cd (a config-2 ISO made with xorriso);
+ - from its serial log: it pinged the gateway, got a token with PUT, fetched the answer with
+   the token, sent its UDP probe from its address, mounted the config drive and printed the
+   uuid; the tap lives in the namespace, not in the root one;
+ - the root network namespace is unchanged.
+Needs CA_NETNS* (tests/run.sh as root) and CA_GUEST_DIR, else skip."""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid as uuidlib
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+import netenv  # noqa: E402
+from netenv import calib  # noqa: E402
+
+BR = "cadenvbr0"
+TAP = "cadenvtap0"
+GW = "10.77.0.1"
+GUEST_IP = "10.77.0.10"
+MAC = "52:54:00:77:00:10"
+UDP_PORT = 23001
+
+
+def main(c: calib.Checks):
+    ns, uri, _ = netenv.env()
+    gdir = os.environ.get("CA_GUEST_DIR")
+    if not gdir or not (Path(gdir) / "vmlinuz").is_file():
+        calib.skip(f"CA_GUEST_DIR ({gdir!r}) has no test guest (tests/env/build-guest.sh)")
+    before = netenv.root_snapshot()
+    d = calib.tmpdir("ca-netenv-")
+    answer = f"smoke-{uuidlib.uuid4().hex[:12]}"
+    name = calib.unique("cad-netenv")
+    serial = d / "serial.log"
+    procs = []
+    try:
+        with c.case("bridge with gateway + 169.254.169.254/32 in the namespace; HTTP server and "
+                    "UDP listener there", fatal=True):
+            netenv.make_bridge(ns, BR, [f"{GW}/24", "169.254.169.254/32"])
+            procs.append(netenv.fixed_http_server(ns, "169.254.169.254", 80, answer, d))
+            procs.append(netenv.udp_listener(ns, GW, UDP_PORT, d))
+        http, udp = procs
+        cd_xml = ""
+        cd_uuid = str(uuidlib.uuid4())
+        if shutil.which("xorriso"):
+            src = d / "cd"
+            (src / "openstack" / "latest").mkdir(parents=True)
+            (src / "openstack" / "latest" / "meta_data.json").write_text(
+                f'{{"uuid": "{cd_uuid}", "name": "{name}", "hostname": "{name}"}}\n')
+            iso = d / "config2.iso"
+            p = subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "config-2", "-J", "-R",
+                                "-o", str(iso), str(src)], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+            cd_xml = (f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+                      f"<source file='{iso}'/><target dev='hdc' bus='ide'/><readonly/></disk>")
+        iface = (f"<interface type='bridge'><source bridge='{BR}'/><model type='virtio'/>"
+                 f"<mac address='{MAC}'/><target dev='{TAP}'/></interface>")
+        cmd = netenv.guest_cmdline(f"ca.net={GUEST_IP}/24,{GW}", f"ca.udp={GW}:{UDP_PORT}",
+                                   "ca.cd=1" if cd_xml else "")
+        xml = d / "dom.xml"
+        xml.write_text(netenv.domain_xml(name, gdir, cmd, serial, iface, cd_xml))
+        with c.case("define + start the guest on the namespace's libvirtd", fatal=True):
+            calib.virsh(uri, "define", str(xml), check=True)
+            t0 = netenv.now()
+            calib.virsh(uri, "start", name, check=True)
+        watch = calib.ConsoleWatch(serial)
+        with c.case("the tap is in the namespace (on the bridge), not in the root namespace"):
+            ln = netenv.links(ns)
+            assert TAP in ln and ln[TAP]["master"] == BR, f"{TAP}: {ln.get(TAP)}"
+            assert subprocess.run(["ip", "link", "show", TAP], capture_output=True).returncode != 0, \
+                f"{TAP} exists in the root namespace"
+        with c.case("the guest configures eth0 with its MAC and pings the gateway", fatal=True):
+            netenv.wait_marker(watch, r"^ping gw ", timeout=120)
+            m = netenv.markers(watch.text())
+            assert f"eth0 mac={MAC}" in m, m
+            assert f"net static ip={GUEST_IP}/24 gw={GW}" in m, m
+            assert f"ping gw {GW} OK" in m, m
+        with c.case("IMDSv2 token by PUT, then the answer fetched with the token header"):
+            netenv.wait_marker(watch, r"^done$", timeout=120)
+            print(f"     (start -> done: {netenv.now() - t0:.1f} s)")
+            m = netenv.markers(watch.text())
+            assert "token OK len=11" in m, m
+            b = netenv.blocks(watch.text())
+            for path in ("latest/meta-data/instance-id", "latest/user-data", "openstack/latest/meta_data.json"):
+                assert path in b, f"no block {path}: {sorted(b)}"
+                rc, body, err = b[path]
+                assert rc == 0 and body == answer.encode(), f"{path}: rc={rc} body={body!r} err={err}"
+            reqs = http.requests()
+            assert reqs and reqs[0]["method"] == "PUT" and reqs[0]["path"] == "/latest/api/token", reqs[:1]
+            assert reqs[0]["headers"].get("X-aws-ec2-metadata-token-ttl-seconds") == "300", reqs[0]
+            gets = [r for r in reqs if r["method"] == "GET"]
+            assert len(gets) == 3 and all(r["src"] == GUEST_IP for r in reqs), reqs
+            assert all(r["headers"].get("X-aws-ec2-metadata-token") == "smoke-token" for r in gets), gets
+        with c.case("the guest's UDP probe reached the listener from its address"):
+            got = udp.received()
+            assert any(r["name"] == "ca-probe-own" and r["src"] == GUEST_IP for r in got), got
+        if cd_xml:
+            with c.case("config drive (IDE cdrom, config-2): found by label, mounted, uuid printed"):
+                m = netenv.markers(watch.text())
+                assert any(x.startswith("config-drive dev=") and "label=config-2" in x for x in m), m
+                assert f"config-drive uuid={cd_uuid}" in m, m
+        else:
+            print("     (xorriso not installed: config drive not checked)")
+        with c.case("destroy + undefine: the tap is gone"):
+            calib.destroy_domain(uri, name)
+            calib.wait_for(lambda: TAP not in netenv.links(ns), 30, what=f"{TAP} to go")
+    finally:
+        calib.destroy_domain(uri, name)
+        for p in procs:
+            p.stop()
+        netenv.del_link(ns, BR)
+    with c.case("the root network namespace is unchanged"):
+        diff = netenv.snapshot_diff(before, netenv.root_snapshot())
+        assert not diff, "host network changed:\n" + diff
+
+
+if __name__ == "__main__":
+    calib.run("test_net_env", main)
