@@ -58,6 +58,8 @@
 #   ca.end=poweroff         power off when done (default: keep running)
 # Markers (serial console; every line starts with "CA-NET"):
 #   CA-NET: start <params>
+#   CA-NET: dmi FIELD=VALUE                        FIELD: sys_vendor product_name product_serial
+#                                                  product_uuid product_family (/sys/class/dmi/id)
 #   CA-NET: eth0 mac=MAC                           once eth0 exists (or "CA-NET: no eth0")
 #   CA-NET: net static ip=IP/PREFIX gw=GW          | CA-NET: net dhcp ip=IP/PREFIX gw=GW
 #                                                    | CA-NET: net dhcp FAIL
@@ -270,6 +272,10 @@ for x in $(cat /proc/cmdline); do
     esac
 done
 say "start$params"
+# SMBIOS as the guest sees it (cloud-init's ds-identify reads the same files)
+for f in sys_vendor product_name product_serial product_uuid product_family; do
+    [ -r "/sys/class/dmi/id/$f" ] && say "dmi $f=$(cat "/sys/class/dmi/id/$f" 2>/dev/null)"
+done
 MDH=${CA_md%:*}; MDP=80; case $CA_md in *:*) MDP=${CA_md##*:} ;; esac
 GW=""; IP0=""
 

@@ -316,3 +316,139 @@ def wait_gone(pred, timeout=30.0, what="condition"):
 
 def now():
     return time.monotonic()
+
+
+# ------------------------------------------------------------------ the agent in the namespace
+
+NO_NETWORKS = ("the agent has no guest networking yet (GET /v1/networks -> 404; needs issue 10's "
+               "net-plug, metadata and agent integration merged)")
+
+
+def config_text(networks, metadata=None, extra=""):
+    """INI text: [network NAME] sections from {name: {key: value}}, a [metadata] section."""
+    out = []
+    for name, keys in networks.items():
+        out.append(f"[network {name}]")
+        for k, v in keys.items():
+            if isinstance(v, bool):
+                v = "true" if v else "false"
+            elif isinstance(v, (list, tuple)):
+                v = ",".join(v)
+            out.append(f"{k} = {v}")
+        out.append("")
+    if metadata:
+        out.append("[metadata]")
+        out += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in metadata.items()]
+        out.append("")
+    return "\n".join(out) + extra
+
+
+def start_agent(c, d, ns, uri, networks, metadata=None, timeout=180):
+    """A qemu agent inside the namespace with these [network] sections, on the private
+    libvirtd; returns (agent, client, {name: network JSON}). SKIPs when GET /v1/networks
+    404s (the agent does not have the feature yet)."""
+    calib.require_agent_binary()
+    conf = Path(d) / "agent.conf"
+    conf.write_text(config_text(networks, metadata))
+    agent = NetnsAgent(ns, Path(d) / "state", hypervisor="qemu", libvirt_uri=uri, log_level="debug",
+                       extra_args=["--config", str(conf), "--host-name", calib.unique("ca-it-net")])
+    c.agents.append(agent)
+    try:
+        agent.start(timeout=timeout)
+    except calib.AgentExited as e:
+        if re.search(r"unknown (key|section) \[?network", str(e)):
+            calib.skip(NO_NETWORKS.replace("GET /v1/networks -> 404", "[network NAME] sections refused"))
+        with c.case("agent starts inside the test network namespace (qemu, private libvirtd)", fatal=True):
+            raise
+    c.check(True, "agent starts inside the test network namespace (qemu, private libvirtd)")
+    cl = agent.client(timeout=60)
+    st, body = cl.get("/v1/networks")
+    if st == 404:
+        agent.stop()
+        calib.skip(NO_NETWORKS)
+    with c.case("GET /v1/networks lists the configured networks", fatal=True):
+        assert st == 200, f"GET /v1/networks -> {st} {calib.short(body)}"
+        nets = {n["name"]: n for n in body["networks"]}
+        assert set(nets) == set(networks), f"{sorted(nets)} != {sorted(networks)}"
+        for name, keys in networks.items():
+            for k in ("type", "cidr", "gateway"):
+                if k in keys:
+                    assert nets[name].get(k) == keys[k], f"{name}.{k}: {nets[name].get(k)!r} != {keys[k]!r}"
+    return agent, cl, nets
+
+
+def launch_body(name, gdir, params=(), interfaces=(), **extra):
+    boot = calib.guest_boot(Path(gdir))
+    boot["cmdline"] = guest_cmdline(*params)
+    b = {"name": name, "flavor": {"vcpus": 1, "memory_mb": 160, "disk_gb": 0}, "kernel": boot,
+         "interfaces": list(interfaces)}
+    b.update(extra)
+    return b
+
+
+def static_params(ip, prefix, gw, *more):
+    return (f"ca.net={ip}/{prefix},{gw}", *more)
+
+
+def agent_devices(cl):
+    """{device: instance id} of every interface of every instance not terminated."""
+    res = {}
+    for i in cl.instances():
+        if i["state"] == "terminated":
+            continue
+        for itf in i.get("interfaces") or []:
+            if itf.get("device"):
+                res[itf["device"]] = i["id"]
+    return res
+
+
+def ours(link):
+    return (link.get("alias") or "").startswith("compute-agent")
+
+
+def nft_text(ns, table="compute_agent", family="bridge"):
+    p = subprocess.run(ns_argv(ns, "nft", "list", "table", family, table), capture_output=True, text=True,
+                       timeout=30)
+    return p.stdout if p.returncode == 0 else ""
+
+
+def leaks(ns, cl, bridges=()):
+    """What is left over or missing in the namespace compared with the agent's instances:
+    a list of problems (empty = none). Taps/veths marked compute-agent that no live instance
+    has, live instances' devices that are missing or not on a bridge, nft set elements naming
+    devices that do not exist or no live instance has, agent bridges with no port left."""
+    probs = []
+    ln = links(ns)
+    devs = agent_devices(cl)
+    for name, l in ln.items():
+        if ours(l) and l["kind"] in ("tun", "veth", None) and name not in devs and not name.startswith("cabr-") \
+                and name not in bridges:
+            probs.append(f"device {name} ({l['alias']}) is marked as the agent's but no live instance has it")
+    for dev, iid in devs.items():
+        if dev not in ln:
+            probs.append(f"instance {iid}'s device {dev} is missing")
+        elif not ln[dev]["master"]:
+            probs.append(f"instance {iid}'s device {dev} is on no bridge")
+    text = nft_text(ns)
+    for dev in sorted(set(re.findall(r'"([^"\s]{1,15})" \. ', text))):
+        if dev not in devs:
+            probs.append(f"nft table bridge compute_agent still names device {dev!r}")
+    used = {l["master"] for l in ln.values() if l["master"]}
+    for name, l in ln.items():
+        if l["kind"] == "bridge" and ours(l) and name not in used:
+            probs.append(f"bridge {name} ({l['alias']}) made by the agent has no port left")
+    return probs
+
+
+def cleanup_instances(cl, ids, timeout=120):
+    """Terminate (best effort) the instances the test made; wait for each."""
+    for iid in ids:
+        try:
+            inst = cl.instance(iid)
+            if inst["state"] == "terminated":
+                continue
+            st, r = cl.call("DELETE", f"/v1/instances/{iid}")
+            if st == 202:
+                cl.wait_operation(r["operation"]["id"], timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - best effort
+            print(f"     (cleanup of {iid}: {e})")
