@@ -289,10 +289,11 @@ block() {
 }
 
 TOKEN=""
+TMO=5   # seconds for each metadata request (3 while spoofing: no answer is expected)
 get_token() {
     TOKEN=""
     printf 'PUT /latest/api/token HTTP/1.0\r\nHost: %s\r\nX-aws-ec2-metadata-token-ttl-seconds: 300\r\nContent-Length: 0\r\n\r\n' \
-        "$MDH" | timeout 5 nc "$MDH" "$MDP" > /tmp/put 2>/dev/null
+        "$MDH" | timeout "$TMO" nc "$MDH" "$MDP" > /tmp/put 2>/dev/null
     st=$(head -n 1 /tmp/put | tr -d '\r')
     case $st in
         "HTTP/1."?" 200"*) TOKEN=$(sed '1,/^\r*$/d' /tmp/put | tr -d '\r\n')
@@ -306,10 +307,10 @@ get_token() {
 fetch() {
     rm -f /tmp/body /tmp/err
     if [ -n "$TOKEN" ]; then
-        timeout 5 wget -q -O /tmp/body --header "X-aws-ec2-metadata-token: $TOKEN" \
+        timeout "$TMO" wget -q -O /tmp/body --header "X-aws-ec2-metadata-token: $TOKEN" \
             "http://$CA_md/$2" 2>/tmp/err
     else
-        timeout 5 wget -q -O /tmp/body "http://$CA_md/$2" 2>/tmp/err
+        timeout "$TMO" wget -q -O /tmp/body "http://$CA_md/$2" 2>/tmp/err
     fi
     rc=$?
     [ -f /tmp/body ] || : > /tmp/body
@@ -339,7 +340,7 @@ ping_gw() { # LABEL: ping the gateway, up to 10 tries of 1 s
 
 probe() { # NAME: one UDP datagram (a tftp read request) to ca.udp
     [ -n "$CA_udp" ] || return 0
-    timeout 2 tftp -g -r "$1" -l /tmp/probe "${CA_udp%:*}" "${CA_udp##*:}" >/dev/null 2>&1
+    timeout 1 tftp -g -r "$1" -l /tmp/probe "${CA_udp%:*}" "${CA_udp##*:}" >/dev/null 2>&1
     say "udp-probe $1 sent"
 }
 
@@ -414,8 +415,9 @@ if [ -n "$CA_spoof" ] && [ -n "$IP0" ]; then
         say "spoof $ph mac=$m ip=$a"
         ping_gw "spoof $ph " 2
         probe "ca-probe-spoof-$ph"
-        TOKEN=""; get_token
+        TMO=3; TOKEN=""; get_token
         fetch "spoof-$ph:latest/meta-data/instance-id" latest/meta-data/instance-id
+        TMO=5
         setmac "$MAC0"; setip "$IP0"
         say "restored $ph mac=$MAC0 ip=$IP0"
         ping_gw "restored $ph "

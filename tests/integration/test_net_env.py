@@ -8,6 +8,10 @@ tests/env/build-guest.sh's ca.* behaviour):
  - from its serial log: it pinged the gateway, got a token with PUT, fetched the answer with
    the token, sent its UDP probe from its address, mounted the config drive and printed the
    uuid; the tap lives in the namespace, not in the root one;
+ - a second guest pings the first (ca.peer), then spoofs (ca.spoof=mac,ip,both) behind a
+   filter the test puts in the namespace (nft bridge table, per-tap MAC and IP sets):
+   nothing spoofed reaches the listener or the HTTP server, the drop counters rise, and
+   after each phase the restored identity works again;
  - the root network namespace is unchanged.
 Needs CA_NETNS* (tests/run.sh as root) and CA_GUEST_DIR, else skip."""
 
@@ -23,12 +27,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 import netenv  # noqa: E402
 from netenv import calib  # noqa: E402
 
-BR = "cadenvbr0"
-TAP = "cadenvtap0"
+BR = "caenvbr0"
+TAP = "caenvtap0"
 GW = "10.77.0.1"
 GUEST_IP = "10.77.0.10"
 MAC = "52:54:00:77:00:10"
+TAP2 = "caenvtap1"
+GUEST2_IP = "10.77.0.11"
+MAC2 = "52:54:00:77:00:11"
 UDP_PORT = 23001
+FILTER = f"""table bridge ca_envfilter {{
+  set macs {{ type ifname . ether_addr; elements = {{ "{TAP}" . {MAC}, "{TAP2}" . {MAC2} }} }}
+  set ips {{ type ifname . ipv4_addr; elements = {{ "{TAP}" . {GUEST_IP}, "{TAP2}" . {GUEST2_IP} }} }}
+  chain pre {{
+    type filter hook prerouting priority -200; policy accept;
+    iifname != "caenvtap*" accept
+    iifname . ether saddr != @macs counter drop
+    ether type ip iifname . ip saddr @ips accept
+    ether type arp iifname . arp saddr ether @macs iifname . arp saddr ip @ips accept
+    counter drop
+  }}
+}}
+"""
 
 
 def main(c: calib.Checks):
@@ -39,8 +59,10 @@ def main(c: calib.Checks):
     before = netenv.root_snapshot()
     d = calib.tmpdir("ca-netenv-")
     answer = f"smoke-{uuidlib.uuid4().hex[:12]}"
-    name = calib.unique("cad-netenv")
+    name = calib.unique("ca-it-netenv")
+    name2 = name + "-spoof"
     serial = d / "serial.log"
+    serial2 = d / "serial2.log"
     procs = []
     try:
         with c.case("bridge with gateway + 169.254.169.254/32 in the namespace; HTTP server and "
@@ -48,6 +70,7 @@ def main(c: calib.Checks):
             netenv.make_bridge(ns, BR, [f"{GW}/24", "169.254.169.254/32"])
             procs.append(netenv.fixed_http_server(ns, "169.254.169.254", 80, answer, d))
             procs.append(netenv.udp_listener(ns, GW, UDP_PORT, d))
+            netenv.ns_run(ns, "nft", "-f", "-", input=FILTER)
         http, udp = procs
         cd_xml = ""
         cd_uuid = str(uuidlib.uuid4())
@@ -68,11 +91,20 @@ def main(c: calib.Checks):
                                    "ca.cd=1" if cd_xml else "")
         xml = d / "dom.xml"
         xml.write_text(netenv.domain_xml(name, gdir, cmd, serial, iface, cd_xml))
-        with c.case("define + start the guest on the namespace's libvirtd", fatal=True):
+        iface2 = (f"<interface type='bridge'><source bridge='{BR}'/><model type='virtio'/>"
+                  f"<mac address='{MAC2}'/><target dev='{TAP2}'/></interface>")
+        cmd2 = netenv.guest_cmdline(f"ca.net={GUEST2_IP}/24,{GW}", f"ca.udp={GW}:{UDP_PORT}",
+                                    f"ca.peer={GUEST_IP}", "ca.spoof=mac,ip,both")
+        xml2 = d / "dom2.xml"
+        xml2.write_text(netenv.domain_xml(name2, gdir, cmd2, serial2, iface2))
+        with c.case("define + start the guests on the namespace's libvirtd", fatal=True):
             calib.virsh(uri, "define", str(xml), check=True)
+            calib.virsh(uri, "define", str(xml2), check=True)
             t0 = netenv.now()
             calib.virsh(uri, "start", name, check=True)
+            calib.virsh(uri, "start", name2, check=True)
         watch = calib.ConsoleWatch(serial)
+        watch2 = calib.ConsoleWatch(serial2)
         with c.case("the tap is in the namespace (on the bridge), not in the root namespace"):
             ln = netenv.links(ns)
             assert TAP in ln and ln[TAP]["master"] == BR, f"{TAP}: {ln.get(TAP)}"
@@ -97,8 +129,9 @@ def main(c: calib.Checks):
             reqs = http.requests()
             assert reqs and reqs[0]["method"] == "PUT" and reqs[0]["path"] == "/latest/api/token", reqs[:1]
             assert reqs[0]["headers"].get("X-aws-ec2-metadata-token-ttl-seconds") == "300", reqs[0]
+            reqs = [r for r in reqs if r["src"] == GUEST_IP]
             gets = [r for r in reqs if r["method"] == "GET"]
-            assert len(gets) == 3 and all(r["src"] == GUEST_IP for r in reqs), reqs
+            assert len(gets) == 3, reqs
             assert all(r["headers"].get("X-aws-ec2-metadata-token") == "smoke-token" for r in gets), gets
         with c.case("the guest's UDP probe reached the listener from its address"):
             got = udp.received()
@@ -110,11 +143,36 @@ def main(c: calib.Checks):
                 assert f"config-drive uuid={cd_uuid}" in m, m
         else:
             print("     (xorriso not installed: config drive not checked)")
-        with c.case("destroy + undefine: the tap is gone"):
+        with c.case("guest 2 pings guest 1 (ca.peer)"):
+            netenv.wait_marker(watch2, r"^peer ", timeout=120)
+            assert f"peer {GUEST_IP} OK" in " ".join(netenv.markers(watch2.text())), netenv.markers(watch2.text())
+        with c.case("guest 2 spoofs MAC, IP, both: dropped (no probe, no answer, drop counters up); "
+                    "restored identity works after each"):
+            netenv.wait_marker(watch2, r"^done$", timeout=180)
+            print(f"     (start -> guest 2 done: {netenv.now() - t0:.1f} s)")
+            m = netenv.markers(watch2.text())
+            b = netenv.blocks(watch2.text())
+            got = {r["name"] for r in udp.received() if r["src"] in (GUEST2_IP, "10.77.0.66")}
+            for ph in ("mac", "ip", "both"):
+                assert f"spoof {ph} ping gw {GW} FAIL" in m, (ph, m)
+                assert f"restored {ph} ping gw {GW} OK" in m, (ph, m)
+                assert f"ca-probe-spoof-{ph}" not in got, (ph, got)
+                assert f"ca-probe-restored-{ph}" in got, (ph, got)
+                rc, body, err = b[f"spoof-{ph}:latest/meta-data/instance-id"]
+                assert rc != 0, (ph, rc, body)
+                rc, body, err = b[f"restored-{ph}:latest/meta-data/instance-id"]
+                assert rc == 0 and body == answer.encode(), (ph, rc, body, err)
+            drops = sum(x[2] for x in netenv.nft_counters(ns, "ca_envfilter"))
+            assert drops > 0, netenv.nft_counters(ns, "ca_envfilter")
+            print(f"     (packets dropped by the test filter: {drops})")
+        with c.case("destroy + undefine: the taps are gone"):
             calib.destroy_domain(uri, name)
-            calib.wait_for(lambda: TAP not in netenv.links(ns), 30, what=f"{TAP} to go")
+            calib.destroy_domain(uri, name2)
+            calib.wait_for(lambda: not {TAP, TAP2} & set(netenv.links(ns)), 30, what="the taps to go")
     finally:
         calib.destroy_domain(uri, name)
+        calib.destroy_domain(uri, name2)
+        netenv.ns_run(ns, "nft", "delete", "table", "bridge", "ca_envfilter", check=False)
         for p in procs:
             p.stop()
         netenv.del_link(ns, BR)
