@@ -390,11 +390,12 @@ def static_params(ip, prefix, gw, *more):
     return (f"ca.net={ip}/{prefix},{gw}", *more)
 
 
-def agent_devices(cl):
-    """{device: instance id} of every interface of every instance not terminated."""
+def agent_devices(cl, states=None):
+    """{device: instance id} of the interfaces of the instances in `states` (None: every
+    instance not terminated)."""
     res = {}
     for i in cl.instances():
-        if i["state"] == "terminated":
+        if i["state"] == "terminated" or (states is not None and i["state"] not in states):
             continue
         for itf in i.get("interfaces") or []:
             if itf.get("device"):
@@ -412,23 +413,23 @@ def nft_text(ns, table="compute_agent", family="bridge"):
     return p.stdout if p.returncode == 0 else ""
 
 
-def leaks(ns, cl, bridges=()):
+def leaks(ns, cl):
     """What is left over or missing in the namespace compared with the agent's instances:
-    a list of problems (empty = none). Taps/veths marked compute-agent that no live instance
-    has, live instances' devices that are missing or not on a bridge, nft set elements naming
-    devices that do not exist or no live instance has, agent bridges with no port left."""
+    a list of problems (empty = none). Taps/veths marked compute-agent that no instance
+    (not terminated) has; running instances' devices missing or on no bridge; nft set
+    elements naming a device no instance has; the agent's bridges with no port left."""
     probs = []
     ln = links(ns)
-    devs = agent_devices(cl)
+    devs = agent_devices(cl)                       # may exist (stopped, error: either way)
+    running = agent_devices(cl, states=("running",))  # must exist
     for name, l in ln.items():
-        if ours(l) and l["kind"] in ("tun", "veth", None) and name not in devs and not name.startswith("cabr-") \
-                and name not in bridges:
-            probs.append(f"device {name} ({l['alias']}) is marked as the agent's but no live instance has it")
-    for dev, iid in devs.items():
+        if ours(l) and l["kind"] in ("tun", "veth", None) and name not in devs:
+            probs.append(f"device {name} ({l['alias']}) is marked as the agent's but no instance has it")
+    for dev, iid in running.items():
         if dev not in ln:
-            probs.append(f"instance {iid}'s device {dev} is missing")
+            probs.append(f"running instance {iid}'s device {dev} is missing")
         elif not ln[dev]["master"]:
-            probs.append(f"instance {iid}'s device {dev} is on no bridge")
+            probs.append(f"running instance {iid}'s device {dev} is on no bridge")
     text = nft_text(ns)
     for dev in sorted(set(re.findall(r'"([^"\s]{1,15})" \. ', text))):
         if dev not in devs:
