@@ -253,33 +253,51 @@ def domain_xml(name, gdir, cmdline, serial, interfaces_xml="", extra_devices="",
 
 # ------------------------------------------------------------------ nft, host snapshot
 
-def nft_counters(ns, table="compute_agent", family="bridge"):
-    """[(chain, rule text-ish, packets, bytes)] for every counter in the table; [] if absent."""
+def _nft_json(ns, table, family):
     p = subprocess.run(ns_argv(ns, "nft", "-j", "list", "table", family, table), capture_output=True,
                        text=True, timeout=30)
     if p.returncode != 0:
-        return []
+        return None
+    return json.loads(p.stdout).get("nftables", [])
+
+
+def _counter_of(expr_counter, named):
+    """(key, packets, bytes) of a rule's counter: anonymous ({"packets",..}) or a named
+    counter's reference (its name, looked up in the table's counter objects)."""
+    if isinstance(expr_counter, str):
+        c = named.get(expr_counter, {})
+        return expr_counter, int(c.get("packets", 0)), int(c.get("bytes", 0))
+    if isinstance(expr_counter, dict) and "packets" in expr_counter:
+        return None, int(expr_counter.get("packets", 0)), int(expr_counter.get("bytes", 0))
+    return None, 0, 0
+
+
+def nft_counters(ns, table="compute_agent", family="bridge"):
+    """[(chain, comment or counter name, packets, bytes, handle)] for every rule counter of
+    the table (anonymous or named); [] if the table is absent."""
+    items = _nft_json(ns, table, family) or []
+    named = {i["counter"]["name"]: i["counter"] for i in items if isinstance(i.get("counter"), dict)}
     res = []
-    for item in json.loads(p.stdout).get("nftables", []):
+    for item in items:
         rule = item.get("rule")
         if not rule:
             continue
         for e in rule.get("expr", []):
             if isinstance(e, dict) and "counter" in e:
-                c = e["counter"]
-                res.append((rule.get("chain"), rule.get("comment", ""), int(c.get("packets", 0)),
-                            int(c.get("bytes", 0)), rule.get("handle")))
+                key, pk, by = _counter_of(e["counter"], named)
+                res.append((rule.get("chain"), key or rule.get("comment", ""), pk, by, rule.get("handle")))
     return res
 
 
 def nft_drops(ns, table="compute_agent", family="bridge"):
-    """Total packets counted by rules that drop (their verdict is drop)."""
-    p = subprocess.run(ns_argv(ns, "nft", "-j", "list", "table", family, table), capture_output=True,
-                       text=True, timeout=30)
-    if p.returncode != 0:
+    """Packets counted by the table's dropping rules (a named counter shared by several
+    rules counts once); None if the table is absent."""
+    items = _nft_json(ns, table, family)
+    if items is None:
         return None
-    n = 0
-    for item in json.loads(p.stdout).get("nftables", []):
+    named = {i["counter"]["name"]: i["counter"] for i in items if isinstance(i.get("counter"), dict)}
+    n, seen = 0, set()
+    for item in items:
         rule = item.get("rule")
         if not rule:
             continue
@@ -288,7 +306,12 @@ def nft_drops(ns, table="compute_agent", family="bridge"):
             continue
         for e in exprs:
             if isinstance(e, dict) and "counter" in e:
-                n += int(e["counter"].get("packets", 0))
+                key, pk, _ = _counter_of(e["counter"], named)
+                if key is not None:
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                n += pk
     return n
 
 
