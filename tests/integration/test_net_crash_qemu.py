@@ -3,7 +3,8 @@
 namespace (bridge network, the agent makes the bridge), killed with SIGKILL at
 COMPUTE_AGENT_CRASH_AT points
  - between plug and define: launch:ports (and launch:config-drive with a config drive),
- - between destroy and unplug: terminate:destroyed, terminate:undefined,
+ - between destroy and unplug: terminate:destroyed (and terminate:unplugged, terminate:undefined
+   where the agent has them),
 then restarted on the same state. After each recovery:
  - the instance settles (launch: running or error; terminate: terminated) and libvirt agrees;
  - nothing leaked: no tap, bridge or nft element of the agent's that no live instance has;
@@ -40,7 +41,8 @@ def crash_points():
     src = (calib.ROOT / "agent" / "ops" / "engine.c").read_text(errors="replace")
     names = set(re.findall(r'\[STEP_[A-Z_]+\]\s*=\s*"([a-z-]+)"', src))
     pts = []
-    for p in ("launch:ports", "launch:config-drive", "terminate:destroyed", "terminate:undefined"):
+    for p in ("launch:ports", "launch:config-drive", "terminate:destroyed", "terminate:unplugged",
+              "terminate:undefined"):
         if p.split(":")[1] in names:
             pts.append(p)
     assert "launch:ports" in pts, (f"agent/ops/engine.c has no 'ports' step (steps: {sorted(names)}); "
