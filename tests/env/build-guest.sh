@@ -44,13 +44,14 @@
 #   ca.fetch=P1,P2,...      more metadata paths to GET after the three default ones
 #   ca.udp=IP:PORT          where the UDP probes go (busybox tftp read requests, file
 #                           name = the probe's name), for a host-side listener
-#   ca.peer=IP[,IP...]      ping each peer, retrying for ca.peerwait seconds (default 30)
+#   ca.peer=IP[,IP...]      ping the peers (in parallel), each retried for ca.peerwait
+#                           seconds (default 30)
 #   ca.spoof=PHASE[,PHASE]  each of mac | ip | both: take MAC ca.spoofmac (default
 #                           52:54:00:66:66:66) and/or address ca.spoofip (IP/PREFIX, default
-#                           .66 in our subnet), ping the gateway, send UDP probe
-#                           "ca-probe-spoof-PHASE", fetch instance-id (v2 flow); then restore
-#                           the real MAC and IP and do the same as a control
-#                           ("ca-probe-restored-PHASE")
+#                           .66 in our subnet); at once: ping the gateway, send UDP probe
+#                           "ca-probe-spoof-PHASE", PUT a token, GET instance-id without one
+#                           (3 s each); then restore the real MAC and IP and, as a control,
+#                           ping, probe "ca-probe-restored-PHASE", token + instance-id (v2)
 #   ca.cd=1                 load the CD-ROM modules (ata_piix/IDE, virtio_scsi, sr_mod,
 #                           sd_mod, isofs), find the filesystem labelled config-2 (or cidata)
 #                           with findfs, mount it (iso9660) and print its meta data
@@ -393,15 +394,22 @@ if [ -n "$IP0" ]; then
     metadata ""
 fi
 
-for peer in $(echo "$CA_peer" | tr ',' ' '); do
+ping_peer() { # IP: retry until ca.peerwait seconds have passed
     t0=$(cut -d. -f1 /proc/uptime); ok=0
     while :; do
-        if ping -c 1 -W 1 "$peer" >/dev/null 2>&1; then ok=1; break; fi
+        if ping -c 1 -W 1 "$1" >/dev/null 2>&1; then ok=1; break; fi
         [ $(( $(cut -d. -f1 /proc/uptime) - t0 )) -ge "$CA_peerwait" ] && break
     done
     dt=$(( $(cut -d. -f1 /proc/uptime) - t0 ))
-    if [ $ok = 1 ]; then say "peer $peer OK after ${dt}s"; else say "peer $peer FAIL after ${dt}s"; fi
+    if [ $ok = 1 ]; then say "peer $1 OK after ${dt}s"; else say "peer $1 FAIL after ${dt}s"; fi
+}
+n=0
+for peer in $(echo "$CA_peer" | tr ',' ' '); do   # all at once, printed in order
+    ping_peer "$peer" > "/tmp/peer.$n" &
+    n=$((n+1))
 done
+wait
+i=0; while [ $i -lt $n ]; do cat "/tmp/peer.$i"; i=$((i+1)); done
 
 if [ -n "$CA_spoof" ] && [ -n "$IP0" ]; then
     SIP=${CA_spoofip:-${IP0%.*}.66/${IP0#*/}}
@@ -413,11 +421,15 @@ if [ -n "$CA_spoof" ] && [ -n "$IP0" ]; then
             *) say "spoof $ph unknown"; continue ;;
         esac
         say "spoof $ph mac=$m ip=$a"
-        ping_gw "spoof $ph " 2
-        probe "ca-probe-spoof-$ph"
-        TMO=3; TOKEN=""; get_token
-        fetch "spoof-$ph:latest/meta-data/instance-id" latest/meta-data/instance-id
-        TMO=5
+        # at once (nothing is expected to answer), printed in order
+        TMO=3; TOKEN=""
+        ping_gw "spoof $ph " 2 > /tmp/sp.1 &
+        probe "ca-probe-spoof-$ph" > /tmp/sp.2 &
+        get_token > /tmp/sp.3 &
+        fetch "spoof-$ph:latest/meta-data/instance-id" latest/meta-data/instance-id > /tmp/sp.4 &
+        wait
+        cat /tmp/sp.1 /tmp/sp.2 /tmp/sp.3 /tmp/sp.4 > /tmp/sp.all; cat /tmp/sp.all
+        TMO=5; TOKEN=""
         setmac "$MAC0"; setip "$IP0"
         say "restored $ph mac=$MAC0 ip=$IP0"
         ping_gw "restored $ph "
