@@ -10,7 +10,8 @@ What is here:
   a client, server or agent needs: libvirt is reached through the socket URI. Only what
   must see the private /run/libvirt & co under their usual paths needs
   `tests/env/netns.sh enter DIR ...` (nsenter into libvirtd's mount namespace too).
-- Bridge / veth / address set-up in the namespace (with `ip`: this is the test's side).
+- Bridge / veth / address set-up in the namespace (with `ip`: this is the test's side);
+  ClientNetns: a client in a namespace of its own, on a veth into a bridge of the env.
 - Background helpers in the namespace: a fixed-answer HTTP server (env smoke test only),
   a UDP listener that records what it receives.
 - NetnsAgent: calib.Agent run inside the namespace.
@@ -178,6 +179,49 @@ def udp_listener(ns, addr, port, workdir, tag="udp"):
     assert p.alive(), f"UDP listener exited: {p.log()}"
     p.received = lambda: [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
     return p
+
+
+class ClientNetns:
+    """A client on a bridge of the env's namespace, in a namespace of its own (a veth pair:
+    host end `dev` on `bridge` in `ns`, peer `dev`+"p" as eth0 in the client namespace
+    `name`, with `ip` (IP/PREFIX) and optionally a default route via `gw` and the given
+    MAC). Everything it sends enters the bridge like a guest's frames. Use as a context
+    manager; run commands with .run(argv) / .argv(argv)."""
+
+    def __init__(self, ns, bridge, name, dev, ip, gw=None, mac=None):
+        self.ns, self.bridge, self.name, self.dev = ns, bridge, name, dev
+        self.ip_, self.gw, self.mac = ip, gw, mac
+
+    def __enter__(self):
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        try:
+            peer = self.dev + "p"
+            ip(self.ns, "link", "add", self.dev, "type", "veth", "peer", "name", peer, "netns", self.name)
+            ip(self.ns, "link", "set", self.dev, "master", self.bridge)
+            ip(self.ns, "link", "set", self.dev, "up")
+            ip(self.name, "link", "set", "lo", "up")
+            ip(self.name, "link", "set", peer, "name", "eth0")
+            if self.mac:
+                ip(self.name, "link", "set", "eth0", "address", self.mac)
+            ip(self.name, "addr", "add", self.ip_, "dev", "eth0")
+            ip(self.name, "link", "set", "eth0", "up")
+            if self.gw:
+                ip(self.name, "route", "add", "default", "via", self.gw)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        del_link(self.ns, self.dev)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        return False
+
+    def argv(self, *argv):
+        return ns_argv(self.name, *argv)
+
+    def run(self, *argv, check=True, timeout=30):
+        return ns_run(self.name, *argv, check=check, timeout=timeout)
 
 
 class NetnsAgent(calib.Agent):
