@@ -36,7 +36,7 @@
 # the lines above, /init starts /bin/ca-net in the background (the ticks go on) which
 # acts on these parameters, in this order:
 #   ca.net=IP/PREFIX,GW     static address on eth0 + default route via GW
-#   ca.net=dhcp             busybox udhcpc on eth0 (address, router, option 121 routes)
+#   ca.net=dhcp             busybox udhcpc on eth0 (address, router, option 121 routes asked for)
 #   ca.md=ADDR[:PORT]       metadata service (default 169.254.169.254:80)
 #   ca.imds=v2|v1|none      v2 (default): PUT /latest/api/token (busybox nc: busybox wget
 #                           cannot PUT) then every GET with X-aws-ec2-metadata-token;
@@ -64,6 +64,7 @@
 #   CA-NET: eth0 mac=MAC                           once eth0 exists (or "CA-NET: no eth0")
 #   CA-NET: net static ip=IP/PREFIX gw=GW          | CA-NET: net dhcp ip=IP/PREFIX gw=GW
 #                                                    | CA-NET: net dhcp FAIL
+#   CA-NET: routes <ip route, one ';' after each route>
 #   CA-NET: ping gw GW OK | FAIL
 #   CA-NET: token OK len=N | CA-NET: token FAIL status=<HTTP status line or none>
 #   CA-NET-BEGIN NAME                              a fetched document, its raw body, then
@@ -374,7 +375,7 @@ if [ -n "$MAC0" ]; then
         "") ;;
         dhcp)
             ip link set eth0 up
-            if udhcpc -i eth0 -n -q -t 5 -T 1 -A 1 -s /bin/ca-udhcpc >/tmp/udhcpc.log 2>&1 &&
+            if udhcpc -i eth0 -n -q -t 5 -T 1 -A 1 -O staticroutes -s /bin/ca-udhcpc >/tmp/udhcpc.log 2>&1 &&
                [ -s /tmp/lease ]; then
                 read -r IP0 GW < /tmp/lease
                 say "net dhcp ip=$IP0 gw=$GW"
@@ -389,6 +390,7 @@ if [ -n "$MAC0" ]; then
 fi
 
 if [ -n "$IP0" ]; then
+    say "routes $(ip route | tr -s ' ' | sed 's/ $//' | tr '\n' ';')"
     ping_gw ""
     probe ca-probe-own
     metadata ""

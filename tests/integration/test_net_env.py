@@ -8,7 +8,8 @@ tests/env/build-guest.sh's ca.* behaviour):
  - from its serial log: it pinged the gateway, got a token with PUT, fetched the answer with
    the token, sent its UDP probe from its address, mounted the config drive and printed the
    uuid; the tap lives in the namespace, not in the root one;
- - a second guest pings the first (ca.peer), then spoofs (ca.spoof=mac,ip,both) behind a
+ - a second guest takes its address by DHCP (ca.net=dhcp; dnsmasq in the namespace with a
+   static entry for its MAC, when dnsmasq is installed), pings the first (ca.peer), then spoofs (ca.spoof=mac,ip,both) behind a
    filter the test puts in the namespace (nft bridge table, per-tap MAC and IP sets):
    nothing spoofed reaches the listener or the HTTP server, the drop counters rise, and
    after each phase the restored identity works again;
@@ -44,6 +45,7 @@ FILTER = f"""table bridge ca_envfilter {{
     iifname != "caenvtap*" accept
     iifname . ether saddr != @macs counter drop
     ether type ip iifname . ip saddr @ips accept
+    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp dport 67 accept
     ether type arp iifname . arp saddr ether @macs iifname . arp saddr ip @ips accept
     counter drop
   }}
@@ -71,7 +73,19 @@ def main(c: calib.Checks):
             procs.append(netenv.fixed_http_server(ns, "169.254.169.254", 80, answer, d))
             procs.append(netenv.udp_listener(ns, GW, UDP_PORT, d))
             netenv.ns_run(ns, "nft", "-f", "-", input=FILTER)
-        http, udp = procs
+        dhcp = shutil.which("dnsmasq") is not None
+        if dhcp:
+            with c.case("dnsmasq on the bridge with a static entry for guest 2", fatal=True):
+                procs.append(netenv.NsProcess(ns, [
+                    "dnsmasq", "-k", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0",
+                    "-u", "root", "--bind-interfaces", f"--interface={BR}", "--except-interface=lo",
+                    f"--dhcp-range={GW},static,255.255.255.0,10m", f"--dhcp-host={MAC2},{GUEST2_IP}",
+                    f"--dhcp-option=3,{GW}", f"--dhcp-option=121,169.254.169.254/32,{GW}",
+                    f"--dhcp-leasefile={d / 'leases'}", f"--pid-file={d / 'dnsmasq.pid'}"], d / "dnsmasq.log"))
+                calib.wait_for(lambda: (d / "dnsmasq.pid").exists() or not procs[-1].alive(), 15,
+                               what="dnsmasq to start")
+                assert procs[-1].alive(), procs[-1].log()
+        http, udp = procs[:2]
         cd_xml = ""
         cd_uuid = str(uuidlib.uuid4())
         if shutil.which("xorriso"):
@@ -93,7 +107,8 @@ def main(c: calib.Checks):
         xml.write_text(netenv.domain_xml(name, gdir, cmd, serial, iface, cd_xml))
         iface2 = (f"<interface type='bridge'><source bridge='{BR}'/><model type='virtio'/>"
                   f"<mac address='{MAC2}'/><target dev='{TAP2}'/></interface>")
-        cmd2 = netenv.guest_cmdline(f"ca.net={GUEST2_IP}/24,{GW}", f"ca.udp={GW}:{UDP_PORT}",
+        cmd2 = netenv.guest_cmdline("ca.net=dhcp" if dhcp else f"ca.net={GUEST2_IP}/24,{GW}",
+                                    f"ca.udp={GW}:{UDP_PORT}",
                                     f"ca.peer={GUEST_IP}", "ca.spoof=mac,ip,both")
         xml2 = d / "dom2.xml"
         xml2.write_text(netenv.domain_xml(name2, gdir, cmd2, serial2, iface2))
@@ -143,6 +158,14 @@ def main(c: calib.Checks):
                 assert f"config-drive uuid={cd_uuid}" in m, m
         else:
             print("     (xorriso not installed: config drive not checked)")
+        if dhcp:
+            with c.case("guest 2 gets its address and router by DHCP"):
+                netenv.wait_marker(watch2, r"^net dhcp ", timeout=120)
+                m = netenv.markers(watch2.text())
+                assert f"net dhcp ip={GUEST2_IP}/24 gw={GW}" in m, m
+                routes = next(x for x in m if x.startswith("routes "))
+                assert f"default via {GW} dev eth0" in routes, routes
+                assert f"169.254.169.254 via {GW} dev eth0" in routes, f"no option 121 route: {routes}"
         with c.case("guest 2 pings guest 1 (ca.peer)"):
             netenv.wait_marker(watch2, r"^peer ", timeout=120)
             assert f"peer {GUEST_IP} OK" in " ".join(netenv.markers(watch2.text())), netenv.markers(watch2.text())
