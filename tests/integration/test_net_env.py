@@ -13,6 +13,8 @@ tests/env/build-guest.sh's ca.* behaviour):
    filter the test puts in the namespace (nft bridge table, per-tap MAC and IP sets):
    nothing spoofed reaches the listener or the HTTP server, the drop counters rise, and
    after each phase the restored identity works again;
+ - both guests make eth0.100 (ca.vlan: the guest kernel's 8021q) and ping each other over
+   it (802.1Q frames forwarded by the bridge; the host kernel itself has no 802.1Q);
  - the root network namespace is unchanged.
 Needs CA_NETNS* (tests/run.sh as root) and CA_GUEST_DIR, else skip."""
 
@@ -37,6 +39,7 @@ TAP2 = "caenvtap1"
 GUEST2_IP = "10.77.0.11"
 MAC2 = "52:54:00:77:00:11"
 UDP_PORT = 23001
+VLAN_IP1, VLAN_IP2 = "10.100.0.10", "10.100.0.11"
 FILTER = f"""table bridge ca_envfilter {{
   set macs {{ type ifname . ether_addr; elements = {{ "{TAP}" . {MAC}, "{TAP2}" . {MAC2} }} }}
   set ips {{ type ifname . ipv4_addr; elements = {{ "{TAP}" . {GUEST_IP}, "{TAP2}" . {GUEST2_IP} }} }}
@@ -46,6 +49,7 @@ FILTER = f"""table bridge ca_envfilter {{
     iifname . ether saddr != @macs counter drop
     ether type ip iifname . ip saddr @ips accept
     ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp dport 67 accept
+    ether type vlan accept
     ether type arp iifname . arp saddr ether @macs iifname . arp saddr ip @ips accept
     counter drop
   }}
@@ -102,14 +106,15 @@ def main(c: calib.Checks):
         iface = (f"<interface type='bridge'><source bridge='{BR}'/><model type='virtio'/>"
                  f"<mac address='{MAC}'/><target dev='{TAP}'/></interface>")
         cmd = netenv.guest_cmdline(f"ca.net={GUEST_IP}/24,{GW}", f"ca.udp={GW}:{UDP_PORT}",
-                                   "ca.cd=1" if cd_xml else "")
+                                   "ca.cd=1" if cd_xml else "", f"ca.vlan=100,{VLAN_IP1}/24,{VLAN_IP2}")
         xml = d / "dom.xml"
         xml.write_text(netenv.domain_xml(name, gdir, cmd, serial, iface, cd_xml))
         iface2 = (f"<interface type='bridge'><source bridge='{BR}'/><model type='virtio'/>"
                   f"<mac address='{MAC2}'/><target dev='{TAP2}'/></interface>")
         cmd2 = netenv.guest_cmdline("ca.net=dhcp" if dhcp else f"ca.net={GUEST2_IP}/24,{GW}",
                                     f"ca.udp={GW}:{UDP_PORT}",
-                                    f"ca.peer={GUEST_IP}", "ca.spoof=mac,ip,both")
+                                    f"ca.peer={GUEST_IP}", "ca.spoof=mac,ip,both",
+                                    f"ca.vlan=100,{VLAN_IP2}/24,{VLAN_IP1}")
         xml2 = d / "dom2.xml"
         xml2.write_text(netenv.domain_xml(name2, gdir, cmd2, serial2, iface2))
         with c.case("define + start the guests on the namespace's libvirtd", fatal=True):
@@ -132,8 +137,8 @@ def main(c: calib.Checks):
             assert f"net static ip={GUEST_IP}/24 gw={GW}" in m, m
             assert f"ping gw {GW} OK" in m, m
         with c.case("IMDSv2 token by PUT, then the answer fetched with the token header"):
-            netenv.wait_marker(watch, r"^done$", timeout=120)
-            print(f"     (start -> done: {netenv.now() - t0:.1f} s)")
+            watch.wait_text("CA-NET-END openstack/latest/meta_data.json", timeout=120)
+            print(f"     (start -> metadata fetched: {netenv.now() - t0:.1f} s)")
             m = netenv.markers(watch.text())
             assert "token OK len=11" in m, m
             b = netenv.blocks(watch.text())
@@ -153,6 +158,7 @@ def main(c: calib.Checks):
             assert any(r["name"] == "ca-probe-own" and r["src"] == GUEST_IP for r in got), got
         if cd_xml:
             with c.case("config drive (IDE cdrom, config-2): found by label, mounted, uuid printed"):
+                netenv.wait_marker(watch, r"^config-drive (uuid=|NONE)", timeout=60)
                 m = netenv.markers(watch.text())
                 assert any(x.startswith("config-drive dev=") and "label=config-2" in x for x in m), m
                 assert f"config-drive uuid={cd_uuid}" in m, m
@@ -188,6 +194,11 @@ def main(c: calib.Checks):
             drops = sum(x[2] for x in netenv.nft_counters(ns, "ca_envfilter"))
             assert drops > 0, netenv.nft_counters(ns, "ca_envfilter")
             print(f"     (packets dropped by the test filter: {drops})")
+        with c.case("in-guest VLAN: eth0.100 on both guests, they ping each other over it"):
+            netenv.wait_marker(watch, r"^done$", timeout=120)
+            m1, m2 = netenv.markers(watch.text()), netenv.markers(watch2.text())
+            assert f"vlan eth0.100 ip={VLAN_IP1}/24" in m1 and f"vlan peer {VLAN_IP2} OK" in m1, m1
+            assert f"vlan eth0.100 ip={VLAN_IP2}/24" in m2 and f"vlan peer {VLAN_IP1} OK" in m2, m2
         with c.case("destroy + undefine: the taps are gone"):
             calib.destroy_domain(uri, name)
             calib.destroy_domain(uri, name2)
