@@ -1,5 +1,5 @@
 #!/bin/bash
-# tests/env/build-guest.sh OUTDIR
+# tests/env/build-guest.sh OUTDIR [PROGRAM...]
 #
 # Builds the tiny bootable test guest from Debian packages (no internet needed
 # beyond Debian's mirrors): Debian's cloud kernel + a busybox initramfs.
@@ -10,7 +10,10 @@
 #               and, loaded on demand by /bin/ca-net: CD-ROM (IDE, virtio-scsi, sr/sd, isofs), 8021q
 #   disk.raw    16 MiB raw disk; its first 16 bytes are "CA-TEST-DISK-01\n"
 #   cmdline     "console=ttyS0 panic=-1 quiet" (no trailing newline)
-# Outputs are reused when all exist and are newer than this script.
+#   programs    the PROGRAMs included in /opt/bin with their shared libraries (for ca.exec;
+#               e.g. a test program linked with net-plug, for the in-guest VLAN path)
+# Outputs are reused when all exist and are newer than this script (and the PROGRAMs, which
+# must be the same list).
 #
 # Guest behaviour (serial console ttyS0; boot with direct kernel boot):
 #   COMPUTE-AGENT-GUEST: booted                      once user space runs
@@ -56,6 +59,9 @@
 #                           sd_mod, isofs), find the filesystem labelled config-2 (or cidata)
 #                           with findfs, mount it (iso9660) and print its meta data
 #   ca.vlan=ID,IP/PREFIX[,PEER]  load 8021q, make eth0.ID with IP/PREFIX, ping PEER
+#   ca.mods=cd|vlan[,...]   load that module set (as for ca.cd / ca.vlan) and do nothing else
+#   ca.exec=PROG[,ARG...]   run /opt/bin/PROG ARG... last (a program given to this script
+#                           after OUTDIR, copied in with its shared libraries), output as a block
 #   ca.end=poweroff         power off when done (default: keep running)
 # Markers (serial console; every line starts with "CA-NET"):
 #   CA-NET: start <params>
@@ -82,15 +88,24 @@
 #   CA-NET: config-drive dev=DEV label=LABEL files=<list> | CA-NET: config-drive NONE
 #   CA-NET: config-drive uuid=UUID                 (from openstack/latest/meta_data.json)
 #   CA-NET: vlan eth0.ID ip=IP/PREFIX | CA-NET: vlan peer PEER OK|FAIL | CA-NET: vlan FAIL <why>
+#   CA-NET: modules SET loaded
+#   CA-NET-BEGIN exec:PROG ... CA-NET-END exec:PROG rc=RC, then CA-NET: exec PROG rc=RC
 #   CA-NET: done
 set -euo pipefail
 
-[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 OUTDIR [PROGRAM...]" >&2; exit 2; }
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 OUT=$1
+shift
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 log() { echo "build-guest.sh: $*" >&2; }
+PROGS=()
+for p in "$@"; do
+    [ -f "$p" ] && [ -x "$p" ] || { echo "build-guest.sh: $p is not an executable file" >&2; exit 2; }
+    PROGS+=("$(readlink -f "$p")")
+done
+PROGLIST=$(printf '%s\n' "${PROGS[@]+"${PROGS[@]}"}")
 
 OUTPUTS=(vmlinuz initrd.gz disk.raw cmdline)
 is_fresh() {
@@ -98,6 +113,8 @@ is_fresh() {
     for f in "${OUTPUTS[@]}"; do
         if [ ! -s "$OUT/$f" ] || [ ! "$OUT/$f" -nt "$SELF" ]; then return 1; fi
     done
+    [ "$(cat "$OUT/programs" 2>/dev/null)" = "$PROGLIST" ] || return 1
+    for f in "${PROGS[@]+"${PROGS[@]}"}"; do [ "$OUT/initrd.gz" -nt "$f" ] || return 1; done
 }
 if is_fresh; then
     log "up to date in $OUT"
@@ -263,6 +280,7 @@ export PATH=/bin:/sbin
 say() { echo "CA-NET: $*"; }
 CA_net=""; CA_md=169.254.169.254; CA_imds=v2; CA_fetch=""; CA_udp=""; CA_peer=""; CA_peerwait=30
 CA_spoof=""; CA_spoofmac=52:54:00:66:66:66; CA_spoofip=""; CA_cd=""; CA_vlan=""; CA_end=""
+CA_mods=""; CA_exec=""
 params=""
 for x in $(cat /proc/cmdline); do
     case $x in
@@ -357,7 +375,7 @@ setmac() { ip link set eth0 down; ip link set eth0 address "$1"; ip link set eth
 
 ldmods() { for m in $(cat "/mods/$1"); do insmod "/mods/$m.ko" 2>/dev/null; done; }
 
-if [ -n "$CA_net$CA_vlan$CA_peer$CA_spoof" ]; then
+if [ -n "$CA_net$CA_vlan$CA_peer$CA_spoof$CA_exec" ]; then
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do usleep 100000; i=$((i+1)); done
 fi
@@ -465,6 +483,10 @@ if [ -n "$CA_cd" ]; then
     fi
 fi
 
+for s in $(echo "$CA_mods" | tr ',' ' '); do
+    [ -f "/mods/order-$s" ] && ldmods "order-$s" && say "modules $s loaded"
+done
+
 if [ -n "$CA_vlan" ] && [ -n "$MAC0" ]; then
     ldmods order-vlan
     vid=${CA_vlan%%,*}; rest=${CA_vlan#*,}; vip=${rest%%,*}; vpeer=""
@@ -486,11 +508,32 @@ if [ -n "$CA_vlan" ] && [ -n "$MAC0" ]; then
     fi
 fi
 
+if [ -n "$CA_exec" ]; then
+    prog=${CA_exec%%,*}; args=""
+    case $CA_exec in *,*) args=$(echo "${CA_exec#*,}" | tr ',' ' ') ;; esac
+    # shellcheck disable=SC2086 # the arguments are split on purpose
+    "/opt/bin/${prog##*/}" $args > /tmp/exec.out 2>&1
+    rc=$?
+    block "exec:${prog##*/}" /tmp/exec.out $rc
+    say "exec ${prog##*/} rc=$rc"
+fi
+
 say "done"
 [ "$CA_end" = poweroff ] && { sync; poweroff -f; }
 exit 0
 EOF
 chmod 0755 "$R/bin/ca-net"
+
+# Extra programs (arguments after OUTDIR) in /opt/bin (not to shadow busybox's applets), with
+# the shared libraries they need, for ca.exec.
+for p in "${PROGS[@]+"${PROGS[@]}"}"; do
+    install -D -m 0755 "$p" "$R/opt/bin/${p##*/}"
+    for l in $(ldd "$p" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+        [ -e "$R$l" ] && continue
+        mkdir -p "$R$(dirname "$l")"
+        cp -L "$l" "$R$l"
+    done
+done
 
 TMP=$OUT/.tmp.$$
 trap 'rm -f "$TMP".*' EXIT
@@ -506,5 +549,6 @@ mv -f "$TMP.initrd" "$OUT/initrd.gz"
 mv -f "$TMP.disk" "$OUT/disk.raw"
 mv -f "$TMP.cmdline" "$OUT/cmdline"
 echo "$KPKG" > "$OUT/kernel-package"
+printf '%s' "$PROGLIST" > "$OUT/programs"
 rm -rf "$WORK/kx" "$WORK/bb" "$R"
 log "built in $OUT ($KPKG): $(du -h "$OUT/vmlinuz" "$OUT/initrd.gz" | awk '{print $2"="$1}' | tr '\n' ' ')"
