@@ -10,9 +10,21 @@
 #               and starts a private libvirtd unless one answers on qemu:///system
 #               (tests/env/libvirtd.sh: shared by concurrent runs, stopped by the last);
 #      if installed: OpenStack Placement and nginx on free loopback ports.
+#      as root, when a selected test needs it (named test_net_*, or with a line
+#               "# needs: netns" in its first 30 lines): a test network namespace with a
+#               private libvirtd inside (tests/env/netns.sh; bridges, taps and guests of
+#               those tests live there, never in the machine's root namespace).
 #    Exported to the tests: BUILD, CA_LIBVIRT_URI, CA_GUEST_DIR, CA_PLACEMENT_URL,
-#    CA_NGINX_URL, CA_NGINX_ROOT (each only when available; a value already set by the
-#    caller is kept and the matching service is not started).
+#    CA_NGINX_URL, CA_NGINX_ROOT, CA_NETNS, CA_NETNS_LIBVIRT_URI, CA_NETNS_DIR (each only
+#    when available; a value already set by the caller is kept and the matching service is
+#    not started; CA_NETNS_NAME names the namespace, default ca-netns-<pid>).
+# 3. Host network check (whenever a test other than unit-* runs): the root network
+#    namespace (`ip -o link`, `ip -o addr`, `ip route`, `ip -6 route`, `ip rule`,
+#    `nft -s list ruleset`, `ip netns list`) is snapshotted before the environment is set
+#    up and compared after the tests and the netns env are gone; a difference is a failed
+#    check named "host network changed" with the diff. Volatile fields (address
+#    lifetimes, route expiry) are left out. CA_HOSTNET_IGNORE_NETNS (extended regex) leaves
+#    namespaces of concurrent runs on a shared machine out of the comparison.
 # Everything started here is stopped on exit (trap).
 #
 # Each test runs under `timeout ${CA_TEST_TIMEOUT:-600}`. Exit 0 = PASS, 77 = SKIP (the
@@ -88,14 +100,37 @@ if [ ${#selected[@]} -eq 0 ]; then
     exit 0
 fi
 need_env=0
+need_netns=0
 for t in "${selected[@]}"; do
     case $t in unit:*) ;; *) need_env=1 ;; esac
+    case $t in
+        py:*/test_net_*|sh:*/test_net_*) need_netns=1 ;;
+        py:*|sh:*) head -n 30 "${t#*:}" | grep -q '^# needs: netns' && need_netns=1 ;;
+    esac
 done
+
+# ---------------------------------------------------------------- host network snapshot
+hostnet_snapshot() { # what the tests must leave exactly as it was, one section per command
+    local ign=${CA_HOSTNET_IGNORE_NETNS:-}
+    echo "## ip -o link"; ip -o link 2>&1
+    echo "## ip -o addr"; ip -o addr 2>&1 | sed -E 's/ +valid_lft [^ ]+ preferred_lft [^ ]+//'
+    echo "## ip route"; ip route 2>&1 | sed -E 's/ expires [^ ]+//'
+    echo "## ip -6 route"; ip -6 route 2>&1 | sed -E 's/ expires [^ ]+//'
+    echo "## ip rule"; ip rule 2>&1
+    if command -v nft >/dev/null 2>&1; then echo "## nft -s list ruleset"; nft -s list ruleset 2>&1; fi
+    echo "## ip netns list"
+    ip netns list 2>&1 | awk '{print $1}' | { if [ -n "$ign" ]; then grep -Ev -- "$ign"; else cat; fi; } | LC_ALL=C sort
+}
+HOSTNET_BEFORE=""
+if [ $need_env -eq 1 ] && command -v ip >/dev/null 2>&1; then
+    HOSTNET_BEFORE=$(mktemp /tmp/ca-hostnet.XXXXXX)
+    hostnet_snapshot > "$HOSTNET_BEFORE"
+fi
 
 # ---------------------------------------------------------------- environment
 ENVDIR=""
 TEST_PID=""
-STARTED=()   # "libvirtd" "placement" "nginx"
+STARTED=()   # "libvirtd" "placement" "nginx" "netns"
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -107,6 +142,7 @@ cleanup() {
         kill -KILL "$TEST_PID" 2>/dev/null
         wait "$TEST_PID" 2>/dev/null
     fi
+    [ -n "$HOSTNET_BEFORE" ] && rm -f "$HOSTNET_BEFORE"
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
         s=${STARTED[$i]}
         "$ROOT/tests/env/$s.sh" stop "$ENVDIR/$s" >>"$ENVLOG" 2>&1 || say "stopping $s failed (see $ENVLOG)"
@@ -116,7 +152,7 @@ cleanup() {
             say "kept environment dir $ENVDIR"
         else
             # keep the service logs next to the test logs
-            for s in libvirtd placement nginx; do
+            for s in libvirtd placement nginx netns; do
                 [ -d "$ENVDIR/$s" ] || continue
                 mkdir -p "$LOGDIR/$s"
                 cp -f "$ENVDIR/$s"/*.log "$LOGDIR/$s/" 2>/dev/null || true
@@ -162,6 +198,21 @@ if [ $need_env -eq 1 ]; then
                 say "test guest: $CA_GUEST_DIR ($(elapsed "$t0" "$(now)")s)"
             else
                 say "WARNING: building the test guest failed (see $ENVLOG); CA_GUEST_DIR unset"
+            fi
+        fi
+        if [ $need_netns -eq 1 ] && [ -z "${CA_NETNS_LIBVIRT_URI:-}" ]; then
+            t0=$(now)
+            STARTED+=(netns)
+            if CA_NETNS_NAME=${CA_NETNS_NAME:-ca-netns-$$} \
+               "$ROOT/tests/env/netns.sh" start "$ENVDIR/netns" >>"$ENVLOG" 2>&1 &&
+               [ -s "$ENVDIR/netns/env" ]; then
+                # KEY='value' lines written by netns.sh
+                while IFS='=' read -r k v; do
+                    case $k in CA_NETNS|CA_NETNS_LIBVIRT_URI|CA_NETNS_DIR) v=${v#\'}; export "$k=${v%\'}" ;; esac
+                done < "$ENVDIR/netns/env"
+                say "netns: $CA_NETNS, libvirtd at $CA_NETNS_LIBVIRT_URI ($(elapsed "$t0" "$(now)")s)"
+            else
+                say "WARNING: starting the netns env failed (see $ENVLOG); CA_NETNS unset"
             fi
         fi
         if [ -z "${CA_LIBVIRT_URI:-}" ]; then
@@ -270,6 +321,30 @@ for t in "${selected[@]}"; do
     esac
     results+=("$name|$res|$dur|${note//|//}")
 done
+
+# ---------------------------------------------------------------- host network check
+if [ -n "$HOSTNET_BEFORE" ]; then
+    # The netns env goes first: its namespace must be gone before the comparison.
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        [ "${STARTED[$i]}" = netns ] || continue
+        "$ROOT/tests/env/netns.sh" stop "$ENVDIR/netns" >>"$ENVLOG" 2>&1 || say "stopping netns failed (see $ENVLOG)"
+        mkdir -p "$LOGDIR/netns"
+        cp -f "$ENVDIR/netns"/*.log "$LOGDIR/netns/" 2>/dev/null || true
+        unset 'STARTED[i]'
+    done
+    STARTED=("${STARTED[@]}")
+    name="host network changed"
+    if hdiff=$(diff -u --label before --label after "$HOSTNET_BEFORE" <(hostnet_snapshot)); then
+        results+=("host network unchanged|PASS|0.0|")
+        npass=$((npass + 1))
+    else
+        nfail=$((nfail + 1))
+        echo "--- FAIL $name: the root network namespace differs from before the run"
+        echo "$hdiff"
+        echo "$hdiff" > "$LOGDIR/host-network.diff"
+        results+=("$name|FAIL|0.0|diff in $LOGDIR/host-network.diff")
+    fi
+fi
 
 # ---------------------------------------------------------------- summary
 echo
