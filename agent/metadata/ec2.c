@@ -114,10 +114,14 @@ static bool add_iface(struct md_node *macs, const struct md_instance *m, const s
 
 static bool add_network(struct md_node *md, const struct md_instance *m)
 {
-    struct md_node *macs, *n = md_node_dir(md, "network"), *ifs = n ? md_node_dir(n, "interfaces") : NULL;
+    struct md_node *macs, *n, *ifs;
     const struct md_iface **order;
     bool ok = true;
 
+    if (!m->n_ifaces)
+        return true; /* no empty network/ directory */
+    n = md_node_dir(md, "network");
+    ifs = n ? md_node_dir(n, "interfaces") : NULL;
     macs = ifs ? md_node_dir(ifs, "macs") : NULL;
     if (!macs)
         return false;

@@ -29,6 +29,7 @@ struct listener {
     int fd;
     int port;
     uv_poll_t poll;
+    bool counted;             /* its close is one of s->pending_closes */
     struct listener *next;
 };
 
@@ -459,15 +460,18 @@ static void on_listener_closed(uv_handle_t *h)
     struct listener *l = h->data;
     struct md_service *s = l->s;
 
+    bool pending = l->counted;
+
     close(l->fd);
     free(l);
-    if (s->freeing && --s->pending_closes == 0)
+    if (pending && --s->pending_closes == 0)
         free(s);
 }
 
 static void listener_close(struct listener *l)
 {
-    if (l->s->freeing)
+    l->counted = l->s->freeing;
+    if (l->counted)
         l->s->pending_closes++;
     uv_poll_stop(&l->poll);
     uv_close((uv_handle_t *)&l->poll, on_listener_closed);
