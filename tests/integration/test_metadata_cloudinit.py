@@ -175,7 +175,8 @@ class Server:
         self.proc = None
 
     def start(self, instances):
-        self.stop()
+        rc = self.stop()
+        assert rc in (None, 0), f"md_server exited {rc}: {self.log_tail()}"
         fx = os.path.join(self.tmp, "fixture.json")
         ready = os.path.join(self.tmp, "ready")
         with open(fx, "w") as f:
@@ -205,14 +206,24 @@ class Server:
         return out
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """Stops md_server; its exit status (0: every handle closed, no sanitizer report)."""
+        rc = None
+        if self.proc:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            rc = self.proc.returncode
+            self.log.close()
         self.proc = None
+        return rc
+
+    def log_tail(self):
+        with open(os.path.join(self.tmp, "md_server.log")) as f:
+            return f.read()[-3000:]
 
 
 def run_probe(tmp, mode, arg=None, ns=CLI):
@@ -439,6 +450,10 @@ print(json.dumps([req("{IP_A}", "GET", "/latest/meta-data/instance-id"),
         m = srv.metrics()
         assert m['compute_agent_metadata_tokens_issued_total'] >= 1, m
         assert m['compute_agent_metadata_requests_total{code="401"}'] == 3, m
+
+    with checks.case("md_server stops cleanly on SIGTERM (exit 0: handles closed, no sanitizer report)"):
+        rc = srv.stop()
+        assert rc == 0, f"exit {rc}: {srv.log_tail()}"
 
 
 if __name__ == "__main__":
