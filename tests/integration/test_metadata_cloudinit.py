@@ -371,6 +371,17 @@ def cases(checks, tmp, srv):
         assert r["network"]["version"] == 2 and eth["match"]["macaddress"] == MAC, r["network"]
         assert eth["addresses"] == [IP_A + "/24"] and eth["routes"][0]["via"] == "10.77.0.1", eth
 
+    with checks.case("raw answers match api-spec/openapi.yaml (identity, meta_data.json, network_data.json)"):
+        r = in_cli(HTTP_CLIENT + f'''
+print(json.dumps([req("{IP_A}", "GET", "/latest/dynamic/instance-identity/document"),
+                  req("{IP_A}", "GET", "/openstack/2018-08-27/meta_data.json"),
+                  req("{IP_A}", "GET", "/openstack/latest/network_data.json")]))''')
+        assert [x[0] for x in r] == [200, 200, 200], r
+        assert r[1][2]["Content-Type"] == "application/json", r[1][2]
+        for (status, text, hdrs), schema in zip(r, ("MetadataIdentityDocument", "OpenStackMetaData",
+                                                    "OpenStackNetworkData")):
+            calib.validate(json.loads(text), schema)
+
     with checks.case("a client at another IP (no instance) gets 404; the lookup failure is counted"):
         before = srv.metrics().get("compute_agent_metadata_lookup_failures_total", 0)
         r = in_cli(HTTP_CLIENT + f'''
