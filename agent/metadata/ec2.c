@@ -288,20 +288,22 @@ json_t *md_ec2_meta_json(const struct md_instance *m)
     return j;
 }
 
-int md_ec2_render(const struct md_instance *m, const char *path, struct md_answer *out)
+int md_ec2_render(const struct md_instance *m, const char *path, struct md_node **tree, struct md_answer *out)
 {
     const char *v = path + 1, *rest = strchr(v, '/');
     size_t vlen = rest ? (size_t)(rest - v) : strlen(v);
-    struct md_node *root;
+    struct md_node *root = tree ? *tree : NULL;
     int r;
 
     if (!md_ec2_version_known(v, vlen))
         return md_answer_text(out, 404, "Not Found");
-    root = md_ec2_tree(m);
-    if (!root)
+    if (!root && !(root = md_ec2_tree(m)))
         return -ENOMEM;
     r = md_node_answer(root, rest ? rest + 1 : "", out);
-    md_node_free(root);
+    if (tree)
+        *tree = root;
+    else
+        md_node_free(root);
     return r;
 }
 
@@ -317,11 +319,41 @@ static int versions_list(struct md_answer *out)
 
 int md_render(const struct md_instance *m, const char *path, struct md_answer *out)
 {
+    return md_render_cached(m, path, NULL, out);
+}
+
+void md_cache_clear(struct md_cache *c)
+{
+    md_node_free(c->ec2);
+    md_node_free(c->docs);
+    c->ec2 = c->docs = NULL;
+}
+
+static int os_cached(const struct md_instance *m, const char *path, struct md_cache *c, struct md_answer *out)
+{
+    struct md_node *n;
+    int r;
+
+    for (n = c->docs ? c->docs->child : NULL; n; n = n->next)
+        if (!strcmp(n->name, path))
+            return md_answer_bytes(out, 200, n->content_type, n->data, n->len);
+    if ((r = md_os_render(m, path, out)) < 0 || out->status != 200)
+        return r;
+    if (!c->docs)
+        c->docs = md_node_dir(NULL, "");
+    /* (a document that cannot be kept is answered all the same) */
+    if (c->docs && (n = md_node_leaf(c->docs, path, out->body, out->len)))
+        n->content_type = out->content_type;
+    return 0;
+}
+
+int md_render_cached(const struct md_instance *m, const char *path, struct md_cache *cache, struct md_answer *out)
+{
     if (!path || path[0] != '/')
         return md_answer_text(out, 404, "Not Found");
     if (!strcmp(path, "/"))
         return versions_list(out);
     if (!strncmp(path, "/openstack", 10) && (path[10] == '\0' || path[10] == '/'))
-        return md_os_render(m, path, out);
-    return md_ec2_render(m, path, out);
+        return cache ? os_cached(m, path, cache, out) : md_os_render(m, path, out);
+    return md_ec2_render(m, path, cache ? &cache->ec2 : NULL, out);
 }

@@ -76,5 +76,5 @@ int md_handle(const struct md_instance *m, const struct md_token_key *key, const
     if (rq->token ? !md_token_check(key, m->uuid, rq->now_s, rq->token, rq->token_len)
                   : m->http_tokens == MD_TOKENS_REQUIRED)
         return text(out, 401, "Unauthorized");
-    return md_render(m, rq->path, &out->a);
+    return md_render_cached(m, rq->path, rq->cache, &out->a);
 }

@@ -47,7 +47,20 @@ int md_answer_json(struct md_answer *out, json_t *doc /* stolen */);
 bool md_ec2_version_known(const char *v, size_t len);
 /* The tree under /<version>/ (meta-data/, user-data, dynamic/). NULL: -ENOMEM. */
 struct md_node *md_ec2_tree(const struct md_instance *m);
-int md_ec2_render(const struct md_instance *m, const char *path, struct md_answer *out);
+/* tree: a cache for m's tree (built into *tree when NULL; the caller frees
+ * it with md_node_free()), or NULL to build one for this call. */
+int md_ec2_render(const struct md_instance *m, const char *path, struct md_node **tree, struct md_answer *out);
+
+/* What one connection has rendered for its instance (the instance does not
+ * change while it is served): the EC2 tree, and each OpenStack document
+ * answered 200 (leaves named by their path; never listed). Zeroed = empty. */
+struct md_cache {
+    struct md_node *ec2;
+    struct md_node *docs;
+};
+void md_cache_clear(struct md_cache *c);
+/* md_render() through cache (NULL: none). */
+int md_render_cached(const struct md_instance *m, const char *path, struct md_cache *cache, struct md_answer *out);
 /* The instance identity document (new reference). */
 json_t *md_ec2_identity(const struct md_instance *m);
 /* The meta-data tree as one JSON object (the config drive's meta-data.json). */
@@ -106,6 +119,7 @@ struct md_request {
     size_t ttl_len;
     bool forwarded;           /* an X-Forwarded-For header is present */
     int64_t now_s;            /* wall clock */
+    struct md_cache *cache;   /* the connection's render cache, or NULL */
 };
 
 struct md_reply {

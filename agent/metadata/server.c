@@ -40,6 +40,7 @@ struct mdconn {
     struct sockaddr_in peer;
     bool looked_up;
     struct md_instance *inst; /* the lookup's answer, held for the connection */
+    struct md_cache cache;    /* what was rendered for it (the instance does not change) */
     bool ttl_set;             /* IP_TTL changed for a token's answer: restore it */
     enum phase phase;
     uint64_t since_ms;
@@ -198,6 +199,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     rq.ttl = header(c, "X-aws-ec2-metadata-token-ttl-seconds", &rq.ttl_len);
     rq.forwarded = header(c, "X-Forwarded-For", &xff_len) != NULL;
     rq.now_s = now_wall_ms() / 1000;
+    rq.cache = k ? &k->cache : NULL;
     if (md_handle(k ? k->inst : NULL, &s->key, &rq, &rp) < 0)
         return MHD_NO;
     return send_reply(s, c, k, &rp);
@@ -261,6 +263,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (k->next)
         k->next->prev = k->prev;
     s->n_conns--;
+    md_cache_clear(&k->cache);
     md_instance_free(k->inst);
     free(k);
     *socket_context = NULL;

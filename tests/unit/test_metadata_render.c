@@ -360,6 +360,42 @@ static void test_ec2_meta_json(void **state)
     md_instance_free(m);
 }
 
+/* Through a connection's cache: the same answers, twice; OpenStack documents
+ * kept as first answered (meta_data.json's random_seed too), 404s not kept. */
+static void test_cache(void **state)
+{
+    static const char *const paths[] = {"/latest/meta-data/", "/latest/meta-data/public-keys/0/openssh-key",
+                                        "/latest/user-data", "/2009-04-04/meta-data/instance-id", "/nope",
+                                        "/openstack", "/openstack/latest/network_data.json",
+                                        "/openstack/latest/nothing", "/", "/latest/dynamic/instance-identity/document"};
+    struct md_instance *m = fixture(2, 2, true);
+    struct md_cache c = {0};
+    struct md_answer a, b, x, y;
+
+    (void)state;
+    for (int round = 0; round < 2; round++)
+        for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+            assert_int_equal(md_render_cached(m, paths[i], &c, &a), 0);
+            b = get(m, paths[i]);
+            assert_int_equal(a.status, b.status);
+            assert_string_equal(a.content_type, b.content_type);
+            if (strcmp(paths[i], "/latest/dynamic/instance-identity/document"))
+                assert_memory_equal(a.body, b.body, a.len);
+            md_answer_release(&a);
+            md_answer_release(&b);
+        }
+    assert_int_equal(md_render_cached(m, "/openstack/latest/meta_data.json", &c, &x), 0);
+    assert_int_equal(md_render_cached(m, "/openstack/latest/meta_data.json", &c, &y), 0);
+    assert_int_equal(x.status, 200);
+    assert_string_equal(x.content_type, "application/json");
+    assert_string_equal(x.body, y.body);
+    md_answer_release(&x);
+    md_answer_release(&y);
+    md_cache_clear(&c);
+    md_cache_clear(&c);
+    md_instance_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -367,7 +403,7 @@ int main(void)
         cmocka_unit_test(test_listed_keys_answer), cmocka_unit_test(test_user_data),
         cmocka_unit_test(test_identity),       cmocka_unit_test(test_openstack),
         cmocka_unit_test(test_no_ip_is_dhcp),  cmocka_unit_test(test_refcount),
-        cmocka_unit_test(test_ec2_meta_json),
+        cmocka_unit_test(test_ec2_meta_json), cmocka_unit_test(test_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
