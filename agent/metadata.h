@@ -110,8 +110,10 @@ int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const c
                    const char *xorriso, struct agent_error *err);
 
 /* The instance on network whose guest is peer: 0 and *out (a reference the
- * service drops), or -errno (-ENOENT: nobody; the service answers 404).
- * Called on the loop, at most once per connection. */
+ * service drops), or -errno with *out untouched (-ENOENT: nobody; the
+ * service answers 404 to everything on that connection and counts it).
+ * Called on the loop, at most once per connection, on its first request:
+ * it should be quick (it blocks the loop). */
 typedef int (*md_lookup_fn)(void *opaque, const char *network, const struct sockaddr_in *peer,
                             struct md_instance **out);
 
@@ -127,12 +129,14 @@ struct md_service_config {
 
 struct md_service;
 
-/* A service on loop (listening nowhere yet). 0 and *out, or -errno. */
+/* A service on loop (listening nowhere yet); cfg may be NULL (defaults).
+ * 0 and *out, -EINVAL (no loop or lookup), or -errno. */
 int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_lookup_fn lookup, void *opaque,
                    struct md_service **out);
-/* Listens on addr:port for network (SO_BINDTODEVICE bind_dev when not
- * NULL; IP_FREEBIND so the address may come later). Repeatable: one socket
- * per call. -EEXIST if network already listens; -errno otherwise. */
+/* Listens on addr:port (IPv4; NULL: 169.254.169.254; port 0: any) for
+ * network (SO_BINDTODEVICE bind_dev when not NULL; IP_FREEBIND so the
+ * address may come later). Repeatable: one socket per call, several per
+ * network allowed. 0, -EINVAL (bad argument) or -errno. */
 int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr,
                       int port);
 /* Closes network's listening sockets (open connections finish). 0 or -ENOENT. */

@@ -340,11 +340,13 @@ static void on_listen(uv_poll_t *p, int status, int events)
 int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_lookup_fn lookup, void *opaque,
                    struct md_service **out)
 {
-    struct md_service *s = calloc(1, sizeof(*s));
+    struct md_service *s;
     const union MHD_DaemonInfo *info;
     int r;
 
-    if (!s)
+    if (!loop || !lookup || !out)
+        return -EINVAL;
+    if (!(s = calloc(1, sizeof(*s))))
         return -ENOMEM;
     s->loop = loop;
     s->lookup = lookup;
