@@ -405,6 +405,38 @@ static void test_service_head_deadline(void **state)
     free(w);
 }
 
+static void crowd_client(struct world *w)
+{
+    int a = dial(w->port), b = dial(w->port);
+
+    /* a third connection beyond max_connections is closed at once, the first
+     * two (idle, within their head deadline) stay */
+    exchange(w, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    close(a);
+    close(b);
+}
+
+static void test_service_connection_cap(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    struct md_service_config cfg = {.max_connections = 2, .header_timeout_s = 30};
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    (void)state;
+    run_world(w, &cfg, crowd_client);
+    assert_int_equal(w->len, 0);
+    assert_true(w->took_s < 2.0);
+    f = open_memstream(&text, &len);
+    md_service_metrics(w->svc, f);
+    fclose(f);
+    assert_non_null(strstr(text, "compute_agent_metadata_connections_refused_total 1\n"));
+    free(text);
+    end_world(w);
+    free(w);
+}
+
 static void stranger_client(struct world *w)
 {
     exchange(w, "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -463,6 +495,7 @@ int main(void)
         cmocka_unit_test(test_service_throttle),
         cmocka_unit_test(test_service_head_deadline),
         cmocka_unit_test(test_service_nobody),
+        cmocka_unit_test(test_service_connection_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
