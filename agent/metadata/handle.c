@@ -15,10 +15,13 @@ static int text(struct md_reply *out, int status, const char *msg)
  * for a dated version, 0 for anything else. */
 static int token_path(const char *path)
 {
-    const char *v = path + 1, *e = strchr(v, '/');
+    const char *v, *e;
     size_t vlen;
 
-    if (path[0] != '/' || !e)
+    if (path[0] != '/')
+        return 0;
+    v = path + 1;
+    if (!(e = strchr(v, '/')))
         return 0;
     vlen = (size_t)(e - v);
     if (strcmp(e, "/api/token") && strcmp(e, "/api/token/"))
