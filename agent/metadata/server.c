@@ -14,6 +14,8 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -41,7 +43,7 @@ struct mdconn {
     bool looked_up;
     struct md_instance *inst; /* the lookup's answer, held for the connection */
     struct md_cache cache;    /* what was rendered for it (the instance does not change) */
-    bool ttl_set;             /* IP_TTL changed for a token's answer: restore it */
+    bool ttl_set;             /* IP_TTL = hop limit for a token's answer, until the peer has it all */
     enum phase phase;
     uint64_t since_ms;
     struct mdconn *prev, *next;
@@ -125,6 +127,18 @@ static const char *header(struct MHD_Connection *c, const char *name, size_t *le
     return v;
 }
 
+/* Back to the default IP TTL once every byte sent has been acknowledged:
+ * before that, a retransmission of the token's answer would leave with the
+ * default TTL and reach a client farther than the hop limit. */
+static void ttl_restore_maybe(struct mdconn *k)
+{
+    int queued = 1, dflt = -1; /* -1: the system's default */
+
+    if (k->ttl_set && ioctl(k->fd, SIOCOUTQ, &queued) == 0 && queued == 0 &&
+        setsockopt(k->fd, IPPROTO_IP, IP_TTL, &dflt, sizeof(dflt)) == 0)
+        k->ttl_set = false;
+}
+
 static enum MHD_Result send_reply(struct md_service *s, struct MHD_Connection *c, struct mdconn *k,
                                   struct md_reply *rp)
 {
@@ -148,7 +162,7 @@ static enum MHD_Result send_reply(struct md_service *s, struct MHD_Connection *c
         int hop = k->inst->hop_limit >= 1 && k->inst->hop_limit <= 64 ? k->inst->hop_limit : 1;
         snprintf(ttl, sizeof(ttl), "%d", rp->ttl_s);
         MHD_add_response_header(resp, "X-aws-ec2-metadata-token-ttl-seconds", ttl);
-        /* restored once the answer is written (on_completed) */
+        /* restored once the peer has acknowledged it (ttl_restore_maybe) */
         if (setsockopt(k->fd, IPPROTO_IP, IP_TTL, &hop, sizeof(hop)) == 0)
             k->ttl_set = true;
         s->tokens++;
@@ -183,6 +197,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     memset(&rp, 0, sizeof(rp));
+    if (k)
+        ttl_restore_maybe(k);
     if (k && !md_ratelimit_take(s->rl, k->scope, k->peer.sin_addr.s_addr, uv_now(s->loop))) {
         if (md_answer_text(&rp.a, 503, "Service Unavailable") < 0)
             return MHD_NO;
@@ -214,11 +230,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
     if (!k)
         return;
-    if (k->ttl_set) {
-        int dflt = -1; /* the system's default TTL */
-        setsockopt(k->fd, IPPROTO_IP, IP_TTL, &dflt, sizeof(dflt));
-        k->ttl_set = false;
-    }
     if (k->phase != PH_CUT) {
         k->phase = PH_HEAD; /* kept alive: the next head is due in header_timeout */
         k->since_ms = uv_now(s->loop);

@@ -24,7 +24,8 @@ datasource first loses 30 s in is_resolvable_url()).
    X-Forwarded-For is 403; a token PUT with a bad TTL is 400, on a dated path 403; instance A's
    token does not work for instance B (401); without a token where required: 401; the token's
    answer leaves with IP TTL = hop limit (1) and later answers on the same connection with the
-   default again (nft counters in cab-cli).
+   default again (nft counters in cab-cli); a "container" netns one hop behind the guest
+   (cab-ctr, masqueraded by cab-cli) gets no token with hop limit 1 and gets one with 2.
 Everything lives in the two namespaces, which are deleted at the end (also on failure).
 """
 
@@ -41,7 +42,7 @@ import time
 
 sys.dont_write_bytecode = True
 MD = "http://169.254.169.254"
-SRV, CLI = "cab-srv", "cab-cli"
+SRV, CLI, CTR = "cab-srv", "cab-cli", "cab-ctr"
 MAC = "52:54:00:77:00:10"
 IP_A, IP_B, IP_X = "10.77.0.10", "10.77.0.11", "10.77.0.99"
 PY = "/usr/bin/python3"
@@ -147,7 +148,7 @@ def sh(*argv, check=True, ns=None, **kw):
 
 
 def netns_down():
-    for ns in (CLI, SRV):
+    for ns in (CTR, CLI, SRV):
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
@@ -167,6 +168,20 @@ def netns_up():
         sh("ip", "addr", "add", ip + "/24", "dev", "cabv0p", ns=CLI)
     sh("ip", "link", "set", "cabv0p", "up", ns=CLI)
     sh("ip", "route", "add", "default", "via", "10.77.0.1", "src", IP_A, ns=CLI)
+    # a "container" one hop behind the guest, masqueraded to the guest's address (what Docker does)
+    sh("ip", "netns", "add", CTR)
+    sh("ip", "link", "set", "lo", "up", ns=CTR)
+    sh("ip", "link", "add", "cabv2", "type", "veth", "peer", "name", "cabv2p", "netns", CTR, ns=CLI)
+    sh("ip", "addr", "add", "10.79.0.1/24", "dev", "cabv2", ns=CLI)
+    sh("ip", "link", "set", "cabv2", "up", ns=CLI)
+    sh("ip", "addr", "add", "10.79.0.2/24", "dev", "cabv2p", ns=CTR)
+    sh("ip", "link", "set", "cabv2p", "up", ns=CTR)
+    sh("ip", "route", "add", "default", "via", "10.79.0.1", ns=CTR)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=CLI)
+    sh("nft", "-f", "-", ns=CLI, input="""
+table ip cabnat {
+  chain post { type nat hook postrouting priority 100; ip saddr 10.79.0.0/24 oifname "cabv0p" masquerade; }
+}""")
 
 
 class Server:
@@ -438,6 +453,28 @@ print(json.dumps([r.status, r2.status, body]))''')
                   if "rule" in x]
         sh("nft", "delete", "table", "ip", "cabttl", ns=CLI)
         assert counts[0] >= 1 and counts[1] >= 1, f"data packets with ttl 1 / 64: {counts}"
+
+    ctr_code = HTTP_CLIENT + r'''
+import socket
+def attempt(method, path, headers):
+    try:
+        c = http.client.HTTPConnection("169.254.169.254", 80, timeout=3)
+        c.request(method, path, headers=headers)
+        r = c.getresponse()
+        return [r.status, r.read().decode()]
+    except (socket.timeout, TimeoutError, OSError) as e:
+        return ["timeout", type(e).__name__]
+print(json.dumps([attempt("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"}),
+                  attempt("GET", "/latest/meta-data/instance-id", {})]))'''
+    with checks.case("hop limit 1: a container behind the guest gets no token (its answer dies), v1 GET works"):
+        r = json.loads(sh(PY, "-c", ctr_code, ns=CTR, timeout=60).stdout)
+        assert r[0][0] == "timeout", r
+        assert r[1] == [200, INST_A["ec2_id"]], r
+
+    with checks.case("hop limit 2: the same container gets its token"):
+        srv.start([dict(INST_A, hop_limit=2), INST_B])
+        r = json.loads(sh(PY, "-c", ctr_code, ns=CTR, timeout=60).stdout)
+        assert r[0][0] == 200 and len(r[0][1]) == 54, r
 
     with checks.case("http_endpoint disabled: 403 for everything"):
         srv.start([dict(INST_A, endpoint=False), INST_B])
