@@ -16,7 +16,8 @@ datasource first loses 30 s in is_resolvable_url()).
    2021-03-23), and with cloud name "aws" (IMDSv2: token PUT first, then every GET with it)
    against instance A switched to http_tokens=required.
 3. cloudinit.sources.helpers.openstack.MetadataReader.read_v2(): meta_data.json (uuid, name,
-   hostname, keys, meta...), user_data, vendor data, network_data.json, and the EC2 tree.
+   hostname, keys, meta...), user_data, vendor data, network_data.json, and the EC2 tree;
+   DataSourceOpenStack's own wait_for_metadata_service() and _crawl_metadata().
 4. ConfigDriveReader.read_v2() over a config-2 ISO made by md_drive_build() (extracted with
    xorriso -osirrox: the host kernel has no ISO 9660), and the NoCloud variant read by
    cloud-init's util.read_seeded().
@@ -91,7 +92,8 @@ def probe(mode, arg):
     paths = helpers.Paths({"cloud_dir": os.environ["CAB_TMP"] + "/ci/cloud",
                            "run_dir": os.environ["CAB_TMP"] + "/ci/run"})
     distro = debian.Distro("debian", {}, paths)
-    sys_cfg = {"datasource": {"Ec2": {"metadata_urls": [MD], "max_wait": 10, "timeout": 5, "retries": 1}}}
+    sys_cfg = {"datasource": {"Ec2": {"metadata_urls": [MD], "max_wait": 10, "timeout": 5, "retries": 1},
+                              "OpenStack": {"metadata_urls": [MD], "max_wait": 10, "timeout": 5, "retries": 1}}}
     t0 = time.time()
     if mode == "ec2-helper":
         out = {"user-data": ec2.get_instance_userdata(metadata_address=MD, retries=1).decode(),
@@ -110,6 +112,15 @@ def probe(mode, arg):
                                      "vendordata2")}
         out["userdata"] = r["userdata"].decode() if isinstance(r.get("userdata"), bytes) else r.get("userdata")
         out["seed_len"] = len(out["metadata"].pop("random_seed", b""))  # read_v2() decoded it
+    elif mode == "os-ds":
+        from cloudinit.sources import DataSourceOpenStack
+        ds = DataSourceOpenStack.DataSourceOpenStack(sys_cfg, distro, paths)
+        found = ds.wait_for_metadata_service()
+        r = ds._crawl_metadata()
+        out = {"found": found, "metadata_address": ds.metadata_address, "uuid": r["metadata"].get("uuid"),
+               "userdata": r["userdata"].decode() if isinstance(r.get("userdata"), bytes) else r.get("userdata"),
+               "ec2-instance-id": (r.get("ec2-metadata") or {}).get("instance-id"),
+               "links": [x["ethernet_mac_address"] for x in r["networkdata"]["links"]]}
     elif mode == "cd-reader":
         r = openstack.ConfigDriveReader(arg).read_v2()
         out = {k: r.get(k) for k in ("metadata", "version", "networkdata", "ec2-metadata")}
@@ -356,6 +367,12 @@ def cases(checks, tmp, srv):
         assert net["routes"] == [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.77.0.1"}], net
         assert nd["services"] == [{"type": "dns", "address": "10.77.0.1"}], nd
         check_ec2_md(r["ec2-metadata"], INST_A)
+
+    with checks.case("DataSourceOpenStack: wait_for_metadata_service() + _crawl_metadata()"):
+        r = run_probe(tmp, "os-ds")
+        assert r["found"] and r["metadata_address"] == MD, r
+        assert r["uuid"] == INST_A["uuid"] and r["userdata"] == INST_A["user_data"], r
+        assert r["ec2-instance-id"] == INST_A["ec2_id"] and r["links"] == [MAC], r
 
     with checks.case("config drive (config-2) by md_drive_build: ConfigDriveReader reads it all"):
         iso = os.path.join(tmp, "config2.iso")
