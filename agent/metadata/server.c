@@ -32,6 +32,7 @@ struct listener {
     int port;
     uv_poll_t poll;
     bool counted;             /* its close is one of s->pending_closes */
+    bool paused;              /* out of descriptors: not polled until the next sweep */
     struct listener *next;
 };
 
@@ -282,10 +283,18 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 
 #define SWEEP_MS 250
 
+static void on_listen(uv_poll_t *p, int status, int events);
+
 static void on_sweep(uv_timer_t *t)
 {
     struct md_service *s = t->data;
     uint64_t now = uv_now(s->loop), limit = (uint64_t)s->cfg.header_timeout_s * 1000;
+
+    for (struct listener *l = s->listeners; l; l = l->next)
+        if (l->paused) {
+            l->paused = false;
+            uv_poll_start(&l->poll, UV_READABLE, on_listen);
+        }
 
     for (struct mdconn *k = s->conns; k; k = k->next) {
         if (k->phase == PH_CUT || now - k->since_ms < limit)
@@ -337,8 +346,15 @@ static void on_listen(uv_poll_t *p, int status, int events)
         struct sockaddr_in peer;
         socklen_t len = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the socket stays readable: not polled again before the next sweep */
+                uv_poll_stop(&l->poll);
+                l->paused = true;
+                l->s->refused++;
+            }
             break;
+        }
         if (len != sizeof(peer) || peer.sin_family != AF_INET) {
             close(fd);
             continue;
