@@ -251,8 +251,9 @@ static int dial(int port)
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    assert_true(fd >= 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    /* (on the client thread: cmocka's asserts belong to the test's thread) */
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        abort();
     return fd;
 }
 
@@ -263,7 +264,8 @@ static void exchange(struct world *w, const char *req)
     struct timespec t0, t1;
 
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
+        abort();
     w->len = 0;
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -437,6 +439,48 @@ static void test_service_connection_cap(void **state)
     free(w);
 }
 
+static int port2;
+static char first[16384];
+
+static void two_networks_client(struct world *w)
+{
+    int p1 = w->port;
+
+    exchange(w, "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    memcpy(first, w->out, w->len + 1);
+    w->port = port2;
+    exchange(w, "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    w->port = p1;
+}
+
+static void test_service_two_networks(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    pthread_t t;
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&w->loop), 0);
+    w->m = inst(U1);
+    assert_int_equal(md_service_new(&w->loop, NULL, lookup, w, &w->svc), 0);
+    assert_int_equal(md_service_listen(w->svc, "t1", NULL, "127.0.0.1", 0), 0);
+    assert_int_equal(md_service_listen(w->svc, "t2", NULL, "127.0.0.1", 0), 0);
+    w->port = md_service_port(w->svc, "t1");
+    port2 = md_service_port(w->svc, "t2");
+    assert_true(port2 > 0 && port2 != w->port);
+    uv_async_init(&w->loop, &w->done, on_done);
+    w->client = two_networks_client;
+    assert_int_equal(pthread_create(&t, NULL, client_main, w), 0);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_join(t, NULL);
+    /* t1's socket: the instance; t2's (the same peer address): nobody */
+    assert_non_null(strstr(first, "HTTP/1.1 200"));
+    assert_non_null(strstr(w->out, "HTTP/1.1 404"));
+    assert_int_equal(w->lookups, 2);
+    assert_int_equal(md_service_unlisten(w->svc, "t2"), 0);
+    end_world(w);
+    free(w);
+}
+
 static void stranger_client(struct world *w)
 {
     exchange(w, "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -496,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_service_head_deadline),
         cmocka_unit_test(test_service_nobody),
         cmocka_unit_test(test_service_connection_cap),
+        cmocka_unit_test(test_service_two_networks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
