@@ -25,6 +25,7 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 S="ip netns exec $SRV" C="ip netns exec $CLI"
 ip netns del $CLI 2>/dev/null; ip netns del $SRV 2>/dev/null
 ip netns add $SRV && ip netns add $CLI || exit 1
