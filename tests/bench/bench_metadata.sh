@@ -4,11 +4,17 @@
 # same path, both in netns cab-bsrv on its bridge (169.254.169.254, ports 80 and 21080), the
 # load from wrk in netns cab-bcli through a veth, as a guest's requests arrive. Prints
 # requests/s and p99 for each path, both servers, and the ratio (targets: >= 0.5x nginx's
-# rate, p99 < 2 ms). Env: DURATION (s, 5), CONNS (wrk -c, 16), THREADS (wrk -t, 1).
+# rate, p99 < 2 ms). Env: DURATION (s, 5), CONNS (wrk -c, 16), THREADS (wrk -t, 1),
+# SERVER_CPU / CLIENT_CPU (taskset: both servers on one CPU, wrk on another; unset: no
+# pinning, better on a machine others load too).
 # Everything lives in the two namespaces (removed at exit); needs root, wrk and nginx.
 set -uo pipefail
 B=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 DURATION=${DURATION:-5} CONNS=${CONNS:-16} THREADS=${THREADS:-1}
+SERVER_CPU=${SERVER_CPU:-} CLIENT_CPU=${CLIENT_CPU:-}
+PIN_S=() PIN_C=()
+[ -n "$SERVER_CPU" ] && command -v taskset >/dev/null && PIN_S=(taskset -c "$SERVER_CPU")
+[ -n "$CLIENT_CPU" ] && command -v taskset >/dev/null && PIN_C=(taskset -c "$CLIENT_CPU")
 SRV=cab-bsrv CLI=cab-bcli
 SERVER=$B/tests/md_server
 skip() { echo "SKIP: $*"; exit 0; }
@@ -48,7 +54,7 @@ cat > "$T/fixture.json" <<'J'
   "user_data": "#cloud-config\n", "interfaces": [{"mac": "52:54:00:78:00:10", "ip": "10.78.0.10",
   "prefix": 24, "gateway": "10.78.0.1", "dns": ["10.78.0.1"], "network": "n1"}]}]}
 J
-$S "$SERVER" --fixture "$T/fixture.json" --listen 169.254.169.254 --port 80 --network n1 --bind-dev cabbr1 \
+$S "${PIN_S[@]}" "$SERVER" --fixture "$T/fixture.json" --listen 169.254.169.254 --port 80 --network n1 --bind-dev cabbr1 \
     --rate 1e9 --burst 1000000000 --ready "$T/ready" 2>"$T/md.log" &
 MD_PID=$!
 for _ in $(seq 100); do [ -s "$T/ready" ] && break; sleep 0.05; done
@@ -82,7 +88,7 @@ http {
     server { listen 169.254.169.254:21080; root $T/www; }
 }
 EOF
-$S "$NGINX" -c "$T/nginx.conf" -e "$T/nginx-error.log" &
+$S "${PIN_S[@]}" "$NGINX" -c "$T/nginx.conf" -e "$T/nginx-error.log" &
 NG_PID=$!
 for _ in $(seq 100); do $C curl -sf -o /dev/null http://169.254.169.254:21080/latest/meta-data/instance-id && break; sleep 0.05; done
 for p in $PATHS; do
@@ -92,13 +98,14 @@ done
 
 # wrk's "Requests/sec:" and its --latency 99% line (us)
 run_wrk() {
-    $C wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" > "$T/wrk.out" 2>&1
+    $C "${PIN_C[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" > "$T/wrk.out" 2>&1
     awk '/Requests\/sec:/ { rps = $2 }
          $1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
                        p99 = u == "us" ? v : u == "ms" ? v * 1000 : u == "s" ? v * 1e6 : v }
          END { printf "%.0f %.0f\n", rps, p99 }' "$T/wrk.out"
 }
-echo "metadata service vs nginx (1 worker): wrk -t$THREADS -c$CONNS -d${DURATION}s from a guest netns"
+echo "metadata service vs nginx (1 worker): wrk -t$THREADS -c$CONNS -d${DURATION}s from a guest netns" \
+     "(servers on CPU ${SERVER_CPU:-any}, wrk on CPU ${CLIENT_CPU:-any})"
 printf "%-40s %12s %10s %12s %10s %7s\n" path "md req/s" "md p99 us" "nginx req/s" "ng p99 us" ratio
 rc=0
 for p in $PATHS; do
