@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench_metadata.sh BUILD_DIR: the metadata service (tests/bench/md_server: agent/metadata on
+# bench-metadata.sh BUILD_DIR: the metadata service (tests/bench/md_server: agent/metadata on
 # one loop, one instance) beside nginx (one worker) serving the same bytes from a file on the
 # same path, both in netns cab-bsrv on its bridge (169.254.169.254, ports 80 and 21080), the
 # load from wrk in netns cab-bcli through a veth, as a guest's requests arrive. Prints
