@@ -65,3 +65,36 @@ const struct hv_guest *guest_describe(const struct instance *inst, const char *d
     describe_meta(inst, g);
     return h;
 }
+
+void guest_describe_net(const struct instance *inst, const struct guest_env *env, struct guest *g)
+{
+    struct hv_guest *h = &g->hv;
+
+    for (size_t i = 0; i < inst->n_ports && i < IFACE_MAX; i++) {
+        const struct port *p = &inst->ports[i];
+        struct hv_nic *n = &g->nics[h->n_nics++];
+        int mtu = p->mtu;
+        for (size_t k = 0; !mtu && env && k < env->n_nets; k++)
+            if (!strcmp(env->nets[k].name, p->network))
+                mtu = (int)env->nets[k].mtu;
+        memset(n, 0, sizeof(*n));
+        strscpy(n->mac, p->mac, sizeof(n->mac));
+        n->tap = p->device;
+        n->model = "virtio";
+        n->mtu = (unsigned)mtu;
+    }
+    h->nics = g->nics;
+    if (env && env->smbios_product) {
+        g->sysinfo = (struct hv_sysinfo){.manufacturer = env->smbios_manufacturer,
+                                         .product = env->smbios_product,
+                                         .serial = inst->uuid,
+                                         .uuid = inst->uuid,
+                                         .family = "Virtual Machine"};
+        h->sysinfo = &g->sysinfo;
+    }
+    if (inst->config_drive && env && env->config_drive_path && h->n_disks < GUEST_MAX_DISKS) {
+        g->disks[h->n_disks++] = (struct hv_disk){
+            .role = HV_DISK_CONFIG, .path = env->config_drive_path, .format = "raw", .readonly = true};
+        h->disks = g->disks;
+    }
+}

@@ -32,10 +32,13 @@ enum op_step {
     STEP_NONE,      /* not a step (end of a list; a record without one) */
     STEP_CLAIMED,   /* launch: instance and resources recorded */
     STEP_IMAGE,     /* launch: the image cache has the image, pinned */
+    STEP_PORTS,     /* launch: every port plugged (netplug), before the define */
+    STEP_CONFIG_DRIVE, /* launch: config.iso written (when asked) */
     STEP_DEFINED,   /* launch: the domain is defined */
     STEP_STARTED,   /* launch: the domain was started (with the result) */
     STEP_REQUESTED, /* actions: accepted */
     STEP_DESTROYED, /* terminate: the domain is off */
+    STEP_UNPLUGGED, /* terminate: its ports unplugged */
     STEP_UNDEFINED, /* terminate: the domain is gone (with the result) */
     STEP_COUNT,
 };
@@ -57,7 +60,10 @@ enum job_kind {
     JOB_UNDEFINE, /* undefine and remove the guest's disk */
     JOB_POWER,
     JOB_CLEANUP,  /* destroy + undefine, errors ignored (rollback) */
-    JOB_LIST,     /* reconcile: every domain */
+    JOB_LIST,     /* reconcile: netplug_sync of the live ports, then every domain */
+    JOB_PLUG,     /* netplug_plug each port of the instance (idempotent) */
+    JOB_CONFIG_DRIVE, /* md_drive_build to STATE_DIR/instances/<uuid>/config.iso */
+    JOB_UNPLUG,   /* netplug_unplug each port (absent: fine) */
 };
 
 enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED };
@@ -130,7 +136,11 @@ struct job {
     struct hv_domain *doms;   /* JOB_LIST */
     size_t ndoms;
     int64_t list_ms;          /* JOB_LIST: when the snapshot was taken */
-    struct instance inst;     /* a copy for the worker (JOB_DEFINE) */
+    struct instance inst;     /* a copy for the worker (JOB_DEFINE, PLUG, UNPLUG, CONFIG_DRIVE, CLEANUP) */
+    struct port *keep;        /* JOB_LIST: the ports netplug_sync keeps (owned) */
+    char (*keep_owner)[37];   /* their instances */
+    size_t n_keep;
+    bool no_sync;             /* JOB_LIST: no netplug, or the ports could not be read */
     char *base_path;          /* JOB_DEFINE: cached base (copied from the run) or resolved local image */
     char base_format[8];      /* its format, as its inspection found it */
     uint64_t base_vsize;
@@ -194,6 +204,11 @@ void ops_update_instance_state(struct ops *o, const char *uuid, const char *stat
 /* ---- jobs.c (worker threads) ---- */
 void ops_job_work(uv_work_t *w);
 void ops_remove_disk(const struct ops *o, const char *uuid);
+/* STATE_DIR/instances/<uuid>/config.iso into buf ("" if it does not fit). */
+void ops_config_drive_path(const struct ops *o, const char *uuid, char *buf, size_t size);
+/* A port as net-plug takes it (strings borrowed from p, owner, o's config). */
+struct np_port;
+void ops_np_port(const struct ops *o, const struct port *p, const char *owner, struct np_port *out);
 
 /* ---- reconcile.c ---- */
 void ops_reconcile_after(struct job *j);

@@ -305,7 +305,7 @@ void ops_reconcile_after(struct job *j)
 int ops_reconcile(struct ops *o, void (*done)(void *opaque, int result), void *opaque)
 {
     struct job *j;
-    int rc;
+    int rc = 0;
 
     if (o->stopping)
         return -ECANCELED;
@@ -315,8 +315,19 @@ int ops_reconcile(struct ops *o, void (*done)(void *opaque, int result), void *o
         return -ENOMEM;
     j->list_done = done;
     j->list_opaque = opaque;
+    /* the ports live instances hold: netplug_sync keeps these and removes
+     * every other device and filter of ours, before the domains are listed
+     * and interrupted operations resume (which plug or unplug again) */
+    if (o->d.np && (rc = store_ports_live(o->d.store, &j->keep, &j->keep_owner, &j->n_keep)) < 0) {
+        log_warn("cannot read the ports to keep; not syncing the host's ports", "error=%s", strerror(-rc));
+        j->n_keep = 0;
+    }
+    if (!o->d.np || rc < 0)
+        j->no_sync = true;
     rc = ops_queue_list(o, j);
     if (rc < 0) {
+        free(j->keep);
+        free(j->keep_owner);
         free(j);
         return rc;
     }
