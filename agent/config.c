@@ -739,9 +739,12 @@ static int net_finish(struct net_config *n, struct agent_error *err)
     if (n->gateway && *n->gateway) {
         if (!n->mask)
             return NET_ERR("gateway", "network %s: gateway needs a cidr", n->name);
-        if (net_parse_ipv4(n->gateway, &n->gw) < 0 || !net_ip_assignable(n, n->gw))
+        uint32_t gw = 0;
+        n->gw = 0;
+        if (net_parse_ipv4(n->gateway, &gw) < 0 || !net_ip_assignable(n, gw))
             return NET_ERR("gateway", "network %s: gateway '%s' is not a host address of %s", n->name,
                            n->gateway, n->cidr);
+        n->gw = gw;
     }
     if (n->dns && *n->dns) {
         const char *p = n->dns;

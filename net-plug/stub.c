@@ -1,7 +1,8 @@
 /* stub.c: STUB (helper C). Stand-ins for helper A's net-plug library so the
  * agent builds and its own paths can be tested; the lead drops this file at
  * merge. Networks are recorded (names and bridges); plugging answers
- * -ENOTSUP; unplug and sync of nothing succeed. */
+ * -ENOTSUP, unless CA_NETPLUG_STUB_OK=1 (tests of the agent's own paths: then
+ * plug and sync pretend to succeed and touch nothing); unplug succeeds. */
 #include "net-plug/netplug.h"
 
 #include <errno.h>
@@ -47,11 +48,17 @@ int netplug_network_add(struct netplug *np, const struct np_network *net, struct
     return 0;
 }
 
+static bool pretend(void)
+{
+    const char *v = getenv("CA_NETPLUG_STUB_OK");
+    return v && !strcmp(v, "1");
+}
+
 int netplug_plug(struct netplug *np, const struct np_port *p, struct np_error *err)
 {
     (void)np;
     (void)p;
-    return stub_err(err, -ENOTSUP, "cannot plug a port");
+    return pretend() ? 0 : stub_err(err, -ENOTSUP, "cannot plug a port");
 }
 
 int netplug_unplug(struct netplug *np, const char *dev, struct np_error *err)
@@ -66,7 +73,7 @@ int netplug_sync(struct netplug *np, const struct np_port *keep, size_t n, struc
 {
     (void)np;
     (void)keep;
-    return n ? stub_err(err, -ENOTSUP, "cannot re-plug ports") : 0;
+    return n && !pretend() ? stub_err(err, -ENOTSUP, "cannot re-plug ports") : 0;
 }
 
 bool netplug_port_filtered(struct netplug *np, const char *dev)
