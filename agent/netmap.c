@@ -155,7 +155,7 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
 {
     struct netmap *m = opaque;
     char ip[16], owner[37], dev[16] = "", mac_text[18];
-    uint8_t mac[6], want[6];
+    uint8_t mac[6] = {0}, want[6] = {0};
     struct instance inst;
     struct port p;
     int r;

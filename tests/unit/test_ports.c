@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "agent/config.h"
+#include "agent/metadata.h"
+#include "agent/netmap.h"
 #include "agent/ops.h"
 #include "agent/request.h"
 #include "agent/store.h"
@@ -355,6 +358,95 @@ static void test_reserve_and_allocate(void **state)
     config_release(&cfg);
 }
 
+/* The metadata of an instance (what the service and the config drive
+ * serve), and the lookup's refusals short of net-plug. */
+static void test_netmap(void **state)
+{
+    struct agent_config cfg;
+    struct agent_error err = {0};
+    struct netmap_defaults def = {.http_tokens = "required", .hop_limit = 3};
+    struct instance inst;
+    struct md_instance *m;
+    struct store *s;
+    struct netmap *nm;
+    struct netmap_counts cnt;
+    struct sockaddr_in peer = {.sin_family = AF_INET};
+
+    (void)state;
+    assert_int_equal(load(NETS, &cfg, &err), 0);
+    make_inst(&inst, "web");
+    inst.hostname = strdup("web-1");
+    inst.availability_zone = strdup("az1");
+    inst.user_data = strdup("aGVsbG8="); /* hello */
+    inst.public_keys = json_pack("{s:s}", "k", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI u@h");
+    inst.metadata = json_pack("{s:s}", "role", "web");
+    inst.n_ports = 1;
+    inst.ports = calloc(1, sizeof(*inst.ports));
+    strscpy(inst.ports[0].network, "n1", sizeof(inst.ports[0].network));
+    strscpy(inst.ports[0].mac, "fa:16:3e:00:00:07", sizeof(inst.ports[0].mac));
+    strscpy(inst.ports[0].ip, "10.9.0.7", sizeof(inst.ports[0].ip));
+    strscpy(inst.ports[0].device, "tap12345678-9a", sizeof(inst.ports[0].device));
+    strscpy(inst.ports[0].state, "plugged", sizeof(inst.ports[0].state));
+    uuid_generate_str(inst.ports[0].port_id);
+    assert_non_null(m = netmap_md_instance(&inst, cfg.networks, cfg.n_networks, &def));
+    assert_string_equal(m->uuid, inst.uuid);
+    assert_string_equal(m->ec2_id, inst.ec2_id);
+    assert_string_equal(m->hostname, "web-1");
+    assert_string_equal(m->availability_zone, "az1");
+    assert_true(m->has_user_data);
+    assert_int_equal(m->user_data_len, 5);
+    assert_memory_equal(m->user_data, "hello", 5);
+    assert_int_equal(m->n_keys, 1);
+    assert_string_equal(m->keys[0].name, "k");
+    assert_string_equal(m->keys[0].type, "ssh");
+    assert_int_equal(m->n_meta, 1);
+    assert_string_equal(m->meta[0].value, "web");
+    assert_int_equal(m->n_ifaces, 1);
+    assert_string_equal(m->ifaces[0].ipv4, "10.9.0.7");
+    assert_int_equal(m->ifaces[0].prefix, 24);
+    assert_string_equal(m->ifaces[0].gateway, "10.9.0.1");
+    assert_int_equal(m->ifaces[0].n_dns, 2);
+    assert_string_equal(m->ifaces[0].dns[1], "9.9.9.9");
+    assert_int_equal(m->ifaces[0].mtu, 1450); /* the network's */
+    assert_int_equal(m->http_tokens, MD_TOKENS_REQUIRED);
+    assert_int_equal(m->hop_limit, 3);
+    assert_true(m->endpoint_enabled);
+    md_instance_free(m);
+    /* the instance's own options win */
+    strscpy(inst.md_opts.http_tokens, "optional", sizeof(inst.md_opts.http_tokens));
+    strscpy(inst.md_opts.http_endpoint, "disabled", sizeof(inst.md_opts.http_endpoint));
+    inst.md_opts.hop_limit = 9;
+    assert_non_null(m = netmap_md_instance(&inst, cfg.networks, cfg.n_networks, &def));
+    assert_int_equal(m->http_tokens, MD_TOKENS_OPTIONAL);
+    assert_int_equal(m->hop_limit, 9);
+    assert_false(m->endpoint_enabled);
+    md_instance_free(m);
+
+    /* the lookup: no port with that IP -> refused; a port but no net-plug to
+     * confirm MAC and device -> refused; never from the IP alone */
+    assert_int_equal(store_open(":memory:", false, &s, &err), 0);
+    assert_int_equal(store_instance_insert(s, &inst), 0);
+    {
+        struct netmap_deps nd = {.store = s, .np = NULL, .nets = cfg.networks, .n_nets = cfg.n_networks};
+        assert_int_equal(netmap_new(&nd, &nm), 0);
+    }
+    assert_int_equal(inet_pton(AF_INET, "10.9.0.8", &peer.sin_addr), 1);
+    assert_int_equal(netmap_lookup(nm, "n1", &peer, &m), -ENOENT);
+    assert_null(m);
+    assert_int_equal(inet_pton(AF_INET, "10.9.0.7", &peer.sin_addr), 1);
+    assert_int_equal(netmap_lookup(nm, "tiny", &peer, &m), -ENOENT); /* another network */
+    assert_int_equal(netmap_lookup(nm, "n1", &peer, &m), -ENOENT);   /* unconfirmed */
+    assert_null(m);
+    netmap_counts(nm, &cnt);
+    assert_int_equal(cnt.no_port, 2);
+    assert_int_equal(cnt.peer_mismatch, 1);
+    assert_int_equal(cnt.ok, 0);
+    netmap_free(nm);
+    store_free(s);
+    instance_release(&inst);
+    config_release(&cfg);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -382,6 +474,7 @@ int main(void)
         cmocka_unit_test(test_config_networks),
         cmocka_unit_test(test_lowest_free),
         cmocka_unit_test(test_reserve_and_allocate),
+        cmocka_unit_test(test_netmap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
