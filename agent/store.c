@@ -1,7 +1,11 @@
 /* store.c: see store.h. Prepared statements are kept for the life of the
- * store; instance boot sources are stored as JSON text. A little over ~600
- * lines: the instances, the journal and the meta table are one set of
- * statements on one handle, with the migrations that make them. */
+ * store; instance boot sources (and, since issue 10, their extra launch data)
+ * are stored as JSON text. Over 900 lines: the instances, their ports and the
+ * IP allocator, the journal and the meta table are one set of statements on
+ * one handle, with the migrations that make them; the ports cannot move to a
+ * file of their own without a cycle (reading an instance reads its ports).
+ * Sections: schema, open/close, transactions, ports, instances, operations,
+ * meta. */
 #include "agent/store.h"
 
 #include <errno.h>
@@ -553,7 +557,8 @@ int ip_lowest_free(uint32_t net, uint32_t mask, uint32_t gw, uint32_t *taken, si
 
     if (!mask || mask == ~UINT32_C(0) || mask == ~UINT32_C(1))
         return -ENOSPC; /* no host addresses (/31, /32) or no cidr */
-    qsort(taken, n, sizeof(*taken), cmp_u32);
+    if (n)
+        qsort(taken, n, sizeof(*taken), cmp_u32);
     for (; cand < bcast; cand++) {
         while (i < n && taken[i] < cand)
             i++;
