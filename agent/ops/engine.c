@@ -401,6 +401,8 @@ static void job_after(uv_work_t *w, int status)
     (void)status;
     if (j->kind == JOB_LIST) {
         ops_reconcile_after(j);
+    } else if (j->kind == JOB_SYNC) {
+        ops_reconcile_synced(j);
     } else {
         r->job_running = false;
         if (r->done || r->ops->stopping) {
@@ -499,7 +501,8 @@ int ops_queue_list(struct ops *o, struct job *j)
 {
     j->work.data = j;
     j->ops = o;
-    j->kind = JOB_LIST;
+    if (j->kind != JOB_SYNC)
+        j->kind = JOB_LIST;
     return hv_submit(o->d.hv, job_work_hv, job_done_hv, j);
 }
 

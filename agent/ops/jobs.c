@@ -252,14 +252,15 @@ static void job_config_drive(struct job *j)
     md_instance_free(m);
 }
 
-/* Reconcile: the ports of live instances kept, everything else of ours on
- * the host removed (netplug_sync), before the domains are listed. */
+/* Reconcile, after the domains were matched and adopted: the ports of live
+ * instances kept, everything else of ours on the host removed
+ * (netplug_sync), before any interrupted operation resumes. */
 static void job_sync(struct job *j)
 {
     struct np_port *keep = j->n_keep ? calloc(j->n_keep, sizeof(*keep)) : NULL;
     struct np_error e = {0};
 
-    if (j->no_sync || !j->ops->d.np || (j->n_keep && !keep)) {
+    if (!j->ops->d.np || (j->n_keep && !keep)) {
         free(keep);
         return;
     }
@@ -331,8 +332,11 @@ void ops_job_work(uv_work_t *w)
     case JOB_CONFIG_DRIVE:
         job_config_drive(j);
         break;
-    case JOB_LIST:
+    case JOB_SYNC:
         job_sync(j);
+        j->result = 0;
+        break;
+    case JOB_LIST:
         j->list_ms = now_wall_ms();
         j->result = hv_list(hv, &j->doms, &j->ndoms, &j->err);
         break;

@@ -88,7 +88,12 @@ static void acquire_image(struct op_run *r)
 /* After the image: ports, the config drive, the define, each when due. */
 static void before_define(struct op_run *r)
 {
-    if (r->inst.n_ports && r->step < STEP_PORTS)
+    if (r->inst.n_ports && r->step < STEP_PORTS && r->ops->reconciling) {
+        /* a reconcile's netplug_sync may be running: plug after it (the
+         * reconcile advances parked runs when it ends) */
+        r->parked = true;
+        ops_log(LOG_INFO, "launch waits for the reconcile to plug its ports", r, NULL);
+    } else if (r->inst.n_ports && r->step < STEP_PORTS)
         ops_queue_job(r, JOB_PLUG);
     else if (r->inst.config_drive && r->step < STEP_CONFIG_DRIVE)
         ops_queue_job(r, JOB_CONFIG_DRIVE);

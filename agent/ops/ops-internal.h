@@ -60,7 +60,8 @@ enum job_kind {
     JOB_UNDEFINE, /* undefine and remove the guest's disk */
     JOB_POWER,
     JOB_CLEANUP,  /* destroy + undefine, errors ignored (rollback) */
-    JOB_LIST,     /* reconcile: netplug_sync of the live ports, then every domain */
+    JOB_LIST,     /* reconcile: every domain */
+    JOB_SYNC,     /* reconcile, after adoption: netplug_sync of the live ports */
     JOB_PLUG,     /* netplug_plug each port of the instance (idempotent) */
     JOB_CONFIG_DRIVE, /* md_drive_build to STATE_DIR/instances/<uuid>/config.iso */
     JOB_UNPLUG,   /* netplug_unplug each port (absent: fine) */
@@ -137,10 +138,9 @@ struct job {
     size_t ndoms;
     int64_t list_ms;          /* JOB_LIST: when the snapshot was taken */
     struct instance inst;     /* a copy for the worker (JOB_DEFINE, PLUG, UNPLUG, CONFIG_DRIVE, CLEANUP) */
-    struct port *keep;        /* JOB_LIST: the ports netplug_sync keeps (owned) */
+    struct port *keep;        /* JOB_SYNC: the ports netplug_sync keeps (owned) */
     char (*keep_owner)[37];   /* their instances */
     size_t n_keep;
-    bool no_sync;             /* JOB_LIST: no netplug, or the ports could not be read */
     char *base_path;          /* JOB_DEFINE: cached base (copied from the run) or resolved local image */
     char base_format[8];      /* its format, as its inspection found it */
     uint64_t base_vsize;
@@ -193,7 +193,8 @@ int ops_journal_step(struct op_run *r, enum op_step step);
  * (inst_state NULL: unchanged). A failed write parks the run instead. */
 void ops_finish(struct op_run *r, const char *inst_state, const struct agent_error *failure);
 void ops_queue_job(struct op_run *r, enum job_kind kind);
-/* Queue a JOB_LIST job (reconcile.c fills it); 0 or the uv error. */
+/* Queue a JOB_LIST or JOB_SYNC job (reconcile.c fills it; j->kind JOB_SYNC
+ * stays, anything else becomes JOB_LIST); 0 or the uv error. */
 int ops_queue_list(struct ops *o, struct job *j);
 /* Wait (bounded by the run's timeout) for a stop or reboot event. */
 void ops_start_wait(struct op_run *r, enum wait_kind w);
@@ -212,6 +213,8 @@ void ops_np_port(const struct ops *o, const struct port *p, const char *owner, s
 
 /* ---- reconcile.c ---- */
 void ops_reconcile_after(struct job *j);
+/* The JOB_SYNC of a reconcile returned: resume the operations. */
+void ops_reconcile_synced(struct job *j);
 
 /* ---- launch.c ---- */
 /* Roll a failed launch back (domain and disk), then fail it. */

@@ -79,6 +79,9 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
 
 /* ---- reconcile and resume ---- */
 
+static void resume_all(struct ops *o);
+static int sync_ports(struct ops *o, const struct job *list);
+
 struct reconcile_ctx {
     struct ops *o;
     struct hv_domain *doms;
@@ -292,20 +295,69 @@ void ops_reconcile_after(struct job *j)
     }
     resources_set_foreign(o->d.res, &foreign_sum, foreign);
     free(c.seen);
+    log_info("reconciled with the hypervisor",
+             "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
+             adopted, foreign, o->n_runs);
+    if (o->d.np && sync_ports(o, j) == 0)
+        return; /* resumes in ops_reconcile_synced() */
+    resume_all(o);
+    j->list_done(j->list_opaque, 0);
+}
+
+/* Interrupted operations resumed, parked ones advanced (launches wait at
+ * their plug while a reconcile runs: reconcile.c's sync must not remove a
+ * port a launch plugs). */
+static void resume_all(struct ops *o)
+{
     store_op_foreach_unfinished(o->d.store, resume_one, o);
     for (struct op_run *r = o->runs; r; r = r->next)
         if (r->parked && !r->job_running && !r->done)
             ops_run_advance(r);
-    log_info("reconciled with the hypervisor",
-             "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
-             adopted, foreign, o->n_runs);
+}
+
+/* The ports live instances hold (adopted ones included): netplug_sync
+ * keeps these and removes every other device and filter of ours, on a
+ * worker, before anything resumes. 0: queued (the reconcile goes on in
+ * ops_reconcile_synced); -errno: not synced (logged), go on now. */
+static int sync_ports(struct ops *o, const struct job *list)
+{
+    struct job *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (!s)
+        return -ENOMEM;
+    s->kind = JOB_SYNC;
+    s->list_done = list->list_done;
+    s->list_opaque = list->list_opaque;
+    if ((rc = store_ports_live(o->d.store, &s->keep, &s->keep_owner, &s->n_keep)) < 0 ||
+        (rc = ops_queue_list(o, s)) < 0) {
+        log_warn("cannot sync the host's ports", "error=%s", strerror(-rc));
+        free(s->keep);
+        free(s->keep_owner);
+        free(s);
+        return rc;
+    }
+    o->reconciling = true; /* until the sync returns */
+    return 0;
+}
+
+void ops_reconcile_synced(struct job *j)
+{
+    struct ops *o = j->ops;
+
+    o->reconciling = false;
+    if (o->stopping) {
+        j->list_done(j->list_opaque, -ECANCELED);
+        return;
+    }
+    resume_all(o);
     j->list_done(j->list_opaque, 0);
 }
 
 int ops_reconcile(struct ops *o, void (*done)(void *opaque, int result), void *opaque)
 {
     struct job *j;
-    int rc = 0;
+    int rc;
 
     if (o->stopping)
         return -ECANCELED;
@@ -315,19 +367,8 @@ int ops_reconcile(struct ops *o, void (*done)(void *opaque, int result), void *o
         return -ENOMEM;
     j->list_done = done;
     j->list_opaque = opaque;
-    /* the ports live instances hold: netplug_sync keeps these and removes
-     * every other device and filter of ours, before the domains are listed
-     * and interrupted operations resume (which plug or unplug again) */
-    if (o->d.np && (rc = store_ports_live(o->d.store, &j->keep, &j->keep_owner, &j->n_keep)) < 0) {
-        log_warn("cannot read the ports to keep; not syncing the host's ports", "error=%s", strerror(-rc));
-        j->n_keep = 0;
-    }
-    if (!o->d.np || rc < 0)
-        j->no_sync = true;
     rc = ops_queue_list(o, j);
     if (rc < 0) {
-        free(j->keep);
-        free(j->keep_owner);
         free(j);
         return rc;
     }
