@@ -34,6 +34,18 @@ static void describe_meta(const struct instance *inst, struct guest *g)
             .attrs = {{"path", b->image_path}, {"id", b->image_id}, {"url", b->image_url},
                       {"digest", b->image_digest}, {"glance_id", b->image_glance_id}},
         };
+    /* the interfaces (issue 10): an adopted instance keeps its MACs and IPs */
+    for (size_t i = 0; i < inst->n_ports && i < IFACE_MAX && n < GUEST_MAX_META; i++) {
+        const struct port *p = &inst->ports[i];
+        snprintf(g->port_index[i], sizeof(g->port_index[i]), "%d", p->index);
+        snprintf(g->port_mtu[i], sizeof(g->port_mtu[i]), "%d", p->mtu);
+        m[n++] = (struct hv_meta_item){
+            .name = "port",
+            .attrs = {{"id", p->port_id}, {"index", g->port_index[i]}, {"network", p->network},
+                      {"mac", p->mac}, {"ip", p->ip[0] ? p->ip : NULL}, {"device", p->device},
+                      {"mtu", p->mtu ? g->port_mtu[i] : NULL}},
+        };
+    }
     g->hv.meta = m;
     g->hv.n_meta = n;
 }

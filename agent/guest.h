@@ -12,7 +12,7 @@
 #include "agent/instance.h"
 
 #define GUEST_MAX_DISKS 4
-#define GUEST_MAX_META 8
+#define GUEST_MAX_META (8 + IFACE_MAX) /* + one <port> per interface */
 
 /* The storage a description lives in (on the caller's stack). Its strings
  * are borrowed from the instance, except the numbers written here. */
@@ -22,6 +22,7 @@ struct guest {
     struct hv_meta_item meta[GUEST_MAX_META];
     char vcpus[24], memory_mb[24], disk_gb[24]; /* flavor attributes */
     struct hv_nic nics[IFACE_MAX];
+    char port_index[IFACE_MAX][8], port_mtu[IFACE_MAX][8]; /* <port> attributes */
     struct hv_sysinfo sysinfo;
 };
 

@@ -176,7 +176,10 @@ static void adopt(struct ops *o, const struct hv_domain *d)
         return;
     }
     if (store_instance_insert(o->d.store, &inst) < 0 || events_instance(o->d.events, &inst, NULL) < 0) {
+        /* a port's MAC or IP held by another instance refuses it too */
         store_rollback(o->d.store);
+        log_warn("cannot record an instance recovered from libvirt metadata", "instance=%s ec2_id=%s ports=%zu",
+                 inst.uuid, inst.ec2_id, inst.n_ports);
     } else if (store_commit(o->d.store) == 0) {
         events_flush(o->d.events);
         log_warn("instance recovered from libvirt metadata", "instance=%s ec2_id=%s state=%s",

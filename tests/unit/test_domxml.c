@@ -185,6 +185,10 @@ static void test_kvm_net_sysinfo_config_drive(void **state)
     strscpy(i.ports[1].mac, "fa:16:3e:00:00:02", sizeof(i.ports[1].mac));
     strscpy(i.ports[1].device, "tapb72941b9-d2", sizeof(i.ports[1].device));
     i.ports[1].mtu = 1400;
+    i.ports[1].index = 1;
+    uuid_generate_str(i.ports[0].port_id);
+    uuid_generate_str(i.ports[1].port_id);
+    strscpy(i.ports[0].ip, "10.0.0.5", sizeof(i.ports[0].ip));
     guest_describe(&i, "qcow2", &g);
     guest_describe_net(&i, &env, &g);
     assert_int_equal(g.hv.n_nics, 2);
@@ -208,6 +212,25 @@ static void test_kvm_net_sysinfo_config_drive(void **state)
     assert_non_null(strstr(xml, "<readonly/>"));
     t = first_text(xml, "product");
     free(t);
+    {
+        /* the ports ride in our metadata: an adopted instance gets them back */
+        char *m = strstr(xml, "<ca:instance"), *e = m ? strstr(m, "</ca:instance>") : NULL, *meta;
+        struct instance back;
+        struct hv_owner own;
+        assert_non_null(e);
+        meta = strndup(m, (size_t)(e - m) + strlen("</ca:instance>"));
+        assert_int_equal(domxml_parse_metadata(meta, &back, &own, &err), 0);
+        assert_int_equal(back.n_ports, 2);
+        assert_string_equal(back.ports[0].mac, "fa:16:3e:00:00:01");
+        assert_string_equal(back.ports[1].device, "tapb72941b9-d2");
+        assert_int_equal(back.ports[1].mtu, 1400);
+        assert_int_equal(back.ports[1].index, 1);
+        assert_string_equal(back.ports[0].ip, "10.0.0.5");
+        assert_string_equal(back.ports[1].ip, "");
+        assert_string_equal(back.ports[0].port_id, i.ports[0].port_id);
+        instance_release(&back);
+        free(meta);
+    }
     free(xml);
     xml = NULL;
     /* the test driver: the same NICs (its ports are veth pairs: nic_veth) */
