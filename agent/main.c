@@ -187,7 +187,7 @@ static void on_hv_lost(void *opaque)
  * (after the network's first plug, or a reconcile that kept its ports). */
 static void md_listen_networks(struct agent *a, const struct instance *only)
 {
-    for (size_t i = 0; a->md && i < a->cfg.n_networks; i++) {
+    for (size_t i = 0; a->md && a->np && i < a->cfg.n_networks; i++) {
         const struct net_config *n = &a->cfg.networks[i];
         char bridge[16];
         bool used = !only;
@@ -428,9 +428,14 @@ static int build_networking(struct agent *a, struct agent_error *err)
     struct netmap_deps nd;
     int r;
 
-    if ((r = netplug_new(&npc, &a->np, &ne)) < 0)
-        return agent_error_set(err, -r, "internal", NULL, "cannot set up net-plug: %s", ne.msg);
-    for (size_t i = 0; i < a->cfg.n_networks; i++) {
+    if ((r = netplug_new(&npc, &a->np, &ne)) < 0) {
+        /* without networks configured, the agent runs without guest networking */
+        if (a->cfg.n_networks)
+            return agent_error_set(err, -r, "internal", "network", "cannot set up net-plug: %s", ne.msg);
+        log_warn("net-plug unavailable; guest networking off", "error=%s", ne.msg);
+        a->np = NULL;
+    }
+    for (size_t i = 0; a->np && i < a->cfg.n_networks; i++) {
         const struct net_config *n = &a->cfg.networks[i];
         char gw[40] = "";
         struct np_network nn = {
