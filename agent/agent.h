@@ -23,6 +23,9 @@ struct ops;
 struct resources;
 struct store;
 struct telemetry;
+struct netplug;
+struct netmap;
+struct md_service;
 
 struct agent {
     uv_loop_t *loop;            /* the one event loop (borrowed from main) */
@@ -40,6 +43,10 @@ struct agent {
     struct telemetry *telemetry;/* guest and host use, sampled in bulk */
     struct metrics *metrics;    /* the agent's own health (Prometheus) */
     struct imgcache *imgcache;  /* guest images: pull, verify, share, evict */
+    struct netplug *np;         /* guest ports on the host's networks */
+    struct netmap *netmap;      /* metadata requests -> instances */
+    struct md_service *md;      /* the metadata service (NULL: metadata.enabled false) */
+    bool *md_listening;         /* per cfg.networks[i]: the service listens on its bridge */
 
     uv_signal_t sig_term;       /* SIGTERM: stop cleanly, guests keep running */
     uv_signal_t sig_int;        /* SIGINT: same */

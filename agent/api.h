@@ -40,6 +40,10 @@ struct telemetry;
  * leave their part out); the others are required by the routes that use
  * them (api_route() on a fixture may leave out what its routes never
  * reach). */
+struct net_config;
+struct netplug;
+struct md_service;
+
 struct api_deps {
     struct store *store;
     struct ops *ops;
@@ -52,6 +56,11 @@ struct api_deps {
     struct events *events;
     struct telemetry *telemetry;
     struct metrics *metrics;
+    /* issue 10; NULL/0: none */
+    const struct net_config *networks; /* [network NAME] sections (borrowed) */
+    size_t n_networks;
+    struct netplug *np;               /* the networks' bridges as they are */
+    struct md_service *md;            /* its answers counted on /metrics */
 };
 
 /* The settings it serves by (strings borrowed, they outlive the api). */

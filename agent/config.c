@@ -19,7 +19,7 @@
 /* The longest line of a configuration file, without its newline. */
 #define CONFIG_LINE_MAX 4095
 
-enum key_type { KEY_STR, KEY_INT, KEY_DOUBLE };
+enum key_type { KEY_STR, KEY_INT, KEY_DOUBLE, KEY_BOOL };
 
 struct key_desc {
     const char *section;
@@ -92,7 +92,37 @@ static const struct key_desc keys[] = {
     K("image_cache", "allowed_networks", KEY_STR, imgc_allowed_networks, "", 0, 0, NULL, "CIDRs image URLs may reach besides the default (loopback and link-local are refused)"),
     K("telemetry", "interval", KEY_INT, telemetry_interval_s, "10", 1, 3600, "telemetry-interval", "seconds between telemetry samples"),
     K("telemetry", "metrics_listen", KEY_STR, metrics_listen, "", 0, 0, "metrics-listen", "HOST:PORT serving /metrics to scrapers (no token)"),
+    K("metadata", "enabled", KEY_BOOL, md_enabled, "true", 0, 0, NULL, "serve the metadata service on each network's bridge"),
+    K("metadata", "address", KEY_STR, md_address, "169.254.169.254", 0, 0, NULL, "IPv4 address the metadata service listens on"),
+    K("metadata", "port", KEY_INT, md_port, "80", 1, 65535, NULL, "TCP port of the metadata service"),
+    K("metadata", "rate", KEY_DOUBLE, md_rate, "50", 0, 1000000, NULL, "metadata requests per second per source address"),
+    K("metadata", "burst", KEY_INT, md_burst, "100", 1, 1000000, NULL, "metadata request burst per source address"),
+    K("metadata", "http_tokens", KEY_STR, md_http_tokens, "optional", 0, 0, NULL, "optional|required: IMDSv2 tokens by default"),
+    K("metadata", "hop_limit", KEY_INT, md_hop_limit, "1", 1, 64, NULL, "default IP TTL of the token PUT's answer"),
+    K("metadata", "product", KEY_STR, md_product, "OpenStack Nova", 0, 0, NULL, "SMBIOS system product of guests"),
+    K("metadata", "manufacturer", KEY_STR, md_manufacturer, "compute-agent", 0, 0, NULL, "SMBIOS system manufacturer of guests"),
+    K("metadata", "availability_zone", KEY_STR, md_availability_zone, "nova", 0, 0, NULL, "availability zone of launches that name none"),
+    K("metadata", "config_drive", KEY_BOOL, md_config_drive, "false", 0, 0, NULL, "attach a config drive to launches that do not say"),
+    K("metadata", "config_drive_format", KEY_STR, md_config_drive_format, "config-2", 0, 0, NULL, "config-2|nocloud"),
+    K("metadata", "xorriso", KEY_STR, md_xorriso, "xorriso", 0, 0, NULL, "xorriso program for config drives"),
 };
+
+static int parse_bool(const char *v, bool *out)
+{
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1") || !strcmp(v, "on"))
+        *out = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0") || !strcmp(v, "off"))
+        *out = false;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static int net_new(struct agent_config *cfg, const char *name, struct agent_error *err);
+static int net_set(struct net_config *n, const char *key, const char *value, struct agent_error *err);
+static int net_key_index(const char *key);
+static int metadata_finish(struct agent_config *cfg, struct agent_error *err);
+static void net_release(struct net_config *n);
 
 static int set_key(struct agent_config *cfg, const struct key_desc *k, const char *value,
                    struct agent_error *err)
@@ -119,6 +149,11 @@ static int set_key(struct agent_config *cfg, const struct key_desc *k, const cha
         *(int64_t *)field = v;
         return 0;
     }
+    case KEY_BOOL:
+        if (parse_bool(value, (bool *)field) < 0)
+            return agent_error_set(err, EINVAL, "invalid_config", name,
+                                   "%s: '%s' is not true or false", name, value);
+        return 0;
     case KEY_DOUBLE: {
         char *end;
         double v;
@@ -173,6 +208,8 @@ int config_load_file(struct agent_config *cfg, const char *path, struct agent_er
     _cleanup_fclose_ FILE *f = fopen(path, "re");
     char line[CONFIG_LINE_MAX + 64], section[64] = "";
     unsigned lineno = 0, seen_line[ARRAY_SIZE(keys)] = {0};
+    unsigned net_seen = 0;    /* keys given in the current [network NAME] */
+    ssize_t net_idx = -1;     /* its index in cfg->networks, -1: not in one */
 
     if (!f)
         return agent_error_set(err, errno, "invalid_config", "config",
@@ -202,6 +239,13 @@ int config_load_file(struct agent_config *cfg, const char *path, struct agent_er
             if (strscpy(section, trim(s + 1), sizeof(section)) < 0)
                 return agent_error_set(err, EINVAL, "invalid_config", "config",
                                        "%s:%u: section name too long", path, lineno);
+            net_idx = -1;
+            if (!strncmp(section, "network", 7) && (section[7] == ' ' || section[7] == '\t' || !section[7])) {
+                if ((r = net_new(cfg, trim(section + 7), err)) < 0)
+                    goto line_error;
+                net_idx = (ssize_t)cfg->n_networks - 1;
+                net_seen = 0;
+            }
             continue;
         }
         eq = strchr(s, '=');
@@ -212,6 +256,21 @@ int config_load_file(struct agent_config *cfg, const char *path, struct agent_er
         *eq = '\0';
         key = trim(s);
         value = trim(eq + 1);
+        if (net_idx >= 0) {
+            struct net_config *n = &cfg->networks[net_idx];
+            int ki = net_key_index(key);
+            if (ki >= 0 && (net_seen & (1u << ki))) {
+                char name[160];
+                snprintf(name, sizeof(name), "network.%s.%s", n->name, key);
+                return agent_error_set(err, EINVAL, "invalid_config", name,
+                                       "%s:%u: network %s: duplicate key %s", path, lineno, n->name, key);
+            }
+            if (ki >= 0)
+                net_seen |= 1u << ki;
+            if ((r = net_set(n, key, value, err)) < 0)
+                goto line_error;
+            continue;
+        }
         for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
             if (strcmp(keys[i].section, section) || strcmp(keys[i].key, key))
                 continue;
@@ -226,6 +285,7 @@ int config_load_file(struct agent_config *cfg, const char *path, struct agent_er
         }
         r = config_set(cfg, section, key, value, err);
         if (r < 0) {
+        line_error:
             if (err) {
                 char msg[sizeof(err->message)];
                 int n = snprintf(msg, sizeof(msg), "%s:%u: ", path, lineno);
@@ -412,6 +472,8 @@ int config_finish(struct agent_config *cfg, struct agent_error *err)
                                "store.sync '%s' is not normal or full", cfg->store_sync);
     if (localfile_dirs_check(cfg->local_image_dirs, err) < 0)
         return -EINVAL;
+    if ((r = metadata_finish(cfg, err)) < 0)
+        return r;
     if (cfg->state_dir[0] != '/')
         return agent_error_set(err, EINVAL, "invalid_config", "agent.state_dir",
                                "state directory '%s' must be an absolute path", cfg->state_dir);
@@ -454,4 +516,285 @@ void config_release(struct agent_config *cfg)
         }
     free(cfg->config_file);
     cfg->config_file = NULL;
+    for (size_t i = 0; i < cfg->n_networks; i++)
+        net_release(&cfg->networks[i]);
+    free(cfg->networks);
+    cfg->networks = NULL;
+    cfg->n_networks = 0;
+}
+
+/* ---- [network NAME] sections ---- */
+
+int net_parse_ipv4(const char *s, uint32_t *out)
+{
+    uint32_t a = 0;
+    int parts = 0;
+
+    while (parts < 4) {
+        int64_t v = 0;
+        int digits = 0;
+        while (*s >= '0' && *s <= '9' && digits < 4) {
+            v = v * 10 + (*s++ - '0');
+            digits++;
+        }
+        if (!digits || v > 255 || (digits > 1 && s[-digits] == '0'))
+            return -EINVAL;
+        a = a << 8 | (uint32_t)v;
+        if (++parts < 4 && *s++ != '.')
+            return -EINVAL;
+    }
+    if (*s)
+        return -EINVAL;
+    *out = a;
+    return 0;
+}
+
+void net_format_ipv4(uint32_t a, char buf[16])
+{
+    snprintf(buf, 16, "%u.%u.%u.%u", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255);
+}
+
+bool net_ip_assignable(const struct net_config *n, uint32_t ip)
+{
+    if (!n->mask || (ip & n->mask) != n->net)
+        return false;
+    return ip != n->net && ip != (n->net | ~n->mask) && ip != n->gw;
+}
+
+const struct net_config *config_network(const struct agent_config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_networks; i++)
+        if (!strcmp(cfg->networks[i].name, name))
+            return &cfg->networks[i];
+    return NULL;
+}
+
+static void net_release(struct net_config *n)
+{
+    free(n->name);
+    free(n->type);
+    free(n->bridge);
+    free(n->parent);
+    free(n->local);
+    free(n->remote);
+    free(n->group);
+    free(n->cidr);
+    free(n->gateway);
+    free(n->dns);
+    memset(n, 0, sizeof(*n));
+}
+
+enum nkey_type { NK_STR, NK_INT, NK_BOOL };
+struct net_key {
+    const char *key;
+    enum nkey_type type;
+    size_t offset;
+    int64_t min, max;
+};
+#define NK(k, t, f, lo, hi) {k, t, offsetof(struct net_config, f), lo, hi}
+static const struct net_key net_keys[] = {
+    NK("type", NK_STR, type, 0, 0),        NK("bridge", NK_STR, bridge, 0, 0),
+    NK("parent", NK_STR, parent, 0, 0),    NK("vlan_id", NK_INT, vlan_id, 1, 4094),
+    NK("vni", NK_INT, vni, 1, 16777215),   NK("local", NK_STR, local, 0, 0),
+    NK("remote", NK_STR, remote, 0, 0),    NK("group", NK_STR, group, 0, 0),
+    NK("port", NK_INT, port, 0, 65535),    NK("mtu", NK_INT, mtu, 68, 65535),
+    NK("cidr", NK_STR, cidr, 0, 0),        NK("gateway", NK_STR, gateway, 0, 0),
+    NK("dns", NK_STR, dns, 0, 0),          NK("dhcp", NK_BOOL, dhcp, 0, 0),
+    NK("metadata", NK_BOOL, metadata, 0, 0),
+};
+
+static int net_key_index(const char *key)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(net_keys); i++)
+        if (!strcmp(net_keys[i].key, key))
+            return (int)i;
+    return -1;
+}
+
+static int net_new(struct agent_config *cfg, const char *name, struct agent_error *err)
+{
+    struct net_config *nn, *n;
+    bool ok = *name && strlen(name) <= NET_NAME_MAX;
+
+    for (const char *p = name; *p; p++)
+        ok &= (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_';
+    if (!ok)
+        return agent_error_set(err, EINVAL, "invalid_config", "network",
+                               "network '%.64s': the name must be 1 to %d letters, digits, - or _",
+                               name, NET_NAME_MAX);
+    if (config_network(cfg, name))
+        return agent_error_set(err, EINVAL, "invalid_config", "network",
+                               "network %s: a second [network %s] section", name, name);
+    if (!(nn = realloc(cfg->networks, (cfg->n_networks + 1) * sizeof(*nn))))
+        return -ENOMEM;
+    cfg->networks = nn;
+    n = &nn[cfg->n_networks];
+    memset(n, 0, sizeof(*n));
+    n->metadata = true;
+    n->name = strdup(name);
+    n->type = strdup("bridge");
+    if (!n->name || !n->type) {
+        net_release(n);
+        return -ENOMEM;
+    }
+    cfg->n_networks++;
+    return 0;
+}
+
+static int net_set(struct net_config *n, const char *key, const char *value, struct agent_error *err)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(net_keys); i++) {
+        const struct net_key *k = &net_keys[i];
+        void *field = (char *)n + k->offset;
+        char fname[96];
+        int64_t v;
+        if (strcmp(k->key, key))
+            continue;
+        snprintf(fname, sizeof(fname), "network.%s.%s", n->name, key);
+        switch (k->type) {
+        case NK_STR: {
+            char *dup = strdup(value);
+            if (!dup)
+                return -ENOMEM;
+            free(*(char **)field);
+            *(char **)field = dup;
+            return 0;
+        }
+        case NK_INT:
+            if (parse_int64(value, k->min, k->max, &v) < 0)
+                return agent_error_set(err, EINVAL, "invalid_config", fname,
+                                       "network %s: %s '%s' is not an integer in [%lld, %lld]", n->name,
+                                       key, value, (long long)k->min, (long long)k->max);
+            *(int64_t *)field = v;
+            return 0;
+        case NK_BOOL:
+            if (parse_bool(value, (bool *)field) < 0)
+                return agent_error_set(err, EINVAL, "invalid_config", fname,
+                                       "network %s: %s '%s' is not true or false", n->name, key, value);
+            return 0;
+        }
+    }
+    return agent_error_set(err, EINVAL, "invalid_config", "network", "network %s: unknown key %s",
+                           n->name, key);
+}
+
+/* The checks of one network after the file: cross-key rules and the
+ * derived addresses. Errors name the key: "network n1: vni ...". */
+static int net_finish(struct net_config *n, struct agent_error *err)
+{
+    static const char *const types[] = {"bridge", "vlan", "vxlan", "ovs"};
+    char field[96];
+    uint32_t a;
+    bool ok = false;
+
+#define NET_ERR(key, ...)                                                                  \
+    (snprintf(field, sizeof(field), "network.%s.%s", n->name, key),                        \
+     agent_error_set(err, EINVAL, "invalid_config", field, __VA_ARGS__))
+    for (size_t i = 0; i < ARRAY_SIZE(types); i++)
+        if (!strcmp(n->type, types[i])) {
+            n->kind = (enum net_type)i;
+            ok = true;
+        }
+    if (!ok)
+        return NET_ERR("type", "network %s: type '%s' is not bridge, vlan, vxlan or ovs", n->name, n->type);
+    if (n->bridge && strlen(n->bridge) > 15)
+        return NET_ERR("bridge", "network %s: bridge '%s' is longer than 15 characters", n->name, n->bridge);
+    if ((n->kind == NET_BRIDGE || n->kind == NET_OVS) && (!n->bridge || !*n->bridge))
+        return NET_ERR("bridge", "network %s: bridge is required for type %s", n->name, n->type);
+    if (n->kind == NET_VLAN && (!n->parent || !*n->parent))
+        return NET_ERR("parent", "network %s: parent is required for type vlan", n->name);
+    if (n->kind == NET_VLAN && !n->vlan_id)
+        return NET_ERR("vlan_id", "network %s: vlan_id (1-4094) is required for type vlan", n->name);
+    if (n->kind != NET_VLAN && n->vlan_id)
+        return NET_ERR("vlan_id", "network %s: vlan_id goes with type vlan only", n->name);
+    if (n->kind == NET_VXLAN && !n->vni)
+        return NET_ERR("vni", "network %s: vni (1-16777215) is required for type vxlan", n->name);
+    if (n->kind != NET_VXLAN && (n->vni || n->local || n->remote || n->group || n->port))
+        return NET_ERR(n->vni ? "vni" : n->local ? "local" : n->remote ? "remote" : n->group ? "group" : "port",
+                       "network %s: vni, local, remote, group and port go with type vxlan only", n->name);
+    if (n->remote && n->group)
+        return NET_ERR("group", "network %s: give remote or group, not both", n->name);
+    if (n->local && net_parse_ipv4(n->local, &a) < 0)
+        return NET_ERR("local", "network %s: local '%s' is not an IPv4 address", n->name, n->local);
+    if (n->remote && net_parse_ipv4(n->remote, &a) < 0)
+        return NET_ERR("remote", "network %s: remote '%s' is not an IPv4 address", n->name, n->remote);
+    if (n->group && (net_parse_ipv4(n->group, &a) < 0 || (a >> 28) != 0xe))
+        return NET_ERR("group", "network %s: group '%s' is not an IPv4 multicast address", n->name, n->group);
+    if (n->cidr && *n->cidr) {
+        char addr[32];
+        const char *slash = strchr(n->cidr, '/');
+        int64_t p;
+        if (!slash || (size_t)(slash - n->cidr) >= sizeof(addr) ||
+            (memcpy(addr, n->cidr, (size_t)(slash - n->cidr)), addr[slash - n->cidr] = '\0',
+             net_parse_ipv4(addr, &a) < 0) ||
+            parse_int64(slash + 1, 8, 30, &p) < 0)
+            return NET_ERR("cidr", "network %s: cidr '%s' is not an IPv4 a.b.c.d/8..30", n->name, n->cidr);
+        n->prefix = (int)p;
+        n->mask = ~UINT32_C(0) << (32 - p);
+        if (a & ~n->mask)
+            return NET_ERR("cidr", "network %s: cidr '%s' has host bits set", n->name, n->cidr);
+        n->net = a;
+    }
+    if (n->gateway && *n->gateway) {
+        if (!n->mask)
+            return NET_ERR("gateway", "network %s: gateway needs a cidr", n->name);
+        uint32_t gw = 0;
+        n->gw = 0;
+        if (net_parse_ipv4(n->gateway, &gw) < 0 || !net_ip_assignable(n, gw))
+            return NET_ERR("gateway", "network %s: gateway '%s' is not a host address of %s", n->name,
+                           n->gateway, n->cidr);
+        n->gw = gw;
+    }
+    if (n->dns && *n->dns) {
+        const char *p = n->dns;
+        while (*p) {
+            char tok[32];
+            size_t len;
+            p += strspn(p, ", ");
+            if (!*p)
+                break;
+            len = strcspn(p, ", ");
+            if (len >= sizeof(tok))
+                return NET_ERR("dns", "network %s: dns '%.40s' is not an IPv4 address", n->name, p);
+            memcpy(tok, p, len);
+            tok[len] = '\0';
+            p += len;
+            if (n->n_dns == NET_DNS_MAX)
+                return NET_ERR("dns", "network %s: dns lists more than %d servers", n->name, NET_DNS_MAX);
+            if (net_parse_ipv4(tok, &n->dns_addr[n->n_dns]) < 0)
+                return NET_ERR("dns", "network %s: dns '%s' is not an IPv4 address", n->name, tok);
+            n->n_dns++;
+        }
+    }
+    if (n->dhcp && !n->mask)
+        return NET_ERR("dhcp", "network %s: dhcp needs a cidr", n->name);
+#undef NET_ERR
+    return 0;
+}
+
+/* [metadata] after the file. */
+static int metadata_finish(struct agent_config *cfg, struct agent_error *err)
+{
+    uint32_t a;
+
+    if (net_parse_ipv4(cfg->md_address, &a) < 0)
+        return agent_error_set(err, EINVAL, "invalid_config", "metadata.address",
+                               "metadata.address '%s' is not an IPv4 address", cfg->md_address);
+    if (strcmp(cfg->md_http_tokens, "optional") && strcmp(cfg->md_http_tokens, "required"))
+        return agent_error_set(err, EINVAL, "invalid_config", "metadata.http_tokens",
+                               "metadata.http_tokens '%s' is not optional or required", cfg->md_http_tokens);
+    if (strcmp(cfg->md_config_drive_format, "config-2") && strcmp(cfg->md_config_drive_format, "nocloud"))
+        return agent_error_set(err, EINVAL, "invalid_config", "metadata.config_drive_format",
+                               "metadata.config_drive_format '%s' is not config-2 or nocloud",
+                               cfg->md_config_drive_format);
+    if (!cfg->md_availability_zone[0] || strlen(cfg->md_availability_zone) > 255)
+        return agent_error_set(err, EINVAL, "invalid_config", "metadata.availability_zone",
+                               "metadata.availability_zone must be 1 to 255 characters");
+    for (size_t i = 0; i < cfg->n_networks; i++) {
+        int r = net_finish(&cfg->networks[i], err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
 }

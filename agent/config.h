@@ -8,6 +8,35 @@
 
 #include "common/util.h"
 
+/* One [network NAME] section (issue 10). Strings owned; "" where unset.
+ * The figures after cidr are derived by config_finish() (host byte order). */
+enum net_type { NET_BRIDGE, NET_VLAN, NET_VXLAN, NET_OVS };
+#define NET_NAME_MAX 32
+#define NET_DNS_MAX 4
+struct net_config {
+    char *name;               /* the section's NAME: [A-Za-z0-9_-], 1..NET_NAME_MAX */
+    char *type;               /* bridge|vlan|vxlan|ovs (default bridge) */
+    enum net_type kind;       /* type, parsed */
+    char *bridge;             /* bridge device ("": cabr-NAME for vlan/vxlan) */
+    char *parent;             /* vlan: the parent link; vxlan: the underlay device */
+    int64_t vlan_id;          /* vlan: 1..4094 */
+    int64_t vni;              /* vxlan: 1..16777215 */
+    char *local, *remote, *group; /* vxlan addresses (IPv4) */
+    int64_t port;             /* vxlan UDP port, 0: 4789 */
+    int64_t mtu;              /* 0: leave the devices' MTU as it is */
+    char *cidr;               /* guest subnet "10.0.0.0/24" ("": no allocator, IPs refused) */
+    char *gateway;            /* "": none */
+    char *dns;                /* comma list as written */
+    bool dhcp;                /* dnsmasq on the network (later) */
+    bool metadata;            /* the metadata service listens on its bridge (default true) */
+    /* derived */
+    uint32_t net, mask;       /* cidr's network and mask (0/0 without cidr) */
+    int prefix;
+    uint32_t gw;              /* gateway or 0 */
+    uint32_t dns_addr[NET_DNS_MAX];
+    size_t n_dns;
+};
+
 struct agent_config {
     /* [agent] */
     char *state_dir;          /* SQLite store, api socket, instance dirs */
@@ -75,8 +104,35 @@ struct agent_config {
     int64_t telemetry_interval_s;
     char *metrics_listen;     /* HOST:PORT for Prometheus scrapers, empty: none */
 
+    /* [metadata] */
+    bool md_enabled;          /* serve the metadata service on each network */
+    char *md_address;         /* 169.254.169.254 */
+    int64_t md_port;          /* 80 */
+    double md_rate;           /* requests per second per source address */
+    int64_t md_burst;
+    char *md_http_tokens;     /* optional|required: the default of metadata_options */
+    int64_t md_hop_limit;     /* 1..64: the default PUT response hop limit */
+    char *md_product;         /* SMBIOS system product */
+    char *md_manufacturer;    /* SMBIOS system manufacturer */
+    char *md_availability_zone; /* default availability_zone */
+    bool md_config_drive;     /* default of config_drive */
+    char *md_config_drive_format; /* config-2|nocloud */
+    char *md_xorriso;         /* xorriso binary (PATH searched when no slash) */
+    /* [network NAME] sections, in file order */
+    struct net_config *networks;
+    size_t n_networks;
+
     char *config_file;        /* the file read, if any (for SIGHUP) */
 };
+
+/* The network named name, or NULL. */
+const struct net_config *config_network(const struct agent_config *cfg, const char *name);
+/* IPv4 dotted quad to host byte order; 0 or -EINVAL. */
+int net_parse_ipv4(const char *s, uint32_t *out);
+/* Host byte order to a dotted quad in buf[16]. */
+void net_format_ipv4(uint32_t a, char buf[16]);
+/* ip inside n's cidr and not its network, broadcast or gateway address. */
+bool net_ip_assignable(const struct net_config *n, uint32_t ip);
 
 /* Fill cfg with embedded defaults. */
 int config_init_defaults(struct agent_config *cfg);

@@ -34,6 +34,18 @@ static void describe_meta(const struct instance *inst, struct guest *g)
             .attrs = {{"path", b->image_path}, {"id", b->image_id}, {"url", b->image_url},
                       {"digest", b->image_digest}, {"glance_id", b->image_glance_id}},
         };
+    /* the interfaces (issue 10): an adopted instance keeps its MACs and IPs */
+    for (size_t i = 0; i < inst->n_ports && i < IFACE_MAX && n < GUEST_MAX_META; i++) {
+        const struct port *p = &inst->ports[i];
+        snprintf(g->port_index[i], sizeof(g->port_index[i]), "%d", p->index);
+        snprintf(g->port_mtu[i], sizeof(g->port_mtu[i]), "%d", p->mtu);
+        m[n++] = (struct hv_meta_item){
+            .name = "port",
+            .attrs = {{"id", p->port_id}, {"index", g->port_index[i]}, {"network", p->network},
+                      {"mac", p->mac}, {"ip", p->ip[0] ? p->ip : NULL}, {"device", p->device},
+                      {"mtu", p->mtu ? g->port_mtu[i] : NULL}},
+        };
+    }
     g->hv.meta = m;
     g->hv.n_meta = n;
 }
@@ -64,4 +76,37 @@ const struct hv_guest *guest_describe(const struct instance *inst, const char *d
     h->console_log = inst->console_log;
     describe_meta(inst, g);
     return h;
+}
+
+void guest_describe_net(const struct instance *inst, const struct guest_env *env, struct guest *g)
+{
+    struct hv_guest *h = &g->hv;
+
+    for (size_t i = 0; i < inst->n_ports && i < IFACE_MAX; i++) {
+        const struct port *p = &inst->ports[i];
+        struct hv_nic *n = &g->nics[h->n_nics++];
+        int mtu = p->mtu;
+        for (size_t k = 0; !mtu && env && k < env->n_nets; k++)
+            if (!strcmp(env->nets[k].name, p->network))
+                mtu = (int)env->nets[k].mtu;
+        memset(n, 0, sizeof(*n));
+        strscpy(n->mac, p->mac, sizeof(n->mac));
+        n->tap = p->device;
+        n->model = "virtio";
+        n->mtu = (unsigned)mtu;
+    }
+    h->nics = g->nics;
+    if (env && env->smbios_product) {
+        g->sysinfo = (struct hv_sysinfo){.manufacturer = env->smbios_manufacturer,
+                                         .product = env->smbios_product,
+                                         .serial = inst->uuid,
+                                         .uuid = inst->uuid,
+                                         .family = "Virtual Machine"};
+        h->sysinfo = &g->sysinfo;
+    }
+    if (inst->config_drive && env && env->config_drive_path && h->n_disks < GUEST_MAX_DISKS) {
+        g->disks[h->n_disks++] = (struct hv_disk){
+            .role = HV_DISK_CONFIG, .path = env->config_drive_path, .format = "raw", .readonly = true};
+        h->disks = g->disks;
+    }
 }

@@ -7,11 +7,12 @@
 #ifndef CA_AGENT_GUEST_H
 #define CA_AGENT_GUEST_H
 
+#include "agent/config.h"
 #include "agent/hypervisor/hv.h"
 #include "agent/instance.h"
 
 #define GUEST_MAX_DISKS 4
-#define GUEST_MAX_META 8
+#define GUEST_MAX_META (8 + IFACE_MAX) /* + one <port> per interface */
 
 /* The storage a description lives in (on the caller's stack). Its strings
  * are borrowed from the instance, except the numbers written here. */
@@ -20,6 +21,18 @@ struct guest {
     struct hv_disk disks[GUEST_MAX_DISKS];
     struct hv_meta_item meta[GUEST_MAX_META];
     char vcpus[24], memory_mb[24], disk_gb[24]; /* flavor attributes */
+    struct hv_nic nics[IFACE_MAX];
+    char port_index[IFACE_MAX][8], port_mtu[IFACE_MAX][8]; /* <port> attributes */
+    struct hv_sysinfo sysinfo;
+};
+
+/* What the guest's networking and metadata take from the host (issue 10). */
+struct guest_env {
+    const char *smbios_manufacturer; /* metadata.manufacturer */
+    const char *smbios_product;      /* metadata.product ("OpenStack Nova") */
+    const char *config_drive_path;   /* the ISO when inst->config_drive, else NULL */
+    const struct net_config *nets;   /* for each NIC's MTU when the port has none */
+    size_t n_nets;
 };
 
 /* Describe inst in *g and return &g->hv. disk_format is the root disk's
@@ -27,5 +40,11 @@ struct guest {
  * valid while both are. No allocation, cannot fail. */
 const struct hv_guest *guest_describe(const struct instance *inst, const char *disk_format,
                                       struct guest *g);
+
+/* Add to a description made by guest_describe(): one NIC per port (its
+ * device as an existing tap: type ethernet, managed no; MAC; virtio; MTU),
+ * the SMBIOS system (manufacturer, product, serial = uuid = the instance's,
+ * family "Virtual Machine") and the config drive as a read-only cdrom. */
+void guest_describe_net(const struct instance *inst, const struct guest_env *env, struct guest *g);
 
 #endif

@@ -105,6 +105,11 @@ void launch_spec_release(struct launch_spec *spec)
     free(spec->instance_type);
     free(spec->user_data);
     free(spec->request_id);
+    free(spec->ifaces);
+    json_decref(spec->public_keys);
+    json_decref(spec->metadata);
+    free(spec->hostname);
+    free(spec->availability_zone);
     boot_source_release(&spec->boot);
     memset(spec, 0, sizeof(*spec));
 }
@@ -190,13 +195,115 @@ static json_t *boot_source_shown(const struct boot_source *b)
     return out;
 }
 
+bool hostname_is_valid(const char *s)
+{
+    size_t label = 0, total = 0;
+    char prev = '.';
+
+    if (!s || !*s)
+        return false;
+    for (const char *p = s; *p; p++, total++) {
+        char c = *p;
+        if (c == '.') {
+            if (!label || prev == '-')
+                return false;
+            label = 0;
+        } else if (isalnum((unsigned char)c) || c == '-') {
+            if (c == '-' && !label)
+                return false;
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+        prev = c;
+    }
+    return total <= HOSTNAME_MAX && label && prev != '-';
+}
+
+json_t *instance_ports_to_json(const struct instance *inst)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a && i < inst->n_ports; i++) {
+        const struct port *p = &inst->ports[i];
+        json_array_append_new(a, json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:s}", "network", p->network,
+                                           "mac", p->mac, "ip", p->ip[0] ? json_string(p->ip) : json_null(),
+                                           "mtu", p->mtu ? json_integer(p->mtu) : json_null(), "device",
+                                           p->device, "port_id", p->port_id, "state", p->state));
+    }
+    return a;
+}
+
+static json_t *md_options_to_json(const struct md_options *m)
+{
+    json_t *o = json_object();
+
+    if (m->http_tokens[0])
+        json_object_set_new(o, "http_tokens", json_string(m->http_tokens));
+    if (m->http_endpoint[0])
+        json_object_set_new(o, "http_endpoint", json_string(m->http_endpoint));
+    if (m->hop_limit)
+        json_object_set_new(o, "http_put_response_hop_limit", json_integer(m->hop_limit));
+    return o;
+}
+
+char *instance_extra_to_text(const struct instance *inst)
+{
+    json_t *o = json_object();
+    char *text;
+
+    set_opt_str(o, "hostname", inst->hostname);
+    set_opt_str(o, "availability_zone", inst->availability_zone);
+    json_object_set_new(o, "config_drive", json_boolean(inst->config_drive));
+    if (inst->config_drive_format[0])
+        json_object_set_new(o, "config_drive_format", json_string(inst->config_drive_format));
+    if (inst->public_keys)
+        json_object_set(o, "public_keys", inst->public_keys);
+    if (inst->metadata)
+        json_object_set(o, "metadata", inst->metadata);
+    json_object_set_new(o, "metadata_options", md_options_to_json(&inst->md_opts));
+    text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return text;
+}
+
+int instance_extra_from_text(const char *text, struct instance *inst)
+{
+    json_t *o, *v, *mo;
+    const char *s;
+
+    if (!text)
+        return 0;
+    if (!(o = json_loads(text, 0, NULL)))
+        return -EINVAL;
+    inst->hostname = dup_member(o, "hostname");
+    inst->availability_zone = dup_member(o, "availability_zone");
+    inst->config_drive = json_is_true(json_object_get(o, "config_drive"));
+    if ((s = json_string_value(json_object_get(o, "config_drive_format"))))
+        strscpy(inst->config_drive_format, s, sizeof(inst->config_drive_format));
+    if (json_is_object(v = json_object_get(o, "public_keys")))
+        inst->public_keys = json_incref(v);
+    if (json_is_object(v = json_object_get(o, "metadata")))
+        inst->metadata = json_incref(v);
+    mo = json_object_get(o, "metadata_options");
+    if ((s = json_string_value(json_object_get(mo, "http_tokens"))))
+        strscpy(inst->md_opts.http_tokens, s, sizeof(inst->md_opts.http_tokens));
+    if ((s = json_string_value(json_object_get(mo, "http_endpoint"))))
+        strscpy(inst->md_opts.http_endpoint, s, sizeof(inst->md_opts.http_endpoint));
+    inst->md_opts.hop_limit = (int)json_integer_value(json_object_get(mo, "http_put_response_hop_limit"));
+    json_decref(o);
+    return 0;
+}
+
 json_t *instance_to_json(const struct instance *inst)
 {
     char created[32], updated[32];
+    json_t *j;
 
     format_rfc3339_ms(inst->created_ms, created);
     format_rfc3339_ms(inst->updated_ms, updated);
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I, s:I}, s:o, s:o, s:b, s:o, s:s, s:s, s:o}",
+    j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:I, s:I, s:I}, s:o, s:o, s:b, s:o, s:s, s:s, s:o}",
                      "id", inst->uuid, "ec2_id", inst->ec2_id, "name", inst->name,
                      "state", inst->state,
                      "task_state", inst->task_state[0] ? json_string(inst->task_state) : json_null(),
@@ -208,6 +315,23 @@ json_t *instance_to_json(const struct instance *inst)
                      "console_log", inst->console_log ? json_string(inst->console_log) : json_null(),
                      "created_at", created, "updated_at", updated,
                      "fault", inst->fault ? json_string(inst->fault) : json_null());
+    if (!j)
+        return NULL;
+    json_object_set_new(j, "interfaces", instance_ports_to_json(inst));
+    json_object_set_new(j, "hostname", inst->hostname ? json_string(inst->hostname) : json_null());
+    json_object_set_new(j, "availability_zone",
+                        inst->availability_zone ? json_string(inst->availability_zone) : json_null());
+    json_object_set_new(j, "config_drive", json_boolean(inst->config_drive));
+    json_object_set_new(j, "metadata", inst->metadata ? json_incref(inst->metadata) : json_object());
+    json_object_set_new(j, "key_names", json_array());
+    if (inst->public_keys) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(inst->public_keys, k, v)
+            json_array_append_new(json_object_get(j, "key_names"), json_string(k));
+    }
+    json_object_set_new(j, "metadata_options", md_options_to_json(&inst->md_opts));
+    return j;
 }
 
 json_t *op_record_to_json(const struct op_record *op)
@@ -235,6 +359,11 @@ void instance_release(struct instance *inst)
     free(inst->console_log);
     free(inst->disk_path);
     free(inst->fault);
+    free(inst->hostname);
+    free(inst->availability_zone);
+    json_decref(inst->public_keys);
+    json_decref(inst->metadata);
+    free(inst->ports);
     boot_source_release(&inst->boot);
     memset(inst, 0, sizeof(*inst));
 }
@@ -253,6 +382,20 @@ int instance_copy(struct instance *dst, const struct instance *src)
     *dst = *src;
     memset(&dst->boot, 0, sizeof(dst->boot));
     dst->boot.kind = src->boot.kind;
+    /* deep copies: the copy may go to another thread */
+    dst->public_keys = src->public_keys ? json_deep_copy(src->public_keys) : NULL;
+    dst->metadata = src->metadata ? json_deep_copy(src->metadata) : NULL;
+    dst->ports = NULL;
+    dst->hostname = dst->availability_zone = NULL;
+    if (src->n_ports && (dst->ports = malloc(src->n_ports * sizeof(*dst->ports))))
+        memcpy(dst->ports, src->ports, src->n_ports * sizeof(*dst->ports));
+    if ((src->n_ports && !dst->ports) || (src->public_keys && !dst->public_keys) ||
+        (src->metadata && !dst->metadata) || dup_opt(&dst->hostname, src->hostname) ||
+        dup_opt(&dst->availability_zone, src->availability_zone)) {
+        dst->name = dst->instance_type = dst->user_data = dst->console_log = dst->disk_path = dst->fault = NULL;
+        instance_release(dst);
+        return -ENOMEM;
+    }
     if (dup_opt(&dst->name, src->name) || dup_opt(&dst->instance_type, src->instance_type) ||
         dup_opt(&dst->user_data, src->user_data) || dup_opt(&dst->console_log, src->console_log) ||
         dup_opt(&dst->disk_path, src->disk_path) || dup_opt(&dst->fault, src->fault) ||

@@ -14,6 +14,47 @@
 #define USER_DATA_MAX 16384 /* decoded bytes, as on EC2 */
 #define EC2_ID_LEN 19       /* "i-" + 17 hex digits */
 
+/* Guest networking and metadata (issue 10): the bounds of a launch's fields,
+ * close to nova's. */
+#define IFACE_MAX 8             /* interfaces per instance */
+#define HOSTNAME_MAX 253        /* RFC 1123: labels of 1-63, 253 in all */
+#define AZ_MAX 255
+#define KEY_NAME_MAX 255        /* public_keys names (nova: key pair names) */
+#define PUBLIC_KEY_MAX 16384    /* one OpenSSH public key, bytes */
+#define PUBLIC_KEYS_MAX 32      /* keys per instance */
+#define METADATA_ITEMS_MAX 128  /* nova's metadata_items quota */
+#define METADATA_KEY_MAX 255
+#define METADATA_VALUE_MAX 255
+#define PORT_DEV_MAX 15         /* IFNAMSIZ - 1 */
+
+/* One interface of an instance: a row of the store's ports table, reserved
+ * with the instance (its MAC and IP unique on the host). */
+struct port {
+    char port_id[37];           /* minted per interface */
+    int index;                  /* 0.. in launch order */
+    char network[64];           /* [network NAME] */
+    char mac[18];               /* lowercase aa:bb:cc:dd:ee:ff */
+    char ip[16];                /* IPv4, "" when the network has no cidr */
+    char device[PORT_DEV_MAX + 1]; /* host device: "tap" + port id, 14 characters */
+    int mtu;                    /* 0: the network's */
+    char state[12];             /* reserved|plugged|unplugged */
+};
+
+/* What a launch asks of one interface; "" / 0 where the agent chooses. */
+struct launch_iface {
+    char network[64];
+    char mac[18];
+    char ip[16];
+    int mtu;
+};
+
+/* metadata_options; "" / 0 where the configuration's default applies. */
+struct md_options {
+    char http_tokens[12];       /* optional|required */
+    char http_endpoint[12];     /* enabled|disabled */
+    int hop_limit;              /* http_put_response_hop_limit 1..64 */
+};
+
 struct flavor {
     int64_t vcpus;
     int64_t memory_mb;
@@ -52,6 +93,16 @@ struct instance {
     char *fault;          /* why it is in error, NULL otherwise */
     int64_t created_ms;
     int64_t updated_ms;
+    /* guest networking and metadata (issue 10) */
+    char *hostname;       /* RFC 1123 */
+    char *availability_zone;
+    bool config_drive;
+    char config_drive_format[12]; /* config-2|nocloud */
+    json_t *public_keys;  /* {name: key} (owned reference) or NULL */
+    json_t *metadata;     /* {key: value} (owned reference) or NULL */
+    struct md_options md_opts;
+    struct port *ports;   /* its interfaces, by index (owned) */
+    size_t n_ports;
 };
 
 /* A validated launch request. */
@@ -62,6 +113,15 @@ struct launch_spec {
     struct boot_source boot;
     char *user_data;      /* base64 text, validated */
     char *request_id;
+    struct launch_iface *ifaces; /* owned */
+    size_t n_ifaces;
+    json_t *public_keys;  /* validated {name: key}, owned reference, or NULL */
+    json_t *metadata;     /* validated {key: value}, owned reference, or NULL */
+    char *hostname;       /* NULL: from the name, else the EC2 id */
+    char *availability_zone; /* NULL: metadata.availability_zone */
+    struct md_options md_opts;
+    int config_drive;     /* -1: metadata.config_drive; 0; 1 */
+    char config_drive_format[12]; /* "": metadata.config_drive_format */
 };
 
 struct catalog;
@@ -85,6 +145,17 @@ void boot_source_release(struct boot_source *b);
 bool boot_source_has_image(const struct boot_source *b);
 /* The image comes through the image cache (id, url or glance_id). */
 bool boot_source_uses_cache(const struct boot_source *b);
+
+/* The instance's extra launch data (hostname, availability zone, config
+ * drive, public keys, metadata, metadata options) as the JSON text the store
+ * keeps, and back (unknown or missing members left at their zero). */
+char *instance_extra_to_text(const struct instance *inst);
+int instance_extra_from_text(const char *text, struct instance *inst);
+/* The interfaces as shown: [{"network","mac","ip","mtu","device","port_id","state"}]. */
+json_t *instance_ports_to_json(const struct instance *inst);
+/* An RFC 1123 host name (labels of 1-63 letters, digits and '-', not at
+ * either end; 253 in all). */
+bool hostname_is_valid(const char *s);
 
 void instance_release(struct instance *inst);
 /* Deep copy; 0 or -ENOMEM. */

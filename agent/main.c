@@ -31,6 +31,9 @@
 #include "image-cache/imgcache.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
+#include "agent/metadata.h"
+#include "agent/netmap.h"
+#include "net-plug/netplug.h"
 
 #define PURGE_AFTER_MS (3600 * 1000) /* terminated instances stay visible 1 h, as on EC2 */
 
@@ -64,6 +67,7 @@ static void connect_work(struct hv *hv, void *arg)
 }
 
 static void schedule_reconnect(struct agent *a);
+static void md_listen_networks(struct agent *a, const struct instance *only);
 
 static void on_reconciled(void *opaque, int result)
 {
@@ -73,6 +77,7 @@ static void on_reconciled(void *opaque, int result)
         schedule_reconnect(a);
         return;
     }
+    md_listen_networks(a, NULL);
     if (!host_ready(a->host)) {
         struct agent_error err = {0};
         host_set_ready(a->host);
@@ -178,6 +183,38 @@ static void on_hv_lost(void *opaque)
     schedule_reconnect(opaque);
 }
 
+/* The metadata service on each network's bridge, once the bridge exists
+ * (after the network's first plug, or a reconcile that kept its ports). */
+static void md_listen_networks(struct agent *a, const struct instance *only)
+{
+    for (size_t i = 0; a->md && a->np && i < a->cfg.n_networks; i++) {
+        const struct net_config *n = &a->cfg.networks[i];
+        char bridge[16];
+        bool used = !only;
+        int r;
+        for (size_t k = 0; only && k < only->n_ports; k++)
+            used |= !strcmp(only->ports[k].network, n->name);
+        if (!used || a->md_listening[i] || !n->metadata)
+            continue;
+        if (netplug_network_bridge(a->np, n->name, bridge) < 0)
+            continue;
+        r = md_service_listen(a->md, n->name, bridge, a->cfg.md_address, (int)a->cfg.md_port);
+        if (r == 0) {
+            a->md_listening[i] = true;
+            log_info("metadata service listening", "network=%s bridge=%s address=%s port=%lld", n->name, bridge,
+                     a->cfg.md_address, (long long)a->cfg.md_port);
+        } else if (only) {
+            log_warn("metadata service cannot listen on the network yet", "network=%s bridge=%s error=%s",
+                     n->name, bridge, strerror(-r));
+        }
+    }
+}
+
+static void on_ports_plugged(void *opaque, const struct instance *inst)
+{
+    md_listen_networks(opaque, inst);
+}
+
 /* events hook: a bus command goes to the command handler. */
 static void on_bus_command(void *opaque, const struct bus_message *msg)
 {
@@ -241,6 +278,8 @@ static void shutdown_agent(struct agent *a, const char *why)
      * out (bounded flush) */
     api_free(a->api);
     a->api = NULL;
+    md_service_free(a->md);
+    a->md = NULL;
     ops_stop(a->ops);
     a->telemetry = telemetry_free(a->telemetry);
     imgcache_free(a->imgcache);
@@ -381,6 +420,60 @@ static int build_imgcache(struct agent *a, const char *imgc_dir, struct agent_er
     return imgcache_new(a->loop, store_db(a->store), &ic, &a->imgcache, err);
 }
 
+/* The host's networks (net-plug), the metadata lookup and service. */
+static int build_networking(struct agent *a, struct agent_error *err)
+{
+    struct netplug_config npc = {.antispoof = true};
+    struct np_error ne = {0};
+    struct netmap_deps nd;
+    int r;
+
+    if ((r = netplug_new(&npc, &a->np, &ne)) < 0) {
+        /* without networks configured, the agent runs without guest networking */
+        if (a->cfg.n_networks)
+            return agent_error_set(err, -r, "internal", "network", "cannot set up net-plug: %s", ne.msg);
+        log_warn("net-plug unavailable; guest networking off", "error=%s", ne.msg);
+        a->np = NULL;
+    }
+    for (size_t i = 0; a->np && i < a->cfg.n_networks; i++) {
+        const struct net_config *n = &a->cfg.networks[i];
+        char gw[40] = "";
+        struct np_network nn = {
+            .name = n->name, .type = (enum np_net_type)n->kind,
+            .bridge = n->bridge && *n->bridge ? n->bridge : NULL, .parent = n->parent,
+            .vlan_id = (int)n->vlan_id, .vni = (uint32_t)n->vni, .local = n->local, .remote = n->remote,
+            .group = n->group, .port = (uint16_t)n->port, .mtu = (int)n->mtu,
+            .metadata = n->metadata && a->cfg.md_enabled,
+        };
+        if (n->gw) {
+            net_format_ipv4(n->gw, gw);
+            snprintf(gw + strlen(gw), sizeof(gw) - strlen(gw), "/%d", n->prefix);
+            nn.gateway = gw;
+        }
+        if ((r = netplug_network_add(a->np, &nn, &ne)) < 0) {
+            char field[96];
+            snprintf(field, sizeof(field), "network.%s", n->name);
+            return agent_error_set(err, -r, "invalid_config", field, "network %s: %s", n->name, ne.msg);
+        }
+    }
+    nd = (struct netmap_deps){.store = a->store, .np = a->np, .nets = a->cfg.networks,
+                              .n_nets = a->cfg.n_networks,
+                              .def = {.http_tokens = a->cfg.md_http_tokens, .hop_limit = (int)a->cfg.md_hop_limit}};
+    if ((r = netmap_new(&nd, &a->netmap)) < 0)
+        return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+    if (!a->cfg.md_enabled)
+        return 0;
+    if (a->cfg.n_networks && !(a->md_listening = calloc(a->cfg.n_networks, sizeof(bool))))
+        return -ENOMEM;
+    {
+        struct md_service_config mc = {.rate = a->cfg.md_rate, .burst = (int)a->cfg.md_burst};
+        if ((r = md_service_new(a->loop, &mc, netmap_lookup, a->netmap, &a->md)) < 0)
+            return agent_error_set(err, -r, "internal", NULL, "cannot set up the metadata service: %s",
+                                   strerror(-r));
+    }
+    return 0;
+}
+
 /* The modules in dependency order: each gets the objects built before it.
  * 0, or -errno with err set. */
 static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
@@ -393,8 +486,16 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                                .bus_properties = a->cfg.bus_properties, .heartbeat_s = a->cfg.heartbeat_s};
     struct events_hooks eh = {.on_command = on_bus_command};
     struct ops_config oc = {.instances_dir = a->instances_dir, .local_image_dirs = a->cfg.local_image_dirs,
-                            .stop_timeout_s = a->cfg.stop_timeout, .reboot_timeout_s = a->cfg.reboot_timeout};
-    struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost};
+                            .stop_timeout_s = a->cfg.stop_timeout, .reboot_timeout_s = a->cfg.reboot_timeout,
+                            .networks = a->cfg.networks, .n_networks = a->cfg.n_networks,
+                            .availability_zone = a->cfg.md_availability_zone,
+                            .config_drive = a->cfg.md_config_drive,
+                            .config_drive_format = a->cfg.md_config_drive_format,
+                            .xorriso = a->cfg.md_xorriso, .smbios_product = a->cfg.md_product,
+                            .smbios_manufacturer = a->cfg.md_manufacturer,
+                            .md_http_tokens = a->cfg.md_http_tokens, .md_hop_limit = (int)a->cfg.md_hop_limit};
+    struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost,
+                           .ports_plugged = on_ports_plugged};
     int r;
 
     if ((r = host_new(a->store, &a->host)) < 0 || (r = metrics_new(&a->metrics)) < 0 ||
@@ -407,7 +508,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
         if ((r = events_new(a->loop, &ed, &ec, &eh, a, &a->events)) < 0)
             return agent_error_set(err, -r, "internal", NULL, "cannot create the event outbox");
     }
-    if ((r = build_imgcache(a, imgc_dir, err)) < 0)
+    if ((r = build_imgcache(a, imgc_dir, err)) < 0 || (r = build_networking(a, err)) < 0)
         return r;
     if (a->cfg.instance_types[0])
         r = catalog_load(a->cfg.instance_types, &a->catalog, err);
@@ -417,7 +518,8 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
         return r;
     {
         struct ops_deps od = {.store = a->store, .hv = a->hv, .host = a->host, .res = a->res,
-                              .imgcache = a->imgcache, .events = a->events, .metrics = a->metrics};
+                              .imgcache = a->imgcache, .events = a->events, .metrics = a->metrics,
+                              .np = a->np};
         struct commands_deps cd;
         if ((r = ops_new(a->loop, &od, &oc, &oh, a, &a->ops)) < 0)
             return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
@@ -445,7 +547,9 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
     {
         struct api_deps ad = {.store = a->store, .ops = a->ops, .host = a->host, .imgcache = a->imgcache,
                               .hv = a->hv, .res = a->res, .catalog = a->catalog, .ctl = a->ctl,
-                              .events = a->events, .telemetry = a->telemetry, .metrics = a->metrics};
+                              .events = a->events, .telemetry = a->telemetry, .metrics = a->metrics,
+                              .networks = a->cfg.networks, .n_networks = a->cfg.n_networks, .np = a->np,
+                              .md = a->md};
         struct api_config ac = {.socket = a->cfg.api_socket, .listen = a->cfg.api_listen,
                                 .token = a->cfg.api_token, .metrics_listen = a->cfg.metrics_listen,
                                 .header_timeout_s = a->cfg.api_header_timeout_s,
@@ -462,10 +566,14 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
 static void release(struct agent *a)
 {
     api_free(a->api);
+    md_service_free(a->md);
     telemetry_free(a->telemetry);
     controller_free(a->ctl);
     commands_free(a->commands);
     ops_free(a->ops);
+    netmap_free(a->netmap);
+    netplug_free(a->np);
+    free(a->md_listening);
     imgcache_free(a->imgcache);
     events_free(a->events);
     resources_free(a->res);

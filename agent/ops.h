@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "agent/config.h"
 #include "agent/hypervisor/hv.h"
 #include "agent/instance.h"
 #include "agent/store.h"
@@ -23,6 +24,7 @@ struct host;
 struct imgcache;
 struct metrics;
 struct resources;
+struct netplug;
 
 /* Borrowed; each must outlive the engine. */
 struct ops_deps {
@@ -33,6 +35,7 @@ struct ops_deps {
     struct imgcache *imgcache; /* images; NULL: launches by image reference refused */
     struct events *events;     /* outbox; NULL: no events recorded */
     struct metrics *metrics;   /* NULL: none counted */
+    struct netplug *np;        /* guest ports; NULL: launches with interfaces refused */
 };
 
 /* Strings borrowed (must outlive the engine). */
@@ -42,6 +45,16 @@ struct ops_config {
     int64_t stop_timeout_s;       /* graceful stop, unless the request says */
     int64_t reboot_timeout_s;     /* graceful reboot, unless the request says */
     const char *crash_at;         /* "type:step" to SIGKILL at (tests); NULL: none */
+    /* guest networking and metadata (issue 10); NULL/0: none, the defaults */
+    const struct net_config *networks; /* [network NAME] sections */
+    size_t n_networks;
+    const char *availability_zone;     /* default of a launch's availability_zone */
+    bool config_drive;                 /* default of a launch's config_drive */
+    const char *config_drive_format;   /* config-2|nocloud, default of the launch's */
+    const char *xorriso;               /* for config drives */
+    const char *smbios_product, *smbios_manufacturer; /* the guests' SMBIOS system */
+    const char *md_http_tokens;        /* metadata.http_tokens (the config drive's copy) */
+    int md_hop_limit;
 };
 
 /* Called on the loop thread; any may be NULL. */
@@ -51,6 +64,8 @@ struct ops_hooks {
     void (*operation_finished)(void *opaque, const struct op_record *rec, const struct instance *inst);
     /* The hypervisor connection was lost: reconnect (then ops_reconcile). */
     void (*hv_lost)(void *opaque);
+    /* The ports of inst were plugged (their networks' bridges exist now). */
+    void (*ports_plugged)(void *opaque, const struct instance *inst);
 };
 
 /* A new engine in *ret (ops_free()); 0 or -ENOMEM. cfg->crash_at is also
@@ -77,6 +92,17 @@ void ops_set_timeouts(struct ops *o, int64_t stop_timeout_s, int64_t reboot_time
  * they resolve to. */
 int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer,
                struct agent_error *err);
+/* A launch's interfaces against the host (ops_launch() runs it): each
+ * interface's network configured, its MTU within 68..the network's, a given
+ * IP inside the network's cidr, not its network, broadcast or gateway
+ * address and held by no port, a given MAC held by no port; then a MAC
+ * generated where none was given (fa:16:3e:xx:xx:xx, locally administered
+ * like nova's, unique on the host) and the lowest free IP taken where none
+ * was. *ports (n_ifaces, caller frees) in state "reserved"; -errno with err
+ * naming interfaces[i].<field>. The store's UNIQUE constraints make the
+ * insert of the instance refuse any collision. */
+int ops_ports_reserve(struct ops *o, const struct launch_spec *spec, struct port **ports,
+                      struct agent_error *err);
 struct action_opts {
     const char *request_id; /* NULL if none */
     int64_t timeout_s;      /* stop/reboot: graceful timeout, <0: configured */

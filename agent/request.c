@@ -2,6 +2,7 @@
  * the action body and options, the bus command, the field renaming. */
 #include "agent/request.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,11 +206,308 @@ static int parse_kernel(const json_t *k, struct boot_source *b, struct agent_err
     return get_string(k, "cmdline", "kernel.cmdline", false, 2048, &b->cmdline, err);
 }
 
+/* ---- guest networking and metadata (issue 10) ---- */
+
+/* A MAC "aa:bb:cc:dd:ee:ff" (either case) into lowercase out[18]: unicast
+ * and not all zero. */
+int request_mac_parse(const char *s, char out[18], uint8_t bytes[6])
+{
+    uint8_t b[6];
+    bool zero = true;
+
+    if (!s || strlen(s) != 17)
+        return -EINVAL;
+    for (int i = 0; i < 6; i++) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = s[i * 3 + k];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            if (d < 0)
+                return -EINVAL;
+            v = v * 16 + d;
+        }
+        if (i < 5 && s[i * 3 + 2] != ':')
+            return -EINVAL;
+        b[i] = (uint8_t)v;
+        zero &= v == 0;
+    }
+    if (zero || (b[0] & 1))
+        return -EINVAL; /* all zero, or multicast/broadcast */
+    if (out)
+        snprintf(out, 18, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+    if (bytes)
+        memcpy(bytes, b, 6);
+    return 0;
+}
+
+static int ipv4_text_ok(const char *s)
+{
+    unsigned a, b, c, d;
+    char tail, norm[16];
+
+    if (!s || sscanf(s, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 ||
+        c > 255 || d > 255)
+        return -EINVAL;
+    snprintf(norm, sizeof(norm), "%u.%u.%u.%u", a, b, c, d);
+    return strcmp(norm, s) ? -EINVAL : 0; /* no leading zeros, no spaces */
+}
+
+static int parse_iface(const json_t *o, size_t i, struct launch_iface *out, struct agent_error *err)
+{
+    static const char *const allowed[] = {"network", "mac", "ip", "mtu", NULL};
+    char prefix[32], field[48];
+    json_t *v;
+    int r;
+
+    snprintf(prefix, sizeof(prefix), "interfaces[%zu].", i);
+#define IFIELD(k) (snprintf(field, sizeof(field), "%s%s", prefix, k), field)
+    if (!json_is_object(o)) {
+        snprintf(field, sizeof(field), "interfaces[%zu]", i);
+        return agent_error_set(err, EINVAL, "invalid_field", field, "field '%s' must be an object", field);
+    }
+    if ((r = check_known_keys(o, prefix, allowed, err)) < 0)
+        return r;
+    v = json_object_get(o, "network");
+    if (!v)
+        return agent_error_set(err, EINVAL, "missing_field", IFIELD("network"), "field '%s' is required", field);
+    if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= sizeof(out->network) ||
+        strlen(json_string_value(v)) != json_string_length(v) || has_control_chars(json_string_value(v)))
+        return agent_error_set(err, EINVAL, "invalid_field", IFIELD("network"),
+                               "field '%s' must name a configured network", field);
+    strscpy(out->network, json_string_value(v), sizeof(out->network));
+    if ((v = json_object_get(o, "mac")) && !json_is_null(v)) {
+        if (!json_is_string(v) || request_mac_parse(json_string_value(v), out->mac, NULL) < 0)
+            return agent_error_set(err, EINVAL, "invalid_field", IFIELD("mac"),
+                                   "field '%s' must be a unicast MAC address aa:bb:cc:dd:ee:ff", field);
+    }
+    if ((v = json_object_get(o, "ip")) && !json_is_null(v)) {
+        if (!json_is_string(v) || ipv4_text_ok(json_string_value(v)) < 0)
+            return agent_error_set(err, EINVAL, "invalid_field", IFIELD("ip"),
+                                   "field '%s' must be an IPv4 address a.b.c.d", field);
+        strscpy(out->ip, json_string_value(v), sizeof(out->ip));
+    }
+    if ((v = json_object_get(o, "mtu")) && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 68 || json_integer_value(v) > 65535)
+            return agent_error_set(err, EINVAL, "invalid_field", IFIELD("mtu"),
+                                   "field '%s' must be an integer from 68 to 65535", field);
+        out->mtu = (int)json_integer_value(v);
+    }
+#undef IFIELD
+    return 0;
+}
+
+static int parse_interfaces(const json_t *a, struct launch_spec *s, struct agent_error *err)
+{
+    size_t n;
+
+    if (!json_is_array(a))
+        return agent_error_set(err, EINVAL, "invalid_field", "interfaces", "field 'interfaces' must be an array");
+    n = json_array_size(a);
+    if (n > IFACE_MAX)
+        return agent_error_set(err, EINVAL, "invalid_field", "interfaces",
+                               "field 'interfaces' lists %zu interfaces, more than %d", n, IFACE_MAX);
+    if (!n)
+        return 0;
+    if (!(s->ifaces = calloc(n, sizeof(*s->ifaces))))
+        return -ENOMEM;
+    s->n_ifaces = n;
+    for (size_t i = 0; i < n; i++) {
+        struct launch_iface *f = &s->ifaces[i];
+        int r = parse_iface(json_array_get(a, i), i, f, err);
+        if (r < 0)
+            return r;
+        for (size_t k = 0; k < i; k++) {
+            char field[48];
+            if (f->mac[0] && !strcmp(f->mac, s->ifaces[k].mac)) {
+                snprintf(field, sizeof(field), "interfaces[%zu].mac", i);
+                return agent_error_set(err, EINVAL, "invalid_field", field,
+                                       "field '%s' repeats the MAC of interfaces[%zu]", field, k);
+            }
+            if (f->ip[0] && !strcmp(f->ip, s->ifaces[k].ip) && !strcmp(f->network, s->ifaces[k].network)) {
+                snprintf(field, sizeof(field), "interfaces[%zu].ip", i);
+                return agent_error_set(err, EINVAL, "invalid_field", field,
+                                       "field '%s' repeats the IP of interfaces[%zu]", field, k);
+            }
+        }
+    }
+    return 0;
+}
+
+/* A map of strings: at most max_items, keys 1..key_max characters (what
+ * key_ok allows), values 1..value_max bytes, no control characters. The
+ * field named is "<what>.<key>" (cut to fit). */
+static int parse_string_map(const json_t *o, const char *what, size_t max_items, size_t key_max,
+                            size_t value_max, bool empty_value_ok, json_t **out, struct agent_error *err)
+{
+    const char *key;
+    json_t *v;
+    char field[96];
+
+    if (!json_is_object(o))
+        return agent_error_set(err, EINVAL, "invalid_field", what, "field '%s' must be an object of strings", what);
+    if (json_object_size(o) > max_items)
+        return agent_error_set(err, EINVAL, "invalid_field", what, "field '%s' has %zu items, more than %zu",
+                               what, json_object_size(o), max_items);
+    json_object_foreach((json_t *)o, key, v) {
+        size_t klen = strlen(key);
+        snprintf(field, sizeof(field), "%s.%s", what, key);
+        utf8_scrub(field);
+        if (!klen || klen > key_max || has_control_chars(key))
+            return agent_error_set(err, EINVAL, "invalid_field", klen ? field : what,
+                                   "a key of '%s' must be 1 to %zu characters without control characters",
+                                   what, key_max);
+        if (!json_is_string(v))
+            return agent_error_set(err, EINVAL, "invalid_field", field, "field '%s' must be a string", field);
+        if (strlen(json_string_value(v)) != json_string_length(v) || has_control_chars(json_string_value(v)))
+            return agent_error_set(err, EINVAL, "invalid_field", field,
+                                   "field '%s' must not contain control characters", field);
+        if (json_string_length(v) > value_max || (!empty_value_ok && !json_string_length(v)))
+            return agent_error_set(err, EINVAL, "invalid_field", field, "field '%s' must be %s%zu characters",
+                                   field, empty_value_ok ? "at most " : "1 to ", value_max);
+    }
+    *out = json_deep_copy(o);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* An OpenSSH public key line: "TYPE BASE64 [comment]". */
+static bool public_key_ok(const char *k)
+{
+    static const char *const types[] = {"ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256",
+                                        "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                                        "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+                                        NULL};
+    size_t tlen = strcspn(k, " "), blen;
+    bool ok = false;
+
+    for (size_t i = 0; types[i]; i++)
+        ok |= strlen(types[i]) == tlen && !strncmp(k, types[i], tlen);
+    if (!ok || k[tlen] != ' ')
+        return false;
+    k += tlen + 1;
+    blen = strcspn(k, " ");
+    if (blen < 16)
+        return false;
+    for (size_t i = 0; i < blen; i++)
+        if (!isalnum((unsigned char)k[i]) && k[i] != '+' && k[i] != '/' && k[i] != '=')
+            return false;
+    return true;
+}
+
+static int parse_public_keys(const json_t *o, json_t **out, struct agent_error *err)
+{
+    const char *key;
+    json_t *v;
+    int r = parse_string_map(o, "public_keys", PUBLIC_KEYS_MAX, KEY_NAME_MAX, PUBLIC_KEY_MAX, false, out, err);
+
+    if (r < 0)
+        return r;
+    json_object_foreach(*out, key, v) {
+        if (!public_key_ok(json_string_value(v))) {
+            char field[96];
+            snprintf(field, sizeof(field), "public_keys.%s", key);
+            utf8_scrub(field);
+            json_decref(*out);
+            *out = NULL;
+            return agent_error_set(err, EINVAL, "invalid_field", field,
+                                   "field '%s' must be an OpenSSH public key (TYPE BASE64 [comment])", field);
+        }
+    }
+    return 0;
+}
+
+static int parse_md_options(const json_t *o, struct md_options *m, struct agent_error *err)
+{
+    static const char *const allowed[] = {"http_tokens", "http_endpoint", "http_put_response_hop_limit", NULL};
+    const char *t;
+    json_t *v;
+    int r;
+
+    if (!json_is_object(o))
+        return agent_error_set(err, EINVAL, "invalid_field", "metadata_options",
+                               "field 'metadata_options' must be an object");
+    if ((r = check_known_keys(o, "metadata_options.", allowed, err)) < 0)
+        return r;
+    if ((v = json_object_get(o, "http_tokens"))) {
+        t = json_string_value(v);
+        if (!t || (strcmp(t, "optional") && strcmp(t, "required")))
+            return agent_error_set(err, EINVAL, "invalid_field", "metadata_options.http_tokens",
+                                   "field 'metadata_options.http_tokens' must be optional or required");
+        strscpy(m->http_tokens, t, sizeof(m->http_tokens));
+    }
+    if ((v = json_object_get(o, "http_endpoint"))) {
+        t = json_string_value(v);
+        if (!t || (strcmp(t, "enabled") && strcmp(t, "disabled")))
+            return agent_error_set(err, EINVAL, "invalid_field", "metadata_options.http_endpoint",
+                                   "field 'metadata_options.http_endpoint' must be enabled or disabled");
+        strscpy(m->http_endpoint, t, sizeof(m->http_endpoint));
+    }
+    if ((v = json_object_get(o, "http_put_response_hop_limit"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 64)
+            return agent_error_set(err, EINVAL, "invalid_field", "metadata_options.http_put_response_hop_limit",
+                                   "field 'metadata_options.http_put_response_hop_limit' must be an integer from 1 to 64");
+        m->hop_limit = (int)json_integer_value(v);
+    }
+    return 0;
+}
+
+/* interfaces, public_keys, metadata, availability_zone, hostname,
+ * metadata_options, config_drive, config_drive_format. */
+static int parse_guest_fields(const json_t *body, struct launch_spec *s, struct agent_error *err)
+{
+    json_t *v;
+    int r;
+
+    if ((v = json_object_get(body, "interfaces")) && !json_is_null(v) &&
+        (r = parse_interfaces(v, s, err)) < 0)
+        return r;
+    if ((v = json_object_get(body, "public_keys")) && !json_is_null(v) &&
+        (r = parse_public_keys(v, &s->public_keys, err)) < 0)
+        return r;
+    if ((v = json_object_get(body, "metadata")) && !json_is_null(v) &&
+        (r = parse_string_map(v, "metadata", METADATA_ITEMS_MAX, METADATA_KEY_MAX, METADATA_VALUE_MAX, true,
+                              &s->metadata, err)) < 0)
+        return r;
+    if ((r = get_string(body, "availability_zone", "availability_zone", false, AZ_MAX, &s->availability_zone,
+                        err)) < 0)
+        return r;
+    if (s->availability_zone && !*s->availability_zone)
+        return agent_error_set(err, EINVAL, "invalid_field", "availability_zone",
+                               "field 'availability_zone' must not be empty");
+    if ((r = get_string(body, "hostname", "hostname", false, HOSTNAME_MAX, &s->hostname, err)) < 0)
+        return r;
+    if (s->hostname && !hostname_is_valid(s->hostname))
+        return agent_error_set(err, EINVAL, "invalid_field", "hostname",
+                               "field 'hostname' must be an RFC 1123 host name (labels of 1-63 letters, "
+                               "digits and '-', 253 characters in all)");
+    if ((v = json_object_get(body, "metadata_options")) && !json_is_null(v) &&
+        (r = parse_md_options(v, &s->md_opts, err)) < 0)
+        return r;
+    s->config_drive = -1;
+    if ((v = json_object_get(body, "config_drive")) && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            return agent_error_set(err, EINVAL, "invalid_field", "config_drive",
+                                   "field 'config_drive' must be a boolean");
+        s->config_drive = json_is_true(v);
+    }
+    if ((v = json_object_get(body, "config_drive_format")) && !json_is_null(v)) {
+        const char *f = json_string_value(v);
+        if (!f || (strcmp(f, "config-2") && strcmp(f, "nocloud")))
+            return agent_error_set(err, EINVAL, "invalid_field", "config_drive_format",
+                                   "field 'config_drive_format' must be config-2 or nocloud");
+        strscpy(s->config_drive_format, f, sizeof(s->config_drive_format));
+    }
+    return 0;
+}
+
 int launch_spec_parse(const json_t *body, const struct catalog *cat, struct launch_spec *spec,
                       struct agent_error *err)
 {
     static const char *const allowed[] = {"name", "flavor", "instance_type", "image", "kernel",
-                                          "user_data", "request_id", NULL};
+                                          "user_data", "request_id", "interfaces", "public_keys",
+                                          "metadata", "availability_zone", "hostname",
+                                          "metadata_options", "config_drive", "config_drive_format",
+                                          NULL};
     struct launch_spec s = {0};
     json_t *v;
     int r;
@@ -290,6 +588,8 @@ int launch_spec_parse(const json_t *body, const struct catalog *cat, struct laun
             goto fail;
         }
     }
+    if ((r = parse_guest_fields(body, &s, err)) < 0)
+        goto fail;
     *spec = s;
     return 0;
 fail:

@@ -49,6 +49,27 @@ int request_json_object(const char *text, size_t len, json_t **out, struct agent
 int launch_spec_parse(const json_t *body, const struct catalog *cat,
                       struct launch_spec *spec, struct agent_error *err);
 
+/* The launch's guest fields (issue 10) are checked here as far as the body
+ * alone allows (their shapes, bounds, a MAC or IP twice in one request);
+ * what needs the host (the network exists, the IP is in its cidr and free,
+ * the MAC is free, the MTU fits the network) is checked by ops_launch(),
+ * with the same field names (interfaces[1].ip). Fields:
+ *   interfaces: at most IFACE_MAX of {"network", "mac"?, "ip"?, "mtu"?};
+ *     mac a unicast aa:bb:cc:dd:ee:ff (lowercased); ip a dotted quad; mtu
+ *     68..65535
+ *   public_keys: {name: "TYPE BASE64 [comment]"}, at most PUBLIC_KEYS_MAX,
+ *     names 1..KEY_NAME_MAX, keys at most PUBLIC_KEY_MAX bytes
+ *   metadata: {key: value}, at most METADATA_ITEMS_MAX, keys 1..255,
+ *     values 0..255
+ *   availability_zone: 1..AZ_MAX; hostname: RFC 1123
+ *   metadata_options: {"http_tokens": optional|required, "http_endpoint":
+ *     enabled|disabled, "http_put_response_hop_limit": 1..64}
+ *   config_drive: boolean; config_drive_format: config-2|nocloud */
+
+/* A MAC as text into lowercase out[18] (may be NULL) and bytes (may be
+ * NULL): unicast, not all zero. 0 or -EINVAL. */
+int request_mac_parse(const char *s, char out[18], uint8_t bytes[6]);
+
 enum request_action {
     REQUEST_START,
     REQUEST_STOP,

@@ -1,7 +1,11 @@
 /* store.c: see store.h. Prepared statements are kept for the life of the
- * store; instance boot sources are stored as JSON text. A little over ~600
- * lines: the instances, the journal and the meta table are one set of
- * statements on one handle, with the migrations that make them. */
+ * store; instance boot sources (and, since issue 10, their extra launch data)
+ * are stored as JSON text. Over 900 lines: the instances, their ports and the
+ * IP allocator, the journal and the meta table are one set of statements on
+ * one handle, with the migrations that make them; the ports cannot move to a
+ * file of their own without a cycle (reading an instance reads its ports).
+ * Sections: schema, open/close, transactions, ports, instances, operations,
+ * meta. */
 #include "agent/store.h"
 
 #include <errno.h>
@@ -32,6 +36,14 @@ enum stmt_id {
     ST_OP_UNFINISHED,
     ST_META_GET,
     ST_META_SET,
+    ST_PORT_INSERT,
+    ST_PORT_OF,
+    ST_PORT_IPS,
+    ST_PORT_BY_MAC,
+    ST_PORT_BY_IP,
+    ST_PORT_STATE,
+    ST_PORT_DELETE,
+    ST_PORT_LIVE,
     ST_COUNT
 };
 
@@ -43,18 +55,19 @@ enum stmt_id {
 
 #define INST_COLS                                                                      \
     "uuid, ec2_id, name, state, task_state, vcpus, memory_mb, disk_gb, instance_type, " \
-    "boot, user_data, console_log, disk_path, fault, created_ms, updated_ms"
+    "boot, user_data, console_log, disk_path, fault, created_ms, updated_ms, extra"
+#define PORT_COLS "port_id, instance_uuid, idx, network, mac, ip, device, mtu, state"
 #define OP_COLS                                                                        \
     "id, type, instance_uuid, request_id, state, step, error_code, error_message, "   \
     "created_ms, updated_ms"
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_INST_INSERT] = "INSERT INTO instances (" INST_COLS ") VALUES "
-                       "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+                       "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
     [ST_INST_UPDATE] = "UPDATE instances SET ec2_id=?2, name=?3, state=?4, task_state=?5, "
                        "vcpus=?6, memory_mb=?7, disk_gb=?8, instance_type=?9, boot=?10, "
                        "user_data=?11, console_log=?12, disk_path=?13, fault=?14, "
-                       "created_ms=?15, updated_ms=?16 WHERE uuid=?1",
+                       "created_ms=?15, updated_ms=?16, extra=?17 WHERE uuid=?1",
     [ST_INST_GET] = "SELECT " INST_COLS " FROM instances WHERE uuid=?1 OR ec2_id=?1",
     [ST_INST_ALL] = "SELECT " INST_COLS " FROM instances ORDER BY created_ms, uuid",
     [ST_INST_LIVE] = "SELECT " INST_COLS " FROM instances WHERE state <> 'terminated' "
@@ -75,6 +88,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_META_GET] = "SELECT value FROM meta WHERE key=?1",
     [ST_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+    [ST_PORT_INSERT] = "INSERT INTO ports (" PORT_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+    [ST_PORT_OF] = "SELECT " PORT_COLS " FROM ports WHERE instance_uuid=?1 ORDER BY idx",
+    [ST_PORT_IPS] = "SELECT ip FROM ports WHERE network=?1 AND ip IS NOT NULL",
+    [ST_PORT_BY_MAC] = "SELECT instance_uuid FROM ports WHERE mac=?1",
+    [ST_PORT_BY_IP] = "SELECT " PORT_COLS " FROM ports WHERE network=?1 AND ip=?2",
+    [ST_PORT_STATE] = "UPDATE ports SET state=?2 WHERE port_id=?1",
+    [ST_PORT_DELETE] = "DELETE FROM ports WHERE instance_uuid=?1",
+    [ST_PORT_LIVE] = "SELECT p.port_id, p.instance_uuid, p.idx, p.network, p.mac, p.ip, p.device, p.mtu, "
+                     "p.state FROM ports p JOIN instances i ON i.uuid = p.instance_uuid WHERE "
+                     "p.state <> 'unplugged' AND i.state NOT IN ('terminated','error') "
+                     "ORDER BY p.instance_uuid, p.idx",
 };
 
 /* ---- schema ----
@@ -97,8 +121,23 @@ static const char store_v1[] =
     "CREATE INDEX IF NOT EXISTS operations_instance ON operations(instance_uuid, state);"
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
+/* Issue 10: an instance's extra launch data (JSON text: hostname,
+ * availability zone, config drive, public keys, metadata, metadata options)
+ * and its interfaces. A port's MAC and device are unique on the host, its IP
+ * unique in its network; rows go with their instance. */
+static const char store_v2[] =
+    "ALTER TABLE instances ADD COLUMN extra TEXT;"
+    "CREATE TABLE ports ("
+    " port_id TEXT PRIMARY KEY,"
+    " instance_uuid TEXT NOT NULL REFERENCES instances(uuid) ON DELETE CASCADE,"
+    " idx INTEGER NOT NULL, network TEXT NOT NULL, mac TEXT NOT NULL UNIQUE, ip TEXT,"
+    " device TEXT NOT NULL UNIQUE, mtu INTEGER NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL DEFAULT 'reserved',"
+    " UNIQUE(instance_uuid, idx), UNIQUE(network, ip));";
+
 static const struct sqlite_migration store_steps[] = {
     {.what = "instances, operations and meta", .sql = store_v1},
+    {.what = "instances.extra and the ports table", .sql = store_v2},
 };
 
 /* The events outbox: rows written in the same transaction as the state
@@ -344,6 +383,12 @@ static int bind_instance(sqlite3_stmt *st, const struct instance *inst)
     sqlite_bind_text(st, 14, inst->fault);
     sqlite3_bind_int64(st, 15, inst->created_ms);
     sqlite3_bind_int64(st, 16, inst->updated_ms);
+    {
+        char *extra = instance_extra_to_text(inst);
+        if (!extra)
+            return -ENOMEM;
+        sqlite3_bind_text(st, 17, extra, -1, free);
+    }
     return 0;
 }
 
@@ -371,6 +416,7 @@ static int read_instance(sqlite3_stmt *st, struct instance *inst)
     inst->fault = sqlite_col_dup(st, 13);
     inst->created_ms = sqlite3_column_int64(st, 14);
     inst->updated_ms = sqlite3_column_int64(st, 15);
+    instance_extra_from_text((const char *)sqlite3_column_text(st, 16), inst);
     if (!inst->name) {
         instance_release(inst);
         return -ENOMEM;
@@ -378,16 +424,260 @@ static int read_instance(sqlite3_stmt *st, struct instance *inst)
     return 0;
 }
 
+/* ---- ports ---- */
+
+static void bind_port(sqlite3_stmt *st, const char *uuid, const struct port *p)
+{
+    sqlite_bind_text(st, 1, p->port_id);
+    sqlite_bind_text(st, 2, uuid);
+    sqlite3_bind_int64(st, 3, p->index);
+    sqlite_bind_text(st, 4, p->network);
+    sqlite_bind_text(st, 5, p->mac);
+    sqlite_bind_text(st, 6, p->ip[0] ? p->ip : NULL);
+    sqlite_bind_text(st, 7, p->device);
+    sqlite3_bind_int64(st, 8, p->mtu);
+    sqlite_bind_text(st, 9, p->state[0] ? p->state : "reserved");
+}
+
+static void read_port(sqlite3_stmt *st, struct port *p, char owner[37])
+{
+    memset(p, 0, sizeof(*p));
+    sqlite_col_copy(st, 0, p->port_id, sizeof(p->port_id));
+    if (owner)
+        sqlite_col_copy(st, 1, owner, 37);
+    p->index = (int)sqlite3_column_int64(st, 2);
+    sqlite_col_copy(st, 3, p->network, sizeof(p->network));
+    sqlite_col_copy(st, 4, p->mac, sizeof(p->mac));
+    if (sqlite3_column_type(st, 5) != SQLITE_NULL)
+        sqlite_col_copy(st, 5, p->ip, sizeof(p->ip));
+    sqlite_col_copy(st, 6, p->device, sizeof(p->device));
+    p->mtu = (int)sqlite3_column_int64(st, 7);
+    sqlite_col_copy(st, 8, p->state, sizeof(p->state));
+}
+
+/* The ports of a query (its first parameter bound already) into an array. */
+static int ports_collect(sqlite3_stmt *st, struct port **out, char (**owners)[37], size_t *n)
+{
+    struct port *rows = NULL;
+    char (*own)[37] = NULL;
+    size_t cap = 0;
+    int rc, r = 0;
+
+    *n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            struct port *nr = realloc(rows, ncap * sizeof(*nr));
+            char (*no)[37] = owners ? realloc(own, ncap * sizeof(*no)) : NULL;
+            if (nr)
+                rows = nr;
+            if (no)
+                own = no;
+            if (!nr || (owners && !no)) {
+                r = -ENOMEM;
+                break;
+            }
+            cap = ncap;
+        }
+        read_port(st, &rows[*n], owners ? own[*n] : NULL);
+        (*n)++;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = sqlite_errno(rc);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (r < 0) {
+        free(rows);
+        free(own);
+        *n = 0;
+        return r;
+    }
+    *out = rows;
+    if (owners)
+        *owners = own;
+    return 0;
+}
+
+static int ports_load(struct store *s, struct instance *inst)
+{
+    sqlite3_stmt *st = s->st[ST_PORT_OF];
+
+    free(inst->ports);
+    inst->ports = NULL;
+    sqlite_bind_text(st, 1, inst->uuid);
+    return ports_collect(st, &inst->ports, NULL, &inst->n_ports);
+}
+
+int store_ports_live(struct store *s, struct port **ports, char (**owners)[37], size_t *n)
+{
+    *ports = NULL;
+    *owners = NULL;
+    return ports_collect(s->st[ST_PORT_LIVE], ports, owners, n);
+}
+
+int store_port_mac_owner(struct store *s, const char *mac, char owner[37])
+{
+    sqlite3_stmt *st = s->st[ST_PORT_BY_MAC];
+    int rc;
+
+    sqlite_bind_text(st, 1, mac);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        sqlite_col_copy(st, 0, owner, 37);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+}
+
+int store_port_by_ip(struct store *s, const char *network, const char *ip, struct port *p, char owner[37])
+{
+    sqlite3_stmt *st = s->st[ST_PORT_BY_IP];
+    int rc;
+
+    sqlite_bind_text(st, 1, network);
+    sqlite_bind_text(st, 2, ip);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        read_port(st, p, owner);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int ip_lowest_free(uint32_t net, uint32_t mask, uint32_t gw, uint32_t *taken, size_t n, uint32_t *out)
+{
+    uint32_t bcast = net | ~mask, cand = net + 1;
+    size_t i = 0;
+
+    if (!mask || mask == ~UINT32_C(0) || mask == ~UINT32_C(1))
+        return -ENOSPC; /* no host addresses (/31, /32) or no cidr */
+    if (n)
+        qsort(taken, n, sizeof(*taken), cmp_u32);
+    for (; cand < bcast; cand++) {
+        while (i < n && taken[i] < cand)
+            i++;
+        if (cand == gw || (i < n && taken[i] == cand))
+            continue;
+        *out = cand;
+        return 0;
+    }
+    return -ENOSPC;
+}
+
+static int parse_quad(const char *s, uint32_t *out)
+{
+    unsigned a, b, c, d;
+    char tail;
+
+    if (sscanf(s, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 || c > 255 ||
+        d > 255)
+        return -EINVAL;
+    *out = a << 24 | b << 16 | c << 8 | d;
+    return 0;
+}
+
+int store_ip_allocate(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
+                      uint32_t *out)
+{
+    return store_ip_allocate_except(s, network, net, mask, gw, NULL, 0, out);
+}
+
+int store_ip_allocate_except(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
+                             const uint32_t *except, size_t n_except, uint32_t *out)
+{
+    sqlite3_stmt *st = s->st[ST_PORT_IPS];
+    uint32_t *taken = NULL;
+    size_t n = 0, cap = 0;
+    int rc, r = 0;
+
+    for (size_t i = 0; i < n_except; i++) {
+        if (!except[i])
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            uint32_t *nt = realloc(taken, ncap * sizeof(*nt));
+            if (!nt) {
+                free(taken);
+                return -ENOMEM;
+            }
+            taken = nt;
+            cap = ncap;
+        }
+        taken[n++] = except[i];
+    }
+
+    sqlite_bind_text(st, 1, network);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint32_t a;
+        if (parse_quad((const char *)sqlite3_column_text(st, 0), &a) < 0)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            uint32_t *nt = realloc(taken, ncap * sizeof(*nt));
+            if (!nt) {
+                r = -ENOMEM;
+                break;
+            }
+            taken = nt;
+            cap = ncap;
+        }
+        taken[n++] = a;
+    }
+    if (r == 0 && rc != SQLITE_DONE)
+        r = sqlite_errno(rc);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (r == 0)
+        r = ip_lowest_free(net, mask, gw, taken, n, out);
+    free(taken);
+    return r;
+}
+
+int store_ports_release(struct store *s, const char *instance_uuid)
+{
+    sqlite3_stmt *st = s->st[ST_PORT_DELETE];
+    int r;
+
+    sqlite_bind_text(st, 1, instance_uuid);
+    r = sqlite_step_done(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
 int store_instance_insert(struct store *s, const struct instance *inst)
 {
     int r = bind_instance(s->st[ST_INST_INSERT], inst);
-    return r < 0 ? r : step_done(s, s->st[ST_INST_INSERT]);
+
+    if (r < 0 || (r = step_done(s, s->st[ST_INST_INSERT])) < 0)
+        return r;
+    for (size_t i = 0; i < inst->n_ports; i++) {
+        bind_port(s->st[ST_PORT_INSERT], inst->uuid, &inst->ports[i]);
+        if ((r = step_done(s, s->st[ST_PORT_INSERT])) < 0)
+            return r;
+    }
+    return 0;
 }
 
 int store_instance_update(struct store *s, const struct instance *inst)
 {
     int r = bind_instance(s->st[ST_INST_UPDATE], inst);
-    return r < 0 ? r : step_done(s, s->st[ST_INST_UPDATE]);
+
+    if (r < 0 || (r = step_done(s, s->st[ST_INST_UPDATE])) < 0)
+        return r;
+    for (size_t i = 0; i < inst->n_ports; i++) {
+        sqlite3_stmt *st = s->st[ST_PORT_STATE];
+        sqlite_bind_text(st, 1, inst->ports[i].port_id);
+        sqlite_bind_text(st, 2, inst->ports[i].state[0] ? inst->ports[i].state : "reserved");
+        if ((r = sqlite_step_done(st)) < 0)
+            return r;
+    }
+    return 0;
 }
 
 int store_instance_get(struct store *s, const char *id, struct instance *inst)
@@ -400,6 +690,8 @@ int store_instance_get(struct store *s, const char *id, struct instance *inst)
     r = rc == SQLITE_ROW ? read_instance(st, inst) : rc == SQLITE_DONE ? -ENOENT : sqlite_errno(rc);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    if (r == 0 && (r = ports_load(s, inst)) < 0)
+        instance_release(inst);
     return r;
 }
 
@@ -432,6 +724,8 @@ int store_instance_foreach(struct store *s, bool with_terminated,
         r = sqlite_errno(rc);
     sqlite3_reset(st);
     for (size_t i = 0; i < n; i++) {
+        if (r == 0)
+            r = ports_load(s, &rows[i]);
         if (r == 0 && cb(&rows[i], opaque))
             r = 1;
         instance_release(&rows[i]);

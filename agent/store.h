@@ -119,6 +119,37 @@ int store_op_foreach_unfinished(struct store *s, int (*cb)(const struct op_recor
                                 void *opaque);
 void op_record_release(struct op_record *op);
 
+/* ---- ports (issue 10) ----
+ * An instance's interfaces are rows of the ports table: store_instance_insert()
+ * writes inst->ports with the instance (same transaction), the store's
+ * UNIQUE constraints keep a MAC and a device unique on the host and an IP
+ * unique in its network (-EEXIST... as SQLite's constraint: -EINVAL/-EEXIST
+ * from sqlite_errno), store_instance_update() writes their states,
+ * store_instance_get()/foreach() read them back in index order. */
+
+/* Who holds mac: 0 with owner (instance uuid), -ENOENT, -errno. */
+int store_port_mac_owner(struct store *s, const char *mac, char owner[37]);
+/* The port holding ip in network: 0 with *p and owner, -ENOENT, -errno. */
+int store_port_by_ip(struct store *s, const char *network, const char *ip, struct port *p, char owner[37]);
+/* The lowest host address of net/mask (host byte order) that no port of
+ * network holds (rows written in the open transaction included), never the
+ * network, broadcast or gateway (gw, 0 for none) address. 0 with *out,
+ * -ENOSPC when the network is full, -errno. */
+int store_ip_allocate(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
+                      uint32_t *out);
+/* The same, also never one of except[n_except] (0 entries ignored): the
+ * addresses a request gives or took already. */
+int store_ip_allocate_except(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
+                             const uint32_t *except, size_t n_except, uint32_t *out);
+/* The pure part of it (taken is sorted in place). */
+int ip_lowest_free(uint32_t net, uint32_t mask, uint32_t gw, uint32_t *taken, size_t n, uint32_t *out);
+/* Forget an instance's ports (terminated): its MACs and IPs are free again. */
+int store_ports_release(struct store *s, const char *instance_uuid);
+/* Every port that should be plugged: not unplugged, of an instance neither
+ * terminated nor in error. *ports and *owners (instance uuids) are arrays
+ * of *n (caller frees both). */
+int store_ports_live(struct store *s, struct port **ports, char (**owners)[37], size_t *n);
+
 /* Small facts (provider uuid, ...). get: -ENOENT if unset; *value owned. */
 int store_meta_get(struct store *s, const char *key, char **value);
 int store_meta_set(struct store *s, const char *key, const char *value);

@@ -49,6 +49,8 @@ int api_healthz(const struct api_call *call, json_t **reply);
 int api_host_show(const struct api_call *call, json_t **reply);
 int api_host_enable(const struct api_call *call, json_t **reply);
 int api_host_disable(const struct api_call *call, json_t **reply);
+/* GET /v1/networks (the [network NAME] sections) */
+int api_networks_list(const struct api_call *call, json_t **reply);
 /* GET /metrics: the Prometheus text (agent health, then guests') into a
  * new malloc'ed *text of *len bytes (free() it). 0 or -ENOMEM/-EIO. */
 int api_metrics_text(const struct api_deps *deps, char **text, size_t *len);

@@ -11,7 +11,10 @@
 #include "agent/events.h"
 #include "agent/host.h"
 #include "agent/hypervisor/hv.h"
+#include "agent/config.h"
+#include "agent/metadata.h"
 #include "agent/metrics.h"
+#include "net-plug/netplug.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
 #include "agent/telemetry.h"
@@ -67,6 +70,48 @@ int api_host_enable(const struct api_call *call, json_t **reply)
     return set_disabled(call, false, reply);
 }
 
+int api_networks_list(const struct api_call *call, json_t **reply)
+{
+    const struct api_deps *d = call->deps;
+    json_t *list = json_array();
+
+    for (size_t i = 0; i < d->n_networks; i++) {
+        const struct net_config *n = &d->networks[i];
+        char bridge[16] = "", gw[16];
+        json_t *dns = json_array(), *o;
+        for (size_t k = 0; k < n->n_dns; k++) {
+            char a[16];
+            net_format_ipv4(n->dns_addr[k], a);
+            json_array_append_new(dns, json_string(a));
+        }
+        if (!d->np || netplug_network_bridge(d->np, n->name, bridge) < 0)
+            strscpy(bridge, n->bridge && *n->bridge ? n->bridge : "", sizeof(bridge));
+        if (n->gw)
+            net_format_ipv4(n->gw, gw);
+        o = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:b, s:b}", "name", n->name, "type", n->type,
+                      "bridge", bridge, "cidr", n->cidr && *n->cidr ? json_string(n->cidr) : json_null(),
+                      "gateway", n->gw ? json_string(gw) : json_null(), "dns", dns, "mtu",
+                      n->mtu ? json_integer(n->mtu) : json_null(), "dhcp", n->dhcp, "metadata", n->metadata);
+        if (n->kind == NET_VLAN)
+            json_object_set_new(o, "vlan_id", json_integer(n->vlan_id));
+        if (n->kind == NET_VLAN || (n->kind == NET_VXLAN && n->parent))
+            json_object_set_new(o, "parent", json_string(n->parent));
+        if (n->kind == NET_VXLAN) {
+            json_object_set_new(o, "vni", json_integer(n->vni));
+            json_object_set_new(o, "port", json_integer(n->port ? n->port : 4789));
+            if (n->local)
+                json_object_set_new(o, "local", json_string(n->local));
+            if (n->remote)
+                json_object_set_new(o, "remote", json_string(n->remote));
+            if (n->group)
+                json_object_set_new(o, "group", json_string(n->group));
+        }
+        json_array_append_new(list, o);
+    }
+    *reply = json_pack("{s:o}", "networks", list);
+    return 200;
+}
+
 int api_metrics_text(const struct api_deps *deps, char **text, size_t *len)
 {
     struct bus *bus = events_bus(deps->events);
@@ -84,6 +129,8 @@ int api_metrics_text(const struct api_deps *deps, char **text, size_t *len)
     metrics_render_prometheus(deps->metrics, f);
     if (deps->telemetry)
         telemetry_render_prometheus(deps->telemetry, f);
+    if (deps->md)
+        md_service_metrics(deps->md, f);
     if (fclose(f) != 0) {
         free(*text);
         *text = NULL;

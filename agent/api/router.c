@@ -40,6 +40,7 @@ static const struct route routes[] = {
     {"/v1/images/{image}", M_GET, api_image_show},
     {"/v1/images/{image}", M_DELETE, api_image_delete},
     {"/v1/operations/{operation}", M_GET, api_operation_show},
+    {"/v1/networks", M_GET, api_networks_list},
 };
 
 static bool instance_id_ok(const char *id)

@@ -178,7 +178,27 @@ int domxml_os(struct domxml *d, const struct domxml_os *os, const struct hv_boot
             return -1;
         break;
     }
+    if (os->smbios && empty_with(d, "smbios", "mode", "sysinfo"))
+        return -1;
     return domxml_close(d);
+}
+
+static int sysinfo_entry(struct domxml *d, const char *name, const char *value)
+{
+    if (!value)
+        return 0;
+    return domxml_start(d, "entry") || attr(d, "name", name) ||
+           xmlTextWriterWriteString(d->w, BAD_CAST value) < 0 || domxml_close(d);
+}
+
+int domxml_sysinfo(struct domxml *d, const struct hv_sysinfo *si)
+{
+    if (!si)
+        return 0;
+    return domxml_start(d, "sysinfo") || attr(d, "type", "smbios") || domxml_start(d, "system") ||
+           sysinfo_entry(d, "manufacturer", si->manufacturer) || sysinfo_entry(d, "product", si->product) ||
+           sysinfo_entry(d, "serial", si->serial) || sysinfo_entry(d, "uuid", si->uuid) ||
+           sysinfo_entry(d, "family", si->family) || domxml_close(d) || domxml_close(d);
 }
 
 int domxml_features(struct domxml *d, bool apic)

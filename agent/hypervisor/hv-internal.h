@@ -121,7 +121,11 @@ struct domxml_os {
     const char *arch;    /* NULL: none written (Xen PV, containers) */
     const char *machine; /* NULL: libvirt's default */
     bool boot_dev;       /* <boot dev=hd/> when booting from disk */
+    bool smbios;         /* <smbios mode='sysinfo'/> (with domxml_sysinfo) */
 };
+/* <sysinfo type='smbios'><system><entry name=...>...</system></sysinfo>;
+ * nothing when si is NULL. */
+int domxml_sysinfo(struct domxml *d, const struct hv_sysinfo *si);
 /* <os> with the type and the guest's boot source (kernel, initrd, cmdline,
  * boot device or init). */
 int domxml_os(struct domxml *d, const struct domxml_os *os, const struct hv_boot *boot);

@@ -58,6 +58,8 @@ enum hv_feature {
     HV_FEAT_LIVE_MIGRATE, /* hv_migrate with HV_MIGRATE_LIVE */
     HV_FEAT_POSTCOPY,     /* hv_migrate_postcopy */
     HV_FEAT_ROOTFS_DIR,   /* a guest's root is a directory (containers) */
+    HV_FEAT_NIC_VETH,     /* guests' NICs are host veth pairs, not taps (no QEMU to
+                           * open a tap: the test driver, containers) */
     HV_FEAT__COUNT
 };
 #define HV_FEAT_BIT(f) (1u << (f))
@@ -130,6 +132,17 @@ struct hv_nic {
     unsigned mtu;        /* 0: the network's default */
 };
 
+/* The guest's SMBIOS system block (<sysinfo type='smbios'> and <os><smbios
+ * mode='sysinfo'/>): cloud-init's ds-identify reads the product, and checks
+ * the UUID against meta_data.json's. NULL members are left out. */
+struct hv_sysinfo {
+    const char *manufacturer;
+    const char *product;
+    const char *serial;
+    const char *uuid;
+    const char *family;
+};
+
 /* One child element of our <metadata> (namespace CA_XMLNS_URI): its name, an
  * optional text and key/value attributes (NULL values are left out). */
 #define HV_META_ATTRS 8
@@ -159,6 +172,7 @@ struct hv_guest {
     const struct hv_nic *nics;
     size_t n_nics;
     const char *console_log;    /* serial console log file, NULL for none */
+    const struct hv_sysinfo *sysinfo; /* SMBIOS system, NULL for none */
     const struct hv_meta_item *meta; /* our <metadata> children */
     size_t n_meta;
     const struct hv_owner *owner;    /* set by hv_domain_xml(): this host */

@@ -93,11 +93,30 @@ static const char *machine_for(const char *arch)
 }
 
 static const struct domxml_bus kvm_disks = {"vd", "virtio", 0};
+/* The config drive's cdrom on a bus the common guest kernels see (the
+ * Debian cloud kernel has no AHCI): IDE on pc (hdc), virtio-scsi elsewhere
+ * (q35, virt). */
 static const struct domxml_bus kvm_cdroms = {"hd", "ide", 2}; /* hdc */
+static const struct domxml_bus kvm_scsi_cdroms = {"sd", "scsi", 0};
 
-static int kvm_devices(struct domxml *d, const struct hv_guest *g)
+static bool has_config_drive(const struct hv_guest *g)
 {
-    if (domxml_start(d, "devices") || domxml_guest_disks(d, g, &kvm_disks, &kvm_cdroms))
+    for (size_t i = 0; i < g->n_disks; i++)
+        if (g->disks[i].role == HV_DISK_CONFIG)
+            return true;
+    return false;
+}
+
+static int kvm_devices(struct domxml *d, const struct hv_guest *g, const char *machine)
+{
+    bool ide = machine && !strcmp(machine, "pc");
+    const struct domxml_bus *cd = ide ? &kvm_cdroms : &kvm_scsi_cdroms;
+
+    if (domxml_start(d, "devices") || domxml_guest_disks(d, g, &kvm_disks, cd))
+        return -1;
+    if (!ide && has_config_drive(g) &&
+        (domxml_start(d, "controller") || xmlTextWriterWriteAttribute(d->w, BAD_CAST "type", BAD_CAST "scsi") < 0 ||
+         xmlTextWriterWriteAttribute(d->w, BAD_CAST "model", BAD_CAST "virtio-scsi") < 0 || domxml_close(d)))
         return -1;
     for (size_t i = 0; i < g->n_nics; i++)
         if (domxml_nic(d, &g->nics[i], "virtio"))
@@ -110,7 +129,7 @@ static int kvm_domain_xml(struct hv *hv, const struct hv_guest *g, char **xml, s
 {
     struct domxml d = {0};
     char arch[16];
-    struct domxml_os os = {.type = "hvm", .arch = arch, .boot_dev = true};
+    struct domxml_os os = {.type = "hvm", .arch = arch, .boot_dev = true, .smbios = g->sysinfo != NULL};
     int failed;
 
     hv_guest_arch(hv, arch);
@@ -118,7 +137,8 @@ static int kvm_domain_xml(struct hv *hv, const struct hv_guest *g, char **xml, s
     failed = domxml_begin(&d, hv_domain_type(hv)) || domxml_identity(&d, g) ||
              domxml_metadata(&d, g) || domxml_memory(&d, g->memory_mib, g->max_memory_mib) ||
              domxml_vcpu(&d, g->vcpus, g->max_vcpus) || domxml_os(&d, &os, &g->boot) ||
-             domxml_features(&d, is_x86(arch)) || domxml_lifecycle(&d) || kvm_devices(&d, g);
+             domxml_sysinfo(&d, g->sysinfo) || domxml_features(&d, is_x86(arch)) || domxml_lifecycle(&d) ||
+             kvm_devices(&d, g, os.machine);
     return domxml_end(&d, failed, xml, err);
 }
 

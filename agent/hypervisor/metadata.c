@@ -138,6 +138,83 @@ out:
     return r;
 }
 
+static bool mac_ok(const char *s)
+{
+    if (strlen(s) != 17)
+        return false;
+    for (int i = 0; i < 17; i++) {
+        char c = s[i];
+        if (i % 3 == 2 ? c != ':' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+static bool ipv4_ok(const char *s)
+{
+    unsigned a, b, c, d;
+    char tail, norm[16];
+
+    if (sscanf(s, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 || c > 255 ||
+        d > 255)
+        return false;
+    snprintf(norm, sizeof(norm), "%u.%u.%u.%u", a, b, c, d);
+    return !strcmp(norm, s);
+}
+
+/* One interface (issue 10): <port id= index= network= mac= ip= device= mtu=>,
+ * appended to id->ports (at most IFACE_MAX, indexes unique). */
+static int meta_port(xmlNodePtr n, struct instance *id, struct agent_error *err)
+{
+    char *pid = NULL, *net = NULL, *mac = NULL, *ip = NULL, *dev = NULL;
+    int64_t index = 0, mtu = 0;
+    struct port *p, *np;
+    int r;
+
+    if (id->n_ports >= IFACE_MAX)
+        return agent_error_set(err, EINVAL, "invalid_field", "port", "metadata: more than %d ports", IFACE_MAX);
+    if ((r = meta_attr(n, "id", 36, false, true, &pid, err)) < 0 ||
+        (r = meta_int(n, "index", 0, IFACE_MAX - 1, &index, err)) < 0 ||
+        (r = meta_attr(n, "network", 63, false, true, &net, err)) < 0 ||
+        (r = meta_attr(n, "mac", 17, false, true, &mac, err)) < 0 ||
+        (r = meta_attr(n, "ip", 15, false, false, &ip, err)) < 0 ||
+        (r = meta_attr(n, "device", PORT_DEV_MAX, false, true, &dev, err)) < 0 ||
+        (xmlHasProp(n, BAD_CAST "mtu") && (r = meta_int(n, "mtu", 68, 65535, &mtu, err)) < 0))
+        goto out;
+    if (!uuid_is_valid(pid) || !mac_ok(mac) || (ip && !ipv4_ok(ip))) {
+        r = agent_error_set(err, EINVAL, "invalid_field", "port", "metadata port: invalid id, mac or ip");
+        goto out;
+    }
+    for (size_t i = 0; i < id->n_ports; i++)
+        if (id->ports[i].index == (int)index) {
+            r = agent_error_set(err, EINVAL, "invalid_field", "port", "metadata port: index %lld twice",
+                                (long long)index);
+            goto out;
+        }
+    if (!(np = realloc(id->ports, (id->n_ports + 1) * sizeof(*np)))) {
+        r = -ENOMEM;
+        goto out;
+    }
+    id->ports = np;
+    p = &np[id->n_ports++];
+    memset(p, 0, sizeof(*p));
+    strscpy(p->port_id, pid, sizeof(p->port_id));
+    p->index = (int)index;
+    strscpy(p->network, net, sizeof(p->network));
+    strscpy(p->mac, mac, sizeof(p->mac));
+    strscpy(p->ip, ip ? ip : "", sizeof(p->ip));
+    strscpy(p->device, dev, sizeof(p->device));
+    p->mtu = (int)mtu;
+    strscpy(p->state, "plugged", sizeof(p->state));
+out:
+    free(pid);
+    free(net);
+    free(mac);
+    free(ip);
+    free(dev);
+    return r;
+}
+
 /* One text child (uuid, ec2-id, name). */
 static int meta_text(xmlNodePtr n, char **out, struct agent_error *err)
 {
@@ -161,6 +238,8 @@ static int meta_child(xmlNodePtr n, struct instance *id, struct hv_owner *own, u
     unsigned k;
     int r = 0;
 
+    if (!strcmp(nm, "port"))
+        return meta_port(n, id, err); /* repeated: one per interface */
     for (k = 0; k < sizeof(names) / sizeof(names[0]) && strcmp(nm, names[k]); k++)
         ;
     if (k == sizeof(names) / sizeof(names[0]))

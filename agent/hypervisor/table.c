@@ -33,7 +33,7 @@ const char *hv_feature_name(enum hv_feature f)
         [HV_FEAT_MEM_HOTPLUG] = "memory_hotplug", [HV_FEAT_NIC_HOTPLUG] = "nic_hotplug",
         [HV_FEAT_DISK_HOTPLUG] = "disk_hotplug", [HV_FEAT_JOB_STATS] = "job_stats",
         [HV_FEAT_LIVE_MIGRATE] = "live_migrate", [HV_FEAT_POSTCOPY] = "postcopy",
-        [HV_FEAT_ROOTFS_DIR] = "rootfs_dir",
+        [HV_FEAT_ROOTFS_DIR] = "rootfs_dir",     [HV_FEAT_NIC_VETH] = "nic_veth",
     };
     return (unsigned)f < HV_FEAT__COUNT && names[f] ? names[f] : "?";
 }

@@ -29,21 +29,24 @@ static int test_domain_xml(struct hv *hv, const struct hv_guest *g, char **xml, 
 {
     struct domxml d = {0};
     char arch[16];
-    const struct domxml_os os = {.type = "hvm", .arch = arch, .boot_dev = true};
+    const struct domxml_os os = {.type = "hvm", .arch = arch, .boot_dev = true, .smbios = g->sysinfo != NULL};
     int failed;
 
     hv_guest_arch(hv, arch);
     failed = domxml_begin(&d, hv_domain_type(hv)) || domxml_identity(&d, g) ||
              domxml_metadata(&d, g) || domxml_memory(&d, g->memory_mib, g->max_memory_mib) ||
              domxml_vcpu(&d, g->vcpus, g->max_vcpus) || domxml_os(&d, &os, &g->boot) ||
-             domxml_features(&d, true) || domxml_lifecycle(&d) || test_devices(&d, g);
+             domxml_sysinfo(&d, g->sysinfo) || domxml_features(&d, true) || domxml_lifecycle(&d) ||
+             test_devices(&d, g);
     return domxml_end(&d, failed, xml, err);
 }
 
 const struct hv_driver hv_driver_test = {
     .name = "test",
     .default_uri = "test:///default",
-    .features = HV_FEAT_BIT(HV_FEAT_VCPU_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_MEM_HOTPLUG),
+    /* its guests have no QEMU to open a tap: their ports are veth pairs */
+    .features = HV_FEAT_BIT(HV_FEAT_VCPU_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_MEM_HOTPLUG) |
+                HV_FEAT_BIT(HV_FEAT_NIC_VETH),
     .probe = test_probe,
     .domain_xml = test_domain_xml,
     HV_LIBVIRT_COMMON_OPS,

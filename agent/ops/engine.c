@@ -26,7 +26,8 @@
 static const char *const step_names[STEP_COUNT] = {
     [STEP_NONE] = "", [STEP_CLAIMED] = "claimed", [STEP_IMAGE] = "image",
     [STEP_DEFINED] = "defined", [STEP_STARTED] = "started", [STEP_REQUESTED] = "requested",
-    [STEP_DESTROYED] = "destroyed", [STEP_UNDEFINED] = "undefined",
+    [STEP_DESTROYED] = "destroyed", [STEP_UNDEFINED] = "undefined", [STEP_PORTS] = "ports",
+    [STEP_CONFIG_DRIVE] = "config-drive", [STEP_UNPLUGGED] = "unplugged",
 };
 
 static const char *const state_names[] = {
@@ -300,7 +301,11 @@ static int journal(struct op_run *r)
     r->inst.updated_ms = now;
     if ((rc = store_begin(s)) < 0)
         return rc;
+    /* a terminated instance's MACs and IPs are free again, in the same commit */
+    bool release_ports = ended && r->state == OPS_SUCCEEDED && r->type->kind == OP_TERMINATE &&
+                         !strcmp(r->inst.state, "terminated") && r->inst.n_ports;
     if ((rc = store_op_update(s, &r->rec)) < 0 || (rc = store_instance_update(s, &r->inst)) < 0 ||
+        (release_ports && (rc = store_ports_release(s, r->inst.uuid)) < 0) ||
         (strcmp(r->emitted, r->inst.state) && (rc = events_instance(ev, &r->inst, r->rec.request_id)) < 0) ||
         (ended && (rc = events_operation(ev, &r->rec, &r->inst)) < 0)) {
         store_rollback(s);
@@ -308,6 +313,8 @@ static int journal(struct op_run *r)
     }
     if ((rc = store_commit(s)) < 0)
         return rc;
+    if (release_ports)
+        r->inst.n_ports = 0;
     r->journaled = r->step;
     strscpy(r->emitted, r->inst.state, sizeof(r->emitted));
     events_flush(ev);
@@ -394,6 +401,8 @@ static void job_after(uv_work_t *w, int status)
     (void)status;
     if (j->kind == JOB_LIST) {
         ops_reconcile_after(j);
+    } else if (j->kind == JOB_SYNC) {
+        ops_reconcile_synced(j);
     } else {
         r->job_running = false;
         if (r->done || r->ops->stopping) {
@@ -405,6 +414,9 @@ static void job_after(uv_work_t *w, int status)
             r->parked = true;
             ops_log(LOG_WARN, "operation waits for the hypervisor", r, j->err.message);
         } else if (r->failing) {
+            /* the rollback (JOB_CLEANUP) unplugged every port */
+            for (size_t i = 0; i < r->inst.n_ports; i++)
+                strscpy(r->inst.ports[i].state, "unplugged", sizeof(r->inst.ports[i].state));
             ops_finish(r, "error", &r->fail);
         } else {
             r->type->job_done(r, j);
@@ -413,6 +425,8 @@ static void job_after(uv_work_t *w, int status)
     instance_release(&j->inst);
     hv_domain_list_free(j->doms, j->ndoms);
     free(j->base_path);
+    free(j->keep);
+    free(j->keep_owner);
     free(j);
 }
 
@@ -452,7 +466,10 @@ void ops_queue_job(struct op_run *r, enum job_kind kind)
     struct job *j = calloc(1, sizeof(*j));
     int rc;
 
-    if (!j || (kind == JOB_DEFINE && instance_copy(&j->inst, &r->inst) < 0)) {
+    bool copy = kind == JOB_DEFINE || kind == JOB_PLUG || kind == JOB_UNPLUG || kind == JOB_CONFIG_DRIVE ||
+                kind == JOB_CLEANUP;
+
+    if (!j || (copy && instance_copy(&j->inst, &r->inst) < 0)) {
         free(j);
         fail_now(r, -ENOMEM, "cannot queue work");
         return;
@@ -484,7 +501,8 @@ int ops_queue_list(struct ops *o, struct job *j)
 {
     j->work.data = j;
     j->ops = o;
-    j->kind = JOB_LIST;
+    if (j->kind != JOB_SYNC)
+        j->kind = JOB_LIST;
     return hv_submit(o->d.hv, job_work_hv, job_done_hv, j);
 }
 

@@ -9,9 +9,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include "agent/guest.h"
 #include "agent/localfile.h"
+#include "agent/metadata.h"
+#include "agent/netmap.h"
 #include "agent/ops/ops-internal.h"
+#include "agent/request.h"
+#include "net-plug/netplug.h"
 
 /* The guest's disk: a qcow2 overlay on its base image, grown to the
  * flavor's disk size. The base (the image cache's verified file, or a local
@@ -113,8 +119,21 @@ static void job_define(struct job *j)
         if ((j->result = prepare_disk(&j->inst, j, dir, &format, &j->err)) < 0)
             return;
     }
-    if ((j->result = hv_domain_xml(hv, guest_describe(&j->inst, format, &g), &xml, &j->err)) < 0)
-        return;
+    {
+        const struct ops_config *c = &o->cfg;
+        char iso[4400] = "";
+        struct guest_env env = {.smbios_manufacturer = c->smbios_manufacturer,
+                                .smbios_product = c->smbios_product,
+                                .nets = c->networks, .n_nets = c->n_networks};
+        if (j->inst.config_drive) {
+            ops_config_drive_path(o, j->inst.uuid, iso, sizeof(iso));
+            env.config_drive_path = iso;
+        }
+        guest_describe(&j->inst, format, &g);
+        guest_describe_net(&j->inst, &env, &g);
+        if ((j->result = hv_domain_xml(hv, &g.hv, &xml, &j->err)) < 0)
+            return;
+    }
     j->result = hv_define(hv, xml, &j->err);
     free(xml);
 }
@@ -126,6 +145,132 @@ void ops_remove_disk(const struct ops *o, const char *uuid)
     ops_instance_dir(o, uuid, dir, sizeof(dir));
     if (dir[0] && (size_t)snprintf(path, sizeof(path), "%s/disk.qcow2", dir) < sizeof(path))
         unlink(path);
+    ops_config_drive_path(o, uuid, path, sizeof(path));
+    if (path[0])
+        unlink(path);
+}
+
+void ops_config_drive_path(const struct ops *o, const char *uuid, char *buf, size_t size)
+{
+    if ((size_t)snprintf(buf, size, "%s/%s/config.iso", o->cfg.instances_dir, uuid) >= size)
+        buf[0] = '\0';
+}
+
+/* ---- ports (net-plug) ---- */
+
+void ops_np_port(const struct ops *o, const struct port *p, const char *owner, struct np_port *out)
+{
+    struct in_addr a = {0};
+
+    memset(out, 0, sizeof(*out));
+    out->network = p->network;
+    out->dev = p->device;
+    out->kind = hv_supports(o->d.hv, HV_FEAT_NIC_VETH) ? NP_PORT_VETH : NP_PORT_TAP;
+    request_mac_parse(p->mac, NULL, out->mac);
+    if (p->ip[0] && inet_pton(AF_INET, p->ip, &a) == 1)
+        out->ipv4 = a.s_addr;
+    out->mtu = p->mtu;
+    out->owner = owner;
+}
+
+static int np_fail(struct agent_error *err, const char *what, const struct port *p, const struct np_error *e)
+{
+    char field[48];
+
+    snprintf(field, sizeof(field), "interfaces[%d]", p->index);
+    return agent_error_set(err, e->code < 0 ? -e->code : EIO, "plug_failed", field, "%s %s (%s on %s): %s",
+                           what, field, p->device, p->network, e->msg[0] ? e->msg : strerror(-e->code));
+}
+
+/* Every port plugged (each call idempotent and bounded); a failure unplugs
+ * what this job plugged and fails with the port named. */
+static void job_plug(struct job *j)
+{
+    struct netplug *np = j->ops->d.np;
+    struct np_error e = {0};
+
+    if (!np) {
+        j->result = agent_error_set(&j->err, ENOTSUP, "not_supported", "interfaces",
+                                    "guest networking is not set up on this host");
+        return;
+    }
+    for (size_t i = 0; i < j->inst.n_ports; i++) {
+        struct np_port npp;
+        ops_np_port(j->ops, &j->inst.ports[i], j->inst.uuid, &npp);
+        if (netplug_plug(np, &npp, &e) < 0) {
+            j->result = np_fail(&j->err, "cannot plug", &j->inst.ports[i], &e);
+            for (size_t k = 0; k < i; k++)
+                netplug_unplug(np, j->inst.ports[k].device, &e);
+            return;
+        }
+    }
+    j->result = 0;
+}
+
+static int unplug_all(struct job *j, struct agent_error *err)
+{
+    struct netplug *np = j->ops->d.np;
+    struct np_error e = {0};
+    int r = 0;
+
+    for (size_t i = 0; np && i < j->inst.n_ports; i++)
+        if (netplug_unplug(np, j->inst.ports[i].device, &e) < 0 && r == 0)
+            r = np_fail(err, "cannot unplug", &j->inst.ports[i], &e);
+    return r;
+}
+
+/* The config drive: the metadata the service serves, as an ISO (temp file
+ * and rename inside md_drive_build). Already there: kept (a resumed launch). */
+static void job_config_drive(struct job *j)
+{
+    const struct ops_config *c = &j->ops->cfg;
+    struct netmap_defaults def = {.http_tokens = c->md_http_tokens, .hop_limit = c->md_hop_limit};
+    char dir[4300], path[4400];
+    struct md_instance *m;
+
+    ops_instance_dir(j->ops, j->inst.uuid, dir, sizeof(dir));
+    ops_config_drive_path(j->ops, j->inst.uuid, path, sizeof(path));
+    if (!dir[0] || !path[0]) {
+        j->result = agent_error_set(&j->err, ENAMETOOLONG, "internal", NULL, "instance path too long");
+        return;
+    }
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+        j->result = agent_error_set(&j->err, errno, "internal", NULL, "mkdir %s: %s", dir, strerror(errno));
+        return;
+    }
+    if (access(path, F_OK) == 0) {
+        j->result = 0;
+        return;
+    }
+    if (!(m = netmap_md_instance(&j->inst, c->networks, c->n_networks, &def))) {
+        j->result = agent_error_set(&j->err, ENOMEM, "internal", NULL, "out of memory");
+        return;
+    }
+    j->result = md_drive_build(m, !strcmp(j->inst.config_drive_format, "nocloud") ? MD_DRIVE_NOCLOUD
+                                                                                  : MD_DRIVE_CONFIG2,
+                               path, c->xorriso ? c->xorriso : "xorriso", &j->err);
+    md_instance_free(m);
+}
+
+/* Reconcile, after the domains were matched and adopted: the ports of live
+ * instances kept, everything else of ours on the host removed
+ * (netplug_sync), before any interrupted operation resumes. */
+static void job_sync(struct job *j)
+{
+    struct np_port *keep = j->n_keep ? calloc(j->n_keep, sizeof(*keep)) : NULL;
+    struct np_error e = {0};
+
+    if (!j->ops->d.np || (j->n_keep && !keep)) {
+        free(keep);
+        return;
+    }
+    for (size_t i = 0; i < j->n_keep; i++)
+        ops_np_port(j->ops, &j->keep[i], j->keep_owner[i], &keep[i]);
+    if (netplug_sync(j->ops->d.np, keep, j->n_keep, &e) < 0)
+        log_warn("cannot sync the host's ports", "ports=%zu error=%s", j->n_keep, e.msg);
+    else
+        log_info("host ports synced", "ports=%zu", j->n_keep);
+    free(keep);
 }
 
 void ops_job_work(uv_work_t *w)
@@ -175,6 +320,20 @@ void ops_job_work(uv_work_t *w)
          * whole guest, never one whose disk is gone */
         if (hv_undefine(hv, uuid, &ignored) == 0)
             ops_remove_disk(j->ops, uuid);
+        unplug_all(j, &ignored); /* after the destroy: no guest uses them */
+        j->result = 0;
+        break;
+    case JOB_PLUG:
+        job_plug(j);
+        break;
+    case JOB_UNPLUG:
+        j->result = unplug_all(j, &j->err);
+        break;
+    case JOB_CONFIG_DRIVE:
+        job_config_drive(j);
+        break;
+    case JOB_SYNC:
+        job_sync(j);
         j->result = 0;
         break;
     case JOB_LIST:

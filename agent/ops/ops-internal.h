@@ -32,10 +32,13 @@ enum op_step {
     STEP_NONE,      /* not a step (end of a list; a record without one) */
     STEP_CLAIMED,   /* launch: instance and resources recorded */
     STEP_IMAGE,     /* launch: the image cache has the image, pinned */
+    STEP_PORTS,     /* launch: every port plugged (netplug), before the define */
+    STEP_CONFIG_DRIVE, /* launch: config.iso written (when asked) */
     STEP_DEFINED,   /* launch: the domain is defined */
     STEP_STARTED,   /* launch: the domain was started (with the result) */
     STEP_REQUESTED, /* actions: accepted */
     STEP_DESTROYED, /* terminate: the domain is off */
+    STEP_UNPLUGGED, /* terminate: its ports unplugged */
     STEP_UNDEFINED, /* terminate: the domain is gone (with the result) */
     STEP_COUNT,
 };
@@ -58,6 +61,10 @@ enum job_kind {
     JOB_POWER,
     JOB_CLEANUP,  /* destroy + undefine, errors ignored (rollback) */
     JOB_LIST,     /* reconcile: every domain */
+    JOB_SYNC,     /* reconcile, after adoption: netplug_sync of the live ports */
+    JOB_PLUG,     /* netplug_plug each port of the instance (idempotent) */
+    JOB_CONFIG_DRIVE, /* md_drive_build to STATE_DIR/instances/<uuid>/config.iso */
+    JOB_UNPLUG,   /* netplug_unplug each port (absent: fine) */
 };
 
 enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED };
@@ -130,7 +137,10 @@ struct job {
     struct hv_domain *doms;   /* JOB_LIST */
     size_t ndoms;
     int64_t list_ms;          /* JOB_LIST: when the snapshot was taken */
-    struct instance inst;     /* a copy for the worker (JOB_DEFINE) */
+    struct instance inst;     /* a copy for the worker (JOB_DEFINE, PLUG, UNPLUG, CONFIG_DRIVE, CLEANUP) */
+    struct port *keep;        /* JOB_SYNC: the ports netplug_sync keeps (owned) */
+    char (*keep_owner)[37];   /* their instances */
+    size_t n_keep;
     char *base_path;          /* JOB_DEFINE: cached base (copied from the run) or resolved local image */
     char base_format[8];      /* its format, as its inspection found it */
     uint64_t base_vsize;
@@ -183,7 +193,8 @@ int ops_journal_step(struct op_run *r, enum op_step step);
  * (inst_state NULL: unchanged). A failed write parks the run instead. */
 void ops_finish(struct op_run *r, const char *inst_state, const struct agent_error *failure);
 void ops_queue_job(struct op_run *r, enum job_kind kind);
-/* Queue a JOB_LIST job (reconcile.c fills it); 0 or the uv error. */
+/* Queue a JOB_LIST or JOB_SYNC job (reconcile.c fills it; j->kind JOB_SYNC
+ * stays, anything else becomes JOB_LIST); 0 or the uv error. */
 int ops_queue_list(struct ops *o, struct job *j);
 /* Wait (bounded by the run's timeout) for a stop or reboot event. */
 void ops_start_wait(struct op_run *r, enum wait_kind w);
@@ -194,9 +205,16 @@ void ops_update_instance_state(struct ops *o, const char *uuid, const char *stat
 /* ---- jobs.c (worker threads) ---- */
 void ops_job_work(uv_work_t *w);
 void ops_remove_disk(const struct ops *o, const char *uuid);
+/* STATE_DIR/instances/<uuid>/config.iso into buf ("" if it does not fit). */
+void ops_config_drive_path(const struct ops *o, const char *uuid, char *buf, size_t size);
+/* A port as net-plug takes it (strings borrowed from p, owner, o's config). */
+struct np_port;
+void ops_np_port(const struct ops *o, const struct port *p, const char *owner, struct np_port *out);
 
 /* ---- reconcile.c ---- */
 void ops_reconcile_after(struct job *j);
+/* The JOB_SYNC of a reconcile returned: resume the operations. */
+void ops_reconcile_synced(struct job *j);
 
 /* ---- launch.c ---- */
 /* Roll a failed launch back (domain and disk), then fail it. */

@@ -79,6 +79,9 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
 
 /* ---- reconcile and resume ---- */
 
+static void resume_all(struct ops *o);
+static int sync_ports(struct ops *o, const struct job *list);
+
 struct reconcile_ctx {
     struct ops *o;
     struct hv_domain *doms;
@@ -173,7 +176,10 @@ static void adopt(struct ops *o, const struct hv_domain *d)
         return;
     }
     if (store_instance_insert(o->d.store, &inst) < 0 || events_instance(o->d.events, &inst, NULL) < 0) {
+        /* a port's MAC or IP held by another instance refuses it too */
         store_rollback(o->d.store);
+        log_warn("cannot record an instance recovered from libvirt metadata", "instance=%s ec2_id=%s ports=%zu",
+                 inst.uuid, inst.ec2_id, inst.n_ports);
     } else if (store_commit(o->d.store) == 0) {
         events_flush(o->d.events);
         log_warn("instance recovered from libvirt metadata", "instance=%s ec2_id=%s state=%s",
@@ -292,13 +298,62 @@ void ops_reconcile_after(struct job *j)
     }
     resources_set_foreign(o->d.res, &foreign_sum, foreign);
     free(c.seen);
+    log_info("reconciled with the hypervisor",
+             "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
+             adopted, foreign, o->n_runs);
+    if (o->d.np && sync_ports(o, j) == 0)
+        return; /* resumes in ops_reconcile_synced() */
+    resume_all(o);
+    j->list_done(j->list_opaque, 0);
+}
+
+/* Interrupted operations resumed, parked ones advanced (launches wait at
+ * their plug while a reconcile runs: reconcile.c's sync must not remove a
+ * port a launch plugs). */
+static void resume_all(struct ops *o)
+{
     store_op_foreach_unfinished(o->d.store, resume_one, o);
     for (struct op_run *r = o->runs; r; r = r->next)
         if (r->parked && !r->job_running && !r->done)
             ops_run_advance(r);
-    log_info("reconciled with the hypervisor",
-             "domains=%zu strangers=%u adopted=%u foreign=%u in_flight=%u", j->ndoms, strangers,
-             adopted, foreign, o->n_runs);
+}
+
+/* The ports live instances hold (adopted ones included): netplug_sync
+ * keeps these and removes every other device and filter of ours, on a
+ * worker, before anything resumes. 0: queued (the reconcile goes on in
+ * ops_reconcile_synced); -errno: not synced (logged), go on now. */
+static int sync_ports(struct ops *o, const struct job *list)
+{
+    struct job *s = calloc(1, sizeof(*s));
+    int rc;
+
+    if (!s)
+        return -ENOMEM;
+    s->kind = JOB_SYNC;
+    s->list_done = list->list_done;
+    s->list_opaque = list->list_opaque;
+    if ((rc = store_ports_live(o->d.store, &s->keep, &s->keep_owner, &s->n_keep)) < 0 ||
+        (rc = ops_queue_list(o, s)) < 0) {
+        log_warn("cannot sync the host's ports", "error=%s", strerror(-rc));
+        free(s->keep);
+        free(s->keep_owner);
+        free(s);
+        return rc;
+    }
+    o->reconciling = true; /* until the sync returns */
+    return 0;
+}
+
+void ops_reconcile_synced(struct job *j)
+{
+    struct ops *o = j->ops;
+
+    o->reconciling = false;
+    if (o->stopping) {
+        j->list_done(j->list_opaque, -ECANCELED);
+        return;
+    }
+    resume_all(o);
     j->list_done(j->list_opaque, 0);
 }
 

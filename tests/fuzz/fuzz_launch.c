@@ -57,6 +57,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (spec.user_data && base64_decode(spec.user_data, NULL, 0) > USER_DATA_MAX)
             abort();
+        /* issue 10: interfaces, names, keys and metadata within their bounds */
+        if (spec.n_ifaces > IFACE_MAX || (spec.hostname && !hostname_is_valid(spec.hostname)))
+            abort();
+        for (size_t i = 0; i < spec.n_ifaces; i++)
+            if (!spec.ifaces[i].network[0] || (spec.ifaces[i].mac[0] && request_mac_parse(spec.ifaces[i].mac, NULL, NULL)) ||
+                (spec.ifaces[i].mtu && (spec.ifaces[i].mtu < 68 || spec.ifaces[i].mtu > 65535)))
+                abort();
+        if ((spec.metadata && json_object_size(spec.metadata) > METADATA_ITEMS_MAX) ||
+            (spec.public_keys && json_object_size(spec.public_keys) > PUBLIC_KEYS_MAX))
+            abort();
         strscpy(inst.uuid, "0d8f7a34-8a47-4a59-9d3a-2b1e8c9b0f11", sizeof(inst.uuid));
         strscpy(inst.ec2_id, "i-0123456789abcdef0", sizeof(inst.ec2_id));
         strscpy(inst.state, "pending", sizeof(inst.state));

@@ -154,6 +154,99 @@ static void test_kvm_kernel(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* Issue 10: NICs as existing taps (type ethernet, managed no, MAC, virtio,
+ * MTU from the port or its network), the SMBIOS system block with
+ * <os><smbios mode='sysinfo'/>, the config drive as a read-only IDE cdrom
+ * on pc. */
+static void test_kvm_net_sysinfo_config_drive(void **state)
+{
+    uv_loop_t loop;
+    struct hv *hv;
+    struct instance i;
+    struct guest g;
+    struct agent_error err;
+    struct net_config nets[1] = {{.name = "n1", .mtu = 1450}};
+    struct guest_env env = {.smbios_manufacturer = "compute-agent", .smbios_product = "OpenStack Nova",
+                            .config_drive_path = "/s/instances/x/config.iso", .nets = nets, .n_nets = 1};
+    char *xml = NULL, *t;
+
+    (void)state;
+    uv_loop_init(&loop);
+    hv = hv_for(&loop, &hv_driver_kvm, "qemu");
+    make(&i, BOOT_IMAGE);
+    i.disk_path = strdup("/s/instances/x/disk.qcow2");
+    i.config_drive = true;
+    i.n_ports = 2;
+    i.ports = calloc(2, sizeof(*i.ports));
+    strscpy(i.ports[0].network, "n1", sizeof(i.ports[0].network));
+    strscpy(i.ports[0].mac, "fa:16:3e:00:00:01", sizeof(i.ports[0].mac));
+    strscpy(i.ports[0].device, "tap0a1441a4-53", sizeof(i.ports[0].device));
+    strscpy(i.ports[1].network, "n1", sizeof(i.ports[1].network));
+    strscpy(i.ports[1].mac, "fa:16:3e:00:00:02", sizeof(i.ports[1].mac));
+    strscpy(i.ports[1].device, "tapb72941b9-d2", sizeof(i.ports[1].device));
+    i.ports[1].mtu = 1400;
+    i.ports[1].index = 1;
+    uuid_generate_str(i.ports[0].port_id);
+    uuid_generate_str(i.ports[1].port_id);
+    strscpy(i.ports[0].ip, "10.0.0.5", sizeof(i.ports[0].ip));
+    guest_describe(&i, "qcow2", &g);
+    guest_describe_net(&i, &env, &g);
+    assert_int_equal(g.hv.n_nics, 2);
+    assert_int_equal(hv_driver(hv)->domain_xml(hv, &g.hv, &xml, &err), 0);
+    assert_non_null(strstr(xml, "<interface type=\"ethernet\">"));
+    assert_non_null(strstr(xml, "<mac address=\"fa:16:3e:00:00:01\"/>"));
+    assert_non_null(strstr(xml, "<target dev=\"tap0a1441a4-53\" managed=\"no\"/>"));
+    assert_non_null(strstr(xml, "<model type=\"virtio\"/>"));
+    assert_non_null(strstr(xml, "<mtu size=\"1450\"/>")); /* the network's */
+    assert_non_null(strstr(xml, "<mtu size=\"1400\"/>")); /* the port's */
+    assert_non_null(strstr(xml, "<sysinfo type=\"smbios\">"));
+    assert_non_null(strstr(xml, "<entry name=\"product\">OpenStack Nova</entry>"));
+    assert_non_null(strstr(xml, "<entry name=\"manufacturer\">compute-agent</entry>"));
+    assert_non_null(strstr(xml, "<entry name=\"uuid\">0d8f7a34-8a47-4a59-9d3a-2b1e8c9b0f11</entry>"));
+    assert_non_null(strstr(xml, "<entry name=\"serial\">0d8f7a34-8a47-4a59-9d3a-2b1e8c9b0f11</entry>"));
+    assert_non_null(strstr(xml, "<entry name=\"family\">Virtual Machine</entry>"));
+    assert_non_null(strstr(xml, "<smbios mode=\"sysinfo\"/>"));
+    assert_non_null(strstr(xml, "<disk type=\"file\" device=\"cdrom\">"));
+    assert_non_null(strstr(xml, "<source file=\"/s/instances/x/config.iso\"/>"));
+    assert_non_null(strstr(xml, "<target dev=\"hdc\" bus=\"ide\"/>"));
+    assert_non_null(strstr(xml, "<readonly/>"));
+    t = first_text(xml, "product");
+    free(t);
+    {
+        /* the ports ride in our metadata: an adopted instance gets them back */
+        char *m = strstr(xml, "<ca:instance"), *e = m ? strstr(m, "</ca:instance>") : NULL, *meta;
+        struct instance back;
+        struct hv_owner own;
+        assert_non_null(e);
+        meta = strndup(m, (size_t)(e - m) + strlen("</ca:instance>"));
+        assert_int_equal(domxml_parse_metadata(meta, &back, &own, &err), 0);
+        assert_int_equal(back.n_ports, 2);
+        assert_string_equal(back.ports[0].mac, "fa:16:3e:00:00:01");
+        assert_string_equal(back.ports[1].device, "tapb72941b9-d2");
+        assert_int_equal(back.ports[1].mtu, 1400);
+        assert_int_equal(back.ports[1].index, 1);
+        assert_string_equal(back.ports[0].ip, "10.0.0.5");
+        assert_string_equal(back.ports[1].ip, "");
+        assert_string_equal(back.ports[0].port_id, i.ports[0].port_id);
+        instance_release(&back);
+        free(meta);
+    }
+    free(xml);
+    xml = NULL;
+    /* the test driver: the same NICs (its ports are veth pairs: nic_veth) */
+    hv_done(&loop, hv);
+    hv = hv_for(&loop, &hv_driver_test, "test");
+    assert_true(hv_driver_test.features & HV_FEAT_BIT(HV_FEAT_NIC_VETH));
+    assert_false(hv_driver_kvm.features & HV_FEAT_BIT(HV_FEAT_NIC_VETH));
+    assert_int_equal(hv_driver(hv)->domain_xml(hv, &g.hv, &xml, &err), 0);
+    assert_non_null(strstr(xml, "<target dev=\"tapb72941b9-d2\" managed=\"no\"/>"));
+    assert_non_null(strstr(xml, "<smbios mode=\"sysinfo\"/>"));
+    free(xml);
+    instance_release(&i);
+    hv_done(&loop, hv);
+    uv_loop_close(&loop);
+}
+
 static void test_xen(void **state)
 {
     uv_loop_t loop;
@@ -379,6 +472,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kvm_kernel),
         cmocka_unit_test(test_xen),
+        cmocka_unit_test(test_kvm_net_sysinfo_config_drive),
         cmocka_unit_test(test_metadata_namespaces),
         cmocka_unit_test(test_metadata_foreign_host),
         cmocka_unit_test(test_metadata_refused),

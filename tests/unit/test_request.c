@@ -131,6 +131,191 @@ static void test_launch_invalid(void **state)
     expect_parse("{\"name\":\"a\"," F "," K ",\"request_id\":7}", "invalid_field", "request_id");
 }
 
+/* ---- issue 10: interfaces, keys, metadata, options ---- */
+
+#define LB "\"name\":\"a\"," F "," K
+
+static void test_launch_guest_valid(void **state)
+{
+    json_t *j = parse("{" LB ",\"interfaces\":[{\"network\":\"n1\",\"mac\":\"FA:16:3E:00:00:01\","
+                      "\"ip\":\"10.0.0.5\",\"mtu\":1450},{\"network\":\"n2\"}],"
+                      "\"public_keys\":{\"mykey\":\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI user@host\"},"
+                      "\"metadata\":{\"role\":\"web\",\"empty\":\"\"},\"availability_zone\":\"az1\","
+                      "\"hostname\":\"vm-1.example.org\",\"metadata_options\":{\"http_tokens\":\"required\","
+                      "\"http_endpoint\":\"enabled\",\"http_put_response_hop_limit\":2},"
+                      "\"config_drive\":true,\"config_drive_format\":\"nocloud\"}");
+    struct launch_spec spec;
+    struct agent_error err = {0};
+
+    (void)state;
+    assert_int_equal(launch_spec_parse(j, cat, &spec, &err), 0);
+    assert_int_equal(spec.n_ifaces, 2);
+    assert_string_equal(spec.ifaces[0].mac, "fa:16:3e:00:00:01"); /* lowercased */
+    assert_string_equal(spec.ifaces[0].ip, "10.0.0.5");
+    assert_int_equal(spec.ifaces[0].mtu, 1450);
+    assert_string_equal(spec.ifaces[1].network, "n2");
+    assert_string_equal(spec.ifaces[1].mac, "");
+    assert_string_equal(spec.hostname, "vm-1.example.org");
+    assert_string_equal(spec.availability_zone, "az1");
+    assert_string_equal(spec.md_opts.http_tokens, "required");
+    assert_int_equal(spec.md_opts.hop_limit, 2);
+    assert_int_equal(spec.config_drive, 1);
+    assert_string_equal(spec.config_drive_format, "nocloud");
+    assert_int_equal(json_object_size(spec.metadata), 2);
+    assert_non_null(json_object_get(spec.public_keys, "mykey"));
+    launch_spec_release(&spec);
+    json_decref(j);
+    expect_parse("{" LB ",\"interfaces\":[]}", NULL, NULL);
+    expect_parse("{" LB ",\"config_drive\":false}", NULL, NULL);
+}
+
+static char *repeat(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* head + arg + tail as one body */
+static void expect_fmt(const char *code, const char *field, const char *head, const char *arg, const char *tail)
+{
+    size_t n = strlen(head) + strlen(arg) + strlen(tail) + 1;
+    char *text = malloc(n);
+    snprintf(text, n, "%s%s%s", head, arg, tail);
+    expect_parse(text, code, field);
+    free(text);
+}
+
+static void test_launch_guest_invalid(void **state)
+{
+    char *s;
+
+    (void)state;
+    /* interfaces */
+    expect_parse("{" LB ",\"interfaces\":{}}", "invalid_field", "interfaces");
+    expect_parse("{" LB ",\"interfaces\":[1]}", "invalid_field", "interfaces[0]");
+    expect_parse("{" LB ",\"interfaces\":[{}]}", "missing_field", "interfaces[0].network");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n1\",\"vlan\":3}]}", "unknown_field", "interfaces[0].vlan");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"\"}]}", "invalid_field", "interfaces[0].network");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":5}]}", "invalid_field", "interfaces[0].network");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\"},{\"network\":\"n\",\"mac\":\"zz:16:3e:00:00:01\"}]}",
+                 "invalid_field", "interfaces[1].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"01:00:5e:00:00:01\"}]}", "invalid_field",
+                 "interfaces[0].mac"); /* multicast */
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"ff:ff:ff:ff:ff:ff\"}]}", "invalid_field",
+                 "interfaces[0].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"00:00:00:00:00:00\"}]}", "invalid_field",
+                 "interfaces[0].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"fa:16:3e:00:00:1\"}]}", "invalid_field",
+                 "interfaces[0].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"fa-16-3e-00-00-01\"}]}", "invalid_field",
+                 "interfaces[0].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"fa:16:3e:00:00:01\"},"
+                 "{\"network\":\"m\",\"mac\":\"FA:16:3E:00:00:01\"}]}", "invalid_field", "interfaces[1].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"ip\":\"10.0.0.300\"}]}", "invalid_field",
+                 "interfaces[0].ip");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"ip\":\"010.0.0.3\"}]}", "invalid_field",
+                 "interfaces[0].ip");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"ip\":\"10.0.0.3 \"}]}", "invalid_field",
+                 "interfaces[0].ip");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"ip\":\"10.0.0.3\"},{\"network\":\"n\","
+                 "\"ip\":\"10.0.0.3\"}]}", "invalid_field", "interfaces[1].ip");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"ip\":\"10.0.0.3\"},{\"network\":\"m\","
+                 "\"ip\":\"10.0.0.3\"}]}", NULL, NULL); /* another network */
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mtu\":67}]}", "invalid_field", "interfaces[0].mtu");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mtu\":65536}]}", "invalid_field", "interfaces[0].mtu");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mtu\":\"1500\"}]}", "invalid_field", "interfaces[0].mtu");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"a\"},{\"network\":\"a\"},{\"network\":\"a\"},"
+                 "{\"network\":\"a\"},{\"network\":\"a\"},{\"network\":\"a\"},{\"network\":\"a\"},"
+                 "{\"network\":\"a\"},{\"network\":\"a\"}]}", "invalid_field", "interfaces");
+    /* public keys */
+    expect_parse("{" LB ",\"public_keys\":[]}", "invalid_field", "public_keys");
+    expect_parse("{" LB ",\"public_keys\":{\"mykey\":\"not a key\"}}", "invalid_field", "public_keys.mykey");
+    expect_parse("{" LB ",\"public_keys\":{\"mykey\":5}}", "invalid_field", "public_keys.mykey");
+    expect_parse("{" LB ",\"public_keys\":{\"mykey\":\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\\nx\"}}", "invalid_field",
+                 "public_keys.mykey");
+    expect_parse("{" LB ",\"public_keys\":{\"\":\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI\"}}", "invalid_field",
+                 "public_keys");
+    s = repeat('A', PUBLIC_KEY_MAX);
+    expect_fmt("invalid_field", "public_keys.mykey", "{" LB ",\"public_keys\":{\"mykey\":\"ssh-rsa ", s, "\"}}");
+    free(s);
+    s = repeat('k', KEY_NAME_MAX + 1);
+    {
+        char field[96];
+        snprintf(field, sizeof(field), "public_keys.%s", s);
+        expect_fmt("invalid_field", field, "{" LB ",\"public_keys\":{\"", s, "\":\"ssh-rsa AAAAAAAAAAAAAAAAAAAA\"}}");
+    }
+    free(s);
+    /* metadata */
+    expect_parse("{" LB ",\"metadata\":\"x\"}", "invalid_field", "metadata");
+    expect_parse("{" LB ",\"metadata\":{\"role\":1}}", "invalid_field", "metadata.role");
+    expect_parse("{" LB ",\"metadata\":{\"role\":\"a\\u0007\"}}", "invalid_field", "metadata.role");
+    s = repeat('v', METADATA_VALUE_MAX + 1);
+    expect_fmt("invalid_field", "metadata.role", "{" LB ",\"metadata\":{\"role\":\"", s, "\"}}");
+    free(s);
+    {
+        /* 129 items */
+        char *text = malloc(8192);
+        size_t n = (size_t)snprintf(text, 8192, "{" LB ",\"metadata\":{");
+        for (int i = 0; i <= METADATA_ITEMS_MAX; i++)
+            n += (size_t)snprintf(text + n, 8192 - n, "%s\"k%d\":\"v\"", i ? "," : "", i);
+        snprintf(text + n, 8192 - n, "}}");
+        expect_parse(text, "invalid_field", "metadata");
+        free(text);
+    }
+    /* the rest */
+    expect_parse("{" LB ",\"availability_zone\":\"\"}", "invalid_field", "availability_zone");
+    expect_parse("{" LB ",\"availability_zone\":3}", "invalid_field", "availability_zone");
+    expect_parse("{" LB ",\"hostname\":\"bad_host\"}", "invalid_field", "hostname");
+    expect_parse("{" LB ",\"hostname\":\"-vm\"}", "invalid_field", "hostname");
+    expect_parse("{" LB ",\"hostname\":\"vm-\"}", "invalid_field", "hostname");
+    expect_parse("{" LB ",\"hostname\":\"a..b\"}", "invalid_field", "hostname");
+    s = repeat('h', 64);
+    expect_fmt("invalid_field", "hostname", "{" LB ",\"hostname\":\"", s, "\"}");
+    free(s);
+    expect_parse("{" LB ",\"metadata_options\":{\"http_tokens\":\"maybe\"}}", "invalid_field",
+                 "metadata_options.http_tokens");
+    expect_parse("{" LB ",\"metadata_options\":{\"http_endpoint\":\"on\"}}", "invalid_field",
+                 "metadata_options.http_endpoint");
+    expect_parse("{" LB ",\"metadata_options\":{\"http_put_response_hop_limit\":65}}", "invalid_field",
+                 "metadata_options.http_put_response_hop_limit");
+    expect_parse("{" LB ",\"metadata_options\":{\"http_put_response_hop_limit\":0}}", "invalid_field",
+                 "metadata_options.http_put_response_hop_limit");
+    expect_parse("{" LB ",\"metadata_options\":{\"tags\":1}}", "unknown_field", "metadata_options.tags");
+    expect_parse("{" LB ",\"metadata_options\":[]}", "invalid_field", "metadata_options");
+    expect_parse("{" LB ",\"config_drive\":\"yes\"}", "invalid_field", "config_drive");
+    expect_parse("{" LB ",\"config_drive_format\":\"iso9660\"}", "invalid_field", "config_drive_format");
+}
+
+static void test_command_guest_fields(void **state)
+{
+    json_t *j = parse("{\"op\":\"launch\",\"request_id\":\"r1\",\"instance\":{" LB ",\"interfaces\":"
+                      "[{\"network\":\"n\"},{\"network\":\"n\",\"ip\":\"1.2.3\"}]}}");
+    struct command_request c;
+    struct agent_error err = {0};
+
+    (void)state;
+    expect_err(request_command_parse(j, cat, &c, &err), &err, "invalid_field", "instance.interfaces[1].ip", "bus");
+    json_decref(j);
+    strscpy(err.field, "interfaces[1].mac", sizeof(err.field));
+    request_field_for_command(&err, true);
+    assert_string_equal(err.field, "instance.interfaces[1].mac");
+}
+
+static void test_hostname(void **state)
+{
+    (void)state;
+    assert_true(hostname_is_valid("vm1"));
+    assert_true(hostname_is_valid("a.b-c.d"));
+    assert_true(hostname_is_valid("1abc"));
+    assert_false(hostname_is_valid(""));
+    assert_false(hostname_is_valid("a."));
+    assert_false(hostname_is_valid(".a"));
+    assert_false(hostname_is_valid("a_b"));
+    assert_false(hostname_is_valid("a-.b"));
+}
+
 static void test_launch_user_data_limit(void **state)
 {
     char *b64, *body;
@@ -428,6 +613,10 @@ int main(void)
         cmocka_unit_test(test_launch_valid),
         cmocka_unit_test(test_launch_invalid),
         cmocka_unit_test(test_launch_user_data_limit),
+        cmocka_unit_test(test_launch_guest_valid),
+        cmocka_unit_test(test_launch_guest_invalid),
+        cmocka_unit_test(test_command_guest_fields),
+        cmocka_unit_test(test_hostname),
         cmocka_unit_test(test_json_object),
         cmocka_unit_test(test_request_id),
         cmocka_unit_test(test_action_valid),

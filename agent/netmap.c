@@ -1,0 +1,202 @@
+/* netmap.c: see netmap.h. */
+#include "agent/netmap.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/log.h"
+#include "agent/request.h"
+#include "agent/store.h"
+#include "net-plug/netplug.h"
+
+struct netmap {
+    struct netmap_deps d;
+    struct netmap_counts counts;
+};
+
+static const struct net_config *net_of(const struct net_config *nets, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(nets[i].name, name))
+            return &nets[i];
+    return NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int fill_keys(const struct instance *inst, struct md_instance *m)
+{
+    const char *k;
+    json_t *v;
+    size_t n = inst->public_keys ? json_object_size(inst->public_keys) : 0;
+
+    if (n && !(m->keys = calloc(n, sizeof(*m->keys))))
+        return -ENOMEM;
+    json_object_foreach(inst->public_keys, k, v) {
+        struct md_key *key = &m->keys[m->n_keys++];
+        if (!(key->name = strdup(k)) || !(key->type = strdup("ssh")) ||
+            !(key->data = strdup(json_string_value(v))))
+            return -ENOMEM;
+    }
+    n = inst->metadata ? json_object_size(inst->metadata) : 0;
+    if (n && !(m->meta = calloc(n, sizeof(*m->meta))))
+        return -ENOMEM;
+    json_object_foreach(inst->metadata, k, v) {
+        struct md_kv *kv = &m->meta[m->n_meta++];
+        if (!(kv->key = strdup(k)) || !(kv->value = strdup(json_string_value(v))))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static int fill_ifaces(const struct instance *inst, const struct net_config *nets, size_t n_nets,
+                       struct md_instance *m)
+{
+    if (inst->n_ports && !(m->ifaces = calloc(inst->n_ports, sizeof(*m->ifaces))))
+        return -ENOMEM;
+    for (size_t i = 0; i < inst->n_ports; i++) {
+        const struct port *p = &inst->ports[i];
+        const struct net_config *net = net_of(nets, n_nets, p->network);
+        struct md_iface *f = &m->ifaces[m->n_ifaces++];
+        strscpy(f->mac, p->mac, sizeof(f->mac));
+        strscpy(f->ipv4, p->ip, sizeof(f->ipv4));
+        strscpy(f->network, p->network, sizeof(f->network));
+        strscpy(f->port_id, p->port_id, sizeof(f->port_id));
+        f->device_number = p->index;
+        f->mtu = p->mtu;
+        if (!net)
+            continue;
+        if (!f->mtu)
+            f->mtu = (int)net->mtu;
+        f->prefix = net->prefix;
+        if (net->gw)
+            net_format_ipv4(net->gw, f->gateway);
+        if (net->n_dns && !(f->dns = calloc(net->n_dns, sizeof(*f->dns))))
+            return -ENOMEM;
+        for (size_t k = 0; k < net->n_dns; k++) {
+            char a[16];
+            net_format_ipv4(net->dns_addr[k], a);
+            if (!(f->dns[f->n_dns++] = strdup(a)))
+                return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+struct md_instance *netmap_md_instance(const struct instance *inst, const struct net_config *nets,
+                                       size_t n_nets, const struct netmap_defaults *def)
+{
+    struct md_instance *m = calloc(1, sizeof(*m));
+    const char *tokens;
+
+    if (!m)
+        return NULL;
+    strscpy(m->uuid, inst->uuid, sizeof(m->uuid));
+    strscpy(m->ec2_id, inst->ec2_id, sizeof(m->ec2_id));
+    m->name = dup_or_null(inst->name);
+    m->hostname = dup_or_null(inst->hostname ? inst->hostname : inst->ec2_id);
+    m->availability_zone = dup_or_null(inst->availability_zone ? inst->availability_zone : "nova");
+    m->instance_type = dup_or_null(inst->instance_type ? inst->instance_type : "custom");
+    m->image_id = dup_or_null(inst->boot.image_id);
+    m->arch = dup_or_null(def && def->arch ? def->arch : NULL);
+    m->created_ms = inst->created_ms;
+    if (!m->name || !m->hostname || !m->availability_zone || !m->instance_type ||
+        (inst->boot.image_id && !m->image_id) || fill_keys(inst, m) < 0 ||
+        fill_ifaces(inst, nets, n_nets, m) < 0)
+        goto fail;
+    if (inst->user_data) {
+        ssize_t n = base64_decode(inst->user_data, NULL, 0);
+        if (n >= 0 && (m->user_data = malloc((size_t)n + 1)) &&
+            base64_decode(inst->user_data, m->user_data, (size_t)n) == n) {
+            m->user_data_len = (size_t)n;
+            m->has_user_data = true;
+        } else if (n >= 0) {
+            goto fail;
+        }
+    }
+    tokens = inst->md_opts.http_tokens[0] ? inst->md_opts.http_tokens
+             : def && def->http_tokens    ? def->http_tokens
+                                          : "optional";
+    m->http_tokens = !strcmp(tokens, "required") ? MD_TOKENS_REQUIRED : MD_TOKENS_OPTIONAL;
+    m->hop_limit = inst->md_opts.hop_limit ? inst->md_opts.hop_limit : def && def->hop_limit ? def->hop_limit : 1;
+    m->endpoint_enabled = strcmp(inst->md_opts.http_endpoint, "disabled") != 0;
+    return m;
+fail:
+    md_instance_free(m);
+    return NULL;
+}
+
+int netmap_new(const struct netmap_deps *deps, struct netmap **out)
+{
+    struct netmap *m = calloc(1, sizeof(*m));
+
+    if (!m)
+        return -ENOMEM;
+    m->d = *deps;
+    *out = m;
+    return 0;
+}
+
+void netmap_free(struct netmap *m)
+{
+    free(m);
+}
+
+void netmap_counts(const struct netmap *m, struct netmap_counts *out)
+{
+    *out = m->counts;
+}
+
+int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)
+{
+    struct netmap *m = opaque;
+    char ip[16], owner[37], dev[16] = "", mac_text[18];
+    uint8_t mac[6] = {0}, want[6] = {0};
+    struct instance inst;
+    struct port p;
+    int r;
+
+    *out = NULL;
+    if (!peer || peer->sin_family != AF_INET || !inet_ntop(AF_INET, &peer->sin_addr, ip, sizeof(ip)))
+        return -EINVAL;
+    /* 1. the port with that IP on that network */
+    if (store_port_by_ip(m->d.store, network, ip, &p, owner) < 0) {
+        m->counts.no_port++;
+        return -ENOENT;
+    }
+    /* 2. the bridge's view: the MAC of that IP, the device of that MAC */
+    r = m->d.np ? netplug_peer(m->d.np, network, peer->sin_addr.s_addr, mac, dev) : -ENOTSUP;
+    if (r < 0 || request_mac_parse(p.mac, NULL, want) < 0 || memcmp(mac, want, 6) ||
+        strcmp(dev, p.device)) {
+        snprintf(mac_text, sizeof(mac_text), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
+                 mac[4], mac[5]);
+        log_warn("metadata request refused: source does not match its port", "network=%s ip=%s port=%s "
+                 "error=%d mac=%s dev=%s", network, ip, p.device, r, r < 0 ? "-" : mac_text, r < 0 ? "-" : dev);
+        m->counts.peer_mismatch++;
+        return -ENOENT;
+    }
+    /* 3. only behind the anti-spoofing filter */
+    if (!netplug_port_filtered(m->d.np, p.device)) {
+        log_warn("metadata request refused: port not filtered", "network=%s ip=%s port=%s", network, ip, p.device);
+        m->counts.unfiltered++;
+        return -ENOENT;
+    }
+    /* 4. a live instance */
+    if (store_instance_get(m->d.store, owner, &inst) < 0)
+        return m->counts.not_live++, -ENOENT;
+    if (!strcmp(inst.state, "terminated") || !strcmp(inst.state, "error")) {
+        instance_release(&inst);
+        m->counts.not_live++;
+        return -ENOENT;
+    }
+    *out = netmap_md_instance(&inst, m->d.nets, m->d.n_nets, &m->d.def);
+    instance_release(&inst);
+    if (!*out)
+        return -ENOMEM;
+    m->counts.ok++;
+    return 0;
+}

@@ -1,0 +1,59 @@
+/* netmap.h: who a metadata request comes from, and what the metadata of an
+ * instance is (issue 10).
+ *
+ * netmap_lookup() is the metadata service's md_lookup_fn: the network the
+ * request arrived on and its source IPv4 -> the port holding that IP on that
+ * network (store) -> netplug_peer(): the MAC the bridge's neighbour table
+ * has for that IP and the bridge port (device) that MAC was learned on ->
+ * both must equal the port's MAC and device -> netplug_port_filtered() on
+ * that device (the anti-spoofing filter is what makes MAC and IP
+ * trustworthy) -> the instance, neither terminated nor in error ->
+ * netmap_md_instance(). Anything else: -ENOENT (the service answers 404 and
+ * counts it). Never the source IP alone, never a header.
+ *
+ * Loop thread (the store is the loop's); netplug_peer() blocks for a
+ * netlink round trip (sub-millisecond). */
+#ifndef CA_AGENT_NETMAP_H
+#define CA_AGENT_NETMAP_H
+
+#include <netinet/in.h>
+
+#include "agent/config.h"
+#include "agent/instance.h"
+#include "agent/metadata.h"
+
+struct store;
+struct netplug;
+
+/* What an instance's metadata holds beside the instance itself. */
+struct netmap_defaults {
+    const char *http_tokens;   /* metadata.http_tokens: optional|required */
+    int hop_limit;             /* metadata.hop_limit */
+    const char *arch;          /* the guests' arch ("x86_64"), NULL: unknown */
+};
+
+/* The md_instance of inst (calloc'ed, md_instance_free()), its interfaces
+ * with their networks' cidr, gateway, DNS and MTU from nets. NULL on ENOMEM.
+ * Pure: any thread. */
+struct md_instance *netmap_md_instance(const struct instance *inst, const struct net_config *nets,
+                                       size_t n_nets, const struct netmap_defaults *def);
+
+struct netmap_deps {
+    struct store *store;
+    struct netplug *np;
+    const struct net_config *nets;  /* borrowed, outlive the netmap */
+    size_t n_nets;
+    struct netmap_defaults def;
+};
+
+struct netmap;
+int netmap_new(const struct netmap_deps *deps, struct netmap **out);
+void netmap_free(struct netmap *m);
+/* md_lookup_fn (opaque: the struct netmap). */
+int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer,
+                  struct md_instance **out);
+/* Lookups refused so far, by reason (for logs and tests). */
+struct netmap_counts { uint64_t ok, no_port, peer_mismatch, unfiltered, not_live; };
+void netmap_counts(const struct netmap *m, struct netmap_counts *out);
+
+#endif
