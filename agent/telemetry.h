@@ -51,6 +51,7 @@
 
 #include "agent/hypervisor/hv.h"
 #include "agent/hypervisor/stats.h"
+#include "agent/instance.h" /* EC2_ID_LEN */
 
 #define TELEMETRY_INTERVAL_DEFAULT_S 10
 #define TELEMETRY_INTERVAL_MAX_S 86400

@@ -8,10 +8,12 @@
 #include <string.h>
 
 #include "agent/hypervisor/hv-internal.h"
+#include "common/list.h"
 
+/* An event on its way from libvirt's event thread to the loop. */
 struct event_node {
     struct hv_event ev;
-    struct event_node *next;
+    struct list_node link; /* in hv->events */
 };
 
 struct hv {
@@ -33,8 +35,7 @@ struct hv {
     int cb_reboot;
 
     uv_async_t async;             /* wakes the loop for queued events */
-    struct event_node *q_head;    /* events waiting for the loop */
-    struct event_node *q_tail;
+    struct list_node events;      /* struct event_node waiting for the loop, oldest first */
     hv_event_cb cb;               /* the agent's event handler (loop thread) */
     void *opaque;
 
@@ -110,11 +111,7 @@ static void queue_event(struct hv *hv, const struct hv_event *ev)
         return; /* a lost event is healed by the next reconcile */
     n->ev = *ev;
     pthread_mutex_lock(&hv->lock);
-    if (hv->q_tail)
-        hv->q_tail->next = n;
-    else
-        hv->q_head = n;
-    hv->q_tail = n;
+    list_add_tail(&hv->events, &n->link);
     pthread_mutex_unlock(&hv->lock);
     uv_async_send(&hv->async);
 }
@@ -122,18 +119,19 @@ static void queue_event(struct hv *hv, const struct hv_event *ev)
 static void on_async(uv_async_t *async)
 {
     struct hv *hv = async->data;
-    struct event_node *n;
+    struct list_node batch;
+    struct event_node *n, *tmp;
 
+    /* take the whole queue under the lock, deliver outside it */
+    list_init(&batch);
     pthread_mutex_lock(&hv->lock);
-    n = hv->q_head;
-    hv->q_head = hv->q_tail = NULL;
+    list_splice_tail(&batch, &hv->events);
     pthread_mutex_unlock(&hv->lock);
-    while (n) {
-        struct event_node *next = n->next;
+    list_for_each_entry_safe(n, tmp, &batch, link) {
+        list_del(&n->link);
         if (hv->cb)
             hv->cb(&n->ev, hv->opaque);
         free(n);
-        n = next;
     }
 }
 
@@ -248,6 +246,7 @@ int hv_new(uv_loop_t *loop, const struct hv_driver *drv, const struct hv_config 
     hv->cb = cb;
     hv->opaque = opaque;
     hv->wake_timer = -1;
+    list_init(&hv->events);
     pthread_mutex_init(&hv->lock, NULL);
     if (!hv->uri || uv_async_init(loop, &hv->async, on_async) < 0) {
         free(hv->uri);
@@ -274,12 +273,12 @@ int hv_new(uv_loop_t *loop, const struct hv_driver *drv, const struct hv_config 
 static void on_async_closed(uv_handle_t *h)
 {
     struct hv *hv = h->data;
-    struct event_node *n = hv->q_head;
+    struct event_node *n, *tmp;
 
-    while (n) {
-        struct event_node *next = n->next;
+    /* the event thread is joined: nothing queues any more */
+    list_for_each_entry_safe(n, tmp, &hv->events, link) {
+        list_del(&n->link);
         free(n);
-        n = next;
     }
     pthread_mutex_destroy(&hv->lock);
     free(hv->uri);

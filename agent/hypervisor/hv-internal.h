@@ -170,16 +170,16 @@ int domxml_disk_name(const char *prefix, unsigned index, char buf[8]);
 
 /* ---- our metadata read back (metadata.c) ---- */
 
-/* Our <metadata> element, as virDomainGetMetadata returns it, -> ident and
- * owner. libvirt 9.0 hands the element back without its namespace
- * declaration (we asked for it by our namespace URI, so it is ours); an
- * element in any other namespace is refused. Every field is checked like
- * outside input (the bounds of a launch request). On success ident is
- * filled (release with instance_release) and owner too ("" members where
- * not recorded). On failure -EINVAL, err->message says which field, and
- * nothing is kept. */
-int domxml_parse_metadata(const char *xml, struct instance *ident, struct hv_owner *owner,
-                          struct agent_error *err);
+/* Our <metadata> element, as virDomainGetMetadata returns it, -> meta (its
+ * children but <host>) and owner (<host>: "" members where not recorded).
+ * libvirt 9.0 hands the element back without its namespace declaration (we
+ * asked for it by our namespace URI, so it is ours); an element in any other
+ * namespace is refused, children in another namespace are skipped. The owner
+ * is checked (name required, uuid a UUID); the other fields are not (the
+ * agent's ops_instance_from_meta()). On failure -EINVAL (or -ENOMEM),
+ * err->message says why, and nothing is kept. */
+int hv_meta_parse(const char *xml, struct hv_meta *meta, struct hv_owner *owner,
+                  struct agent_error *err);
 /* The host UUID in a libvirt capabilities document into buf[37]; "" if none. */
 void domxml_caps_host_uuid(const char *caps, char buf[37]);
 

@@ -29,7 +29,6 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "agent/instance.h" /* struct hv_domain's ident only */
 #include "common/util.h"
 
 enum hv_power {
@@ -187,16 +186,43 @@ struct hv_device {
     const struct hv_nic *nic;   /* HV_DEVICE_NIC */
 };
 
-/* A domain as libvirt reports it. ours: it carries our metadata and every
- * field of it is valid; ident then holds it (uuid, ec2_id, name, flavor,
- * instance_type, boot) and owner the host it names. meta_error says why
- * metadata in our namespace was refused ("" if none or valid). */
+/* Our <metadata> read back (metadata.c): the children of <instance> in our
+ * namespace, in document order, each its name, text and unqualified
+ * attributes, all owned; <host> is not among them (it is the owner,
+ * hv_domain.owner). Only the document's shape is checked (well-formed, no
+ * DTD, at most 64 KiB, our namespace): what each field means and whether it
+ * is valid is the caller's. */
+struct hv_meta_kv {
+    char *key;
+    char *value;
+};
+struct hv_meta_entry {
+    char *name;               /* "uuid", "flavor", ... */
+    char *text;               /* its text content, "" if none */
+    struct hv_meta_kv *attrs;
+    size_t n_attrs;
+};
+struct hv_meta {
+    struct hv_meta_entry *items;
+    size_t n;
+};
+/* The first entry named name (NULL if none); *count (if not NULL) how many. */
+const struct hv_meta_entry *hv_meta_get(const struct hv_meta *m, const char *name, size_t *count);
+/* The value of attribute key of e, or NULL (also for e NULL). */
+const char *hv_meta_attr(const struct hv_meta_entry *e, const char *key);
+/* Free what m holds; leaves it empty. Accepts an empty (zeroed) one. */
+void hv_meta_release(struct hv_meta *m);
+
+/* A domain as libvirt reports it. has_meta: it carries our <metadata> and
+ * the layer could read it: meta holds its fields, owner the host it names.
+ * meta_error says why metadata in our namespace could not be read ("" if
+ * none or read). Whether the fields make an instance is the agent's call. */
 struct hv_domain {
     char uuid[37];
     char name[128];
     enum hv_power power;
-    bool ours;
-    struct instance ident;
+    bool has_meta;
+    struct hv_meta meta;
     struct hv_owner owner;
     char meta_error[200];
 };

@@ -224,14 +224,8 @@ int hv_lv_list(struct hv *hv, struct hv_domain **ret, size_t *n, unsigned flags,
             meta = virDomainGetMetadata(doms[i], VIR_DOMAIN_METADATA_ELEMENT, CA_XMLNS_URI, 0);
             if (meta) {
                 struct agent_error perr = {0};
-                d->ours = domxml_parse_metadata(meta, &d->ident, &d->owner, &perr) == 0;
-                if (d->ours && strcmp(d->ident.uuid, d->uuid) != 0) {
-                    d->ours = false;
-                    instance_release(&d->ident);
-                    snprintf(perr.message, sizeof(perr.message),
-                             "metadata: uuid does not match the domain's");
-                }
-                if (!d->ours)
+                d->has_meta = hv_meta_parse(meta, &d->meta, &d->owner, &perr) == 0;
+                if (!d->has_meta)
                     strscpy(d->meta_error, perr.message, sizeof(d->meta_error));
                 free(meta);
             } else {

@@ -216,6 +216,6 @@ int hv_migrate_postcopy(struct hv *hv, const char *uuid, struct agent_error *err
 void hv_domain_list_free(struct hv_domain *doms, size_t n)
 {
     for (size_t i = 0; doms && i < n; i++)
-        instance_release(&doms[i].ident);
+        hv_meta_release(&doms[i].meta);
     free(doms);
 }

@@ -171,6 +171,15 @@ bool ops_hv_disk_files(const struct ops *o);
 bool ops_hv_reboot_event(const struct ops *o);
 bool ops_hv_can_reset(const struct ops *o);
 
+/* ---- reconcile.c ---- */
+/* Our metadata's fields as read back by the hypervisor layer -> an
+ * instance's identity (uuid, ec2_id, name, flavor, instance_type, boot),
+ * every field checked with a launch request's bounds and, when dom_uuid is
+ * given, the uuid equal to the domain's. 0 and *ret filled (release with
+ * instance_release), or -EINVAL with err naming the field (nothing kept). */
+int ops_instance_from_meta(const struct hv_meta *m, const char *dom_uuid, struct instance *ret,
+                           struct agent_error *err);
+
 struct op_run *ops_find_run(struct ops *o, const char *uuid);
 /* A new run of type t (in o->runs), step STEP_NONE; NULL on ENOMEM. */
 struct op_run *ops_run_new(struct ops *o, const struct op_type *t);

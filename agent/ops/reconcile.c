@@ -1,8 +1,10 @@
 /* reconcile.c: the instances' state from the hypervisor (ops-internal.h):
  * its events, and ops_reconcile() after each connect: every domain against
  * every instance the store knows, adoption of our own domains the store
- * lost, the use of other agents' domains, then the interrupted operations
- * resumed and the parked ones advanced again. */
+ * lost (their identity from the metadata fields the hypervisor layer read
+ * back: ops_instance_from_meta()), the use of other agents' domains, then
+ * the interrupted operations resumed and the parked ones advanced again. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +77,257 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
     default:
         break;
     }
+}
+
+/* ---- our metadata, read back by the hypervisor layer, as an instance ----
+ * Outside input: every field is checked with a launch request's bounds
+ * (instance.c). */
+
+static bool clean_text(const char *s, size_t maxlen)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return n <= maxlen;
+}
+
+static bool clean_path(const char *s)
+{
+    return clean_text(s, 4096) && s[0] == '/' && !strstr(s, "/../") && !strstr(s, "/./");
+}
+
+/* Attribute name of e into *out (NULL if absent). -EINVAL with err if present
+ * but empty, too long, with control characters, or (path) not an absolute,
+ * normalized path. */
+static int meta_attr(const struct hv_meta_entry *e, const char *name, size_t maxlen, bool path,
+                     bool required, char **out, struct agent_error *err)
+{
+    const char *s = hv_meta_attr(e, name);
+
+    *out = NULL;
+    if (!s)
+        return required ? agent_error_set(err, EINVAL, "invalid_field", name,
+                                          "metadata %s: attribute %s missing", e->name, name)
+                        : 0;
+    if (!*s || !(path ? clean_path(s) : clean_text(s, maxlen)))
+        return agent_error_set(err, EINVAL, "invalid_field", name, "metadata %s: invalid %s", e->name,
+                               name);
+    *out = strdup(s);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int meta_int(const struct hv_meta_entry *e, const char *name, int64_t min, int64_t max,
+                    int64_t *out, struct agent_error *err)
+{
+    char *v = NULL;
+    int r = meta_attr(e, name, 32, false, true, &v, err);
+
+    if (r == 0 && parse_int64(v, min, max, out) < 0)
+        r = agent_error_set(err, EINVAL, "invalid_field", name,
+                            "metadata flavor: %s must be an integer from %lld to %lld", name,
+                            (long long)min, (long long)max);
+    free(v);
+    return r;
+}
+
+static int meta_flavor(const struct hv_meta_entry *e, struct instance *id, struct agent_error *err)
+{
+    int r;
+
+    if ((r = meta_int(e, "vcpus", 1, 256, &id->flavor.vcpus, err)) < 0 ||
+        (r = meta_int(e, "memory_mb", 16, 4194304, &id->flavor.memory_mb, err)) < 0 ||
+        (r = meta_int(e, "disk_gb", 0, 65536, &id->flavor.disk_gb, err)) < 0)
+        return r;
+    return meta_attr(e, "type", 64, false, false, &id->instance_type, err);
+}
+
+static int meta_kernel(const struct hv_meta_entry *e, struct boot_source *b, struct agent_error *err)
+{
+    int r;
+
+    b->kind = BOOT_KERNEL;
+    if ((r = meta_attr(e, "path", 0, true, true, &b->kernel, err)) < 0 ||
+        (r = meta_attr(e, "initrd", 0, true, false, &b->initrd, err)) < 0)
+        return r;
+    return meta_attr(e, "cmdline", 2048, false, false, &b->cmdline, err);
+}
+
+/* An image as the store keeps it: one of path, url (with its digest) or
+ * glance_id, and the cache's id once the cache resolved it. */
+static int meta_image(const struct hv_meta_entry *e, struct boot_source *b, struct agent_error *err)
+{
+    int r;
+
+    if ((r = meta_attr(e, "path", 0, true, false, &b->image_path, err)) < 0 ||
+        (r = meta_attr(e, "id", 200, false, false, &b->image_id, err)) < 0 ||
+        (r = meta_attr(e, "url", 4096, false, false, &b->image_url, err)) < 0 ||
+        (r = meta_attr(e, "digest", 200, false, false, &b->image_digest, err)) < 0 ||
+        (r = meta_attr(e, "glance_id", 64, false, false, &b->image_glance_id, err)) < 0)
+        return r;
+    if (!!b->image_path + !!b->image_url + !!b->image_glance_id > 1 ||
+        (b->image_path && b->image_id) || (b->image_digest && !b->image_url) ||
+        !boot_source_has_image(b))
+        return agent_error_set(err, EINVAL, "invalid_field", "image",
+                               "metadata image: inconsistent path/id/url/digest/glance_id");
+    return 0;
+}
+
+static bool mac_ok(const char *s)
+{
+    if (strlen(s) != 17)
+        return false;
+    for (int i = 0; i < 17; i++) {
+        char c = s[i];
+        if (i % 3 == 2 ? c != ':' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+static bool ipv4_ok(const char *s)
+{
+    unsigned a, b, c, d;
+    char tail, norm[16];
+
+    if (sscanf(s, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 || c > 255 ||
+        d > 255)
+        return false;
+    snprintf(norm, sizeof(norm), "%u.%u.%u.%u", a, b, c, d);
+    return !strcmp(norm, s);
+}
+
+/* One interface: <port id= index= network= mac= ip= device= mtu=>, appended
+ * to id->ports (at most IFACE_MAX, indexes unique). */
+static int meta_port(const struct hv_meta_entry *e, struct instance *id, struct agent_error *err)
+{
+    char *pid = NULL, *net = NULL, *mac = NULL, *ip = NULL, *dev = NULL;
+    int64_t index = 0, mtu = 0;
+    struct port *p, *np;
+    int r;
+
+    if (id->n_ports >= IFACE_MAX)
+        return agent_error_set(err, EINVAL, "invalid_field", "port", "metadata: more than %d ports", IFACE_MAX);
+    if ((r = meta_attr(e, "id", 36, false, true, &pid, err)) < 0 ||
+        (r = meta_int(e, "index", 0, IFACE_MAX - 1, &index, err)) < 0 ||
+        (r = meta_attr(e, "network", 63, false, true, &net, err)) < 0 ||
+        (r = meta_attr(e, "mac", 17, false, true, &mac, err)) < 0 ||
+        (r = meta_attr(e, "ip", 15, false, false, &ip, err)) < 0 ||
+        (r = meta_attr(e, "device", PORT_DEV_MAX, false, true, &dev, err)) < 0 ||
+        (hv_meta_attr(e, "mtu") && (r = meta_int(e, "mtu", 68, 65535, &mtu, err)) < 0))
+        goto out;
+    if (!uuid_is_valid(pid) || !mac_ok(mac) || (ip && !ipv4_ok(ip))) {
+        r = agent_error_set(err, EINVAL, "invalid_field", "port", "metadata port: invalid id, mac or ip");
+        goto out;
+    }
+    for (size_t i = 0; i < id->n_ports; i++)
+        if (id->ports[i].index == (int)index) {
+            r = agent_error_set(err, EINVAL, "invalid_field", "port", "metadata port: index %lld twice",
+                                (long long)index);
+            goto out;
+        }
+    if (!(np = realloc(id->ports, (id->n_ports + 1) * sizeof(*np)))) {
+        r = -ENOMEM;
+        goto out;
+    }
+    id->ports = np;
+    p = &np[id->n_ports++];
+    memset(p, 0, sizeof(*p));
+    strscpy(p->port_id, pid, sizeof(p->port_id));
+    p->index = (int)index;
+    strscpy(p->network, net, sizeof(p->network));
+    strscpy(p->mac, mac, sizeof(p->mac));
+    strscpy(p->ip, ip ? ip : "", sizeof(p->ip));
+    strscpy(p->device, dev, sizeof(p->device));
+    p->mtu = (int)mtu;
+    strscpy(p->state, "plugged", sizeof(p->state));
+out:
+    free(pid);
+    free(net);
+    free(mac);
+    free(ip);
+    free(dev);
+    return r;
+}
+
+/* One text child (uuid, ec2-id, name). */
+static int meta_text(const struct hv_meta_entry *e, char **out, struct agent_error *err)
+{
+    bool ok = e->text[0] && clean_text(e->text, INSTANCE_NAME_MAX);
+
+    *out = ok ? strdup(e->text) : NULL;
+    if (!ok)
+        return agent_error_set(err, EINVAL, "invalid_field", e->name, "metadata: invalid %s", e->name);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int meta_ident(const struct hv_meta_entry *e, bool uuid, struct instance *id,
+                      struct agent_error *err)
+{
+    char *text = NULL;
+    int r;
+
+    if ((r = meta_text(e, &text, err)) < 0)
+        return r;
+    if (uuid ? !uuid_is_valid(text) : !ec2_id_is_valid(text))
+        r = agent_error_set(err, EINVAL, "invalid_field", e->name, "metadata: invalid %s", e->name);
+    else if (uuid)
+        strscpy(id->uuid, text, sizeof(id->uuid));
+    else
+        strscpy(id->ec2_id, text, sizeof(id->ec2_id));
+    free(text);
+    return r;
+}
+
+static int meta_fields(const struct hv_meta *m, struct instance *id, struct agent_error *err)
+{
+    static const char *const names[] = {"uuid", "ec2-id", "name", "flavor", "kernel", "image"};
+    const struct hv_meta_entry *e[ARRAY_SIZE(names)];
+    size_t count;
+    int r = 0;
+
+    for (size_t k = 0; k < ARRAY_SIZE(names); k++) {
+        e[k] = hv_meta_get(m, names[k], &count);
+        if (count > 1)
+            return agent_error_set(err, EINVAL, "invalid_field", names[k], "metadata: %s given twice",
+                                   names[k]);
+    }
+    /* other names are a newer writer's fields: not needed to adopt */
+    if ((e[0] && (r = meta_ident(e[0], true, id, err)) < 0) ||
+        (e[1] && (r = meta_ident(e[1], false, id, err)) < 0) ||
+        (e[2] && (r = meta_text(e[2], &id->name, err)) < 0) ||
+        (e[3] && (r = meta_flavor(e[3], id, err)) < 0) ||
+        (e[4] && (r = meta_kernel(e[4], &id->boot, err)) < 0) ||
+        (e[5] && (r = meta_image(e[5], &id->boot, err)) < 0))
+        return r;
+    for (size_t i = 0; i < m->n; i++) /* repeated: one per interface */
+        if (!strcmp(m->items[i].name, "port") && (r = meta_port(&m->items[i], id, err)) < 0)
+            return r;
+    if (!id->uuid[0] || !id->ec2_id[0] || !id->name)
+        return agent_error_set(err, EINVAL, "missing_field", NULL, "metadata: uuid, ec2-id or name missing");
+    if (!e[3])
+        return agent_error_set(err, EINVAL, "missing_field", "flavor", "metadata: flavor missing");
+    if (!e[4] && !e[5])
+        return agent_error_set(err, EINVAL, "missing_field", "image",
+                               "metadata: no boot source (kernel or image)");
+    return 0;
+}
+
+int ops_instance_from_meta(const struct hv_meta *m, const char *dom_uuid, struct instance *ret,
+                           struct agent_error *err)
+{
+    struct instance id = {0};
+    int r = meta_fields(m, &id, err);
+
+    if (r == 0 && dom_uuid && strcmp(id.uuid, dom_uuid) != 0)
+        r = agent_error_set(err, EINVAL, "invalid_field", "uuid", "metadata: uuid does not match the domain's");
+    if (r < 0) {
+        instance_release(&id);
+        return r;
+    }
+    *ret = id;
+    return 0;
 }
 
 /* ---- reconcile and resume ---- */
@@ -152,12 +405,11 @@ static enum dom_owner owner_of(const struct hv_owner *self, const struct hv_owne
 /* Our domain that the store does not know (store lost or restored from a
  * backup): take it back from its metadata. The console log and the disk
  * are where a launch puts them. */
-static void adopt(struct ops *o, const struct hv_domain *d)
+static void adopt(struct ops *o, const struct hv_domain *d, struct instance *ident)
 {
-    struct instance inst;
+    struct instance inst = *ident;
 
-    if (instance_copy(&inst, &d->ident) < 0)
-        return;
+    *ident = (struct instance){0}; /* taken */
     if (ops_hv_disk_files(o)) {
         char dir[4300], path[4400];
         ops_instance_dir(o, inst.uuid, dir, sizeof(dir));
@@ -248,17 +500,19 @@ void ops_reconcile_after(struct job *j)
     store_instance_foreach(o->d.store, false, reconcile_instance, &c);
     hv_owner_self(o->d.hv, &self);
     for (size_t i = 0; i < j->ndoms; i++) {
-        struct instance known;
+        struct instance known, ident = {0};
+        struct agent_error merr = {0};
         const struct hv_domain *d = &j->doms[i];
         char q[400];
         if (c.seen[i])
             continue;
-        if (!d->ours) {
+        if (!d->has_meta || ops_instance_from_meta(&d->meta, d->uuid, &ident, &merr) < 0) {
+            const char *why = d->has_meta ? merr.message : d->meta_error;
             strangers++;
-            if (d->meta_error[0])
+            if (why[0])
                 log_warn("domain with invalid compute-agent metadata left alone",
                          "domain=%s uuid=%s state=%s error=%s", d->name, d->uuid,
-                         hv_power_name(d->power), log_quote(d->meta_error, q, sizeof(q)));
+                         hv_power_name(d->power), log_quote(why, q, sizeof(q)));
             else
                 log_info("domain not managed by this agent left alone", "domain=%s uuid=%s state=%s",
                          d->name, d->uuid, hv_power_name(d->power));
@@ -268,11 +522,12 @@ void ops_reconcile_after(struct job *j)
             /* terminated here but still defined: finish the terminate */
             log_warn("terminated instance still has a domain", "instance=%s", known.uuid);
             instance_release(&known);
+            instance_release(&ident);
             continue;
         }
         switch (owner_of(&self, &d->owner)) {
         case OWNER_SELF:
-            adopt(o, d);
+            adopt(o, d, &ident);
             adopted++;
             continue;
         case OWNER_OTHER_HOST:
@@ -286,15 +541,16 @@ void ops_reconcile_after(struct job *j)
             break;
         case OWNER_UNRECORDED:
             log_warn("domain with no owning host in its metadata left alone",
-                     "domain=%s uuid=%s ec2_id=%s state=%s", d->name, d->uuid, d->ident.ec2_id,
+                     "domain=%s uuid=%s ec2_id=%s state=%s", d->name, d->uuid, ident.ec2_id,
                      hv_power_name(d->power));
             break;
         }
         /* another agent's guest still holds this host's capacity */
         foreign++;
-        foreign_sum.vcpus += d->ident.flavor.vcpus;
-        foreign_sum.memory_mb += d->ident.flavor.memory_mb;
-        foreign_sum.disk_gb += d->ident.flavor.disk_gb;
+        foreign_sum.vcpus += ident.flavor.vcpus;
+        foreign_sum.memory_mb += ident.flavor.memory_mb;
+        foreign_sum.disk_gb += ident.flavor.disk_gb;
+        instance_release(&ident);
     }
     resources_set_foreign(o->d.res, &foreign_sum, foreign);
     free(c.seen);

@@ -12,6 +12,7 @@
 #include "agent/guest.h"
 #include "agent/hypervisor/hv-internal.h"
 #include "agent/instance.h"
+#include "agent/ops/ops-internal.h"
 #include "agent/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -82,12 +83,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (hv_domain_xml(kvm, guest_describe(&inst, NULL, &g), &xml, &err) == 0) {
             char *m = strstr(xml, "<ca:instance"), *e = m ? strstr(m, "</ca:instance>") : NULL;
             struct instance back;
+            struct hv_meta meta = {0};
             struct hv_owner own;
             if (!m || !e)
                 abort();
             m = strndup(m, (size_t)(e - m) + strlen("</ca:instance>"));
-            if (domxml_parse_metadata(m, &back, &own, &err) != 0 || strcmp(back.name, spec.name) != 0)
+            /* read back as adoption does: the layer's fields, the agent's instance */
+            if (hv_meta_parse(m, &meta, &own, &err) != 0 ||
+                ops_instance_from_meta(&meta, inst.uuid, &back, &err) != 0 || strcmp(back.name, spec.name) != 0)
                 abort();
+            hv_meta_release(&meta);
             instance_release(&back);
             free(m);
             free(xml);

@@ -12,6 +12,7 @@
 
 #include "agent/guest.h"
 #include "agent/hypervisor/hv-internal.h"
+#include "agent/ops/ops-internal.h"
 
 /* A connection object (never connected) for a driver, with the domain type
  * its probe would set. */
@@ -97,6 +98,8 @@ static char *first_text(const char *xml, const char *name)
     return r;
 }
 
+static int parse(const char *xml, struct instance *id, struct hv_owner *own, struct agent_error *err);
+
 static void test_kvm_kernel(void **state)
 {
     uv_loop_t loop;
@@ -136,7 +139,7 @@ static void test_kvm_kernel(void **state)
         size_t len = (size_t)(end - meta) + strlen("</ca:instance>");
         char *frag = strndup(meta, len);
         struct hv_owner own;
-        assert_int_equal(domxml_parse_metadata(frag, &back, &own, &err), 0);
+        assert_int_equal(parse(frag, &back, &own, &err), 0);
         assert_string_equal(own.host, ""); /* no owner given */
         assert_string_equal(back.uuid, i.uuid);
         assert_string_equal(back.ec2_id, i.ec2_id);
@@ -219,7 +222,7 @@ static void test_kvm_net_sysinfo_config_drive(void **state)
         struct hv_owner own;
         assert_non_null(e);
         meta = strndup(m, (size_t)(e - m) + strlen("</ca:instance>"));
-        assert_int_equal(domxml_parse_metadata(meta, &back, &own, &err), 0);
+        assert_int_equal(parse(meta, &back, &own, &err), 0);
         assert_int_equal(back.n_ports, 2);
         assert_string_equal(back.ports[0].mac, "fa:16:3e:00:00:01");
         assert_string_equal(back.ports[1].device, "tapb72941b9-d2");
@@ -297,10 +300,20 @@ static void test_xen(void **state)
 /* What libvirt 9.0 returns for our element: no prefix, no namespace declaration. */
 #define BARE(body) "<instance>\n  " body "\n</instance>\n"
 
+/* What adoption does with it: the hypervisor layer reads the fields back
+ * (hv_meta_parse), the agent makes them an instance (ops_instance_from_meta). */
 static int parse(const char *xml, struct instance *id, struct hv_owner *own, struct agent_error *err)
 {
+    struct hv_meta m = {0};
+    int r;
+
     memset(err, 0, sizeof(*err));
-    return domxml_parse_metadata(xml, id, own, err);
+    r = hv_meta_parse(xml, &m, own, err);
+    if (r == 0) {
+        r = ops_instance_from_meta(&m, NULL, id, err);
+        hv_meta_release(&m);
+    }
+    return r;
 }
 
 /* The element exactly as this libvirtd hands it back (no xmlns), and as we
@@ -452,6 +465,34 @@ static void test_metadata_refused(void **state)
     }
 }
 
+/* The uuid in the metadata must be the domain's; <host> given twice is
+ * refused by the hypervisor layer itself. */
+static void test_metadata_domain_uuid(void **state)
+{
+    struct hv_meta m = {0};
+    struct hv_owner own;
+    struct instance back;
+    struct agent_error err = {0};
+
+    (void)state;
+    assert_int_equal(hv_meta_parse(BARE(IDENT "<host name=\"n\"/>" FLAVOR KERNEL "<future a=\"1\" b=\"\"/>"),
+                                   &m, &own, &err), 0);
+    assert_int_equal(m.n, 6); /* host is the owner, not an item */
+    assert_null(hv_meta_get(&m, "host", NULL));
+    assert_string_equal(hv_meta_attr(hv_meta_get(&m, "future", NULL), "b"), "");
+    assert_string_equal(hv_meta_get(&m, "name", NULL)->text, "web 1");
+    assert_int_equal(ops_instance_from_meta(&m, "11111111-2222-4333-8444-555555555555", &back, &err), -EINVAL);
+    assert_non_null(strstr(err.message, "does not match the domain's"));
+    assert_int_equal(ops_instance_from_meta(&m, U, &back, &err), 0);
+    assert_string_equal(back.uuid, U);
+    instance_release(&back);
+    hv_meta_release(&m);
+    assert_int_equal(m.n, 0);
+    assert_int_equal(hv_meta_parse(BARE(IDENT "<host name=\"n\"/><host name=\"n\"/>" FLAVOR KERNEL), &m, &own,
+                                   &err), -EINVAL);
+    assert_non_null(strstr(err.message, "host given twice"));
+}
+
 static void test_caps_host_uuid(void **state)
 {
     char buf[37];
@@ -476,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_metadata_namespaces),
         cmocka_unit_test(test_metadata_foreign_host),
         cmocka_unit_test(test_metadata_refused),
+        cmocka_unit_test(test_metadata_domain_uuid),
         cmocka_unit_test(test_caps_host_uuid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -635,15 +635,26 @@ static void test_caps_test_and_xen(void **state)
     hv_host_info_release(&h);
     free(xml);
 
+    /* captured from libxl on the nested Xen 4.17 host (the file's head) */
     xml = slurp(DATA "caps-xen.xml");
     assert_int_equal(hv_caps_parse(xml, &h, NULL), 0);
     assert_string_equal(h.arch, "x86_64");
-    assert_int_equal(h.n_cpu_features, 3);
-    assert_true(has_feature(&h, "sse4_2"));
+    assert_string_equal(h.host_uuid, ""); /* libxl reports none */
+    assert_string_equal(h.cpu_name, "nx-qemu64-nosep");
+    assert_int_equal(h.n_cpu_features, 5);
+    assert_true(has_feature(&h, "svm"));
+    assert_true(has_feature(&h, "cmp_legacy"));
+    assert_false(has_feature(&h, "pae")); /* <features><pae/> is not a CPU feature */
+    assert_int_equal(h.n_guests, 5);
     assert_true(hv_caps_offers(&h, "xen", "x86_64", "xen"));
     assert_true(hv_caps_offers(&h, "hvm", "x86_64", "xen"));
+    assert_true(hv_caps_offers(&h, "xenpvh", "x86_64", "xen"));
+    assert_true(hv_caps_offers(&h, "hvm", "i686", "xen"));
+    assert_false(hv_caps_offers(&h, "xen", "i686", "xen")); /* PV: 64-bit only here */
     assert_false(hv_caps_offers(&h, "hvm", "x86_64", "kvm"));
-    assert_int_equal(h.cells[0].memory_mb, 1536);
+    assert_int_equal(h.n_cells, 1);
+    assert_int_equal(h.cells[0].memory_mb, 5120);
+    assert_int_equal(h.cells[0].cpus, 2);
     hv_host_info_release(&h);
     free(xml);
 }
