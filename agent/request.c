@@ -241,7 +241,7 @@ int request_mac_parse(const char *s, char out[18], uint8_t bytes[6])
     return 0;
 }
 
-static int ipv4_text_ok(const char *s)
+int request_ipv4_check(const char *s)
 {
     unsigned a, b, c, d;
     char tail, norm[16];
@@ -282,7 +282,7 @@ static int parse_iface(const json_t *o, size_t i, struct launch_iface *out, stru
                                    "field '%s' must be a unicast MAC address aa:bb:cc:dd:ee:ff", field);
     }
     if ((v = json_object_get(o, "ip")) && !json_is_null(v)) {
-        if (!json_is_string(v) || ipv4_text_ok(json_string_value(v)) < 0)
+        if (!json_is_string(v) || request_ipv4_check(json_string_value(v)) < 0)
             return agent_error_set(err, EINVAL, "invalid_field", IFIELD("ip"),
                                    "field '%s' must be an IPv4 address a.b.c.d", field);
         strscpy(out->ip, json_string_value(v), sizeof(out->ip));

@@ -70,6 +70,10 @@ int launch_spec_parse(const json_t *body, const struct catalog *cat,
  * NULL): unicast, not all zero. 0 or -EINVAL. */
 int request_mac_parse(const char *s, char out[18], uint8_t bytes[6]);
 
+/* A dotted-quad IPv4 address in canonical form (no leading zeros, no
+ * spaces). 0 or -EINVAL. */
+int request_ipv4_check(const char *s);
+
 enum request_action {
     REQUEST_START,
     REQUEST_STOP,

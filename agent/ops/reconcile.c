@@ -174,36 +174,13 @@ static int meta_image(const struct hv_meta_entry *e, struct boot_source *b, stru
     return 0;
 }
 
-static bool mac_ok(const char *s)
-{
-    if (strlen(s) != 17)
-        return false;
-    for (int i = 0; i < 17; i++) {
-        char c = s[i];
-        if (i % 3 == 2 ? c != ':' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-    }
-    return true;
-}
-
-static bool ipv4_ok(const char *s)
-{
-    unsigned a, b, c, d;
-    char tail, norm[16];
-
-    if (sscanf(s, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &tail) != 4 || a > 255 || b > 255 || c > 255 ||
-        d > 255)
-        return false;
-    snprintf(norm, sizeof(norm), "%u.%u.%u.%u", a, b, c, d);
-    return !strcmp(norm, s);
-}
-
 /* One interface: <port id= index= network= mac= ip= device= mtu=>, appended
  * to id->ports (at most IFACE_MAX, indexes unique). */
 static int meta_port(const struct hv_meta_entry *e, struct instance *id, struct agent_error *err)
 {
     char *pid = NULL, *net = NULL, *mac = NULL, *ip = NULL, *dev = NULL;
     int64_t index = 0, mtu = 0;
+    char p_mac[18];
     struct port *p, *np;
     int r;
 
@@ -217,7 +194,8 @@ static int meta_port(const struct hv_meta_entry *e, struct instance *id, struct 
         (r = meta_attr(e, "device", PORT_DEV_MAX, false, true, &dev, err)) < 0 ||
         (hv_meta_attr(e, "mtu") && (r = meta_int(e, "mtu", 68, 65535, &mtu, err)) < 0))
         goto out;
-    if (!uuid_is_valid(pid) || !mac_ok(mac) || (ip && !ipv4_ok(ip))) {
+    /* the launch request's own checks */
+    if (!uuid_is_valid(pid) || request_mac_parse(mac, p_mac, NULL) < 0 || (ip && request_ipv4_check(ip) < 0)) {
         r = agent_error_set(err, EINVAL, "invalid_field", "port", "metadata port: invalid id, mac or ip");
         goto out;
     }
@@ -237,7 +215,7 @@ static int meta_port(const struct hv_meta_entry *e, struct instance *id, struct 
     strscpy(p->port_id, pid, sizeof(p->port_id));
     p->index = (int)index;
     strscpy(p->network, net, sizeof(p->network));
-    strscpy(p->mac, mac, sizeof(p->mac));
+    strscpy(p->mac, p_mac, sizeof(p->mac));
     strscpy(p->ip, ip ? ip : "", sizeof(p->ip));
     strscpy(p->device, dev, sizeof(p->device));
     p->mtu = (int)mtu;

@@ -137,8 +137,14 @@ int main(int argc, char **argv)
     int n = 100;
 
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
-            n = atoi(argv[++i]) > 0 ? atoi(argv[i]) : n;
+        if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
+            int64_t v;
+            if (parse_int64(argv[++i], 1, 4096, &v) < 0) {
+                fprintf(stderr, "bench_netplug: -n: not an integer in [1, 4096]: %s\n", argv[i]);
+                return 2;
+            }
+            n = (int)v;
+        }
     if (geteuid() != 0 || unshare(CLONE_NEWNET) != 0) {
         printf("bench_netplug: SKIP (needs root and a network namespace of its own)\n");
         return 0;
