@@ -21,6 +21,7 @@ import hashlib
 import os
 import resource
 import socket
+import struct
 import sys
 import threading
 import time
@@ -104,6 +105,23 @@ def close_all(socks):
     socks.clear()
 
 
+def connect_waiting(s, addr, timeout):
+    """connect as a blocking client does. A socket with a timeout is non-blocking inside
+    Python, and a non-blocking AF_UNIX connect says EAGAIN at once while the listen backlog
+    is full, where a blocking one waits for room. So connect blocking, bounded by
+    SO_SNDTIMEO (which a blocking AF_UNIX connect obeys), then restore the timeout."""
+    if family(addr) != socket.AF_UNIX:
+        s.connect(addr)
+        return
+    s.setblocking(True)
+    sec = int(timeout)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                 struct.pack("ll", sec, int((timeout - sec) * 1e6)))
+    s.connect(addr)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+    s.settimeout(timeout)
+
+
 def raw_get(addr, path, token=None, src=None, timeout=5.0):
     """GET path on a fresh connection (from source address src on TCP); the status."""
     s = socket.socket(family(addr), socket.SOCK_STREAM)
@@ -111,7 +129,7 @@ def raw_get(addr, path, token=None, src=None, timeout=5.0):
     try:
         if src:
             s.bind((src, 0))
-        s.connect(addr)
+        connect_waiting(s, addr, timeout)
         head = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         if token:
             head += f"Authorization: Bearer {token}\r\n"
