@@ -7,7 +7,7 @@ BUILD/tests/guest-netplug: its own cache, as its initramfs differs) with
 BUILD/tests/netplug_vlan_probe (tests/tools/netplug_vlan_probe.c: net-plug's public API
 as the agent calls it for a `type = vlan` network, in a namespace of its own in the guest)
 and booted, without a NIC, on the test namespace's private libvirtd with
-ca.mods=netplug (8021q, bridge, tun, veth, nf_tables, nft_objref) and
+ca.mods=netplug (8021q, bridge, tun, veth, nf_tables, nft_objref, nft_meta_bridge) and
 ca.exec=netplug_vlan_probe. From its serial log: the modules loaded, every "CA-VLAN: ok"
 line (the VLAN device with its id on the parent, in the agent-made bridge with both ports;
 tagged frames across it, another id and a spoofed MAC not; refcounted removal; foreign
@@ -66,7 +66,8 @@ def main(c: calib.Checks):
             t0 = netenv.now()
             calib.virsh(uri, "start", name, check=True)
         watch = calib.ConsoleWatch(serial)
-        with c.case("the guest loads net-plug's modules (8021q, bridge, tun, veth, nf_tables, nft_objref)", fatal=True):
+        with c.case("the guest loads net-plug's modules (8021q, bridge, tun, veth, nf_tables, nft_objref, "
+                    "nft_meta_bridge)", fatal=True):
             m = netenv.wait_marker(watch, r"^modules netplug ", timeout=120)
             assert m.string == "modules netplug loaded", m.string
         with c.case("the probe runs to its end", fatal=True):

@@ -7,7 +7,7 @@
  * no 802.1Q, the guest's Debian kernel has 8021q. Runs in a network and mount
  * namespace of its own (unshare; a fresh sysfs there), so it never touches the
  * namespace it was started in; needs root and the modules 8021q, bridge, tun, veth,
- * nf_tables, nft_objref loaded (the guest's ca.mods=netplug).
+ * nf_tables, nft_objref, nft_meta_bridge loaded (the guest's ca.mods=netplug).
  *
  * Through net-plug's public API, as the agent does for a `type = vlan` network
  * (antispoof on, a tap port as for QEMU and a veth port as for the test driver),
