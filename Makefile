@@ -46,7 +46,10 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(BUILD)/tests/%,$(BENCH_SRC))
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/%,$(FUZZ_SRC))
 TOOL_SRC   := $(wildcard tests/tools/*.c)
-TOOL_BINS  := $(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRC))
+# The net-plug VLAN probe for the test guest's initramfs (tests/integration/
+# test_net_vlan_guest_qemu.py) links net-plug; the other tools do not link libca.
+PROBE_BIN  := $(BUILD)/tests/netplug_vlan_probe
+TOOL_BINS  := $(filter-out $(PROBE_BIN),$(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRC)))
 
 all: $(BUILD)/compute-agent $(BUILD)/computectl
 
@@ -89,7 +92,12 @@ $(TOOL_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-tests: $(UNIT_BINS) $(COMP_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS)
+# Only the libraries it uses (--as-needed): build-guest.sh copies them into the guest.
+$(PROBE_BIN): $(BUILD)/obj/tests/tools/netplug_vlan_probe.o $(BUILD)/libca.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -Wl,--as-needed -o $@ $^ $(LDLIBS)
+
+tests: $(UNIT_BINS) $(COMP_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS) $(PROBE_BIN)
 
 check: all tests check-graph
 	tests/run.sh $(abspath $(BUILD)) $(T)

@@ -7,7 +7,8 @@
 # Outputs in OUTDIR:
 #   vmlinuz     linux-image-6.1.0-N-cloud-amd64 (newest N that apt-cache knows)
 #   initrd.gz   busybox-static + virtio (pci, blk, net, balloon) + ACPI button/evdev modules,
-#               and, loaded on demand by /bin/ca-net: CD-ROM (IDE, virtio-scsi, sr/sd, isofs), 8021q
+#               and, loaded on demand by /bin/ca-net: CD-ROM (IDE, virtio-scsi, sr/sd, isofs), 8021q,
+#               net-plug's (8021q, bridge, tun, veth, nf_tables, nft_objref, nft_meta_bridge)
 #   disk.raw    16 MiB raw disk; its first 16 bytes are "CA-TEST-DISK-01\n"
 #   cmdline     "console=ttyS0 panic=-1 quiet" (no trailing newline)
 #   programs    the PROGRAMs included in /opt/bin with their shared libraries (for ca.exec;
@@ -59,9 +60,12 @@
 #                           sd_mod, isofs), find the filesystem labelled config-2 (or cidata)
 #                           with findfs, mount it (iso9660) and print its meta data
 #   ca.vlan=ID,IP/PREFIX[,PEER]  load 8021q, make eth0.ID with IP/PREFIX, ping PEER
-#   ca.mods=cd|vlan[,...]   load that module set (as for ca.cd / ca.vlan) and do nothing else
+#   ca.mods=cd|vlan|netplug[,...]  load that module set (cd, vlan: as for ca.cd / ca.vlan;
+#                           netplug: what net-plug needs for a vlan network with its filter,
+#                           tests/tools/netplug_vlan_probe) and do nothing else
 #   ca.exec=PROG[,ARG...]   run /opt/bin/PROG ARG... last (a program given to this script
-#                           after OUTDIR, copied in with its shared libraries), output as a block
+#                           after OUTDIR, copied in with its shared libraries), output as a block;
+#                           alone it does not wait for eth0 (a guest without a NIC is fine)
 #   ca.end=poweroff         power off when done (default: keep running)
 # Markers (serial console; every line starts with "CA-NET"):
 #   CA-NET: start <params>
@@ -88,7 +92,8 @@
 #   CA-NET: config-drive dev=DEV label=LABEL files=<list> | CA-NET: config-drive NONE
 #   CA-NET: config-drive uuid=UUID                 (from openstack/latest/meta_data.json)
 #   CA-NET: vlan eth0.ID ip=IP/PREFIX | CA-NET: vlan peer PEER OK|FAIL | CA-NET: vlan FAIL <why>
-#   CA-NET: modules SET loaded
+#   CA-NET: modules SET loaded [(failed: MOD...)]
+#   CA-NET: kernel requested module ARGS          (after ca.mods: the kernel's request_module)
 #   CA-NET-BEGIN exec:PROG ... CA-NET-END exec:PROG rc=RC, then CA-NET: exec PROG rc=RC
 #   CA-NET: done
 set -euo pipefail
@@ -182,11 +187,14 @@ for m in $MODS; do
 done
 echo "$MODS" | tr -s ' \n' '  ' > "$R/mods/order"
 # Loaded by /bin/ca-net on demand only (not at every boot), each after its dependencies
-# (modinfo -F depends): CD-ROM / config drive, and 802.1Q for the in-guest VLAN test.
+# (modinfo -F depends): CD-ROM / config drive, 802.1Q for the in-guest VLAN test, and what
+# net-plug's VLAN path uses (tests/tools/netplug_vlan_probe: taps, veth ports and parents, the
+# bridge-family nft filter; crc32c, which libcrc32c needs, is built in).
 # (af_packet, which udhcpc needs, is built in: CONFIG_PACKET=y.)
 MODS_CD="scsi_common scsi_mod cdrom sr_mod sd_mod libata ata_piix ata_generic virtio_scsi isofs"
 MODS_VLAN="llc stp garp mrp 8021q bridge"
-for m in $MODS_CD $MODS_VLAN; do
+MODS_NETPLUG="$MODS_VLAN tun veth nfnetlink libcrc32c nf_tables nft_objref nft_meta_bridge"
+for m in $MODS_CD $MODS_NETPLUG; do
     p=$(find "$KMOD" -name "$m.ko" -o -name "$m.ko.xz" | head -n 1)
     [ -n "$p" ] || { log "module $m not found in $KPKG"; exit 1; }
     case $p in
@@ -196,6 +204,7 @@ for m in $MODS_CD $MODS_VLAN; do
 done
 echo $MODS_CD > "$R/mods/order-cd"
 echo $MODS_VLAN > "$R/mods/order-vlan"
+echo $MODS_NETPLUG > "$R/mods/order-netplug"
 
 # ACPI power button (busybox acpid runs /etc/acpi/<ACTION>/<PARAM>).
 cat > "$R/etc/acpi/PWRF/00000080" <<'EOF'
@@ -255,6 +264,14 @@ while :; do
 done
 EOF
 chmod 0755 "$R/init"
+
+# The kernel's modprobe helper after ca.mods: says what was asked for, loads nothing.
+cat > "$R/bin/ca-modprobe" <<'EOF'
+#!/bin/sh
+echo "CA-NET: kernel requested module $*" > /dev/console
+exit 1
+EOF
+chmod 0755 "$R/bin/ca-modprobe"
 
 # udhcpc's event script: configure eth0 from the lease.
 cat > "$R/bin/ca-udhcpc" <<'EOF'
@@ -373,9 +390,15 @@ setip() { # IP/PREFIX
 }
 setmac() { ip link set eth0 down; ip link set eth0 address "$1"; ip link set eth0 up; }
 
-ldmods() { for m in $(cat "/mods/$1"); do insmod "/mods/$m.ko" 2>/dev/null; done; }
+ldmods() { # SET: its modules, each unless loaded; $MODS_BAD: those that failed
+    MODS_BAD=""
+    for m in $(cat "/mods/$1"); do
+        [ -d "/sys/module/$m" ] && continue
+        insmod "/mods/$m.ko" 2>/dev/null || MODS_BAD="$MODS_BAD $m"
+    done
+}
 
-if [ -n "$CA_net$CA_vlan$CA_peer$CA_spoof$CA_exec" ]; then
+if [ -n "$CA_net$CA_vlan$CA_peer$CA_spoof" ]; then
     i=0
     while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do usleep 100000; i=$((i+1)); done
 fi
@@ -483,8 +506,13 @@ if [ -n "$CA_cd" ]; then
     fi
 fi
 
+# Modules the kernel asks for (request_module) are not loaded: only named, so that a set
+# missing one shows in the log.
+[ -n "$CA_mods" ] && echo /bin/ca-modprobe > /proc/sys/kernel/modprobe
 for s in $(echo "$CA_mods" | tr ',' ' '); do
-    [ -f "/mods/order-$s" ] && ldmods "order-$s" && say "modules $s loaded"
+    [ -f "/mods/order-$s" ] || { say "modules $s unknown"; continue; }
+    ldmods "order-$s"
+    say "modules $s loaded${MODS_BAD:+ (failed:$MODS_BAD)}"
 done
 
 if [ -n "$CA_vlan" ] && [ -n "$MAC0" ]; then

@@ -4,7 +4,8 @@ agent makes the 802.1Q sub-interface and its bridge; a guest on it pings the gat
 after terminate both are gone and the parent is untouched.
 Needs 802.1Q in the host kernel: probed by making a VLAN on a scratch veth inside the test
 network namespace; these machines' kernel has CONFIG_VLAN_8021Q unset, so here it SKIPs
-with that reason (the VLAN code path is tested inside a TCG guest whose kernel has 8021q).
+with that reason: net-plug's VLAN code path is tested inside a TCG guest whose kernel has
+8021q by test_net_vlan_guest_qemu.py (tests/tools/netplug_vlan_probe.c in the guest).
 Needs CA_NETNS* and CA_GUEST_DIR; SKIPs while the agent has no GET /v1/networks."""
 
 import os
@@ -47,7 +48,8 @@ def main(c: calib.Checks):
         ok, why = host_has_8021q(ns)
         if not ok:
             calib.skip(f"no 802.1Q in the host kernel (CONFIG_VLAN_8021Q unset: 'ip link add ... type vlan' "
-                       f"says: {why}); the VLAN path is tested inside a TCG guest instead")
+                       f"says: {why}); net-plug's VLAN path is tested inside a TCG guest by "
+                       f"test_net_vlan_guest_qemu.py")
         netenv.ip(ns, "link", "set", PARENT, "up")
         netenv.ip(ns, "link", "set", PEER, "up")
         d = calib.tmpdir("ca-netvlan-")
