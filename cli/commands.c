@@ -622,7 +622,8 @@ static const struct ctl_option launch_options[] = {
         { .name = "meta", .key = CTL_OPT_META, .arg = "KEY=VALUE", .repeat = true,
           .help = "instance metadata (meta_data.json \"meta\"); repeatable" },
         { .name = "hostname", .key = CTL_OPT_HOSTNAME, .arg = "NAME",
-          .help = "the guest's host name (RFC 1123; default from NAME)" },
+          .help = "the guest's host name (RFC 1123; default NAME when it is one,\n"
+                  "else the EC2 id)" },
         { .name = "az", .key = CTL_OPT_AZ, .arg = "ZONE",
           .help = "availability zone the metadata service reports" },
         { .name = "http-tokens", .key = CTL_OPT_HTTP_TOKENS, .arg = "MODE",
