@@ -316,7 +316,7 @@ static bool ipv4_shape_ok(const char *s) {
 int ctl_network_spec_parse(const char *s, json_t **ret, struct ctl_error *err) {
         _cleanup_ctl_free_ char *copy = strdup(s);
         json_auto_t *o = NULL;
-        char *save = NULL, *name, *item;
+        char *rest = copy, *name, *item;
         int r;
 
         if (!copy)
@@ -328,7 +328,7 @@ int ctl_network_spec_parse(const char *s, json_t **ret, struct ctl_error *err) {
         o = json_object();
         if (!o)
                 return -ENOMEM;
-        name = strtok_r(copy, ",", &save);
+        name = strsep(&rest, ",");
         if (strchr(name, '=')) {
                 ctl_error_set(err, "--network: '%s' names no network first (NET[,mac=MAC][,ip=IP][,mtu=N])", s);
                 return -EINVAL;
@@ -336,10 +336,14 @@ int ctl_network_spec_parse(const char *s, json_t **ret, struct ctl_error *err) {
         r = set_string(o, "network", name, "--network", err);
         if (r < 0)
                 return r;
-        while ((item = strtok_r(NULL, ",", &save))) {
+        while ((item = strsep(&rest, ","))) {
                 char *eq = strchr(item, '=');
                 const char *key = item, *value = eq ? eq + 1 : NULL;
 
+                if (item[0] == '\0') {
+                        ctl_error_set(err, "--network: empty option in '%s'", s);
+                        return -EINVAL;
+                }
                 if (eq)
                         *eq = '\0';
                 if (strcmp(key, "mac") != 0 && strcmp(key, "ip") != 0 && strcmp(key, "mtu") != 0) {

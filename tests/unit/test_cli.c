@@ -542,6 +542,8 @@ static void test_launch_body_guest_errors(void **state) {
                 { { "--network", "n1,mtu=70000" }, "--network: mtu=70000" },
                 { { "--network", "n1,mtu=" }, "--network: mtu= needs a value" },
                 { { "--network", "n1,ip=10.0.0.1,ip=10.0.0.2" }, "--network: ip= given twice" },
+                { { "--network", "n1,,mtu=1400" }, "--network: empty option in 'n1,,mtu=1400'" },
+                { { "--network", "n1," }, "--network: empty option" },
                 { { "--key", "nokey" }, "--key: 'nokey' is not NAME=KEY or NAME=@FILE" },
                 { { "--key", "=" KEY_ED }, "--key: '=" },
                 { { "--key", "k=" }, "--key k: empty value" },
