@@ -83,6 +83,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libca.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# computectl's harness links the CLI's objects, not the agent's library.
+$(BUILD)/tests/fuzz_cli: $(BUILD)/obj/tests/fuzz/fuzz_cli.o $(CLI_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell $(PKG_CONFIG) --libs $(CLI_PKGS))
+
 $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/libca.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -70,6 +70,30 @@ static int positional_add(struct ctl_args *args, const char *arg, struct ctl_err
         return 0;
 }
 
+/* Stores a value of option o: value[] always (the last one wins), the list too for repeatables. */
+static int value_set(struct ctl_args *args, const struct ctl_option *o, const char *value,
+                     struct ctl_error *err) {
+        if (o->repeat) {
+                if (args->n_repeated >= CTL_ARGS_MAX_REPEATED) {
+                        ctl_error_set(err, "--%s: too many values (at most %d repeated options in all)",
+                                      o->name, CTL_ARGS_MAX_REPEATED);
+                        return -EINVAL;
+                }
+                args->repeated[args->n_repeated].key = o->key;
+                args->repeated[args->n_repeated].value = value;
+                args->n_repeated++;
+        }
+        args->value[o->key] = value;
+        return 0;
+}
+
+const char *ctl_args_nth(const struct ctl_args *args, enum ctl_opt_key key, size_t n) {
+        for (size_t i = 0; i < args->n_repeated; i++)
+                if (args->repeated[i].key == key && n-- == 0)
+                        return args->repeated[i].value;
+        return NULL;
+}
+
 /* Handles argv[*i], a "--name[=value]" option; may consume argv[*i + 1]. */
 static int parse_long(struct ctl_args *args, const struct ctl_option *const *tables,
                       int argc, char *const *argv, int *i, struct ctl_error *err) {
@@ -87,20 +111,18 @@ static int parse_long(struct ctl_args *args, const struct ctl_option *const *tab
                         ctl_error_set(err, "option --%s takes no value", o->name);
                         return -EINVAL;
                 }
-                args->value[o->key] = "";
-                return 0;
+                return value_set(args, o, "", err);
         }
-        if (eq) {
-                args->value[o->key] = eq + 1;
-                return 0;
-        }
+        if (eq)
+                return value_set(args, o, eq + 1, err);
+        if (o->optional_value)
+                return value_set(args, o, "", err);
         if (*i + 1 >= argc) {
                 ctl_error_set(err, "option --%s needs a value (%s)", o->name, o->arg);
                 return -EINVAL;
         }
         *i += 1;
-        args->value[o->key] = argv[*i];
-        return 0;
+        return value_set(args, o, argv[*i], err);
 }
 
 /* Handles argv[*i], a "-x" option (flags only, one letter). */
@@ -113,8 +135,7 @@ static int parse_short(struct ctl_args *args, const struct ctl_option *const *ta
                 ctl_error_set(err, "unknown option %s", arg);
                 return -EINVAL;
         }
-        args->value[o->key] = "";
-        return 0;
+        return value_set(args, o, "", err);
 }
 
 int ctl_args_parse(struct ctl_args *args, const struct ctl_option *const *tables,

@@ -103,6 +103,15 @@ enum ctl_opt_key {
         CTL_OPT_INITRD,
         CTL_OPT_CMDLINE,
         CTL_OPT_USER_DATA_FILE,
+        CTL_OPT_NETWORK,                /* repeatable */
+        CTL_OPT_KEY,                    /* repeatable */
+        CTL_OPT_META,                   /* repeatable */
+        CTL_OPT_HOSTNAME,
+        CTL_OPT_AZ,
+        CTL_OPT_HTTP_TOKENS,
+        CTL_OPT_HTTP_ENDPOINT,
+        CTL_OPT_HOP_LIMIT,
+        CTL_OPT_CONFIG_DRIVE,
         /* mutating commands */
         CTL_OPT_REQUEST_ID,
         CTL_OPT_WAIT,
@@ -127,23 +136,35 @@ struct ctl_option {
         enum ctl_opt_key key;   /* where the value lands in struct ctl_args */
         const char *arg;        /* metavariable for help ("PATH"); NULL = flag without value */
         const char *help;       /* one line for --help */
+        bool repeat;            /* every occurrence is kept (ctl_args_nth), in order */
+        bool optional_value;    /* with arg: "--name" alone (value "") or "--name=VALUE" only */
 };
 
 #define CTL_ARGS_MAX_POSITIONAL 8
+#define CTL_ARGS_MAX_REPEATED 256       /* occurrences of repeatable options, all keys together */
 
 /* Result of parsing; strings are borrowed from argv. */
 struct ctl_args {
         const char *value[_CTL_OPT_MAX];        /* NULL if absent, "" for a given flag */
         const char *positional[CTL_ARGS_MAX_POSITIONAL];
         size_t n_positional;
+        struct {
+                enum ctl_opt_key key;
+                const char *value;
+        } repeated[CTL_ARGS_MAX_REPEATED];      /* options marked repeat, in command line order */
+        size_t n_repeated;
         int next;                               /* index of the first argv entry not consumed */
 };
+
+/* The n-th (from 0) value given for a repeatable option key, or NULL past the last. */
+const char *ctl_args_nth(const struct ctl_args *args, enum ctl_opt_key key, size_t n);
 
 extern const struct ctl_option ctl_global_options[];
 
 /*
  * Parses argv[start..argc) into args (which the caller zeroes once; later calls add
- * to it, a repeated option keeps the last value). Options are looked up in each
+ * to it, a repeated option keeps the last value in value[]; an option marked repeat
+ * also keeps every value, see ctl_args_nth()). Options are looked up in each
  * NULL-terminated table of tables in order, so the first table wins on a clash.
  * Accepts "--name value", "--name=value", "-h" style short flags and "--" (the rest
  * is positional). With stop_at_positional, stops at the first positional argument
@@ -208,9 +229,14 @@ int ctl_file_read_limited(const char *path, size_t max, char **ret_data, size_t 
 /*
  * Builds the POST /v1/instances body from a parsed launch command line
  * (positional[0] = NAME, the launch options). Reads and base64-encodes the
- * --user-data-file, refusing files over CTL_USER_DATA_MAX bytes. *ret is a new
- * reference. Returns 0, or -EINVAL (usage: conflicting/missing options, bad
- * numbers, user data too large) or another -errno (unreadable file), err set.
+ * --user-data-file, refusing files over CTL_USER_DATA_MAX bytes. The guest
+ * fields: --network (repeatable, "interfaces" in order), --key (repeatable,
+ * "public_keys"; NAME=@FILE reads an OpenSSH .pub file), --meta (repeatable,
+ * "metadata"), --hostname, --az, --http-tokens/--http-endpoint/--hop-limit
+ * ("metadata_options"), --config-drive[=FORMAT]. Errors name the flag. *ret is a
+ * new reference. Returns 0, or -EINVAL (usage: conflicting/missing options, bad
+ * numbers or values, user data too large) or another -errno (unreadable file),
+ * err set.
  */
 int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error *err);
 
@@ -221,6 +247,15 @@ int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error 
  */
 int ctl_action_body(const char *action, const struct ctl_args *args, json_t **ret,
                     struct ctl_error *err);
+
+/*
+ * Parses one --network value "NET[,mac=MAC][,ip=IP][,mtu=N]" into a new
+ * {"network", "mac"?, "ip"?, "mtu"?} object (*ret). Checks the shapes the agent
+ * would refuse anyway (MAC aa:bb:cc:dd:ee:ff, dotted-quad IP, MTU 68..65535, an
+ * option given twice, an unknown option). 0, -EINVAL with err naming --network,
+ * or -ENOMEM.
+ */
+int ctl_network_spec_parse(const char *s, json_t **ret, struct ctl_error *err);
 
 /* Checks a --request-id value: 1..128 printable ASCII characters (the agent's limit; it
  * may travel in the Idempotency-Key header). 0 or -EINVAL with err set. */
@@ -270,11 +305,19 @@ int ctl_json_cell(const json_t *v, char **ret);
 /* The `list` table of a {"instances":[...]} body. *ret: new string. 0, -EBADMSG or -ENOMEM. */
 int ctl_format_instance_list(const json_t *body, char **ret);
 
-/* The `show` key: value lines of an Instance. *ret: new string. 0, -EBADMSG or -ENOMEM. */
+/* The `show` key: value lines of an Instance (with its guest fields and an
+ * interfaces table when the answer has them). *ret: new string. 0, -EBADMSG or -ENOMEM. */
 int ctl_format_instance(const json_t *inst, char **ret);
 
 /* The `operation` key: value lines of an Operation. *ret: new string. 0, -EBADMSG or -ENOMEM. */
 int ctl_format_operation(const json_t *op, char **ret);
+
+/*
+ * The `networks` table of a {"networks":[...]} body (GET /v1/networks): NAME, TYPE,
+ * BRIDGE, CIDR, GATEWAY, DNS, MTU, DHCP, METADATA and DETAILS (the other fields,
+ * e.g. "vlan_id=100 parent=eth0"). *ret: new string. 0, -EBADMSG or -ENOMEM.
+ */
+int ctl_format_network_list(const json_t *body, char **ret);
 
 /* The `host` summary and resource table of a /v1/host body. *ret: new string. */
 int ctl_format_host(const json_t *host, char **ret);

@@ -369,6 +369,11 @@ static int cmd_list(struct ctl_ctx *ctx, const struct ctl_args *args) {
         return get_and_print(ctx, "/v1/instances", ctl_format_instance_list);
 }
 
+static int cmd_networks(struct ctl_ctx *ctx, const struct ctl_args *args) {
+        (void) args;
+        return get_and_print(ctx, "/v1/networks", ctl_format_network_list);
+}
+
 static int cmd_show(struct ctl_ctx *ctx, const struct ctl_args *args) {
         _cleanup_ctl_free_ char *path = NULL;
         const char *id = args->positional[0];
@@ -607,6 +612,30 @@ static const struct ctl_option launch_options[] = {
         { .name = "cmdline", .key = CTL_OPT_CMDLINE, .arg = "STR", .help = "kernel command line for --kernel" },
         { .name = "user-data-file", .key = CTL_OPT_USER_DATA_FILE, .arg = "FILE",
           .help = "user data for the guest (at most 16384 bytes; '-' reads stdin)" },
+        { .name = "network", .key = CTL_OPT_NETWORK, .arg = "SPEC", .repeat = true,
+          .help = "a NIC: NET[,mac=MAC][,ip=IP][,mtu=N], NET a configured network\n"
+                  "('computectl networks'); repeat for more, in device order;\n"
+                  "MAC and IP default to free ones" },
+        { .name = "key", .key = CTL_OPT_KEY, .arg = "NAME=KEY", .repeat = true,
+          .help = "an OpenSSH public key for the guest (NAME=@FILE reads a .pub file);\n"
+                  "repeatable" },
+        { .name = "meta", .key = CTL_OPT_META, .arg = "KEY=VALUE", .repeat = true,
+          .help = "instance metadata (meta_data.json \"meta\"); repeatable" },
+        { .name = "hostname", .key = CTL_OPT_HOSTNAME, .arg = "NAME",
+          .help = "the guest's host name (RFC 1123; default NAME when it is one,\n"
+                  "else the EC2 id)" },
+        { .name = "az", .key = CTL_OPT_AZ, .arg = "ZONE",
+          .help = "availability zone the metadata service reports" },
+        { .name = "http-tokens", .key = CTL_OPT_HTTP_TOKENS, .arg = "MODE",
+          .help = "metadata service: optional, or required = IMDSv2 token on every GET\n"
+                  "(cloud-init off AWS reads IMDSv1 only: keep optional for it)" },
+        { .name = "http-endpoint", .key = CTL_OPT_HTTP_ENDPOINT, .arg = "STATE",
+          .help = "metadata service for this guest: enabled or disabled" },
+        { .name = "hop-limit", .key = CTL_OPT_HOP_LIMIT, .arg = "N",
+          .help = "IP TTL of the IMDSv2 token answer, 1..64 (default 1)" },
+        { .name = "config-drive", .key = CTL_OPT_CONFIG_DRIVE, .arg = "FORMAT", .optional_value = true,
+          .help = "attach a config drive; FORMAT config-2 (OpenStack)\n"
+                  "or nocloud (cidata); default: the agent's metadata.config_drive_format" },
         WAIT_OPTIONS,
         {},
 };
@@ -653,12 +682,17 @@ const struct ctl_command ctl_commands[] = {
           .summary = "The host's image cache: list, show, pre-cache (pull) or delete images." },
         { .name = "list", .run = cmd_list, .usage = "",
           .summary = "List the instances." },
+        { .name = "networks", .run = cmd_networks, .usage = "",
+          .summary = "List the host's networks (the [network NAME] sections of its configuration)." },
         { .name = "show", .run = cmd_show, .usage = "ID", .min_args = 1, .max_args = 1,
           .summary = "Show one instance (ID: UUID or i-xxxxxxxxxxxxxxxxx)." },
         { .name = "launch", .run = cmd_launch, .options = launch_options, .min_args = 1, .max_args = 1,
           .usage = "NAME (--type T | --vcpus N --memory MB [--disk GB])\n"
                    "(--image PATH | --kernel PATH [--initrd PATH] [--cmdline STR])\n"
-                   "[--user-data-file FILE] " WAIT_USAGE,
+                   "[--user-data-file FILE] [--network NET[,mac=MAC][,ip=IP][,mtu=N]]...\n"
+                   "[--key NAME=KEY|NAME=@FILE]... [--meta KEY=VALUE]... [--hostname NAME]\n"
+                   "[--az ZONE] [--http-tokens optional|required] [--http-endpoint enabled|disabled]\n"
+                   "[--hop-limit N] [--config-drive[=config-2|nocloud]] " WAIT_USAGE,
           .summary = "Create and boot an instance." },
         { .name = "start", .run = cmd_start, .options = action_options, .min_args = 1, .max_args = 1,
           .usage = "ID " WAIT_USAGE, .summary = "Start a stopped instance." },

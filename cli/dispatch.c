@@ -12,6 +12,8 @@ static const struct ctl_option no_options[] = { {} };
 static void print_options(FILE *f, const struct ctl_option *opts, const struct ctl_option *shadow) {
         for (const struct ctl_option *o = opts; o->name; o++) {
                 const char *h = o->help ? o->help : "";
+                const char *sep = o->arg ? (o->optional_value ? "[=" : " ") : "";
+                const char *end = o->arg && o->optional_value ? "]" : "";
                 bool shadowed = false;
                 char left[64];
 
@@ -20,12 +22,15 @@ static void print_options(FILE *f, const struct ctl_option *opts, const struct c
                 if (shadowed)
                         continue;
                 if (o->short_name)
-                        snprintf(left, sizeof(left), "-%c, --%s%s%s", o->short_name, o->name,
-                                 o->arg ? " " : "", o->arg ? o->arg : "");
+                        snprintf(left, sizeof(left), "-%c, --%s%s%s%s", o->short_name, o->name,
+                                 sep, o->arg ? o->arg : "", end);
                 else
-                        snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
-                                 o->arg ? o->arg : "");
-                fprintf(f, "  %-22s ", left);
+                        snprintf(left, sizeof(left), "--%s%s%s%s", o->name, sep,
+                                 o->arg ? o->arg : "", end);
+                if (strlen(left) > 22)  /* a long option: its help starts on the next line */
+                        fprintf(f, "  %s\n%25s", left, "");
+                else
+                        fprintf(f, "  %-22s ", left);
                 for (; *h; h++) {
                         fputc(*h, f);
                         if (*h == '\n')

@@ -322,6 +322,112 @@ static int add_boot(struct ctl_table *t, const json_t *boot) {
         return add_kv(t, "boot", NULL);
 }
 
+/* "a=1, b=2" of an object of scalars, "-" when empty or not an object. New reference. */
+static json_t *object_text(const json_t *o) {
+        _cleanup_ctl_free_ char *buf = NULL;
+        size_t size = 0;
+        const char *key;
+        json_t *v;
+        bool first = true;
+        FILE *f;
+
+        if (!json_is_object(o) || json_object_size(o) == 0)
+                return json_string("-");
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return NULL;
+        json_object_foreach((json_t *) o, key, v) {
+                _cleanup_ctl_free_ char *cell = NULL;
+
+                if (ctl_json_cell(v, &cell) < 0)
+                        break;
+                fprintf(f, "%s%s=%s", first ? "" : ", ", key, cell);
+                first = false;
+        }
+        if (fclose(f) != 0 || !buf)
+                return NULL;
+        return json_string(buf);
+}
+
+/* "a, b" of an array of scalars, "-" when empty or not an array. New reference. */
+static json_t *array_text(const json_t *a) {
+        _cleanup_ctl_free_ char *buf = NULL;
+        size_t size = 0, i;
+        json_t *v;
+        FILE *f;
+
+        if (!json_is_array(a) || json_array_size(a) == 0)
+                return json_string("-");
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return NULL;
+        json_array_foreach(a, i, v) {
+                _cleanup_ctl_free_ char *cell = NULL;
+
+                if (ctl_json_cell(v, &cell) < 0)
+                        break;
+                fprintf(f, "%s%s", i ? ", " : "", cell);
+        }
+        if (fclose(f) != 0 || !buf)
+                return NULL;
+        return json_string(buf);
+}
+
+/* label: text of value with text() (object_text or array_text). */
+static int add_kv_text(struct ctl_table *t, const char *label, const json_t *value,
+                       json_t *(*text)(const json_t *v)) {
+        json_auto_t *s = text(value);
+
+        if (!s)
+                return -ENOMEM;
+        return add_kv(t, label, s);
+}
+
+/* The guest fields of an Instance (issue 10), when the answer has them. */
+static int add_guest_fields(struct ctl_table *t, const json_t *inst) {
+        static const char *const keys[] = { "hostname", "availability_zone", "config_drive", NULL };
+        int r;
+
+        if (!json_object_get(inst, "interfaces"))
+                return 0;       /* an agent from before networking */
+        r = add_kv_fields(t, inst, keys);
+        if (r < 0)
+                return r;
+        r = add_kv_text(t, "key_names", json_object_get(inst, "key_names"), array_text);
+        if (r < 0)
+                return r;
+        r = add_kv_text(t, "metadata", json_object_get(inst, "metadata"), object_text);
+        if (r < 0)
+                return r;
+        return add_kv_text(t, "metadata_options", json_object_get(inst, "metadata_options"), object_text);
+}
+
+/* The NETWORK / MAC / IP / MTU / DEVICE / STATE table of an Instance's interfaces. */
+static int instance_ports(const json_t *ifaces, char **ret) {
+        static const char *const headers[] = { "NETWORK", "MAC", "IP", "MTU", "DEVICE", "STATE" };
+        static const bool right[] = { false, false, false, true, false, false };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        const json_t *p;
+        size_t i;
+        int r;
+
+        r = ctl_table_new(6, headers, right, &t);
+        if (r < 0)
+                return r;
+        json_array_foreach(ifaces, i, p) {
+                const json_t *values[] = {
+                        json_object_get(p, "network"), json_object_get(p, "mac"),
+                        json_object_get(p, "ip"), json_object_get(p, "mtu"),
+                        json_object_get(p, "device"), json_object_get(p, "state"),
+                };
+
+                r = add_json_row(t, values, 6);
+                if (r < 0)
+                        return r;
+        }
+        return ctl_table_render(t, ret);
+}
+
 int ctl_format_instance(const json_t *inst, char **ret) {
         static const char *const head[] = {
                 "id", "ec2_id", "name", "state", "task_state", "instance_type", NULL,
@@ -331,6 +437,9 @@ int ctl_format_instance(const json_t *inst, char **ret) {
                 "has_user_data", "console_log", "created_at", "updated_at", "fault", NULL,
         };
         _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        _cleanup_ctl_free_ char *summary = NULL, *ports = NULL;
+        const json_t *ifaces = json_object_get(inst, "interfaces");
+        char *text;
         int r;
 
         if (!json_is_object(inst))
@@ -350,6 +459,72 @@ int ctl_format_instance(const json_t *inst, char **ret) {
         r = add_kv_fields(t, inst, tail);
         if (r < 0)
                 return r;
+        r = add_guest_fields(t, inst);
+        if (r < 0)
+                return r;
+        if (!json_is_array(ifaces) || json_array_size(ifaces) == 0)
+                return ctl_table_render(t, ret);
+        r = ctl_table_render(t, &summary);
+        if (r < 0)
+                return r;
+        r = instance_ports(ifaces, &ports);
+        if (r < 0)
+                return r;
+        if (asprintf(&text, "%s\n%s", summary, ports) < 0)
+                return -ENOMEM;
+        *ret = text;
+        return 0;
+}
+
+int ctl_format_network_list(const json_t *body, char **ret) {
+        static const char *const headers[] = {
+                "NAME", "TYPE", "BRIDGE", "CIDR", "GATEWAY", "DNS", "MTU", "DHCP", "METADATA", "DETAILS",
+        };
+        static const char *const shown[] = {
+                "name", "type", "bridge", "cidr", "gateway", "dns", "mtu", "dhcp", "metadata", NULL,
+        };
+        static const bool right[] = { false, false, false, false, false, false, true, false, false, false };
+        _cleanup_ctl_table_ struct ctl_table *t = NULL;
+        const json_t *list = json_object_get(body, "networks");
+        const json_t *net;
+        size_t i;
+        int r;
+
+        if (!json_is_array(list))
+                return -EBADMSG;
+        r = ctl_table_new(10, headers, right, &t);
+        if (r < 0)
+                return r;
+        json_array_foreach(list, i, net) {
+                json_auto_t *dns = NULL, *details = NULL, *rest = NULL;
+                const json_t *bridge = json_object_get(net, "bridge");
+
+                if (!json_is_object(net))
+                        return -EBADMSG;
+                /* whatever else the API gives (vlan_id, parent, vni, port, local, remote, group) */
+                rest = json_deep_copy(net);
+                if (!rest)
+                        return -ENOMEM;
+                for (size_t k = 0; shown[k]; k++)
+                        json_object_del(rest, shown[k]);
+                dns = array_text(json_object_get(net, "dns"));
+                details = object_text(rest);
+                if (!dns || !details)
+                        return -ENOMEM;
+                {
+                        const json_t *values[] = {
+                                json_object_get(net, "name"), json_object_get(net, "type"),
+                                json_string_length(bridge) ? bridge : NULL,
+                                json_object_get(net, "cidr"), json_object_get(net, "gateway"), dns,
+                                json_object_get(net, "mtu"), json_object_get(net, "dhcp"),
+                                json_object_get(net, "metadata"), details,
+                        };
+
+                        r = add_json_row(t, values, 10);
+                        if (r < 0)
+                                return r;
+                }
+        }
         return ctl_table_render(t, ret);
 }
 

@@ -279,6 +279,324 @@ static int launch_user_data(json_t *body, const char *path, struct ctl_error *er
         return 0;
 }
 
+/* ---- the guest fields of a launch (networks, keys, metadata) ---- */
+
+#define CTL_PUBLIC_KEY_MAX 16384        /* bytes of one key, as the agent enforces */
+
+/* "aa:bb:cc:dd:ee:ff", hex digits in either case. */
+static bool mac_shape_ok(const char *s) {
+        if (strlen(s) != 17)
+                return false;
+        for (size_t i = 0; i < 17; i++)
+                if (i % 3 == 2 ? s[i] != ':' : !is_hex(s[i]))
+                        return false;
+        return true;
+}
+
+/* A dotted quad without leading zeros, spaces or signs. */
+static bool ipv4_shape_ok(const char *s) {
+        for (int part = 0; part < 4; part++) {
+                unsigned v = 0;
+                size_t n = 0;
+
+                for (; s[n] >= '0' && s[n] <= '9'; n++) {
+                        v = v * 10 + (unsigned) (s[n] - '0');
+                        if (n >= 3 || v > 255)
+                                return false;
+                }
+                if (n == 0 || (n > 1 && s[0] == '0'))
+                        return false;
+                s += n;
+                if (part < 3 && *s++ != '.')
+                        return false;
+        }
+        return *s == '\0';
+}
+
+int ctl_network_spec_parse(const char *s, json_t **ret, struct ctl_error *err) {
+        _cleanup_ctl_free_ char *copy = strdup(s);
+        json_auto_t *o = NULL;
+        char *rest = copy, *name, *item;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        if (s[0] == '\0' || s[0] == ',') {
+                ctl_error_set(err, "--network: '%s' names no network (NET[,mac=MAC][,ip=IP][,mtu=N])", s);
+                return -EINVAL;
+        }
+        o = json_object();
+        if (!o)
+                return -ENOMEM;
+        name = strsep(&rest, ",");
+        if (strchr(name, '=')) {
+                ctl_error_set(err, "--network: '%s' names no network first (NET[,mac=MAC][,ip=IP][,mtu=N])", s);
+                return -EINVAL;
+        }
+        r = set_string(o, "network", name, "--network", err);
+        if (r < 0)
+                return r;
+        while ((item = strsep(&rest, ","))) {
+                char *eq = strchr(item, '=');
+                const char *key = item, *value = eq ? eq + 1 : NULL;
+
+                if (item[0] == '\0') {
+                        ctl_error_set(err, "--network: empty option in '%s'", s);
+                        return -EINVAL;
+                }
+                if (eq)
+                        *eq = '\0';
+                if (strcmp(key, "mac") != 0 && strcmp(key, "ip") != 0 && strcmp(key, "mtu") != 0) {
+                        ctl_error_set(err, "--network: unknown option '%s' (mac=, ip= or mtu=)", key);
+                        return -EINVAL;
+                }
+                if (!value || !*value) {
+                        ctl_error_set(err, "--network: %s= needs a value", key);
+                        return -EINVAL;
+                }
+                if (json_object_get(o, key)) {
+                        ctl_error_set(err, "--network: %s= given twice for network '%s'", key, name);
+                        return -EINVAL;
+                }
+                if (strcmp(key, "mtu") == 0) {
+                        uint64_t mtu;
+
+                        if (ctl_parse_uint(value, 65535, &mtu) < 0 || mtu < 68) {
+                                ctl_error_set(err, "--network: mtu=%s is not a whole number from 68 to 65535", value);
+                                return -EINVAL;
+                        }
+                        if (json_object_set_new(o, "mtu", json_integer((json_int_t) mtu)) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                if (strcmp(key, "mac") == 0 && !mac_shape_ok(value)) {
+                        ctl_error_set(err, "--network: mac=%s is not a MAC address aa:bb:cc:dd:ee:ff", value);
+                        return -EINVAL;
+                }
+                if (strcmp(key, "ip") == 0 && !ipv4_shape_ok(value)) {
+                        ctl_error_set(err, "--network: ip=%s is not an IPv4 address a.b.c.d", value);
+                        return -EINVAL;
+                }
+                r = set_string(o, key, value, "--network", err);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+/* "interfaces" from every --network, in command line order. */
+static int launch_networks(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
+        json_auto_t *list = NULL;
+        const char *v;
+
+        if (!ctl_args_nth(a, CTL_OPT_NETWORK, 0))
+                return 0;
+        list = json_array();
+        if (!list)
+                return -ENOMEM;
+        for (size_t i = 0; (v = ctl_args_nth(a, CTL_OPT_NETWORK, i)); i++) {
+                json_t *iface = NULL;
+                int r = ctl_network_spec_parse(v, &iface, err);
+
+                if (r < 0)
+                        return r;
+                if (json_array_append_new(list, iface) < 0)
+                        return -ENOMEM;
+        }
+        return json_object_set(body, "interfaces", list) < 0 ? -ENOMEM : 0;
+}
+
+/* The key of --key NAME=@FILE: one OpenSSH public key line, trailing blanks cut. */
+static int key_file_read(const char *name, const char *path, char **ret, struct ctl_error *err) {
+        _cleanup_ctl_free_ char *data = NULL;
+        size_t len;
+        int r;
+
+        r = ctl_file_read_limited(path, CTL_PUBLIC_KEY_MAX, &data, &len, err);
+        if (r == -EFBIG) {
+                ctl_error_set(err, "--key %s: '%s' is larger than %d bytes, the agent's limit for a key",
+                              name, path, CTL_PUBLIC_KEY_MAX);
+                return r;
+        }
+        if (r < 0) {
+                if (err) {
+                        struct ctl_error inner = *err;
+
+                        ctl_error_set(err, "--key %s: %s", name, inner.message);
+                }
+                return r;
+        }
+        if (memchr(data, '\0', len)) {
+                ctl_error_set(err, "--key %s: '%s' is not a text file", name, path);
+                return -EINVAL;
+        }
+        while (len > 0 && strchr(" \t\r\n", data[len - 1]))
+                data[--len] = '\0';
+        if (len == 0) {
+                ctl_error_set(err, "--key %s: '%s' is empty", name, path);
+                return -EINVAL;
+        }
+        if (strchr(data, '\n')) {
+                ctl_error_set(err, "--key %s: '%s' holds more than one line; give one public key per --key",
+                              name, path);
+                return -EINVAL;
+        }
+        *ret = TAKE_PTR(data);
+        return 0;
+}
+
+/*
+ * A string map from a repeatable NAME=VALUE option (--key, --meta): names must be
+ * non-empty and not repeat. With files, a value "@PATH" is read as a key file.
+ */
+static int launch_map(json_t *body, const char *field, const struct ctl_args *a,
+                      enum ctl_opt_key key, const char *flag, bool files, bool empty_value_ok,
+                      struct ctl_error *err) {
+        json_auto_t *map = NULL;
+        const char *v;
+
+        if (!ctl_args_nth(a, key, 0))
+                return 0;
+        map = json_object();
+        if (!map)
+                return -ENOMEM;
+        for (size_t i = 0; (v = ctl_args_nth(a, key, i)); i++) {
+                _cleanup_ctl_free_ char *name = NULL, *file_value = NULL;
+                const char *eq = strchr(v, '='), *value;
+                bool name_ok;
+                json_t *js;
+                int r;
+
+                if (!eq || eq == v) {
+                        ctl_error_set(err, "%s: '%s' is not NAME=%s", flag, v, files ? "KEY or NAME=@FILE" : "VALUE");
+                        return -EINVAL;
+                }
+                name = strndup(v, (size_t) (eq - v));
+                if (!name)
+                        return -ENOMEM;
+                value = eq + 1;
+                if (json_object_get(map, name)) {
+                        ctl_error_set(err, "%s: '%s' given twice", flag, name);
+                        return -EINVAL;
+                }
+                if (files && value[0] == '@') {
+                        r = key_file_read(name, value + 1, &file_value, err);
+                        if (r < 0)
+                                return r;
+                        value = file_value;
+                }
+                if (!empty_value_ok && value[0] == '\0') {
+                        ctl_error_set(err, "%s %s: empty value", flag, name);
+                        return -EINVAL;
+                }
+                js = json_string(name);         /* only the check: names must be UTF-8 too */
+                name_ok = js != NULL;
+                json_decref(js);
+                js = name_ok ? json_string(value) : NULL;
+                if (!js) {
+                        ctl_error_set(err, "%s: '%s' is not valid UTF-8", flag, v);
+                        return -EINVAL;
+                }
+                if (json_object_set_new(map, name, js) < 0)
+                        return -ENOMEM;
+        }
+        return json_object_set(body, field, map) < 0 ? -ENOMEM : 0;
+}
+
+/* Checks that v is one of the two words; names the flag otherwise. */
+static int one_of(const char *flag, const char *v, const char *a, const char *b, struct ctl_error *err) {
+        if (strcmp(v, a) == 0 || strcmp(v, b) == 0)
+                return 0;
+        ctl_error_set(err, "%s: '%s' is not %s or %s", flag, v, a, b);
+        return -EINVAL;
+}
+
+/* "metadata_options" from --http-tokens, --http-endpoint, --hop-limit. */
+static int launch_md_options(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
+        const char *tokens = a->value[CTL_OPT_HTTP_TOKENS], *endpoint = a->value[CTL_OPT_HTTP_ENDPOINT];
+        const char *hops = a->value[CTL_OPT_HOP_LIMIT];
+        json_auto_t *o = NULL;
+        uint64_t n;
+        int r;
+
+        if (!tokens && !endpoint && !hops)
+                return 0;
+        o = json_object();
+        if (!o)
+                return -ENOMEM;
+        if (tokens) {
+                r = one_of("--http-tokens", tokens, "optional", "required", err);
+                if (r < 0)
+                        return r;
+                if (json_object_set_new(o, "http_tokens", json_string(tokens)) < 0)
+                        return -ENOMEM;
+        }
+        if (endpoint) {
+                r = one_of("--http-endpoint", endpoint, "enabled", "disabled", err);
+                if (r < 0)
+                        return r;
+                if (json_object_set_new(o, "http_endpoint", json_string(endpoint)) < 0)
+                        return -ENOMEM;
+        }
+        if (hops) {
+                if (ctl_parse_uint(hops, 64, &n) < 0 || n < 1) {
+                        ctl_error_set(err, "--hop-limit: '%s' is not a whole number from 1 to 64", hops);
+                        return -EINVAL;
+                }
+                if (json_object_set_new(o, "http_put_response_hop_limit", json_integer((json_int_t) n)) < 0)
+                        return -ENOMEM;
+        }
+        return json_object_set(body, "metadata_options", o) < 0 ? -ENOMEM : 0;
+}
+
+/* interfaces, public_keys, metadata, hostname, availability_zone, metadata_options,
+ * config_drive and config_drive_format. */
+static int launch_guest(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
+        const char *drive = a->value[CTL_OPT_CONFIG_DRIVE];
+        int r;
+
+        r = launch_networks(body, a, err);
+        if (r < 0)
+                return r;
+        r = launch_map(body, "public_keys", a, CTL_OPT_KEY, "--key", true, false, err);
+        if (r < 0)
+                return r;
+        r = launch_map(body, "metadata", a, CTL_OPT_META, "--meta", false, true, err);
+        if (r < 0)
+                return r;
+        if (a->value[CTL_OPT_HOSTNAME]) {
+                if (a->value[CTL_OPT_HOSTNAME][0] == '\0') {
+                        ctl_error_set(err, "--hostname: empty host name");
+                        return -EINVAL;
+                }
+                r = set_string(body, "hostname", a->value[CTL_OPT_HOSTNAME], "--hostname", err);
+                if (r < 0)
+                        return r;
+        }
+        if (a->value[CTL_OPT_AZ]) {
+                if (a->value[CTL_OPT_AZ][0] == '\0') {
+                        ctl_error_set(err, "--az: empty availability zone");
+                        return -EINVAL;
+                }
+                r = set_string(body, "availability_zone", a->value[CTL_OPT_AZ], "--az", err);
+                if (r < 0)
+                        return r;
+        }
+        r = launch_md_options(body, a, err);
+        if (r < 0)
+                return r;
+        if (drive) {
+                if (drive[0] && one_of("--config-drive", drive, "config-2", "nocloud", err) < 0)
+                        return -EINVAL;
+                if (json_object_set_new(body, "config_drive", json_true()) < 0)
+                        return -ENOMEM;
+                if (drive[0] && json_object_set_new(body, "config_drive_format", json_string(drive)) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error *err) {
         json_auto_t *body = NULL;
         const char *name = args->n_positional > 0 ? args->positional[0] : NULL;
@@ -306,6 +624,9 @@ int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error 
                 if (r < 0)
                         return r;
         }
+        r = launch_guest(body, args, err);
+        if (r < 0)
+                return r;
         if (args->value[CTL_OPT_REQUEST_ID]) {
                 r = ctl_request_id_check(args->value[CTL_OPT_REQUEST_ID], err);
                 if (r < 0)

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Every endpoint's real answer (libvirt test driver) validates against api-spec/openapi.yaml.
 
-Covers: /healthz, /v1/host, list, launch (flavor+image, instance_type+kernel+user_data,
-kernel without initrd/cmdline), show by UUID and by EC2 id, stop/start/reboot, terminate,
-operations, and the error answers (404, 405, 400, unknown path).
+Covers: /healthz, /v1/host, /v1/networks (none configured; with networks:
+test_computectl_net.py and test_net_ports_test_driver.py), list, launch (flavor+image,
+instance_type+kernel+user_data, kernel without initrd/cmdline), show by UUID and by EC2 id,
+stop/start/reboot, terminate, operations, and the error answers (404, 405, 400, unknown path).
 """
 
 import os
@@ -56,6 +57,10 @@ def main(c: calib.Checks):
     with c.case("GET /healthz -> 200 {status: ok}"):
         body = api(cl, "GET", "/healthz")
         assert body == {"status": "ok"}, short(body)
+
+    with c.case("GET /v1/networks -> 200 NetworkList (none configured: empty)"):
+        body = api(cl, "GET", "/v1/networks")
+        assert body == {"networks": []}, short(body)
 
     host0 = None
     with c.case("GET /v1/host -> 200 Host", fatal=True):

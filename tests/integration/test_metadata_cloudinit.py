@@ -27,6 +27,9 @@ datasource first loses 30 s in is_resolvable_url()).
    answer leaves with IP TTL = hop limit (1) and later answers on the same connection with the
    default again (nft counters in cab-cli); a "container" netns one hop behind the guest
    (cab-ctr, masqueraded by cab-cli) gets no token with hop limit 1 and gets one with 2.
+6. Every path of the metadata-service tag in api-spec/openapi.yaml (EC2 and OpenStack
+   listings, documents, user data, vendor data, the token path's GET) answers a status and
+   content type documented there, JSON bodies matching their schema.
 Everything lives in the two namespaces, which are deleted at the end (also on failure).
 """
 
@@ -415,6 +418,43 @@ print(json.dumps([req("{IP_A}", "GET", "/latest/dynamic/instance-identity/docume
         for (status, text, hdrs), schema in zip(r, ("MetadataIdentityDocument", "OpenStackMetaData",
                                                     "OpenStackNetworkData")):
             calib.validate(json.loads(text), schema)
+
+    with checks.case("every metadata path answers a status, content type and body openapi.yaml documents"):
+        paths = ["/", "/latest/", "/latest/meta-data/", "/latest/meta-data/instance-id",
+                 "/latest/meta-data/hostname", "/latest/user-data",
+                 "/latest/dynamic/instance-identity/document", "/latest/api/token", "/openstack",
+                 "/openstack/latest/", "/openstack/2012-08-10/", "/openstack/latest/meta_data.json",
+                 "/openstack/latest/network_data.json", "/openstack/latest/vendor_data.json",
+                 "/openstack/latest/vendor_data2.json", "/openstack/latest/user_data",
+                 "/openstack/2012-08-10/network_data.json", "/openstack/1999-01-01/meta_data.json",
+                 "/latest/meta-data/no-such-key"]
+        calls = [("GET", IP_A, p) for p in paths] + [("GET", IP_X, "/latest/meta-data/"),
+                                                     ("GET", IP_A, "/openstack/latest/vendor_data.json")]
+        r = in_cli(HTTP_CLIENT + f'''
+calls = {json.dumps(calls)}
+out = [req(src, m, p) for m, src, p in calls]
+out.append(req("{IP_A}", "PUT", "/latest/api/token", {{"X-aws-ec2-metadata-token-ttl-seconds": "60"}}))
+out.append(req("{IP_A}", "GET", "/openstack/latest/meta_data.json", {{"X-aws-ec2-metadata-token": "bad"}}))
+print(json.dumps(out))''')
+        calls += [("PUT", IP_A, "/latest/api/token"), ("GET", IP_A, "/openstack/latest/meta_data.json")]
+        sp = calib.spec()
+        statuses = {}
+        for (method, _src, path), (status, text, hdrs) in zip(calls, r):
+            tmpl = sp.template(path)
+            assert tmpl and method.lower() in sp.doc["paths"][tmpl], f"{method} {path}: not in openapi.yaml"
+            resp = sp.doc["paths"][tmpl][method.lower()]["responses"].get(str(status))
+            assert resp is not None, f"{method} {path} -> {status}: status not documented for {tmpl}"
+            ctype = hdrs.get("Content-Type", "").split(";")[0]
+            assert ctype in resp.get("content", {}), f"{method} {path} -> {status} {ctype}: not documented"
+            schema = resp["content"][ctype]["schema"]
+            if ctype == "application/json" or "$ref" in schema:
+                errs = sp.errors(json.loads(text), schema)
+                assert not errs, f"{method} {path} -> {status}: {errs[:3]}"
+            statuses[path] = statuses.get(path, []) + [status]
+        assert statuses["/latest/api/token"] == [405, 200], statuses  # GET 405, then the PUT
+        assert statuses["/openstack/latest/meta_data.json"] == [200, 401], statuses  # a bad token
+        assert 404 in statuses["/latest/meta-data/"] and statuses["/openstack/1999-01-01/meta_data.json"] == [404]
+        assert statuses["/openstack/2012-08-10/network_data.json"] == [404], statuses
 
     with checks.case("a client at another IP (no instance) gets 404; the lookup failure is counted"):
         before = srv.metrics().get("compute_agent_metadata_lookup_failures_total", 0)

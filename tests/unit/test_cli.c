@@ -454,6 +454,159 @@ static void test_launch_body_usage_errors(void **state) {
         }
 }
 
+
+#define KEY_ED "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGh1bnRlcjI="
+
+static void test_args_repeatable(void **state) {
+        char *argv[] = { "computectl", "launch", "n", "--meta", "a=1", "--network", "n1",
+                         "--meta=b=2", "--network", "n2,mtu=1400", "--type", "x", "--type", "y", NULL };
+        struct ctl_args args;
+        struct ctl_error e = {};
+
+        (void) state;
+        assert_int_equal(parse_like_main(argv, &args, &e), 0);
+        assert_string_equal(ctl_args_nth(&args, CTL_OPT_NETWORK, 0), "n1");
+        assert_string_equal(ctl_args_nth(&args, CTL_OPT_NETWORK, 1), "n2,mtu=1400");
+        assert_null(ctl_args_nth(&args, CTL_OPT_NETWORK, 2));
+        assert_string_equal(ctl_args_nth(&args, CTL_OPT_META, 0), "a=1");
+        assert_string_equal(ctl_args_nth(&args, CTL_OPT_META, 1), "b=2");
+        assert_null(ctl_args_nth(&args, CTL_OPT_KEY, 0));
+        assert_null(ctl_args_nth(&args, CTL_OPT_TYPE, 0));      /* not repeatable: */
+        assert_string_equal(args.value[CTL_OPT_TYPE], "y");     /* the last one wins */
+}
+
+static void test_args_optional_value(void **state) {
+        char *bare[] = { "computectl", "launch", "--config-drive", "n", NULL };
+        char *valued[] = { "computectl", "launch", "n", "--config-drive=nocloud", NULL };
+        struct ctl_args args;
+        struct ctl_error e = {};
+
+        (void) state;
+        assert_int_equal(parse_like_main(bare, &args, &e), 0);
+        assert_string_equal(args.value[CTL_OPT_CONFIG_DRIVE], "");
+        assert_int_equal(args.n_positional, 1);         /* "n" is not taken as the value */
+        assert_string_equal(args.positional[0], "n");
+        assert_int_equal(parse_like_main(valued, &args, &e), 0);
+        assert_string_equal(args.value[CTL_OPT_CONFIG_DRIVE], "nocloud");
+}
+
+static void test_launch_body_guest_fields(void **state) {
+        char key_path[] = "/tmp/ca-test-cli-key-XXXXXX";
+        int fd = mkstemp(key_path);
+        char at_key[64];
+        char *argv[] = { "computectl", "launch", "g", "--type", "t", "--image", "/i",
+                         "--network", "n1", "--network", "n2,mac=02:CA:FE:00:00:01,ip=10.0.0.5,mtu=1400",
+                         "--key", "k1=" KEY_ED " u@h", "--key", at_key,
+                         "--meta", "role=web", "--meta", "empty=", "--meta", "eq=a=b",
+                         "--hostname", "vm-1", "--az", "az1", "--http-tokens", "required",
+                         "--http-endpoint", "enabled", "--hop-limit", "2", "--config-drive", NULL };
+        char *nocloud[] = { "computectl", "launch", "g", "--type", "t", "--image", "/i",
+                            "--config-drive=nocloud", NULL };
+        json_auto_t *body = NULL, *body2 = NULL;
+        struct ctl_error e = {};
+
+        (void) state;
+        assert_true(fd >= 0);
+        assert_true(write(fd, KEY_ED " file@h\n\n", strlen(KEY_ED) + 9) > 0);
+        close(fd);
+        snprintf(at_key, sizeof(at_key), "k2=@%s", key_path);
+        assert_int_equal(launch_body_of(argv, &body, &e), 0);
+        assert_json_equal_text(body, "{\"name\":\"g\",\"instance_type\":\"t\",\"image\":{\"path\":\"/i\"},"
+                "\"interfaces\":[{\"network\":\"n1\"},{\"network\":\"n2\",\"mac\":\"02:CA:FE:00:00:01\","
+                "\"ip\":\"10.0.0.5\",\"mtu\":1400}],"
+                "\"public_keys\":{\"k1\":\"" KEY_ED " u@h\",\"k2\":\"" KEY_ED " file@h\"},"
+                "\"metadata\":{\"role\":\"web\",\"empty\":\"\",\"eq\":\"a=b\"},"
+                "\"hostname\":\"vm-1\",\"availability_zone\":\"az1\","
+                "\"metadata_options\":{\"http_tokens\":\"required\",\"http_endpoint\":\"enabled\","
+                "\"http_put_response_hop_limit\":2},\"config_drive\":true}");
+        assert_int_equal(launch_body_of(nocloud, &body2, &e), 0);
+        assert_json_equal_text(body2, "{\"name\":\"g\",\"instance_type\":\"t\",\"image\":{\"path\":\"/i\"},"
+                "\"config_drive\":true,\"config_drive_format\":\"nocloud\"}");
+        unlink(key_path);
+}
+
+static void test_launch_body_guest_errors(void **state) {
+        static const struct {
+                const char *args[4];
+                const char *message;    /* substring */
+        } cases[] = {
+                { { "--network", "n1,foo=1" }, "--network: unknown option 'foo'" },
+                { { "--network", "" }, "--network: '' names no network" },
+                { { "--network", "mac=02:00:00:00:00:01" }, "--network: 'mac=02:00:00:00:00:01' names no network first" },
+                { { "--network", "n1,mac=zz" }, "--network: mac=zz is not a MAC address" },
+                { { "--network", "n1,mac=02:00:00:00:00:0g" }, "--network: mac=" },
+                { { "--network", "n1,ip=10.0.0.256" }, "--network: ip=10.0.0.256 is not an IPv4" },
+                { { "--network", "n1,ip=10.0.0.05" }, "--network: ip=10.0.0.05" },
+                { { "--network", "n1,ip=10.0.0" }, "--network: ip=10.0.0 " },
+                { { "--network", "n1,mtu=67" }, "--network: mtu=67 is not a whole number from 68 to 65535" },
+                { { "--network", "n1,mtu=70000" }, "--network: mtu=70000" },
+                { { "--network", "n1,mtu=" }, "--network: mtu= needs a value" },
+                { { "--network", "n1,ip=10.0.0.1,ip=10.0.0.2" }, "--network: ip= given twice" },
+                { { "--network", "n1,,mtu=1400" }, "--network: empty option in 'n1,,mtu=1400'" },
+                { { "--network", "n1," }, "--network: empty option" },
+                { { "--key", "nokey" }, "--key: 'nokey' is not NAME=KEY or NAME=@FILE" },
+                { { "--key", "=" KEY_ED }, "--key: '=" },
+                { { "--key", "k=" }, "--key k: empty value" },
+                { { "--key", "k=@/nonexistent/key.pub" }, "--key k: cannot open '/nonexistent/key.pub'" },
+                { { "--key", "k=a", "--key", "k=b" }, "--key: 'k' given twice" },
+                { { "--meta", "novalue" }, "--meta: 'novalue' is not NAME=VALUE" },
+                { { "--meta", "a=1", "--meta", "a=2" }, "--meta: 'a' given twice" },
+                { { "--meta", "k=\xff" }, "--meta: 'k=\xff' is not valid UTF-8" },
+                { { "--hostname", "" }, "--hostname: empty" },
+                { { "--az", "" }, "--az: empty" },
+                { { "--http-tokens", "sometimes" }, "--http-tokens: 'sometimes' is not optional or required" },
+                { { "--http-endpoint", "on" }, "--http-endpoint: 'on' is not enabled or disabled" },
+                { { "--hop-limit", "0" }, "--hop-limit: '0' is not a whole number from 1 to 64" },
+                { { "--hop-limit", "65" }, "--hop-limit: '65'" },
+                { { "--config-drive=iso" }, "--config-drive: 'iso' is not config-2 or nocloud" },
+        };
+
+        (void) state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *argv[16] = { "computectl", "launch", "n", "--type", "t", "--image", "/i" };
+                json_t *body = NULL;
+                struct ctl_error e = {};
+                size_t n = 7;
+
+                for (size_t j = 0; j < 4 && cases[i].args[j]; j++)
+                        argv[n++] = (char *) cases[i].args[j];
+                argv[n] = NULL;
+                assert_int_not_equal(launch_body_of(argv, &body, &e), 0);
+                assert_null(body);
+                if (!strstr(e.message, cases[i].message)) {
+                        print_error("case %zu: message '%s' lacks '%s'\n", i, e.message, cases[i].message);
+                        fail();
+                }
+        }
+}
+
+static void test_launch_body_key_file_errors(void **state) {
+        char two[] = "/tmp/ca-test-cli-key2-XXXXXX", empty[] = "/tmp/ca-test-cli-key3-XXXXXX";
+        int fd_two = mkstemp(two), fd_empty = mkstemp(empty);
+        char arg_two[64], arg_empty[64];
+        char *argv[] = { "computectl", "launch", "n", "--type", "t", "--image", "/i", "--key", arg_two, NULL };
+        json_t *body = NULL;
+        struct ctl_error e = {};
+
+        (void) state;
+        assert_true(fd_two >= 0 && fd_empty >= 0);
+        assert_true(write(fd_two, KEY_ED " a\n" KEY_ED " b\n", 2 * strlen(KEY_ED) + 6) > 0);
+        assert_true(write(fd_empty, "\n \n", 3) == 3);
+        close(fd_two);
+        close(fd_empty);
+        snprintf(arg_two, sizeof(arg_two), "two=@%s", two);
+        snprintf(arg_empty, sizeof(arg_empty), "e=@%s", empty);
+        assert_int_equal(launch_body_of(argv, &body, &e), -EINVAL);
+        assert_non_null(strstr(e.message, "more than one line"));
+        argv[8] = arg_empty;
+        assert_int_equal(launch_body_of(argv, &body, &e), -EINVAL);
+        assert_non_null(strstr(e.message, "--key e: "));
+        assert_non_null(strstr(e.message, "is empty"));
+        assert_null(body);
+        unlink(two);
+        unlink(empty);
+}
+
 static void test_action_body(void **state) {
         char *stop_force[] = { "computectl", "stop", EC2_A, "--force", "--request-id", "r2", NULL };
         char *stop_timeout[] = { "computectl", "stop", EC2_A, "--stop-timeout", "30", NULL };
@@ -626,6 +779,62 @@ static void test_format_instance_show(void **state) {
         assert_non_null(strstr(s2, "fault:          disk gone\n"));
 }
 
+
+static void test_format_instance_ports(void **state) {
+        json_auto_t *inst = json_loads(
+                "{\"id\":\"x\",\"state\":\"running\",\"boot\":{\"image\":{\"path\":\"/i\"}},"
+                "\"interfaces\":[{\"network\":\"n1\",\"mac\":\"fa:16:3e:00:00:01\",\"ip\":\"10.77.0.2\","
+                "\"mtu\":null,\"device\":\"tapabc\",\"port_id\":\"p\",\"state\":\"plugged\"},"
+                "{\"network\":\"flat\",\"mac\":\"02:ca:fe:00:00:01\",\"ip\":null,\"mtu\":1400,"
+                "\"device\":\"tapdef\",\"port_id\":\"q\",\"state\":\"plugged\"}],"
+                "\"hostname\":\"vm-a\",\"availability_zone\":null,\"config_drive\":true,"
+                "\"metadata\":{\"role\":\"web\",\"tier\":\"1\"},\"key_names\":[\"k1\",\"k2\"],"
+                "\"metadata_options\":{\"http_tokens\":\"required\"}}", 0, NULL);
+        json_auto_t *none = json_loads("{\"id\":\"x\",\"interfaces\":[],\"metadata\":{},\"key_names\":[],"
+                                       "\"metadata_options\":{}}", 0, NULL);
+        _cleanup_ctl_free_ char *s = NULL, *s2 = NULL;
+
+        (void) state;
+        assert_int_equal(ctl_format_instance(inst, &s), 0);
+        assert_non_null(strstr(s, "hostname:           vm-a\n"));
+        assert_non_null(strstr(s, "availability_zone:  -\n"));
+        assert_non_null(strstr(s, "config_drive:       yes\n"));
+        assert_non_null(strstr(s, "key_names:          k1, k2\n"));
+        assert_non_null(strstr(s, "metadata:           role=web, tier=1\n"));
+        assert_non_null(strstr(s, "metadata_options:   http_tokens=required\n"));
+        assert_non_null(strstr(s,
+                "\nNETWORK  MAC                IP          MTU  DEVICE  STATE\n"
+                "n1       fa:16:3e:00:00:01  10.77.0.2     -  tapabc  plugged\n"
+                "flat     02:ca:fe:00:00:01  -          1400  tapdef  plugged\n"));
+        assert_int_equal(ctl_format_instance(none, &s2), 0);
+        assert_null(strstr(s2, "NETWORK"));
+        assert_non_null(strstr(s2, "key_names:          -\n"));
+        assert_non_null(strstr(s2, "metadata:           -\n"));
+}
+
+static void test_format_network_list(void **state) {
+        json_auto_t *body = json_loads(
+                "{\"networks\":[{\"name\":\"n1\",\"type\":\"bridge\",\"bridge\":\"cacbr1\","
+                "\"cidr\":\"10.77.0.0/24\",\"gateway\":\"10.77.0.1\",\"dns\":[\"10.77.0.1\",\"9.9.9.9\"],"
+                "\"mtu\":1450,\"dhcp\":true,\"metadata\":true},"
+                "{\"name\":\"v\",\"type\":\"vxlan\",\"bridge\":\"\",\"cidr\":null,\"gateway\":null,"
+                "\"dns\":[],\"mtu\":null,\"dhcp\":false,\"metadata\":false,\"vni\":4242,\"port\":4789}]}",
+                0, NULL);
+        json_auto_t *empty = json_loads("{\"networks\":[]}", 0, NULL);
+        json_auto_t *bad = json_loads("{\"nets\":[]}", 0, NULL);
+        _cleanup_ctl_free_ char *s = NULL, *s2 = NULL;
+
+        (void) state;
+        assert_int_equal(ctl_format_network_list(body, &s), 0);
+        assert_string_equal(s,
+                "NAME  TYPE    BRIDGE  CIDR          GATEWAY    DNS                  MTU  DHCP  METADATA  DETAILS\n"
+                "n1    bridge  cacbr1  10.77.0.0/24  10.77.0.1  10.77.0.1, 9.9.9.9  1450  yes   yes       -\n"
+                "v     vxlan   -       -             -          -                      -  no    no        vni=4242, port=4789\n");
+        assert_int_equal(ctl_format_network_list(empty, &s2), 0);
+        assert_string_equal(s2, "NAME  TYPE  BRIDGE  CIDR  GATEWAY  DNS  MTU  DHCP  METADATA  DETAILS\n");
+        assert_int_equal(ctl_format_network_list(bad, &s), -EBADMSG);
+}
+
 static void test_format_host(void **state) {
         json_auto_t *host = json_loads(
                 "{\"hostname\":\"node1\",\"hypervisor\":\"kvm\",\"domain_type\":\"kvm\","
@@ -794,7 +1003,7 @@ static void test_command_table(void **state) {
         }
         for (const char *const *n = (const char *const[]) { "host", "list", "show", "launch", "start",
                                                               "stop", "reboot", "terminate", "wait",
-                                                              "operation", NULL }; *n; n++)
+                                                              "operation", "networks", NULL }; *n; n++)
                 assert_non_null(ctl_command_find(*n));
         assert_null(ctl_command_find("frobnicate"));
 }
@@ -1346,6 +1555,11 @@ int main(void) {
                 cmocka_unit_test(test_launch_body_type_image),
                 cmocka_unit_test(test_launch_body_flavor_kernel),
                 cmocka_unit_test(test_launch_body_usage_errors),
+                cmocka_unit_test(test_args_repeatable),
+                cmocka_unit_test(test_args_optional_value),
+                cmocka_unit_test(test_launch_body_guest_fields),
+                cmocka_unit_test(test_launch_body_guest_errors),
+                cmocka_unit_test(test_launch_body_key_file_errors),
                 cmocka_unit_test(test_action_body),
                 cmocka_unit_test(test_table_alignment),
                 cmocka_unit_test(test_table_last_column_unpadded),
@@ -1353,6 +1567,8 @@ int main(void) {
                 cmocka_unit_test(test_json_cell),
                 cmocka_unit_test(test_format_instance_list),
                 cmocka_unit_test(test_format_instance_show),
+                cmocka_unit_test(test_format_instance_ports),
+                cmocka_unit_test(test_format_network_list),
                 cmocka_unit_test(test_format_host),
                 cmocka_unit_test(test_format_operation_and_accepted),
                 cmocka_unit_test(test_format_api_error),
