@@ -411,7 +411,8 @@ print(json.dumps([req(SRC, "GET", "/latest/meta-data/instance-id", timeout=2)]))
             cli_a.run("ip", "link", "set", dev, "address", mac_a)
             cli_a.run("ip", "link", "set", dev, "up")
             cli_a.run("ip", "route", "replace", "default", "via", GW)
-        assert r[0][0] == "timeout", r
+        # no answer: the socket's timeout, or the ARP for the gateway failing first
+        assert r[0][0] in ("timeout", "error"), r
         assert nft_counter("mac_drop") > drops, "mac_drop did not count"
         expect_delta(before, {}, conns=0)
         calib.wait_for(cli_a.reachable, 10, what="A reaches the gateway again")
@@ -428,7 +429,7 @@ print(json.dumps([req("{ip_b}", "GET", "/latest/meta-data/instance-id", timeout=
         finally:
             for ip in (ip_b, NOBODY_IP):
                 cli_a.run("ip", "addr", "del", ip + "/32", "dev", dev)
-        assert [x[0] for x in r] == ["timeout", "timeout"], r
+        assert [x[0] in ("timeout", "error") for x in r] == [True, True], r
         assert nft_counter("ip_drop") > drops, "ip_drop did not count"
         expect_delta(before, {}, conns=0)
 
@@ -485,7 +486,8 @@ print(json.dumps([req("{ip_a}", "GET", "/latest/meta-data/instance-id")]))''')
             assert op["state"] == "succeeded", short(op)
         for cli in (cli_a, cli_b, cli_c):
             assert cli.dev not in cli.run("ip", "-o", "link"), f"{cli.dev} left in {cli.name}"
-        agent.stop()
+        rc = agent.stop()
+        assert rc == 0, f"agent exit {rc}"
         write_conf(f"rate = {RATE}\nburst = {BURST}\n")
         agent.start(timeout=30)
         r1 = launch(calib.unique("mdr1"))
