@@ -15,7 +15,8 @@ veth peer (the port's MAC and IP, a default route via 10.77.0.1), and cloud-init
 runs there:
  - helpers.ec2 crawl with IMDSv1 and with a token PUT (IMDSv2); DataSourceEc2.crawl_metadata
    as non-AWS (IMDSv1), and as AWS (IMDSv2) on an instance launched with
-   metadata_options.http_tokens=required (where plain GETs get 401);
+   metadata_options.http_tokens=required (where plain GETs get 401, and so cloud-init as
+   non-AWS, which never PUTs, gets nothing);
  - openstack MetadataReader.read_v2 and DataSourceOpenStack's own crawl;
  every value compared with GET /v1/instances/<id> and the launch body.
 Refusals through the real lookup: A's port with another MAC (dropped by the anti-spoofing
@@ -239,8 +240,8 @@ def main(c: calib.Checks):
     def http(cli, code):
         return cp.in_ns(cli.name, code)
 
-    def probe(cli, mode):
-        r = cp.run_probe_full(tmp, mode, cli.name)
+    def probe(cli, mode, **kw):
+        r = cp.run_probe_full(tmp, mode, cli.name, **kw)
         calib.log(f"     {mode}: {sum(r['http'].values())} answers {r['http']} in {r['seconds']} s")
         return r
 
@@ -390,6 +391,13 @@ print(json.dumps([req("{ip_c}", "GET", "/latest/meta-data/instance-id"),
         assert res["user-data"].encode() == UD_C
         assert res["dynamic"]["instance-identity"]["document"]["instanceId"] == cc["ec2_id"], res["dynamic"]
         assert r["http"].get("PUT 200", 0) >= 1 and "GET 401" not in r["http"], r["http"]
+        expect_delta(before, from_tally(r["http"]))
+
+    with c.case("C (http_tokens=required): DataSourceEc2 as non-AWS (no PUT) gets nothing, every answer 401"):
+        before = counters()
+        r = probe(cli_c, "ec2-ds-v1", clean=False, max_wait=2)
+        assert not r["result"]["meta-data"] and not r["result"]["user-data"], short(r["result"])
+        assert set(r["http"]) == {"GET 401"}, r["http"]
         expect_delta(before, from_tally(r["http"]))
 
     # ------------------------------------------------------------------ refusals
