@@ -161,7 +161,7 @@ int netmap_metrics(const struct netmap *m, FILE *f)
     } rows[] = {
         {"ok", m->counts.ok},
         {"no_port", m->counts.no_port},             /* no port holds the source IP on that network */
-        {"peer_mismatch", m->counts.peer_mismatch}, /* the bridge's MAC or port of that IP is not the port's */
+        {"peer_mismatch", m->counts.peer_mismatch}, /* the bridge's MAC or port of that IP: unknown or not the port's */
         {"unfiltered", m->counts.unfiltered},       /* the port has no anti-spoofing entries */
         {"not_live", m->counts.not_live},           /* its instance is gone, terminated or in error */
     };

@@ -25,8 +25,8 @@ from a port of the test's own in the bridge with no filter (a "rogue"): an IP no
 (404: no port) and A's IP with another MAC (404: the neighbour MAC is not the port's).
 Every case asserts the exact delta of the service's counters on GET /metrics
 (compute_agent_metadata_requests_total{code=...}, _lookup_failures_total,
-_tokens_issued_total) against what the client saw; /metrics parses strictly (promtext.py)
-and passes `promtool check metrics` where installed.
+_tokens_issued_total, _lookups_total{result=...}) against what the client saw; /metrics
+parses strictly (promtext.py) and passes `promtool check metrics` where installed.
 Rate limit: the agent restarted with metadata.rate = 2, burst = 8: one source gets exactly
 `burst` 200s and then 503 (Retry-After: 1), a second source is served meanwhile, and the first
 is served again once its bucket refills (waited for with a deadline); 503s are counted.
@@ -290,11 +290,13 @@ def main(c: calib.Checks):
         text = metrics_text()
         m = promtext.parse(text)
         for fam in ("compute_agent_metadata_requests_total", "compute_agent_metadata_lookup_failures_total",
-                    "compute_agent_metadata_tokens_issued_total"):
+                    "compute_agent_metadata_tokens_issued_total", "compute_agent_metadata_lookups_total"):
             f = m.families.get(fam)
             assert f and f["type"] == "counter" and f["help"], (fam, f and {k: f[k] for k in ("type", "help")})
         codes = sorted(dict(lab)["code"] for lab in m.values("compute_agent_metadata_requests_total"))
         assert codes == sorted(CODES), codes
+        results = sorted(dict(lab)["result"] for lab in m.values("compute_agent_metadata_lookups_total"))
+        assert results == sorted(RESULTS), results
         assert m.families["compute_agent_metadata_connections"]["type"] == "gauge"
         if shutil.which("promtool"):
             p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
