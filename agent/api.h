@@ -43,6 +43,7 @@ struct telemetry;
 struct net_config;
 struct netplug;
 struct md_service;
+struct netmap;
 
 struct api_deps {
     struct store *store;
@@ -61,6 +62,7 @@ struct api_deps {
     size_t n_networks;
     struct netplug *np;               /* the networks' bridges as they are */
     struct md_service *md;            /* its answers counted on /metrics */
+    struct netmap *netmap;            /* its lookups counted on /metrics */
 };
 
 /* The settings it serves by (strings borrowed, they outlive the api). */

@@ -549,7 +549,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                               .hv = a->hv, .res = a->res, .catalog = a->catalog, .ctl = a->ctl,
                               .events = a->events, .telemetry = a->telemetry, .metrics = a->metrics,
                               .networks = a->cfg.networks, .n_networks = a->cfg.n_networks, .np = a->np,
-                              .md = a->md};
+                              .md = a->md, .netmap = a->netmap};
         struct api_config ac = {.socket = a->cfg.api_socket, .listen = a->cfg.api_listen,
                                 .token = a->cfg.api_token, .metrics_listen = a->cfg.metrics_listen,
                                 .header_timeout_s = a->cfg.api_header_timeout_s,

@@ -8,6 +8,7 @@
 #include "agent/log.h"
 #include "agent/request.h"
 #include "agent/store.h"
+#include "common/prom.h"
 #include "net-plug/netplug.h"
 
 struct netmap {
@@ -149,6 +150,30 @@ void netmap_free(struct netmap *m)
 void netmap_counts(const struct netmap *m, struct netmap_counts *out)
 {
     *out = m->counts;
+}
+
+int netmap_metrics(const struct netmap *m, FILE *f)
+{
+    static const char *name = "compute_agent_metadata_lookups_total";
+    const struct {
+        const char *result;
+        uint64_t n;
+    } rows[] = {
+        {"ok", m->counts.ok},
+        {"no_port", m->counts.no_port},             /* no port holds the source IP on that network */
+        {"peer_mismatch", m->counts.peer_mismatch}, /* the bridge's MAC or port of that IP: unknown or not the port's */
+        {"unfiltered", m->counts.unfiltered},       /* the port has no anti-spoofing entries */
+        {"not_live", m->counts.not_live},           /* its instance is gone, terminated or in error */
+    };
+
+    prom_family(f, name, "counter",
+                "metadata instance lookups (one per connection), by result: ok or the reason refused");
+    for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+        struct prom_label l = {"result", rows[i].result};
+        prom_series(f, name, &l, 1);
+        prom_u64(f, rows[i].n);
+    }
+    return ferror(f) ? -EIO : 0;
 }
 
 int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)

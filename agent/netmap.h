@@ -17,6 +17,7 @@
 #define CA_AGENT_NETMAP_H
 
 #include <netinet/in.h>
+#include <stdio.h>
 
 #include "agent/config.h"
 #include "agent/instance.h"
@@ -52,8 +53,14 @@ void netmap_free(struct netmap *m);
 /* md_lookup_fn (opaque: the struct netmap). */
 int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer,
                   struct md_instance **out);
-/* Lookups refused so far, by reason (for logs and tests). */
+/* Lookups so far, by result: found, or refused by reason (for logs and tests). */
 struct netmap_counts { uint64_t ok, no_port, peer_mismatch, unfiltered, not_live; };
 void netmap_counts(const struct netmap *m, struct netmap_counts *out);
+/* The same as Prometheus text on f: the counter family
+ * compute_agent_metadata_lookups_total{result="ok|no_port|peer_mismatch|
+ * unfiltered|not_live"} (a refused lookup is also one of the service's
+ * compute_agent_metadata_lookup_failures_total). 0, or -EIO when f failed.
+ * Loop thread. */
+int netmap_metrics(const struct netmap *m, FILE *f);
 
 #endif

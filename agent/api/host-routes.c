@@ -14,6 +14,7 @@
 #include "agent/config.h"
 #include "agent/metadata.h"
 #include "agent/metrics.h"
+#include "agent/netmap.h"
 #include "net-plug/netplug.h"
 #include "agent/ops.h"
 #include "agent/resources.h"
@@ -129,8 +130,11 @@ int api_metrics_text(const struct api_deps *deps, char **text, size_t *len)
     metrics_render_prometheus(deps->metrics, f);
     if (deps->telemetry)
         telemetry_render_prometheus(deps->telemetry, f);
-    if (deps->md)
+    if (deps->md) {
         md_service_metrics(deps->md, f);
+        if (deps->netmap)
+            netmap_metrics(deps->netmap, f);
+    }
     if (fclose(f) != 0) {
         free(*text);
         *text = NULL;

@@ -6,7 +6,7 @@ fixture, a lookup that accepts a peer only at a fixture interface's IP on its ne
 netns cab-srv: bridge cabbr0 with 10.77.0.1/24 and 169.254.169.254/32, the service bound to
 cabbr0 on 169.254.169.254:80. A veth puts the "guest" into netns cab-cli: MAC 52:54:00:77:00:10,
 10.77.0.10 (instance A), 10.77.0.11 (instance B), 10.77.0.99 (nobody), default route via
-10.77.0.1. cloud-init (Debian's, /usr/lib/python3/dist-packages/cloudinit) runs in cab-cli, in
+10.77.0.1. cloud-init (Debian's, /usr/lib/python3/dist-packages/cloudinit) runs in cab-cli (cloudinit_probe.py), in
 a private mount namespace whose /etc/resolv.conf names 127.0.0.1 (without a resolver each
 datasource first loses 30 s in is_resolvable_url()).
 
@@ -33,16 +33,12 @@ datasource first loses 30 s in is_resolvable_url()).
 Everything lives in the two namespaces, which are deleted at the end (also on failure).
 """
 
-import ctypes
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True
 MD = "http://169.254.169.254"
@@ -71,81 +67,12 @@ INST_B = {
 }
 
 
-# --------------------------------------------------------------------------- probe (in cab-cli)
-
-def private_resolv(path):
-    """In the private mount namespace unshare(1) made: path over /etc/resolv.conf."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
-    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0 or \
-            libc.mount(path.encode(), b"/etc/resolv.conf", None, MS_BIND, None) != 0:
-        raise OSError(ctypes.get_errno(), "mount")
-
-
-def probe(mode, arg):
-    import logging
-    from cloudinit import helpers, util
-    from cloudinit.distros import debian
-    from cloudinit.sources import DataSourceEc2
-    from cloudinit.sources.helpers import ec2, openstack
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if mode not in ("cd-reader", "nocloud"):
-        private_resolv(arg)
-    paths = helpers.Paths({"cloud_dir": os.environ["CAB_TMP"] + "/ci/cloud",
-                           "run_dir": os.environ["CAB_TMP"] + "/ci/run"})
-    distro = debian.Distro("debian", {}, paths)
-    sys_cfg = {"datasource": {"Ec2": {"metadata_urls": [MD], "max_wait": 10, "timeout": 5, "retries": 1},
-                              "OpenStack": {"metadata_urls": [MD], "max_wait": 10, "timeout": 5, "retries": 1}}}
-    t0 = time.time()
-    if mode == "ec2-helper":
-        out = {"user-data": ec2.get_instance_userdata(metadata_address=MD, retries=1).decode(),
-               "meta-data": ec2.get_instance_metadata(metadata_address=MD, retries=1),
-               "identity": ec2.get_instance_identity(metadata_address=MD, retries=1)}
-    elif mode in ("ec2-ds-v1", "ec2-ds-v2"):
-        ds = DataSourceEc2.DataSourceEc2(sys_cfg, distro, paths)
-        ds._cloud_name = "aws" if mode == "ec2-ds-v2" else DataSourceEc2.identify_platform()
-        r = ds.crawl_metadata()
-        out = {"cloud_name": ds.cloud_name, "api_version": r.get("_metadata_api_version"),
-               "meta-data": r.get("meta-data"), "user-data": (r.get("user-data") or b"").decode(),
-               "dynamic": r.get("dynamic"), "token": bool(getattr(ds, "_api_token", None))}
-    elif mode == "os-helper":
-        r = openstack.MetadataReader(MD, timeout=5, retries=1).read_v2()
-        out = {k: r.get(k) for k in ("metadata", "version", "networkdata", "ec2-metadata", "vendordata",
-                                     "vendordata2")}
-        out["userdata"] = r["userdata"].decode() if isinstance(r.get("userdata"), bytes) else r.get("userdata")
-        out["seed_len"] = len(out["metadata"].pop("random_seed", b""))  # read_v2() decoded it
-    elif mode == "os-ds":
-        from cloudinit.sources import DataSourceOpenStack
-        ds = DataSourceOpenStack.DataSourceOpenStack(sys_cfg, distro, paths)
-        found = ds.wait_for_metadata_service()
-        r = ds._crawl_metadata()
-        out = {"found": found, "metadata_address": ds.metadata_address, "uuid": r["metadata"].get("uuid"),
-               "userdata": r["userdata"].decode() if isinstance(r.get("userdata"), bytes) else r.get("userdata"),
-               "ec2-instance-id": (r.get("ec2-metadata") or {}).get("instance-id"),
-               "links": [x["ethernet_mac_address"] for x in r["networkdata"]["links"]]}
-    elif mode == "cd-reader":
-        r = openstack.ConfigDriveReader(arg).read_v2()
-        out = {k: r.get(k) for k in ("metadata", "version", "networkdata", "ec2-metadata")}
-        out["userdata"] = r["userdata"].decode() if isinstance(r.get("userdata"), bytes) else r.get("userdata")
-    elif mode == "nocloud":
-        md, ud, vd = util.read_seeded(base=arg.rstrip("/") + "/")
-        with open(os.path.join(arg, "network-config")) as f:
-            net = util.load_yaml(f.read())
-        out = {"meta-data": md, "user-data": ud.decode() if isinstance(ud, bytes) else ud, "network": net}
-    else:
-        raise SystemExit("unknown probe mode " + mode)
-    print(json.dumps({"seconds": round(time.time() - t0, 3), "result": out}, default=str))
-
-
-if len(sys.argv) >= 2 and sys.argv[1] == "probe":
-    probe(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
-    sys.exit(0)
-
 # --------------------------------------------------------------------------- the test (root ns)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import calib  # noqa: E402
+import cloudinit_probe  # noqa: E402
+from cloudinit_probe import HTTP_CLIENT  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("BUILD") or os.path.join(ROOT, "build")
@@ -256,34 +183,12 @@ class Server:
 
 
 def run_probe(tmp, mode, arg=None, ns=CLI):
-    resolv = os.path.join(tmp, "resolv.conf")
-    argv = [PY, os.path.abspath(__file__), "probe", mode, arg or resolv]
-    if ns:
-        argv = ["ip", "netns", "exec", ns, "unshare", "-m"] + argv
-    env = dict(os.environ, CAB_TMP=tmp)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
-    assert r.returncode == 0, f"probe {mode}: exit {r.returncode}: {r.stderr[-1500:]}"
-    errors = [ln for ln in r.stderr.splitlines() if "Traceback" in ln or "Failed fetching" in ln]
-    assert not errors, f"probe {mode}: cloud-init reported: {r.stderr[-1500:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1])["result"]
+    return cloudinit_probe.run_probe(tmp, mode, ns, arg)
 
 
 def in_cli(code):
-    """Runs python code in cab-cli; its stdout (JSON) parsed."""
-    r = sh(PY, "-c", code, ns=CLI, timeout=60)
-    return json.loads(r.stdout)
-
-
-HTTP_CLIENT = r'''
-import http.client, json, sys
-def req(src, method, path, headers=None):
-    c = http.client.HTTPConnection("169.254.169.254", 80, timeout=5, source_address=(src, 0))
-    c.request(method, path, headers=headers or {})
-    r = c.getresponse()
-    body = r.read().decode(errors="replace")
-    c.close()
-    return [r.status, body, dict(r.getheaders())]
-'''
+    """Runs python code in cab-cli (HTTP_CLIENT's req() defined); its stdout (JSON) parsed."""
+    return cloudinit_probe.in_ns(CLI, code)
 
 
 def expected_md(inst):
@@ -323,8 +228,7 @@ def body(checks):
     # a timeout's SIGTERM still runs the finally below (namespaces deleted, md_server stopped)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = str(calib.tmpdir("cab-md-"))
-    with open(os.path.join(tmp, "resolv.conf"), "w") as f:
-        f.write("nameserver 127.0.0.1\n")
+    cloudinit_probe.write_resolv(tmp)
     srv = Server(tmp)
     try:
         with checks.case("netns cab-srv (bridge, 169.254.169.254) + cab-cli (guest veth)", fatal=True):
@@ -409,7 +313,7 @@ def cases(checks, tmp, srv):
         assert eth["addresses"] == [IP_A + "/24"] and eth["routes"][0]["via"] == "10.77.0.1", eth
 
     with checks.case("raw answers match api-spec/openapi.yaml (identity, meta_data.json, network_data.json)"):
-        r = in_cli(HTTP_CLIENT + f'''
+        r = in_cli(f'''
 print(json.dumps([req("{IP_A}", "GET", "/latest/dynamic/instance-identity/document"),
                   req("{IP_A}", "GET", "/openstack/2018-08-27/meta_data.json"),
                   req("{IP_A}", "GET", "/openstack/latest/network_data.json")]))''')
@@ -458,7 +362,7 @@ print(json.dumps(out))''')
 
     with checks.case("a client at another IP (no instance) gets 404; the lookup failure is counted"):
         before = srv.metrics().get("compute_agent_metadata_lookup_failures_total", 0)
-        r = in_cli(HTTP_CLIENT + f'''
+        r = in_cli(f'''
 print(json.dumps([req("{IP_X}", "GET", "/latest/meta-data/instance-id"),
                   req("{IP_X}", "GET", "/openstack/latest/meta_data.json"),
                   req("{IP_X}", "PUT", "/latest/api/token", {{"X-aws-ec2-metadata-token-ttl-seconds": "60"}})]))''')
@@ -468,7 +372,7 @@ print(json.dumps([req("{IP_X}", "GET", "/latest/meta-data/instance-id"),
         assert after == before + 3, (before, after)
 
     with checks.case("token PUT: XFF 403, bad TTL 400, dated path 403; A's token is refused for B (401)"):
-        r = in_cli(HTTP_CLIENT + f'''
+        r = in_cli(f'''
 ttl = {{"X-aws-ec2-metadata-token-ttl-seconds": "60"}}
 out = {{}}
 out["xff"] = req("{IP_A}", "PUT", "/latest/api/token", dict(ttl, **{{"X-Forwarded-For": "{IP_B}"}}))
@@ -498,7 +402,7 @@ table ip cabttl {
     ip saddr 169.254.169.254 tcp sport 80 tcp flags & (syn|fin|rst) == 0 ip ttl 64 meta length > 60 counter
   }
 }""")
-        r = in_cli(HTTP_CLIENT + f'''
+        r = in_cli(f'''
 c = http.client.HTTPConnection("169.254.169.254", 80, timeout=5, source_address=("{IP_A}", 0))
 c.request("PUT", "/latest/api/token", headers={{"X-aws-ec2-metadata-token-ttl-seconds": "30"}})
 r = c.getresponse(); tok = r.read().decode()
@@ -514,7 +418,6 @@ print(json.dumps([r.status, r2.status, body]))''')
         assert counts[0] >= 1 and counts[1] >= 1, f"data packets with ttl 1 / 64: {counts}"
 
     ctr_code = HTTP_CLIENT + r'''
-import socket
 def attempt(method, path, headers):
     try:
         c = http.client.HTTPConnection("169.254.169.254", 80, timeout=3)
@@ -537,14 +440,14 @@ print(json.dumps([attempt("PUT", "/latest/api/token", {"X-aws-ec2-metadata-token
 
     with checks.case("http_endpoint disabled: 403 for everything"):
         srv.start([dict(INST_A, endpoint=False), INST_B])
-        r = in_cli(HTTP_CLIENT + f'''
+        r = in_cli(f'''
 print(json.dumps([req("{IP_A}", "GET", "/latest/meta-data/"), req("{IP_A}", "GET", "/openstack"),
                   req("{IP_A}", "PUT", "/latest/api/token", {{"X-aws-ec2-metadata-token-ttl-seconds": "60"}})]))''')
         assert [x[0] for x in r] == [403, 403, 403], r
 
     with checks.case("http_tokens=required: DataSourceEc2 as on AWS (IMDSv2) crawls everything; v1 gets 401"):
         srv.start([dict(INST_A, http_tokens="required"), INST_B])
-        r = in_cli(HTTP_CLIENT + f'''
+        r = in_cli(f'''
 print(json.dumps([req("{IP_A}", "GET", "/latest/meta-data/instance-id"),
                   req("{IP_A}", "GET", "/openstack/latest/meta_data.json"),
                   req("{IP_A}", "GET", "/latest/meta-data/instance-id", {{"X-aws-ec2-metadata-token": "AAAA"}})]))''')

@@ -441,6 +441,22 @@ static void test_netmap(void **state)
     assert_int_equal(cnt.no_port, 2);
     assert_int_equal(cnt.peer_mismatch, 1);
     assert_int_equal(cnt.ok, 0);
+    {
+        /* the same on /metrics: one series per result, each counted */
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        assert_non_null(f);
+        assert_int_equal(netmap_metrics(nm, f), 0);
+        assert_int_equal(fclose(f), 0);
+        assert_non_null(strstr(text, "# TYPE compute_agent_metadata_lookups_total counter\n"));
+        assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"no_port\"} 2\n"));
+        assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"peer_mismatch\"} 1\n"));
+        assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"ok\"} 0\n"));
+        assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"unfiltered\"} 0\n"));
+        assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"not_live\"} 0\n"));
+        free(text);
+    }
     netmap_free(nm);
     store_free(s);
     instance_release(&inst);
