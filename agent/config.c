@@ -579,6 +579,7 @@ static void net_release(struct net_config *n)
     free(n->remote);
     free(n->group);
     free(n->cidr);
+    free(n->ip_range);
     free(n->gateway);
     free(n->dns);
     memset(n, 0, sizeof(*n));
@@ -600,7 +601,7 @@ static const struct net_key net_keys[] = {
     NK("port", NK_INT, port, 0, 65535),    NK("mtu", NK_INT, mtu, 68, 65535),
     NK("cidr", NK_STR, cidr, 0, 0),        NK("gateway", NK_STR, gateway, 0, 0),
     NK("dns", NK_STR, dns, 0, 0),          NK("dhcp", NK_BOOL, dhcp, 0, 0),
-    NK("metadata", NK_BOOL, metadata, 0, 0),
+    NK("metadata", NK_BOOL, metadata, 0, 0), NK("ip_range", NK_STR, ip_range, 0, 0),
 };
 
 static int net_key_index(const char *key)
@@ -769,6 +770,32 @@ static int net_finish(struct net_config *n, struct agent_error *err)
     }
     if (n->dhcp && !n->mask)
         return NET_ERR("dhcp", "network %s: dhcp needs a cidr", n->name);
+    if (n->ip_range && *n->ip_range) {
+        const char *dash = strchr(n->ip_range, '-');
+        char lo[16], hi[16];
+        uint32_t first = 0, last = 0;
+
+        if (!n->mask)
+            return NET_ERR("ip_range", "network %s: ip_range needs a cidr", n->name);
+        if (!dash || (size_t)(dash - n->ip_range) >= sizeof(lo) || strlen(dash + 1) >= sizeof(hi))
+            return NET_ERR("ip_range", "network %s: ip_range '%.40s' is not FIRST-LAST (IPv4)", n->name,
+                           n->ip_range);
+        memcpy(lo, n->ip_range, (size_t)(dash - n->ip_range));
+        lo[dash - n->ip_range] = '\0';
+        strcpy(hi, dash + 1);
+        if (net_parse_ipv4(lo, &first) < 0 || net_parse_ipv4(hi, &last) < 0)
+            return NET_ERR("ip_range", "network %s: ip_range '%.40s' is not FIRST-LAST (IPv4)", n->name,
+                           n->ip_range);
+        if ((first & n->mask) != n->net || (last & n->mask) != n->net || first == n->net || last == (n->net | ~n->mask))
+            return NET_ERR("ip_range", "network %s: ip_range '%s' is not inside the host addresses of %s",
+                           n->name, n->ip_range, n->cidr);
+        if (first > last)
+            return NET_ERR("ip_range", "network %s: ip_range '%s' ends before it starts", n->name, n->ip_range);
+        if (first == last && first == n->gw)
+            return NET_ERR("ip_range", "network %s: ip_range '%s' holds only the gateway", n->name, n->ip_range);
+        n->range_lo = first;
+        n->range_hi = last;
+    }
 #undef NET_ERR
     return 0;
 }

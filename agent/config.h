@@ -29,10 +29,12 @@ struct net_config {
     char *dns;                /* comma list as written */
     bool dhcp;                /* dnsmasq on the network (later) */
     bool metadata;            /* the metadata service listens on its bridge (default true) */
+    char *ip_range;           /* "A-B" inside cidr: where allocated addresses come from ("": all) */
     /* derived */
     uint32_t net, mask;       /* cidr's network and mask (0/0 without cidr) */
     int prefix;
     uint32_t gw;              /* gateway or 0 */
+    uint32_t range_lo, range_hi; /* ip_range parsed, host byte order (0/0: the whole cidr) */
     uint32_t dns_addr[NET_DNS_MAX];
     size_t n_dns;
 };

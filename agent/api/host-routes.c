@@ -93,6 +93,8 @@ int api_networks_list(const struct api_call *call, json_t **reply)
                       "bridge", bridge, "cidr", n->cidr && *n->cidr ? json_string(n->cidr) : json_null(),
                       "gateway", n->gw ? json_string(gw) : json_null(), "dns", dns, "mtu",
                       n->mtu ? json_integer(n->mtu) : json_null(), "dhcp", n->dhcp, "metadata", n->metadata);
+        if (n->range_lo)
+            json_object_set_new(o, "ip_range", json_string(n->ip_range));
         if (n->kind == NET_VLAN)
             json_object_set_new(o, "vlan_id", json_integer(n->vlan_id));
         if (n->kind == NET_VLAN || (n->kind == NET_VXLAN && n->parent))
