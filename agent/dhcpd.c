@@ -113,15 +113,13 @@ bool dhcpd_cmdline_ours(const char *cmdline, size_t len, const char *pidfile_arg
 
 bool dhcpd_status_catches(const char *status, int sig)
 {
-    const char *p = strstr(status, "\nSigCgt:");
+    const char *p = strncmp(status, "SigCgt:", 7) == 0 ? status : strstr(status, "\nSigCgt:");
     unsigned long long mask;
     char *end;
 
-    if (!p && strncmp(status, "SigCgt:", 7) == 0)
-        p = status - 1;
     if (!p || sig < 1 || sig > 64)
         return false;
-    p += 8;
+    p += *p == '\n' ? 8 : 7;
     p += strspn(p, " \t");
     errno = 0;
     mask = strtoull(p, &end, 16);
@@ -656,7 +654,7 @@ int dhcpd_new(uv_loop_t *loop, const struct dhcpd_deps *deps, const struct dhcpd
 
 static void refresh_one(struct dhcpd_net *n)
 {
-    char bridge[16];
+    char bridge[16] = "";
     bool exists = bridge_of(n, bridge) && if_nametoindex(bridge) != 0;
 
     if (!n->usable || n->d->stopping)
