@@ -242,8 +242,9 @@ static int parse_mac(const char *s, uint8_t mac[6])
     return 0;
 }
 
-/* DIR/hosts and DIR/opts from the store's live ports of the network. */
-static int write_files(struct dhcpd_net *n, const char *bridge)
+/* DIR/hosts from the store's live ports of the network, and DIR/opts when
+ * with_opts (they change only with the configuration: written at each start). */
+static int write_files(struct dhcpd_net *n, const char *bridge, bool with_opts)
 {
     struct netplug_dhcp_config c;
     struct netplug_dhcp_host *hosts = NULL;
@@ -273,7 +274,7 @@ static int write_files(struct dhcpd_net *n, const char *bridge)
         hosts[nh].ipv4 = a.s_addr;
         nh++;
     }
-    r = netplug_dhcp_write_opts(&c, &ne);
+    r = with_opts ? netplug_dhcp_write_opts(&c, &ne) : 0;
     if (r == 0)
         r = netplug_dhcp_write_hosts(&c, hosts, nh, &ne);
     if (r < 0)
@@ -521,7 +522,7 @@ static void child_start(struct dhcpd_net *n)
         set_error(n, "dnsmasq: '%s' not found (dhcp.dnsmasq)", d->dnsmasq_given);
         return;
     }
-    if (!bridge_of(n, bridge) || write_files(n, bridge) < 0)
+    if (!bridge_of(n, bridge) || write_files(n, bridge, true) < 0)
         return;
     fill_config(n, bridge, dns, &cfg);
     if (netplug_dhcp_argv(&cfg, &argv, &ne) < 0) {
@@ -664,7 +665,7 @@ static void refresh_one(struct dhcpd_net *n)
         child_term(n);
         /* the hosts file stays current for the next start */
         if (n->d->dnsmasq[0] && n->cfg->gw && bridge[0])
-            write_files(n, bridge);
+            write_files(n, bridge, false);
         return;
     }
     n->want = true;
@@ -672,7 +673,7 @@ static void refresh_one(struct dhcpd_net *n)
         child_start(n);
     } else if (n->child->term_sent) {
         /* stopping: on_exit_ starts it again, n->want being set */
-    } else if (write_files(n, bridge) == 0) {
+    } else if (write_files(n, bridge, false) == 0) {
         child_hup(n);
     }
 }

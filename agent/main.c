@@ -676,6 +676,10 @@ int main(int argc, char **argv)
     if (build(&a, imgc_dir, &err) < 0)
         goto fail;
     start_handles(&a);
+    /* DHCP for the guests still running on bridges that exist, from the
+     * store's ports, without waiting for the hypervisor (each reconcile
+     * refreshes it) */
+    dhcpd_refresh(a.dhcpd, NULL);
 
     log_info("compute-agent starting", "version=%s state_dir=%s hypervisor=%s uri=%s", CA_VERSION,
              a.cfg.state_dir, a.cfg.hypervisor, hv_uri(a.hv));
