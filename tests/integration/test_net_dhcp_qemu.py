@@ -67,6 +67,7 @@ def dnsmasq_pids(ddir):
 def dhcp_state(cl):
     st, body = cl.get("/v1/networks")
     assert st == 200, f"GET /v1/networks -> {st} {short(body)}"
+    calib.validate_response("GET", "/v1/networks", st, body)
     n = {x["name"]: x for x in body["networks"]}[NET]
     assert n["dhcp"] is True, short(n)
     return n.get("dhcp_server")
@@ -162,6 +163,10 @@ def body(c, d, ns, uri, agent, cl, gdir, ddir, ids, seen):
     with c.case("launch guest 1 (ca.net=dhcp) -> running", fatal=True):
         i1 = launch(c, cl, f"{prefix}-1", G1, ids)
     w1 = check_lease(c, i1, G1, "guest 1")
+    with c.case("guest 1's DHCP went through its anti-spoofing filter (the tap's nft elements)"):
+        dev = i1["interfaces"][0]["device"]
+        text = netenv.nft_text(ns)
+        assert f'"{dev}" . {G1["mac"]}' in text and f'"{dev}" . {G1["ip"]}' in text, text
     with c.case("guest 1: the metadata fetch over DHCP's routes gives its instance-id"):
         netenv.wait_marker(w1, r"^done$", timeout=120)
         m = netenv.markers(w1.text())
@@ -214,7 +219,8 @@ def body(c, d, ns, uri, agent, cl, gdir, ddir, ids, seen):
         assert G2["mac"] not in hosts and G1["mac"] in hosts, hosts
         assert running_pid(cl) == pid3, short(dhcp_state(cl))
     with c.case("stop the agent (SIGTERM) with guest 1 running: no dnsmasq is left (by pid)", fatal=True):
-        agent.stop(timeout=60)
+        rc = agent.stop(timeout=60)
+        assert rc == 0, f"agent exit status {rc}:\n{agent.log_tail()}"
         left = [p for p in seen if pid_alive(p)] + dnsmasq_pids(ddir)
         assert not left, f"dnsmasq left: {left}"
     with c.case("start the agent again: dnsmasq runs for guest 1's bridge", fatal=True):
@@ -236,7 +242,8 @@ def body(c, d, ns, uri, agent, cl, gdir, ddir, ids, seen):
         ln = netenv.links(ns)
         assert BR not in ln and not [n for n, l in ln.items() if netenv.ours(l)], short(ln)
         assert not netenv.leaks(ns, cl), netenv.leaks(ns, cl)
-        agent.stop(timeout=60)
+        rc = agent.stop(timeout=60)
+        assert rc == 0, f"agent exit status {rc}:\n{agent.log_tail()}"
         left = [p for p in seen if pid_alive(p)] + dnsmasq_pids(ddir)
         assert not left, f"dnsmasq left: {left}"
     return agent
