@@ -771,6 +771,8 @@ static int net_finish(struct net_config *n, struct agent_error *err)
     }
     if (n->dhcp && !n->mask)
         return NET_ERR("dhcp", "network %s: dhcp needs a cidr", n->name);
+    if (n->dhcp && !n->gw) /* the router option, and dnsmasq's address on the bridge */
+        return NET_ERR("dhcp", "network %s: dhcp needs a gateway", n->name);
 #undef NET_ERR
     return 0;
 }

@@ -96,6 +96,8 @@ static void test_config_networks(void **state)
     assert_true(cfg.md_config_drive);
     assert_true(cfg.md_enabled);
     assert_string_equal(cfg.md_product, "OpenStack Nova");
+    assert_string_equal(cfg.dhcp_dnsmasq, "dnsmasq");
+    assert_string_equal(cfg.dhcp_user, "root");
     config_release(&cfg);
 
     expect_conf_error("[network n1]\ntype = vxlan\n", "network.n1.vni");
@@ -116,6 +118,8 @@ static void test_config_networks(void **state)
     expect_conf_error("[network n1]\nbridge = b\ndns = 1.2.3\n", "network.n1.dns");
     expect_conf_error("[network n1]\nbridge = b\nmtu = 67\n", "network.n1.mtu");
     expect_conf_error("[network n1]\nbridge = b\ndhcp = maybe\n", "network.n1.dhcp");
+    expect_conf_error("[network n1]\nbridge = b\ndhcp = true\n", "network.n1.dhcp");
+    expect_conf_error("[network n1]\nbridge = b\ncidr = 10.0.0.0/24\ndhcp = true\n", "network.n1.dhcp");
     expect_conf_error("[network n1]\nbridge = b\nmtu = 1500\nmtu = 1400\n", "network.n1.mtu");
     expect_conf_error("[network n1]\nbridge = b\ncolour = red\n", "network");
     expect_conf_error("[network n1]\nbridge = b\n[network n1]\nbridge = c\n", "network");
