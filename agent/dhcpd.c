@@ -674,6 +674,7 @@ static void refresh_one(struct dhcpd_net *n)
     } else if (n->child->term_sent) {
         /* stopping: on_exit_ starts it again, n->want being set */
     } else if (write_files(n, bridge, false) == 0) {
+        n->error[0] = '\0'; /* running, with the current hosts */
         child_hup(n);
     }
 }
