@@ -169,8 +169,7 @@ static void schedule_reconnect(struct agent *a)
     uv_timer_start(&a->reconnect_timer, on_reconnect_timer, a->reconnect_delay_ms, 0);
 }
 
-/* ops hooks: the API's long-polls hear of the end; a lost connection is
- * reconnected. */
+/* The DHCP servers of inst's networks (each once). */
 static void dhcp_refresh_ports(struct agent *a, const struct instance *inst)
 {
     for (size_t k = 0; inst && k < inst->n_ports; k++) {
@@ -182,6 +181,8 @@ static void dhcp_refresh_ports(struct agent *a, const struct instance *inst)
     }
 }
 
+/* ops hooks: the API's long-polls hear of the end; a lost connection is
+ * reconnected. */
 static void on_operation_finished(void *opaque, const struct op_record *rec, const struct instance *inst)
 {
     struct agent *a = opaque;
