@@ -105,6 +105,8 @@ static const struct key_desc keys[] = {
     K("metadata", "config_drive", KEY_BOOL, md_config_drive, "false", 0, 0, NULL, "attach a config drive to launches that do not say"),
     K("metadata", "config_drive_format", KEY_STR, md_config_drive_format, "config-2", 0, 0, NULL, "config-2|nocloud"),
     K("metadata", "xorriso", KEY_STR, md_xorriso, "xorriso", 0, 0, NULL, "xorriso program for config drives"),
+    K("dhcp", "dnsmasq", KEY_STR, dhcp_dnsmasq, "dnsmasq", 0, 0, NULL, "dnsmasq program for dhcp networks (PATH, /usr/sbin, /sbin searched when no slash)"),
+    K("dhcp", "user", KEY_STR, dhcp_user, "root", 0, 0, NULL, "user dnsmasq runs as (--user); \"\": dnsmasq's default"),
 };
 
 static int parse_bool(const char *v, bool *out)
@@ -796,6 +798,8 @@ static int net_finish(struct net_config *n, struct agent_error *err)
         n->range_lo = first;
         n->range_hi = last;
     }
+    if (n->dhcp && !n->gw) /* the router option, and dnsmasq's address on the bridge */
+        return NET_ERR("dhcp", "network %s: dhcp needs a gateway", n->name);
 #undef NET_ERR
     return 0;
 }

@@ -27,7 +27,7 @@ struct net_config {
     char *cidr;               /* guest subnet "10.0.0.0/24" ("": no allocator, IPs refused) */
     char *gateway;            /* "": none */
     char *dns;                /* comma list as written */
-    bool dhcp;                /* dnsmasq on the network (later) */
+    bool dhcp;                /* dnsmasq on the network (agent/dhcpd.c) */
     bool metadata;            /* the metadata service listens on its bridge (default true) */
     char *ip_range;           /* "A-B" inside cidr: where allocated addresses come from ("": all) */
     /* derived */
@@ -120,6 +120,9 @@ struct agent_config {
     bool md_config_drive;     /* default of config_drive */
     char *md_config_drive_format; /* config-2|nocloud */
     char *md_xorriso;         /* xorriso binary (PATH searched when no slash) */
+    /* [dhcp] */
+    char *dhcp_dnsmasq;       /* dnsmasq program for dhcp networks */
+    char *dhcp_user;          /* its --user ("": dnsmasq's default) */
     /* [network NAME] sections, in file order */
     struct net_config *networks;
     size_t n_networks;
