@@ -675,6 +675,8 @@ static int net_set(struct net_config *n, const char *key, const char *value, str
             if (parse_bool(value, (bool *)field) < 0)
                 return agent_error_set(err, EINVAL, "invalid_config", fname,
                                        "network %s: %s '%s' is not true or false", n->name, key, value);
+            if (field == (void *)&n->metadata)
+                n->metadata_set = true;
             return 0;
         }
     }
@@ -705,6 +707,16 @@ static int net_finish(struct net_config *n, struct agent_error *err)
         return NET_ERR("bridge", "network %s: bridge '%s' is longer than 15 characters", n->name, n->bridge);
     if ((n->kind == NET_BRIDGE || n->kind == NET_OVS) && (!n->bridge || !*n->bridge))
         return NET_ERR("bridge", "network %s: bridge is required for type %s", n->name, n->type);
+    if (n->kind == NET_OVS) {
+        /* The lookup that names a metadata request's instance reads the Linux
+         * bridge's neighbour and FDB tables, and the anti-spoofing filter that
+         * makes them trustworthy is the nft bridge family: neither sees an
+         * Open vSwitch bridge (port security there is the OVS controller's). */
+        if (n->metadata_set && n->metadata)
+            return NET_ERR("metadata", "network %s: metadata is not served on an ovs network (the agent can "
+                           "neither filter nor identify its guests; use a config drive)", n->name);
+        n->metadata = false;
+    }
     if (n->kind == NET_VLAN && (!n->parent || !*n->parent))
         return NET_ERR("parent", "network %s: parent is required for type vlan", n->name);
     if (n->kind == NET_VLAN && !n->vlan_id)

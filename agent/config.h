@@ -28,7 +28,8 @@ struct net_config {
     char *gateway;            /* "": none */
     char *dns;                /* comma list as written */
     bool dhcp;                /* dnsmasq on the network (agent/dhcpd.c) */
-    bool metadata;            /* the metadata service listens on its bridge (default true) */
+    bool metadata;            /* the metadata service listens on its bridge (default true; ovs: false) */
+    bool metadata_set;        /* metadata was written in the file */
     char *ip_range;           /* "A-B" inside cidr: where allocated addresses come from ("": all) */
     /* derived */
     uint32_t net, mask;       /* cidr's network and mask (0/0 without cidr) */

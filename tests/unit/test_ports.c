@@ -140,6 +140,15 @@ static void test_config_networks(void **state)
         config_release(&c2);
     }
     expect_conf_error("[network n1]\nbridge = br0\nip_range = 10.0.0.5-10.0.0.9\n", "network.n1.ip_range");
+    expect_conf_error("[network o1]\ntype = ovs\nbridge = br-int\nmetadata = true\n", "network.o1.metadata");
+    {
+        struct agent_config c3;
+        struct agent_error e3 = {0};
+        if (load("[network o1]\ntype = ovs\nbridge = br-int\n", &c3, &e3) < 0)
+            fail_msg("%s", e3.message);
+        assert_false(c3.networks[0].metadata); /* off by default on ovs */
+        config_release(&c3);
+    }
     expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.5\n", "network.n1.ip_range");
     expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.5-10.0.1.9\n", "network.n1.ip_range");
     expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.0-10.0.0.9\n", "network.n1.ip_range");
