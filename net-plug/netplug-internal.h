@@ -19,6 +19,7 @@
 #define NP_VXLAN_PORT 4789
 #define NP_METADATA_ADDR "169.254.169.254"
 #define NP_DEL_THREADS_MAX 32            /* deletions finishing in the background, at most */
+#define NP_PEER_TIMEOUT_MS 250           /* netplug_peer(): the most one netlink answer may take */
 
 struct nl_sock;
 struct nft_ctx;
@@ -72,6 +73,12 @@ struct netplug {
     pthread_mutex_t del_lock;
     pthread_cond_t del_cond;
     unsigned del_inflight;
+    /* netplug_peer() (peer.c), on the agent's loop: a netlink socket of its
+     * own with a receive timeout, under a lock of its own; `nets` is linked
+     * with both np->lock and peer_lock held, so either lock reads it */
+    pthread_mutex_t peer_lock;
+    int peer_fd; /* -1: none */
+    uint32_t peer_seq;
 };
 
 /* ---- errors (netplug.c) ---- */
@@ -132,6 +139,9 @@ char *netplug_filter_dump(struct netplug *np);
 /* ---- ovs (ovs.c) ---- */
 int np_ovs_find(struct netplug *np, const char *configured);
 int np_ovs_run(struct netplug *np, const char *const *argv, struct np_error *err);
+
+/* ---- peers (peer.c) ---- */
+int np_peer_open(struct netplug *np); /* np->peer_fd, or -errno */
 
 /* ---- records (netplug.c) ---- */
 struct np_net *np_net_find(struct netplug *np, const char *name);

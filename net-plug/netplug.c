@@ -223,6 +223,8 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     pthread_mutex_init(&np->lock, NULL);
     pthread_mutex_init(&np->del_lock, NULL);
     pthread_cond_init(&np->del_cond, NULL);
+    pthread_mutex_init(&np->peer_lock, NULL);
+    np->peer_fd = -1;
     np->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     strscpy(np->table, cfg->nft_table ? cfg->nft_table : "compute_agent", sizeof(np->table));
     np->antispoof = cfg->antispoof;
@@ -233,6 +235,10 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     }
     if ((r = nl_connect(np->sk, NETLINK_ROUTE)) < 0) {
         r = np_fail(err, np_nlerr(r), "netplug: netlink: %s", nl_geterror(r));
+        goto fail;
+    }
+    if ((r = np_peer_open(np)) < 0) {
+        r = np_fail(err, r, "netplug: netlink: %s", strerror(-r));
         goto fail;
     }
     if (np->antispoof) {
@@ -270,6 +276,9 @@ void netplug_free(struct netplug *np)
         nft_ctx_free(np->nft);
     if (np->sk)
         nl_socket_free(np->sk);
+    if (np->peer_fd >= 0)
+        close(np->peer_fd);
+    pthread_mutex_destroy(&np->peer_lock);
     pthread_mutex_destroy(&np->lock);
     pthread_mutex_destroy(&np->del_lock);
     pthread_cond_destroy(&np->del_cond);
@@ -399,8 +408,10 @@ int netplug_network_add(struct netplug *np, const struct np_network *net, struct
         goto out;
     }
     *n = tmp;
+    pthread_mutex_lock(&np->peer_lock); /* netplug_peer() reads the list under it alone */
     n->next = np->nets;
     np->nets = n;
+    pthread_mutex_unlock(&np->peer_lock);
     np->loaded = false; /* ports may now map to this network */
     r = 0;
 out:

@@ -14,7 +14,8 @@
  * client namespaces, drops asserted by nft counters and by a listener on the
  * bridge that must not see them) and netplug_peer(); DHCP: Debian's dnsmasq
  * run with net-plug/dhcp.c's argv and files answers a DISCOVER sent through a
- * filtered port (skipped without dnsmasq); the cost of one plug + unplug. */
+ * filtered port (skipped without dnsmasq); netplug_peer() after a real TCP
+ * connection (entry present, absent, the MAC on another port, VLAN filtering); the cost of one plug + unplug. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -30,6 +31,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -52,6 +54,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <signal.h>
+
+extern char **environ;
 
 static int main_ns = -1; /* the current case's namespace */
 
@@ -1442,6 +1446,158 @@ static const uint8_t *dhcp_opt(const uint8_t *m, size_t len, uint8_t code, size_
     return NULL;
 }
 
+/* ---- netplug_peer(): targeted gets, no dumps ---- */
+
+static void t_neigh_add(const char *dev, const char *ip, const uint8_t mac[6])
+{
+    struct nl_sock *sk = t_sock();
+    struct rtnl_neigh *ne = rtnl_neigh_alloc();
+    struct in_addr a;
+    assert_int_equal(inet_pton(AF_INET, ip, &a), 1);
+    struct nl_addr *dst = nl_addr_build(AF_INET, &a, 4);
+    struct nl_addr *ll = nl_addr_build(AF_LLC, mac, 6);
+    rtnl_neigh_set_ifindex(ne, (int)if_nametoindex(dev));
+    rtnl_neigh_set_dst(ne, dst);
+    rtnl_neigh_set_lladdr(ne, ll);
+    rtnl_neigh_set_state(ne, NUD_PERMANENT);
+    assert_int_equal(rtnl_neigh_add(sk, ne, NLM_F_CREATE | NLM_F_REPLACE), 0);
+    nl_addr_put(dst);
+    nl_addr_put(ll);
+    rtnl_neigh_put(ne);
+    nl_socket_free(sk);
+}
+
+/* A TCP connection from the client namespace ns to ip:port (the listener lfd in
+ * main_ns), accepted within 3 s: what a guest's metadata request starts with. */
+static void tcp_connect_from(int ns, int lfd, uint32_t ip, uint16_t port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip};
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    int fd, a;
+
+    enter(ns);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    enter(main_ns);
+    assert_true(fd >= 0);
+    assert_true(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EINPROGRESS);
+    assert_int_equal(poll(&pfd, 1, 3000), 1);
+    a = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(a >= 0);
+    close(a);
+    close(fd);
+}
+
+static int run_quiet(const char *const *argv)
+{
+    pid_t pid;
+    int st;
+    posix_spawn_file_actions_t fa;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0)
+        return -1;
+    while (waitpid(pid, &st, 0) < 0)
+        ;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static void test_peer(void **state)
+{
+    uint8_t mac[6];
+    char dev[16];
+    (void)state;
+
+    struct netplug *np = t_np(true);
+    t_net_add(np, &(struct np_network){.name = "pe", .type = NP_NET_BRIDGE, .bridge = "cab-pe",
+                                       .gateway = "10.78.0.1/24", .metadata = true});
+    struct np_port a = port("pe", "vpa", NP_PORT_VETH, 0x1a, "10.78.0.10");
+    struct np_port b = port("pe", "vpb", NP_PORT_VETH, 0x1b, "10.78.0.11");
+    t_plug(np, &a);
+    t_plug(np, &b);
+    int ns_a = t_client_ns(), ns_b = t_client_ns();
+    assert_int_equal(t_change("vpap", chg_nsfd, &ns_a), 0);
+    assert_int_equal(t_change("vpbp", chg_nsfd, &ns_b), 0);
+    client_setup(ns_a, "vpap", "10.78.0.10");
+    client_setup(ns_b, "vpbp", "10.78.0.11");
+    /* b knows the gateway's MAC already: its first packet is the TCP SYN (no ARP
+     * from the guest); the host's SYN-ACK resolves b itself */
+    enter(ns_b);
+    t_neigh_add("vpbp", "10.78.0.1", t_info(np, "cab-pe").addr);
+    enter(main_ns);
+
+    /* nothing sent yet: no neighbour entries */
+    assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), -ENOENT);
+
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = ip4("10.78.0.1")};
+    socklen_t sl = sizeof(sa);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    uint16_t lport = ntohs(sa.sin_port);
+
+    /* 1. present: once a connection is accepted, the entry is there (the
+     * guest's ARP made it STALE/DELAY; without one, the SYN-ACK resolved it) */
+    tcp_connect_from(ns_a, lfd, ip4("10.78.0.1"), lport);
+    assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), 0);
+    assert_memory_equal(mac, a.mac, 6);
+    assert_string_equal(dev, "vpa");
+    tcp_connect_from(ns_b, lfd, ip4("10.78.0.1"), lport);
+    assert_int_equal(netplug_peer(np, "pe", b.ipv4, mac, dev), 0);
+    assert_memory_equal(mac, b.mac, 6);
+    assert_string_equal(dev, "vpb");
+
+    /* 2. absent: no neighbour; no such network; a neighbour whose MAC the bridge
+     * never learnt; a neighbour naming the bridge's own MAC (a permanent entry) */
+    assert_int_equal(netplug_peer(np, "pe", ip4("10.78.0.99"), mac, dev), -ENOENT);
+    assert_int_equal(netplug_peer(np, "nope", a.ipv4, mac, dev), -ENOENT);
+    const uint8_t unseen[6] = {0x52, 0x54, 0x00, 0x11, 0x22, 0x7f};
+    t_neigh_add("cab-pe", "10.78.0.50", unseen);
+    assert_int_equal(netplug_peer(np, "pe", ip4("10.78.0.50"), mac, dev), -ENOENT);
+    t_neigh_add("cab-pe", "10.78.0.52", t_info(np, "cab-pe").addr);
+    assert_int_equal(netplug_peer(np, "pe", ip4("10.78.0.52"), mac, dev), -ENOENT);
+    t_neigh_add("cab-pe", "10.78.0.53", t_info(np, "vpa").addr); /* the host end's own MAC */
+    assert_int_equal(netplug_peer(np, "pe", ip4("10.78.0.53"), mac, dev), -ENOENT);
+
+    /* 3. a's IP with b's MAC: the lookup names b's port (the caller's check
+     * against a's port then refuses it) */
+    t_neigh_add("cab-pe", "10.78.0.10", b.mac);
+    assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), 0);
+    assert_memory_equal(mac, b.mac, 6);
+    assert_string_equal(dev, "vpb");
+    t_neigh_add("cab-pe", "10.78.0.10", a.mac);
+
+    /* 4. a bridge with VLAN filtering learns per VLAN (the get of VLAN 0 misses
+     * those): the lookup reads that bridge's FDB instead */
+    const char *vf[] = {"ip", "link", "set", "cab-pe", "type", "bridge", "vlan_filtering", "1", NULL};
+    char macs[18];
+    snprintf(macs, sizeof(macs), "%02x:%02x:%02x:%02x:%02x:%02x", a.mac[0], a.mac[1], a.mac[2], a.mac[3],
+             a.mac[4], a.mac[5]);
+    const char *del[] = {"bridge", "fdb", "del", macs, "dev", "vpa", "master", NULL};
+    if (run_quiet(vf) == 0) {
+        run_quiet(del);
+        assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), -ENOENT);
+        tcp_connect_from(ns_a, lfd, ip4("10.78.0.1"), lport);
+        assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), 0);
+        assert_memory_equal(mac, a.mac, 6);
+        assert_string_equal(dev, "vpa");
+    } else {
+        print_message("peer: `ip link set ... vlan_filtering 1` not usable here: VLAN-filtering case skipped\n");
+    }
+
+    close(lfd);
+    close(ns_a);
+    close(ns_b);
+    t_unplug(np, "vpa");
+    t_unplug(np, "vpb");
+    netplug_free(np);
+}
+
 static void test_dhcp(void **state)
 {
     struct np_error e = {0};
@@ -1617,6 +1773,7 @@ int main(void)
         cmocka_unit_test_setup(test_threads, setup_ns),
         cmocka_unit_test_setup(test_ovs, setup_ns),
         cmocka_unit_test_setup(test_spoof, setup_ns),
+        cmocka_unit_test_setup(test_peer, setup_ns),
         cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };
