@@ -112,6 +112,17 @@ int np_addr_ensure(struct netplug *np, int ifindex, struct in_addr a, int prefix
 /* Calls fn for every link (dump); stops at fn's negative return. */
 int np_link_foreach(struct netplug *np, int (*fn)(void *opaque, const struct np_linkinfo *li,
                                                    const char *name), void *opaque);
+/* A guest port's bridge side: learning off on the port (IFLA_BRPORT_LEARNING 0),
+ * so no frame it sends (the link-local ones that skip the filter included) can
+ * move a MAC in the bridge's forwarding database; the guest's MAC then gets a
+ * static, sticky entry on it (NUD_NOARP, NTF_STICKY: not "permanent", which
+ * marks the bridge's own local entries), which goes with the port. The port must
+ * be in the bridge already. */
+int np_port_learning_off(struct netplug *np, int ifindex);
+int np_fdb_static(struct netplug *np, int port_ifindex, int bridge_ifindex, const uint8_t mac[6]);
+/* BR_BOOLOPT_NO_LL_LEARN on a bridge (the uplink's link-local frames too):
+ * -EOPNOTSUPP / -EINVAL where the kernel lacks it. */
+int np_bridge_no_ll_learn(struct netplug *np, int ifindex);
 /* How many links have master == ifindex, not counting the one named except. */
 int np_bridge_slaves(struct netplug *np, int ifindex, const char *except);
 

@@ -506,6 +506,10 @@ static int net_ensure(struct netplug *np, struct np_net *n, struct undo *u, stru
     }
     if (!ours)
         return 0; /* an operator's bridge: used as it is */
+    /* no learning from link-local frames (the uplink's: guest ports learn nothing) */
+    if ((r = np_bridge_no_ll_learn(np, br->ifindex)) < 0 && r != -EOPNOTSUPP && r != -EINVAL)
+        return np_fail(err, r, "network %s: bridge: cannot set no_linklocal_learn on %s: %s", n->name, n->bridge,
+                       strerror(-r));
     if (!(br->flags & IFF_UP) && (r = np_link_set(np, n->bridge, 0, -1, true, NULL, NULL)) < 0)
         return np_fail(err, r, "network %s: bridge: cannot set %s up: %s", n->name, n->bridge, strerror(-r));
     if (n->gw.s_addr && (r = np_addr_ensure(np, br->ifindex, n->gw, n->gw_prefix)) < 0)
@@ -700,13 +704,25 @@ static int plug_locked(struct netplug *np, const struct np_port *p, struct np_er
         mtu = want > (int)br.mtu ? want : (int)br.mtu;
         if ((unsigned)mtu == li.mtu)
             mtu = 0;
-        if (mtu || li.master != br.ifindex || !(li.flags & IFF_UP)) {
-            r = np_link_set(np, p->dev, mtu, li.master != br.ifindex ? br.ifindex : -1, true, NULL, NULL);
+        if (mtu || li.master != br.ifindex) {
+            r = np_link_set(np, p->dev, mtu, li.master != br.ifindex ? br.ifindex : -1, false, NULL, NULL);
             if (r < 0) {
                 r = np_fail(err, r, "port %s: %s: %s", p->dev, mtu ? "mtu" : "network",
                             strerror(-r));
                 goto fail;
             }
+        }
+        /* Before it goes up: no learning on the port, the guest's MAC pinned to it
+         * (a link-local frame skips the filter, but the bridge would learn from it). */
+        if ((r = np_port_learning_off(np, li.ifindex)) < 0 ||
+            (r = np_fdb_static(np, li.ifindex, br.ifindex, p->mac)) < 0) {
+            r = np_fail(err, r, "port %s: network: cannot pin its MAC in bridge %s: %s", p->dev, n->bridge,
+                        strerror(-r));
+            goto fail;
+        }
+        if (!(li.flags & IFF_UP) && (r = np_link_set(np, p->dev, 0, -1, true, NULL, NULL)) < 0) {
+            r = np_fail(err, r, "port %s: network: cannot set it up: %s", p->dev, strerror(-r));
+            goto fail;
         }
     }
     if (rec->network[0] && strcmp(rec->network, n->name) != 0)

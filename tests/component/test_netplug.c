@@ -1382,6 +1382,155 @@ static void test_spoof(void **state)
 }
 
 
+/* ---- the bridge's forwarding database: learning off on guest ports, the MAC pinned ---- */
+
+/* The FDB port (ifindex) and state of mac on bridge br, or 0 when absent. */
+static int t_fdb_port(int br, const uint8_t mac[6], int *state)
+{
+    struct nl_sock *sk = t_sock();
+    struct nl_cache *c = NULL;
+    int found = 0;
+
+    assert_int_equal(nl_cache_alloc_name("route/neigh", &c), 0);
+    nl_cache_set_arg1(c, AF_BRIDGE);
+    assert_int_equal(nl_cache_refill(sk, c), 0);
+    for (struct nl_object *o = nl_cache_get_first(c); o; o = nl_cache_get_next(o)) {
+        struct rtnl_neigh *n = (struct rtnl_neigh *)o;
+        struct nl_addr *ll = rtnl_neigh_get_lladdr(n);
+        if (!ll || nl_addr_get_len(ll) != 6 || memcmp(nl_addr_get_binary_addr(ll), mac, 6) != 0 ||
+            rtnl_neigh_get_master(n) != br || rtnl_neigh_get_ifindex(n) == br)
+            continue;
+        found = rtnl_neigh_get_ifindex(n);
+        if (state)
+            *state = rtnl_neigh_get_state(n);
+    }
+    nl_cache_free(c);
+    nl_socket_free(sk);
+    return found;
+}
+
+/* The bridge port flags (RTNL_BRIDGE_*) of dev, from an AF_BRIDGE link dump. */
+static unsigned t_brport_flags(const char *dev)
+{
+    struct nl_sock *sk = t_sock();
+    struct nl_cache *c = NULL;
+    unsigned flags = ~0u;
+
+    assert_int_equal(rtnl_link_alloc_cache(sk, AF_BRIDGE, &c), 0);
+    struct rtnl_link *l = rtnl_link_get_by_name(c, dev);
+    assert_non_null(l);
+    flags = (unsigned)rtnl_link_bridge_get_flags(l);
+    rtnl_link_put(l);
+    nl_cache_free(c);
+    nl_socket_free(sk);
+    return flags;
+}
+
+static size_t frame_to(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], const char *marker)
+{
+    size_t n = frame_other(f, src, 0x88cc, marker); /* LLDP's ethertype */
+    memcpy(f, dst, 6);
+    return n;
+}
+
+/* One round on network `net` (bridge `bridge`, gateway 10.78.<sub>.1): a victim
+ * and an attacker port; the attacker sends link-local group frames carrying the
+ * victim's MAC (the bridge consumes them before its prerouting hook, so the
+ * filter never sees them, yet it used to learn their source from them). */
+static void fdb_round(struct netplug *np, const char *net, const char *bridge, int sub)
+{
+    static const uint8_t lldp[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e};
+    static const uint8_t pae[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x03}; /* 802.1X: the bridge input hook */
+    static const uint8_t stp[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x00};
+    uint8_t f[256], mac[6];
+    char dev[16], gw[32], ipv[32], ipa[32];
+    int st = 0;
+
+    snprintf(gw, sizeof(gw), "10.78.%d.1", sub);
+    snprintf(ipv, sizeof(ipv), "10.78.%d.10", sub);
+    snprintf(ipa, sizeof(ipa), "10.78.%d.11", sub);
+    struct np_port vic = port(net, "vvic", NP_PORT_VETH, 0x1a, ipv);
+    struct np_port atk = port(net, "vatk", NP_PORT_VETH, 0x1b, ipa);
+    t_plug(np, &vic);
+    t_plug(np, &atk);
+    int br = (int)if_nametoindex(bridge), ivic = (int)if_nametoindex("vvic"), iatk = (int)if_nametoindex("vatk");
+
+    /* learning is off on both guest ports; each guest MAC is a static (not
+     * permanent) entry on its port */
+    assert_int_equal(t_brport_flags("vvic") & RTNL_BRIDGE_LEARNING, 0);
+    assert_int_equal(t_brport_flags("vatk") & RTNL_BRIDGE_LEARNING, 0);
+    assert_int_equal(t_fdb_port(br, vic.mac, &st), ivic);
+    assert_true(st & NUD_NOARP);
+    assert_false(st & NUD_PERMANENT);
+    assert_int_equal(t_fdb_port(br, atk.mac, NULL), iatk);
+
+    int ns_vic = t_client_ns(), ns_atk = t_client_ns();
+    assert_int_equal(t_change("vvicp", chg_nsfd, &ns_vic), 0);
+    assert_int_equal(t_change("vatkp", chg_nsfd, &ns_atk), 0);
+    client_setup(ns_vic, "vvicp", ipv);
+    client_setup(ns_atk, "vatkp", ipa);
+    int tx = raw_socket_in(ns_atk, "vatkp");
+
+    /* the victim talks: the gateway's neighbour entry for its IP */
+    int u = udp_socket(ip4(gw), 20011);
+    udp_send_from(ns_vic, ip4(gw), 20011, "victim-hello");
+    assert_true(udp_recv(u, "victim-hello", 3000));
+    assert_int_equal(netplug_peer(np, net, vic.ipv4, mac, dev), 0);
+    assert_string_equal(dev, "vvic");
+
+    const uint8_t *dsts[] = {lldp, pae, stp};
+    for (size_t i = 0; i < ARRAY_SIZE(dsts); i++) {
+        size_t n = frame_to(f, dsts[i], vic.mac, "LL-VICTIM-MAC");
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(send(tx, f, n, 0), (ssize_t)n);
+    }
+    /* an honest frame from the same port after them: once the gateway has it,
+     * the bridge has handled the others */
+    udp_send_from(ns_atk, ip4(gw), 20011, "attacker-fence");
+    assert_true(udp_recv(u, "attacker-fence", 3000));
+    assert_int_equal(t_fdb_port(br, vic.mac, &st), ivic);
+    assert_true(st & NUD_NOARP);
+    assert_int_equal(t_fdb_port(br, atk.mac, NULL), iatk);
+    assert_int_equal(netplug_peer(np, net, vic.ipv4, mac, dev), 0);
+    assert_memory_equal(mac, vic.mac, 6);
+    assert_string_equal(dev, "vvic");
+    assert_int_equal(netplug_peer(np, net, atk.ipv4, mac, dev), 0);
+    assert_string_equal(dev, "vatk");
+
+    /* idempotent re-plug keeps it so; unplug takes the entry with the port */
+    t_plug(np, &vic);
+    assert_int_equal(t_fdb_port(br, vic.mac, NULL), ivic);
+    enter(ns_atk);
+    close(tx);
+    enter(main_ns);
+    t_unplug(np, "vatk");
+    assert_int_equal(t_fdb_port(br, atk.mac, NULL), 0);
+    t_unplug(np, "vvic");
+    close(u);
+    close(ns_vic);
+    close(ns_atk);
+}
+
+static void test_fdb_pinned(void **state)
+{
+    struct netplug *np = t_np(true);
+    (void)state;
+
+    /* an agent-made bridge (no_linklocal_learn set too) */
+    t_net_add(np, &(struct np_network){.name = "fp", .type = NP_NET_BRIDGE, .bridge = "cab-fp",
+                                       .gateway = "10.78.0.1/24"});
+    fdb_round(np, "fp", "cab-fp", 0);
+    assert_false(t_exists("cab-fp"));
+    /* an operator's bridge, left as it is: only the ports' settings protect it */
+    t_bridge("opfp", 0);
+    t_up("opfp");
+    t_addr("opfp", "10.78.1.1", 24, true);
+    t_net_add(np, &(struct np_network){.name = "op", .type = NP_NET_BRIDGE, .bridge = "opfp"});
+    fdb_round(np, "op", "opfp", 1);
+    assert_true(t_exists("opfp"));
+    netplug_free(np);
+}
+
 /* ---- DHCP: dnsmasq with what net-plug/dhcp.c writes, a DISCOVER from a client ---- */
 
 static pid_t dnsmasq_pid = -1;
@@ -1617,6 +1766,7 @@ int main(void)
         cmocka_unit_test_setup(test_threads, setup_ns),
         cmocka_unit_test_setup(test_ovs, setup_ns),
         cmocka_unit_test_setup(test_spoof, setup_ns),
+        cmocka_unit_test_setup(test_fdb_pinned, setup_ns),
         cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };
