@@ -8,9 +8,14 @@
  * delivers anything) that lets a filtered port send only:
  *   frames from its MAC; ARP (Ethernet/IPv4) with its MAC and its IP (or the
  *   0.0.0.0 of an RFC 5227 probe); IPv4 from its IP, or the DHCP discover
- *   0.0.0.0:68 -> 255.255.255.255:67; never a DHCP server reply (udp sport 67);
- *   nothing else (IPv6, VLAN-tagged frames, other ethertypes), as libvirt's
- *   clean-traffic. Named counters count each verdict, for tests and metrics.
+ *   0.0.0.0:68 -> 255.255.255.255:67; never a DHCP server reply (udp sport 67,
+ *   or anything to udp port 68); no link-local group frame (01:80:c2:00:00:0X:
+ *   here and in the bridge input chain, for those the bridge consumes); nothing
+ *   else (IPv6, so no DHCPv6 either; VLAN-tagged frames, other ethertypes), as
+ *   libvirt's clean-traffic. Named counters count each verdict, for tests and
+ *   metrics. (01:80:c2:00:00:00 and :0e meet no bridge hook at all: learning is
+ *   off on guest ports, link.c, and the inet table drops what reaches the port's
+ *   own stack.)
  * The rules are rewritten (flush + add, one transaction) once per process, so
  * an older table is upgraded in place; the sets' elements and the counters
  * stay. Called with np->lock held. */
@@ -87,8 +92,8 @@ static int nft_run(struct netplug *np, const char *cmd, bool json, struct np_err
     return r;
 }
 
-static const char *const counters[] = {"mac_drop", "arp_drop",  "ip_drop",   "dhcp_server_drop",
-                                       "other_drop", "ip_accept", "arp_accept"};
+static const char *const counters[] = {"mac_drop",  "arp_drop",   "ip_drop",   "dhcp_server_drop",
+                                       "other_drop", "ip_accept", "arp_accept", "ll_drop"};
 
 int np_filter_ensure(struct netplug *np, struct np_error *err)
 {
@@ -106,12 +111,16 @@ int np_filter_ensure(struct netplug *np, struct np_error *err)
         sb_add(&b, "add counter bridge %s %s\n", t, counters[i]);
     sb_add(&b, "add chain bridge %s prerouting { type filter hook prerouting priority -200; "
                "policy accept; }\n", t);
+    sb_add(&b, "add chain bridge %s input { type filter hook input priority -200; policy accept; }\n", t);
     sb_add(&b, "add chain bridge %s arp_check\nadd chain bridge %s ip_check\n", t, t);
     sb_add(&b, "flush chain bridge %s prerouting\nflush chain bridge %s arp_check\n"
-               "flush chain bridge %s ip_check\n", t, t, t);
+               "flush chain bridge %s ip_check\nflush chain bridge %s input\n", t, t, t, t);
 #define RULE(chain, text) sb_add(&b, "add rule bridge %s " chain " " text "\n", t)
     RULE("prerouting", "iifname != @ports accept");
     RULE("prerouting", "iifname . ether saddr != @macs counter name mac_drop drop");
+    /* link-local group frames (STP, LACP, 802.1X, LLDP...): nothing a guest needs
+     * to send; those the bridge forwards (group_fwd_mask) pass here */
+    RULE("prerouting", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop");
     RULE("prerouting", "ether type arp jump arp_check");
     RULE("prerouting", "ether type ip jump ip_check");
     RULE("prerouting", "counter name other_drop drop");
@@ -124,10 +133,15 @@ int np_filter_ensure(struct netplug *np, struct np_error *err)
     RULE("arp_check", "iifname . arp saddr ip != @ips counter name arp_drop drop");
     RULE("arp_check", "counter name arp_accept accept");
     RULE("ip_check", "udp sport 67 counter name dhcp_server_drop drop");
+    RULE("ip_check", "udp dport 68 counter name dhcp_server_drop drop"); /* a reply from any port */
     RULE("ip_check", "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
                      "counter name ip_accept accept");
     RULE("ip_check", "iifname . ip saddr != @ips counter name ip_drop drop");
     RULE("ip_check", "counter name ip_accept accept");
+    /* the ones the bridge consumes skip prerouting; but for 01:80:c2:00:00:00 and
+     * :0e (no bridge hook at all: see the inet table) they come through input */
+    RULE("input", "iifname != @ports accept");
+    RULE("input", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop");
 #undef RULE
     if (b.err) {
         free(b.p);

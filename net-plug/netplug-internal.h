@@ -135,7 +135,7 @@ int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *e
 /* Reads the sets into records (creating records for unknown devices). */
 int np_filter_load(struct netplug *np, struct np_error *err);
 /* A named counter of the table ("mac_drop", "arp_drop", "ip_drop",
- * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept"): packets. */
+ * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept", "ll_drop"): packets. */
 int netplug_counter(struct netplug *np, const char *name, uint64_t *packets);
 /* The current elements (text, for tests and debugging): newly allocated. */
 char *netplug_filter_dump(struct netplug *np);

@@ -1531,6 +1531,66 @@ static void test_fdb_pinned(void **state)
     netplug_free(np);
 }
 
+/* ---- fake DHCP servers: any guest frame to udp 68 is dropped, clients pass ---- */
+
+static void test_dhcp_fake_server(void **state)
+{
+    struct spoof s = {0};
+    uint8_t f[512];
+    size_t n;
+    (void)state;
+
+    s.np = t_np(true);
+    t_net_add(s.np, &(struct np_network){.name = "fd", .type = NP_NET_BRIDGE, .bridge = "cab-fd",
+                                         .gateway = "10.79.0.1/24"});
+    struct np_port good = port("fd", "vfdg", NP_PORT_VETH, 0x2a, "10.79.0.10");
+    struct np_port bad = port("fd", "vfdb", NP_PORT_VETH, 0x2b, "10.79.0.11");
+    t_plug(s.np, &good);
+    t_plug(s.np, &bad);
+    memcpy(s.mac_good, good.mac, 6);
+    memcpy(s.mac_bad, bad.mac, 6);
+    s.ip_good = good.ipv4;
+    s.ip_bad = bad.ipv4;
+    s.gw = ip4("10.79.0.0");
+    s.ns_bad = t_client_ns();
+    assert_int_equal(t_change("vfdbp", chg_nsfd, &s.ns_bad), 0);
+    client_setup(s.ns_bad, "vfdbp", "10.79.0.11");
+    s.rx = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    assert_true(s.rx >= 0);
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                              .sll_ifindex = (int)if_nametoindex("cab-fd")};
+    assert_int_equal(bind(s.rx, (struct sockaddr *)&sll, sizeof(sll)), 0);
+    s.tx_bad = raw_socket_in(s.ns_bad, "vfdbp");
+
+    /* server direction, from the guest's own MAC and IP: dropped whatever the source port */
+    n = frame_udp(f, s.mac_bad, BCAST, s.ip_bad, ip4("255.255.255.255"), 1067, 68, "OFFER-SPORT-1067");
+    send_expect(&s, f, n, "OFFER-SPORT-1067", false, "dhcp_server_drop");
+    n = frame_udp(f, s.mac_bad, BCAST, s.ip_bad, ip4("255.255.255.255"), 67, 68, "OFFER-SPORT-67");
+    send_expect(&s, f, n, "OFFER-SPORT-67", false, "dhcp_server_drop");
+    n = frame_udp(f, s.mac_bad, s.mac_good, s.ip_bad, s.ip_good, 5000, 68, "ACK-UNICAST");
+    send_expect(&s, f, n, "ACK-UNICAST", false, "dhcp_server_drop");
+    /* client direction: the discover and a renewal from its own IP pass */
+    n = frame_udp(f, s.mac_bad, BCAST, 0, ip4("255.255.255.255"), 68, 67, "DISCOVER");
+    send_expect(&s, f, n, "DISCOVER", true, "ip_accept");
+    n = frame_udp(f, s.mac_bad, BCAST, s.ip_bad, ip4("10.79.0.255"), 68, 67, "RENEW");
+    send_expect(&s, f, n, "RENEW", true, "ip_accept");
+    /* a link-local group frame forwarded by the bridge would meet prerouting */
+    n = frame_other(f, s.mac_bad, 0x88cc, "LL-FRAME");
+    memcpy(f, (const uint8_t[]){0x01, 0x80, 0xc2, 0x00, 0x00, 0x03}, 6);
+    uint64_t ll = counter(s.np, "ll_drop");
+    send_expect(&s, f, n, "LL-FRAME", false, NULL);
+    assert_true(counter(s.np, "ll_drop") > ll);
+
+    enter(s.ns_bad);
+    close(s.tx_bad);
+    enter(main_ns);
+    t_unplug(s.np, "vfdb");
+    t_unplug(s.np, "vfdg");
+    close(s.rx);
+    close(s.ns_bad);
+    netplug_free(s.np);
+}
+
 /* ---- DHCP: dnsmasq with what net-plug/dhcp.c writes, a DISCOVER from a client ---- */
 
 static pid_t dnsmasq_pid = -1;
@@ -1767,6 +1827,7 @@ int main(void)
         cmocka_unit_test_setup(test_ovs, setup_ns),
         cmocka_unit_test_setup(test_spoof, setup_ns),
         cmocka_unit_test_setup(test_fdb_pinned, setup_ns),
+        cmocka_unit_test_setup(test_dhcp_fake_server, setup_ns),
         cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };
