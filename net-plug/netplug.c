@@ -5,6 +5,8 @@
  * deletes a bridge another port still uses. One mutex serialises every call. */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/if_packet.h>
 #include <stdarg.h>
 
 #include <netlink/netlink.h>
@@ -938,4 +940,22 @@ bool netplug_port_filtered(struct netplug *np, const char *dev)
         r = rec->filtered && rec->has_dev;
     pthread_mutex_unlock(&np->lock);
     return r;
+}
+
+bool netplug_mac_on_host(const uint8_t mac[6], char dev[16])
+{
+    struct ifaddrs *ifa = NULL;
+    bool found = false;
+
+    if (getifaddrs(&ifa) < 0)
+        return false;
+    for (struct ifaddrs *i = ifa; i && !found; i = i->ifa_next) {
+        const struct sockaddr_ll *ll = (const struct sockaddr_ll *)i->ifa_addr;
+        if (!ll || ll->sll_family != AF_PACKET || ll->sll_halen != 6 || memcmp(ll->sll_addr, mac, 6) != 0)
+            continue;
+        strscpy(dev, i->ifa_name, 16);
+        found = true;
+    }
+    freeifaddrs(ifa);
+    return found;
 }

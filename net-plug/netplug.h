@@ -110,6 +110,12 @@ bool netplug_port_filtered(struct netplug *np, const char *dev);
 int netplug_peer(struct netplug *np, const char *network, uint32_t src_ipv4, uint8_t mac[6],
                  char dev[16]);
 
+/* True when a device of the calling thread's namespace has mac as its own
+ * address (a bridge, a host NIC, a port's host end): a guest given that MAC
+ * would be confused with it. Its name in dev (written only when true). Takes
+ * no lock and no handle: one getifaddrs() (a netlink dump, about a millisecond). */
+bool netplug_mac_on_host(const uint8_t mac[6], char dev[16]);
+
 /* The bridge device name of a recorded network. 0 or -ENOENT. */
 int netplug_network_bridge(struct netplug *np, const char *network, char bridge[16]);
 
