@@ -423,7 +423,8 @@ static int build_imgcache(struct agent *a, const char *imgc_dir, struct agent_er
 /* The host's networks (net-plug), the metadata lookup and service. */
 static int build_networking(struct agent *a, struct agent_error *err)
 {
-    struct netplug_config npc = {.antispoof = true};
+    /* the filter table checked every second: put back after a flush ruleset or a firewall reload */
+    struct netplug_config npc = {.antispoof = true, .check_ms = 1000};
     struct np_error ne = {0};
     struct netmap_deps nd;
     int r;

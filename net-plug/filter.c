@@ -95,6 +95,38 @@ static int nft_run(struct netplug *np, const char *cmd, bool json, struct np_err
 static const char *const counters[] = {"mac_drop",  "arp_drop",   "ip_drop",   "dhcp_server_drop",
                                        "other_drop", "ip_accept", "arp_accept", "ll_drop"};
 
+/* The rules, in order (np_filter_verify counts them back). */
+static const struct {
+    const char *chain, *text;
+} rules[] = {
+    {"prerouting", "iifname != @ports accept"},
+    {"prerouting", "iifname . ether saddr != @macs counter name mac_drop drop"},
+    /* link-local group frames (STP, LACP, 802.1X, LLDP...): nothing a guest needs
+     * to send; those the bridge forwards (group_fwd_mask) meet them here */
+    {"prerouting", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop"},
+    {"prerouting", "ether type arp jump arp_check"},
+    {"prerouting", "ether type ip jump ip_check"},
+    {"prerouting", "counter name other_drop drop"},
+    {"arp_check", "arp htype != 1 counter name arp_drop drop"},
+    {"arp_check", "arp ptype != ip counter name arp_drop drop"},
+    {"arp_check", "arp hlen != 6 counter name arp_drop drop"},
+    {"arp_check", "arp plen != 4 counter name arp_drop drop"},
+    {"arp_check", "iifname . arp saddr ether != @macs counter name arp_drop drop"},
+    {"arp_check", "arp saddr ip 0.0.0.0 counter name arp_accept accept"},
+    {"arp_check", "iifname . arp saddr ip != @ips counter name arp_drop drop"},
+    {"arp_check", "counter name arp_accept accept"},
+    {"ip_check", "udp sport 67 counter name dhcp_server_drop drop"},
+    {"ip_check", "udp dport 68 counter name dhcp_server_drop drop"}, /* a reply from any source port */
+    {"ip_check", "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
+                 "counter name ip_accept accept"},
+    {"ip_check", "iifname . ip saddr != @ips counter name ip_drop drop"},
+    {"ip_check", "counter name ip_accept accept"},
+    /* the link-local frames the bridge consumes skip prerouting; all but
+     * 01:80:c2:00:00:00 and :0e (which meet no bridge hook at all) pass input */
+    {"input", "iifname != @ports accept"},
+    {"input", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop"},
+};
+
 int np_filter_ensure(struct netplug *np, struct np_error *err)
 {
     struct sbuf b = {0};
@@ -115,34 +147,8 @@ int np_filter_ensure(struct netplug *np, struct np_error *err)
     sb_add(&b, "add chain bridge %s arp_check\nadd chain bridge %s ip_check\n", t, t);
     sb_add(&b, "flush chain bridge %s prerouting\nflush chain bridge %s arp_check\n"
                "flush chain bridge %s ip_check\nflush chain bridge %s input\n", t, t, t, t);
-#define RULE(chain, text) sb_add(&b, "add rule bridge %s " chain " " text "\n", t)
-    RULE("prerouting", "iifname != @ports accept");
-    RULE("prerouting", "iifname . ether saddr != @macs counter name mac_drop drop");
-    /* link-local group frames (STP, LACP, 802.1X, LLDP...): nothing a guest needs
-     * to send; those the bridge forwards (group_fwd_mask) pass here */
-    RULE("prerouting", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop");
-    RULE("prerouting", "ether type arp jump arp_check");
-    RULE("prerouting", "ether type ip jump ip_check");
-    RULE("prerouting", "counter name other_drop drop");
-    RULE("arp_check", "arp htype != 1 counter name arp_drop drop");
-    RULE("arp_check", "arp ptype != ip counter name arp_drop drop");
-    RULE("arp_check", "arp hlen != 6 counter name arp_drop drop");
-    RULE("arp_check", "arp plen != 4 counter name arp_drop drop");
-    RULE("arp_check", "iifname . arp saddr ether != @macs counter name arp_drop drop");
-    RULE("arp_check", "arp saddr ip 0.0.0.0 counter name arp_accept accept");
-    RULE("arp_check", "iifname . arp saddr ip != @ips counter name arp_drop drop");
-    RULE("arp_check", "counter name arp_accept accept");
-    RULE("ip_check", "udp sport 67 counter name dhcp_server_drop drop");
-    RULE("ip_check", "udp dport 68 counter name dhcp_server_drop drop"); /* a reply from any port */
-    RULE("ip_check", "ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 "
-                     "counter name ip_accept accept");
-    RULE("ip_check", "iifname . ip saddr != @ips counter name ip_drop drop");
-    RULE("ip_check", "counter name ip_accept accept");
-    /* the ones the bridge consumes skip prerouting; but for 01:80:c2:00:00:00 and
-     * :0e (no bridge hook at all: see the inet table) they come through input */
-    RULE("input", "iifname != @ports accept");
-    RULE("input", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop");
-#undef RULE
+    for (size_t i = 0; i < ARRAY_SIZE(rules); i++)
+        sb_add(&b, "add rule bridge %s %s %s\n", t, rules[i].chain, rules[i].text);
     if (b.err) {
         free(b.p);
         return np_fail(err, -b.err, "anti-spoofing: %s", strerror(-b.err));
@@ -198,16 +204,30 @@ static int run_change(struct netplug *np, struct sbuf *b, struct np_error *err, 
     return r;
 }
 
-/* The table is not as recorded (edited or deleted by someone else): read its
- * elements back and put the chains in place again. */
-static int table_reread(struct netplug *np, struct np_error *err)
+/* The table is not as this process wrote it (flushed, deleted, edited by
+ * someone else: a firewall reload, `nft flush ruleset`): the table, its chains
+ * and every recorded port's entries are put back as recorded. Memory is the
+ * truth here: the records are what plug and unplug last made. */
+static int table_repair(struct netplug *np, struct np_error *err)
 {
+    struct sbuf b = {0};
     int r;
 
     np->nft_ready = false;
-    if ((r = np_filter_load(np, err)) < 0)
+    if ((r = np_filter_ensure(np, err)) < 0)
         return r;
-    return np_filter_ensure(np, err);
+    for (struct np_portrec *p = np->ports; p; p = p->next)
+        if (p->filtered)
+            add_elems(&b, "add", np->table, p->dev, p->mac, p->ipv4);
+    if (!b.p && !b.err)
+        return 0;
+    if (b.err) {
+        free(b.p);
+        return np_fail(err, -b.err, "anti-spoofing: %s", strerror(-b.err));
+    }
+    r = nft_run(np, b.p, false, err, "anti-spoofing: restoring the ports' entries");
+    free(b.p);
+    return r;
 }
 
 int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
@@ -215,8 +235,10 @@ int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[
 {
     int r;
 
-    if (rec->filtered && memcmp(rec->mac, mac, 6) == 0 && rec->ipv4 == ipv4)
-        return 0;
+    bool same = rec->filtered && memcmp(rec->mac, mac, 6) == 0 && rec->ipv4 == ipv4;
+
+    /* even when the record says so: "add" again (idempotent) is what finds a
+     * table someone flushed */
     if ((r = np_filter_ensure(np, err)) < 0) {
         if (err) {
             char why[sizeof(err->msg)];
@@ -227,14 +249,13 @@ int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[
     }
     for (int attempt = 0;; attempt++) {
         struct sbuf b = {0};
-        if (rec->filtered) {
+        if (rec->filtered && !same)
             add_elems(&b, "delete", np->table, rec->dev, rec->mac, rec->ipv4);
-        }
         add_elems(&b, "add", np->table, rec->dev, mac, ipv4);
         r = run_change(np, &b, attempt ? err : NULL, rec->dev);
         if (r == 0)
             break;
-        if (attempt || (r = table_reread(np, err)) < 0)
+        if (attempt || (r = table_repair(np, err)) < 0)
             return r < 0 ? r : -EIO;
     }
     rec->filtered = true;
@@ -255,7 +276,7 @@ int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *e
         r = run_change(np, &b, attempt ? err : NULL, rec->dev);
         if (r == 0)
             break;
-        if (attempt || (r = table_reread(np, err)) < 0)
+        if (attempt || (r = table_repair(np, err)) < 0)
             return r < 0 ? r : -EIO;
         if (!rec->filtered)
             return 0; /* gone already */
@@ -360,6 +381,110 @@ int np_filter_load(struct netplug *np, struct np_error *err)
     if (r < 0)
         return np_fail(err, -r, "anti-spoofing: %s", strerror(-r));
     return 0;
+}
+
+/* Whether set elems holds dev (ports) or dev . val (macs, ips). */
+static bool elems_have(json_t *elems, const char *dev, const char *val)
+{
+    size_t i;
+    json_t *e;
+
+    json_array_foreach(elems, i, e) {
+        if (json_is_object(e) && json_object_get(e, "elem"))
+            e = json_object_get(json_object_get(e, "elem"), "val");
+        if (!val) {
+            if (json_is_string(e) && strcmp(json_string_value(e), dev) == 0)
+                return true;
+            continue;
+        }
+        json_t *c = json_object_get(e, "concat");
+        const char *d = json_string_value(json_array_get(c, 0)), *v = json_string_value(json_array_get(c, 1));
+        if (d && v && strcmp(d, dev) == 0 && strcasecmp(v, val) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool rec_in_table(json_t *sets[3], const struct np_portrec *p)
+{
+    char m[18], i[16];
+
+    fmt_mac(p->mac, m);
+    if (!elems_have(sets[0], p->dev, NULL) || !elems_have(sets[1], p->dev, m))
+        return false;
+    if (p->ipv4) {
+        fmt_ip(p->ipv4, i);
+        if (!elems_have(sets[2], p->dev, i))
+            return false;
+    }
+    return true;
+}
+
+int np_filter_verify(struct netplug *np, const char *dev)
+{
+    char cmd[128];
+    json_error_t je;
+    json_t *root, *it, *sets[3] = {NULL, NULL, NULL};
+    size_t i, nrules = 0;
+    bool pre = false, in = false;
+    int r;
+
+    snprintf(cmd, sizeof(cmd), "list table bridge %s", np->table);
+    if ((r = nft_run(np, cmd, true, NULL, "anti-spoofing")) < 0)
+        return r == -ENOENT ? -ESTALE : r;
+    if (!(root = json_loads(nft_ctx_get_output_buffer(np->nft), 0, &je)))
+        return -EIO;
+    json_array_foreach(json_object_get(root, "nftables"), i, it) {
+        json_t *o;
+        const char *name;
+        if (json_object_get(it, "rule")) {
+            nrules++;
+        } else if ((o = json_object_get(it, "chain"))) {
+            name = json_string_value(json_object_get(o, "name"));
+            const char *hook = json_string_value(json_object_get(o, "hook"));
+            if (name && hook && strcmp(name, "prerouting") == 0 && strcmp(hook, "prerouting") == 0)
+                pre = true;
+            if (name && hook && strcmp(name, "input") == 0 && strcmp(hook, "input") == 0)
+                in = true;
+        } else if ((o = json_object_get(it, "set")) && (name = json_string_value(json_object_get(o, "name")))) {
+            json_t *el = json_object_get(o, "elem");
+            if (!el)
+                el = json_array();
+            else
+                json_incref(el);
+            int k = strcmp(name, "ports") == 0 ? 0 : strcmp(name, "macs") == 0 ? 1 : strcmp(name, "ips") == 0 ? 2 : -1;
+            if (k >= 0 && !sets[k])
+                sets[k] = el;
+            else
+                json_decref(el);
+        }
+    }
+    r = 0;
+    if (!pre || !in || nrules != ARRAY_SIZE(rules) || !sets[0] || !sets[1] || !sets[2])
+        r = -ESTALE;
+    for (struct np_portrec *p = np->ports; p && r == 0; p = p->next)
+        if (p->filtered && (!dev || strcmp(p->dev, dev) == 0) && !rec_in_table(sets, p))
+            r = -ESTALE;
+    for (int k = 0; k < 3; k++)
+        json_decref(sets[k]);
+    json_decref(root);
+    return r;
+}
+
+int np_filter_check(struct netplug *np, struct np_error *err)
+{
+    bool any = false;
+    int r;
+
+    for (struct np_portrec *p = np->ports; p && !any; p = p->next)
+        any = p->filtered;
+    if (!any)
+        return 0; /* nothing to guard (and no table to make) */
+    if ((r = np_filter_verify(np, NULL)) != -ESTALE)
+        return r;
+    if ((r = table_repair(np, err)) < 0)
+        return r;
+    return 1;
 }
 
 int netplug_counter(struct netplug *np, const char *name, uint64_t *packets)

@@ -72,6 +72,13 @@ struct netplug {
     pthread_mutex_t del_lock;
     pthread_cond_t del_cond;
     unsigned del_inflight;
+    /* the filter watch (netplug_config.check_ms): under watch_lock */
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_cond;
+    pthread_t watch;
+    bool watch_running, watch_stop;
+    unsigned check_ms;
+    uint64_t repairs; /* under lock */
 };
 
 /* ---- errors (netplug.c) ---- */
@@ -132,6 +139,13 @@ int np_filter_ensure(struct netplug *np, struct np_error *err);
 int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
                   struct np_error *err);
 int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *err);
+/* 0 when the table has its chains and rules as this process writes them and
+ * the entries of dev (NULL: of every filtered record) as recorded; -ESTALE
+ * when not (flushed, deleted, edited); other -errno when it cannot tell. */
+int np_filter_verify(struct netplug *np, const char *dev);
+/* np_filter_verify(NULL), and when stale, everything put back as recorded:
+ * 1 repaired, 0 intact (or nothing filtered), -errno. */
+int np_filter_check(struct netplug *np, struct np_error *err);
 /* Reads the sets into records (creating records for unknown devices). */
 int np_filter_load(struct netplug *np, struct np_error *err);
 /* A named counter of the table ("mac_drop", "arp_drop", "ip_drop",

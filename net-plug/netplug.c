@@ -5,6 +5,8 @@
  * deletes a bridge another port still uses. One mutex serialises every call. */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <time.h>
 #include <ifaddrs.h>
 #include <linux/if_packet.h>
 #include <stdarg.h>
@@ -206,6 +208,59 @@ static int ensure_loaded(struct netplug *np, struct np_error *err)
     return 0;
 }
 
+/* ---- the filter watch ---- */
+
+int netplug_filter_check(struct netplug *np, struct np_error *err)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&np->lock);
+    if (np->antispoof && np->loaded && (r = np_filter_check(np, err)) == 1)
+        np->repairs++;
+    pthread_mutex_unlock(&np->lock);
+    return r;
+}
+
+uint64_t netplug_filter_repairs(struct netplug *np)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&np->lock);
+    n = np->repairs;
+    pthread_mutex_unlock(&np->lock);
+    return n;
+}
+
+static void *watch_thread(void *arg)
+{
+    struct netplug *np = arg;
+    struct timespec ts;
+
+    /* the handle's sockets are bound to its namespace already; libnftables may
+     * open one lazily: let it be there too */
+    if (np->netns_fd >= 0 && setns(np->netns_fd, CLONE_NEWNET) < 0)
+        return NULL;
+    pthread_mutex_lock(&np->watch_lock);
+    while (!np->watch_stop) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += np->check_ms / 1000;
+        ts.tv_nsec += (long)(np->check_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!np->watch_stop && pthread_cond_timedwait(&np->watch_cond, &np->watch_lock, &ts) == 0)
+            ;
+        if (np->watch_stop)
+            break;
+        pthread_mutex_unlock(&np->watch_lock);
+        netplug_filter_check(np, NULL);
+        pthread_mutex_lock(&np->watch_lock);
+    }
+    pthread_mutex_unlock(&np->watch_lock);
+    return NULL;
+}
+
 /* ---- new / free ---- */
 
 int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct np_error *err)
@@ -225,6 +280,14 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     pthread_mutex_init(&np->lock, NULL);
     pthread_mutex_init(&np->del_lock, NULL);
     pthread_cond_init(&np->del_cond, NULL);
+    pthread_mutex_init(&np->watch_lock, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&np->watch_cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     np->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     strscpy(np->table, cfg->nft_table ? cfg->nft_table : "compute_agent", sizeof(np->table));
     np->antispoof = cfg->antispoof;
@@ -245,6 +308,14 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
         nft_ctx_buffer_output(np->nft);
         nft_ctx_buffer_error(np->nft);
     }
+    if (np->antispoof && cfg->check_ms > 0) {
+        np->check_ms = cfg->check_ms;
+        if ((r = -pthread_create(&np->watch, NULL, watch_thread, np)) < 0) {
+            r = np_fail(err, r, "netplug: cannot start the filter watch: %s", strerror(-r));
+            goto fail;
+        }
+        np->watch_running = true;
+    }
     *out = np;
     return 0;
 fail:
@@ -256,6 +327,13 @@ void netplug_free(struct netplug *np)
 {
     if (!np)
         return;
+    if (np->watch_running) {
+        pthread_mutex_lock(&np->watch_lock);
+        np->watch_stop = true;
+        pthread_cond_broadcast(&np->watch_cond);
+        pthread_mutex_unlock(&np->watch_lock);
+        pthread_join(np->watch, NULL);
+    }
     pthread_mutex_lock(&np->del_lock);
     while (np->del_inflight > 0)
         pthread_cond_wait(&np->del_cond, &np->del_lock);
@@ -275,6 +353,8 @@ void netplug_free(struct netplug *np)
     pthread_mutex_destroy(&np->lock);
     pthread_mutex_destroy(&np->del_lock);
     pthread_cond_destroy(&np->del_cond);
+    pthread_mutex_destroy(&np->watch_lock);
+    pthread_cond_destroy(&np->watch_cond);
     free(np);
 }
 
@@ -937,7 +1017,7 @@ bool netplug_port_filtered(struct netplug *np, const char *dev)
         return false;
     pthread_mutex_lock(&np->lock);
     if (np->antispoof && ensure_loaded(np, NULL) == 0 && (rec = np_port_find(np, dev)))
-        r = rec->filtered && rec->has_dev;
+        r = rec->filtered && rec->has_dev && np_filter_verify(np, dev) == 0;
     pthread_mutex_unlock(&np->lock);
     return r;
 }

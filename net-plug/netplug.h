@@ -65,6 +65,9 @@ struct netplug_config {
     const char *nft_table; /* NULL: "compute_agent" (family bridge) */
     bool antispoof;        /* true: filter every port (bridge, vlan, vxlan networks) */
     const char *ovs_vsctl; /* NULL: search PATH */
+    unsigned check_ms;     /* > 0: a thread of the handle's checks the filter table every
+                              check_ms and puts it back when someone flushed or changed
+                              it (netplug_filter_check); 0: no thread */
 };
 
 struct netplug;
@@ -99,8 +102,10 @@ int netplug_unplug(struct netplug *np, const char *dev, struct np_error *err);
  * kept. Carries on past a failing port; returns the first error. */
 int netplug_sync(struct netplug *np, const struct np_port *keep, size_t n, struct np_error *err);
 
-/* True when dev's anti-spoofing entries are in place (as netplug last wrote
- * them; false for unknown devices, ovs ports, or antispoof off). */
+/* True when dev's anti-spoofing entries are in place: recorded by this handle
+ * AND found in the kernel's table, with the table's chains and rules as
+ * netplug writes them (one libnftables listing); false for unknown devices,
+ * ovs ports, antispoof off, or a table someone flushed (until it is put back). */
 bool netplug_port_filtered(struct netplug *np, const char *dev);
 
 /* For the metadata service: the neighbour entry of src_ipv4 (network byte
@@ -115,6 +120,15 @@ int netplug_peer(struct netplug *np, const char *network, uint32_t src_ipv4, uin
  * would be confused with it. Its name in dev (written only when true). Takes
  * no lock and no handle: one getifaddrs() (a netlink dump, about a millisecond). */
 bool netplug_mac_on_host(const uint8_t mac[6], char dev[16]);
+
+/* Checks the filter table against what this handle wrote (chains, rules, every
+ * filtered port's entries) and, when someone removed or changed it, puts it
+ * back from the records: 1 repaired, 0 intact (or no port filtered), -errno.
+ * The check_ms thread calls it; so may the agent or a test. */
+int netplug_filter_check(struct netplug *np, struct np_error *err);
+
+/* How many times netplug_filter_check found the table changed and put it back. */
+uint64_t netplug_filter_repairs(struct netplug *np);
 
 /* The bridge device name of a recorded network. 0 or -ENOENT. */
 int netplug_network_bridge(struct netplug *np, const char *network, char bridge[16]);

@@ -1591,6 +1591,109 @@ static void test_dhcp_fake_server(void **state)
     netplug_free(s.np);
 }
 
+/* ---- the filter table flushed by someone else: found, put back ---- */
+
+static void t_nft(const char *cmd)
+{
+    struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+    assert_non_null(c);
+    nft_ctx_buffer_output(c);
+    nft_ctx_buffer_error(c);
+    int r = nft_run_cmd_from_buffer(c, cmd);
+    if (r != 0)
+        fail_msg("nft %s: %s", cmd, nft_ctx_get_error_buffer(c));
+    nft_ctx_free(c);
+}
+
+static void test_filter_flushed(void **state)
+{
+    struct spoof s = {0};
+    struct np_error e = {0};
+    uint8_t f[512];
+    size_t n;
+    const uint8_t fake_mac[6] = {0x52, 0x54, 0x00, 0x11, 0x22, 0x98};
+    (void)state;
+
+    s.np = t_np(true); /* no watch thread: the check is called by hand first */
+    t_net_add(s.np, &(struct np_network){.name = "ff", .type = NP_NET_BRIDGE, .bridge = "cab-ff",
+                                         .gateway = "10.80.0.1/24"});
+    struct np_port good = port("ff", "vffg", NP_PORT_VETH, 0x3a, "10.80.0.10");
+    struct np_port bad = port("ff", "vffb", NP_PORT_VETH, 0x3b, "10.80.0.11");
+    t_plug(s.np, &good);
+    t_plug(s.np, &bad);
+    memcpy(s.mac_bad, bad.mac, 6);
+    s.ip_bad = bad.ipv4;
+    s.gw = ip4("10.80.0.0");
+    s.ns_bad = t_client_ns();
+    assert_int_equal(t_change("vffbp", chg_nsfd, &s.ns_bad), 0);
+    client_setup(s.ns_bad, "vffbp", "10.80.0.11");
+    s.rx = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    assert_true(s.rx >= 0);
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                              .sll_ifindex = (int)if_nametoindex("cab-ff")};
+    assert_int_equal(bind(s.rx, (struct sockaddr *)&sll, sizeof(sll)), 0);
+    s.tx_bad = raw_socket_in(s.ns_bad, "vffbp");
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    assert_int_equal(netplug_filter_check(s.np, &e), 0);
+
+    /* a firewall reload: everything gone; the port is not filtered any more (the
+     * metadata service refuses it) and a spoofed frame passes */
+    t_nft("flush ruleset");
+    assert_false(netplug_port_filtered(s.np, "vffb"));
+    assert_false(netplug_port_filtered(s.np, "vffg"));
+    n = frame_udp(f, fake_mac, BCAST, s.ip_bad, ip4("10.80.0.255"), 5000, 5000, "FLUSHED-FAKEMAC");
+    send_expect(&s, f, n, "FLUSHED-FAKEMAC", true, NULL);
+    /* the check finds it and puts it all back */
+    assert_int_equal(netplug_filter_check(s.np, &e), 1);
+    assert_int_equal(netplug_filter_repairs(s.np), 1);
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    assert_true(netplug_port_filtered(s.np, "vffg"));
+    n = frame_udp(f, fake_mac, BCAST, s.ip_bad, ip4("10.80.0.255"), 5000, 5000, "RESTORED-FAKEMAC");
+    send_expect(&s, f, n, "RESTORED-FAKEMAC", false, "mac_drop");
+    /* one entry deleted, one rule deleted: found too */
+    t_nft("delete element bridge compute_agent macs { \"vffb\" . 52:54:00:11:22:3b }");
+    assert_false(netplug_port_filtered(s.np, "vffb"));
+    assert_true(netplug_port_filtered(s.np, "vffg"));
+    assert_int_equal(netplug_filter_check(s.np, &e), 1);
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    t_nft("flush chain bridge compute_agent ip_check");
+    assert_false(netplug_port_filtered(s.np, "vffg"));
+    assert_int_equal(netplug_filter_check(s.np, &e), 1);
+    assert_true(netplug_port_filtered(s.np, "vffg"));
+    netplug_free(s.np);
+
+    /* with the watch thread (as the agent runs it): back within a deadline */
+    struct netplug_config cfg = {.antispoof = true, .check_ms = 50};
+    assert_int_equal(netplug_new(&cfg, &s.np, &e), 0);
+    t_net_add(s.np, &(struct np_network){.name = "ff", .type = NP_NET_BRIDGE, .bridge = "cab-ff",
+                                         .gateway = "10.80.0.1/24"});
+    t_plug(s.np, &good); /* records loaded, idempotent */
+    t_plug(s.np, &bad);
+    uint64_t t0 = now_mono_ns();
+    t_nft("flush ruleset");
+    uint64_t end = t0 + 3000000000ull;
+    while (netplug_filter_repairs(s.np) == 0 && now_mono_ns() < end) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(netplug_filter_repairs(s.np) >= 1);
+    print_message("filter flushed: put back by the watch (50 ms period) after %.0f ms\n",
+                  (double)(now_mono_ns() - t0) / 1e6);
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    n = frame_udp(f, fake_mac, BCAST, s.ip_bad, ip4("10.80.0.255"), 5000, 5000, "WATCHED-FAKEMAC");
+    send_expect(&s, f, n, "WATCHED-FAKEMAC", false, "mac_drop");
+
+    enter(s.ns_bad);
+    close(s.tx_bad);
+    enter(main_ns);
+    t_unplug(s.np, "vffb");
+    t_unplug(s.np, "vffg");
+    assert_int_equal(netplug_filter_check(s.np, &e), 0);
+    close(s.rx);
+    close(s.ns_bad);
+    netplug_free(s.np);
+}
+
 /* ---- DHCP: dnsmasq with what net-plug/dhcp.c writes, a DISCOVER from a client ---- */
 
 static pid_t dnsmasq_pid = -1;
@@ -1828,6 +1931,7 @@ int main(void)
         cmocka_unit_test_setup(test_spoof, setup_ns),
         cmocka_unit_test_setup(test_fdb_pinned, setup_ns),
         cmocka_unit_test_setup(test_dhcp_fake_server, setup_ns),
+        cmocka_unit_test_setup(test_filter_flushed, setup_ns),
         cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };
