@@ -45,6 +45,7 @@ struct agent {
     struct imgcache *imgcache;  /* guest images: pull, verify, share, evict */
     struct netplug *np;         /* guest ports on the host's networks */
     struct netmap *netmap;      /* metadata requests -> instances */
+    struct dhcpd *dhcpd;        /* dnsmasq of the dhcp networks; NULL without net-plug */
     struct md_service *md;      /* the metadata service (NULL: metadata.enabled false) */
     bool *md_listening;         /* per cfg.networks[i]: the service listens on its bridge */
 

@@ -26,6 +26,7 @@
 struct api;
 struct catalog;
 struct controller;
+struct dhcpd;
 struct events;
 struct host;
 struct hv;
@@ -63,6 +64,7 @@ struct api_deps {
     struct netplug *np;               /* the networks' bridges as they are */
     struct md_service *md;            /* its answers counted on /metrics */
     struct netmap *netmap;            /* its lookups counted on /metrics */
+    struct dhcpd *dhcpd;              /* the networks' DHCP servers (GET /v1/networks) */
 };
 
 /* The settings it serves by (strings borrowed, they outlive the api). */

@@ -105,6 +105,8 @@ static const struct key_desc keys[] = {
     K("metadata", "config_drive", KEY_BOOL, md_config_drive, "false", 0, 0, NULL, "attach a config drive to launches that do not say"),
     K("metadata", "config_drive_format", KEY_STR, md_config_drive_format, "config-2", 0, 0, NULL, "config-2|nocloud"),
     K("metadata", "xorriso", KEY_STR, md_xorriso, "xorriso", 0, 0, NULL, "xorriso program for config drives"),
+    K("dhcp", "dnsmasq", KEY_STR, dhcp_dnsmasq, "dnsmasq", 0, 0, NULL, "dnsmasq program for dhcp networks (PATH, /usr/sbin, /sbin searched when no slash)"),
+    K("dhcp", "user", KEY_STR, dhcp_user, "root", 0, 0, NULL, "user dnsmasq runs as (--user); \"\": dnsmasq's default"),
 };
 
 static int parse_bool(const char *v, bool *out)
@@ -579,6 +581,7 @@ static void net_release(struct net_config *n)
     free(n->remote);
     free(n->group);
     free(n->cidr);
+    free(n->ip_range);
     free(n->gateway);
     free(n->dns);
     memset(n, 0, sizeof(*n));
@@ -600,7 +603,7 @@ static const struct net_key net_keys[] = {
     NK("port", NK_INT, port, 0, 65535),    NK("mtu", NK_INT, mtu, 68, 65535),
     NK("cidr", NK_STR, cidr, 0, 0),        NK("gateway", NK_STR, gateway, 0, 0),
     NK("dns", NK_STR, dns, 0, 0),          NK("dhcp", NK_BOOL, dhcp, 0, 0),
-    NK("metadata", NK_BOOL, metadata, 0, 0),
+    NK("metadata", NK_BOOL, metadata, 0, 0), NK("ip_range", NK_STR, ip_range, 0, 0),
 };
 
 static int net_key_index(const char *key)
@@ -672,6 +675,8 @@ static int net_set(struct net_config *n, const char *key, const char *value, str
             if (parse_bool(value, (bool *)field) < 0)
                 return agent_error_set(err, EINVAL, "invalid_config", fname,
                                        "network %s: %s '%s' is not true or false", n->name, key, value);
+            if (field == (void *)&n->metadata)
+                n->metadata_set = true;
             return 0;
         }
     }
@@ -702,6 +707,16 @@ static int net_finish(struct net_config *n, struct agent_error *err)
         return NET_ERR("bridge", "network %s: bridge '%s' is longer than 15 characters", n->name, n->bridge);
     if ((n->kind == NET_BRIDGE || n->kind == NET_OVS) && (!n->bridge || !*n->bridge))
         return NET_ERR("bridge", "network %s: bridge is required for type %s", n->name, n->type);
+    if (n->kind == NET_OVS) {
+        /* The lookup that names a metadata request's instance reads the Linux
+         * bridge's neighbour and FDB tables, and the anti-spoofing filter that
+         * makes them trustworthy is the nft bridge family: neither sees an
+         * Open vSwitch bridge (port security there is the OVS controller's). */
+        if (n->metadata_set && n->metadata)
+            return NET_ERR("metadata", "network %s: metadata is not served on an ovs network (the agent can "
+                           "neither filter nor identify its guests; use a config drive)", n->name);
+        n->metadata = false;
+    }
     if (n->kind == NET_VLAN && (!n->parent || !*n->parent))
         return NET_ERR("parent", "network %s: parent is required for type vlan", n->name);
     if (n->kind == NET_VLAN && !n->vlan_id)
@@ -769,6 +784,34 @@ static int net_finish(struct net_config *n, struct agent_error *err)
     }
     if (n->dhcp && !n->mask)
         return NET_ERR("dhcp", "network %s: dhcp needs a cidr", n->name);
+    if (n->ip_range && *n->ip_range) {
+        const char *dash = strchr(n->ip_range, '-');
+        char lo[16], hi[16];
+        uint32_t first = 0, last = 0;
+
+        if (!n->mask)
+            return NET_ERR("ip_range", "network %s: ip_range needs a cidr", n->name);
+        if (!dash || (size_t)(dash - n->ip_range) >= sizeof(lo) || strlen(dash + 1) >= sizeof(hi))
+            return NET_ERR("ip_range", "network %s: ip_range '%.40s' is not FIRST-LAST (IPv4)", n->name,
+                           n->ip_range);
+        memcpy(lo, n->ip_range, (size_t)(dash - n->ip_range));
+        lo[dash - n->ip_range] = '\0';
+        strcpy(hi, dash + 1);
+        if (net_parse_ipv4(lo, &first) < 0 || net_parse_ipv4(hi, &last) < 0)
+            return NET_ERR("ip_range", "network %s: ip_range '%.40s' is not FIRST-LAST (IPv4)", n->name,
+                           n->ip_range);
+        if ((first & n->mask) != n->net || (last & n->mask) != n->net || first == n->net || last == (n->net | ~n->mask))
+            return NET_ERR("ip_range", "network %s: ip_range '%s' is not inside the host addresses of %s",
+                           n->name, n->ip_range, n->cidr);
+        if (first > last)
+            return NET_ERR("ip_range", "network %s: ip_range '%s' ends before it starts", n->name, n->ip_range);
+        if (first == last && first == n->gw)
+            return NET_ERR("ip_range", "network %s: ip_range '%s' holds only the gateway", n->name, n->ip_range);
+        n->range_lo = first;
+        n->range_hi = last;
+    }
+    if (n->dhcp && !n->gw) /* the router option, and dnsmasq's address on the bridge */
+        return NET_ERR("dhcp", "network %s: dhcp needs a gateway", n->name);
 #undef NET_ERR
     return 0;
 }

@@ -27,12 +27,15 @@ struct net_config {
     char *cidr;               /* guest subnet "10.0.0.0/24" ("": no allocator, IPs refused) */
     char *gateway;            /* "": none */
     char *dns;                /* comma list as written */
-    bool dhcp;                /* dnsmasq on the network (later) */
-    bool metadata;            /* the metadata service listens on its bridge (default true) */
+    bool dhcp;                /* dnsmasq on the network (agent/dhcpd.c) */
+    bool metadata;            /* the metadata service listens on its bridge (default true; ovs: false) */
+    bool metadata_set;        /* metadata was written in the file */
+    char *ip_range;           /* "A-B" inside cidr: where allocated addresses come from ("": all) */
     /* derived */
     uint32_t net, mask;       /* cidr's network and mask (0/0 without cidr) */
     int prefix;
     uint32_t gw;              /* gateway or 0 */
+    uint32_t range_lo, range_hi; /* ip_range parsed, host byte order (0/0: the whole cidr) */
     uint32_t dns_addr[NET_DNS_MAX];
     size_t n_dns;
 };
@@ -118,6 +121,9 @@ struct agent_config {
     bool md_config_drive;     /* default of config_drive */
     char *md_config_drive_format; /* config-2|nocloud */
     char *md_xorriso;         /* xorriso binary (PATH searched when no slash) */
+    /* [dhcp] */
+    char *dhcp_dnsmasq;       /* dnsmasq program for dhcp networks */
+    char *dhcp_user;          /* its --user ("": dnsmasq's default) */
     /* [network NAME] sections, in file order */
     struct net_config *networks;
     size_t n_networks;

@@ -18,6 +18,7 @@
 #include "agent/agent.h"
 #include "agent/api.h"
 #include "agent/commands.h"
+#include "agent/dhcpd.h"
 #include "agent/controller.h"
 #include "agent/events.h"
 #include "agent/bus.h"
@@ -78,6 +79,7 @@ static void on_reconciled(void *opaque, int result)
         return;
     }
     md_listen_networks(a, NULL);
+    dhcpd_refresh(a->dhcpd, NULL); /* hosts from the store; dnsmasq where the bridge is (after the sync) */
     if (!host_ready(a->host)) {
         struct agent_error err = {0};
         host_set_ready(a->host);
@@ -167,13 +169,31 @@ static void schedule_reconnect(struct agent *a)
     uv_timer_start(&a->reconnect_timer, on_reconnect_timer, a->reconnect_delay_ms, 0);
 }
 
+/* The DHCP servers of inst's networks (each once). */
+static void dhcp_refresh_ports(struct agent *a, const struct instance *inst)
+{
+    for (size_t k = 0; inst && k < inst->n_ports; k++) {
+        bool seen = false;
+        for (size_t j = 0; j < k; j++)
+            seen |= !strcmp(inst->ports[j].network, inst->ports[k].network);
+        if (!seen)
+            dhcpd_refresh(a->dhcpd, inst->ports[k].network);
+    }
+}
+
 /* ops hooks: the API's long-polls hear of the end; a lost connection is
  * reconnected. */
 static void on_operation_finished(void *opaque, const struct op_record *rec, const struct instance *inst)
 {
     struct agent *a = opaque;
 
-    (void)inst;
+    /* a terminate released its ports (inst has none left: every dhcp
+     * network is refreshed), a failed launch unplugged them: the DHCP hosts
+     * lose them (and dnsmasq stops with an agent-made bridge) */
+    if (!strcmp(rec->type, "terminate"))
+        dhcpd_refresh(a->dhcpd, NULL);
+    else if (!strcmp(rec->type, "launch") && strcmp(rec->state, "succeeded"))
+        dhcp_refresh_ports(a, inst);
     if (a->api)
         api_operation_done(a->api, rec);
 }
@@ -210,9 +230,13 @@ static void md_listen_networks(struct agent *a, const struct instance *only)
     }
 }
 
+/* Before the define: dnsmasq knows the ports (its hosts file rewritten and
+ * SIGHUP, or started now that the bridge exists), so the guest's first
+ * DISCOVER gets its lease. */
 static void on_ports_plugged(void *opaque, const struct instance *inst)
 {
     md_listen_networks(opaque, inst);
+    dhcp_refresh_ports(opaque, inst);
 }
 
 /* events hook: a bus command goes to the command handler. */
@@ -280,6 +304,7 @@ static void shutdown_agent(struct agent *a, const char *why)
     a->api = NULL;
     md_service_free(a->md);
     a->md = NULL;
+    dhcpd_stop(a->dhcpd); /* each dnsmasq reaped before the loop ends */
     ops_stop(a->ops);
     a->telemetry = telemetry_free(a->telemetry);
     imgcache_free(a->imgcache);
@@ -457,6 +482,14 @@ static int build_networking(struct agent *a, struct agent_error *err)
             return agent_error_set(err, -r, "invalid_config", field, "network %s: %s", n->name, ne.msg);
         }
     }
+    if (a->np) {
+        struct dhcpd_deps dd = {.store = a->store, .np = a->np, .networks = a->cfg.networks,
+                                .n_networks = a->cfg.n_networks};
+        struct dhcpd_config dc = {.state_dir = a->cfg.state_dir, .dnsmasq = a->cfg.dhcp_dnsmasq,
+                                  .user = a->cfg.dhcp_user, .metadata = a->cfg.md_enabled};
+        if ((r = dhcpd_new(a->loop, &dd, &dc, &a->dhcpd)) < 0)
+            return agent_error_set(err, -r, "invalid_config", "dhcp", "cannot set up dhcp: %s", strerror(-r));
+    }
     nd = (struct netmap_deps){.store = a->store, .np = a->np, .nets = a->cfg.networks,
                               .n_nets = a->cfg.n_networks,
                               .def = {.http_tokens = a->cfg.md_http_tokens, .hop_limit = (int)a->cfg.md_hop_limit}};
@@ -550,7 +583,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                               .hv = a->hv, .res = a->res, .catalog = a->catalog, .ctl = a->ctl,
                               .events = a->events, .telemetry = a->telemetry, .metrics = a->metrics,
                               .networks = a->cfg.networks, .n_networks = a->cfg.n_networks, .np = a->np,
-                              .md = a->md, .netmap = a->netmap};
+                              .md = a->md, .netmap = a->netmap, .dhcpd = a->dhcpd};
         struct api_config ac = {.socket = a->cfg.api_socket, .listen = a->cfg.api_listen,
                                 .token = a->cfg.api_token, .metrics_listen = a->cfg.metrics_listen,
                                 .header_timeout_s = a->cfg.api_header_timeout_s,
@@ -573,6 +606,7 @@ static void release(struct agent *a)
     commands_free(a->commands);
     ops_free(a->ops);
     netmap_free(a->netmap);
+    dhcpd_free(a->dhcpd);
     netplug_free(a->np);
     free(a->md_listening);
     imgcache_free(a->imgcache);
@@ -644,6 +678,10 @@ int main(int argc, char **argv)
     if (build(&a, imgc_dir, &err) < 0)
         goto fail;
     start_handles(&a);
+    /* DHCP for the guests still running on bridges that exist, from the
+     * store's ports, without waiting for the hypervisor (each reconcile
+     * refreshes it) */
+    dhcpd_refresh(a.dhcpd, NULL);
 
     log_info("compute-agent starting", "version=%s state_dir=%s hypervisor=%s uri=%s", CA_VERSION,
              a.cfg.state_dir, a.cfg.hypervisor, hv_uri(a.hv));

@@ -550,16 +550,25 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int ip_lowest_free(uint32_t net, uint32_t mask, uint32_t gw, uint32_t *taken, size_t n, uint32_t *out)
+int ip_lowest_free(const struct ip_pool *pool, uint32_t *taken, size_t n, uint32_t *out)
 {
-    uint32_t bcast = net | ~mask, cand = net + 1;
+    uint32_t net = pool->net, mask = pool->mask, gw = pool->gw;
+    uint32_t bcast = net | ~mask, cand = net + 1, last = bcast - 1;
     size_t i = 0;
 
     if (!mask || mask == ~UINT32_C(0) || mask == ~UINT32_C(1))
         return -ENOSPC; /* no host addresses (/31, /32) or no cidr */
+    if (pool->lo || pool->hi) {
+        if ((pool->lo & mask) != net || (pool->hi & mask) != net || pool->lo > pool->hi)
+            return -ENOSPC; /* a range outside the cidr holds nothing (config refuses it) */
+        if (pool->lo > cand)
+            cand = pool->lo;
+        if (pool->hi < last)
+            last = pool->hi;
+    }
     if (n)
         qsort(taken, n, sizeof(*taken), cmp_u32);
-    for (; cand < bcast; cand++) {
+    for (; cand <= last && cand < bcast; cand++) {
         while (i < n && taken[i] < cand)
             i++;
         if (cand == gw || (i < n && taken[i] == cand))
@@ -582,13 +591,12 @@ static int parse_quad(const char *s, uint32_t *out)
     return 0;
 }
 
-int store_ip_allocate(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
-                      uint32_t *out)
+int store_ip_allocate(struct store *s, const char *network, const struct ip_pool *pool, uint32_t *out)
 {
-    return store_ip_allocate_except(s, network, net, mask, gw, NULL, 0, out);
+    return store_ip_allocate_except(s, network, pool, NULL, 0, out);
 }
 
-int store_ip_allocate_except(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
+int store_ip_allocate_except(struct store *s, const char *network, const struct ip_pool *pool,
                              const uint32_t *except, size_t n_except, uint32_t *out)
 {
     sqlite3_stmt *st = s->st[ST_PORT_IPS];
@@ -634,7 +642,7 @@ int store_ip_allocate_except(struct store *s, const char *network, uint32_t net,
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (r == 0)
-        r = ip_lowest_free(net, mask, gw, taken, n, out);
+        r = ip_lowest_free(pool, taken, n, out);
     free(taken);
     return r;
 }

@@ -131,18 +131,25 @@ void op_record_release(struct op_record *op);
 int store_port_mac_owner(struct store *s, const char *mac, char owner[37]);
 /* The port holding ip in network: 0 with *p and owner, -ENOENT, -errno. */
 int store_port_by_ip(struct store *s, const char *network, const char *ip, struct port *p, char owner[37]);
-/* The lowest host address of net/mask (host byte order) that no port of
- * network holds (rows written in the open transaction included), never the
- * network, broadcast or gateway (gw, 0 for none) address. 0 with *out,
- * -ENOSPC when the network is full, -errno. */
-int store_ip_allocate(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
-                      uint32_t *out);
+/* Where a network's addresses come from (host byte order): net/mask, the
+ * gateway (0: none), and the allocation range lo..hi inside it (0/0: the
+ * whole cidr). A range lets the nodes that share one overlay network (a
+ * VXLAN VNI) hand out disjoint addresses: each allocator only sees its own
+ * host's store. */
+struct ip_pool {
+    uint32_t net, mask, gw, lo, hi;
+};
+/* The lowest host address of the pool that no port of network holds (rows
+ * written in the open transaction included), never the network, broadcast
+ * or gateway address, never outside lo..hi. 0 with *out, -ENOSPC when the
+ * pool is full, -errno. */
+int store_ip_allocate(struct store *s, const char *network, const struct ip_pool *pool, uint32_t *out);
 /* The same, also never one of except[n_except] (0 entries ignored): the
  * addresses a request gives or took already. */
-int store_ip_allocate_except(struct store *s, const char *network, uint32_t net, uint32_t mask, uint32_t gw,
+int store_ip_allocate_except(struct store *s, const char *network, const struct ip_pool *pool,
                              const uint32_t *except, size_t n_except, uint32_t *out);
 /* The pure part of it (taken is sorted in place). */
-int ip_lowest_free(uint32_t net, uint32_t mask, uint32_t gw, uint32_t *taken, size_t n, uint32_t *out);
+int ip_lowest_free(const struct ip_pool *pool, uint32_t *taken, size_t n, uint32_t *out);
 /* Forget an instance's ports (terminated): its MACs and IPs are free again. */
 int store_ports_release(struct store *s, const char *instance_uuid);
 /* Every port that should be plugged: not unplugged, of an instance neither

@@ -8,6 +8,7 @@
 #include "agent/api/api-internal.h"
 #include "agent/bus.h"
 #include "agent/controller.h"
+#include "agent/dhcpd.h"
 #include "agent/events.h"
 #include "agent/host.h"
 #include "agent/hypervisor/hv.h"
@@ -93,6 +94,10 @@ int api_networks_list(const struct api_call *call, json_t **reply)
                       "bridge", bridge, "cidr", n->cidr && *n->cidr ? json_string(n->cidr) : json_null(),
                       "gateway", n->gw ? json_string(gw) : json_null(), "dns", dns, "mtu",
                       n->mtu ? json_integer(n->mtu) : json_null(), "dhcp", n->dhcp, "metadata", n->metadata);
+        if (n->range_lo)
+            json_object_set_new(o, "ip_range", json_string(n->ip_range));
+        if (n->dhcp && d->dhcpd)
+            json_object_set_new(o, "dhcp_server", dhcpd_network_json(d->dhcpd, n->name));
         if (n->kind == NET_VLAN)
             json_object_set_new(o, "vlan_id", json_integer(n->vlan_id));
         if (n->kind == NET_VLAN || (n->kind == NET_VXLAN && n->parent))

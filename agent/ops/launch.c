@@ -428,10 +428,12 @@ int ops_ports_reserve(struct ops *o, const struct launch_spec *spec, struct port
         } else if (net->mask) {
             /* the lowest free: the store's, what this request gave or took */
             uint32_t a;
-            char msg[120];
-            rc = store_ip_allocate_except(o->d.store, net->name, net->net, net->mask, net->gw, given, n, &a);
+            char msg[160];
+            const struct ip_pool pool = {net->net, net->mask, net->gw, net->range_lo, net->range_hi};
+            rc = store_ip_allocate_except(o->d.store, net->name, &pool, given, n, &a);
             if (rc < 0) {
-                snprintf(msg, sizeof(msg), "no free address left in network %s (%s)", net->name, net->cidr);
+                snprintf(msg, sizeof(msg), "no free address left in network %s (%s%s%s)", net->name, net->cidr,
+                         net->range_lo ? ", ip_range " : "", net->range_lo ? net->ip_range : "");
                 rc = iface_error(err, -rc, rc == -ENOSPC ? "conflict" : "internal", i, "ip", NULL, msg);
                 goto out;
             }

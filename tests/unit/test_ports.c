@@ -96,6 +96,8 @@ static void test_config_networks(void **state)
     assert_true(cfg.md_config_drive);
     assert_true(cfg.md_enabled);
     assert_string_equal(cfg.md_product, "OpenStack Nova");
+    assert_string_equal(cfg.dhcp_dnsmasq, "dnsmasq");
+    assert_string_equal(cfg.dhcp_user, "root");
     config_release(&cfg);
 
     expect_conf_error("[network n1]\ntype = vxlan\n", "network.n1.vni");
@@ -116,6 +118,8 @@ static void test_config_networks(void **state)
     expect_conf_error("[network n1]\nbridge = b\ndns = 1.2.3\n", "network.n1.dns");
     expect_conf_error("[network n1]\nbridge = b\nmtu = 67\n", "network.n1.mtu");
     expect_conf_error("[network n1]\nbridge = b\ndhcp = maybe\n", "network.n1.dhcp");
+    expect_conf_error("[network n1]\nbridge = b\ndhcp = true\n", "network.n1.dhcp");
+    expect_conf_error("[network n1]\nbridge = b\ncidr = 10.0.0.0/24\ndhcp = true\n", "network.n1.dhcp");
     expect_conf_error("[network n1]\nbridge = b\nmtu = 1500\nmtu = 1400\n", "network.n1.mtu");
     expect_conf_error("[network n1]\nbridge = b\ncolour = red\n", "network");
     expect_conf_error("[network n1]\nbridge = b\n[network n1]\nbridge = c\n", "network");
@@ -126,6 +130,32 @@ static void test_config_networks(void **state)
     expect_conf_error("[metadata]\nhop_limit = 65\n", "metadata.hop_limit");
     expect_conf_error("[metadata]\nconfig_drive_format = vfat\n", "metadata.config_drive_format");
     expect_conf_error("[metadata]\nenabled = sometimes\n", "metadata.enabled");
+    {
+        struct agent_config c2;
+        struct agent_error e2 = {0};
+        if (load("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.100-10.0.0.149\n", &c2, &e2) < 0)
+            fail_msg("%s", e2.message);
+        assert_int_equal(c2.networks[0].range_lo, 0x0a000064);
+        assert_int_equal(c2.networks[0].range_hi, 0x0a000095);
+        config_release(&c2);
+    }
+    expect_conf_error("[network n1]\nbridge = br0\nip_range = 10.0.0.5-10.0.0.9\n", "network.n1.ip_range");
+    expect_conf_error("[network o1]\ntype = ovs\nbridge = br-int\nmetadata = true\n", "network.o1.metadata");
+    {
+        struct agent_config c3;
+        struct agent_error e3 = {0};
+        if (load("[network o1]\ntype = ovs\nbridge = br-int\n", &c3, &e3) < 0)
+            fail_msg("%s", e3.message);
+        assert_false(c3.networks[0].metadata); /* off by default on ovs */
+        config_release(&c3);
+    }
+    expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.5\n", "network.n1.ip_range");
+    expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.5-10.0.1.9\n", "network.n1.ip_range");
+    expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.0-10.0.0.9\n", "network.n1.ip_range");
+    expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.9-10.0.0.5\n", "network.n1.ip_range");
+    expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\ngateway = 10.0.0.1\nip_range = 10.0.0.1-10.0.0.1\n",
+                      "network.n1.ip_range");
+    expect_conf_error("[network n1]\nbridge = br0\ncidr = 10.0.0.0/24\nip_range = 10.0.0.9-10.0.0.2x\n", "network.n1.ip_range");
 }
 
 static void test_lowest_free(void **state)
@@ -134,23 +164,39 @@ static void test_lowest_free(void **state)
     uint32_t taken[4] = {0x0a000003, 0x0a000002, 0x0a000005};
 
     (void)state;
-    assert_int_equal(ip_lowest_free(net, mask, 0x0a000001, NULL, 0, &out), 0);
+    assert_int_equal(ip_lowest_free(&(struct ip_pool){net, mask, 0x0a000001, 0, 0}, NULL, 0, &out), 0);
     assert_int_equal(out, 0x0a000002); /* .0 network, .1 gateway */
-    assert_int_equal(ip_lowest_free(net, mask, 0, NULL, 0, &out), 0);
+    assert_int_equal(ip_lowest_free(&(struct ip_pool){net, mask, 0, 0, 0}, NULL, 0, &out), 0);
     assert_int_equal(out, 0x0a000001);
-    assert_int_equal(ip_lowest_free(net, mask, 0x0a000001, taken, 3, &out), 0);
+    assert_int_equal(ip_lowest_free(&(struct ip_pool){net, mask, 0x0a000001, 0, 0}, taken, 3, &out), 0);
     assert_int_equal(out, 0x0a000004);
     /* /30: .1 and .2 are the hosts; gateway .1, .2 taken: full */
     taken[0] = 0x0a000002;
-    assert_int_equal(ip_lowest_free(net, 0xfffffffc, 0x0a000001, taken, 1, &out), -ENOSPC);
-    assert_int_equal(ip_lowest_free(net, 0xfffffffc, 0, taken, 1, &out), 0);
+    assert_int_equal(ip_lowest_free(&(struct ip_pool){net, 0xfffffffc, 0x0a000001, 0, 0}, taken, 1, &out), -ENOSPC);
+    assert_int_equal(ip_lowest_free(&(struct ip_pool){net, 0xfffffffc, 0, 0, 0}, taken, 1, &out), 0);
     assert_int_equal(out, 0x0a000001);
     /* never the broadcast address */
     {
         uint32_t t2[2] = {0x0a000001, 0x0a000002};
-        assert_int_equal(ip_lowest_free(net, 0xfffffffc, 0, t2, 2, &out), -ENOSPC);
+        assert_int_equal(ip_lowest_free(&(struct ip_pool){net, 0xfffffffc, 0, 0, 0}, t2, 2, &out), -ENOSPC);
     }
-    assert_int_equal(ip_lowest_free(0, 0, 0, NULL, 0, &out), -ENOSPC);
+    assert_int_equal(ip_lowest_free(&(struct ip_pool){0, 0, 0, 0, 0}, NULL, 0, &out), -ENOSPC);
+    /* an ip_range: only lo..hi, still never the gateway inside it */
+    {
+        uint32_t t3[3] = {0x0a000014, 0x0a000016, 0};
+        struct ip_pool p = {net, mask, 0x0a000015, 0x0a000014, 0x0a000017};
+        assert_int_equal(ip_lowest_free(&p, t3, 2, &out), 0);
+        assert_int_equal(out, 0x0a000017); /* .20 and .22 taken, .21 the gateway */
+        t3[2] = 0x0a000017;
+        assert_int_equal(ip_lowest_free(&p, t3, 3, &out), -ENOSPC); /* .23 was the last of the range */
+        p.lo = 0x0a0000fe;
+        p.hi = 0x0a0000fe;
+        assert_int_equal(ip_lowest_free(&p, NULL, 0, &out), 0);
+        assert_int_equal(out, 0x0a0000fe);
+        p.lo = 0x0b000001; /* outside the cidr: nothing */
+        p.hi = 0x0b000009;
+        assert_int_equal(ip_lowest_free(&p, NULL, 0, &out), -ENOSPC);
+    }
 }
 
 static void make_inst(struct instance *i, const char *name)
