@@ -127,6 +127,64 @@ static const struct {
     {"input", "ether daddr & ff:ff:ff:ff:ff:f0 == 01:80:c2:00:00:00 counter name ll_drop drop"},
 };
 
+/* The host firewall: table inet <table> (when np->hostfw). Sets of the agent's
+ * devices: nets {ifname} every bridge of a (non-ovs) network, same {ifname .
+ * ifname} each (bridge . bridge), hosted {ifname} the bridges the agent made
+ * (their gateway and metadata addresses are the agent's), gws {ifname .
+ * ipv4_addr} their gateways, dhcp {ifname} those serving DHCP, dns {ifname}
+ * those whose guests are told the gateway is their DNS server, ports {ifname}
+ * the guest ports. After the metadata rule below (its address and port are
+ * the handle's) come these. */
+static const struct {
+    const char *chain, *text;
+} inet_rules[] = {
+    /* a guest port is never an IP interface: what reaches its own stack
+     * (a link-local group frame the bridge passed up) goes no further */
+    {"prerouting", "iifname @ports counter name port_drop drop"},
+    /* no routing between two agent networks (a network's own L2 is bridged, not
+     * routed; to and from elsewhere is the host's routing, not the agent's) */
+    {"forward", "iifname . oifname @same accept"},
+    {"forward", "iifname @nets oifname @nets counter name fwd_drop drop"},
+    /* from an agent-made bridge, the host answers only what guests need */
+    {"input", "iifname != @hosted accept"},
+    {"input", "ct state established,related accept"},
+    {"input", "iifname @dhcp udp dport 67 accept"},
+    {"input", "iifname . ip daddr @gws icmp type echo-request accept"},
+    {"input", "iifname @dns iifname . ip daddr @gws meta l4proto { tcp, udp } th dport 53 accept"},
+    {"input", "meta l4proto tcp counter name host_drop reject with tcp reset"},
+    {"input", "counter name host_drop drop"},
+};
+#define INET_RULES (ARRAY_SIZE(inet_rules) + 1) /* and the metadata rule */
+
+static void inet_ensure(struct netplug *np, struct sbuf *b)
+{
+    const char *t = np->table;
+    static const char *const sets[][2] = {{"nets", "ifname"}, {"same", "ifname . ifname"}, {"hosted", "ifname"},
+                                          {"gws", "ifname . ipv4_addr"}, {"dhcp", "ifname"}, {"dns", "ifname"},
+                                          {"ports", "ifname"}};
+
+    sb_add(b, "add table inet %s\n", t);
+    for (size_t i = 0; i < ARRAY_SIZE(sets); i++)
+        sb_add(b, "add set inet %s %s { type %s; }\n", t, sets[i][0], sets[i][1]);
+    /* the networks' elements are written again by every plug (net_ensure) */
+    for (size_t i = 0; i < ARRAY_SIZE(sets) - 1; i++) /* all but ports */
+        sb_add(b, "flush set inet %s %s\n", t, sets[i][0]);
+    sb_add(b, "add counter inet %s port_drop\nadd counter inet %s fwd_drop\nadd counter inet %s host_drop\n",
+           t, t, t);
+    sb_add(b, "add chain inet %s prerouting { type filter hook prerouting priority -300; policy accept; }\n", t);
+    sb_add(b, "add chain inet %s forward { type filter hook forward priority 0; policy accept; }\n", t);
+    sb_add(b, "add chain inet %s input { type filter hook input priority 0; policy accept; }\n", t);
+    sb_add(b, "flush chain inet %s prerouting\nflush chain inet %s forward\nflush chain inet %s input\n", t, t, t);
+    for (size_t i = 0; i < ARRAY_SIZE(inet_rules); i++) {
+        sb_add(b, "add rule inet %s %s %s\n", t, inet_rules[i].chain, inet_rules[i].text);
+        if (i == 4) /* after the established replies */
+            sb_add(b, "add rule inet %s input ip daddr %s tcp dport %u accept\n", t, np->md_addr,
+                   (unsigned)np->md_port);
+    }
+    for (struct np_net *n = np->nets; n; n = n->next)
+        n->fw_in = false;
+}
+
 int np_filter_ensure(struct netplug *np, struct np_error *err)
 {
     struct sbuf b = {0};
@@ -149,12 +207,19 @@ int np_filter_ensure(struct netplug *np, struct np_error *err)
                "flush chain bridge %s ip_check\nflush chain bridge %s input\n", t, t, t, t);
     for (size_t i = 0; i < ARRAY_SIZE(rules); i++)
         sb_add(&b, "add rule bridge %s %s %s\n", t, rules[i].chain, rules[i].text);
+    if (np->hostfw)
+        inet_ensure(np, &b);
     if (b.err) {
         free(b.p);
         return np_fail(err, -b.err, "anti-spoofing: %s", strerror(-b.err));
     }
     r = nft_run(np, b.p, false, err, "anti-spoofing");
     free(b.p);
+    if (r == 0 && !np->hostfw) {
+        char cmd[96];
+        snprintf(cmd, sizeof(cmd), "delete table inet %s", t); /* host_firewall turned off: none left */
+        nft_run(np, cmd, false, NULL, "host firewall");
+    }
     if (r == 0)
         np->nft_ready = true;
     return r;
@@ -171,9 +236,10 @@ static void fmt_ip(uint32_t ip, char out[16])
     inet_ntop(AF_INET, &a, out, 16);
 }
 
-static void add_elems(struct sbuf *b, const char *verb, const char *t, const char *dev, const uint8_t mac[6],
+static void add_elems(struct sbuf *b, const char *verb, struct netplug *np, const char *dev, const uint8_t mac[6],
                       uint32_t ip)
 {
+    const char *t = np->table;
     char m[18], i[16];
 
     fmt_mac(mac, m);
@@ -183,6 +249,8 @@ static void add_elems(struct sbuf *b, const char *verb, const char *t, const cha
         sb_add(b, "%s element bridge %s ips { \"%s\" . %s }\n", verb, t, dev, i);
     }
     sb_add(b, "%s element bridge %s ports { \"%s\" }\n", verb, t, dev);
+    if (np->hostfw)
+        sb_add(b, "%s element inet %s ports { \"%s\" }\n", verb, t, dev);
 }
 
 /* Runs the change; if the table is not as recorded (someone else edited it),
@@ -204,6 +272,68 @@ static int run_change(struct netplug *np, struct sbuf *b, struct np_error *err, 
     return r;
 }
 
+static void net_elems(struct netplug *np, struct sbuf *b, const char *verb, const struct np_net *n)
+{
+    const char *t = np->table, *br = n->bridge;
+
+    sb_add(b, "%s element inet %s nets { \"%s\" }\n", verb, t, br);
+    sb_add(b, "%s element inet %s same { \"%s\" . \"%s\" }\n", verb, t, br, br);
+    if (!n->fw_ours)
+        return;
+    sb_add(b, "%s element inet %s hosted { \"%s\" }\n", verb, t, br);
+    if (n->gw.s_addr) {
+        char i[16];
+        fmt_ip(n->gw.s_addr, i);
+        sb_add(b, "%s element inet %s gws { \"%s\" . %s }\n", verb, t, br, i);
+    }
+    if (n->dhcp)
+        sb_add(b, "%s element inet %s dhcp { \"%s\" }\n", verb, t, br);
+    if (n->dns_gateway && n->gw.s_addr)
+        sb_add(b, "%s element inet %s dns { \"%s\" }\n", verb, t, br);
+}
+
+int np_fw_net_add(struct netplug *np, struct np_net *n, bool ours, struct np_error *err)
+{
+    struct sbuf b = {0};
+    int r;
+
+    if (!np->hostfw || n->type == NP_NET_OVS)
+        return 0;
+    if (n->fw_in && n->fw_ours == ours)
+        return 0;
+    if ((r = np_filter_ensure(np, err)) < 0)
+        return r;
+    n->fw_ours = ours;
+    net_elems(np, &b, "add", n);
+    if (b.err) {
+        free(b.p);
+        return np_fail(err, -b.err, "network %s: host firewall: %s", n->name, strerror(-b.err));
+    }
+    r = nft_run(np, b.p, false, err, "host firewall");
+    free(b.p);
+    if (r == 0)
+        n->fw_in = n->fw_known = true;
+    return r;
+}
+
+void np_fw_net_del(struct netplug *np, struct np_net *n)
+{
+    struct sbuf b = {0};
+
+    if (!np->hostfw || !n->fw_known)
+        return;
+    /* one element at a time: an absent one must not keep the others */
+    net_elems(np, &b, "delete", n);
+    for (char *line = b.p, *nl; line && *line; line = nl + 1) {
+        if (!(nl = strchr(line, '\n')))
+            break;
+        *nl = '\0';
+        nft_run(np, line, false, NULL, "host firewall");
+    }
+    free(b.p);
+    n->fw_in = n->fw_known = false;
+}
+
 /* The table is not as this process wrote it (flushed, deleted, edited by
  * someone else: a firewall reload, `nft flush ruleset`): the table, its chains
  * and every recorded port's entries are put back as recorded. Memory is the
@@ -218,9 +348,13 @@ static int table_repair(struct netplug *np, struct np_error *err)
         return r;
     for (struct np_portrec *p = np->ports; p; p = p->next)
         if (p->filtered)
-            add_elems(&b, "add", np->table, p->dev, p->mac, p->ipv4);
+            add_elems(&b, "add", np, p->dev, p->mac, p->ipv4);
     if (!b.p && !b.err)
         return 0;
+    /* the networks' elements come back with the next plug, or now: */
+    for (struct np_net *n = np->nets; n; n = n->next)
+        if (np->hostfw && n->fw_known)
+            net_elems(np, &b, "add", n);
     if (b.err) {
         free(b.p);
         return np_fail(err, -b.err, "anti-spoofing: %s", strerror(-b.err));
@@ -250,8 +384,8 @@ int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[
     for (int attempt = 0;; attempt++) {
         struct sbuf b = {0};
         if (rec->filtered && !same)
-            add_elems(&b, "delete", np->table, rec->dev, rec->mac, rec->ipv4);
-        add_elems(&b, "add", np->table, rec->dev, mac, ipv4);
+            add_elems(&b, "delete", np, rec->dev, rec->mac, rec->ipv4);
+        add_elems(&b, "add", np, rec->dev, mac, ipv4);
         r = run_change(np, &b, attempt ? err : NULL, rec->dev);
         if (r == 0)
             break;
@@ -272,7 +406,7 @@ int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *e
         return 0;
     for (int attempt = 0;; attempt++) {
         struct sbuf b = {0};
-        add_elems(&b, "delete", np->table, rec->dev, rec->mac, rec->ipv4);
+        add_elems(&b, "delete", np, rec->dev, rec->mac, rec->ipv4);
         r = run_change(np, &b, attempt ? err : NULL, rec->dev);
         if (r == 0)
             break;
@@ -420,6 +554,31 @@ static bool rec_in_table(json_t *sets[3], const struct np_portrec *p)
     return true;
 }
 
+/* The host firewall table has its three chains' rules. */
+static int inet_verify(struct netplug *np)
+{
+    char cmd[128];
+    json_error_t je;
+    json_t *root, *it;
+    size_t i, nrules = 0, nchains = 0;
+    int r;
+
+    snprintf(cmd, sizeof(cmd), "list table inet %s", np->table);
+    if ((r = nft_run(np, cmd, true, NULL, "host firewall")) < 0)
+        return r == -ENOENT ? -ESTALE : r;
+    if (!(root = json_loads(nft_ctx_get_output_buffer(np->nft), 0, &je)))
+        return -EIO;
+    json_array_foreach(json_object_get(root, "nftables"), i, it) {
+        json_t *c = json_object_get(it, "chain");
+        if (json_object_get(it, "rule"))
+            nrules++;
+        else if (c && json_string_value(json_object_get(c, "hook")))
+            nchains++;
+    }
+    json_decref(root);
+    return nrules == INET_RULES && nchains == 3 ? 0 : -ESTALE;
+}
+
 int np_filter_verify(struct netplug *np, const char *dev)
 {
     char cmd[128];
@@ -468,6 +627,8 @@ int np_filter_verify(struct netplug *np, const char *dev)
     for (int k = 0; k < 3; k++)
         json_decref(sets[k]);
     json_decref(root);
+    if (r == 0 && np->hostfw)
+        r = inet_verify(np);
     return r;
 }
 
@@ -496,7 +657,9 @@ int netplug_counter(struct netplug *np, const char *name, uint64_t *packets)
     int r = -ENOENT;
 
     pthread_mutex_lock(&np->lock);
-    snprintf(cmd, sizeof(cmd), "list counter bridge %s %s", np->table, name);
+    /* the host firewall's are in the inet table */
+    bool inet = !strcmp(name, "port_drop") || !strcmp(name, "fwd_drop") || !strcmp(name, "host_drop");
+    snprintf(cmd, sizeof(cmd), "list counter %s %s %s", inet ? "inet" : "bridge", np->table, name);
     if (nft_run(np, cmd, true, NULL, "counter") < 0)
         goto out;
     root = json_loads(nft_ctx_get_output_buffer(np->nft), 0, &je);

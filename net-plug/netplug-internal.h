@@ -39,7 +39,12 @@ struct np_net {
     struct in_addr gw; /* s_addr 0 = none */
     int gw_prefix;
     bool metadata;
+    bool dhcp;
+    bool dns_gateway;
     unsigned users; /* ports recorded on this network */
+    bool fw_in;     /* its host firewall elements written since the table was (re)made */
+    bool fw_known;  /* ... written at all by this handle (a repair writes them again) */
+    bool fw_ours;   /* ... as an agent-made bridge (hosted, gws, dhcp) */
 };
 
 /* A port netplug knows of: plugged by this process, or found in the kernel (its
@@ -61,6 +66,9 @@ struct netplug {
     struct nft_ctx *nft;
     char table[64];
     bool antispoof;
+    bool hostfw;          /* the inet table (netplug_config.host_firewall; needs antispoof) */
+    char md_addr[16];     /* the metadata service the host firewall lets guests reach */
+    uint16_t md_port;
     char ovs_vsctl[256]; /* "" not found */
     struct np_net *nets;
     struct np_portrec *ports;
@@ -139,6 +147,11 @@ int np_filter_ensure(struct netplug *np, struct np_error *err);
 int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
                   struct np_error *err);
 int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *err);
+/* The host firewall's elements of a network whose bridge exists (ours: the
+ * agent made it); added once per table, idempotent. And taken out (its bridge
+ * deleted). */
+int np_fw_net_add(struct netplug *np, struct np_net *n, bool ours, struct np_error *err);
+void np_fw_net_del(struct netplug *np, struct np_net *n);
 /* 0 when the table has its chains and rules as this process writes them and
  * the entries of dev (NULL: of every filtered record) as recorded; -ESTALE
  * when not (flushed, deleted, edited); other -errno when it cannot tell. */
@@ -149,7 +162,8 @@ int np_filter_check(struct netplug *np, struct np_error *err);
 /* Reads the sets into records (creating records for unknown devices). */
 int np_filter_load(struct netplug *np, struct np_error *err);
 /* A named counter of the table ("mac_drop", "arp_drop", "ip_drop",
- * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept", "ll_drop"): packets. */
+ * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept", "ll_drop"; of the
+ * host firewall's inet table: "port_drop", "fwd_drop", "host_drop"): packets. */
 int netplug_counter(struct netplug *np, const char *name, uint64_t *packets);
 /* The current elements (text, for tests and debugging): newly allocated. */
 char *netplug_filter_dump(struct netplug *np);

@@ -291,6 +291,17 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     np->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     strscpy(np->table, cfg->nft_table ? cfg->nft_table : "compute_agent", sizeof(np->table));
     np->antispoof = cfg->antispoof;
+    np->hostfw = cfg->antispoof && cfg->host_firewall;
+    strscpy(np->md_addr, NP_METADATA_ADDR, sizeof(np->md_addr));
+    if (cfg->md_address) {
+        struct in_addr a;
+        if (inet_pton(AF_INET, cfg->md_address, &a) != 1) {
+            r = np_fail(err, EINVAL, "netplug: md_address: not an IPv4 address");
+            goto fail;
+        }
+        inet_ntop(AF_INET, &a, np->md_addr, sizeof(np->md_addr));
+    }
+    np->md_port = cfg->md_port ? cfg->md_port : 80;
     np_ovs_find(np, cfg->ovs_vsctl);
     if (!(np->sk = nl_socket_alloc())) {
         r = np_fail(err, ENOMEM, "netplug: out of memory");
@@ -377,6 +388,8 @@ static int net_parse(const struct np_network *in, struct np_net *n, struct np_er
     strscpy(n->name, in->name, sizeof(n->name));
     n->type = in->type;
     n->metadata = in->metadata;
+    n->dhcp = in->dhcp;
+    n->dns_gateway = in->dns_gateway;
     if (in->type != NP_NET_BRIDGE && in->type != NP_NET_VLAN && in->type != NP_NET_VXLAN &&
         in->type != NP_NET_OVS)
         return np_fail(err, EINVAL, "network %s: type: not one of bridge, vlan, vxlan, ovs", nm);
@@ -449,7 +462,8 @@ static bool net_same(const struct np_net *a, const struct np_net *b)
            a->vlan_id == b->vlan_id && a->vni == b->vni && a->local.s_addr == b->local.s_addr &&
            a->remote.s_addr == b->remote.s_addr && a->group.s_addr == b->group.s_addr &&
            a->port == b->port && a->mtu == b->mtu && a->gw.s_addr == b->gw.s_addr &&
-           a->gw_prefix == b->gw_prefix && a->metadata == b->metadata;
+           a->gw_prefix == b->gw_prefix && a->metadata == b->metadata && a->dhcp == b->dhcp &&
+           a->dns_gateway == b->dns_gateway;
 }
 
 int netplug_network_add(struct netplug *np, const struct np_network *net, struct np_error *err)
@@ -586,6 +600,8 @@ static int net_ensure(struct netplug *np, struct np_net *n, struct undo *u, stru
                 return np_fail(err, r, "network %s: bridge: %s: %s", n->name, n->bridge, strerror(-r));
         }
     }
+    if ((r = np_fw_net_add(np, n, ours, err)) < 0)
+        return r;
     if (!ours)
         return 0; /* an operator's bridge: used as it is */
     /* no learning from link-local frames (the uplink's: guest ports learn nothing) */
@@ -620,8 +636,10 @@ static void net_release(struct netplug *np, struct np_net *n)
         slaves = np_bridge_slaves(np, br.ifindex, have_ul ? n->uplink : NULL);
         if (slaves != 0)
             return; /* in use (or unknown): keep */
-        if (netdev_ours(&br))
+        if (netdev_ours(&br)) {
             np_link_delete(np, n->bridge);
+            np_fw_net_del(np, n);
+        }
     }
     if (have_ul)
         np_link_delete(np, n->uplink);

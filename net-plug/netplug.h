@@ -37,6 +37,10 @@ struct np_network {       /* all strings borrowed for the call; netplug copies *
     int mtu;              /* 0 = leave as it is */
     const char *gateway;  /* "10.0.0.1/24": put on a bridge the agent made; NULL none */
     bool metadata;        /* put 169.254.169.254/32 on a bridge the agent made */
+    bool dhcp;            /* the host firewall lets guests reach udp 67 on the bridge */
+    bool dns_gateway;     /* guests are told the gateway is their DNS server: the host
+                             firewall lets udp/tcp 53 to it through (a resolver of the
+                             host's, not dnsmasq: that one serves no DNS) */
 };
 
 enum np_port_kind { NP_PORT_TAP, NP_PORT_VETH };
@@ -65,6 +69,13 @@ struct netplug_config {
     const char *nft_table; /* NULL: "compute_agent" (family bridge) */
     bool antispoof;        /* true: filter every port (bridge, vlan, vxlan networks) */
     const char *ovs_vsctl; /* NULL: search PATH */
+    bool host_firewall;    /* with antispoof: table inet <nft_table>: no routing between two
+                              networks' bridges, guest ports never IP interfaces, and from a
+                              bridge the agent made the host answers only the metadata
+                              service, DHCP (dhcp networks), ping to the gateway and
+                              replies; the rest is dropped (TCP: reset) and counted */
+    const char *md_address; /* the metadata service it lets through: NULL 169.254.169.254 */
+    uint16_t md_port;       /* 0: 80 */
     unsigned check_ms;     /* > 0: a thread of the handle's checks the filter table every
                               check_ms and puts it back when someone flushed or changed
                               it (netplug_filter_check); 0: no thread */

@@ -43,6 +43,7 @@
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/link/vlan.h>
 #include <netlink/route/neighbour.h>
+#include <netlink/route/route.h>
 
 #include "common/util.h"
 #include "net-plug/dhcp.h"
@@ -1694,6 +1695,225 @@ static void test_filter_flushed(void **state)
     netplug_free(s.np);
 }
 
+/* ---- the host firewall (table inet): isolation with ip_forward=1, host exposure ---- */
+
+static void t_route_default(const char *gw)
+{
+    struct nl_sock *sk = t_sock();
+    struct rtnl_route *rt = rtnl_route_alloc();
+    struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
+    struct nl_addr *dst = NULL, *via = NULL;
+    struct in_addr a;
+
+    assert_int_equal(nl_addr_parse("0.0.0.0/0", AF_INET, &dst), 0);
+    inet_pton(AF_INET, gw, &a);
+    via = nl_addr_build(AF_INET, &a, 4);
+    rtnl_route_set_family(rt, AF_INET);
+    rtnl_route_set_dst(rt, dst);
+    rtnl_route_nh_set_gateway(nh, via);
+    rtnl_route_add_nexthop(rt, nh);
+    assert_int_equal(rtnl_route_add(sk, rt, NLM_F_CREATE), 0);
+    nl_addr_put(dst);
+    nl_addr_put(via);
+    rtnl_route_put(rt);
+    nl_socket_free(sk);
+}
+
+/* A TCP connect from namespace ns: 0 connected, -ECONNREFUSED, -ETIMEDOUT. */
+static int tcp_connect_from(int ns, uint32_t dst, uint16_t port, int timeout_ms)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = dst};
+    int fd, r, err = 0;
+    socklen_t el = sizeof(err);
+
+    enter(ns);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    enter(main_ns);
+    assert_true(fd >= 0);
+    r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    if (r < 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, timeout_ms) <= 0) {
+            close(fd);
+            return -ETIMEDOUT;
+        }
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        r = err ? -err : 0;
+    } else if (r < 0) {
+        r = -errno;
+    }
+    close(fd);
+    return r;
+}
+
+static int tcp_listener(uint32_t ip, uint16_t port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    return fd;
+}
+
+/* An ICMP echo from ns to dst: answered within timeout_ms. */
+static bool ping_from(int ns, uint32_t dst, int timeout_ms)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = dst};
+    uint8_t pkt[16] = {8, 0, 0, 0, 0x12, 0x34, 0, 1}, buf[256];
+    uint32_t sum = 0;
+    int fd;
+
+    for (size_t i = 0; i < sizeof(pkt); i += 2)
+        sum += (uint32_t)(pkt[i] << 8 | pkt[i + 1]);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    pkt[2] = (uint8_t)(~sum >> 8);
+    pkt[3] = (uint8_t)~sum;
+    enter(ns);
+    fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+    enter(main_ns);
+    assert_true(fd >= 0);
+    assert_int_equal(sendto(fd, pkt, sizeof(pkt), 0, (struct sockaddr *)&sa, sizeof(sa)), (ssize_t)sizeof(pkt));
+    uint64_t end = now_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    bool got = false;
+    while (!got && now_mono_ns() < end) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)((end - now_mono_ns()) / 1000000u) + 1) <= 0)
+            continue;
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n >= 28 && buf[20] == 0 && buf[24] == 0x12 && buf[25] == 0x34) /* echo reply, our id */
+            got = true;
+    }
+    close(fd);
+    return got;
+}
+
+static void test_host_firewall(void **state)
+{
+    struct netplug_config cfg = {.antispoof = true, .host_firewall = true, .md_port = 23580};
+    struct netplug *np = NULL;
+    struct np_error e = {0};
+    uint8_t f[512];
+    (void)state;
+
+    assert_int_equal(netplug_new(&cfg, &np, &e), 0);
+    /* forwarding on, as on a host with docker or libvirt's default network (this
+     * namespace only) */
+    write_file("/proc/sys/net/ipv4/ip_forward", "1");
+    t_net_add(np, &(struct np_network){.name = "h1", .type = NP_NET_BRIDGE, .bridge = "cab-h1",
+                                       .gateway = "10.81.0.1/24", .metadata = true, .dhcp = true,
+                                       .dns_gateway = true});
+    t_net_add(np, &(struct np_network){.name = "h2", .type = NP_NET_BRIDGE, .bridge = "cab-h2",
+                                       .gateway = "10.82.0.1/24"});
+    struct np_port p1 = port("h1", "vh1", NP_PORT_VETH, 0x4a, "10.81.0.10");
+    struct np_port p2 = port("h2", "vh2", NP_PORT_VETH, 0x4b, "10.82.0.10");
+    t_plug(np, &p1);
+    t_plug(np, &p2);
+    int ns1 = t_client_ns(), ns2 = t_client_ns();
+    assert_int_equal(t_change("vh1p", chg_nsfd, &ns1), 0);
+    assert_int_equal(t_change("vh2p", chg_nsfd, &ns2), 0);
+    client_setup(ns1, "vh1p", "10.81.0.10");
+    client_setup(ns2, "vh2p", "10.82.0.10");
+    enter(ns1);
+    t_route_default("10.81.0.1");
+    enter(ns2);
+    t_route_default("10.82.0.1");
+    enter(main_ns);
+
+    /* 1. n1's guest cannot reach n2's (routed through the host) */
+    enter(ns2);
+    int u2 = udp_socket(ip4("10.82.0.10"), 23501);
+    enter(main_ns);
+    uint64_t fwd = counter(np, "fwd_drop");
+    udp_send_from(ns1, ip4("10.82.0.10"), 23501, "n1-to-n2");
+    assert_false(udp_recv(u2, "n1-to-n2", 500));
+    assert_true(counter(np, "fwd_drop") > fwd);
+    /* control: without the table the host routes it (someone deleted it) ... */
+    t_nft("delete table inet compute_agent");
+    assert_false(netplug_port_filtered(np, "vh1"));
+    udp_send_from(ns1, ip4("10.82.0.10"), 23501, "n1-to-n2-open");
+    assert_true(udp_recv(u2, "n1-to-n2-open", 3000));
+    /* ... and the check puts it back, elements included */
+    assert_int_equal(netplug_filter_check(np, &e), 1);
+    assert_true(netplug_port_filtered(np, "vh1"));
+    udp_send_from(ns1, ip4("10.82.0.10"), 23501, "n1-to-n2-again");
+    assert_false(udp_recv(u2, "n1-to-n2-again", 500));
+
+    /* 2. host services on the gateway address: a TCP listener is refused (reset),
+     * UDP dropped; the metadata address and port answer; ping the gateway works */
+    int tl = tcp_listener(INADDR_ANY, 23502), md = tcp_listener(ip4("169.254.169.254"), 23580);
+    uint64_t host = counter(np, "host_drop");
+    assert_int_equal(tcp_connect_from(ns1, ip4("10.81.0.1"), 23502, 3000), -ECONNREFUSED);
+    assert_int_equal(tcp_connect_from(ns1, ip4("169.254.169.254"), 23502, 3000), -ECONNREFUSED);
+    assert_int_equal(tcp_connect_from(ns1, ip4("169.254.169.254"), 23580, 3000), 0);
+    assert_int_equal(tcp_connect_from(ns2, ip4("10.82.0.1"), 23502, 3000), -ECONNREFUSED);
+    int uh = udp_socket(INADDR_ANY, 23503);
+    udp_send_from(ns1, ip4("10.81.0.1"), 23503, "udp-to-host");
+    assert_false(udp_recv(uh, "udp-to-host", 300));
+    assert_true(counter(np, "host_drop") >= host + 4);
+    assert_true(ping_from(ns1, ip4("10.81.0.1"), 3000));
+    assert_true(ping_from(ns2, ip4("10.82.0.1"), 3000));
+    /* the other network's gateway is the host too: not its gateway, no answer */
+    assert_false(ping_from(ns1, ip4("10.82.0.1"), 300));
+
+    /* 3. DHCP: udp 67 on the dhcp network's bridge only */
+    int ud = udp_socket(INADDR_ANY, 67);
+    udp_send_from(ns1, ip4("10.81.0.1"), 67, "dhcp-h1");
+    assert_true(udp_recv(ud, "dhcp-h1", 3000));
+    udp_send_from(ns2, ip4("10.82.0.1"), 67, "dhcp-h2");
+    assert_false(udp_recv(ud, "dhcp-h2", 300));
+    /* DNS to the gateway where the network says the gateway is the guests' DNS */
+    int un = udp_socket(INADDR_ANY, 53);
+    udp_send_from(ns1, ip4("10.81.0.1"), 53, "dns-h1");
+    assert_true(udp_recv(un, "dns-h1", 3000));
+    udp_send_from(ns2, ip4("10.82.0.1"), 53, "dns-h2");
+    assert_false(udp_recv(un, "dns-h2", 300));
+    close(un);
+
+    /* 4. a link-local group frame the bridge hands to the port's own stack,
+     * with a spoofed source IP, reaches no socket of the host */
+    int tx = raw_socket_in(ns1, "vh1p");
+    uint64_t pd = counter(np, "port_drop");
+    static const uint8_t lldp[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e};
+    size_t n = frame_udp(f, p1.mac, lldp, ip4("10.81.0.99"), ip4("10.81.0.1"), 5555, 23503, "LL-SPOOFED-IP");
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(send(tx, f, n, 0), (ssize_t)n);
+    assert_false(udp_recv(uh, "LL-SPOOFED-IP", 300));
+    assert_true(counter(np, "port_drop") > pd);
+
+    uint64_t c[3] = {counter(np, "fwd_drop"), counter(np, "host_drop"), counter(np, "port_drop")};
+    print_message("host firewall: fwd_drop=%llu host_drop=%llu port_drop=%llu\n", (unsigned long long)c[0],
+                  (unsigned long long)c[1], (unsigned long long)c[2]);
+    enter(ns1);
+    close(tx);
+    enter(main_ns);
+    close(ud);
+    close(uh);
+    close(tl);
+    close(md);
+    close(u2);
+    t_unplug(np, "vh1");
+    t_unplug(np, "vh2");
+    netplug_free(np);
+    /* host_firewall off: the table goes (no stale rules) */
+    struct netplug *np2 = t_np(true);
+    t_net_add(np2, &(struct np_network){.name = "h1", .type = NP_NET_BRIDGE, .bridge = "cab-h1",
+                                        .gateway = "10.81.0.1/24"});
+    t_plug(np2, &p1);
+    struct nft_ctx *nc = nft_ctx_new(NFT_CTX_DEFAULT);
+    nft_ctx_buffer_output(nc);
+    nft_ctx_buffer_error(nc);
+    assert_int_not_equal(nft_run_cmd_from_buffer(nc, "list table inet compute_agent"), 0);
+    nft_ctx_free(nc);
+    t_unplug(np2, "vh1");
+    netplug_free(np2);
+    close(ns1);
+    close(ns2);
+}
+
 /* ---- DHCP: dnsmasq with what net-plug/dhcp.c writes, a DISCOVER from a client ---- */
 
 static pid_t dnsmasq_pid = -1;
@@ -1932,6 +2152,7 @@ int main(void)
         cmocka_unit_test_setup(test_fdb_pinned, setup_ns),
         cmocka_unit_test_setup(test_dhcp_fake_server, setup_ns),
         cmocka_unit_test_setup(test_filter_flushed, setup_ns),
+        cmocka_unit_test_setup(test_host_firewall, setup_ns),
         cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };
