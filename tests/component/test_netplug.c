@@ -14,7 +14,12 @@
  * client namespaces, drops asserted by nft counters and by a listener on the
  * bridge that must not see them) and netplug_peer(); DHCP: Debian's dnsmasq
  * run with net-plug/dhcp.c's argv and files answers a DISCOVER sent through a
- * filtered port (skipped without dnsmasq); the cost of one plug + unplug. */
+ * filtered port (skipped without dnsmasq); the cost of one plug + unplug;
+ * the bridge FDB (learning off on guest ports, the MAC pinned: link-local
+ * frames with a victim's MAC move nothing, agent-made and operator bridge);
+ * fake DHCP servers (anything to udp 68) and link-local frames dropped; the
+ * filter table flushed or edited by someone else (seen, put back, also by the
+ * watch thread); the host firewall (table inet) with ip_forward=1. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
