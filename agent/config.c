@@ -105,6 +105,7 @@ static const struct key_desc keys[] = {
     K("metadata", "config_drive", KEY_BOOL, md_config_drive, "false", 0, 0, NULL, "attach a config drive to launches that do not say"),
     K("metadata", "config_drive_format", KEY_STR, md_config_drive_format, "config-2", 0, 0, NULL, "config-2|nocloud"),
     K("metadata", "xorriso", KEY_STR, md_xorriso, "xorriso", 0, 0, NULL, "xorriso program for config drives"),
+    K("netplug", "host_firewall", KEY_BOOL, np_host_firewall, "true", 0, 0, NULL, "table inet compute_agent: no routing between networks, guests reach only the metadata service, DHCP and ping on the host"),
     K("dhcp", "dnsmasq", KEY_STR, dhcp_dnsmasq, "dnsmasq", 0, 0, NULL, "dnsmasq program for dhcp networks (PATH, /usr/sbin, /sbin searched when no slash)"),
     K("dhcp", "user", KEY_STR, dhcp_user, "root", 0, 0, NULL, "user dnsmasq runs as (--user); \"\": dnsmasq's default"),
 };

@@ -108,6 +108,7 @@ struct agent_config {
     char *metrics_listen;     /* HOST:PORT for Prometheus scrapers, empty: none */
 
     /* [metadata] */
+    bool np_host_firewall;    /* [netplug] host_firewall: the agent's inet table */
     bool md_enabled;          /* serve the metadata service on each network */
     char *md_address;         /* 169.254.169.254 */
     int64_t md_port;          /* 80 */

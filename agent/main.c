@@ -448,7 +448,9 @@ static int build_imgcache(struct agent *a, const char *imgc_dir, struct agent_er
 /* The host's networks (net-plug), the metadata lookup and service. */
 static int build_networking(struct agent *a, struct agent_error *err)
 {
-    struct netplug_config npc = {.antispoof = true};
+    /* the filter table checked every second: put back after a flush ruleset or a firewall reload */
+    struct netplug_config npc = {.antispoof = true, .check_ms = 1000, .host_firewall = a->cfg.np_host_firewall,
+                                 .md_address = a->cfg.md_address, .md_port = (uint16_t)a->cfg.md_port};
     struct np_error ne = {0};
     struct netmap_deps nd;
     int r;
@@ -468,8 +470,10 @@ static int build_networking(struct agent *a, struct agent_error *err)
             .bridge = n->bridge && *n->bridge ? n->bridge : NULL, .parent = n->parent,
             .vlan_id = (int)n->vlan_id, .vni = (uint32_t)n->vni, .local = n->local, .remote = n->remote,
             .group = n->group, .port = (uint16_t)n->port, .mtu = (int)n->mtu,
-            .metadata = n->metadata && a->cfg.md_enabled,
+            .metadata = n->metadata && a->cfg.md_enabled, .dhcp = n->dhcp,
         };
+        for (size_t k = 0; k < n->n_dns; k++)
+            nn.dns_gateway |= n->gw && n->dns_addr[k] == n->gw;
         if (n->gw) {
             net_format_ipv4(n->gw, gw);
             snprintf(gw + strlen(gw), sizeof(gw) - strlen(gw), "/%d", n->prefix);

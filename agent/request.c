@@ -280,6 +280,10 @@ static int parse_iface(const json_t *o, size_t i, struct launch_iface *out, stru
         if (!json_is_string(v) || request_mac_parse(json_string_value(v), out->mac, NULL) < 0)
             return agent_error_set(err, EINVAL, "invalid_field", IFIELD("mac"),
                                    "field '%s' must be a unicast MAC address aa:bb:cc:dd:ee:ff", field);
+        /* net-plug gives a port's host end the guest's MAC with fe as its first byte */
+        if (strncmp(out->mac, "fe:", 3) == 0)
+            return agent_error_set(err, EINVAL, "invalid_field", IFIELD("mac"),
+                                   "field '%s' must not begin with fe: (the host ends of ports use it)", field);
     }
     if ((v = json_object_get(o, "ip")) && !json_is_null(v)) {
         if (!json_is_string(v) || request_ipv4_check(json_string_value(v)) < 0)

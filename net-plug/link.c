@@ -3,7 +3,10 @@
  * returns 0 or -errno; the caller words the error for the user. Called with
  * np->lock held. */
 #include <fcntl.h>
+#include <linux/if_bridge.h>
 #include <linux/if_tun.h>
+#include <linux/neighbour.h>
+#include <linux/rtnetlink.h>
 #include <sched.h>
 #include <time.h>
 #include <sys/ioctl.h>
@@ -489,4 +492,75 @@ int np_bridge_slaves(struct netplug *np, int ifindex, const char *except)
     int r = np_link_foreach(np, count_slave, &c);
 
     return r < 0 ? r : c.n;
+}
+
+/* ---- bridge port learning, static FDB entries, bridge options ----
+ * Raw rtnetlink through the handle's libnl socket: libnl-route-3 has no
+ * setter for these (IFLA_BR_MULTI_BOOLOPT) or words them through its caches. */
+
+/* Sends m (freed here) and waits for the kernel's ack: 0 or -errno. */
+static int nl_request(struct netplug *np, struct nl_msg *m)
+{
+    int r = nl_send_auto(np->sk, m);
+
+    nlmsg_free(m);
+    if (r < 0)
+        return np_nlerr(r);
+    r = nl_wait_for_ack(np->sk);
+    return r < 0 ? np_nlerr(r) : 0;
+}
+
+int np_port_learning_off(struct netplug *np, int ifindex)
+{
+    struct ifinfomsg ifi = {.ifi_family = AF_BRIDGE, .ifi_index = ifindex};
+    struct nl_msg *m = nlmsg_alloc_simple(RTM_SETLINK, NLM_F_ACK);
+    struct nlattr *pi;
+
+    if (!m)
+        return -ENOMEM;
+    if (nlmsg_append(m, &ifi, sizeof(ifi), NLMSG_ALIGNTO) < 0 ||
+        !(pi = nla_nest_start(m, IFLA_PROTINFO | NLA_F_NESTED)) ||
+        nla_put_u8(m, IFLA_BRPORT_LEARNING, 0) < 0) {
+        nlmsg_free(m);
+        return -EMSGSIZE;
+    }
+    nla_nest_end(m, pi);
+    return nl_request(np, m);
+}
+
+int np_fdb_static(struct netplug *np, int port_ifindex, int bridge_ifindex, const uint8_t mac[6])
+{
+    struct ndmsg nd = {.ndm_family = AF_BRIDGE, .ndm_ifindex = port_ifindex, .ndm_state = NUD_NOARP,
+                       .ndm_flags = NTF_MASTER | NTF_STICKY};
+    struct nl_msg *m = nlmsg_alloc_simple(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+
+    if (!m)
+        return -ENOMEM;
+    if (nlmsg_append(m, &nd, sizeof(nd), NLMSG_ALIGNTO) < 0 || nla_put(m, NDA_LLADDR, 6, mac) < 0 ||
+        nla_put_u32(m, NDA_MASTER, (uint32_t)bridge_ifindex) < 0) {
+        nlmsg_free(m);
+        return -EMSGSIZE;
+    }
+    return nl_request(np, m);
+}
+
+int np_bridge_no_ll_learn(struct netplug *np, int ifindex)
+{
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_index = ifindex};
+    struct br_boolopt_multi bm = {.optval = 1u << BR_BOOLOPT_NO_LL_LEARN,
+                                  .optmask = 1u << BR_BOOLOPT_NO_LL_LEARN};
+    struct nl_msg *m = nlmsg_alloc_simple(RTM_NEWLINK, NLM_F_ACK);
+    struct nlattr *li, *data;
+
+    if (!m)
+        return -ENOMEM;
+    if (nlmsg_append(m, &ifi, sizeof(ifi), NLMSG_ALIGNTO) < 0 || !(li = nla_nest_start(m, IFLA_LINKINFO)) ||
+        nla_put_string(m, IFLA_INFO_KIND, "bridge") < 0 || !(data = nla_nest_start(m, IFLA_INFO_DATA)) ||
+        nla_put(m, IFLA_BR_MULTI_BOOLOPT, sizeof(bm), &bm) < 0) {
+        nlmsg_free(m);
+        return -EMSGSIZE;
+    }
+    nla_nest_end(m, data);
+    nla_nest_end(m, li);
+    return nl_request(np, m);
 }

@@ -40,7 +40,12 @@ struct np_net {
     struct in_addr gw; /* s_addr 0 = none */
     int gw_prefix;
     bool metadata;
+    bool dhcp;
+    bool dns_gateway;
     unsigned users; /* ports recorded on this network */
+    bool fw_in;     /* its host firewall elements written since the table was (re)made */
+    bool fw_known;  /* ... written at all by this handle (a repair writes them again) */
+    bool fw_ours;   /* ... as an agent-made bridge (hosted, gws, dhcp) */
 };
 
 /* A port netplug knows of: plugged by this process, or found in the kernel (its
@@ -62,6 +67,9 @@ struct netplug {
     struct nft_ctx *nft;
     char table[64];
     bool antispoof;
+    bool hostfw;          /* the inet table (netplug_config.host_firewall; needs antispoof) */
+    char md_addr[16];     /* the metadata service the host firewall lets guests reach */
+    uint16_t md_port;
     char ovs_vsctl[256]; /* "" not found */
     struct np_net *nets;
     struct np_portrec *ports;
@@ -79,6 +87,13 @@ struct netplug {
     pthread_mutex_t peer_lock;
     int peer_fd; /* -1: none */
     uint32_t peer_seq;
+    /* the filter watch (netplug_config.check_ms): under watch_lock */
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_cond;
+    pthread_t watch;
+    bool watch_running, watch_stop;
+    unsigned check_ms;
+    uint64_t repairs; /* under lock */
 };
 
 /* ---- errors (netplug.c) ---- */
@@ -119,6 +134,17 @@ int np_addr_ensure(struct netplug *np, int ifindex, struct in_addr a, int prefix
 /* Calls fn for every link (dump); stops at fn's negative return. */
 int np_link_foreach(struct netplug *np, int (*fn)(void *opaque, const struct np_linkinfo *li,
                                                    const char *name), void *opaque);
+/* A guest port's bridge side: learning off on the port (IFLA_BRPORT_LEARNING 0),
+ * so no frame it sends (the link-local ones that skip the filter included) can
+ * move a MAC in the bridge's forwarding database; the guest's MAC then gets a
+ * static, sticky entry on it (NUD_NOARP, NTF_STICKY: not "permanent", which
+ * marks the bridge's own local entries), which goes with the port. The port must
+ * be in the bridge already. */
+int np_port_learning_off(struct netplug *np, int ifindex);
+int np_fdb_static(struct netplug *np, int port_ifindex, int bridge_ifindex, const uint8_t mac[6]);
+/* BR_BOOLOPT_NO_LL_LEARN on a bridge (the uplink's link-local frames too):
+ * -EOPNOTSUPP / -EINVAL where the kernel lacks it. */
+int np_bridge_no_ll_learn(struct netplug *np, int ifindex);
 /* How many links have master == ifindex, not counting the one named except. */
 int np_bridge_slaves(struct netplug *np, int ifindex, const char *except);
 
@@ -128,10 +154,23 @@ int np_filter_ensure(struct netplug *np, struct np_error *err);
 int np_filter_set(struct netplug *np, struct np_portrec *rec, const uint8_t mac[6], uint32_t ipv4,
                   struct np_error *err);
 int np_filter_del(struct netplug *np, struct np_portrec *rec, struct np_error *err);
+/* The host firewall's elements of a network whose bridge exists (ours: the
+ * agent made it); added once per table, idempotent. And taken out (its bridge
+ * deleted). */
+int np_fw_net_add(struct netplug *np, struct np_net *n, bool ours, struct np_error *err);
+void np_fw_net_del(struct netplug *np, struct np_net *n);
+/* 0 when the table has its chains and rules as this process writes them and
+ * the entries of dev (NULL: of every filtered record) as recorded; -ESTALE
+ * when not (flushed, deleted, edited); other -errno when it cannot tell. */
+int np_filter_verify(struct netplug *np, const char *dev);
+/* np_filter_verify(NULL), and when stale, everything put back as recorded:
+ * 1 repaired, 0 intact (or nothing filtered), -errno. */
+int np_filter_check(struct netplug *np, struct np_error *err);
 /* Reads the sets into records (creating records for unknown devices). */
 int np_filter_load(struct netplug *np, struct np_error *err);
 /* A named counter of the table ("mac_drop", "arp_drop", "ip_drop",
- * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept"): packets. */
+ * "dhcp_server_drop", "other_drop", "ip_accept", "arp_accept", "ll_drop"; of the
+ * host firewall's inet table: "port_drop", "fwd_drop", "host_drop"): packets. */
 int netplug_counter(struct netplug *np, const char *name, uint64_t *packets);
 /* The current elements (text, for tests and debugging): newly allocated. */
 char *netplug_filter_dump(struct netplug *np);

@@ -5,6 +5,10 @@
  * deletes a bridge another port still uses. One mutex serialises every call. */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <time.h>
+#include <ifaddrs.h>
+#include <linux/if_packet.h>
 #include <stdarg.h>
 
 #include <netlink/netlink.h>
@@ -204,6 +208,59 @@ static int ensure_loaded(struct netplug *np, struct np_error *err)
     return 0;
 }
 
+/* ---- the filter watch ---- */
+
+int netplug_filter_check(struct netplug *np, struct np_error *err)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&np->lock);
+    if (np->antispoof && np->loaded && (r = np_filter_check(np, err)) == 1)
+        np->repairs++;
+    pthread_mutex_unlock(&np->lock);
+    return r;
+}
+
+uint64_t netplug_filter_repairs(struct netplug *np)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&np->lock);
+    n = np->repairs;
+    pthread_mutex_unlock(&np->lock);
+    return n;
+}
+
+static void *watch_thread(void *arg)
+{
+    struct netplug *np = arg;
+    struct timespec ts;
+
+    /* the handle's sockets are bound to its namespace already; libnftables may
+     * open one lazily: let it be there too */
+    if (np->netns_fd >= 0 && setns(np->netns_fd, CLONE_NEWNET) < 0)
+        return NULL;
+    pthread_mutex_lock(&np->watch_lock);
+    while (!np->watch_stop) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += np->check_ms / 1000;
+        ts.tv_nsec += (long)(np->check_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!np->watch_stop && pthread_cond_timedwait(&np->watch_cond, &np->watch_lock, &ts) == 0)
+            ;
+        if (np->watch_stop)
+            break;
+        pthread_mutex_unlock(&np->watch_lock);
+        netplug_filter_check(np, NULL);
+        pthread_mutex_lock(&np->watch_lock);
+    }
+    pthread_mutex_unlock(&np->watch_lock);
+    return NULL;
+}
+
 /* ---- new / free ---- */
 
 int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct np_error *err)
@@ -225,9 +282,28 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     pthread_cond_init(&np->del_cond, NULL);
     pthread_mutex_init(&np->peer_lock, NULL);
     np->peer_fd = -1;
+    pthread_mutex_init(&np->watch_lock, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&np->watch_cond, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     np->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     strscpy(np->table, cfg->nft_table ? cfg->nft_table : "compute_agent", sizeof(np->table));
     np->antispoof = cfg->antispoof;
+    np->hostfw = cfg->antispoof && cfg->host_firewall;
+    strscpy(np->md_addr, NP_METADATA_ADDR, sizeof(np->md_addr));
+    if (cfg->md_address) {
+        struct in_addr a;
+        if (inet_pton(AF_INET, cfg->md_address, &a) != 1) {
+            r = np_fail(err, EINVAL, "netplug: md_address: not an IPv4 address");
+            goto fail;
+        }
+        inet_ntop(AF_INET, &a, np->md_addr, sizeof(np->md_addr));
+    }
+    np->md_port = cfg->md_port ? cfg->md_port : 80;
     np_ovs_find(np, cfg->ovs_vsctl);
     if (!(np->sk = nl_socket_alloc())) {
         r = np_fail(err, ENOMEM, "netplug: out of memory");
@@ -249,6 +325,14 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
         nft_ctx_buffer_output(np->nft);
         nft_ctx_buffer_error(np->nft);
     }
+    if (np->antispoof && cfg->check_ms > 0) {
+        np->check_ms = cfg->check_ms;
+        if ((r = -pthread_create(&np->watch, NULL, watch_thread, np)) < 0) {
+            r = np_fail(err, r, "netplug: cannot start the filter watch: %s", strerror(-r));
+            goto fail;
+        }
+        np->watch_running = true;
+    }
     *out = np;
     return 0;
 fail:
@@ -260,6 +344,13 @@ void netplug_free(struct netplug *np)
 {
     if (!np)
         return;
+    if (np->watch_running) {
+        pthread_mutex_lock(&np->watch_lock);
+        np->watch_stop = true;
+        pthread_cond_broadcast(&np->watch_cond);
+        pthread_mutex_unlock(&np->watch_lock);
+        pthread_join(np->watch, NULL);
+    }
     pthread_mutex_lock(&np->del_lock);
     while (np->del_inflight > 0)
         pthread_cond_wait(&np->del_cond, &np->del_lock);
@@ -282,6 +373,8 @@ void netplug_free(struct netplug *np)
     pthread_mutex_destroy(&np->lock);
     pthread_mutex_destroy(&np->del_lock);
     pthread_cond_destroy(&np->del_cond);
+    pthread_mutex_destroy(&np->watch_lock);
+    pthread_cond_destroy(&np->watch_cond);
     free(np);
 }
 
@@ -304,6 +397,8 @@ static int net_parse(const struct np_network *in, struct np_net *n, struct np_er
     strscpy(n->name, in->name, sizeof(n->name));
     n->type = in->type;
     n->metadata = in->metadata;
+    n->dhcp = in->dhcp;
+    n->dns_gateway = in->dns_gateway;
     if (in->type != NP_NET_BRIDGE && in->type != NP_NET_VLAN && in->type != NP_NET_VXLAN &&
         in->type != NP_NET_OVS)
         return np_fail(err, EINVAL, "network %s: type: not one of bridge, vlan, vxlan, ovs", nm);
@@ -376,7 +471,8 @@ static bool net_same(const struct np_net *a, const struct np_net *b)
            a->vlan_id == b->vlan_id && a->vni == b->vni && a->local.s_addr == b->local.s_addr &&
            a->remote.s_addr == b->remote.s_addr && a->group.s_addr == b->group.s_addr &&
            a->port == b->port && a->mtu == b->mtu && a->gw.s_addr == b->gw.s_addr &&
-           a->gw_prefix == b->gw_prefix && a->metadata == b->metadata;
+           a->gw_prefix == b->gw_prefix && a->metadata == b->metadata && a->dhcp == b->dhcp &&
+           a->dns_gateway == b->dns_gateway;
 }
 
 int netplug_network_add(struct netplug *np, const struct np_network *net, struct np_error *err)
@@ -515,8 +611,14 @@ static int net_ensure(struct netplug *np, struct np_net *n, struct undo *u, stru
                 return np_fail(err, r, "network %s: bridge: %s: %s", n->name, n->bridge, strerror(-r));
         }
     }
+    if ((r = np_fw_net_add(np, n, ours, err)) < 0)
+        return r;
     if (!ours)
         return 0; /* an operator's bridge: used as it is */
+    /* no learning from link-local frames (the uplink's: guest ports learn nothing) */
+    if ((r = np_bridge_no_ll_learn(np, br->ifindex)) < 0 && r != -EOPNOTSUPP && r != -EINVAL)
+        return np_fail(err, r, "network %s: bridge: cannot set no_linklocal_learn on %s: %s", n->name, n->bridge,
+                       strerror(-r));
     if (!(br->flags & IFF_UP) && (r = np_link_set(np, n->bridge, 0, -1, true, NULL, NULL)) < 0)
         return np_fail(err, r, "network %s: bridge: cannot set %s up: %s", n->name, n->bridge, strerror(-r));
     if (n->gw.s_addr && (r = np_addr_ensure(np, br->ifindex, n->gw, n->gw_prefix)) < 0)
@@ -545,8 +647,10 @@ static void net_release(struct netplug *np, struct np_net *n)
         slaves = np_bridge_slaves(np, br.ifindex, have_ul ? n->uplink : NULL);
         if (slaves != 0)
             return; /* in use (or unknown): keep */
-        if (netdev_ours(&br))
+        if (netdev_ours(&br)) {
             np_link_delete(np, n->bridge);
+            np_fw_net_del(np, n);
+        }
     }
     if (have_ul)
         np_link_delete(np, n->uplink);
@@ -711,13 +815,25 @@ static int plug_locked(struct netplug *np, const struct np_port *p, struct np_er
         mtu = want > (int)br.mtu ? want : (int)br.mtu;
         if ((unsigned)mtu == li.mtu)
             mtu = 0;
-        if (mtu || li.master != br.ifindex || !(li.flags & IFF_UP)) {
-            r = np_link_set(np, p->dev, mtu, li.master != br.ifindex ? br.ifindex : -1, true, NULL, NULL);
+        if (mtu || li.master != br.ifindex) {
+            r = np_link_set(np, p->dev, mtu, li.master != br.ifindex ? br.ifindex : -1, false, NULL, NULL);
             if (r < 0) {
                 r = np_fail(err, r, "port %s: %s: %s", p->dev, mtu ? "mtu" : "network",
                             strerror(-r));
                 goto fail;
             }
+        }
+        /* Before it goes up: no learning on the port, the guest's MAC pinned to it
+         * (a link-local frame skips the filter, but the bridge would learn from it). */
+        if ((r = np_port_learning_off(np, li.ifindex)) < 0 ||
+            (r = np_fdb_static(np, li.ifindex, br.ifindex, p->mac)) < 0) {
+            r = np_fail(err, r, "port %s: network: cannot pin its MAC in bridge %s: %s", p->dev, n->bridge,
+                        strerror(-r));
+            goto fail;
+        }
+        if (!(li.flags & IFF_UP) && (r = np_link_set(np, p->dev, 0, -1, true, NULL, NULL)) < 0) {
+            r = np_fail(err, r, "port %s: network: cannot set it up: %s", p->dev, strerror(-r));
+            goto fail;
         }
     }
     if (rec->network[0] && strcmp(rec->network, n->name) != 0)
@@ -930,7 +1046,25 @@ bool netplug_port_filtered(struct netplug *np, const char *dev)
         return false;
     pthread_mutex_lock(&np->lock);
     if (np->antispoof && ensure_loaded(np, NULL) == 0 && (rec = np_port_find(np, dev)))
-        r = rec->filtered && rec->has_dev;
+        r = rec->filtered && rec->has_dev && np_filter_verify(np, dev) == 0;
     pthread_mutex_unlock(&np->lock);
     return r;
+}
+
+bool netplug_mac_on_host(const uint8_t mac[6], char dev[16])
+{
+    struct ifaddrs *ifa = NULL;
+    bool found = false;
+
+    if (getifaddrs(&ifa) < 0)
+        return false;
+    for (struct ifaddrs *i = ifa; i && !found; i = i->ifa_next) {
+        const struct sockaddr_ll *ll = (const struct sockaddr_ll *)i->ifa_addr;
+        if (!ll || ll->sll_family != AF_PACKET || ll->sll_halen != 6 || memcmp(ll->sll_addr, mac, 6) != 0)
+            continue;
+        strscpy(dev, i->ifa_name, 16);
+        found = true;
+    }
+    freeifaddrs(ifa);
+    return found;
 }

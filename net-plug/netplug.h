@@ -37,6 +37,10 @@ struct np_network {       /* all strings borrowed for the call; netplug copies *
     int mtu;              /* 0 = leave as it is */
     const char *gateway;  /* "10.0.0.1/24": put on a bridge the agent made; NULL none */
     bool metadata;        /* put 169.254.169.254/32 on a bridge the agent made */
+    bool dhcp;            /* the host firewall lets guests reach udp 67 on the bridge */
+    bool dns_gateway;     /* guests are told the gateway is their DNS server: the host
+                             firewall lets udp/tcp 53 to it through (a resolver of the
+                             host's, not dnsmasq: that one serves no DNS) */
 };
 
 enum np_port_kind { NP_PORT_TAP, NP_PORT_VETH };
@@ -65,6 +69,16 @@ struct netplug_config {
     const char *nft_table; /* NULL: "compute_agent" (family bridge) */
     bool antispoof;        /* true: filter every port (bridge, vlan, vxlan networks) */
     const char *ovs_vsctl; /* NULL: search PATH */
+    bool host_firewall;    /* with antispoof: table inet <nft_table>: no routing between two
+                              networks' bridges, guest ports never IP interfaces, and from a
+                              bridge the agent made the host answers only the metadata
+                              service, DHCP (dhcp networks), ping to the gateway and
+                              replies; the rest is dropped (TCP: reset) and counted */
+    const char *md_address; /* the metadata service it lets through: NULL 169.254.169.254 */
+    uint16_t md_port;       /* 0: 80 */
+    unsigned check_ms;     /* > 0: a thread of the handle's checks the filter table every
+                              check_ms and puts it back when someone flushed or changed
+                              it (netplug_filter_check); 0: no thread */
 };
 
 struct netplug;
@@ -99,8 +113,10 @@ int netplug_unplug(struct netplug *np, const char *dev, struct np_error *err);
  * kept. Carries on past a failing port; returns the first error. */
 int netplug_sync(struct netplug *np, const struct np_port *keep, size_t n, struct np_error *err);
 
-/* True when dev's anti-spoofing entries are in place (as netplug last wrote
- * them; false for unknown devices, ovs ports, or antispoof off). */
+/* True when dev's anti-spoofing entries are in place: recorded by this handle
+ * AND found in the kernel's table, with the table's chains and rules as
+ * netplug writes them (one libnftables listing); false for unknown devices,
+ * ovs ports, antispoof off, or a table someone flushed (until it is put back). */
 bool netplug_port_filtered(struct netplug *np, const char *dev);
 
 /* For the metadata service: the neighbour entry of src_ipv4 (network byte
@@ -109,6 +125,21 @@ bool netplug_port_filtered(struct netplug *np, const char *dev);
  * dev are written only on success. */
 int netplug_peer(struct netplug *np, const char *network, uint32_t src_ipv4, uint8_t mac[6],
                  char dev[16]);
+
+/* True when a device of the calling thread's namespace has mac as its own
+ * address (a bridge, a host NIC, a port's host end): a guest given that MAC
+ * would be confused with it. Its name in dev (written only when true). Takes
+ * no lock and no handle: one getifaddrs() (a netlink dump, about a millisecond). */
+bool netplug_mac_on_host(const uint8_t mac[6], char dev[16]);
+
+/* Checks the filter table against what this handle wrote (chains, rules, every
+ * filtered port's entries) and, when someone removed or changed it, puts it
+ * back from the records: 1 repaired, 0 intact (or no port filtered), -errno.
+ * The check_ms thread calls it; so may the agent or a test. */
+int netplug_filter_check(struct netplug *np, struct np_error *err);
+
+/* How many times netplug_filter_check found the table changed and put it back. */
+uint64_t netplug_filter_repairs(struct netplug *np);
 
 /* The bridge device name of a recorded network. 0 or -ENOENT. */
 int netplug_network_bridge(struct netplug *np, const char *network, char bridge[16]);

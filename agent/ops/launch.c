@@ -15,6 +15,7 @@
 #include "agent/localfile.h"
 #include "agent/ops/ops-internal.h"
 #include "agent/resources.h"
+#include "net-plug/netplug.h"
 
 static const enum op_step launch_steps[] = {STEP_CLAIMED, STEP_IMAGE, STEP_PORTS, STEP_CONFIG_DRIVE,
                                             STEP_DEFINED, STEP_STARTED, STEP_NONE};
@@ -297,6 +298,14 @@ static int iface_error(struct agent_error *err, int e, const char *code, size_t 
     return agent_error_set(err, e, code, field, "field '%s': %s", field, fmt ? fmt : detail);
 }
 
+/* A device of the agent's namespace (a bridge, a NIC, a port's host end) has it. */
+static bool mac_on_host(const char *mac, char dev[16])
+{
+    uint8_t b[6];
+
+    return request_mac_parse(mac, NULL, b) == 0 && netplug_mac_on_host(b, dev);
+}
+
 /* fa:16:3e:xx:xx:xx (nova's prefix: locally administered, unicast). */
 static int mac_generate(struct ops *o, const struct port *ports, size_t n, char out[18])
 {
@@ -310,7 +319,7 @@ static int mac_generate(struct ops *o, const struct port *ports, size_t n, char 
         snprintf(out, 18, "fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2]);
         for (size_t k = 0; k < n; k++)
             dup |= !strcmp(ports[k].mac, out);
-        if (dup)
+        if (dup || mac_on_host(out, owner))
             continue;
         r = store_port_mac_owner(o->d.store, out, owner);
         if (r == -ENOENT)
@@ -324,7 +333,7 @@ static int mac_generate(struct ops *o, const struct port *ports, size_t n, char 
 static int check_given(struct ops *o, const struct launch_iface *f, const struct net_config *net, size_t i,
                        uint32_t *ip, struct agent_error *err)
 {
-    char owner[37], msg[200];
+    char owner[37], msg[200], dev[16];
     struct port held;
     struct in_addr a;
 
@@ -334,6 +343,10 @@ static int check_given(struct ops *o, const struct launch_iface *f, const struct
     }
     if (f->mac[0] && store_port_mac_owner(o->d.store, f->mac, owner) == 0) {
         snprintf(msg, sizeof(msg), "MAC %s is in use on this host", f->mac);
+        return iface_error(err, EEXIST, "conflict", i, "mac", NULL, msg);
+    }
+    if (f->mac[0] && mac_on_host(f->mac, dev)) {
+        snprintf(msg, sizeof(msg), "MAC %s is the address of host device %s", f->mac, dev);
         return iface_error(err, EEXIST, "conflict", i, "mac", NULL, msg);
     }
     *ip = 0;

@@ -15,7 +15,12 @@
  * bridge that must not see them) and netplug_peer(); DHCP: Debian's dnsmasq
  * run with net-plug/dhcp.c's argv and files answers a DISCOVER sent through a
  * filtered port (skipped without dnsmasq); netplug_peer() after a real TCP
- * connection (entry present, absent, the MAC on another port, VLAN filtering); the cost of one plug + unplug. */
+ * connection (entry present, absent, the MAC on another port, VLAN filtering); the cost of one plug + unplug;
+ * the bridge FDB (learning off on guest ports, the MAC pinned: link-local
+ * frames with a victim's MAC move nothing, agent-made and operator bridge);
+ * fake DHCP servers (anything to udp 68) and link-local frames dropped; the
+ * filter table flushed or edited by someone else (seen, put back, also by the
+ * watch thread); the host firewall (table inet) with ip_forward=1. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -45,6 +50,7 @@
 #include <netlink/route/link/vxlan.h>
 #include <netlink/route/link/vlan.h>
 #include <netlink/route/neighbour.h>
+#include <netlink/route/route.h>
 
 #include "common/util.h"
 #include "net-plug/dhcp.h"
@@ -1386,6 +1392,537 @@ static void test_spoof(void **state)
 }
 
 
+/* ---- the bridge's forwarding database: learning off on guest ports, the MAC pinned ---- */
+
+/* The FDB port (ifindex) and state of mac on bridge br, or 0 when absent. */
+static int t_fdb_port(int br, const uint8_t mac[6], int *state)
+{
+    struct nl_sock *sk = t_sock();
+    struct nl_cache *c = NULL;
+    int found = 0;
+
+    assert_int_equal(nl_cache_alloc_name("route/neigh", &c), 0);
+    nl_cache_set_arg1(c, AF_BRIDGE);
+    assert_int_equal(nl_cache_refill(sk, c), 0);
+    for (struct nl_object *o = nl_cache_get_first(c); o; o = nl_cache_get_next(o)) {
+        struct rtnl_neigh *n = (struct rtnl_neigh *)o;
+        struct nl_addr *ll = rtnl_neigh_get_lladdr(n);
+        if (!ll || nl_addr_get_len(ll) != 6 || memcmp(nl_addr_get_binary_addr(ll), mac, 6) != 0 ||
+            rtnl_neigh_get_master(n) != br || rtnl_neigh_get_ifindex(n) == br)
+            continue;
+        found = rtnl_neigh_get_ifindex(n);
+        if (state)
+            *state = rtnl_neigh_get_state(n);
+    }
+    nl_cache_free(c);
+    nl_socket_free(sk);
+    return found;
+}
+
+/* The bridge port flags (RTNL_BRIDGE_*) of dev, from an AF_BRIDGE link dump. */
+static unsigned t_brport_flags(const char *dev)
+{
+    struct nl_sock *sk = t_sock();
+    struct nl_cache *c = NULL;
+    unsigned flags = ~0u;
+
+    assert_int_equal(rtnl_link_alloc_cache(sk, AF_BRIDGE, &c), 0);
+    struct rtnl_link *l = rtnl_link_get_by_name(c, dev);
+    assert_non_null(l);
+    flags = (unsigned)rtnl_link_bridge_get_flags(l);
+    rtnl_link_put(l);
+    nl_cache_free(c);
+    nl_socket_free(sk);
+    return flags;
+}
+
+static size_t frame_to(uint8_t *f, const uint8_t dst[6], const uint8_t src[6], const char *marker)
+{
+    size_t n = frame_other(f, src, 0x88cc, marker); /* LLDP's ethertype */
+    memcpy(f, dst, 6);
+    return n;
+}
+
+/* One round on network `net` (bridge `bridge`, gateway 10.78.<sub>.1): a victim
+ * and an attacker port; the attacker sends link-local group frames carrying the
+ * victim's MAC (the bridge consumes them before its prerouting hook, so the
+ * filter never sees them, yet it used to learn their source from them). */
+static void fdb_round(struct netplug *np, const char *net, const char *bridge, int sub)
+{
+    static const uint8_t lldp[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e};
+    static const uint8_t pae[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x03}; /* 802.1X: the bridge input hook */
+    static const uint8_t stp[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x00};
+    uint8_t f[256], mac[6];
+    char dev[16], gw[32], ipv[32], ipa[32];
+    int st = 0;
+
+    snprintf(gw, sizeof(gw), "10.78.%d.1", sub);
+    snprintf(ipv, sizeof(ipv), "10.78.%d.10", sub);
+    snprintf(ipa, sizeof(ipa), "10.78.%d.11", sub);
+    struct np_port vic = port(net, "vvic", NP_PORT_VETH, 0x1a, ipv);
+    struct np_port atk = port(net, "vatk", NP_PORT_VETH, 0x1b, ipa);
+    t_plug(np, &vic);
+    t_plug(np, &atk);
+    int br = (int)if_nametoindex(bridge), ivic = (int)if_nametoindex("vvic"), iatk = (int)if_nametoindex("vatk");
+
+    /* learning is off on both guest ports; each guest MAC is a static (not
+     * permanent) entry on its port */
+    assert_int_equal(t_brport_flags("vvic") & RTNL_BRIDGE_LEARNING, 0);
+    assert_int_equal(t_brport_flags("vatk") & RTNL_BRIDGE_LEARNING, 0);
+    assert_int_equal(t_fdb_port(br, vic.mac, &st), ivic);
+    assert_true(st & NUD_NOARP);
+    assert_false(st & NUD_PERMANENT);
+    assert_int_equal(t_fdb_port(br, atk.mac, NULL), iatk);
+
+    int ns_vic = t_client_ns(), ns_atk = t_client_ns();
+    assert_int_equal(t_change("vvicp", chg_nsfd, &ns_vic), 0);
+    assert_int_equal(t_change("vatkp", chg_nsfd, &ns_atk), 0);
+    client_setup(ns_vic, "vvicp", ipv);
+    client_setup(ns_atk, "vatkp", ipa);
+    int tx = raw_socket_in(ns_atk, "vatkp");
+
+    /* the victim talks: the gateway's neighbour entry for its IP */
+    int u = udp_socket(ip4(gw), 20011);
+    udp_send_from(ns_vic, ip4(gw), 20011, "victim-hello");
+    assert_true(udp_recv(u, "victim-hello", 3000));
+    assert_int_equal(netplug_peer(np, net, vic.ipv4, mac, dev), 0);
+    assert_string_equal(dev, "vvic");
+
+    const uint8_t *dsts[] = {lldp, pae, stp};
+    for (size_t i = 0; i < ARRAY_SIZE(dsts); i++) {
+        size_t n = frame_to(f, dsts[i], vic.mac, "LL-VICTIM-MAC");
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(send(tx, f, n, 0), (ssize_t)n);
+    }
+    /* an honest frame from the same port after them: once the gateway has it,
+     * the bridge has handled the others */
+    udp_send_from(ns_atk, ip4(gw), 20011, "attacker-fence");
+    assert_true(udp_recv(u, "attacker-fence", 3000));
+    assert_int_equal(t_fdb_port(br, vic.mac, &st), ivic);
+    assert_true(st & NUD_NOARP);
+    assert_int_equal(t_fdb_port(br, atk.mac, NULL), iatk);
+    assert_int_equal(netplug_peer(np, net, vic.ipv4, mac, dev), 0);
+    assert_memory_equal(mac, vic.mac, 6);
+    assert_string_equal(dev, "vvic");
+    assert_int_equal(netplug_peer(np, net, atk.ipv4, mac, dev), 0);
+    assert_string_equal(dev, "vatk");
+
+    /* idempotent re-plug keeps it so; unplug takes the entry with the port */
+    t_plug(np, &vic);
+    assert_int_equal(t_fdb_port(br, vic.mac, NULL), ivic);
+    enter(ns_atk);
+    close(tx);
+    enter(main_ns);
+    t_unplug(np, "vatk");
+    assert_int_equal(t_fdb_port(br, atk.mac, NULL), 0);
+    t_unplug(np, "vvic");
+    close(u);
+    close(ns_vic);
+    close(ns_atk);
+}
+
+static void test_fdb_pinned(void **state)
+{
+    struct netplug *np = t_np(true);
+    (void)state;
+
+    /* an agent-made bridge (no_linklocal_learn set too) */
+    t_net_add(np, &(struct np_network){.name = "fp", .type = NP_NET_BRIDGE, .bridge = "cab-fp",
+                                       .gateway = "10.78.0.1/24"});
+    fdb_round(np, "fp", "cab-fp", 0);
+    assert_false(t_exists("cab-fp"));
+    /* an operator's bridge, left as it is: only the ports' settings protect it */
+    t_bridge("opfp", 0);
+    t_up("opfp");
+    t_addr("opfp", "10.78.1.1", 24, true);
+    t_net_add(np, &(struct np_network){.name = "op", .type = NP_NET_BRIDGE, .bridge = "opfp"});
+    fdb_round(np, "op", "opfp", 1);
+    assert_true(t_exists("opfp"));
+    netplug_free(np);
+}
+
+/* ---- fake DHCP servers: any guest frame to udp 68 is dropped, clients pass ---- */
+
+static void test_dhcp_fake_server(void **state)
+{
+    struct spoof s = {0};
+    uint8_t f[512];
+    size_t n;
+    (void)state;
+
+    s.np = t_np(true);
+    t_net_add(s.np, &(struct np_network){.name = "fd", .type = NP_NET_BRIDGE, .bridge = "cab-fd",
+                                         .gateway = "10.79.0.1/24"});
+    struct np_port good = port("fd", "vfdg", NP_PORT_VETH, 0x2a, "10.79.0.10");
+    struct np_port bad = port("fd", "vfdb", NP_PORT_VETH, 0x2b, "10.79.0.11");
+    t_plug(s.np, &good);
+    t_plug(s.np, &bad);
+    memcpy(s.mac_good, good.mac, 6);
+    memcpy(s.mac_bad, bad.mac, 6);
+    s.ip_good = good.ipv4;
+    s.ip_bad = bad.ipv4;
+    s.gw = ip4("10.79.0.0");
+    s.ns_bad = t_client_ns();
+    assert_int_equal(t_change("vfdbp", chg_nsfd, &s.ns_bad), 0);
+    client_setup(s.ns_bad, "vfdbp", "10.79.0.11");
+    s.rx = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    assert_true(s.rx >= 0);
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                              .sll_ifindex = (int)if_nametoindex("cab-fd")};
+    assert_int_equal(bind(s.rx, (struct sockaddr *)&sll, sizeof(sll)), 0);
+    s.tx_bad = raw_socket_in(s.ns_bad, "vfdbp");
+
+    /* server direction, from the guest's own MAC and IP: dropped whatever the source port */
+    n = frame_udp(f, s.mac_bad, BCAST, s.ip_bad, ip4("255.255.255.255"), 1067, 68, "OFFER-SPORT-1067");
+    send_expect(&s, f, n, "OFFER-SPORT-1067", false, "dhcp_server_drop");
+    n = frame_udp(f, s.mac_bad, BCAST, s.ip_bad, ip4("255.255.255.255"), 67, 68, "OFFER-SPORT-67");
+    send_expect(&s, f, n, "OFFER-SPORT-67", false, "dhcp_server_drop");
+    n = frame_udp(f, s.mac_bad, s.mac_good, s.ip_bad, s.ip_good, 5000, 68, "ACK-UNICAST");
+    send_expect(&s, f, n, "ACK-UNICAST", false, "dhcp_server_drop");
+    /* client direction: the discover and a renewal from its own IP pass */
+    n = frame_udp(f, s.mac_bad, BCAST, 0, ip4("255.255.255.255"), 68, 67, "DISCOVER");
+    send_expect(&s, f, n, "DISCOVER", true, "ip_accept");
+    n = frame_udp(f, s.mac_bad, BCAST, s.ip_bad, ip4("10.79.0.255"), 68, 67, "RENEW");
+    send_expect(&s, f, n, "RENEW", true, "ip_accept");
+    /* a link-local group frame forwarded by the bridge would meet prerouting */
+    n = frame_other(f, s.mac_bad, 0x88cc, "LL-FRAME");
+    memcpy(f, (const uint8_t[]){0x01, 0x80, 0xc2, 0x00, 0x00, 0x03}, 6);
+    uint64_t ll = counter(s.np, "ll_drop");
+    send_expect(&s, f, n, "LL-FRAME", false, NULL);
+    assert_true(counter(s.np, "ll_drop") > ll);
+
+    enter(s.ns_bad);
+    close(s.tx_bad);
+    enter(main_ns);
+    t_unplug(s.np, "vfdb");
+    t_unplug(s.np, "vfdg");
+    close(s.rx);
+    close(s.ns_bad);
+    netplug_free(s.np);
+}
+
+/* ---- the filter table flushed by someone else: found, put back ---- */
+
+static void t_nft(const char *cmd)
+{
+    struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+    assert_non_null(c);
+    nft_ctx_buffer_output(c);
+    nft_ctx_buffer_error(c);
+    int r = nft_run_cmd_from_buffer(c, cmd);
+    if (r != 0)
+        fail_msg("nft %s: %s", cmd, nft_ctx_get_error_buffer(c));
+    nft_ctx_free(c);
+}
+
+static void test_filter_flushed(void **state)
+{
+    struct spoof s = {0};
+    struct np_error e = {0};
+    uint8_t f[512];
+    size_t n;
+    const uint8_t fake_mac[6] = {0x52, 0x54, 0x00, 0x11, 0x22, 0x98};
+    (void)state;
+
+    s.np = t_np(true); /* no watch thread: the check is called by hand first */
+    t_net_add(s.np, &(struct np_network){.name = "ff", .type = NP_NET_BRIDGE, .bridge = "cab-ff",
+                                         .gateway = "10.80.0.1/24"});
+    struct np_port good = port("ff", "vffg", NP_PORT_VETH, 0x3a, "10.80.0.10");
+    struct np_port bad = port("ff", "vffb", NP_PORT_VETH, 0x3b, "10.80.0.11");
+    t_plug(s.np, &good);
+    t_plug(s.np, &bad);
+    memcpy(s.mac_bad, bad.mac, 6);
+    s.ip_bad = bad.ipv4;
+    s.gw = ip4("10.80.0.0");
+    s.ns_bad = t_client_ns();
+    assert_int_equal(t_change("vffbp", chg_nsfd, &s.ns_bad), 0);
+    client_setup(s.ns_bad, "vffbp", "10.80.0.11");
+    s.rx = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    assert_true(s.rx >= 0);
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL),
+                              .sll_ifindex = (int)if_nametoindex("cab-ff")};
+    assert_int_equal(bind(s.rx, (struct sockaddr *)&sll, sizeof(sll)), 0);
+    s.tx_bad = raw_socket_in(s.ns_bad, "vffbp");
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    assert_int_equal(netplug_filter_check(s.np, &e), 0);
+
+    /* a firewall reload: everything gone; the port is not filtered any more (the
+     * metadata service refuses it) and a spoofed frame passes */
+    t_nft("flush ruleset");
+    assert_false(netplug_port_filtered(s.np, "vffb"));
+    assert_false(netplug_port_filtered(s.np, "vffg"));
+    n = frame_udp(f, fake_mac, BCAST, s.ip_bad, ip4("10.80.0.255"), 5000, 5000, "FLUSHED-FAKEMAC");
+    send_expect(&s, f, n, "FLUSHED-FAKEMAC", true, NULL);
+    /* the check finds it and puts it all back */
+    assert_int_equal(netplug_filter_check(s.np, &e), 1);
+    assert_int_equal(netplug_filter_repairs(s.np), 1);
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    assert_true(netplug_port_filtered(s.np, "vffg"));
+    n = frame_udp(f, fake_mac, BCAST, s.ip_bad, ip4("10.80.0.255"), 5000, 5000, "RESTORED-FAKEMAC");
+    send_expect(&s, f, n, "RESTORED-FAKEMAC", false, "mac_drop");
+    /* one entry deleted, one rule deleted: found too */
+    t_nft("delete element bridge compute_agent macs { \"vffb\" . 52:54:00:11:22:3b }");
+    assert_false(netplug_port_filtered(s.np, "vffb"));
+    assert_true(netplug_port_filtered(s.np, "vffg"));
+    assert_int_equal(netplug_filter_check(s.np, &e), 1);
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    t_nft("flush chain bridge compute_agent ip_check");
+    assert_false(netplug_port_filtered(s.np, "vffg"));
+    assert_int_equal(netplug_filter_check(s.np, &e), 1);
+    assert_true(netplug_port_filtered(s.np, "vffg"));
+    netplug_free(s.np);
+
+    /* with the watch thread (as the agent runs it): back within a deadline */
+    struct netplug_config cfg = {.antispoof = true, .check_ms = 50};
+    assert_int_equal(netplug_new(&cfg, &s.np, &e), 0);
+    t_net_add(s.np, &(struct np_network){.name = "ff", .type = NP_NET_BRIDGE, .bridge = "cab-ff",
+                                         .gateway = "10.80.0.1/24"});
+    t_plug(s.np, &good); /* records loaded, idempotent */
+    t_plug(s.np, &bad);
+    uint64_t t0 = now_mono_ns();
+    t_nft("flush ruleset");
+    uint64_t end = t0 + 3000000000ull;
+    while (netplug_filter_repairs(s.np) == 0 && now_mono_ns() < end) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(netplug_filter_repairs(s.np) >= 1);
+    print_message("filter flushed: put back by the watch (50 ms period) after %.0f ms\n",
+                  (double)(now_mono_ns() - t0) / 1e6);
+    assert_true(netplug_port_filtered(s.np, "vffb"));
+    n = frame_udp(f, fake_mac, BCAST, s.ip_bad, ip4("10.80.0.255"), 5000, 5000, "WATCHED-FAKEMAC");
+    send_expect(&s, f, n, "WATCHED-FAKEMAC", false, "mac_drop");
+
+    enter(s.ns_bad);
+    close(s.tx_bad);
+    enter(main_ns);
+    t_unplug(s.np, "vffb");
+    t_unplug(s.np, "vffg");
+    assert_int_equal(netplug_filter_check(s.np, &e), 0);
+    close(s.rx);
+    close(s.ns_bad);
+    netplug_free(s.np);
+}
+
+/* ---- the host firewall (table inet): isolation with ip_forward=1, host exposure ---- */
+
+static void t_route_default(const char *gw)
+{
+    struct nl_sock *sk = t_sock();
+    struct rtnl_route *rt = rtnl_route_alloc();
+    struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
+    struct nl_addr *dst = NULL, *via = NULL;
+    struct in_addr a;
+
+    assert_int_equal(nl_addr_parse("0.0.0.0/0", AF_INET, &dst), 0);
+    inet_pton(AF_INET, gw, &a);
+    via = nl_addr_build(AF_INET, &a, 4);
+    rtnl_route_set_family(rt, AF_INET);
+    rtnl_route_set_dst(rt, dst);
+    rtnl_route_nh_set_gateway(nh, via);
+    rtnl_route_add_nexthop(rt, nh);
+    assert_int_equal(rtnl_route_add(sk, rt, NLM_F_CREATE), 0);
+    nl_addr_put(dst);
+    nl_addr_put(via);
+    rtnl_route_put(rt);
+    nl_socket_free(sk);
+}
+
+/* A TCP connect from namespace ns: 0 connected, -ECONNREFUSED, -ETIMEDOUT. */
+static int tcp_connect_from(int ns, uint32_t dst, uint16_t port, int timeout_ms)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = dst};
+    int fd, r, err = 0;
+    socklen_t el = sizeof(err);
+
+    enter(ns);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    enter(main_ns);
+    assert_true(fd >= 0);
+    r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+    if (r < 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        if (poll(&pfd, 1, timeout_ms) <= 0) {
+            close(fd);
+            return -ETIMEDOUT;
+        }
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        r = err ? -err : 0;
+    } else if (r < 0) {
+        r = -errno;
+    }
+    close(fd);
+    return r;
+}
+
+static int tcp_listener(uint32_t ip, uint16_t port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    return fd;
+}
+
+/* An ICMP echo from ns to dst: answered within timeout_ms. */
+static bool ping_from(int ns, uint32_t dst, int timeout_ms)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = dst};
+    uint8_t pkt[16] = {8, 0, 0, 0, 0x12, 0x34, 0, 1}, buf[256];
+    uint32_t sum = 0;
+    int fd;
+
+    for (size_t i = 0; i < sizeof(pkt); i += 2)
+        sum += (uint32_t)(pkt[i] << 8 | pkt[i + 1]);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    pkt[2] = (uint8_t)(~sum >> 8);
+    pkt[3] = (uint8_t)~sum;
+    enter(ns);
+    fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+    enter(main_ns);
+    assert_true(fd >= 0);
+    assert_int_equal(sendto(fd, pkt, sizeof(pkt), 0, (struct sockaddr *)&sa, sizeof(sa)), (ssize_t)sizeof(pkt));
+    uint64_t end = now_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    bool got = false;
+    while (!got && now_mono_ns() < end) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, (int)((end - now_mono_ns()) / 1000000u) + 1) <= 0)
+            continue;
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n >= 28 && buf[20] == 0 && buf[24] == 0x12 && buf[25] == 0x34) /* echo reply, our id */
+            got = true;
+    }
+    close(fd);
+    return got;
+}
+
+static void test_host_firewall(void **state)
+{
+    struct netplug_config cfg = {.antispoof = true, .host_firewall = true, .md_port = 23580};
+    struct netplug *np = NULL;
+    struct np_error e = {0};
+    uint8_t f[512];
+    (void)state;
+
+    assert_int_equal(netplug_new(&cfg, &np, &e), 0);
+    /* forwarding on, as on a host with docker or libvirt's default network (this
+     * namespace only) */
+    write_file("/proc/sys/net/ipv4/ip_forward", "1");
+    t_net_add(np, &(struct np_network){.name = "h1", .type = NP_NET_BRIDGE, .bridge = "cab-h1",
+                                       .gateway = "10.81.0.1/24", .metadata = true, .dhcp = true,
+                                       .dns_gateway = true});
+    t_net_add(np, &(struct np_network){.name = "h2", .type = NP_NET_BRIDGE, .bridge = "cab-h2",
+                                       .gateway = "10.82.0.1/24"});
+    struct np_port p1 = port("h1", "vh1", NP_PORT_VETH, 0x4a, "10.81.0.10");
+    struct np_port p2 = port("h2", "vh2", NP_PORT_VETH, 0x4b, "10.82.0.10");
+    t_plug(np, &p1);
+    t_plug(np, &p2);
+    int ns1 = t_client_ns(), ns2 = t_client_ns();
+    assert_int_equal(t_change("vh1p", chg_nsfd, &ns1), 0);
+    assert_int_equal(t_change("vh2p", chg_nsfd, &ns2), 0);
+    client_setup(ns1, "vh1p", "10.81.0.10");
+    client_setup(ns2, "vh2p", "10.82.0.10");
+    enter(ns1);
+    t_route_default("10.81.0.1");
+    enter(ns2);
+    t_route_default("10.82.0.1");
+    enter(main_ns);
+
+    /* 1. n1's guest cannot reach n2's (routed through the host) */
+    enter(ns2);
+    int u2 = udp_socket(ip4("10.82.0.10"), 23501);
+    enter(main_ns);
+    uint64_t fwd = counter(np, "fwd_drop");
+    udp_send_from(ns1, ip4("10.82.0.10"), 23501, "n1-to-n2");
+    assert_false(udp_recv(u2, "n1-to-n2", 500));
+    assert_true(counter(np, "fwd_drop") > fwd);
+    /* control: without the table the host routes it (someone deleted it) ... */
+    t_nft("delete table inet compute_agent");
+    assert_false(netplug_port_filtered(np, "vh1"));
+    udp_send_from(ns1, ip4("10.82.0.10"), 23501, "n1-to-n2-open");
+    assert_true(udp_recv(u2, "n1-to-n2-open", 3000));
+    /* ... and the check puts it back, elements included */
+    assert_int_equal(netplug_filter_check(np, &e), 1);
+    assert_true(netplug_port_filtered(np, "vh1"));
+    udp_send_from(ns1, ip4("10.82.0.10"), 23501, "n1-to-n2-again");
+    assert_false(udp_recv(u2, "n1-to-n2-again", 500));
+
+    /* 2. host services on the gateway address: a TCP listener is refused (reset),
+     * UDP dropped; the metadata address and port answer; ping the gateway works */
+    int tl = tcp_listener(INADDR_ANY, 23502), md = tcp_listener(ip4("169.254.169.254"), 23580);
+    uint64_t host = counter(np, "host_drop");
+    assert_int_equal(tcp_connect_from(ns1, ip4("10.81.0.1"), 23502, 3000), -ECONNREFUSED);
+    assert_int_equal(tcp_connect_from(ns1, ip4("169.254.169.254"), 23502, 3000), -ECONNREFUSED);
+    assert_int_equal(tcp_connect_from(ns1, ip4("169.254.169.254"), 23580, 3000), 0);
+    assert_int_equal(tcp_connect_from(ns2, ip4("10.82.0.1"), 23502, 3000), -ECONNREFUSED);
+    int uh = udp_socket(INADDR_ANY, 23503);
+    udp_send_from(ns1, ip4("10.81.0.1"), 23503, "udp-to-host");
+    assert_false(udp_recv(uh, "udp-to-host", 300));
+    assert_true(counter(np, "host_drop") >= host + 4);
+    assert_true(ping_from(ns1, ip4("10.81.0.1"), 3000));
+    assert_true(ping_from(ns2, ip4("10.82.0.1"), 3000));
+    /* the other network's gateway is the host too: not its gateway, no answer */
+    assert_false(ping_from(ns1, ip4("10.82.0.1"), 300));
+
+    /* 3. DHCP: udp 67 on the dhcp network's bridge only */
+    int ud = udp_socket(INADDR_ANY, 67);
+    udp_send_from(ns1, ip4("10.81.0.1"), 67, "dhcp-h1");
+    assert_true(udp_recv(ud, "dhcp-h1", 3000));
+    udp_send_from(ns2, ip4("10.82.0.1"), 67, "dhcp-h2");
+    assert_false(udp_recv(ud, "dhcp-h2", 300));
+    /* DNS to the gateway where the network says the gateway is the guests' DNS */
+    int un = udp_socket(INADDR_ANY, 53);
+    udp_send_from(ns1, ip4("10.81.0.1"), 53, "dns-h1");
+    assert_true(udp_recv(un, "dns-h1", 3000));
+    udp_send_from(ns2, ip4("10.82.0.1"), 53, "dns-h2");
+    assert_false(udp_recv(un, "dns-h2", 300));
+    close(un);
+
+    /* 4. a link-local group frame the bridge hands to the port's own stack,
+     * with a spoofed source IP, reaches no socket of the host */
+    int tx = raw_socket_in(ns1, "vh1p");
+    uint64_t pd = counter(np, "port_drop");
+    static const uint8_t lldp[6] = {0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e};
+    size_t n = frame_udp(f, p1.mac, lldp, ip4("10.81.0.99"), ip4("10.81.0.1"), 5555, 23503, "LL-SPOOFED-IP");
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(send(tx, f, n, 0), (ssize_t)n);
+    assert_false(udp_recv(uh, "LL-SPOOFED-IP", 300));
+    assert_true(counter(np, "port_drop") > pd);
+
+    uint64_t c[3] = {counter(np, "fwd_drop"), counter(np, "host_drop"), counter(np, "port_drop")};
+    print_message("host firewall: fwd_drop=%llu host_drop=%llu port_drop=%llu\n", (unsigned long long)c[0],
+                  (unsigned long long)c[1], (unsigned long long)c[2]);
+    enter(ns1);
+    close(tx);
+    enter(main_ns);
+    close(ud);
+    close(uh);
+    close(tl);
+    close(md);
+    close(u2);
+    t_unplug(np, "vh1");
+    t_unplug(np, "vh2");
+    netplug_free(np);
+    /* host_firewall off: the table goes (no stale rules) */
+    struct netplug *np2 = t_np(true);
+    t_net_add(np2, &(struct np_network){.name = "h1", .type = NP_NET_BRIDGE, .bridge = "cab-h1",
+                                        .gateway = "10.81.0.1/24"});
+    t_plug(np2, &p1);
+    struct nft_ctx *nc = nft_ctx_new(NFT_CTX_DEFAULT);
+    nft_ctx_buffer_output(nc);
+    nft_ctx_buffer_error(nc);
+    assert_int_not_equal(nft_run_cmd_from_buffer(nc, "list table inet compute_agent"), 0);
+    nft_ctx_free(nc);
+    t_unplug(np2, "vh1");
+    netplug_free(np2);
+    close(ns1);
+    close(ns2);
+}
+
 /* ---- DHCP: dnsmasq with what net-plug/dhcp.c writes, a DISCOVER from a client ---- */
 
 static pid_t dnsmasq_pid = -1;
@@ -1774,6 +2311,10 @@ int main(void)
         cmocka_unit_test_setup(test_ovs, setup_ns),
         cmocka_unit_test_setup(test_spoof, setup_ns),
         cmocka_unit_test_setup(test_peer, setup_ns),
+        cmocka_unit_test_setup(test_fdb_pinned, setup_ns),
+        cmocka_unit_test_setup(test_dhcp_fake_server, setup_ns),
+        cmocka_unit_test_setup(test_filter_flushed, setup_ns),
+        cmocka_unit_test_setup(test_host_firewall, setup_ns),
         cmocka_unit_test_setup_teardown(test_dhcp, setup_ns, teardown_dhcp),
         cmocka_unit_test_setup(test_cost, setup_ns),
     };

@@ -64,6 +64,10 @@ def main(c: calib.Checks):
         h = cl.host()
         return (sorted(i["id"] for i in insts), h["instances"], h["allocated"])
 
+    # a host device's MAC: an operator's bridge in the agent's netns, given an
+    # address of its own (cacbr1's is now its port's host end, fe:16:3e:aa:bb:cc)
+    br_mac = "02:ca:fe:00:00:02"
+    ns.run("ip", "link", "set", "cacbr2", "address", br_mac)
     before = snapshot()
     n1 = lambda **k: dict(network="n1", **k)  # noqa: E731
     cases = [
@@ -85,6 +89,10 @@ def main(c: calib.Checks):
         ("zero MAC", {"interfaces": [n1(mac="00:00:00:00:00:00")]}, 400, "invalid_field", "interfaces[0].mac"),
         ("MAC twice in the request", {"interfaces": [n1(mac="02:00:00:00:00:09"), n1(mac="02:00:00:00:00:09")]},
          400, "invalid_field", "interfaces[1].mac"),
+        ("MAC of a port's host end (fe:...)", {"interfaces": [n1(mac="fe:16:3e:aa:bb:cc")]}, 400, "invalid_field",
+         "interfaces[0].mac"),
+        ("MAC of a host device (the bridge)", {"interfaces": [n1(mac=br_mac)]}, 409, "conflict",
+         "interfaces[0].mac"),
         ("MAC in use on the host", {"interfaces": [n1(), n1(mac="FA:16:3E:AA:BB:CC")]}, 409, "conflict",
          "interfaces[1].mac"),
         ("malformed IP", {"interfaces": [n1(ip="10.77.0.300")]}, 400, "invalid_field", "interfaces[0].ip"),

@@ -7,7 +7,9 @@ The agent runs inside the test network namespace with two networks:
  - br: type bridge, another CIDR.
 Guests A and B on vx, C on br, booted together:
  - A pings B and the remote VTEP's address over the overlay; B pings A;
- - C pings its own gateway (control) but neither A nor B;
+ - C pings its own gateway (control) but neither A nor B, with IPv4 forwarding ON in the
+   namespace (as on a host running docker or libvirt's default network): the agent's
+   table inet compute_agent drops routing between its networks (counter fwd_drop);
  - host side: the vxlan device has VNI 4201 and sits on vx's bridge; after terminate
    the agent's bridges and the vxlan device are gone.
 SKIPs while the agent has no GET /v1/networks. Needs CA_NETNS* and CA_GUEST_DIR."""
@@ -61,11 +63,16 @@ def main(c: calib.Checks):
     rns = f"{ns}-vtep"
     subprocess.run(["ip", "netns", "add", rns], check=True)
     agent = cl = None
+    fwd_before = None
     ids = []
     prefix = calib.unique("ca-it-neti")
     try:
         with c.case("underlay veth + remote VTEP namespace", fatal=True):
             remote_vtep(ns, rns)
+        with c.case("IPv4 forwarding on in the test namespace", fatal=True):
+            fwd_before = forwarding(ns)
+            forwarding(ns, "1")
+            assert forwarding(ns) == "1"
         networks = {
             "vx": {"type": "vxlan", "vni": VNI, "parent": UL, "local": UL_IP, "remote": UL_REMOTE,
                    "bridge": VX_BR, "cidr": VX_CIDR, "gateway": VX_GW, "mtu": 1400},
@@ -81,9 +88,27 @@ def main(c: calib.Checks):
         calib.cleanup_domains(uri, ids, marker=prefix)
         netenv.del_link(ns, UL)
         subprocess.run(["ip", "netns", "del", rns])
+        if fwd_before is not None:
+            forwarding(ns, fwd_before)
     with c.case("the root network namespace is unchanged"):
         diff = netenv.snapshot_diff(before, netenv.root_snapshot())
         assert not diff, "host network changed:\n" + diff
+
+
+def forwarding(ns, value=None):
+    """net.ipv4.ip_forward of the namespace: read, or written (its /proc/sys, from inside it)."""
+    path = "/proc/sys/net/ipv4/ip_forward"
+    if value is None:
+        return subprocess.run(["ip", "netns", "exec", ns, "cat", path], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", f"echo {value} > {path}"], check=True)
+    return value
+
+
+def nft_counter(ns, family, name):
+    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "counter", family, "compute_agent", name],
+                         capture_output=True, text=True).stdout
+    return int(out.split("packets")[1].split()[0]) if "packets" in out else -1
 
 
 def body(c, ns, cl, gdir, prefix, ids):
@@ -124,6 +149,9 @@ def body(c, ns, cl, gdir, prefix, ids):
         assert f"ping gw {BR_GW} OK" in mc, mc
         assert any(x.startswith(f"peer {GA['ip']} FAIL") for x in mc), mc
         assert any(x.startswith(f"peer {GB['ip']} FAIL") for x in mc), mc
+    with c.case("with forwarding on, it is the agent's inet table that stopped C (fwd_drop > 0)"):
+        n = nft_counter(ns, "inet", "fwd_drop")
+        assert n > 0, f"fwd_drop {n}"
     with c.case("terminate all: the agent's bridges, vxlan device and taps are gone"):
         for iid in ids:
             op = cl.wait_operation(cl.terminate(iid)["operation"]["id"], timeout=120)

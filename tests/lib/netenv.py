@@ -410,13 +410,13 @@ def config_text(networks, metadata=None, extra=""):
     return "\n".join(out) + extra
 
 
-def start_agent(c, d, ns, uri, networks, metadata=None, timeout=180):
+def start_agent(c, d, ns, uri, networks, metadata=None, timeout=180, extra=""):
     """A qemu agent inside the namespace with these [network] sections, on the private
     libvirtd; returns (agent, client, {name: network JSON}). SKIPs when GET /v1/networks
     404s (the agent does not have the feature yet)."""
     calib.require_agent_binary()
     conf = Path(d) / "agent.conf"
-    conf.write_text(config_text(networks, metadata))
+    conf.write_text(config_text(networks, metadata, extra))
     agent = NetnsAgent(ns, Path(d) / "state", hypervisor="qemu", libvirt_uri=uri, log_level="debug",
                        extra_args=["--config", str(conf), "--host-name", calib.unique("ca-it-net")])
     c.agents.append(agent)

@@ -207,6 +207,8 @@ static void test_launch_guest_invalid(void **state)
                  "interfaces[0].mac");
     expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"00:00:00:00:00:00\"}]}", "invalid_field",
                  "interfaces[0].mac");
+    expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"FE:16:3e:00:00:01\"}]}", "invalid_field",
+                 "interfaces[0].mac"); /* the host ends' pattern */
     expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"fa:16:3e:00:00:1\"}]}", "invalid_field",
                  "interfaces[0].mac");
     expect_parse("{" LB ",\"interfaces\":[{\"network\":\"n\",\"mac\":\"fa-16-3e-00-00-01\"}]}", "invalid_field",
