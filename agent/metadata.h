@@ -139,6 +139,16 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
  * network allowed. 0, -EINVAL (bad argument) or -errno. */
 int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr,
                       int port);
+/* A socket bound to a device is bound to it by its index: a device deleted
+ * (the last port of an agent-made bridge left) and made again under the
+ * same name is another device, which that socket never hears. This checks
+ * network's sockets (NULL: every network's) against their devices now: a
+ * socket whose device went is closed (the listener kept, down), one whose
+ * device is back or was remade is opened again on the same address and
+ * port. The service also does this by itself every second; call it when a
+ * device may just have been made (a plug) not to wait for that. The number
+ * of sockets opened again, or -ENOENT (no listener of network), -ENOMEM. */
+int md_service_refresh(struct md_service *s, const char *network);
 /* Closes network's listening sockets (open connections finish). 0 or -ENOENT. */
 int md_service_unlisten(struct md_service *s, const char *network);
 /* The Prometheus text of the service's counters, written to f (prom.h). 0 or

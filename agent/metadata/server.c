@@ -10,6 +10,7 @@
  * (slowloris), IP_TTL = the hop limit on a token's answer, counters. */
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -28,9 +29,12 @@ struct listener {
     struct md_service *s;
     char network[64];
     uint32_t scope;           /* rate-limit scope: one per network name */
-    int fd;
+    char dev[IF_NAMESIZE];    /* the device bound to ("": none) */
+    unsigned ifindex;         /* ... by its index at the bind (a device remade gets another) */
+    struct sockaddr_in sa;    /* the address bound (its port the one the kernel gave) */
+    int fd;                   /* -1: down (the device is gone; bound again when it is back) */
     int port;
-    uv_poll_t poll;
+    uv_poll_t poll;           /* initialised only while fd >= 0 */
     bool counted;             /* its close is one of s->pending_closes */
     bool paused;              /* out of descriptors: not polled until the next sweep */
     struct listener *next;
@@ -69,6 +73,7 @@ struct md_service {
     bool freeing;
     struct listener *listeners;
     uint32_t next_scope;
+    uint64_t sweeps;
     struct mdconn *conns;
     unsigned n_conns;
     struct mdconn *adding;    /* the connection MHD_add_connection() is adding */
@@ -282,6 +287,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 }
 
 #define SWEEP_MS 250
+#define REFRESH_SWEEPS 4 /* the listeners' devices checked every second */
 
 static void on_listen(uv_poll_t *p, int status, int events);
 
@@ -290,8 +296,10 @@ static void on_sweep(uv_timer_t *t)
     struct md_service *s = t->data;
     uint64_t now = uv_now(s->loop), limit = (uint64_t)s->cfg.header_timeout_s * 1000;
 
+    if (++s->sweeps % REFRESH_SWEEPS == 0)
+        md_service_refresh(s, NULL); /* a bridge deleted or made again */
     for (struct listener *l = s->listeners; l; l = l->next)
-        if (l->paused) {
+        if (l->paused && l->fd >= 0) {
             l->paused = false;
             uv_poll_start(&l->poll, UV_READABLE, on_listen);
         }
@@ -433,45 +441,70 @@ static uint32_t scope_of(struct md_service *s, const char *network)
     return ++s->next_scope;
 }
 
-int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr, int port)
+/* A listening socket on l->sa, bound to l->dev by the index it has now
+ * (SO_BINDTOIFINDEX: a device deleted and made again under the same name
+ * is another index, which md_service_refresh() notices), polled. 0 (l->fd
+ * set, l->port the port bound), -ENODEV when the device is not there, or
+ * -errno. */
+static int listener_open(struct md_service *s, struct listener *l)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in sa = l->sa;
     socklen_t len = sizeof(sa);
-    struct listener *l;
+    unsigned idx = 0;
     int one = 1, fd, r;
 
-    if (!network || strlen(network) >= sizeof(l->network) || port < 0 || port > 65535 ||
-        inet_pton(AF_INET, addr ? addr : "169.254.169.254", &sa.sin_addr) != 1)
-        return -EINVAL;
+    if (l->dev[0] && !(idx = if_nametoindex(l->dev)))
+        return -ENODEV;
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
-        (bind_dev && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, bind_dev, (socklen_t)strlen(bind_dev) + 1) < 0) ||
+        (idx && setsockopt(fd, SOL_SOCKET, SO_BINDTOIFINDEX, &idx, sizeof(idx)) < 0) ||
         bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0 ||
         getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
         r = -errno;
         close(fd);
         return r;
     }
-    l = calloc(1, sizeof(*l));
-    if (!l) {
-        close(fd);
-        return -ENOMEM;
-    }
-    l->s = s;
-    l->fd = fd;
-    l->port = ntohs(sa.sin_port);
-    strscpy(l->network, network, sizeof(l->network));
-    l->scope = scope_of(s, network);
     if ((r = uv_poll_init(s->loop, &l->poll, fd)) < 0) {
         close(fd);
+        return r;
+    }
+    l->fd = fd;
+    l->ifindex = idx;
+    l->port = ntohs(sa.sin_port);
+    l->sa.sin_port = sa.sin_port; /* bound again on the same port */
+    l->paused = false;
+    l->poll.data = l;
+    uv_poll_start(&l->poll, UV_READABLE, on_listen);
+    return 0;
+}
+
+int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr, int port)
+{
+    struct listener *l;
+    int r;
+
+    if (!network || strlen(network) >= sizeof(l->network) || port < 0 || port > 65535 ||
+        (bind_dev && (!*bind_dev || strlen(bind_dev) >= sizeof(l->dev))))
+        return -EINVAL;
+    if (!(l = calloc(1, sizeof(*l))))
+        return -ENOMEM;
+    l->sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr ? addr : "169.254.169.254", &l->sa.sin_addr) != 1) {
+        free(l);
+        return -EINVAL;
+    }
+    l->s = s;
+    l->fd = -1;
+    strscpy(l->network, network, sizeof(l->network));
+    strscpy(l->dev, bind_dev ? bind_dev : "", sizeof(l->dev));
+    if ((r = listener_open(s, l)) < 0) {
         free(l);
         return r;
     }
-    l->poll.data = l;
-    uv_poll_start(&l->poll, UV_READABLE, on_listen);
+    l->scope = scope_of(s, network);
     l->next = s->listeners;
     s->listeners = l;
     return 0;
@@ -494,19 +527,32 @@ static void on_listener_closed(uv_handle_t *h)
 
     bool pending = l->counted;
 
-    close(l->fd);
     free(l);
     if (pending && --s->pending_closes == 0)
         free(s);
 }
 
+/* The socket closed now (the poll handle's close is queued; the descriptor
+ * is closed at once, so that a socket bound in its place right after cannot
+ * get its number while libuv still knows the old one). */
+static void listener_shut(struct listener *l, uv_close_cb cb)
+{
+    uv_poll_stop(&l->poll);
+    uv_close((uv_handle_t *)&l->poll, cb);
+    close(l->fd);
+    l->fd = -1;
+}
+
 static void listener_close(struct listener *l)
 {
+    if (l->fd < 0) { /* down: no handle */
+        free(l);
+        return;
+    }
     l->counted = l->s->freeing;
     if (l->counted)
         l->s->pending_closes++;
-    uv_poll_stop(&l->poll);
-    uv_close((uv_handle_t *)&l->poll, on_listener_closed);
+    listener_shut(l, on_listener_closed);
 }
 
 int md_service_unlisten(struct md_service *s, const char *network)
@@ -525,6 +571,37 @@ int md_service_unlisten(struct md_service *s, const char *network)
         r = 0;
     }
     return r;
+}
+
+int md_service_refresh(struct md_service *s, const char *network)
+{
+    struct listener **p = &s->listeners;
+    bool found = false;
+    int n = 0;
+
+    for (; *p; p = &(*p)->next) {
+        struct listener *l = *p, *fresh;
+        unsigned idx;
+        if (network && strcmp(l->network, network))
+            continue;
+        found = true;
+        if (!l->dev[0])
+            continue;
+        idx = if_nametoindex(l->dev);
+        if (l->fd >= 0 ? idx == l->ifindex : !idx)
+            continue; /* still the same device, or still none */
+        /* the device went, or was made again: this socket hears nothing any more */
+        if (!(fresh = malloc(sizeof(*fresh))))
+            return -ENOMEM;
+        *fresh = *l;
+        fresh->fd = -1;
+        fresh->paused = fresh->counted = false;
+        *p = fresh;
+        listener_close(l);
+        if (idx && listener_open(s, fresh) == 0)
+            n++; /* else down until the device is back */
+    }
+    return found ? n : -ENOENT;
 }
 
 int md_service_metrics(struct md_service *s, FILE *f)
