@@ -111,7 +111,9 @@ int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const c
 
 /* The instance on network whose guest is peer: 0 and *out (a reference the
  * service drops), or -errno with *out untouched (-ENOENT: nobody; the
- * service answers 404 to everything on that connection and counts it).
+ * service answers 404 to everything on that connection and counts it; any
+ * other error is transient: that request is answered 503 with Retry-After
+ * and the next one on the connection is looked up again).
  * Called on the loop, at most once per connection, on its first request:
  * it should be quick (it blocks the loop). */
 typedef int (*md_lookup_fn)(void *opaque, const char *network, const struct sockaddr_in *peer,

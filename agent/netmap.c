@@ -176,6 +176,16 @@ int netmap_metrics(const struct netmap *m, FILE *f)
     return ferror(f) ? -EIO : 0;
 }
 
+/* A lookup that could not be decided now: the service answers 503 and asks
+ * again on the connection's next request. Counted apart from the results. */
+static int transient(struct netmap *m, const char *network, const char *ip, const char *what, int r)
+{
+    m->counts.transient++;
+    log_debug("metadata lookup not decided now", "network=%s ip=%s step=%s error=%s", network, ip, what,
+              strerror(-r));
+    return r;
+}
+
 int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)
 {
     struct netmap *m = opaque;
@@ -189,12 +199,16 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
     if (!peer || peer->sin_family != AF_INET || !inet_ntop(AF_INET, &peer->sin_addr, ip, sizeof(ip)))
         return -EINVAL;
     /* 1. the port with that IP on that network */
-    if (store_port_by_ip(m->d.store, network, ip, &p, owner) < 0) {
+    if ((r = store_port_by_ip(m->d.store, network, ip, &p, owner)) < 0) {
+        if (r != -ENOENT)
+            return transient(m, network, ip, "store", r); /* busy, out of memory: not "nobody" */
         m->counts.no_port++;
         return -ENOENT;
     }
     /* 2. the bridge's view: the MAC of that IP, the device of that MAC */
     r = m->d.np ? netplug_peer(m->d.np, network, peer->sin_addr.s_addr, mac, dev) : -ENOTSUP;
+    if (r == -EINTR || r == -EAGAIN || r == -ENOMEM || r == -ENOBUFS || r == -EBUSY || r == -ETIMEDOUT)
+        return transient(m, network, ip, "neighbour", r); /* a dump interrupted (NLE_DUMP_INTR), ... */
     if (r < 0 || request_mac_parse(p.mac, NULL, want) < 0 || memcmp(mac, want, 6) ||
         strcmp(dev, p.device)) {
         snprintf(mac_text, sizeof(mac_text), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
@@ -211,8 +225,11 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
         return -ENOENT;
     }
     /* 4. a live instance */
-    if (store_instance_get(m->d.store, owner, &inst) < 0)
+    if ((r = store_instance_get(m->d.store, owner, &inst)) < 0) {
+        if (r != -ENOENT)
+            return transient(m, network, ip, "store", r);
         return m->counts.not_live++, -ENOENT;
+    }
     if (!strcmp(inst.state, "terminated") || !strcmp(inst.state, "error")) {
         instance_release(&inst);
         m->counts.not_live++;

@@ -9,7 +9,10 @@
  * that device (the anti-spoofing filter is what makes MAC and IP
  * trustworthy) -> the instance, neither terminated nor in error ->
  * netmap_md_instance(). Anything else: -ENOENT (the service answers 404 and
- * counts it). Never the source IP alone, never a header.
+ * counts it), except an error that says nothing about who asks (the store
+ * busy, a neighbour dump interrupted, out of memory): that -errno is returned
+ * as it is (the service answers 503 and asks again). Never the source IP
+ * alone, never a header.
  *
  * Loop thread (the store is the loop's); netplug_peer() blocks for a
  * netlink round trip (sub-millisecond). */
@@ -54,7 +57,10 @@ void netmap_free(struct netmap *m);
 int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer,
                   struct md_instance **out);
 /* Lookups so far, by result: found, or refused by reason (for logs and tests). */
-struct netmap_counts { uint64_t ok, no_port, peer_mismatch, unfiltered, not_live; };
+struct netmap_counts {
+    uint64_t ok, no_port, peer_mismatch, unfiltered, not_live;
+    uint64_t transient;        /* not decided (store busy, a netlink dump interrupted, ENOMEM): not a result */
+};
 void netmap_counts(const struct netmap *m, struct netmap_counts *out);
 /* The same as Prometheus text on f: the counter family
  * compute_agent_metadata_lookups_total{result="ok|no_port|peer_mismatch|

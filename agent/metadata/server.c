@@ -78,7 +78,7 @@ struct md_service {
     unsigned n_conns;
     struct mdconn *adding;    /* the connection MHD_add_connection() is adding */
     uint64_t answers[N_CODES];
-    uint64_t lookup_failures, refused, tokens, deadline_cuts;
+    uint64_t lookup_failures, lookup_errors, refused, tokens, deadline_cuts;
 };
 
 static void drive(struct md_service *s);
@@ -211,8 +211,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_reply(s, c, k, &rp);
     }
     if (k && !k->looked_up) {
+        int lr = s->lookup(s->opaque, k->network, &k->peer, &k->inst);
+        if (lr < 0 && lr != -ENOENT) {
+            /* a transient error (a netlink dump interrupted, out of memory,
+             * the store busy) is not "not yours": 503, EC2's "retry" answer
+             * (cloud-init retries 5xx, never a 404 on meta_data.json), and
+             * looked up again on the next request */
+            k->inst = NULL;
+            s->lookup_errors++;
+            if (md_answer_text(&rp.a, 503, "Service Unavailable") < 0)
+                return MHD_NO;
+            return send_reply(s, c, k, &rp);
+        }
         k->looked_up = true;
-        if (s->lookup(s->opaque, k->network, &k->peer, &k->inst) < 0 || !k->inst) {
+        if (lr < 0 || !k->inst) {
             k->inst = NULL;
             s->lookup_failures++;
         }
@@ -623,6 +635,10 @@ int md_service_metrics(struct md_service *s, FILE *f)
                 "metadata connections whose instance was not found (answered 404)");
     prom_series(f, "compute_agent_metadata_lookup_failures_total", NULL, 0);
     prom_u64(f, s->lookup_failures);
+    prom_family(f, "compute_agent_metadata_lookup_errors_total", "counter",
+                "metadata lookups that failed for a transient reason (answered 503, looked up again)");
+    prom_series(f, "compute_agent_metadata_lookup_errors_total", NULL, 0);
+    prom_u64(f, s->lookup_errors);
     prom_family(f, "compute_agent_metadata_tokens_issued_total", "counter", "IMDSv2 session tokens issued");
     prom_series(f, "compute_agent_metadata_tokens_issued_total", NULL, 0);
     prom_u64(f, s->tokens);

@@ -234,15 +234,21 @@ struct world {
     double took_s;
 };
 
+static int lookup_found(struct world *w, const char *network, const struct sockaddr_in *peer,
+                        struct md_instance **out)
+{
+    if (strcmp(network, "t1") || peer->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+        return -ENOENT;
+    *out = md_instance_ref(w->m);
+    return 0;
+}
+
 static int lookup(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)
 {
     struct world *w = opaque;
 
     w->lookups++;
-    if (strcmp(network, "t1") || peer->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
-        return -ENOENT;
-    *out = md_instance_ref(w->m);
-    return 0;
+    return lookup_found(w, network, peer, out);
 }
 
 static int dial(int port)
@@ -527,6 +533,91 @@ static void test_service_nobody(void **state)
     free(w);
 }
 
+/* A lookup that fails transiently (as a neighbour dump interrupted by a
+ * change, NLE_DUMP_INTR -> -EINTR, or -ENOMEM) the first time, then finds
+ * the instance. */
+static int flaky_errno;
+
+static int lookup_flaky(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)
+{
+    struct world *w = opaque;
+
+    if (w->lookups++ == 0)
+        return flaky_errno;
+    return lookup_found(w, network, peer, out);
+}
+
+static void two_gets_client(struct world *w)
+{
+    exchange(w, "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+}
+
+static void flaky_world(struct world *w, int err)
+{
+    pthread_t t;
+    struct md_service_config cfg = {.rate = 1000, .burst = 1000};
+
+    flaky_errno = err;
+    assert_int_equal(uv_loop_init(&w->loop), 0);
+    w->m = inst(U1);
+    assert_int_equal(md_service_new(&w->loop, &cfg, lookup_flaky, w, &w->svc), 0);
+    assert_int_equal(md_service_listen(w->svc, "t1", NULL, "127.0.0.1", 0), 0);
+    w->port = md_service_port(w->svc, "t1");
+    uv_async_init(&w->loop, &w->done, on_done);
+    w->client = two_gets_client;
+    assert_int_equal(pthread_create(&t, NULL, client_main, w), 0);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_join(t, NULL);
+}
+
+/* Only -ENOENT is "not yours" (404, kept for the connection); any other
+ * lookup error is a 503 with Retry-After, not kept: the next request on the
+ * same connection is looked up again and served. */
+static void test_service_lookup_transient(void **state)
+{
+    static const int errs[] = {-EINTR, -ENOMEM, -EBUSY};
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_SIZE(errs); i++) {
+        struct world *w = calloc(1, sizeof(*w));
+        char *text = NULL, *second;
+        size_t len = 0;
+        FILE *f;
+
+        flaky_world(w, errs[i]);
+        assert_true(!strncmp(w->out, "HTTP/1.1 503", 12));
+        assert_non_null(strstr(w->out, "Retry-After: 1\r\n"));
+        assert_non_null(second = strstr(w->out + 12, "HTTP/1.1 "));
+        assert_true(!strncmp(second, "HTTP/1.1 200", 12));
+        assert_non_null(strstr(second, U1));
+        assert_int_equal(w->lookups, 2);
+        f = open_memstream(&text, &len);
+        assert_int_equal(md_service_metrics(w->svc, f), 0);
+        fclose(f);
+        assert_non_null(strstr(text, "compute_agent_metadata_lookup_errors_total 1\n"));
+        assert_non_null(strstr(text, "compute_agent_metadata_lookup_failures_total 0\n"));
+        assert_non_null(strstr(text, "compute_agent_metadata_requests_total{code=\"503\"} 1\n"));
+        assert_non_null(strstr(text, "compute_agent_metadata_requests_total{code=\"200\"} 1\n"));
+        free(text);
+        end_world(w);
+        free(w);
+    }
+    /* -ENOENT: 404 for both, one lookup */
+    {
+        struct world *w = calloc(1, sizeof(*w));
+        char *second;
+
+        flaky_world(w, -ENOENT);
+        assert_true(!strncmp(w->out, "HTTP/1.1 404", 12));
+        assert_non_null(second = strstr(w->out + 12, "HTTP/1.1 "));
+        assert_true(!strncmp(second, "HTTP/1.1 404", 12));
+        assert_int_equal(w->lookups, 1);
+        end_world(w);
+        free(w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_service_throttle),
         cmocka_unit_test(test_service_head_deadline),
         cmocka_unit_test(test_service_nobody),
+        cmocka_unit_test(test_service_lookup_transient),
         cmocka_unit_test(test_service_connection_cap),
         cmocka_unit_test(test_service_two_networks),
     };
