@@ -11,10 +11,80 @@
 #include "common/prom.h"
 #include "net-plug/netplug.h"
 
+/* Refusal logs: the first refusal of a source (network, address) in a
+ * window is logged, the rest of that window only counted, and the next line
+ * of that source says how many were not logged (suppressed=N); overall at
+ * most LOG_LINES_PER_WINDOW lines a window. A fixed table: a source whose
+ * slot is taken by another starts over (its count not logged, still in the
+ * counters, which are exact whatever is logged). */
+#define LOG_SOURCES 256
+#define LOG_WINDOW_MS 60000
+#define LOG_LINES_PER_WINDOW 100
+
+struct log_source {
+    uint32_t net, ip;        /* hash of the network's name, address (network order) */
+    bool used;
+    uint64_t since_ms;       /* start of its window */
+    uint64_t suppressed;     /* refusals not logged since its last line */
+};
+
 struct netmap {
     struct netmap_deps d;
     struct netmap_counts counts;
+    struct log_source src[LOG_SOURCES];
+    bool lines_started;
+    uint64_t lines_since_ms;  /* the overall window */
+    unsigned lines;
 };
+
+static uint64_t mono_ms(void)
+{
+    return now_mono_ns() / 1000000;
+}
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+/* May a refusal from (network, ip) be logged now? *suppressed: how many of
+ * that source's were not logged before this one. */
+static bool refusal_loggable(struct netmap *m, const char *network, uint32_t ip, uint64_t *suppressed)
+{
+    uint64_t now = m->d.now_ms ? m->d.now_ms() : mono_ms();
+    uint32_t net = name_hash(network);
+    struct log_source *e = &m->src[(net ^ (ip * 2654435761u)) % LOG_SOURCES];
+
+    *suppressed = 0;
+    if (!e->used || e->net != net || e->ip != ip) {
+        *e = (struct log_source){.net = net, .ip = ip, .used = true, .since_ms = now};
+    } else if (now - e->since_ms >= LOG_WINDOW_MS) {
+        *suppressed = e->suppressed;
+        e->since_ms = now;
+        e->suppressed = 0;
+    } else {
+        e->suppressed++;
+        m->counts.refusals_unlogged++;
+        return false;
+    }
+    if (!m->lines_started || now - m->lines_since_ms >= LOG_WINDOW_MS) {
+        m->lines_started = true;
+        m->lines_since_ms = now;
+        m->lines = 0;
+    }
+    if (m->lines >= LOG_LINES_PER_WINDOW) {
+        e->suppressed += *suppressed + 1; /* said at its next line */
+        m->counts.refusals_unlogged++;
+        return false;
+    }
+    m->lines++;
+    m->counts.refusals_logged++;
+    return true;
+}
 
 static const struct net_config *net_of(const struct net_config *nets, size_t n, const char *name)
 {
@@ -193,6 +263,7 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
     uint8_t mac[6] = {0}, want[6] = {0};
     struct instance inst;
     struct port p;
+    uint64_t unlogged;
     int r;
 
     *out = NULL;
@@ -213,15 +284,19 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
         strcmp(dev, p.device)) {
         snprintf(mac_text, sizeof(mac_text), "%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3],
                  mac[4], mac[5]);
-        log_warn("metadata request refused: source does not match its port", "network=%s ip=%s port=%s "
-                 "error=%d mac=%s dev=%s", network, ip, p.device, r, r < 0 ? "-" : mac_text, r < 0 ? "-" : dev);
         m->counts.peer_mismatch++;
+        if (refusal_loggable(m, network, peer->sin_addr.s_addr, &unlogged))
+            log_warn("metadata request refused: source does not match its port", "network=%s ip=%s port=%s "
+                     "error=%d mac=%s dev=%s suppressed=%llu", network, ip, p.device, r, r < 0 ? "-" : mac_text,
+                     r < 0 ? "-" : dev, (unsigned long long)unlogged);
         return -ENOENT;
     }
     /* 3. only behind the anti-spoofing filter */
     if (!netplug_port_filtered(m->d.np, p.device)) {
-        log_warn("metadata request refused: port not filtered", "network=%s ip=%s port=%s", network, ip, p.device);
         m->counts.unfiltered++;
+        if (refusal_loggable(m, network, peer->sin_addr.s_addr, &unlogged))
+            log_warn("metadata request refused: port not filtered", "network=%s ip=%s port=%s suppressed=%llu",
+                     network, ip, p.device, (unsigned long long)unlogged);
         return -ENOENT;
     }
     /* 4. a live instance */

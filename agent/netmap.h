@@ -48,6 +48,7 @@ struct netmap_deps {
     const struct net_config *nets;  /* borrowed, outlive the netmap */
     size_t n_nets;
     struct netmap_defaults def;
+    uint64_t (*now_ms)(void);       /* monotonic clock for the log's windows; NULL: the system's */
 };
 
 struct netmap;
@@ -60,6 +61,9 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
 struct netmap_counts {
     uint64_t ok, no_port, peer_mismatch, unfiltered, not_live;
     uint64_t transient;        /* not decided (store busy, a netlink dump interrupted, ENOMEM): not a result */
+    /* refusals written to the log / only counted: the first of a source (network, address) in a
+     * minute is logged (with how many of its were not, suppressed=N), at most 100 lines a minute */
+    uint64_t refusals_logged, refusals_unlogged;
 };
 void netmap_counts(const struct netmap *m, struct netmap_counts *out);
 /* The same as Prometheus text on f: the counter family
