@@ -472,7 +472,10 @@ static int build_networking(struct agent *a, struct agent_error *err)
     if (a->cfg.n_networks && !(a->md_listening = calloc(a->cfg.n_networks, sizeof(bool))))
         return -ENOMEM;
     {
-        struct md_service_config mc = {.rate = a->cfg.md_rate, .burst = (int)a->cfg.md_burst};
+        struct md_service_config mc = {.rate = a->cfg.md_rate, .burst = (int)a->cfg.md_burst,
+                                       .max_connections = (unsigned)a->cfg.md_max_connections,
+                                       .max_per_network = (unsigned)a->cfg.md_max_per_network,
+                                       .max_per_source = (unsigned)a->cfg.md_max_per_source};
         if ((r = md_service_new(a->loop, &mc, netmap_lookup, a->netmap, &a->md)) < 0)
             return agent_error_set(err, -r, "internal", NULL, "cannot set up the metadata service: %s",
                                    strerror(-r));

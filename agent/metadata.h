@@ -125,6 +125,8 @@ struct md_service_config {
     const uint8_t *token_key;     /* IMDSv2 token HMAC key (copied); NULL: random per process */
     size_t token_key_len;
     unsigned max_connections;     /* 0: 1024 */
+    unsigned max_per_network;     /* open connections of one network; 0: max_connections / 4 */
+    unsigned max_per_source;      /* of one (network, source address); 0: 64 */
     unsigned header_timeout_s;    /* a request head within; 0: 10 */
     unsigned idle_timeout_s;      /* keep-alive idle; 0: 30 */
 };

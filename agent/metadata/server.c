@@ -46,6 +46,7 @@ struct mdconn {
     uint32_t scope;
     struct sockaddr_in peer;
     bool looked_up;
+    bool counted;             /* in the per-network and per-source counts */
     struct md_instance *inst; /* the lookup's answer, held for the connection */
     struct md_cache cache;    /* what was rendered for it (the instance does not change) */
     bool ttl_set;             /* IP_TTL = hop limit for a token's answer, until the peer has it all */
@@ -57,6 +58,16 @@ struct mdconn {
 /* The answer codes counted (anything else counts as "other"). */
 static const int counted[] = {200, 400, 401, 403, 404, 405, 500, 503};
 #define N_CODES (ARRAY_SIZE(counted) + 1)
+
+/* Open connections per network (addr 0) and per (network, source address):
+ * guests of two networks with overlapping CIDRs are two sources. */
+struct conn_count {
+    uint32_t scope, addr;
+    bool network;
+    unsigned n;
+    struct conn_count *next;
+};
+#define COUNT_BUCKETS 256
 
 struct md_service {
     uv_loop_t *loop;
@@ -77,6 +88,7 @@ struct md_service {
     struct mdconn *conns;
     unsigned n_conns;
     struct mdconn *adding;    /* the connection MHD_add_connection() is adding */
+    struct conn_count *counts[COUNT_BUCKETS];
     uint64_t answers[N_CODES];
     uint64_t lookup_failures, lookup_errors, refused, tokens, deadline_cuts;
 };
@@ -254,6 +266,51 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     }
 }
 
+static struct conn_count **count_slot(struct md_service *s, uint32_t scope, uint32_t addr, bool network)
+{
+    struct conn_count **p = &s->counts[((scope * 2654435761u) ^ addr ^ network) % COUNT_BUCKETS];
+
+    for (; *p; p = &(*p)->next)
+        if ((*p)->scope == scope && (*p)->addr == addr && (*p)->network == network)
+            break;
+    return p;
+}
+
+static unsigned count_get(struct md_service *s, uint32_t scope, uint32_t addr, bool network)
+{
+    struct conn_count *c = *count_slot(s, scope, addr, network);
+
+    return c ? c->n : 0;
+}
+
+/* +1 or -1; an entry goes with its last connection. false: out of memory. */
+static bool count_add(struct md_service *s, uint32_t scope, uint32_t addr, bool network, int d)
+{
+    struct conn_count **p = count_slot(s, scope, addr, network), *c = *p;
+
+    if (!c) {
+        if (d < 0 || !(c = calloc(1, sizeof(*c))))
+            return false;
+        *c = (struct conn_count){.scope = scope, .addr = addr, .network = network};
+        *p = c;
+    }
+    c->n = (unsigned)((int)c->n + d);
+    if (!c->n) {
+        *p = c->next;
+        free(c);
+    }
+    return true;
+}
+
+static void counts_drop(struct md_service *s, struct mdconn *k)
+{
+    if (!k->counted)
+        return;
+    count_add(s, k->scope, 0, true, -1);
+    count_add(s, k->scope, k->peer.sin_addr.s_addr, false, -1);
+    k->counted = false;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -275,6 +332,12 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         }
         k->phase = PH_HEAD;
         k->since_ms = uv_now(s->loop);
+        if (k->scope && count_add(s, k->scope, 0, true, 1)) {
+            if (count_add(s, k->scope, k->peer.sin_addr.s_addr, false, 1))
+                k->counted = true;
+            else
+                count_add(s, k->scope, 0, true, -1);
+        }
         k->next = s->conns;
         if (s->conns)
             s->conns->prev = k;
@@ -292,6 +355,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (k->next)
         k->next->prev = k->prev;
     s->n_conns--;
+    counts_drop(s, k);
     md_cache_clear(&k->cache);
     md_instance_free(k->inst);
     free(k);
@@ -332,7 +396,11 @@ static void accept_one(struct listener *l, int fd, const struct sockaddr_in *pee
     struct mdconn *k;
     int one = 1;
 
-    if (s->n_conns >= s->cfg.max_connections || !(k = calloc(1, sizeof(*k)))) {
+    /* the caps: all, the network's (one network cannot take all), the
+     * source's on that network */
+    if (s->n_conns >= s->cfg.max_connections || count_get(s, l->scope, 0, true) >= s->cfg.max_per_network ||
+        count_get(s, l->scope, peer->sin_addr.s_addr, false) >= s->cfg.max_per_source ||
+        !(k = calloc(1, sizeof(*k)))) {
         s->refused++;
         close(fd);
         return;
@@ -403,6 +471,10 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
     s->cfg.token_key = NULL;
     if (!s->cfg.max_connections)
         s->cfg.max_connections = 1024;
+    if (!s->cfg.max_per_network)
+        s->cfg.max_per_network = s->cfg.max_connections > 4 ? s->cfg.max_connections / 4 : s->cfg.max_connections;
+    if (!s->cfg.max_per_source)
+        s->cfg.max_per_source = 64;
     if (!s->cfg.header_timeout_s)
         s->cfg.header_timeout_s = 10;
     if (!s->cfg.idle_timeout_s)
@@ -425,7 +497,6 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
                               NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
                               s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
-                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_END);
     info = s->mhd ? MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     if (!info || uv_poll_init(loop, &s->poll, info->epoll_fd) < 0) {
@@ -686,6 +757,12 @@ void md_service_free(struct md_service *s)
         MHD_stop_daemon(s->mhd); /* closes the connections: on_connection frees them */
         s->mhd = NULL;
     }
+    for (size_t i = 0; i < COUNT_BUCKETS; i++)
+        while (s->counts[i]) { /* (none left: each connection's close dropped its own) */
+            struct conn_count *c = s->counts[i];
+            s->counts[i] = c->next;
+            free(c);
+        }
     md_ratelimit_free(s->rl);
     s->rl = NULL;
     memset(s->key.key, 0, sizeof(s->key.key));

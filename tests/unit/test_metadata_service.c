@@ -487,6 +487,108 @@ static void test_service_two_networks(void **state)
     free(w);
 }
 
+/* A connection from src (127.0.0.x) to port, one keep-alive request: true
+ * when it is answered (kept), false when closed at once (refused at
+ * accept). fd left open in *out when kept. Client thread. */
+static bool kept(int port, const char *src, int *out)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)}, me = {.sin_family = AF_INET};
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char buf[512];
+
+    if (fd < 0 || inet_pton(AF_INET, src, &me.sin_addr) != 1 || bind(fd, (struct sockaddr *)&me, sizeof(me)) ||
+        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        abort();
+    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL); /* (a refused one may be closed already) */
+    if (poll(&p, 1, 5000) != 1 || recv(fd, buf, sizeof(buf), 0) <= 0) {
+        close(fd);
+        return false;
+    }
+    *out = fd;
+    return true;
+}
+
+static bool caps_ok;
+static int caps_retries; /* refused while the server had not seen the close */
+
+static void caps_client(struct world *w)
+{
+    int fds[8], n = 0;
+    bool ok = true;
+
+    /* per (network, source) 2: a third from 127.0.0.1 on t1 is refused */
+    ok &= kept(w->port, "127.0.0.1", &fds[n]) && ++n;
+    ok &= kept(w->port, "127.0.0.1", &fds[n]) && ++n;
+    ok &= !kept(w->port, "127.0.0.1", &fds[n]);
+    /* per network 3: another source fills t1, a third one is refused */
+    ok &= kept(w->port, "127.0.0.2", &fds[n]) && ++n;
+    ok &= !kept(w->port, "127.0.0.3", &fds[n]);
+    /* the same address on t2 (overlapping CIDRs) is another source, and t1
+     * full does not fill t2 */
+    ok &= kept(port2, "127.0.0.1", &fds[n]) && ++n;
+    ok &= kept(port2, "127.0.0.1", &fds[n]) && ++n;
+    ok &= !kept(port2, "127.0.0.1", &fds[n]);
+    /* a slot frees with its connection */
+    close(fds[0]);
+    {
+        struct timespec d = {0, 0};
+        bool again = false;
+        for (int i = 0; i < 100 && !again; i++) {
+            again = kept(w->port, "127.0.0.1", &fds[0]);
+            if (!again) {
+                caps_retries++;
+                d.tv_nsec = 10 * 1000 * 1000; /* the server may not have seen the close yet */
+                nanosleep(&d, NULL);
+            }
+        }
+        ok &= again;
+    }
+    caps_ok = ok;
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+static void test_service_connection_caps(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    struct md_service_config cfg = {.rate = 1000, .burst = 1000, .max_connections = 100, .max_per_network = 3,
+                                    .max_per_source = 2, .header_timeout_s = 30};
+    pthread_t t;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&w->loop), 0);
+    w->m = inst(U1);
+    assert_int_equal(md_service_new(&w->loop, &cfg, lookup, w, &w->svc), 0);
+    assert_int_equal(md_service_listen(w->svc, "t1", NULL, "127.0.0.1", 0), 0);
+    assert_int_equal(md_service_listen(w->svc, "t2", NULL, "127.0.0.1", 0), 0);
+    w->port = md_service_port(w->svc, "t1");
+    port2 = md_service_port(w->svc, "t2");
+    uv_async_init(&w->loop, &w->done, on_done);
+    w->client = caps_client;
+    assert_int_equal(pthread_create(&t, NULL, client_main, w), 0);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_join(t, NULL);
+    assert_true(caps_ok);
+    f = open_memstream(&text, &len);
+    md_service_metrics(w->svc, f);
+    fclose(f);
+    {
+        char want[96];
+        snprintf(want, sizeof(want), "compute_agent_metadata_connections_refused_total %d\n", 3 + caps_retries);
+        assert_non_null(strstr(text, want));
+    }
+    free(text);
+    assert_int_equal(md_service_unlisten(w->svc, "t2"), 0);
+    end_world(w);
+    free(w);
+}
+
 static void stranger_client(struct world *w)
 {
     exchange(w, "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -633,6 +735,7 @@ int main(void)
         cmocka_unit_test(test_service_lookup_transient),
         cmocka_unit_test(test_service_connection_cap),
         cmocka_unit_test(test_service_two_networks),
+        cmocka_unit_test(test_service_connection_caps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
