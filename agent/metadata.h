@@ -103,11 +103,19 @@ enum md_drive_kind { MD_DRIVE_CONFIG2, MD_DRIVE_NOCLOUD };
 
 /* Writes the config drive of m to iso_path: the files in a temp dir next to
  * iso_path, then `xorriso -as mkisofs -V config-2|cidata -J -R -o
- * iso_path.tmp DIR` (argv; xorriso NULL = "xorriso" from PATH), then rename.
- * Nothing is left behind on failure. Blocks until xorriso ends (bounded to
+ * iso_path.tmp DIR` (argv; xorriso NULL = "xorriso" from PATH), fsync, then
+ * rename and fsync of the directory. Nothing is left behind on failure. Blocks until xorriso ends (bounded to
  * 60 s). 0, or -errno with err filled. */
 int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const char *iso_path,
                    const char *xorriso, struct agent_error *err);
+/* What a build of iso_path interrupted by a crash leaves: iso_path.tmp and
+ * iso_path.d.XXXXXX (which holds user-data), removed when at least min_age_s
+ * old (0: whatever their age; md_drive_build() does that first). The number
+ * removed, or -errno. Blocking. */
+int md_drive_leftovers_remove(const char *iso_path, int min_age_s);
+/* iso_path and its leftovers (terminate, rollback). 0 (also when there was
+ * none) or -errno. */
+int md_drive_remove(const char *iso_path);
 
 /* The instance on network whose guest is peer: 0 and *out (a reference the
  * service drops), or -errno with *out untouched (-ENOENT: nobody; the

@@ -11,6 +11,9 @@ pair, host end in the bridge, peer `<dev>p`), network n1 on an agent-made bridge
 is a client namespace holding its port's veth peer. Path: launch A, A's guest fetches its
 instance-id; terminate A (the bridge is deleted); launch B, B's guest fetches its instance-id
 at once (then also from a third launch, C, after B is gone too, the bridge remade twice).
+Config drive leftovers (audit item 5): a terminate removes config.iso with what a build
+killed midway left (config.iso.d.XXXXXX holding user-data, config.iso.tmp), and a restart's
+reconcile removes such leftovers once old, in any instance's directory.
 Namespaces are deleted at exit (also on failure); nothing is made in the root namespace."""
 
 import json
@@ -19,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -163,11 +167,55 @@ print(json.dumps(req("{ip}", "GET", "/latest/meta-data/instance-id", timeout=3))
             assert r[:2] == [200, inst["ec2_id"]], f"{r[:2]} (bridge indexes {seen})"
             prev = inst
 
-    with c.case("the agent said it listens again (bridge made again), and exits cleanly"):
+    with c.case("the agent said it listens again (bridge made again)"):
         log = agent.log_path.read_text(errors="replace")
         assert log.count("metadata service listening again") >= 1, "no re-listen logged"
+
+    inst_dir = d / "state" / "instances"
+
+    def plant(where, age_s):
+        """What a config drive build killed midway leaves: a temp dir holding user-data, ISO.tmp."""
+        where.mkdir(parents=True, exist_ok=True)
+        t = where / "config.iso.d.Ab12Cd"
+        t.mkdir()
+        (t / "user-data").write_text("#cloud-config\npassword: secret\n")
+        (where / "config.iso.tmp").write_bytes(b"half")
+        if age_s:
+            old = time.time() - age_s
+            for p in (t / "user-data", t, where / "config.iso.tmp"):
+                os.utime(p, (old, old))
+        return [t, where / "config.iso.tmp"]
+
+    if shutil.which("xorriso"):
+        with c.case("config drive: terminate removes config.iso and what a crashed build left"):
+            r = cl.launch({"name": calib.unique("mdrcd"), "flavor": {"vcpus": 1, "memory_mb": 64, "disk_gb": 1},
+                           "image": {"path": files["image"]}, "interfaces": [{"network": "n1"}],
+                           "config_drive": True})
+            op = cl.wait_operation(r["operation"]["id"], timeout=60)
+            assert op["state"] == "succeeded", short(op)
+            cd = cl.wait_state(r["instance"]["id"], "running", timeout=30)
+            here = inst_dir / cd["id"]
+            assert (here / "config.iso").exists(), "no config.iso"
+            planted = plant(here, 0)
+            terminate(cd)
+            left = [p.name for p in [here / "config.iso", *planted] if p.exists()]
+            assert not left, f"left after terminate: {left}"
+    else:
+        calib.log("xorriso is not installed: the config drive terminate case is not run")
+
+    with c.case("a restart's reconcile removes old leftovers of interrupted builds, keeps fresh ones"):
         terminate(prev)
+        old = plant(inst_dir / "6a6a6a6a-0000-4000-8000-00000000dead", 3600)
+        fresh = plant(inst_dir / "6a6a6a6a-0000-4000-8000-00000000beef", 0)
         agent.stop()
+        agent.start(timeout=30)
+        calib.wait_for(lambda: "removed what interrupted config drive builds left" in
+                       agent.log_path.read_text(errors="replace"), 15, what="the reconcile's sweep")
+        assert not [p for p in old if p.exists()], f"old leftovers kept: {old}"
+        assert all(p.exists() for p in fresh), "fresh leftovers (maybe a build under way) removed"
+
+    with c.case("the agent exits cleanly"):
+        assert agent.stop() == 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -190,6 +191,32 @@ static size_t entries(const char *dir)
     return n;
 }
 
+/* A crashed build's leftovers beside iso (two temp dirs, one holding a
+ * user-data file, and ISO.tmp), age_s old. */
+static void leftovers(const char *iso, int age_s)
+{
+    const char *dirs[] = {".d.Ab12Cd", ".d.zz99ZZ"};
+    struct timespec ts[2];
+    char p[PATH_MAX + 64];
+
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= age_s;
+    ts[1] = ts[0];
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        snprintf(p, sizeof(p), "%s%s", iso, dirs[i]);
+        assert_int_equal(mkdir(p, 0700), 0);
+        if (i == 0) {
+            char f[PATH_MAX + 96];
+            snprintf(f, sizeof(f), "%s/user-data", p);
+            close(open(f, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        }
+        assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+    }
+    snprintf(p, sizeof(p), "%s.tmp", iso);
+    close(open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
 static void test_drive(void **state)
 {
     struct md_instance *m = inst(U1);
@@ -208,13 +235,39 @@ static void test_drive(void **state)
     assert_true(md_drive_build(m, MD_DRIVE_NOCLOUD, iso, "/nonexistent/xorriso", &err) < 0);
     assert_int_equal(entries(scratch), 0);
     assert_true(md_drive_build(m, MD_DRIVE_CONFIG2, "/nonexistent-dir/cd.iso", NULL, &err) < 0);
+    /* what a build that crashed left (its temp dir holds user-data, a
+     * half-written .tmp): the next build removes it, failing or not */
+    leftovers(iso, 0);
+    assert_int_equal(entries(scratch), 3);
+    assert_true(md_drive_build(m, MD_DRIVE_CONFIG2, iso, "/bin/false", &err) < 0);
+    assert_int_equal(entries(scratch), 0);
     if (access("/usr/bin/xorriso", X_OK) == 0) {
+        leftovers(iso, 0);
         assert_int_equal(md_drive_build(m, MD_DRIVE_CONFIG2, iso, "/usr/bin/xorriso", &err), 0);
         assert_int_equal(stat(iso, &st), 0);
         assert_true(st.st_size > 16 * 2048);
         assert_int_equal(entries(scratch), 1); /* the image only: no temp dir, no .tmp */
-        unlink(iso);
     }
+    /* the reconcile's sweep: only what is older than a build can take */
+    leftovers(iso, 0);
+    assert_int_equal(md_drive_leftovers_remove(iso, 300), 0);
+    assert_int_equal(md_drive_leftovers_remove(iso, 0), 3);
+    leftovers(iso, 600);
+    assert_int_equal(md_drive_leftovers_remove(iso, 300), 3);
+    {
+        /* another image's leftovers are not this one's */
+        char other[PATH_MAX + 32];
+        snprintf(other, sizeof(other), "%s/cd.iso2.tmp", scratch);
+        close(open(other, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        assert_int_equal(md_drive_leftovers_remove(iso, 0), 0);
+        unlink(other);
+    }
+    /* terminate: the image and everything of its builds */
+    leftovers(iso, 0);
+    close(open(iso, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    assert_int_equal(md_drive_remove(iso), 0);
+    assert_int_equal(entries(scratch), 0);
+    assert_int_equal(md_drive_remove(iso), 0); /* nothing there: fine */
     rmdir(scratch);
     md_instance_free(m);
 }
