@@ -25,6 +25,8 @@
 
 #include "common/util.h"
 
+struct md_cache;
+
 struct md_key {
     char *name;               /* key pair name */
     char *type;               /* "ssh" */
@@ -72,6 +74,7 @@ struct md_instance {
     int hop_limit;            /* 1..64: IP TTL of the token PUT's answer */
     bool endpoint_enabled;    /* false: every request gets 403 */
     unsigned refs_;           /* private: references beyond the first (0 from calloc) */
+    struct md_cache *cache_;  /* private: what the service rendered for it (freed with it) */
 };
 
 /* A zeroed instance holding one reference (hop_limit 1, endpoint enabled),
@@ -137,6 +140,8 @@ struct md_service_config {
     unsigned max_per_source;      /* of one (network, source address); 0: 64 */
     unsigned header_timeout_s;    /* a request head within; 0: 10 */
     unsigned idle_timeout_s;      /* keep-alive idle; 0: 30 */
+    size_t cache_bytes;           /* rendered documents kept, all instances; 0: 64 MiB */
+    size_t cache_instance_bytes;  /* ... of one instance; 0: 16 MiB (the rest rendered per request) */
 };
 
 struct md_service;

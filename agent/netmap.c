@@ -2,6 +2,7 @@
 #include "agent/netmap.h"
 
 #include <arpa/inet.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,8 +29,23 @@ struct log_source {
     uint64_t suppressed;     /* refusals not logged since its last line */
 };
 
+/* The md_instance of each instance recently served, shared by all its
+ * connections (and so its render cache: one tenant's 64 connections hold
+ * one copy, not 64), while what it is built from is unchanged (a SHA-256
+ * of those fields). A fixed table, least recently used out. */
+#define MD_SHARED 32
+
+struct md_shared {
+    char uuid[37];
+    uint8_t fp[32];
+    struct md_instance *m;    /* one reference (NULL: free slot) */
+    uint64_t used;
+};
+
 struct netmap {
     struct netmap_deps d;
+    struct md_shared shared[MD_SHARED];
+    uint64_t tick;
     struct netmap_counts counts;
     struct log_source src[LOG_SOURCES];
     bool lines_started;
@@ -214,7 +230,119 @@ int netmap_new(const struct netmap_deps *deps, struct netmap **out)
 
 void netmap_free(struct netmap *m)
 {
+    if (!m)
+        return;
+    for (size_t i = 0; i < MD_SHARED; i++)
+        md_instance_free(m->shared[i].m);
     free(m);
+}
+
+static void fp_str(EVP_MD_CTX *c, const char *s)
+{
+    static const uint8_t none[2] = {0xff, 0};
+
+    if (s)
+        EVP_DigestUpdate(c, s, strlen(s) + 1);
+    else
+        EVP_DigestUpdate(c, none, sizeof(none));
+}
+
+static void fp_json(EVP_MD_CTX *c, json_t *o)
+{
+    const char *k;
+    json_t *v;
+    char n[32];
+
+    snprintf(n, sizeof(n), "%zu", o ? json_object_size(o) : (size_t)0);
+    fp_str(c, n);
+    json_object_foreach(o, k, v) {
+        fp_str(c, k);
+        fp_str(c, json_string_value(v));
+    }
+}
+
+/* A digest of what netmap_md_instance() reads from inst (the networks and
+ * defaults do not change while the agent runs). false: cannot (then not shared). */
+static bool fingerprint(const struct instance *inst, uint8_t out[32])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    char n[96];
+    bool ok;
+
+    if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(c);
+        return false;
+    }
+    fp_str(c, inst->uuid);
+    fp_str(c, inst->ec2_id);
+    fp_str(c, inst->name);
+    fp_str(c, inst->hostname);
+    fp_str(c, inst->availability_zone);
+    fp_str(c, inst->instance_type);
+    fp_str(c, inst->boot.image_id);
+    fp_str(c, inst->user_data);
+    fp_json(c, inst->public_keys);
+    fp_json(c, inst->metadata);
+    snprintf(n, sizeof(n), "%lld %d %zu", (long long)inst->created_ms, inst->md_opts.hop_limit, inst->n_ports);
+    fp_str(c, n);
+    fp_str(c, inst->md_opts.http_tokens);
+    fp_str(c, inst->md_opts.http_endpoint);
+    for (size_t i = 0; i < inst->n_ports; i++) {
+        const struct port *p = &inst->ports[i];
+        snprintf(n, sizeof(n), "%d %d", p->index, p->mtu);
+        fp_str(c, n);
+        fp_str(c, p->port_id);
+        fp_str(c, p->network);
+        fp_str(c, p->mac);
+        fp_str(c, p->ip);
+    }
+    ok = EVP_DigestFinal_ex(c, out, NULL) == 1;
+    EVP_MD_CTX_free(c);
+    return ok;
+}
+
+static void shared_drop(struct netmap *m, const char *uuid)
+{
+    for (size_t i = 0; i < MD_SHARED; i++)
+        if (m->shared[i].m && !strcmp(m->shared[i].uuid, uuid)) {
+            md_instance_free(m->shared[i].m);
+            m->shared[i].m = NULL;
+        }
+}
+
+struct md_instance *netmap_md_shared(struct netmap *m, const struct instance *inst)
+{
+    struct md_shared *slot = NULL;
+    uint8_t fp[32];
+    struct md_instance *mi;
+
+    if (!fingerprint(inst, fp))
+        return netmap_md_instance(inst, m->d.nets, m->d.n_nets, &m->d.def);
+    for (size_t i = 0; i < MD_SHARED; i++) {
+        struct md_shared *e = &m->shared[i];
+        if (e->m && !strcmp(e->uuid, inst->uuid)) {
+            if (!memcmp(e->fp, fp, sizeof(fp))) {
+                e->used = ++m->tick;
+                m->counts.shared++;
+                return md_instance_ref(e->m);
+            }
+            slot = e; /* changed: replaced */
+        }
+    }
+    if (!(mi = netmap_md_instance(inst, m->d.nets, m->d.n_nets, &m->d.def)))
+        return NULL;
+    if (!slot) { /* a free slot, else the least recently used */
+        slot = &m->shared[0];
+        for (size_t i = 0; i < MD_SHARED && slot->m; i++)
+            if (!m->shared[i].m || m->shared[i].used < slot->used)
+                slot = &m->shared[i];
+    }
+    md_instance_free(slot->m); /* (connections still holding it keep it) */
+    strscpy(slot->uuid, inst->uuid, sizeof(slot->uuid));
+    memcpy(slot->fp, fp, sizeof(fp));
+    slot->m = md_instance_ref(mi);
+    slot->used = ++m->tick;
+    return mi;
 }
 
 void netmap_counts(const struct netmap *m, struct netmap_counts *out)
@@ -306,11 +434,12 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
         return m->counts.not_live++, -ENOENT;
     }
     if (!strcmp(inst.state, "terminated") || !strcmp(inst.state, "error")) {
+        shared_drop(m, inst.uuid);
         instance_release(&inst);
         m->counts.not_live++;
         return -ENOENT;
     }
-    *out = netmap_md_instance(&inst, m->d.nets, m->d.n_nets, &m->d.def);
+    *out = netmap_md_shared(m, &inst);
     instance_release(&inst);
     if (!*out)
         return -ENOMEM;

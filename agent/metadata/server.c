@@ -47,8 +47,8 @@ struct mdconn {
     struct sockaddr_in peer;
     bool looked_up;
     bool counted;             /* in the per-network and per-source counts */
-    struct md_instance *inst; /* the lookup's answer, held for the connection */
-    struct md_cache cache;    /* what was rendered for it (the instance does not change) */
+    struct md_instance *inst; /* the lookup's answer, held for the connection (its render cache
+                                 is the instance's, shared by every connection serving it) */
     bool ttl_set;             /* IP_TTL = hop limit for a token's answer, until the peer has it all */
     enum phase phase;
     uint64_t since_ms;
@@ -76,6 +76,7 @@ struct md_service {
     struct md_service_config cfg;
     struct md_token_key key;
     struct md_ratelimit *rl;
+    struct md_budget *budget; /* what render caches may keep */
     struct MHD_Daemon *mhd;
     uv_poll_t poll;
     uv_timer_t timer, sweep;
@@ -245,7 +246,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     rq.ttl = header(c, "X-aws-ec2-metadata-token-ttl-seconds", &rq.ttl_len);
     rq.forwarded = header(c, "X-Forwarded-For", &xff_len) != NULL;
     rq.now_s = now_wall_ms() / 1000;
-    rq.cache = k ? &k->cache : NULL;
+    rq.cache = k && k->inst ? md_instance_cache(k->inst, s->budget) : NULL;
     if (md_handle(k ? k->inst : NULL, &s->key, &rq, &rp) < 0)
         return MHD_NO;
     return send_reply(s, c, k, &rp);
@@ -356,7 +357,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         k->next->prev = k->prev;
     s->n_conns--;
     counts_drop(s, k);
-    md_cache_clear(&k->cache);
     md_instance_free(k->inst);
     free(k);
     *socket_context = NULL;
@@ -489,7 +489,13 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
             return r;
         }
     }
+    if (!(s->budget = md_budget_new(s->cfg.cache_bytes ? s->cfg.cache_bytes : (size_t)64 << 20,
+                                    s->cfg.cache_instance_bytes ? s->cfg.cache_instance_bytes : (size_t)16 << 20))) {
+        free(s);
+        return -ENOMEM;
+    }
     if ((r = md_ratelimit_new(cfg ? cfg->rate : 0, cfg ? cfg->burst : 0, &s->rl)) < 0) {
+        md_budget_unref(s->budget);
         free(s);
         return r;
     }
@@ -503,6 +509,7 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
         if (s->mhd)
             MHD_stop_daemon(s->mhd);
         md_ratelimit_free(s->rl);
+        md_budget_unref(s->budget);
         free(s);
         return -EIO;
     }
@@ -724,6 +731,10 @@ int md_service_metrics(struct md_service *s, FILE *f)
     prom_family(f, "compute_agent_metadata_connections", "gauge", "open metadata connections");
     prom_series(f, "compute_agent_metadata_connections", NULL, 0);
     prom_u64(f, s->n_conns);
+    prom_family(f, "compute_agent_metadata_render_cache_bytes", "gauge",
+                "bytes of rendered metadata documents kept for the instances being served");
+    prom_series(f, "compute_agent_metadata_render_cache_bytes", NULL, 0);
+    prom_u64(f, __atomic_load_n(&s->budget->used, __ATOMIC_RELAXED));
     return ferror(f) ? -EIO : 0;
 }
 
@@ -765,6 +776,8 @@ void md_service_free(struct md_service *s)
         }
     md_ratelimit_free(s->rl);
     s->rl = NULL;
+    md_budget_unref(s->budget); /* instances still held elsewhere keep it until they go */
+    s->budget = NULL;
     memset(s->key.key, 0, sizeof(s->key.key));
     if (--s->pending_closes == 0)
         free(s);

@@ -487,6 +487,24 @@ static void test_netmap(void **state)
     assert_int_equal(netmap_lookup(nm, "tiny", &peer, &m), -ENOENT); /* no port: never logged */
     netmap_counts(nm, &cnt);
     assert_int_equal(cnt.refusals_logged + cnt.refusals_unlogged, cnt.peer_mismatch + cnt.unfiltered);
+    {
+        /* one md_instance per unchanged instance, shared by its lookups (and
+         * so one render cache for all its connections); a change makes another */
+        struct md_instance *m1, *m2, *m3;
+        assert_non_null(m1 = netmap_md_shared(nm, &inst));
+        assert_non_null(m2 = netmap_md_shared(nm, &inst));
+        assert_ptr_equal(m1, m2);
+        json_object_set_new(inst.metadata, "role", json_string("db"));
+        assert_non_null(m3 = netmap_md_shared(nm, &inst));
+        assert_ptr_not_equal(m3, m1);
+        assert_string_equal(m3->meta[0].value, "db");
+        assert_string_equal(m1->meta[0].value, "web"); /* a connection holding the old one keeps it */
+        netmap_counts(nm, &cnt);
+        assert_int_equal(cnt.shared, 1);
+        md_instance_free(m1);
+        md_instance_free(m2);
+        md_instance_free(m3);
+    }
     netmap_free(nm);
     store_free(s);
     instance_release(&inst);
