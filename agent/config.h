@@ -114,6 +114,9 @@ struct agent_config {
     int64_t md_port;          /* 80 */
     double md_rate;           /* requests per second per source address */
     int64_t md_burst;
+    int64_t md_max_connections; /* open connections: all networks, one network, one (network, source) */
+    int64_t md_max_per_network;
+    int64_t md_max_per_source;
     char *md_http_tokens;     /* optional|required: the default of metadata_options */
     int64_t md_hop_limit;     /* 1..64: the default PUT response hop limit */
     char *md_product;         /* SMBIOS system product */

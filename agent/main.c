@@ -204,7 +204,8 @@ static void on_hv_lost(void *opaque)
 }
 
 /* The metadata service on each network's bridge, once the bridge exists
- * (after the network's first plug, or a reconcile that kept its ports). */
+ * (after the network's first plug, or a reconcile that kept its ports);
+ * then, at each plug, bound again if the bridge was remade. */
 static void md_listen_networks(struct agent *a, const struct instance *only)
 {
     for (size_t i = 0; a->md && a->np && i < a->cfg.n_networks; i++) {
@@ -214,8 +215,13 @@ static void md_listen_networks(struct agent *a, const struct instance *only)
         int r;
         for (size_t k = 0; only && k < only->n_ports; k++)
             used |= !strcmp(only->ports[k].network, n->name);
-        if (!used || a->md_listening[i] || !n->metadata)
+        if (!used || !n->metadata)
             continue;
+        if (a->md_listening[i]) { /* the bridge may have been deleted and made again since */
+            if (md_service_refresh(a->md, n->name) > 0)
+                log_info("metadata service listening again (bridge made again)", "network=%s", n->name);
+            continue;
+        }
         if (netplug_network_bridge(a->np, n->name, bridge) < 0)
             continue;
         r = md_service_listen(a->md, n->name, bridge, a->cfg.md_address, (int)a->cfg.md_port);
@@ -503,7 +509,10 @@ static int build_networking(struct agent *a, struct agent_error *err)
     if (a->cfg.n_networks && !(a->md_listening = calloc(a->cfg.n_networks, sizeof(bool))))
         return -ENOMEM;
     {
-        struct md_service_config mc = {.rate = a->cfg.md_rate, .burst = (int)a->cfg.md_burst};
+        struct md_service_config mc = {.rate = a->cfg.md_rate, .burst = (int)a->cfg.md_burst,
+                                       .max_connections = (unsigned)a->cfg.md_max_connections,
+                                       .max_per_network = (unsigned)a->cfg.md_max_per_network,
+                                       .max_per_source = (unsigned)a->cfg.md_max_per_source};
         if ((r = md_service_new(a->loop, &mc, netmap_lookup, a->netmap, &a->md)) < 0)
             return agent_error_set(err, -r, "internal", NULL, "cannot set up the metadata service: %s",
                                    strerror(-r));

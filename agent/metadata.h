@@ -25,6 +25,8 @@
 
 #include "common/util.h"
 
+struct md_cache;
+
 struct md_key {
     char *name;               /* key pair name */
     char *type;               /* "ssh" */
@@ -72,6 +74,7 @@ struct md_instance {
     int hop_limit;            /* 1..64: IP TTL of the token PUT's answer */
     bool endpoint_enabled;    /* false: every request gets 403 */
     unsigned refs_;           /* private: references beyond the first (0 from calloc) */
+    struct md_cache *cache_;  /* private: what the service rendered for it (freed with it) */
 };
 
 /* A zeroed instance holding one reference (hop_limit 1, endpoint enabled),
@@ -103,15 +106,25 @@ enum md_drive_kind { MD_DRIVE_CONFIG2, MD_DRIVE_NOCLOUD };
 
 /* Writes the config drive of m to iso_path: the files in a temp dir next to
  * iso_path, then `xorriso -as mkisofs -V config-2|cidata -J -R -o
- * iso_path.tmp DIR` (argv; xorriso NULL = "xorriso" from PATH), then rename.
- * Nothing is left behind on failure. Blocks until xorriso ends (bounded to
+ * iso_path.tmp DIR` (argv; xorriso NULL = "xorriso" from PATH), fsync, then
+ * rename and fsync of the directory. Nothing is left behind on failure. Blocks until xorriso ends (bounded to
  * 60 s). 0, or -errno with err filled. */
 int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const char *iso_path,
                    const char *xorriso, struct agent_error *err);
+/* What a build of iso_path interrupted by a crash leaves: iso_path.tmp and
+ * iso_path.d.XXXXXX (which holds user-data), removed when at least min_age_s
+ * old (0: whatever their age; md_drive_build() does that first). The number
+ * removed, or -errno. Blocking. */
+int md_drive_leftovers_remove(const char *iso_path, int min_age_s);
+/* iso_path and its leftovers (terminate, rollback). 0 (also when there was
+ * none) or -errno. */
+int md_drive_remove(const char *iso_path);
 
 /* The instance on network whose guest is peer: 0 and *out (a reference the
  * service drops), or -errno with *out untouched (-ENOENT: nobody; the
- * service answers 404 to everything on that connection and counts it).
+ * service answers 404 to everything on that connection and counts it; any
+ * other error is transient: that request is answered 503 with Retry-After
+ * and the next one on the connection is looked up again).
  * Called on the loop, at most once per connection, on its first request:
  * it should be quick (it blocks the loop). */
 typedef int (*md_lookup_fn)(void *opaque, const char *network, const struct sockaddr_in *peer,
@@ -123,8 +136,12 @@ struct md_service_config {
     const uint8_t *token_key;     /* IMDSv2 token HMAC key (copied); NULL: random per process */
     size_t token_key_len;
     unsigned max_connections;     /* 0: 1024 */
+    unsigned max_per_network;     /* open connections of one network; 0: max_connections / 4 */
+    unsigned max_per_source;      /* of one (network, source address); 0: 64 */
     unsigned header_timeout_s;    /* a request head within; 0: 10 */
     unsigned idle_timeout_s;      /* keep-alive idle; 0: 30 */
+    size_t cache_bytes;           /* rendered documents kept, all instances; 0: 64 MiB */
+    size_t cache_instance_bytes;  /* ... of one instance; 0: 16 MiB (the rest rendered per request) */
 };
 
 struct md_service;
@@ -139,6 +156,16 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
  * network allowed. 0, -EINVAL (bad argument) or -errno. */
 int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr,
                       int port);
+/* A socket bound to a device is bound to it by its index: a device deleted
+ * (the last port of an agent-made bridge left) and made again under the
+ * same name is another device, which that socket never hears. This checks
+ * network's sockets (NULL: every network's) against their devices now: a
+ * socket whose device went is closed (the listener kept, down), one whose
+ * device is back or was remade is opened again on the same address and
+ * port. The service also does this by itself every second; call it when a
+ * device may just have been made (a plug) not to wait for that. The number
+ * of sockets opened again, or -ENOENT (no listener of network), -ENOMEM. */
+int md_service_refresh(struct md_service *s, const char *network);
 /* Closes network's listening sockets (open connections finish). 0 or -ENOENT. */
 int md_service_unlisten(struct md_service *s, const char *network);
 /* The Prometheus text of the service's counters, written to f (prom.h). 0 or

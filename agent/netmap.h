@@ -8,8 +8,14 @@
  * both must equal the port's MAC and device -> netplug_port_filtered() on
  * that device (the anti-spoofing filter is what makes MAC and IP
  * trustworthy) -> the instance, neither terminated nor in error ->
- * netmap_md_instance(). Anything else: -ENOENT (the service answers 404 and
- * counts it). Never the source IP alone, never a header.
+ * netmap_md_instance(), shared: while the instance is unchanged (a digest of
+ * what its metadata is built from) every lookup of it answers the same
+ * md_instance, so its connections share one render cache (a table of the
+ * 32 most recently served). Anything else: -ENOENT (the service answers 404 and
+ * counts it), except an error that says nothing about who asks (the store
+ * busy, a neighbour dump interrupted, out of memory): that -errno is returned
+ * as it is (the service answers 503 and asks again). Never the source IP
+ * alone, never a header.
  *
  * Loop thread (the store is the loop's); netplug_peer() blocks for a
  * netlink round trip (sub-millisecond). */
@@ -45,6 +51,7 @@ struct netmap_deps {
     const struct net_config *nets;  /* borrowed, outlive the netmap */
     size_t n_nets;
     struct netmap_defaults def;
+    uint64_t (*now_ms)(void);       /* monotonic clock for the log's windows; NULL: the system's */
 };
 
 struct netmap;
@@ -53,8 +60,19 @@ void netmap_free(struct netmap *m);
 /* md_lookup_fn (opaque: the struct netmap). */
 int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *peer,
                   struct md_instance **out);
+/* inst's md_instance as the lookup answers it: the one already built while
+ * inst is unchanged, else a new one (then the shared one). A new reference,
+ * or NULL (ENOMEM). Loop thread. */
+struct md_instance *netmap_md_shared(struct netmap *m, const struct instance *inst);
 /* Lookups so far, by result: found, or refused by reason (for logs and tests). */
-struct netmap_counts { uint64_t ok, no_port, peer_mismatch, unfiltered, not_live; };
+struct netmap_counts {
+    uint64_t ok, no_port, peer_mismatch, unfiltered, not_live;
+    uint64_t transient;        /* not decided (store busy, a netlink dump interrupted, ENOMEM): not a result */
+    /* refusals written to the log / only counted: the first of a source (network, address) in a
+     * minute is logged (with how many of its were not, suppressed=N), at most 100 lines a minute */
+    uint64_t refusals_logged, refusals_unlogged;
+    uint64_t shared;           /* lookups answered with the md_instance already built for an unchanged instance */
+};
 void netmap_counts(const struct netmap *m, struct netmap_counts *out);
 /* The same as Prometheus text on f: the counter family
  * compute_agent_metadata_lookups_total{result="ok|no_port|peer_mismatch|

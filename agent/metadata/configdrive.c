@@ -3,9 +3,11 @@
  * ec2/{2009-04-04,latest}/meta-data.json and user-data, as nova writes it)
  * or NoCloud "cidata" (meta-data, user-data, network-config v2; JSON, which
  * YAML reads). Files go to a temp dir beside the image, xorriso (argv, no
- * shell) writes ISO.tmp, a rename puts it in place; a failure removes
- * everything it made. */
+ * shell) writes ISO.tmp, fsync, a rename puts it in place, fsync of the
+ * directory; a failure removes everything it made, and a build first removes
+ * what a crashed one left (ISO.tmp, ISO.d.XXXXXX). */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/metadata/md-internal.h"
@@ -244,6 +247,79 @@ static int run_xorriso(char *const argv[], char *msg, size_t msg_size)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
 }
 
+/* The directory of path ("." when it names none). 0 or -ENAMETOOLONG. */
+static int parent_of(const char *path, char *buf, size_t size)
+{
+    const char *slash = strrchr(path, '/');
+    int n = !slash ? snprintf(buf, size, ".")
+            : slash == path ? snprintf(buf, size, "/")
+                            : snprintf(buf, size, "%.*s", (int)(slash - path), path);
+
+    return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+int md_drive_leftovers_remove(const char *iso_path, int min_age_s)
+{
+    char dir[PATH_MAX], full[PATH_MAX];
+    const char *slash = strrchr(iso_path, '/'), *base = slash ? slash + 1 : iso_path;
+    size_t blen = strlen(base);
+    time_t now = time(NULL);
+    struct dirent *e;
+    int n = 0, dfd;
+    DIR *d;
+
+    if (!blen || parent_of(iso_path, dir, sizeof(dir)) < 0)
+        return -EINVAL;
+    if (!(d = opendir(dir)))
+        return errno == ENOENT ? 0 : -errno;
+    dfd = dirfd(d);
+    while ((e = readdir(d))) {
+        const char *name = e->d_name;
+        struct stat st;
+        bool tmp = !strncmp(name, base, blen) && !strcmp(name + blen, ".tmp");
+        bool tdir = !strncmp(name, base, blen) && !strncmp(name + blen, ".d.", 3) && strlen(name + blen + 3) == 6;
+        if ((!tmp && !tdir) || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (min_age_s > 0 && now - st.st_mtime < min_age_s)
+            continue; /* maybe a build under way */
+        if (tdir && S_ISDIR(st.st_mode)) {
+            if ((size_t)snprintf(full, sizeof(full), "%s/%s", dir, name) >= sizeof(full))
+                continue;
+            rm_tree(full);
+            n++;
+        } else if (unlinkat(dfd, name, 0) == 0) {
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+int md_drive_remove(const char *iso_path)
+{
+    int r = 0;
+
+    if (!iso_path || !iso_path[0])
+        return -EINVAL;
+    if (unlink(iso_path) < 0 && errno != ENOENT)
+        r = -errno;
+    md_drive_leftovers_remove(iso_path, 0);
+    return r;
+}
+
+/* path's data on disk, then (dir) the directory entry naming it. */
+static int fsync_path(const char *path, bool dir)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (dir ? O_DIRECTORY : 0)), r = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
 int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const char *iso_path, const char *xorriso,
                    struct agent_error *err)
 {
@@ -254,6 +330,8 @@ int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const c
     if (!iso_path || !iso_path[0] || (size_t)snprintf(dir, sizeof(dir), "%s.d.XXXXXX", iso_path) >= sizeof(dir) ||
         (size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", iso_path) >= sizeof(tmp))
         return agent_error_set(err, EINVAL, "internal", "config_drive", "bad config drive path");
+    /* what a build that crashed left (its temp dir holds user-data) */
+    md_drive_leftovers_remove(iso_path, 0);
     if (!mkdtemp(dir)) {
         int e = errno;
         return agent_error_set(err, e, "internal", "config_drive", "cannot make a temp dir for %s: %s", iso_path,
@@ -269,9 +347,19 @@ int md_drive_build(const struct md_instance *m, enum md_drive_kind kind, const c
             utf8_scrub(msg);
             agent_error_set(err, -r, "internal", "config_drive", "xorriso failed for %s: %s%s", iso_path,
                             r == -ETIMEDOUT ? "timed out" : r == -EIO ? "" : strerror(-r), r == -EIO ? msg : "");
+        } else if ((r = fsync_path(tmp, false)) < 0) {
+            agent_error_set(err, -r, "internal", "config_drive", "cannot sync %s: %s", tmp, strerror(-r));
         } else if (rename(tmp, iso_path) < 0) {
             r = -errno;
             agent_error_set(err, -r, "internal", "config_drive", "cannot rename %s: %s", tmp, strerror(-r));
+        } else {
+            /* the rename itself durable: a crash after it never leaves a
+             * launch that thought its drive was there without one */
+            char parent[PATH_MAX];
+            if ((r = parent_of(iso_path, parent, sizeof(parent))) == 0 && (r = fsync_path(parent, true)) < 0)
+                agent_error_set(err, -r, "internal", "config_drive", "cannot sync %s: %s", parent, strerror(-r));
+            if (r < 0)
+                unlink(iso_path);
         }
     }
     rm_tree(dir);

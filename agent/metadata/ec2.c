@@ -322,11 +322,79 @@ int md_render(const struct md_instance *m, const char *path, struct md_answer *o
     return md_render_cached(m, path, NULL, out);
 }
 
+struct md_budget *md_budget_new(size_t total, size_t per_instance)
+{
+    struct md_budget *b = calloc(1, sizeof(*b));
+
+    if (b) {
+        b->total = total;
+        b->per_instance = per_instance;
+        b->refs = 1;
+    }
+    return b;
+}
+
+struct md_budget *md_budget_ref(struct md_budget *b)
+{
+    if (b)
+        __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
+    return b;
+}
+
+void md_budget_unref(struct md_budget *b)
+{
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(b);
+}
+
+/* May c keep n more bytes? Charged if so. */
+static bool charge(struct md_cache *c, size_t n)
+{
+    struct md_budget *b = c->budget;
+    size_t used;
+
+    if (!b)
+        return true;
+    if (c->bytes + n > b->per_instance)
+        return false;
+    used = __atomic_load_n(&b->used, __ATOMIC_RELAXED);
+    do {
+        if (used + n > b->total)
+            return false;
+    } while (!__atomic_compare_exchange_n(&b->used, &used, used + n, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    c->bytes += n;
+    return true;
+}
+
+/* What a tree holds (its names and bytes, and a node's own size). */
+static size_t node_bytes(const struct md_node *n)
+{
+    size_t sum = 0;
+
+    for (; n; n = n->next)
+        sum += sizeof(*n) + strlen(n->name) + 1 + (n->list_name ? strlen(n->list_name) + 1 : 0) + n->len +
+               node_bytes(n->child);
+    return sum;
+}
+
 void md_cache_clear(struct md_cache *c)
 {
     md_node_free(c->ec2);
     md_node_free(c->docs);
     c->ec2 = c->docs = NULL;
+    if (c->budget) {
+        __atomic_sub_fetch(&c->budget->used, c->bytes, __ATOMIC_RELAXED);
+        md_budget_unref(c->budget);
+        c->budget = NULL;
+    }
+    c->bytes = 0;
+}
+
+struct md_cache *md_instance_cache(struct md_instance *m, struct md_budget *budget)
+{
+    if (!m->cache_ && (m->cache_ = calloc(1, sizeof(*m->cache_))))
+        m->cache_->budget = md_budget_ref(budget);
+    return m->cache_;
 }
 
 static int os_cached(const struct md_instance *m, const char *path, struct md_cache *c, struct md_answer *out)
@@ -339,10 +407,14 @@ static int os_cached(const struct md_instance *m, const char *path, struct md_ca
             return md_answer_bytes(out, 200, n->content_type, n->data, n->len);
     if ((r = md_os_render(m, path, out)) < 0 || out->status != 200)
         return r;
-    if (!c->docs)
+    if (!c->docs) {
+        if (!charge(c, sizeof(*c->docs) + 1))
+            return 0;
         c->docs = md_node_dir(NULL, "");
+    }
     /* (a document that cannot be kept is answered all the same) */
-    if (c->docs && (n = md_node_leaf(c->docs, path, out->body, out->len)))
+    if (c->docs && charge(c, sizeof(*n) + strlen(path) + 1 + out->len) &&
+        (n = md_node_leaf(c->docs, path, out->body, out->len)))
         n->content_type = out->content_type;
     return 0;
 }
@@ -355,5 +427,17 @@ int md_render_cached(const struct md_instance *m, const char *path, struct md_ca
         return versions_list(out);
     if (!strncmp(path, "/openstack", 10) && (path[10] == '\0' || path[10] == '/'))
         return cache ? os_cached(m, path, cache, out) : md_os_render(m, path, out);
+    if (cache && !cache->ec2 && md_ec2_version_known(path + 1, strcspn(path + 1, "/"))) {
+        struct md_node *tree = md_ec2_tree(m);
+        if (!tree)
+            return -ENOMEM;
+        if (charge(cache, node_bytes(tree)))
+            cache->ec2 = tree; /* kept */
+        else {
+            int r = md_ec2_render(m, path, &tree, out);
+            md_node_free(tree);
+            return r;
+        }
+    }
     return md_ec2_render(m, path, cache ? &cache->ec2 : NULL, out);
 }

@@ -51,16 +51,35 @@ struct md_node *md_ec2_tree(const struct md_instance *m);
  * it with md_node_free()), or NULL to build one for this call. */
 int md_ec2_render(const struct md_instance *m, const char *path, struct md_node **tree, struct md_answer *out);
 
-/* What one connection has rendered for its instance (the instance does not
- * change while it is served): the EC2 tree, and each OpenStack document
- * answered 200 (leaves named by their path; never listed). Zeroed = empty. */
+/* The bytes render caches may keep: in all (used, shared by every cache
+ * charging it; atomic) and per instance. Refcounted: the service holds one
+ * reference, each cache charging it another (an instance may outlive the
+ * service that served it). */
+struct md_budget {
+    size_t used;              /* atomic */
+    size_t total, per_instance;
+    unsigned refs;            /* atomic; the last md_budget_unref() frees it */
+};
+struct md_budget *md_budget_new(size_t total, size_t per_instance);
+struct md_budget *md_budget_ref(struct md_budget *b);
+void md_budget_unref(struct md_budget *b);
+
+/* What was rendered for an instance (which does not change while it is
+ * served): the EC2 tree, and each OpenStack document answered 200 (leaves
+ * named by their path; never listed). Zeroed = empty and unbounded; with a
+ * budget, only what fits in it is kept (the rest rendered per request). */
 struct md_cache {
     struct md_node *ec2;
     struct md_node *docs;
+    size_t bytes;             /* charged to budget */
+    struct md_budget *budget; /* a reference, or NULL: no bound */
 };
-void md_cache_clear(struct md_cache *c);
+void md_cache_clear(struct md_cache *c); /* also gives its bytes and budget back */
 /* md_render() through cache (NULL: none). */
 int md_render_cached(const struct md_instance *m, const char *path, struct md_cache *cache, struct md_answer *out);
+/* m's own cache, shared by every connection serving m (made on first use,
+ * charging budget; freed with m). Loop thread. NULL: out of memory. */
+struct md_cache *md_instance_cache(struct md_instance *m, struct md_budget *budget);
 /* The instance identity document (new reference). */
 json_t *md_ec2_identity(const struct md_instance *m);
 /* The meta-data tree as one JSON object (the config drive's meta-data.json). */
@@ -119,7 +138,7 @@ struct md_request {
     size_t ttl_len;
     bool forwarded;           /* an X-Forwarded-For header is present */
     int64_t now_s;            /* wall clock */
-    struct md_cache *cache;   /* the connection's render cache, or NULL */
+    struct md_cache *cache;   /* the instance's render cache, or NULL */
 };
 
 struct md_reply {

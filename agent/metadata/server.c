@@ -10,6 +10,7 @@
  * (slowloris), IP_TTL = the hop limit on a token's answer, counters. */
 #include <arpa/inet.h>
 #include <microhttpd.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -28,9 +29,12 @@ struct listener {
     struct md_service *s;
     char network[64];
     uint32_t scope;           /* rate-limit scope: one per network name */
-    int fd;
+    char dev[IF_NAMESIZE];    /* the device bound to ("": none) */
+    unsigned ifindex;         /* ... by its index at the bind (a device remade gets another) */
+    struct sockaddr_in sa;    /* the address bound (its port the one the kernel gave) */
+    int fd;                   /* -1: down (the device is gone; bound again when it is back) */
     int port;
-    uv_poll_t poll;
+    uv_poll_t poll;           /* initialised only while fd >= 0 */
     bool counted;             /* its close is one of s->pending_closes */
     bool paused;              /* out of descriptors: not polled until the next sweep */
     struct listener *next;
@@ -42,8 +46,9 @@ struct mdconn {
     uint32_t scope;
     struct sockaddr_in peer;
     bool looked_up;
-    struct md_instance *inst; /* the lookup's answer, held for the connection */
-    struct md_cache cache;    /* what was rendered for it (the instance does not change) */
+    bool counted;             /* in the per-network and per-source counts */
+    struct md_instance *inst; /* the lookup's answer, held for the connection (its render cache
+                                 is the instance's, shared by every connection serving it) */
     bool ttl_set;             /* IP_TTL = hop limit for a token's answer, until the peer has it all */
     enum phase phase;
     uint64_t since_ms;
@@ -54,6 +59,16 @@ struct mdconn {
 static const int counted[] = {200, 400, 401, 403, 404, 405, 500, 503};
 #define N_CODES (ARRAY_SIZE(counted) + 1)
 
+/* Open connections per network (addr 0) and per (network, source address):
+ * guests of two networks with overlapping CIDRs are two sources. */
+struct conn_count {
+    uint32_t scope, addr;
+    bool network;
+    unsigned n;
+    struct conn_count *next;
+};
+#define COUNT_BUCKETS 256
+
 struct md_service {
     uv_loop_t *loop;
     md_lookup_fn lookup;
@@ -61,6 +76,7 @@ struct md_service {
     struct md_service_config cfg;
     struct md_token_key key;
     struct md_ratelimit *rl;
+    struct md_budget *budget; /* what render caches may keep */
     struct MHD_Daemon *mhd;
     uv_poll_t poll;
     uv_timer_t timer, sweep;
@@ -69,11 +85,13 @@ struct md_service {
     bool freeing;
     struct listener *listeners;
     uint32_t next_scope;
+    uint64_t sweeps;
     struct mdconn *conns;
     unsigned n_conns;
     struct mdconn *adding;    /* the connection MHD_add_connection() is adding */
+    struct conn_count *counts[COUNT_BUCKETS];
     uint64_t answers[N_CODES];
-    uint64_t lookup_failures, refused, tokens, deadline_cuts;
+    uint64_t lookup_failures, lookup_errors, refused, tokens, deadline_cuts;
 };
 
 static void drive(struct md_service *s);
@@ -206,8 +224,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_reply(s, c, k, &rp);
     }
     if (k && !k->looked_up) {
+        int lr = s->lookup(s->opaque, k->network, &k->peer, &k->inst);
+        if (lr < 0 && lr != -ENOENT) {
+            /* a transient error (a netlink dump interrupted, out of memory,
+             * the store busy) is not "not yours": 503, EC2's "retry" answer
+             * (cloud-init retries 5xx, never a 404 on meta_data.json), and
+             * looked up again on the next request */
+            k->inst = NULL;
+            s->lookup_errors++;
+            if (md_answer_text(&rp.a, 503, "Service Unavailable") < 0)
+                return MHD_NO;
+            return send_reply(s, c, k, &rp);
+        }
         k->looked_up = true;
-        if (s->lookup(s->opaque, k->network, &k->peer, &k->inst) < 0 || !k->inst) {
+        if (lr < 0 || !k->inst) {
             k->inst = NULL;
             s->lookup_failures++;
         }
@@ -216,7 +246,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     rq.ttl = header(c, "X-aws-ec2-metadata-token-ttl-seconds", &rq.ttl_len);
     rq.forwarded = header(c, "X-Forwarded-For", &xff_len) != NULL;
     rq.now_s = now_wall_ms() / 1000;
-    rq.cache = k ? &k->cache : NULL;
+    rq.cache = k && k->inst ? md_instance_cache(k->inst, s->budget) : NULL;
     if (md_handle(k ? k->inst : NULL, &s->key, &rq, &rp) < 0)
         return MHD_NO;
     return send_reply(s, c, k, &rp);
@@ -235,6 +265,51 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         k->phase = PH_HEAD; /* kept alive: the next head is due in header_timeout */
         k->since_ms = uv_now(s->loop);
     }
+}
+
+static struct conn_count **count_slot(struct md_service *s, uint32_t scope, uint32_t addr, bool network)
+{
+    struct conn_count **p = &s->counts[((scope * 2654435761u) ^ addr ^ network) % COUNT_BUCKETS];
+
+    for (; *p; p = &(*p)->next)
+        if ((*p)->scope == scope && (*p)->addr == addr && (*p)->network == network)
+            break;
+    return p;
+}
+
+static unsigned count_get(struct md_service *s, uint32_t scope, uint32_t addr, bool network)
+{
+    struct conn_count *c = *count_slot(s, scope, addr, network);
+
+    return c ? c->n : 0;
+}
+
+/* +1 or -1; an entry goes with its last connection. false: out of memory. */
+static bool count_add(struct md_service *s, uint32_t scope, uint32_t addr, bool network, int d)
+{
+    struct conn_count **p = count_slot(s, scope, addr, network), *c = *p;
+
+    if (!c) {
+        if (d < 0 || !(c = calloc(1, sizeof(*c))))
+            return false;
+        *c = (struct conn_count){.scope = scope, .addr = addr, .network = network};
+        *p = c;
+    }
+    c->n = (unsigned)((int)c->n + d);
+    if (!c->n) {
+        *p = c->next;
+        free(c);
+    }
+    return true;
+}
+
+static void counts_drop(struct md_service *s, struct mdconn *k)
+{
+    if (!k->counted)
+        return;
+    count_add(s, k->scope, 0, true, -1);
+    count_add(s, k->scope, k->peer.sin_addr.s_addr, false, -1);
+    k->counted = false;
 }
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -258,6 +333,12 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         }
         k->phase = PH_HEAD;
         k->since_ms = uv_now(s->loop);
+        if (k->scope && count_add(s, k->scope, 0, true, 1)) {
+            if (count_add(s, k->scope, k->peer.sin_addr.s_addr, false, 1))
+                k->counted = true;
+            else
+                count_add(s, k->scope, 0, true, -1);
+        }
         k->next = s->conns;
         if (s->conns)
             s->conns->prev = k;
@@ -275,13 +356,14 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (k->next)
         k->next->prev = k->prev;
     s->n_conns--;
-    md_cache_clear(&k->cache);
+    counts_drop(s, k);
     md_instance_free(k->inst);
     free(k);
     *socket_context = NULL;
 }
 
 #define SWEEP_MS 250
+#define REFRESH_SWEEPS 4 /* the listeners' devices checked every second */
 
 static void on_listen(uv_poll_t *p, int status, int events);
 
@@ -290,8 +372,10 @@ static void on_sweep(uv_timer_t *t)
     struct md_service *s = t->data;
     uint64_t now = uv_now(s->loop), limit = (uint64_t)s->cfg.header_timeout_s * 1000;
 
+    if (++s->sweeps % REFRESH_SWEEPS == 0)
+        md_service_refresh(s, NULL); /* a bridge deleted or made again */
     for (struct listener *l = s->listeners; l; l = l->next)
-        if (l->paused) {
+        if (l->paused && l->fd >= 0) {
             l->paused = false;
             uv_poll_start(&l->poll, UV_READABLE, on_listen);
         }
@@ -312,7 +396,11 @@ static void accept_one(struct listener *l, int fd, const struct sockaddr_in *pee
     struct mdconn *k;
     int one = 1;
 
-    if (s->n_conns >= s->cfg.max_connections || !(k = calloc(1, sizeof(*k)))) {
+    /* the caps: all, the network's (one network cannot take all), the
+     * source's on that network */
+    if (s->n_conns >= s->cfg.max_connections || count_get(s, l->scope, 0, true) >= s->cfg.max_per_network ||
+        count_get(s, l->scope, peer->sin_addr.s_addr, false) >= s->cfg.max_per_source ||
+        !(k = calloc(1, sizeof(*k)))) {
         s->refused++;
         close(fd);
         return;
@@ -383,6 +471,10 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
     s->cfg.token_key = NULL;
     if (!s->cfg.max_connections)
         s->cfg.max_connections = 1024;
+    if (!s->cfg.max_per_network)
+        s->cfg.max_per_network = s->cfg.max_connections > 4 ? s->cfg.max_connections / 4 : s->cfg.max_connections;
+    if (!s->cfg.max_per_source)
+        s->cfg.max_per_source = 64;
     if (!s->cfg.header_timeout_s)
         s->cfg.header_timeout_s = 10;
     if (!s->cfg.idle_timeout_s)
@@ -397,7 +489,13 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
             return r;
         }
     }
+    if (!(s->budget = md_budget_new(s->cfg.cache_bytes ? s->cfg.cache_bytes : (size_t)64 << 20,
+                                    s->cfg.cache_instance_bytes ? s->cfg.cache_instance_bytes : (size_t)16 << 20))) {
+        free(s);
+        return -ENOMEM;
+    }
     if ((r = md_ratelimit_new(cfg ? cfg->rate : 0, cfg ? cfg->burst : 0, &s->rl)) < 0) {
+        md_budget_unref(s->budget);
         free(s);
         return r;
     }
@@ -405,13 +503,13 @@ int md_service_new(uv_loop_t *loop, const struct md_service_config *cfg, md_look
                               NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
                               s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
-                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)64,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_END);
     info = s->mhd ? MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
     if (!info || uv_poll_init(loop, &s->poll, info->epoll_fd) < 0) {
         if (s->mhd)
             MHD_stop_daemon(s->mhd);
         md_ratelimit_free(s->rl);
+        md_budget_unref(s->budget);
         free(s);
         return -EIO;
     }
@@ -433,45 +531,70 @@ static uint32_t scope_of(struct md_service *s, const char *network)
     return ++s->next_scope;
 }
 
-int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr, int port)
+/* A listening socket on l->sa, bound to l->dev by the index it has now
+ * (SO_BINDTOIFINDEX: a device deleted and made again under the same name
+ * is another index, which md_service_refresh() notices), polled. 0 (l->fd
+ * set, l->port the port bound), -ENODEV when the device is not there, or
+ * -errno. */
+static int listener_open(struct md_service *s, struct listener *l)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in sa = l->sa;
     socklen_t len = sizeof(sa);
-    struct listener *l;
+    unsigned idx = 0;
     int one = 1, fd, r;
 
-    if (!network || strlen(network) >= sizeof(l->network) || port < 0 || port > 65535 ||
-        inet_pton(AF_INET, addr ? addr : "169.254.169.254", &sa.sin_addr) != 1)
-        return -EINVAL;
+    if (l->dev[0] && !(idx = if_nametoindex(l->dev)))
+        return -ENODEV;
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one)) < 0 ||
-        (bind_dev && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, bind_dev, (socklen_t)strlen(bind_dev) + 1) < 0) ||
+        (idx && setsockopt(fd, SOL_SOCKET, SO_BINDTOIFINDEX, &idx, sizeof(idx)) < 0) ||
         bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0 ||
         getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
         r = -errno;
         close(fd);
         return r;
     }
-    l = calloc(1, sizeof(*l));
-    if (!l) {
-        close(fd);
-        return -ENOMEM;
-    }
-    l->s = s;
-    l->fd = fd;
-    l->port = ntohs(sa.sin_port);
-    strscpy(l->network, network, sizeof(l->network));
-    l->scope = scope_of(s, network);
     if ((r = uv_poll_init(s->loop, &l->poll, fd)) < 0) {
         close(fd);
+        return r;
+    }
+    l->fd = fd;
+    l->ifindex = idx;
+    l->port = ntohs(sa.sin_port);
+    l->sa.sin_port = sa.sin_port; /* bound again on the same port */
+    l->paused = false;
+    l->poll.data = l;
+    uv_poll_start(&l->poll, UV_READABLE, on_listen);
+    return 0;
+}
+
+int md_service_listen(struct md_service *s, const char *network, const char *bind_dev, const char *addr, int port)
+{
+    struct listener *l;
+    int r;
+
+    if (!network || strlen(network) >= sizeof(l->network) || port < 0 || port > 65535 ||
+        (bind_dev && (!*bind_dev || strlen(bind_dev) >= sizeof(l->dev))))
+        return -EINVAL;
+    if (!(l = calloc(1, sizeof(*l))))
+        return -ENOMEM;
+    l->sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr ? addr : "169.254.169.254", &l->sa.sin_addr) != 1) {
+        free(l);
+        return -EINVAL;
+    }
+    l->s = s;
+    l->fd = -1;
+    strscpy(l->network, network, sizeof(l->network));
+    strscpy(l->dev, bind_dev ? bind_dev : "", sizeof(l->dev));
+    if ((r = listener_open(s, l)) < 0) {
         free(l);
         return r;
     }
-    l->poll.data = l;
-    uv_poll_start(&l->poll, UV_READABLE, on_listen);
+    l->scope = scope_of(s, network);
     l->next = s->listeners;
     s->listeners = l;
     return 0;
@@ -494,19 +617,32 @@ static void on_listener_closed(uv_handle_t *h)
 
     bool pending = l->counted;
 
-    close(l->fd);
     free(l);
     if (pending && --s->pending_closes == 0)
         free(s);
 }
 
+/* The socket closed now (the poll handle's close is queued; the descriptor
+ * is closed at once, so that a socket bound in its place right after cannot
+ * get its number while libuv still knows the old one). */
+static void listener_shut(struct listener *l, uv_close_cb cb)
+{
+    uv_poll_stop(&l->poll);
+    uv_close((uv_handle_t *)&l->poll, cb);
+    close(l->fd);
+    l->fd = -1;
+}
+
 static void listener_close(struct listener *l)
 {
+    if (l->fd < 0) { /* down: no handle */
+        free(l);
+        return;
+    }
     l->counted = l->s->freeing;
     if (l->counted)
         l->s->pending_closes++;
-    uv_poll_stop(&l->poll);
-    uv_close((uv_handle_t *)&l->poll, on_listener_closed);
+    listener_shut(l, on_listener_closed);
 }
 
 int md_service_unlisten(struct md_service *s, const char *network)
@@ -525,6 +661,37 @@ int md_service_unlisten(struct md_service *s, const char *network)
         r = 0;
     }
     return r;
+}
+
+int md_service_refresh(struct md_service *s, const char *network)
+{
+    struct listener **p = &s->listeners;
+    bool found = false;
+    int n = 0;
+
+    for (; *p; p = &(*p)->next) {
+        struct listener *l = *p, *fresh;
+        unsigned idx;
+        if (network && strcmp(l->network, network))
+            continue;
+        found = true;
+        if (!l->dev[0])
+            continue;
+        idx = if_nametoindex(l->dev);
+        if (l->fd >= 0 ? idx == l->ifindex : !idx)
+            continue; /* still the same device, or still none */
+        /* the device went, or was made again: this socket hears nothing any more */
+        if (!(fresh = malloc(sizeof(*fresh))))
+            return -ENOMEM;
+        *fresh = *l;
+        fresh->fd = -1;
+        fresh->paused = fresh->counted = false;
+        *p = fresh;
+        listener_close(l);
+        if (idx && listener_open(s, fresh) == 0)
+            n++; /* else down until the device is back */
+    }
+    return found ? n : -ENOENT;
 }
 
 int md_service_metrics(struct md_service *s, FILE *f)
@@ -546,6 +713,10 @@ int md_service_metrics(struct md_service *s, FILE *f)
                 "metadata connections whose instance was not found (answered 404)");
     prom_series(f, "compute_agent_metadata_lookup_failures_total", NULL, 0);
     prom_u64(f, s->lookup_failures);
+    prom_family(f, "compute_agent_metadata_lookup_errors_total", "counter",
+                "metadata lookups that failed for a transient reason (answered 503, looked up again)");
+    prom_series(f, "compute_agent_metadata_lookup_errors_total", NULL, 0);
+    prom_u64(f, s->lookup_errors);
     prom_family(f, "compute_agent_metadata_tokens_issued_total", "counter", "IMDSv2 session tokens issued");
     prom_series(f, "compute_agent_metadata_tokens_issued_total", NULL, 0);
     prom_u64(f, s->tokens);
@@ -560,6 +731,10 @@ int md_service_metrics(struct md_service *s, FILE *f)
     prom_family(f, "compute_agent_metadata_connections", "gauge", "open metadata connections");
     prom_series(f, "compute_agent_metadata_connections", NULL, 0);
     prom_u64(f, s->n_conns);
+    prom_family(f, "compute_agent_metadata_render_cache_bytes", "gauge",
+                "bytes of rendered metadata documents kept for the instances being served");
+    prom_series(f, "compute_agent_metadata_render_cache_bytes", NULL, 0);
+    prom_u64(f, __atomic_load_n(&s->budget->used, __ATOMIC_RELAXED));
     return ferror(f) ? -EIO : 0;
 }
 
@@ -593,8 +768,16 @@ void md_service_free(struct md_service *s)
         MHD_stop_daemon(s->mhd); /* closes the connections: on_connection frees them */
         s->mhd = NULL;
     }
+    for (size_t i = 0; i < COUNT_BUCKETS; i++)
+        while (s->counts[i]) { /* (none left: each connection's close dropped its own) */
+            struct conn_count *c = s->counts[i];
+            s->counts[i] = c->next;
+            free(c);
+        }
     md_ratelimit_free(s->rl);
     s->rl = NULL;
+    md_budget_unref(s->budget); /* instances still held elsewhere keep it until they go */
+    s->budget = NULL;
     memset(s->key.key, 0, sizeof(s->key.key));
     if (--s->pending_closes == 0)
         free(s);

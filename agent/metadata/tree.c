@@ -62,6 +62,10 @@ void md_instance_free(struct md_instance *m)
         free(m->ifaces[i].dns);
     }
     free(m->ifaces);
+    if (m->cache_) {
+        md_cache_clear(m->cache_);
+        free(m->cache_);
+    }
     free(m);
 }
 

@@ -3,6 +3,7 @@
  * libuv's pool: reads only its job and the engine's immutable parts (deps,
  * config), never a run. The one place that builds the hv_guest is
  * job_define(). */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +148,32 @@ void ops_remove_disk(const struct ops *o, const char *uuid)
         unlink(path);
     ops_config_drive_path(o, uuid, path, sizeof(path));
     if (path[0])
-        unlink(path);
+        md_drive_remove(path); /* with what a crashed build left (user-data) */
+}
+
+/* Reconcile: what config drive builds interrupted by a crash left in any
+ * instance's directory, once older than any build can take (a build is
+ * bounded to a minute: one under way now is left alone). */
+#define DRIVE_LEFTOVER_AGE_S 300
+static void drive_leftovers_sweep(const struct ops *o)
+{
+    DIR *d = o->cfg.instances_dir ? opendir(o->cfg.instances_dir) : NULL;
+    struct dirent *e;
+    int n = 0, r;
+
+    if (!d)
+        return;
+    while ((e = readdir(d))) {
+        char path[4400];
+        if (e->d_name[0] == '.' || strlen(e->d_name) != 36)
+            continue;
+        ops_config_drive_path(o, e->d_name, path, sizeof(path));
+        if (path[0] && (r = md_drive_leftovers_remove(path, DRIVE_LEFTOVER_AGE_S)) > 0)
+            n += r;
+    }
+    closedir(d);
+    if (n)
+        log_info("removed what interrupted config drive builds left", "count=%d", n);
 }
 
 void ops_config_drive_path(const struct ops *o, const char *uuid, char *buf, size_t size)
@@ -260,6 +286,7 @@ static void job_sync(struct job *j)
     struct np_port *keep = j->n_keep ? calloc(j->n_keep, sizeof(*keep)) : NULL;
     struct np_error e = {0};
 
+    drive_leftovers_sweep(j->ops);
     if (!j->ops->d.np || (j->n_keep && !keep)) {
         free(keep);
         return;

@@ -396,6 +396,77 @@ static void test_cache(void **state)
     md_instance_free(m);
 }
 
+/* An instance's shared cache within a byte budget: what does not fit is
+ * answered all the same (rendered per request) and not kept; the budget is
+ * shared by every instance charging it and given back when they go; an
+ * instance may outlive the budget's owner. */
+static void test_cache_budget(void **state)
+{
+    static const char *const paths[] = {"/latest/meta-data/public-keys/0/openssh-key",
+                                        "/openstack/latest/meta_data.json", "/openstack/2012-08-10/meta_data.json",
+                                        "/openstack/latest/network_data.json"};
+    struct md_instance *m1 = fixture(1, 2, true), *m2 = fixture(1, 2, true);
+    struct md_budget *b;
+    struct md_cache *c1, *c2;
+    struct md_answer a, x;
+    size_t one;
+
+    (void)state;
+    /* unbounded per instance: what one instance keeps */
+    assert_non_null(b = md_budget_new(SIZE_MAX / 2, SIZE_MAX / 2));
+    assert_non_null(c1 = md_instance_cache(m1, b));
+    assert_ptr_equal(md_instance_cache(m1, b), c1); /* one per instance */
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+        assert_int_equal(md_render_cached(m1, paths[i], c1, &a), 0);
+        assert_int_equal(a.status, 200);
+        md_answer_release(&a);
+    }
+    one = c1->bytes;
+    assert_true(one > 0 && b->used == one);
+    md_instance_free(m1); /* gives it back */
+    assert_int_equal(b->used, 0);
+    md_budget_unref(b);
+
+    /* room for about one instance's: the second keeps what is left, both answer */
+    m1 = fixture(1, 2, true);
+    assert_non_null(b = md_budget_new(one + one / 4, one));
+    c1 = md_instance_cache(m1, b);
+    c2 = md_instance_cache(m2, b);
+    for (int round = 0; round < 3; round++)
+        for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+            assert_int_equal(md_render_cached(m1, paths[i], c1, &a), 0); /* (m1 first: all kept) */
+            assert_int_equal(md_render_cached(m2, paths[i], round ? c2 : NULL, &x), 0);
+            assert_int_equal(a.status, 200);
+            assert_int_equal(x.status, 200);
+            if (!strstr(paths[i], "meta_data.json")) /* (random_seed differs) */
+                assert_memory_equal(a.body, x.body, a.len);
+            md_answer_release(&a);
+            md_answer_release(&x);
+        }
+    assert_int_equal(c1->bytes, one);
+    assert_true(c2->bytes > 0 && c2->bytes <= one / 4);
+    assert_true(b->used <= b->total && b->used == c1->bytes + c2->bytes);
+    md_budget_unref(b); /* the owner goes first: the instances keep it */
+    md_instance_free(m2);
+    assert_int_equal(b->used, one);
+    md_instance_free(m1);
+
+    /* nothing fits: every answer rendered, nothing kept */
+    m1 = fixture(1, 2, true);
+    assert_non_null(b = md_budget_new(16, 16));
+    c1 = md_instance_cache(m1, b);
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+        assert_int_equal(md_render_cached(m1, paths[i], c1, &a), 0);
+        assert_int_equal(a.status, 200);
+        md_answer_release(&a);
+    }
+    assert_int_equal(c1->bytes, 0);
+    assert_null(c1->ec2);
+    assert_null(c1->docs);
+    md_budget_unref(b);
+    md_instance_free(m1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,7 +474,7 @@ int main(void)
         cmocka_unit_test(test_listed_keys_answer), cmocka_unit_test(test_user_data),
         cmocka_unit_test(test_identity),       cmocka_unit_test(test_openstack),
         cmocka_unit_test(test_no_ip_is_dhcp),  cmocka_unit_test(test_refcount),
-        cmocka_unit_test(test_ec2_meta_json), cmocka_unit_test(test_cache),
+        cmocka_unit_test(test_ec2_meta_json), cmocka_unit_test(test_cache), cmocka_unit_test(test_cache_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -190,6 +191,32 @@ static size_t entries(const char *dir)
     return n;
 }
 
+/* A crashed build's leftovers beside iso (two temp dirs, one holding a
+ * user-data file, and ISO.tmp), age_s old. */
+static void leftovers(const char *iso, int age_s)
+{
+    const char *dirs[] = {".d.Ab12Cd", ".d.zz99ZZ"};
+    struct timespec ts[2];
+    char p[PATH_MAX + 64];
+
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= age_s;
+    ts[1] = ts[0];
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        snprintf(p, sizeof(p), "%s%s", iso, dirs[i]);
+        assert_int_equal(mkdir(p, 0700), 0);
+        if (i == 0) {
+            char f[PATH_MAX + 96];
+            snprintf(f, sizeof(f), "%s/user-data", p);
+            close(open(f, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        }
+        assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+    }
+    snprintf(p, sizeof(p), "%s.tmp", iso);
+    close(open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+}
+
 static void test_drive(void **state)
 {
     struct md_instance *m = inst(U1);
@@ -208,13 +235,39 @@ static void test_drive(void **state)
     assert_true(md_drive_build(m, MD_DRIVE_NOCLOUD, iso, "/nonexistent/xorriso", &err) < 0);
     assert_int_equal(entries(scratch), 0);
     assert_true(md_drive_build(m, MD_DRIVE_CONFIG2, "/nonexistent-dir/cd.iso", NULL, &err) < 0);
+    /* what a build that crashed left (its temp dir holds user-data, a
+     * half-written .tmp): the next build removes it, failing or not */
+    leftovers(iso, 0);
+    assert_int_equal(entries(scratch), 3);
+    assert_true(md_drive_build(m, MD_DRIVE_CONFIG2, iso, "/bin/false", &err) < 0);
+    assert_int_equal(entries(scratch), 0);
     if (access("/usr/bin/xorriso", X_OK) == 0) {
+        leftovers(iso, 0);
         assert_int_equal(md_drive_build(m, MD_DRIVE_CONFIG2, iso, "/usr/bin/xorriso", &err), 0);
         assert_int_equal(stat(iso, &st), 0);
         assert_true(st.st_size > 16 * 2048);
         assert_int_equal(entries(scratch), 1); /* the image only: no temp dir, no .tmp */
-        unlink(iso);
     }
+    /* the reconcile's sweep: only what is older than a build can take */
+    leftovers(iso, 0);
+    assert_int_equal(md_drive_leftovers_remove(iso, 300), 0);
+    assert_int_equal(md_drive_leftovers_remove(iso, 0), 3);
+    leftovers(iso, 600);
+    assert_int_equal(md_drive_leftovers_remove(iso, 300), 3);
+    {
+        /* another image's leftovers are not this one's */
+        char other[PATH_MAX + 32];
+        snprintf(other, sizeof(other), "%s/cd.iso2.tmp", scratch);
+        close(open(other, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+        assert_int_equal(md_drive_leftovers_remove(iso, 0), 0);
+        unlink(other);
+    }
+    /* terminate: the image and everything of its builds */
+    leftovers(iso, 0);
+    close(open(iso, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+    assert_int_equal(md_drive_remove(iso), 0);
+    assert_int_equal(entries(scratch), 0);
+    assert_int_equal(md_drive_remove(iso), 0); /* nothing there: fine */
     rmdir(scratch);
     md_instance_free(m);
 }
@@ -234,15 +287,21 @@ struct world {
     double took_s;
 };
 
+static int lookup_found(struct world *w, const char *network, const struct sockaddr_in *peer,
+                        struct md_instance **out)
+{
+    if (strcmp(network, "t1") || peer->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
+        return -ENOENT;
+    *out = md_instance_ref(w->m);
+    return 0;
+}
+
 static int lookup(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)
 {
     struct world *w = opaque;
 
     w->lookups++;
-    if (strcmp(network, "t1") || peer->sin_addr.s_addr != htonl(INADDR_LOOPBACK))
-        return -ENOENT;
-    *out = md_instance_ref(w->m);
-    return 0;
+    return lookup_found(w, network, peer, out);
 }
 
 static int dial(int port)
@@ -481,6 +540,108 @@ static void test_service_two_networks(void **state)
     free(w);
 }
 
+/* A connection from src (127.0.0.x) to port, one keep-alive request: true
+ * when it is answered (kept), false when closed at once (refused at
+ * accept). fd left open in *out when kept. Client thread. */
+static bool kept(int port, const char *src, int *out)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)}, me = {.sin_family = AF_INET};
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char buf[512];
+
+    if (fd < 0 || inet_pton(AF_INET, src, &me.sin_addr) != 1 || bind(fd, (struct sockaddr *)&me, sizeof(me)) ||
+        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        abort();
+    send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL); /* (a refused one may be closed already) */
+    if (poll(&p, 1, 5000) != 1 || recv(fd, buf, sizeof(buf), 0) <= 0) {
+        close(fd);
+        return false;
+    }
+    *out = fd;
+    return true;
+}
+
+static bool caps_ok;
+static int caps_retries; /* refused while the server had not seen the close */
+
+static void caps_client(struct world *w)
+{
+    int fds[8], n = 0;
+    bool ok = true;
+
+    /* per (network, source) 2: a third from 127.0.0.1 on t1 is refused */
+    ok &= kept(w->port, "127.0.0.1", &fds[n]) && ++n;
+    ok &= kept(w->port, "127.0.0.1", &fds[n]) && ++n;
+    ok &= !kept(w->port, "127.0.0.1", &fds[n]);
+    /* per network 3: another source fills t1, a third one is refused */
+    ok &= kept(w->port, "127.0.0.2", &fds[n]) && ++n;
+    ok &= !kept(w->port, "127.0.0.3", &fds[n]);
+    /* the same address on t2 (overlapping CIDRs) is another source, and t1
+     * full does not fill t2 */
+    ok &= kept(port2, "127.0.0.1", &fds[n]) && ++n;
+    ok &= kept(port2, "127.0.0.1", &fds[n]) && ++n;
+    ok &= !kept(port2, "127.0.0.1", &fds[n]);
+    /* a slot frees with its connection */
+    close(fds[0]);
+    {
+        struct timespec d = {0, 0};
+        bool again = false;
+        for (int i = 0; i < 100 && !again; i++) {
+            again = kept(w->port, "127.0.0.1", &fds[0]);
+            if (!again) {
+                caps_retries++;
+                d.tv_nsec = 10 * 1000 * 1000; /* the server may not have seen the close yet */
+                nanosleep(&d, NULL);
+            }
+        }
+        ok &= again;
+    }
+    caps_ok = ok;
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+static void test_service_connection_caps(void **state)
+{
+    struct world *w = calloc(1, sizeof(*w));
+    struct md_service_config cfg = {.rate = 1000, .burst = 1000, .max_connections = 100, .max_per_network = 3,
+                                    .max_per_source = 2, .header_timeout_s = 30};
+    pthread_t t;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&w->loop), 0);
+    w->m = inst(U1);
+    assert_int_equal(md_service_new(&w->loop, &cfg, lookup, w, &w->svc), 0);
+    assert_int_equal(md_service_listen(w->svc, "t1", NULL, "127.0.0.1", 0), 0);
+    assert_int_equal(md_service_listen(w->svc, "t2", NULL, "127.0.0.1", 0), 0);
+    w->port = md_service_port(w->svc, "t1");
+    port2 = md_service_port(w->svc, "t2");
+    uv_async_init(&w->loop, &w->done, on_done);
+    w->client = caps_client;
+    assert_int_equal(pthread_create(&t, NULL, client_main, w), 0);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_join(t, NULL);
+    assert_true(caps_ok);
+    f = open_memstream(&text, &len);
+    md_service_metrics(w->svc, f);
+    fclose(f);
+    {
+        char want[96];
+        snprintf(want, sizeof(want), "compute_agent_metadata_connections_refused_total %d\n", 3 + caps_retries);
+        assert_non_null(strstr(text, want));
+    }
+    free(text);
+    assert_int_equal(md_service_unlisten(w->svc, "t2"), 0);
+    end_world(w);
+    free(w);
+}
+
 static void stranger_client(struct world *w)
 {
     exchange(w, "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -527,6 +688,91 @@ static void test_service_nobody(void **state)
     free(w);
 }
 
+/* A lookup that fails transiently (as a neighbour dump interrupted by a
+ * change, NLE_DUMP_INTR -> -EINTR, or -ENOMEM) the first time, then finds
+ * the instance. */
+static int flaky_errno;
+
+static int lookup_flaky(void *opaque, const char *network, const struct sockaddr_in *peer, struct md_instance **out)
+{
+    struct world *w = opaque;
+
+    if (w->lookups++ == 0)
+        return flaky_errno;
+    return lookup_found(w, network, peer, out);
+}
+
+static void two_gets_client(struct world *w)
+{
+    exchange(w, "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /openstack/latest/meta_data.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+}
+
+static void flaky_world(struct world *w, int err)
+{
+    pthread_t t;
+    struct md_service_config cfg = {.rate = 1000, .burst = 1000};
+
+    flaky_errno = err;
+    assert_int_equal(uv_loop_init(&w->loop), 0);
+    w->m = inst(U1);
+    assert_int_equal(md_service_new(&w->loop, &cfg, lookup_flaky, w, &w->svc), 0);
+    assert_int_equal(md_service_listen(w->svc, "t1", NULL, "127.0.0.1", 0), 0);
+    w->port = md_service_port(w->svc, "t1");
+    uv_async_init(&w->loop, &w->done, on_done);
+    w->client = two_gets_client;
+    assert_int_equal(pthread_create(&t, NULL, client_main, w), 0);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_join(t, NULL);
+}
+
+/* Only -ENOENT is "not yours" (404, kept for the connection); any other
+ * lookup error is a 503 with Retry-After, not kept: the next request on the
+ * same connection is looked up again and served. */
+static void test_service_lookup_transient(void **state)
+{
+    static const int errs[] = {-EINTR, -ENOMEM, -EBUSY};
+
+    (void)state;
+    for (size_t i = 0; i < ARRAY_SIZE(errs); i++) {
+        struct world *w = calloc(1, sizeof(*w));
+        char *text = NULL, *second;
+        size_t len = 0;
+        FILE *f;
+
+        flaky_world(w, errs[i]);
+        assert_true(!strncmp(w->out, "HTTP/1.1 503", 12));
+        assert_non_null(strstr(w->out, "Retry-After: 1\r\n"));
+        assert_non_null(second = strstr(w->out + 12, "HTTP/1.1 "));
+        assert_true(!strncmp(second, "HTTP/1.1 200", 12));
+        assert_non_null(strstr(second, U1));
+        assert_int_equal(w->lookups, 2);
+        f = open_memstream(&text, &len);
+        assert_int_equal(md_service_metrics(w->svc, f), 0);
+        fclose(f);
+        assert_non_null(strstr(text, "compute_agent_metadata_lookup_errors_total 1\n"));
+        assert_non_null(strstr(text, "compute_agent_metadata_lookup_failures_total 0\n"));
+        assert_non_null(strstr(text, "compute_agent_metadata_requests_total{code=\"503\"} 1\n"));
+        assert_non_null(strstr(text, "compute_agent_metadata_requests_total{code=\"200\"} 1\n"));
+        free(text);
+        end_world(w);
+        free(w);
+    }
+    /* -ENOENT: 404 for both, one lookup */
+    {
+        struct world *w = calloc(1, sizeof(*w));
+        char *second;
+
+        flaky_world(w, -ENOENT);
+        assert_true(!strncmp(w->out, "HTTP/1.1 404", 12));
+        assert_non_null(second = strstr(w->out + 12, "HTTP/1.1 "));
+        assert_true(!strncmp(second, "HTTP/1.1 404", 12));
+        assert_int_equal(w->lookups, 1);
+        end_world(w);
+        free(w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,8 +785,10 @@ int main(void)
         cmocka_unit_test(test_service_throttle),
         cmocka_unit_test(test_service_head_deadline),
         cmocka_unit_test(test_service_nobody),
+        cmocka_unit_test(test_service_lookup_transient),
         cmocka_unit_test(test_service_connection_cap),
         cmocka_unit_test(test_service_two_networks),
+        cmocka_unit_test(test_service_connection_caps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -404,6 +404,13 @@ static void test_reserve_and_allocate(void **state)
     config_release(&cfg);
 }
 
+static uint64_t fake_now = 1000;
+
+static uint64_t fake_now_ms(void)
+{
+    return fake_now;
+}
+
 /* The metadata of an instance (what the service and the config drive
  * serve), and the lookup's refusals short of net-plug. */
 static void test_netmap(void **state)
@@ -473,7 +480,8 @@ static void test_netmap(void **state)
     assert_int_equal(store_open(":memory:", false, &s, &err), 0);
     assert_int_equal(store_instance_insert(s, &inst), 0);
     {
-        struct netmap_deps nd = {.store = s, .np = NULL, .nets = cfg.networks, .n_nets = cfg.n_networks};
+        struct netmap_deps nd = {.store = s, .np = NULL, .nets = cfg.networks, .n_nets = cfg.n_networks,
+                                 .now_ms = fake_now_ms};
         assert_int_equal(netmap_new(&nd, &nm), 0);
     }
     assert_int_equal(inet_pton(AF_INET, "10.9.0.8", &peer.sin_addr), 1);
@@ -502,6 +510,46 @@ static void test_netmap(void **state)
         assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"unfiltered\"} 0\n"));
         assert_non_null(strstr(text, "\ncompute_agent_metadata_lookups_total{result=\"not_live\"} 0\n"));
         free(text);
+    }
+    /* a flood of refusals from one source: counted exactly, logged once a
+     * minute (the next line says how many were not) */
+    for (int i = 0; i < 99; i++)
+        assert_int_equal(netmap_lookup(nm, "n1", &peer, &m), -ENOENT);
+    netmap_counts(nm, &cnt);
+    assert_int_equal(cnt.peer_mismatch, 100);
+    assert_int_equal(cnt.refusals_logged, 1);
+    assert_int_equal(cnt.refusals_unlogged, 99);
+    fake_now += 59999;
+    assert_int_equal(netmap_lookup(nm, "n1", &peer, &m), -ENOENT);
+    netmap_counts(nm, &cnt);
+    assert_int_equal(cnt.refusals_logged, 1);
+    fake_now += 1;
+    assert_int_equal(netmap_lookup(nm, "n1", &peer, &m), -ENOENT); /* "suppressed=100" */
+    netmap_counts(nm, &cnt);
+    assert_int_equal(cnt.peer_mismatch, 102);
+    assert_int_equal(cnt.refusals_logged, 2);
+    assert_int_equal(cnt.refusals_unlogged, 100);
+    /* another source on the same network is logged in its own right */
+    assert_int_equal(netmap_lookup(nm, "tiny", &peer, &m), -ENOENT); /* no port: never logged */
+    netmap_counts(nm, &cnt);
+    assert_int_equal(cnt.refusals_logged + cnt.refusals_unlogged, cnt.peer_mismatch + cnt.unfiltered);
+    {
+        /* one md_instance per unchanged instance, shared by its lookups (and
+         * so one render cache for all its connections); a change makes another */
+        struct md_instance *m1, *m2, *m3;
+        assert_non_null(m1 = netmap_md_shared(nm, &inst));
+        assert_non_null(m2 = netmap_md_shared(nm, &inst));
+        assert_ptr_equal(m1, m2);
+        json_object_set_new(inst.metadata, "role", json_string("db"));
+        assert_non_null(m3 = netmap_md_shared(nm, &inst));
+        assert_ptr_not_equal(m3, m1);
+        assert_string_equal(m3->meta[0].value, "db");
+        assert_string_equal(m1->meta[0].value, "web"); /* a connection holding the old one keeps it */
+        netmap_counts(nm, &cnt);
+        assert_int_equal(cnt.shared, 1);
+        md_instance_free(m1);
+        md_instance_free(m2);
+        md_instance_free(m3);
     }
     netmap_free(nm);
     store_free(s);
