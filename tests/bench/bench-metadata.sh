@@ -17,7 +17,8 @@
 # agent, md_server in namespaces of its own, as before), SERVER_CPU / CLIENT_CPU (taskset:
 # servers, the agent's threads included, on one CPU, wrk on another; unset: no pinning, better
 # on a machine others load too), PERF_DIR (perf record -g of the agent during its first run
-# of each path, into that directory; PERF_OPTS: its call-graph options, -g unless set).
+# of each path, into that directory; PERF_OPTS: its call-graph options, -g unless set),
+# NGINX_OPTS (directives added to nginx's http block, e.g. "open_file_cache max=64; tcp_nopush on;").
 # The agent's metadata.rate and burst are raised to their maximum (1000000) for the bench.
 # Everything lives in namespaces made here (removed at exit, also on failure); needs root, wrk
 # and nginx (and for the agent: the agent built, nft).
@@ -25,7 +26,7 @@ set -uo pipefail
 B=$(cd "${1:?usage: $0 BUILD_DIR}" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 DURATION=${DURATION:-3} REPEAT=${REPEAT:-3} CONNS=${CONNS:-16} THREADS=${THREADS:-1} AGENT=${AGENT:-1}
-SERVER_CPU=${SERVER_CPU:-} CLIENT_CPU=${CLIENT_CPU:-} PERF_DIR=${PERF_DIR:-}
+SERVER_CPU=${SERVER_CPU:-} CLIENT_CPU=${CLIENT_CPU:-} PERF_DIR=${PERF_DIR:-} NGINX_OPTS=${NGINX_OPTS:-}
 PIN_S=() PIN_C=()
 [ -n "$SERVER_CPU" ] && command -v taskset >/dev/null && PIN_S=(taskset -c "$SERVER_CPU")
 [ -n "$CLIENT_CPU" ] && command -v taskset >/dev/null && PIN_C=(taskset -c "$CLIENT_CPU")
@@ -148,6 +149,7 @@ http {
     sendfile on;
     tcp_nodelay on;
     keepalive_requests 1000000;
+    $NGINX_OPTS
     server { listen $MD:$NG_PORT; root $T/www; }
 }
 EOF
@@ -202,7 +204,7 @@ run_wrk() {   # run_wrk URL WRK_HEADER SERVER_PIDS...
 }
 SERVERS="md nginx" && [ $HAVE_AGENT -eq 1 ] && SERVERS="agent md nginx"
 CASES="v1 os v2 close"
-declare -A URL HDR LABEL
+declare -A LABEL
 LABEL[v1]=$V1 LABEL[os]=/openstack/latest/meta_data.json LABEL[v2]="$V1 (IMDSv2 token)"
 LABEL[close]="$V1 (Connection: close)"
 port_of() { case $1 in agent) echo $AG_PORT ;; md) echo $MD_PORT ;; nginx) echo $NG_PORT ;; esac; }
@@ -226,7 +228,7 @@ for rep in $(seq "$REPEAT"); do
                 perf record -q -F 1999 ${PERF_OPTS:--g} -p "$AGENT_PID" -o "$PERF_DIR/agent-$c.data" 2>/dev/null &
                 perf_pid=$!
             fi
-            read -r rps p99 cpu < <(run_wrk "http://$MD:$(port_of $s)$(path_of $c)" "$(hdr_of $c $s)" $(pids_of $s))
+            read -r rps p99 cpu < <(run_wrk "http://$MD:$(port_of $s)$(path_of $c)" "$(hdr_of $c $s)" "$(pids_of $s)")
             [ -n "$perf_pid" ] && kill -INT "$perf_pid" && wait "$perf_pid"
             RPS[$s.$c]+="$rps " P99[$s.$c]+="$p99 " CPU[$s.$c]+="$cpu "
         done
