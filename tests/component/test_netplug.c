@@ -2006,7 +2006,7 @@ static void t_neigh_add(const char *dev, const char *ip, const uint8_t mac[6])
 
 /* A TCP connection from the client namespace ns to ip:port (the listener lfd in
  * main_ns), accepted within 3 s: what a guest's metadata request starts with. */
-static void tcp_connect_from(int ns, int lfd, uint32_t ip, uint16_t port)
+static void tcp_connect_accept(int ns, int lfd, uint32_t ip, uint16_t port)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = ip};
     struct pollfd pfd = {.fd = lfd, .events = POLLIN};
@@ -2080,11 +2080,11 @@ static void test_peer(void **state)
 
     /* 1. present: once a connection is accepted, the entry is there (the
      * guest's ARP made it STALE/DELAY; without one, the SYN-ACK resolved it) */
-    tcp_connect_from(ns_a, lfd, ip4("10.78.0.1"), lport);
+    tcp_connect_accept(ns_a, lfd, ip4("10.78.0.1"), lport);
     assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), 0);
     assert_memory_equal(mac, a.mac, 6);
     assert_string_equal(dev, "vpa");
-    tcp_connect_from(ns_b, lfd, ip4("10.78.0.1"), lport);
+    tcp_connect_accept(ns_b, lfd, ip4("10.78.0.1"), lport);
     assert_int_equal(netplug_peer(np, "pe", b.ipv4, mac, dev), 0);
     assert_memory_equal(mac, b.mac, 6);
     assert_string_equal(dev, "vpb");
@@ -2119,7 +2119,7 @@ static void test_peer(void **state)
     if (run_quiet(vf) == 0) {
         run_quiet(del);
         assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), -ENOENT);
-        tcp_connect_from(ns_a, lfd, ip4("10.78.0.1"), lport);
+        tcp_connect_accept(ns_a, lfd, ip4("10.78.0.1"), lport);
         assert_int_equal(netplug_peer(np, "pe", a.ipv4, mac, dev), 0);
         assert_memory_equal(mac, a.mac, 6);
         assert_string_equal(dev, "vpa");
