@@ -26,6 +26,9 @@ PKGS=(
     nginx placement-api glance-api prometheus prometheus-libvirt-exporter xorriso iproute2 curl
     # metadata service tests and benchmark: cloud-init's own code as the client, wrk
     cloud-init wrk nftables
+    # operators' own tools (issue 11): the openstack client with osc-placement,
+    # os-traits' names, ceilometer's meter definitions, expect for the console
+    python3-openstackclient python3-osc-placement python3-os-traits python3-ceilometer expect
 )
 
 missing=()
