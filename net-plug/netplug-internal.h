@@ -57,6 +57,8 @@ struct np_portrec {
     enum np_port_kind kind;
     bool has_dev;  /* the device exists (false: only filter entries were found) */
     bool filtered; /* its entries are in the nft sets (mac, ip below) */
+    bool verified;         /* netplug_port_filtered() found them in the kernel ... */
+    uint32_t verified_gen; /* ... at this ruleset generation (nftgen.c) */
     uint8_t mac[6];
     uint32_t ipv4;
 };
@@ -86,6 +88,9 @@ struct netplug {
      * with both np->lock and peer_lock held, so either lock reads it */
     pthread_mutex_t peer_lock;
     int peer_fd; /* -1: none */
+    /* the ruleset generation (nftgen.c), under lock */
+    int gen_fd; /* -1: none */
+    uint32_t gen_seq;
     uint32_t peer_seq;
     /* the filter watch (netplug_config.check_ms): under watch_lock */
     pthread_mutex_t watch_lock;
@@ -181,6 +186,11 @@ int np_ovs_run(struct netplug *np, const char *const *argv, struct np_error *err
 
 /* ---- peers (peer.c) ---- */
 int np_peer_open(struct netplug *np); /* np->peer_fd, or -errno */
+int np_gen_open(struct netplug *np);  /* np->gen_fd, or -errno */
+/* The nftables ruleset generation now: 0 with *gen, -errno (under np->lock). */
+int np_gen_get(struct netplug *np, uint32_t *gen);
+/* One NETLINK_NETFILTER read: 1 with *gen (NEWGEN answer to seq), 0 none of it ours, -errno. */
+int np_gen_parse(const void *buf, size_t len, uint32_t seq, uint32_t *gen);
 
 /* ---- records (netplug.c) ---- */
 struct np_net *np_net_find(struct netplug *np, const char *name);

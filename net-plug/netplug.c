@@ -282,6 +282,7 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     pthread_cond_init(&np->del_cond, NULL);
     pthread_mutex_init(&np->peer_lock, NULL);
     np->peer_fd = -1;
+    np->gen_fd = -1;
     pthread_mutex_init(&np->watch_lock, NULL);
     {
         pthread_condattr_t ca;
@@ -315,6 +316,10 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     }
     if ((r = np_peer_open(np)) < 0) {
         r = np_fail(err, r, "netplug: netlink: %s", strerror(-r));
+        goto fail;
+    }
+    if (np->antispoof && (r = np_gen_open(np)) < 0) {
+        r = np_fail(err, r, "netplug: netlink (netfilter): %s", strerror(-r));
         goto fail;
     }
     if (np->antispoof) {
@@ -369,6 +374,8 @@ void netplug_free(struct netplug *np)
         nl_socket_free(np->sk);
     if (np->peer_fd >= 0)
         close(np->peer_fd);
+    if (np->gen_fd >= 0)
+        close(np->gen_fd);
     pthread_mutex_destroy(&np->peer_lock);
     pthread_mutex_destroy(&np->lock);
     pthread_mutex_destroy(&np->del_lock);
@@ -1045,8 +1052,22 @@ bool netplug_port_filtered(struct netplug *np, const char *dev)
     if (!dev)
         return false;
     pthread_mutex_lock(&np->lock);
-    if (np->antispoof && ensure_loaded(np, NULL) == 0 && (rec = np_port_find(np, dev)))
-        r = rec->filtered && rec->has_dev && np_filter_verify(np, dev) == 0;
+    if (np->antispoof && ensure_loaded(np, NULL) == 0 && (rec = np_port_find(np, dev)) && rec->filtered &&
+        rec->has_dev) {
+        uint32_t gen;
+        /* Listing the table costs milliseconds; the ruleset's generation one
+         * round trip. The generation is read before the listing, so a change
+         * made during it shows as a new generation next time. */
+        if (np_gen_get(np, &gen) < 0) {
+            r = np_filter_verify(np, dev) == 0; /* no generation: the listing, every time */
+        } else if (rec->verified && rec->verified_gen == gen) {
+            r = true;
+        } else {
+            r = np_filter_verify(np, dev) == 0;
+            rec->verified = r;
+            rec->verified_gen = gen;
+        }
+    }
     pthread_mutex_unlock(&np->lock);
     return r;
 }
