@@ -27,7 +27,7 @@ struct hv_block_stats {
     uint64_t capacity;   /* bytes the guest sees (block.N.capacity) */
     uint64_t allocation; /* bytes written in the image (block.N.allocation) */
     uint64_t physical;   /* bytes the image takes on the host (block.N.physical) */
-    char path[256];      /* source file ("" for none or network disks) */
+    char path[1024];     /* source file ("" for none or network disks) */
 };
 
 struct hv_net_stats {
