@@ -139,7 +139,7 @@ def main(c: calib.Checks):
             calib.wait_for(ready, timeout=60, what="exporter and prometheus to answer")
 
         sel = f'uuid="{iid}"'
-        with c.case("prometheus holds 25 s of both jobs' samples of the guest", fatal=True):
+        with c.case("prometheus holds 20 samples (30 s) of the guest from both jobs", fatal=True):
             calib.wait_for(lambda: all(v >= 20 for v in promql(
                 p_prom, f"count_over_time(libvirt_domain_info_cpu_time_seconds_total{{{sel}}}[30s])",
                 time.time()).values()) and len(promql(
