@@ -92,6 +92,7 @@ static const struct key_desc keys[] = {
     K("image_cache", "allowed_networks", KEY_STR, imgc_allowed_networks, "", 0, 0, NULL, "CIDRs image URLs may reach besides the default (loopback and link-local are refused)"),
     K("telemetry", "interval", KEY_INT, telemetry_interval_s, "10", 1, 3600, "telemetry-interval", "seconds between telemetry samples"),
     K("telemetry", "metrics_listen", KEY_STR, metrics_listen, "", 0, 0, "metrics-listen", "HOST:PORT serving /metrics to scrapers (no token)"),
+    K("telemetry", "libvirt_exporter_names", KEY_BOOL, libvirt_exporter_names, "false", 0, 0, NULL, "/metrics also under prometheus-libvirt-exporter's names and labels"),
     K("metadata", "enabled", KEY_BOOL, md_enabled, "true", 0, 0, NULL, "serve the metadata service on each network's bridge"),
     K("metadata", "address", KEY_STR, md_address, "169.254.169.254", 0, 0, NULL, "IPv4 address the metadata service listens on"),
     K("metadata", "port", KEY_INT, md_port, "80", 1, 65535, NULL, "TCP port of the metadata service"),

@@ -106,6 +106,7 @@ struct agent_config {
     /* [telemetry] */
     int64_t telemetry_interval_s;
     char *metrics_listen;     /* HOST:PORT for Prometheus scrapers, empty: none */
+    bool libvirt_exporter_names; /* /metrics also as prometheus-libvirt-exporter */
 
     /* [metadata] */
     bool np_host_firewall;    /* [netplug] host_firewall: the agent's inet table */

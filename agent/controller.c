@@ -221,6 +221,16 @@ const char *controller_provider_uuid(const struct controller *c)
     return placement_provider_uuid(c->p) ? placement_provider_uuid(c->p) : c->stored_uuid;
 }
 
+int controller_reachable(const struct controller *c)
+{
+    struct placement_stats st;
+
+    if (!c || !c->p)
+        return -1;
+    placement_stats(c->p, &st);
+    return st.reachable ? 1 : 0;
+}
+
 json_t *controller_to_json(const struct controller *c)
 {
     struct placement_stats st;

@@ -52,6 +52,9 @@ void controller_set_disabled(struct controller *c, bool disabled);
 /* {"url", "provider_uuid", "synced", "reachable", "requests", ...} or
  * null when no controller is configured (new reference). */
 json_t *controller_to_json(const struct controller *c);
+/* Whether Placement answered the last request: 1, 0, or -1 when no
+ * controller is configured. */
+int controller_reachable(const struct controller *c);
 /* The provider uuid, or NULL. */
 const char *controller_provider_uuid(const struct controller *c);
 

@@ -277,6 +277,19 @@ static int tm_lookup(void *o, const char *uuid, char ec2[EC2_ID_LEN + 1], char *
     return live ? 0 : -ENOENT;
 }
 
+static int tm_sizes(void *o, const char *uuid, uint64_t *root_gb, uint64_t *ephemeral_gb)
+{
+    struct agent *a = o;
+    struct instance inst;
+
+    if (store_instance_get(a->store, uuid, &inst) < 0)
+        return -ENOENT;
+    *root_gb = inst.flavor.disk_gb > 0 ? (uint64_t)inst.flavor.disk_gb : 0;
+    *ephemeral_gb = 0; /* flavors here have one disk size */
+    instance_release(&inst);
+    return 0;
+}
+
 static int tm_publish(void *o, const char *key, const char *json, size_t len)
 {
     struct agent *a = o;
@@ -585,8 +598,10 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
         /* host disk figures: the state and the image cache directories */
         const char *dirs[] = {a->cfg.state_dir, imgc_dir, NULL};
         struct telemetry_config tc = {.interval_s = (unsigned)a->cfg.telemetry_interval_s,
-                                      .host = a->cfg.host_name, .dirs = dirs};
-        struct telemetry_callbacks tcb = {.lookup = tm_lookup, .publish = tm_publish};
+                                      .host = a->cfg.host_name, .dirs = dirs,
+                                      .libvirt_exporter_names = a->cfg.libvirt_exporter_names};
+        struct telemetry_callbacks tcb = {.lookup = tm_lookup, .sizes = tm_sizes,
+                                          .publish = tm_publish};
         if ((r = telemetry_new(a->loop, a->hv, &tc, &tcb, a, &a->telemetry, err)) < 0)
             return r;
     }

@@ -48,6 +48,8 @@ struct metrics {
     bool has_bus;
     struct bus_stats bus;             /* last snapshot */
     uint64_t bus_errors, bus_fatal_errors;
+    bool libvirt_up;                  /* metrics_set_up() */
+    int placement_up;                 /* 1, 0, -1: none configured */
 };
 
 int metrics_new(struct metrics **ret)
@@ -57,6 +59,7 @@ int metrics_new(struct metrics **ret)
     if (!m)
         return -ENOMEM;
     m->started_ms = now_wall_ms();
+    m->placement_up = -1;
     *ret = m;
     return 0;
 }
@@ -159,6 +162,12 @@ void metrics_placement_sync(struct metrics *m, const char *result, double second
     observe(&s->h, sync_bounds, NB_SYNC, seconds);
     if (!strcmp(r, "ok"))
         m->last_sync_ok_ms = now_wall_ms();
+}
+
+void metrics_set_up(struct metrics *m, bool libvirt_up, int placement_up)
+{
+    m->libvirt_up = libvirt_up;
+    m->placement_up = placement_up < 0 ? -1 : placement_up > 0;
 }
 
 /* ---- rendering (on common/prom.c) ---- */
@@ -275,6 +284,14 @@ int metrics_render_prometheus(const struct metrics *m, FILE *f)
     prom_u64(f, 1);
     gauge(f, "compute_agent_start_time_seconds", "when the agent started (Unix time)",
           (double)m->started_ms / 1000.0);
+    gauge(f, "compute_agent_libvirt_up", "whether the libvirt connection is up (1) or not (0)",
+          m->libvirt_up ? 1 : 0);
+    prom_family(f, "compute_agent_placement_up", "gauge",
+                "whether Placement answered the last request (1) or not (0); absent without Placement");
+    if (m->placement_up >= 0) {
+        prom_series(f, "compute_agent_placement_up", NULL, 0);
+        prom_u64(f, (uint64_t)m->placement_up);
+    }
     render_ops(f, m);
     counter(f, "compute_agent_image_cache_hits_total", "image requests served from the cache",
             m->img_hits);

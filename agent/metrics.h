@@ -44,6 +44,11 @@ void metrics_bus_error(struct metrics *m, bool fatal);
 void metrics_placement_sync(struct metrics *m, const char *result, double seconds);
 
 /* Write every family in the Prometheus text format. 0 or -EIO. */
+/* Connection states, set before rendering: libvirt connected, Placement
+ * answering (placement: 1, 0, or -1 when no Placement is configured: no
+ * compute_agent_placement_up series then). */
+void metrics_set_up(struct metrics *m, bool libvirt_up, int placement_up);
+
 int metrics_render_prometheus(const struct metrics *m, FILE *out);
 
 #endif

@@ -70,6 +70,9 @@ struct telemetry_config {
     /* Also sample domains the lookup callback does not know (not ours):
      * they carry ec2_id null and libvirt's name. Default false. */
     bool include_foreign;
+    /* /metrics also under prometheus-libvirt-exporter's names and labels
+     * ([telemetry] libvirt_exporter_names). Default false. */
+    bool libvirt_exporter_names;
 };
 
 /* All called on the loop thread, opaque as given to telemetry_new(). */
@@ -80,6 +83,10 @@ struct telemetry_callbacks {
      * state. NULL: every domain is foreign. */
     int (*lookup)(void *opaque, const char *uuid, char ec2_id[EC2_ID_LEN + 1], char *name,
                   size_t name_size);
+    /* Flavor sizes of one of the agent's domains (after lookup said 0):
+     * 0 and root_gb/ephemeral_gb filled, or -ENOENT. Optional (NULL: no
+     * disk.root.size / disk.ephemeral.size samples). */
+    int (*sizes)(void *opaque, const char *uuid, uint64_t *root_gb, uint64_t *ephemeral_gb);
     /* Hand one message over (json is NUL-terminated, len bytes; copy it).
      * Return 0 if taken, else -errno (counted as dropped). NULL: nothing is
      * published (Prometheus only). */
@@ -158,6 +165,8 @@ struct telemetry_domain {
     bool known;                /* one of ours (lookup said so) */
     char ec2_id[EC2_ID_LEN + 1];
     char name[128];
+    bool has_sizes;            /* root_gb/ephemeral_gb from the sizes callback */
+    uint64_t root_gb, ephemeral_gb;
     double cpu_util;           /* % of the guest's vCPUs, 0..100, or NaN */
     double *vcpu_util;         /* s.n_vcpu entries, % of one CPU, or NaN */
     struct telemetry_dev_rates *block_rate; /* s.n_block entries */

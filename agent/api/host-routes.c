@@ -132,6 +132,7 @@ int api_metrics_text(const struct api_deps *deps, char **text, size_t *len)
         bus_stats(bus, &bs);
         metrics_bus_update(deps->metrics, &bs);
     }
+    metrics_set_up(deps->metrics, deps->hv && hv_connected(deps->hv), controller_reachable(deps->ctl));
     metrics_render_prometheus(deps->metrics, f);
     if (deps->telemetry)
         telemetry_render_prometheus(deps->telemetry, f);

@@ -116,6 +116,11 @@ static void fill_block(struct hv_block_stats *b, const char *rest, const virType
             strscpy(b->name, p->value.s, sizeof(b->name));
         return;
     }
+    if (!strcmp(rest, "path")) {
+        if (p->type == VIR_TYPED_PARAM_STRING && p->value.s)
+            strscpy(b->path, p->value.s, sizeof(b->path));
+        return;
+    }
     if (!param_u64(p, &v))
         return;
     if (!strcmp(rest, "rd.bytes")) {
@@ -130,6 +135,15 @@ static void fill_block(struct hv_block_stats *b, const char *rest, const virType
     } else if (!strcmp(rest, "wr.reqs")) {
         b->wr_reqs = v;
         b->has_wr_reqs = true;
+    } else if (!strcmp(rest, "capacity")) {
+        b->capacity = v;
+        b->has_capacity = true;
+    } else if (!strcmp(rest, "allocation")) {
+        b->allocation = v;
+        b->has_allocation = true;
+    } else if (!strcmp(rest, "physical")) {
+        b->physical = v;
+        b->has_physical = true;
     }
 }
 
@@ -156,6 +170,18 @@ static void fill_net(struct hv_net_stats *n, const char *rest, const virTypedPar
     } else if (!strcmp(rest, "tx.pkts")) {
         n->tx_pkts = v;
         n->has_tx_pkts = true;
+    } else if (!strcmp(rest, "rx.errs")) {
+        n->rx_errs = v;
+        n->has_rx_errs = true;
+    } else if (!strcmp(rest, "rx.drop")) {
+        n->rx_drop = v;
+        n->has_rx_drop = true;
+    } else if (!strcmp(rest, "tx.errs")) {
+        n->tx_errs = v;
+        n->has_tx_errs = true;
+    } else if (!strcmp(rest, "tx.drop")) {
+        n->tx_drop = v;
+        n->has_tx_drop = true;
     }
 }
 
@@ -187,6 +213,15 @@ static void fill_scalar(struct hv_stats *s, const virTypedParameter *p)
     } else if (!strcmp(p->field, "balloon.unused")) {
         s->balloon_unused_kb = v;
         s->has_balloon_unused = true;
+    } else if (!strcmp(p->field, "balloon.maximum")) {
+        s->balloon_maximum_kb = v;
+        s->has_balloon_maximum = true;
+    } else if (!strcmp(p->field, "balloon.swap_in")) {
+        s->balloon_swap_in_kb = v;
+        s->has_balloon_swap_in = true;
+    } else if (!strcmp(p->field, "balloon.swap_out")) {
+        s->balloon_swap_out_kb = v;
+        s->has_balloon_swap_out = true;
     }
 }
 

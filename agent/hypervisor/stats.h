@@ -23,6 +23,11 @@ struct hv_block_stats {
     uint64_t wr_bytes;
     uint64_t rd_reqs;
     uint64_t wr_reqs;
+    bool has_capacity, has_allocation, has_physical;
+    uint64_t capacity;   /* bytes the guest sees (block.N.capacity) */
+    uint64_t allocation; /* bytes written in the image (block.N.allocation) */
+    uint64_t physical;   /* bytes the image takes on the host (block.N.physical) */
+    char path[1024];     /* source file ("" for none or network disks) */
 };
 
 struct hv_net_stats {
@@ -32,6 +37,8 @@ struct hv_net_stats {
     uint64_t tx_bytes;
     uint64_t rx_pkts;
     uint64_t tx_pkts;
+    bool has_rx_errs, has_rx_drop, has_tx_errs, has_tx_drop;
+    uint64_t rx_errs, rx_drop, tx_errs, tx_drop;
 };
 
 /* One domain's figures. Counters are cumulative and restart from zero when
@@ -56,6 +63,10 @@ struct hv_stats {
     uint64_t balloon_rss_kb;       /* balloon.rss: resident set of the QEMU process */
     uint64_t balloon_available_kb; /* balloon.available: as the guest sees it */
     uint64_t balloon_unused_kb;    /* balloon.unused: free inside the guest */
+    bool has_balloon_maximum, has_balloon_swap_in, has_balloon_swap_out;
+    uint64_t balloon_maximum_kb;   /* balloon.maximum: the most it may have */
+    uint64_t balloon_swap_in_kb;   /* balloon.swap_in: swapped in, cumulative */
+    uint64_t balloon_swap_out_kb;  /* balloon.swap_out: swapped out, cumulative */
     size_t n_block;
     struct hv_block_stats *block; /* owned */
     size_t n_net;

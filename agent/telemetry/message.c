@@ -175,7 +175,7 @@ static void domain_samples(struct msg_ctx *m, const struct telemetry_domain *d)
     char dev[32];
 
     if (s->has_power)
-        sample_u64(m, "power.state", "gauge", "state", NULL, (uint64_t)s->state);
+        sample_u64(m, "compute_agent.power.state", "gauge", "state", NULL, (uint64_t)s->state);
     if (s->has_cpu_time)
         sample_u64(m, "cpu", "cumulative", "ns", NULL, s->cpu_time_ns);
     sample_dbl(m, "cpu_util", "%", NULL, d->cpu_util);
@@ -183,7 +183,7 @@ static void domain_samples(struct msg_ctx *m, const struct telemetry_domain *d)
         sample_u64(m, "vcpus", "gauge", "vcpu", NULL, s->vcpus);
     for (size_t i = 0; i < s->n_vcpu; i++) {
         snprintf(dev, sizeof(dev), "vcpu%zu", i);
-        sample_dbl(m, "vcpu_util", "%", dev, d->vcpu_util[i]);
+        sample_dbl(m, "compute_agent.vcpu_util", "%", dev, d->vcpu_util[i]);
     }
     if (s->has_balloon_current)
         sample_dbl(m, "memory", "MB", NULL, (double)s->balloon_current_kb / 1024.0);
@@ -193,6 +193,17 @@ static void domain_samples(struct msg_ctx *m, const struct telemetry_domain *d)
                    (double)(s->balloon_available_kb - s->balloon_unused_kb) / 1024.0);
     if (s->has_balloon_rss)
         sample_dbl(m, "memory.resident", "MB", NULL, (double)s->balloon_rss_kb / 1024.0);
+    /* ceilometer's memory.swap.* are cumulative MB (libvirt's are KiB) */
+    if (s->has_balloon_swap_in)
+        sample_u64(m, "memory.swap.in", "cumulative", "MB", NULL, s->balloon_swap_in_kb / 1024);
+    if (s->has_balloon_swap_out)
+        sample_u64(m, "memory.swap.out", "cumulative", "MB", NULL, s->balloon_swap_out_kb / 1024);
+    /* disk.root.size / disk.ephemeral.size: the flavor's, as ceilometer
+     * reports them (the agent's flavors have no ephemeral part: 0) */
+    if (d->has_sizes) {
+        sample_u64(m, "disk.root.size", "gauge", "GB", NULL, d->root_gb);
+        sample_u64(m, "disk.ephemeral.size", "gauge", "GB", NULL, d->ephemeral_gb);
+    }
     for (size_t i = 0; i < s->n_block; i++) {
         const struct hv_block_stats *b = &s->block[i];
         const struct telemetry_dev_rates *r = &d->block_rate[i];
@@ -206,10 +217,16 @@ static void domain_samples(struct msg_ctx *m, const struct telemetry_domain *d)
             sample_u64(m, "disk.device.read.requests", "cumulative", "request", n, b->rd_reqs);
         if (b->has_wr_reqs)
             sample_u64(m, "disk.device.write.requests", "cumulative", "request", n, b->wr_reqs);
-        sample_dbl(m, "disk.device.read.bytes.rate", "B/s", n, r->a_bytes);
-        sample_dbl(m, "disk.device.write.bytes.rate", "B/s", n, r->b_bytes);
-        sample_dbl(m, "disk.device.read.requests.rate", "request/s", n, r->a_ops);
-        sample_dbl(m, "disk.device.write.requests.rate", "request/s", n, r->b_ops);
+        if (b->has_capacity)
+            sample_u64(m, "disk.device.capacity", "gauge", "B", n, b->capacity);
+        if (b->has_allocation)
+            sample_u64(m, "disk.device.allocation", "gauge", "B", n, b->allocation);
+        if (b->has_physical)
+            sample_u64(m, "disk.device.usage", "gauge", "B", n, b->physical);
+        sample_dbl(m, "compute_agent.disk.device.read.bytes.rate", "B/s", n, r->a_bytes);
+        sample_dbl(m, "compute_agent.disk.device.write.bytes.rate", "B/s", n, r->b_bytes);
+        sample_dbl(m, "compute_agent.disk.device.read.requests.rate", "request/s", n, r->a_ops);
+        sample_dbl(m, "compute_agent.disk.device.write.requests.rate", "request/s", n, r->b_ops);
     }
     for (size_t i = 0; i < s->n_net; i++) {
         const struct hv_net_stats *nt = &s->net[i];
@@ -224,10 +241,18 @@ static void domain_samples(struct msg_ctx *m, const struct telemetry_domain *d)
             sample_u64(m, "network.incoming.packets", "cumulative", "packet", n, nt->rx_pkts);
         if (nt->has_tx_pkts)
             sample_u64(m, "network.outgoing.packets", "cumulative", "packet", n, nt->tx_pkts);
+        if (nt->has_rx_drop)
+            sample_u64(m, "network.incoming.packets.drop", "cumulative", "packet", n, nt->rx_drop);
+        if (nt->has_tx_drop)
+            sample_u64(m, "network.outgoing.packets.drop", "cumulative", "packet", n, nt->tx_drop);
+        if (nt->has_rx_errs)
+            sample_u64(m, "network.incoming.packets.error", "cumulative", "packet", n, nt->rx_errs);
+        if (nt->has_tx_errs)
+            sample_u64(m, "network.outgoing.packets.error", "cumulative", "packet", n, nt->tx_errs);
         sample_dbl(m, "network.incoming.bytes.rate", "B/s", n, r->a_bytes);
         sample_dbl(m, "network.outgoing.bytes.rate", "B/s", n, r->b_bytes);
-        sample_dbl(m, "network.incoming.packets.rate", "packet/s", n, r->a_ops);
-        sample_dbl(m, "network.outgoing.packets.rate", "packet/s", n, r->b_ops);
+        sample_dbl(m, "compute_agent.network.incoming.packets.rate", "packet/s", n, r->a_ops);
+        sample_dbl(m, "compute_agent.network.outgoing.packets.rate", "packet/s", n, r->b_ops);
     }
 }
 
@@ -243,18 +268,18 @@ static void host_samples(struct msg_ctx *m, const struct telemetry *t)
         sample_dbl(m, "compute.node.cpu.percent", "%", NULL, t->host_cpu_percent);
     }
     if (t->has_host && h->has_memory) {
-        sample_u64(m, "hardware.memory.total", "gauge", "KB", NULL, h->mem_total_kb);
-        sample_u64(m, "hardware.memory.avail", "gauge", "KB", NULL,
+        sample_u64(m, "compute_agent.hardware.memory.total", "gauge", "KB", NULL, h->mem_total_kb);
+        sample_u64(m, "compute_agent.hardware.memory.avail", "gauge", "KB", NULL,
                    h->mem_free_kb + h->mem_buffers_kb + h->mem_cached_kb);
-        sample_u64(m, "hardware.memory.buffer", "gauge", "KB", NULL, h->mem_buffers_kb);
-        sample_u64(m, "hardware.memory.cached", "gauge", "KB", NULL, h->mem_cached_kb);
+        sample_u64(m, "compute_agent.hardware.memory.buffer", "gauge", "KB", NULL, h->mem_buffers_kb);
+        sample_u64(m, "compute_agent.hardware.memory.cached", "gauge", "KB", NULL, h->mem_cached_kb);
     }
     for (size_t i = 0; i < t->n_dirs; i++) {
         if (!t->fs_ok[i])
             continue;
-        sample_u64(m, "hardware.disk.size.total", "gauge", "KB", t->dirs[i],
+        sample_u64(m, "compute_agent.hardware.disk.size.total", "gauge", "KB", t->dirs[i],
                    t->fs[i].size_bytes / 1024);
-        sample_u64(m, "hardware.disk.size.used", "gauge", "KB", t->dirs[i],
+        sample_u64(m, "compute_agent.hardware.disk.size.used", "gauge", "KB", t->dirs[i],
                    (t->fs[i].size_bytes - t->fs[i].free_bytes) / 1024);
     }
 }

@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "agent/telemetry/telemetry-private.h"
+#include "agent/hypervisor/hv.h"
 #include "common/prom.h"
 
 /* name{instance_uuid="..",ec2_id="..",name=".."[,extra="val"]} */
@@ -296,6 +297,119 @@ static void render_self(FILE *f, const struct telemetry *t)
     }
 }
 
+/* ---- prometheus-libvirt-exporter's names and labels ([telemetry]
+ * libvirt_exporter_names), as its version 0.2 (Debian's) writes them, so its
+ * dashboards and alerts read this agent unchanged: domain is libvirt's domain
+ * name. Limits: source_bridge of interfaces is "" (the bulk stats call does
+ * not say it), and only the domains this agent samples are listed. */
+
+static void exp_dom(FILE *f, const char *name, const struct telemetry_domain *d)
+{
+    const struct prom_label l[] = {{"domain", d->s.name}, {"uuid", d->s.uuid}};
+
+    prom_series(f, name, l, ARRAY_SIZE(l));
+}
+
+static void exp_dev(FILE *f, const char *name, const struct telemetry_domain *d, const char *l3,
+                    const char *v3, const char *dev)
+{
+    const struct prom_label l[] = {
+        {"domain", d->s.name}, {l3, v3}, {"target_device", dev}, {"uuid", d->s.uuid}};
+
+    prom_series(f, name, l, ARRAY_SIZE(l));
+}
+
+enum exp_scalar { EX_CPU, EX_MAXMEM, EX_MEM, EX_VCPUS, EX_STATE };
+
+static void render_exporter(FILE *f, const struct telemetry *t)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } sc[] = {
+        [EX_CPU] = {"libvirt_domain_info_cpu_time_seconds_total", "counter",
+                    "Amount of CPU time used by the domain, in seconds."},
+        [EX_MAXMEM] = {"libvirt_domain_info_maximum_memory_bytes", "gauge",
+                       "Maximum allowed memory of the domain, in bytes."},
+        [EX_MEM] = {"libvirt_domain_info_memory_usage_bytes", "gauge",
+                    "Memory usage of the domain, in bytes."},
+        [EX_VCPUS] = {"libvirt_domain_info_virtual_cpus", "gauge",
+                      "Number of virtual CPUs for the domain."},
+        [EX_STATE] = {"libvirt_domain_state_code", "gauge", "State of the domain."},
+    };
+    static const struct {
+        const char *name, *help;
+    } blk[] = {
+        {"libvirt_domain_block_stats_read_bytes_total", "Number of bytes read from a block device, in bytes."},
+        {"libvirt_domain_block_stats_read_requests_total", "Number of read requests from a block device."},
+        {"libvirt_domain_block_stats_write_bytes_total", "Number of bytes written from a block device, in bytes."},
+        {"libvirt_domain_block_stats_write_requests_total", "Number of write requests from a block device."},
+    }, net[] = {
+        {"libvirt_domain_interface_stats_receive_bytes_total", "Number of bytes received on a network interface, in bytes."},
+        {"libvirt_domain_interface_stats_receive_packets_total", "Number of packets received on a network interface."},
+        {"libvirt_domain_interface_stats_receive_errors_total", "Number of packet receive errors on a network interface."},
+        {"libvirt_domain_interface_stats_receive_drops_total", "Number of packet receive drops on a network interface."},
+        {"libvirt_domain_interface_stats_transmit_bytes_total", "Number of bytes transmitted on a network interface, in bytes."},
+        {"libvirt_domain_interface_stats_transmit_packets_total", "Number of packets transmitted on a network interface."},
+        {"libvirt_domain_interface_stats_transmit_errors_total", "Number of packet transmit errors on a network interface."},
+        {"libvirt_domain_interface_stats_transmit_drops_total", "Number of packet transmit drops on a network interface."},
+    };
+    bool up = t->hv ? hv_connected(t->hv) : t->stats.rounds > 0;
+
+    prom_family(f, "libvirt_up", "gauge", "Whether scraping libvirt's metrics was successful.");
+    prom_series(f, "libvirt_up", NULL, 0);
+    prom_u64(f, up ? 1 : 0);
+    prom_family(f, "libvirt_domains_number", "gauge", "Number of domains.");
+    prom_series(f, "libvirt_domains_number", NULL, 0);
+    prom_u64(f, t->n_doms);
+    for (size_t k = 0; k < ARRAY_SIZE(sc); k++) {
+        prom_family(f, sc[k].name, sc[k].type, sc[k].help);
+        for (size_t i = 0; i < t->n_doms; i++) {
+            const struct hv_stats *s = &t->doms[i].s;
+            bool has[] = {s->has_cpu_time, s->has_balloon_maximum, s->has_balloon_current,
+                          s->has_vcpus, s->has_power};
+            const double v[] = {(double)s->cpu_time_ns / 1e9, (double)s->balloon_maximum_kb * 1024,
+                                (double)s->balloon_current_kb * 1024, (double)s->vcpus,
+                                (double)s->state};
+            if (!has[k])
+                continue;
+            exp_dom(f, sc[k].name, &t->doms[i]);
+            prom_double(f, v[k]);
+        }
+    }
+    for (size_t k = 0; k < ARRAY_SIZE(blk); k++) {
+        prom_family(f, blk[k].name, "counter", blk[k].help);
+        for (size_t i = 0; i < t->n_doms; i++) {
+            const struct telemetry_domain *d = &t->doms[i];
+            for (size_t j = 0; j < d->s.n_block; j++) {
+                const struct hv_block_stats *b = &d->s.block[j];
+                bool has[] = {b->has_rd_bytes, b->has_rd_reqs, b->has_wr_bytes, b->has_wr_reqs};
+                const uint64_t v[] = {b->rd_bytes, b->rd_reqs, b->wr_bytes, b->wr_reqs};
+                if (!has[k])
+                    continue;
+                exp_dev(f, blk[k].name, d, "source_file", b->path, b->name);
+                prom_u64(f, v[k]);
+            }
+        }
+    }
+    for (size_t k = 0; k < ARRAY_SIZE(net); k++) {
+        prom_family(f, net[k].name, "counter", net[k].help);
+        for (size_t i = 0; i < t->n_doms; i++) {
+            const struct telemetry_domain *d = &t->doms[i];
+            for (size_t j = 0; j < d->s.n_net; j++) {
+                const struct hv_net_stats *n = &d->s.net[j];
+                bool has[] = {n->has_rx_bytes, n->has_rx_pkts, n->has_rx_errs, n->has_rx_drop,
+                              n->has_tx_bytes, n->has_tx_pkts, n->has_tx_errs, n->has_tx_drop};
+                const uint64_t v[] = {n->rx_bytes, n->rx_pkts, n->rx_errs, n->rx_drop,
+                                      n->tx_bytes, n->tx_pkts, n->tx_errs, n->tx_drop};
+                if (!has[k])
+                    continue;
+                exp_dev(f, net[k].name, d, "source_bridge", "", n->name);
+                prom_u64(f, v[k]);
+            }
+        }
+    }
+}
+
 int telemetry_render_prometheus(const struct telemetry *t, FILE *out)
 {
     for (int k = DS_STATE; k <= DS_MEM_RSS; k++)
@@ -304,5 +418,7 @@ int telemetry_render_prometheus(const struct telemetry *t, FILE *out)
     render_devices(out, t);
     render_host(out, t);
     render_self(out, t);
+    if (t->exporter_names)
+        render_exporter(out, t);
     return ferror(out) ? -EIO : 0;
 }

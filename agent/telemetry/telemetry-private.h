@@ -18,6 +18,7 @@ struct telemetry {
     char **dirs;                   /* directories to statvfs (owned, n_dirs) */
     size_t n_dirs;
     bool include_foreign;
+    bool exporter_names;           /* also prometheus-libvirt-exporter's names */
     uint64_t interval_ms;
 
     uv_timer_t timer;              /* the sampling tick */

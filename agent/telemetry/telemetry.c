@@ -62,9 +62,14 @@ int telemetry_ingest(struct telemetry *t, struct hv_stats *doms, size_t n,
             d->known = true;
             memcpy(d->ec2_id, prev->ec2_id, sizeof(d->ec2_id));
             memcpy(d->name, prev->name, sizeof(d->name));
+            d->has_sizes = prev->has_sizes;
+            d->root_gb = prev->root_gb;
+            d->ephemeral_gb = prev->ephemeral_gb;
         } else if (t->cb.lookup && t->cb.lookup(t->opaque, doms[i].uuid, d->ec2_id, d->name,
                                                 sizeof(d->name)) == 0) {
             d->known = true;
+            d->has_sizes = t->cb.sizes &&
+                           t->cb.sizes(t->opaque, doms[i].uuid, &d->root_gb, &d->ephemeral_gb) == 0;
         } else if (!t->include_foreign) {
             memset(d, 0, sizeof(*d));
             continue;
@@ -239,6 +244,7 @@ int telemetry_new(uv_loop_t *loop, struct hv *hv, const struct telemetry_config 
         t->cb = *cb;
     t->opaque = opaque;
     t->include_foreign = cfg->include_foreign;
+    t->exporter_names = cfg->libvirt_exporter_names;
     t->interval_ms = (uint64_t)(cfg->interval_s ? cfg->interval_s : TELEMETRY_INTERVAL_DEFAULT_S) * 1000;
     t->host_cpu_percent = NAN;
     t->hostname = strdup(cfg->host);

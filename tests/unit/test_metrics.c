@@ -89,7 +89,20 @@ static void test_empty(void **state)
     assert_non_null(strstr(text, "# TYPE compute_agent_operation_duration_seconds histogram\n"));
     assert_non_null(strstr(text, "compute_agent_image_cache_hits_total 0\n"));
     assert_non_null(strstr(text, "compute_agent_bus_up 0\n"));
+    assert_non_null(strstr(text, "compute_agent_libvirt_up 0\n"));
+    assert_null(strstr(text, "compute_agent_placement_up 0")); /* no Placement: no series */
     check_promtool(text);
+    free(text);
+    metrics_set_up(m, true, 0);
+    text = render(m);
+    assert_non_null(strstr(text, "compute_agent_libvirt_up 1\n"));
+    assert_non_null(strstr(text, "compute_agent_placement_up 0\n"));
+    check_promtool(text);
+    free(text);
+    metrics_set_up(m, false, 1);
+    text = render(m);
+    assert_non_null(strstr(text, "compute_agent_libvirt_up 0\n"));
+    assert_non_null(strstr(text, "compute_agent_placement_up 1\n"));
     free(text);
     assert_null(metrics_free(m));
     assert_null(metrics_free(NULL));

@@ -87,8 +87,18 @@ static void on_round(void *opaque, int err, const struct agent_error *e)
         s->round_errors++;
 }
 
+static int sizes(void *opaque, const char *uuid, uint64_t *root_gb, uint64_t *ephemeral_gb)
+{
+    (void)opaque;
+    if (strcmp(uuid, UUID_A))
+        return -ENOENT;
+    *root_gb = 3;
+    *ephemeral_gb = 0;
+    return 0;
+}
+
 static const struct telemetry_callbacks callbacks = {
-    .lookup = lookup, .publish = publish, .on_round = on_round};
+    .lookup = lookup, .sizes = sizes, .publish = publish, .on_round = on_round};
 
 /* One domain's figures. */
 static struct hv_stats dom(const char *uuid, int id, uint64_t cpu_ns, uint64_t rd_bytes,
@@ -116,6 +126,10 @@ static struct hv_stats dom(const char *uuid, int id, uint64_t cpu_ns, uint64_t r
     s.balloon_rss_kb = 65536;
     s.balloon_available_kb = 120000;
     s.balloon_unused_kb = 100000;
+    s.has_balloon_maximum = s.has_balloon_swap_in = s.has_balloon_swap_out = true;
+    s.balloon_maximum_kb = 262144;
+    s.balloon_swap_in_kb = 2048;
+    s.balloon_swap_out_kb = 4096;
     s.n_block = 1;
     s.block = calloc(1, sizeof(*s.block));
     strscpy(s.block[0].name, "vda", sizeof(s.block[0].name));
@@ -123,6 +137,11 @@ static struct hv_stats dom(const char *uuid, int id, uint64_t cpu_ns, uint64_t r
     s.block[0].has_rd_reqs = s.block[0].has_wr_reqs = true;
     s.block[0].rd_bytes = rd_bytes;
     s.block[0].rd_reqs = rd_bytes / 512;
+    s.block[0].has_capacity = s.block[0].has_allocation = s.block[0].has_physical = true;
+    s.block[0].capacity = 1ull << 30;
+    s.block[0].allocation = 1ull << 20;
+    s.block[0].physical = 2ull << 20;
+    strscpy(s.block[0].path, "/var/lib/x/disk.qcow2", sizeof(s.block[0].path));
     s.n_net = 1;
     s.net = calloc(1, sizeof(*s.net));
     strscpy(s.net[0].name, "vnet0", sizeof(s.net[0].name));
@@ -130,6 +149,9 @@ static struct hv_stats dom(const char *uuid, int id, uint64_t cpu_ns, uint64_t r
     s.net[0].has_rx_pkts = s.net[0].has_tx_pkts = true;
     s.net[0].rx_bytes = rx_bytes;
     s.net[0].rx_pkts = rx_bytes / 100;
+    s.net[0].has_rx_errs = s.net[0].has_rx_drop = s.net[0].has_tx_errs = s.net[0].has_tx_drop = true;
+    s.net[0].rx_drop = 7;
+    s.net[0].tx_errs = 9;
     return s;
 }
 
@@ -232,18 +254,18 @@ static void test_rates_restart_reset(void **state)
     assert_string_equal(s.msgs[1].key, "node-1");
     assert_true(meter(&s, UUID_A, "cpu", NULL) == 1e9);
     assert_true(isnan(meter(&s, UUID_A, "cpu_util", NULL)));
-    assert_true(isnan(meter(&s, UUID_A, "disk.device.read.bytes.rate", "vda")));
+    assert_true(isnan(meter(&s, UUID_A, "compute_agent.disk.device.read.bytes.rate", "vda")));
     assert_null(telemetry_domain_find(t, UUID_B));
     sink_clear(&s);
 
     /* Round 2, 2 s later: 1 s of CPU over 2 s on 2 vCPUs = 25 %. */
     assert_int_equal(feed(t, 12, dom(UUID_A, 5, 2000000000ull, 4096 + 8192, 1200), dom(UUID_B, 6, 1, 1, 1)), 0);
     assert_true(fabs(meter(&s, UUID_A, "cpu_util", NULL) - 25.0) < 1e-9);
-    assert_true(fabs(meter(&s, UUID_A, "vcpu_util", "vcpu0") - 50.0) < 1e-9);
-    assert_true(meter(&s, UUID_A, "vcpu_util", "vcpu1") == 0.0);
-    assert_true(meter(&s, UUID_A, "disk.device.read.bytes.rate", "vda") == 4096.0);
-    assert_true(meter(&s, UUID_A, "disk.device.read.requests.rate", "vda") == 8.0);
-    assert_true(meter(&s, UUID_A, "disk.device.write.bytes.rate", "vda") == 0.0);
+    assert_true(fabs(meter(&s, UUID_A, "compute_agent.vcpu_util", "vcpu0") - 50.0) < 1e-9);
+    assert_true(meter(&s, UUID_A, "compute_agent.vcpu_util", "vcpu1") == 0.0);
+    assert_true(meter(&s, UUID_A, "compute_agent.disk.device.read.bytes.rate", "vda") == 4096.0);
+    assert_true(meter(&s, UUID_A, "compute_agent.disk.device.read.requests.rate", "vda") == 8.0);
+    assert_true(meter(&s, UUID_A, "compute_agent.disk.device.write.bytes.rate", "vda") == 0.0);
     assert_true(meter(&s, UUID_A, "network.incoming.bytes.rate", "vnet0") == 100.0);
     assert_true(meter(&s, UUID_A, "memory.usage", NULL) == (120000.0 - 100000.0) / 1024.0);
     assert_true(meter(&s, UUID_A, "memory", NULL) == 128.0);
@@ -258,8 +280,8 @@ static void test_rates_restart_reset(void **state)
     assert_int_equal(feed(t, 14, dom(UUID_A, 9, 100000000ull, 512, 10), dom(UUID_B, 6, 1, 1, 1)), 0);
     assert_true(meter(&s, UUID_A, "cpu", NULL) == 1e8);
     assert_true(isnan(meter(&s, UUID_A, "cpu_util", NULL)));
-    assert_true(isnan(meter(&s, UUID_A, "vcpu_util", "vcpu0")));
-    assert_true(isnan(meter(&s, UUID_A, "disk.device.read.bytes.rate", "vda")));
+    assert_true(isnan(meter(&s, UUID_A, "compute_agent.vcpu_util", "vcpu0")));
+    assert_true(isnan(meter(&s, UUID_A, "compute_agent.disk.device.read.bytes.rate", "vda")));
     assert_true(isnan(meter(&s, UUID_A, "network.incoming.bytes.rate", "vnet0")));
     assert_no_negative(&s);
     sink_clear(&s);
@@ -267,10 +289,10 @@ static void test_rates_restart_reset(void **state)
     /* Round 4: same run, but the disk counter went down (reset): no disk
      * rate; CPU still has one. An absurd CPU jump is clamped to 100 %. */
     assert_int_equal(feed(t, 15, dom(UUID_A, 9, 100000000ull + 50000000000ull, 100, 10), dom(UUID_B, 6, 1, 1, 1)), 0);
-    assert_true(isnan(meter(&s, UUID_A, "disk.device.read.bytes.rate", "vda")));
+    assert_true(isnan(meter(&s, UUID_A, "compute_agent.disk.device.read.bytes.rate", "vda")));
     assert_true(meter(&s, UUID_A, "network.incoming.bytes.rate", "vnet0") == 0.0);
     assert_true(meter(&s, UUID_A, "cpu_util", NULL) == 100.0);
-    assert_true(meter(&s, UUID_A, "vcpu_util", "vcpu0") == 100.0);
+    assert_true(meter(&s, UUID_A, "compute_agent.vcpu_util", "vcpu0") == 100.0);
     assert_no_negative(&s);
     sink_clear(&s);
 
@@ -299,18 +321,25 @@ static void test_rates_restart_reset(void **state)
 static void test_json_shape(void **state)
 {
     static const char *const known[] = {
-        "power.state", "cpu", "cpu_util", "vcpus", "vcpu_util", "memory", "memory.usage",
-        "memory.resident", "disk.device.read.bytes", "disk.device.write.bytes",
-        "disk.device.read.requests", "disk.device.write.requests", "disk.device.read.bytes.rate",
-        "disk.device.write.bytes.rate", "disk.device.read.requests.rate",
-        "disk.device.write.requests.rate", "network.incoming.bytes", "network.outgoing.bytes",
-        "network.incoming.packets", "network.outgoing.packets", "network.incoming.bytes.rate",
-        "network.outgoing.bytes.rate", "network.incoming.packets.rate",
-        "network.outgoing.packets.rate", "compute.node.cpu.user.time",
+        "compute_agent.power.state", "cpu", "cpu_util", "vcpus", "compute_agent.vcpu_util",
+        "memory", "memory.usage", "memory.resident", "memory.swap.in", "memory.swap.out",
+        "disk.root.size", "disk.ephemeral.size", "disk.device.read.bytes",
+        "disk.device.write.bytes", "disk.device.read.requests", "disk.device.write.requests",
+        "disk.device.capacity", "disk.device.allocation", "disk.device.usage",
+        "compute_agent.disk.device.read.bytes.rate", "compute_agent.disk.device.write.bytes.rate",
+        "compute_agent.disk.device.read.requests.rate",
+        "compute_agent.disk.device.write.requests.rate", "network.incoming.bytes",
+        "network.outgoing.bytes", "network.incoming.packets", "network.outgoing.packets",
+        "network.incoming.packets.drop", "network.outgoing.packets.drop",
+        "network.incoming.packets.error", "network.outgoing.packets.error",
+        "network.incoming.bytes.rate", "network.outgoing.bytes.rate",
+        "compute_agent.network.incoming.packets.rate",
+        "compute_agent.network.outgoing.packets.rate", "compute.node.cpu.user.time",
         "compute.node.cpu.kernel.time", "compute.node.cpu.idle.time",
-        "compute.node.cpu.iowait.time", "compute.node.cpu.percent", "hardware.memory.total",
-        "hardware.memory.avail", "hardware.memory.buffer", "hardware.memory.cached",
-        "hardware.disk.size.total", "hardware.disk.size.used"};
+        "compute.node.cpu.iowait.time", "compute.node.cpu.percent",
+        "compute_agent.hardware.memory.total", "compute_agent.hardware.memory.avail",
+        "compute_agent.hardware.memory.buffer", "compute_agent.hardware.memory.cached",
+        "compute_agent.hardware.disk.size.total", "compute_agent.hardware.disk.size.used"};
     uv_loop_t loop;
     struct sink s = {0};
     struct telemetry *t;
@@ -375,6 +404,16 @@ static void test_json_shape(void **state)
     assert_true(seen_foreign);
     /* units as ceilometer has them */
     assert_true(meter(&s, UUID_A, "cpu", NULL) == 2);
+    assert_true(meter(&s, UUID_A, "memory.swap.in", NULL) == 2);  /* MB */
+    assert_true(meter(&s, UUID_A, "memory.swap.out", NULL) == 4);
+    assert_true(meter(&s, UUID_A, "disk.root.size", NULL) == 3);  /* GB, the flavor's */
+    assert_true(meter(&s, UUID_A, "disk.ephemeral.size", NULL) == 0);
+    assert_true(isnan(meter(&s, UUID_B, "disk.root.size", NULL))); /* not ours: no flavor */
+    assert_true(meter(&s, UUID_A, "disk.device.capacity", "vda") == 1073741824.0);
+    assert_true(meter(&s, UUID_A, "disk.device.allocation", "vda") == 1048576.0);
+    assert_true(meter(&s, UUID_A, "disk.device.usage", "vda") == 2097152.0);
+    assert_true(meter(&s, UUID_A, "network.incoming.packets.drop", "vnet0") == 7);
+    assert_true(meter(&s, UUID_A, "network.outgoing.packets.error", "vnet0") == 9);
     telemetry_get_stats(t, &st);
     assert_int_equal(st.rounds, 2);
     assert_int_equal(st.domains, 2);
@@ -476,9 +515,62 @@ static void test_prometheus(void **state)
     finish(&loop, t);
 }
 
+/* [telemetry] libvirt_exporter_names: prometheus-libvirt-exporter's names and
+ * labels beside ours (the same figures). */
+static void test_prometheus_exporter_names(void **state)
+{
+    static const char *const dirs[] = {NULL};
+    struct telemetry_config cfg = {.interval_s = 10, .host = "node-1", .dirs = dirs,
+                                   .include_foreign = true, .libvirt_exporter_names = true};
+    uv_loop_t loop;
+    struct sink s = {0};
+    struct telemetry *t = NULL;
+    struct agent_error e;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+    char out[4096];
+    int rc;
+
+    (void)state;
+    uv_loop_init(&loop);
+    assert_int_equal(telemetry_new(&loop, NULL, &cfg, &callbacks, &s, &t, &e), 0);
+    assert_int_equal(feed(t, 1, dom(UUID_A, 5, 1500000000, 513, 100), dom(UUID_B, 6, 1, 1, 1)), 0);
+    sink_clear(&s);
+    f = open_memstream(&text, &len);
+    assert_int_equal(telemetry_render_prometheus(t, f), 0);
+    fclose(f);
+#define DL(u) "{domain=\"libvirt-name\",uuid=\"" u "\"}"
+#define BL(u) "{domain=\"libvirt-name\",source_file=\"/var/lib/x/disk.qcow2\",target_device=\"vda\",uuid=\"" u "\"}"
+#define NL(u) "{domain=\"libvirt-name\",source_bridge=\"\",target_device=\"vnet0\",uuid=\"" u "\"}"
+    assert_non_null(strstr(text, "\nlibvirt_up 1\n"));
+    assert_non_null(strstr(text, "\nlibvirt_domains_number 2\n"));
+    assert_non_null(strstr(text, "# TYPE libvirt_domain_info_cpu_time_seconds_total counter\n"));
+    assert_non_null(strstr(text, "libvirt_domain_info_cpu_time_seconds_total" DL(UUID_A) " 1.5\n"));
+    assert_non_null(strstr(text, "libvirt_domain_info_maximum_memory_bytes" DL(UUID_A) " 268435456\n"));
+    assert_non_null(strstr(text, "libvirt_domain_info_memory_usage_bytes" DL(UUID_A) " 134217728\n"));
+    assert_non_null(strstr(text, "libvirt_domain_info_virtual_cpus" DL(UUID_B) " 2\n"));
+    assert_non_null(strstr(text, "libvirt_domain_state_code" DL(UUID_A) " 1\n"));
+    assert_non_null(strstr(text, "libvirt_domain_block_stats_read_bytes_total" BL(UUID_A) " 513\n"));
+    assert_non_null(strstr(text, "libvirt_domain_block_stats_read_requests_total" BL(UUID_A) " 1\n"));
+    assert_non_null(strstr(text, "libvirt_domain_interface_stats_receive_bytes_total" NL(UUID_A) " 100\n"));
+    assert_non_null(strstr(text, "libvirt_domain_interface_stats_receive_drops_total" NL(UUID_A) " 7\n"));
+    assert_non_null(strstr(text, "libvirt_domain_interface_stats_transmit_errors_total" NL(UUID_A) " 9\n"));
+    /* ours are still there */
+    assert_non_null(strstr(text, "compute_agent_instance_cpu_seconds_total{"));
+#undef DL
+#undef BL
+#undef NL
+    rc = promtool_check(text, len, out, sizeof(out));
+    if (rc > 0)
+        fail_msg("promtool check metrics failed (%d): %s", rc, out);
+    free(text);
+    finish(&loop, t);
+}
+
 static void test_params(void **state)
 {
-    virTypedParameter p[16];
+    virTypedParameter p[24];
     struct hv_stats s = {0};
     int n = 0;
 
@@ -504,8 +596,14 @@ static void test_params(void **state)
     P_S("block.0.name", "vda");
     P_UL("block.0.rd.bytes", 777);
     P_UL("block.0.wr.reqs", 3);
+    P_UL("block.0.capacity", 1u << 30);
+    P_UL("block.0.physical", 4096);
+    P_S("block.0.path", "/d/disk.qcow2");
+    P_UL("balloon.swap_in", 11);
+    P_UL("balloon.maximum", 65536);
     P_S("net.1.name", "vnet7"); /* beyond a missing net.count: widens */
     P_UL("net.1.rx.bytes", 55);
+    P_UL("net.1.tx.drop", 5);
     P_UL("block.x.rd.bytes", 1); /* malformed: ignored */
 #undef P_UL
 #undef P_S
@@ -521,6 +619,12 @@ static void test_params(void **state)
     assert_string_equal(s.block[0].name, "vda");
     assert_true(s.block[0].has_rd_bytes && s.block[0].rd_bytes == 777);
     assert_true(!s.block[0].has_wr_bytes && s.block[0].has_wr_reqs);
+    assert_true(s.block[0].has_capacity && s.block[0].capacity == 1u << 30);
+    assert_true(s.block[0].has_physical && s.block[0].physical == 4096 && !s.block[0].has_allocation);
+    assert_string_equal(s.block[0].path, "/d/disk.qcow2");
+    assert_true(s.has_balloon_swap_in && s.balloon_swap_in_kb == 11 && !s.has_balloon_swap_out);
+    assert_true(s.has_balloon_maximum && s.balloon_maximum_kb == 65536);
+    assert_true(s.net[1].has_tx_drop && s.net[1].tx_drop == 5 && !s.net[1].has_rx_drop);
     assert_int_equal(s.n_net, 2);
     assert_string_equal(s.net[1].name, "vnet7");
     assert_true(s.net[1].has_rx_bytes && !s.net[0].has_rx_bytes);
@@ -611,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_rates_restart_reset),
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_prometheus),
+        cmocka_unit_test(test_prometheus_exporter_names),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_timer_test_driver),
     };
