@@ -50,7 +50,7 @@ static void format_eta(double secs, char *buf, size_t size) {
 }
 
 void ctl_progress_format(char *buf, size_t size, int64_t done, int64_t total, double rate_bps, bool bar) {
-        char d[32], t[32], r[32] = "", eta[32];
+        char d[32], t[32], r[40] = "", eta[32];
         double eta_s = -1;
         int pct = -1;
 
@@ -59,13 +59,16 @@ void ctl_progress_format(char *buf, size_t size, int64_t done, int64_t total, do
         ctl_format_bytes((double) done, d, sizeof(d));
         if (total > 0) {
                 ctl_format_bytes((double) total, t, sizeof(t));
-                pct = done >= total ? 100 : (int) (done * 100 / total);
+                /* in double: done * 100 would overflow int64 for an absurd answer */
+                pct = done >= total ? 100 : (int) ((double) done * 100.0 / (double) total);
                 if (rate_bps > 0)
                         eta_s = (double) (total > done ? total - done : 0) / rate_bps;
         }
         if (rate_bps > 0) {
-                ctl_format_bytes(rate_bps, r, sizeof(r));
-                strcat(r, "/s");
+                char rb[32];
+
+                ctl_format_bytes(rate_bps, rb, sizeof(rb));
+                snprintf(r, sizeof(r), "%s/s", rb);
         }
         format_eta(eta_s, eta, sizeof(eta));
 
