@@ -110,6 +110,8 @@ static void test_bad_values(void **state)
     check("/v1/instances?state=", 400, "state");
     check("/v1/instances?state=RUNNING", 400, "state");
     check("/v1/instances?name=", 400, "name");
+    check("/v1/instances?state", 400, "state"); /* "?state" alone: no value */
+    check("/v1/instances?name&state=running", 400, "name");
     snprintf(url, sizeof(url), "/v1/instances?name=%0300d", 0);
     check(url, 400, "name");
 }
