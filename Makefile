@@ -2,7 +2,10 @@
 # `make SANITIZE=address,undefined check`, `make valgrind`.
 PREFIX      ?= /usr/local
 SYSCONFDIR  ?= /etc
-UNITDIR     ?= /lib/systemd/system
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+DOCDIR      ?= $(PREFIX)/share/doc/compute-agent
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 BUILD       ?= build
 CC          ?= cc
 PKG_CONFIG  ?= pkg-config
@@ -123,8 +126,13 @@ install: all
 	install -D -m 0755 $(BUILD)/computectl $(DESTDIR)$(PREFIX)/bin/computectl
 	install -D -m 0644 etc/compute-agent.conf $(DESTDIR)$(SYSCONFDIR)/compute-agent/compute-agent.conf
 	install -D -m 0644 etc/instance-types.conf $(DESTDIR)$(SYSCONFDIR)/compute-agent/instance-types.conf
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/compute-agent/README.md
-	install -D -m 0644 api-spec/openapi.yaml $(DESTDIR)$(PREFIX)/share/doc/compute-agent/openapi.yaml
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 api-spec/openapi.yaml $(DESTDIR)$(DOCDIR)/openapi.yaml
+	install -D -m 0644 api-spec/asyncapi.yaml $(DESTDIR)$(DOCDIR)/asyncapi.yaml
+	install -D -m 0644 docs/architecture.md $(DESTDIR)$(DOCDIR)/architecture.md
+	install -D -m 0644 docs/man/computectl.1 $(DESTDIR)$(MANDIR)/man1/computectl.1
+	install -D -m 0644 docs/man/compute-agent.8 $(DESTDIR)$(MANDIR)/man8/compute-agent.8
+	install -D -m 0644 completions/computectl.bash $(DESTDIR)$(BASHCOMPDIR)/computectl
 	sed 's#@PREFIX@#$(PREFIX)#g; s#@SYSCONFDIR@#$(SYSCONFDIR)#g' etc/compute-agent.service \
 	  | install -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/compute-agent.service
 

@@ -126,6 +126,10 @@ enum ctl_opt_key {
         /* wait */
         CTL_OPT_STATE,
         CTL_OPT_WAIT_FOR_TIMEOUT,       /* "wait --timeout", distinct from the global --timeout */
+        /* launch: the image sources (with CTL_OPT_DIGEST, CTL_OPT_GLANCE_ID) */
+        CTL_OPT_IMAGE_URL,
+        /* list: --name (and --state, CTL_OPT_STATE) */
+        CTL_OPT_NAME,
         _CTL_OPT_MAX,
 };
 
@@ -260,6 +264,13 @@ int ctl_network_spec_parse(const char *s, json_t **ret, struct ctl_error *err);
 /* Checks a --request-id value: 1..128 printable ASCII characters (the agent's limit; it
  * may travel in the Idempotency-Key header). 0 or -EINVAL with err set. */
 int ctl_request_id_check(const char *id, struct ctl_error *err);
+
+/*
+ * "/v1/instances" with the list filters --state STATE and --name NAME as query
+ * arguments (percent-encoded). *ret is new (caller frees). 0, -EINVAL with err
+ * set for a state that is not one of the contract's or an empty name, -ENOMEM.
+ */
+int ctl_list_path(const struct ctl_args *args, char **ret, struct ctl_error *err);
 
 /* ======================= format.c ======================= */
 
@@ -410,7 +421,36 @@ struct ctl_ctx {
         struct ctl_client *client;      /* borrowed */
         FILE *out;                      /* normally stdout */
         FILE *err;                      /* normally stderr */
+        bool err_tty;                   /* err is a terminal: progress bars, not lines */
 };
+
+/* ======================= progress.c ======================= */
+
+/* A download's progress shown while polling (zero it before the first call). */
+struct ctl_progress_view {
+        bool shown;             /* something was printed (a bar is on the line, on a tty) */
+        long last_ms;           /* CLOCK_MONOTONIC of the last plain line */
+};
+
+/* "512 B", "1.5 KiB", "12.3 MiB", ... into buf. */
+void ctl_format_bytes(double bytes, char *buf, size_t size);
+
+/*
+ * One progress line into buf: done bytes of total (total < 0: unknown) at rate_bps
+ * (< 0: unknown), with the percentage and ETA when they can be told. bar: the
+ * terminal form "[####....]  45%  ..."; else the plain "downloading: 45%, ..." line.
+ */
+void ctl_progress_format(char *buf, size_t size, int64_t done, int64_t total, double rate_bps, bool bar);
+
+/*
+ * Shows progress (a {"bytes_done","bytes_total","rate_bps"} object; anything else
+ * is ignored) on ctx->err: redraws the bar on a terminal, else prints a plain line
+ * at most every 2 s. Nothing with --json.
+ */
+void ctl_progress_show(struct ctl_ctx *ctx, struct ctl_progress_view *v, const json_t *progress);
+
+/* Ends the bar's line on a terminal (if one was drawn). */
+void ctl_progress_end(struct ctl_ctx *ctx, struct ctl_progress_view *v);
 
 /*
  * Polls GET /v1/operations/{op_id} until the operation succeeds or fails or

@@ -60,7 +60,8 @@ static int print_formatted(struct ctl_ctx *ctx, int r, const char *text) {
 
 /*
  * Sends a request. Returns CTL_EXIT_OK with *resp filled (caller releases) when
- * the agent answered 2xx with a JSON object; otherwise reports the failure (the
+ * the agent answered 2xx with a JSON object, or 204 with no body (resp->body
+ * NULL); otherwise reports the failure (the
  * error line on stderr, and with --json the error body on stdout) and returns
  * CTL_EXIT_FAILURE or CTL_EXIT_TIMEOUT, resp released.
  */
@@ -77,6 +78,8 @@ static int call(struct ctl_ctx *ctx, const char *method, const char *path, const
         }
         if (resp->status >= 200 && resp->status < 300 && json_is_object(resp->body))
                 return CTL_EXIT_OK;
+        if (resp->status == 204 && resp->raw[0] == '\0')
+                return CTL_EXIT_OK;     /* No Content (image delete): resp->body is NULL */
 
         if (resp->status >= 200 && resp->status < 300)
                 fprintf(ctx->err, "error: the agent's answer to %s %s is not a JSON object\n",
@@ -303,6 +306,7 @@ static int cmd_image(struct ctl_ctx *ctx, const struct ctl_args *args) {
                 const char *glance = args->value[CTL_OPT_GLANCE_ID];
                 bool wait = args->value[CTL_OPT_WAIT] || args->value[CTL_OPT_WAIT_TIMEOUT];
                 long timeout_ms = 600000, interval = CTL_POLL_FIRST_MS;
+                struct ctl_progress_view view = {};
                 json_t *body;
                 const char *img_id;
 
@@ -332,15 +336,21 @@ static int cmd_image(struct ctl_ctx *ctx, const struct ctl_args *args) {
                         return CTL_EXIT_FAILURE;
                 }
                 ctl_response_release(&resp);
-                /* the cache has no operation for a pre-cache: follow the image's state */
+                /* the cache has no operation for a pre-cache: follow the image's state
+                 * (and its "progress" while it downloads) */
                 for (long waited = 0;; waited += interval, interval = ctl_backoff_next(interval)) {
                         const char *state;
                         exit_code = call(ctx, "GET", path, NULL, NULL, &resp);
-                        if (exit_code != CTL_EXIT_OK)
+                        if (exit_code != CTL_EXIT_OK) {
+                                ctl_progress_end(ctx, &view);
                                 return exit_code;
+                        }
                         state = json_string_value(json_object_get(resp.body, "state"));
+                        ctl_progress_show(ctx, &view, json_object_get(resp.body, "progress"));
                         if (state && strcmp(state, "downloading") != 0) {
                                 bool ok = !strcmp(state, "cached");
+
+                                ctl_progress_end(ctx, &view);
                                 if (ctx->cfg.json)
                                         print_json(ctx, resp.body);
                                 else {
@@ -355,7 +365,9 @@ static int cmd_image(struct ctl_ctx *ctx, const struct ctl_args *args) {
                         }
                         ctl_response_release(&resp);
                         if (waited >= timeout_ms) {
-                                fprintf(ctx->err, "error: timed out waiting for image %s\n", img_id);
+                                ctl_progress_end(ctx, &view);
+                                fprintf(ctx->err, "error: timed out waiting for image %s\n",
+                                path + strlen("/v1/images/"));
                                 return CTL_EXIT_TIMEOUT;
                         }
                         usleep((useconds_t)interval * 1000);
@@ -365,8 +377,14 @@ static int cmd_image(struct ctl_ctx *ctx, const struct ctl_args *args) {
 }
 
 static int cmd_list(struct ctl_ctx *ctx, const struct ctl_args *args) {
-        (void) args;
-        return get_and_print(ctx, "/v1/instances", ctl_format_instance_list);
+        _cleanup_ctl_free_ char *path = NULL;
+        struct ctl_error e = {};
+        int r;
+
+        r = ctl_list_path(args, &path, &e);
+        if (r < 0)
+                return builder_failure(ctx, "list", r, &e);
+        return get_and_print(ctx, path, ctl_format_instance_list);
 }
 
 static int cmd_networks(struct ctl_ctx *ctx, const struct ctl_args *args) {
@@ -606,8 +624,18 @@ static const struct ctl_option launch_options[] = {
         { .name = "vcpus", .key = CTL_OPT_VCPUS, .arg = "N", .help = "virtual CPUs (instead of --type)" },
         { .name = "memory", .key = CTL_OPT_MEMORY, .arg = "MB", .help = "memory in MiB (with --vcpus)" },
         { .name = "disk", .key = CTL_OPT_DISK, .arg = "GB", .help = "root disk in GiB (with --vcpus)" },
-        { .name = "image", .key = CTL_OPT_IMAGE, .arg = "PATH", .help = "boot from this disk image (absolute path on the host)" },
-        { .name = "kernel", .key = CTL_OPT_KERNEL, .arg = "PATH", .help = "boot this kernel directly" },
+        { .name = "image", .key = CTL_OPT_IMAGE, .arg = "PATH|ID",
+          .help = "boot from this disk image: an absolute path on the host,\n"
+                  "or the id of an image in the cache ('computectl image list')" },
+        { .name = "image-url", .key = CTL_OPT_IMAGE_URL, .arg = "URL",
+          .help = "boot from the image at this http(s) URL (downloaded into the cache;\n"
+                  "needs --digest)" },
+        { .name = "digest", .key = CTL_OPT_DIGEST, .arg = "ALGO:HEX",
+          .help = "the --image-url image's digest, sha256:HEX or sha512:HEX" },
+        { .name = "glance-id", .key = CTL_OPT_GLANCE_ID, .arg = "ID",
+          .help = "boot from this OpenStack Glance image (downloaded into the cache)" },
+        { .name = "kernel", .key = CTL_OPT_KERNEL, .arg = "PATH",
+          .help = "boot this kernel directly (with an image source: the image is the disk)" },
         { .name = "initrd", .key = CTL_OPT_INITRD, .arg = "PATH", .help = "initrd for --kernel" },
         { .name = "cmdline", .key = CTL_OPT_CMDLINE, .arg = "STR", .help = "kernel command line for --kernel" },
         { .name = "user-data-file", .key = CTL_OPT_USER_DATA_FILE, .arg = "FILE",
@@ -673,6 +701,14 @@ static const struct ctl_option image_options[] = {
         {},
 };
 
+static const struct ctl_option list_options[] = {
+        { .name = "state", .key = CTL_OPT_STATE, .arg = "STATE",
+          .help = "only instances in this state (pending, running, stopping, stopped,\n"
+                  "shutting-down, terminated, error)" },
+        { .name = "name", .key = CTL_OPT_NAME, .arg = "NAME", .help = "only instances with exactly this name" },
+        {},
+};
+
 const struct ctl_command ctl_commands[] = {
         { .name = "host", .run = cmd_host, .usage = "[disable|enable]", .max_args = 1,
           .summary = "Show the host: hypervisor, capacity, allocation, free resources;\n"
@@ -680,15 +716,16 @@ const struct ctl_command ctl_commands[] = {
         { .name = "image", .run = cmd_image, .options = image_options, .min_args = 1, .max_args = 2,
           .usage = "list | show ID | pull (--source URL --digest D | --glance-id ID) [--wait] | delete ID",
           .summary = "The host's image cache: list, show, pre-cache (pull) or delete images." },
-        { .name = "list", .run = cmd_list, .usage = "",
-          .summary = "List the instances." },
+        { .name = "list", .run = cmd_list, .options = list_options, .usage = "[--state STATE] [--name NAME]",
+          .summary = "List the instances (all, or those with this state and name)." },
         { .name = "networks", .run = cmd_networks, .usage = "",
           .summary = "List the host's networks (the [network NAME] sections of its configuration)." },
         { .name = "show", .run = cmd_show, .usage = "ID", .min_args = 1, .max_args = 1,
           .summary = "Show one instance (ID: UUID or i-xxxxxxxxxxxxxxxxx)." },
         { .name = "launch", .run = cmd_launch, .options = launch_options, .min_args = 1, .max_args = 1,
           .usage = "NAME (--type T | --vcpus N --memory MB [--disk GB])\n"
-                   "(--image PATH | --kernel PATH [--initrd PATH] [--cmdline STR])\n"
+                   "[--image PATH|ID | --image-url URL --digest D | --glance-id ID]\n"
+                   "[--kernel PATH [--initrd PATH] [--cmdline STR]] (an image, a kernel or both)\n"
                    "[--user-data-file FILE] [--network NET[,mac=MAC][,ip=IP][,mtu=N]]...\n"
                    "[--key NAME=KEY|NAME=@FILE]... [--meta KEY=VALUE]... [--hostname NAME]\n"
                    "[--az ZONE] [--http-tokens optional|required] [--http-endpoint enabled|disabled]\n"

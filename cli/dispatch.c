@@ -3,6 +3,7 @@
  * command's options (global ones are accepted after the command too), help.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "cli-internal.h"
 
@@ -98,7 +99,7 @@ int ctl_main(int argc, char *const *argv, FILE *out, FILE *err,
         const struct ctl_command *cmd;
         struct ctl_args args = {};
         struct ctl_error e = {};
-        struct ctl_ctx ctx = { .out = out, .err = err };
+        struct ctl_ctx ctx = { .out = out, .err = err, .err_tty = fileno(err) >= 0 && isatty(fileno(err)) };
         int r;
 
         r = ctl_args_parse(&args, global_tables, argc, argv, 1, true, &e);

@@ -218,44 +218,97 @@ static int launch_sizing(json_t *body, const struct ctl_args *a, struct ctl_erro
         return 0;
 }
 
-/* "image" or "kernel" from --image PATH | --kernel PATH [--initrd PATH] [--cmdline STR]. */
-static int launch_boot(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
-        const char *image = a->value[CTL_OPT_IMAGE], *kernel = a->value[CTL_OPT_KERNEL];
+/*
+ * "image" from --image PATH|ID, --image-url URL --digest D or --glance-id ID (one of
+ * them); "kernel" from --kernel PATH [--initrd PATH] [--cmdline STR]. A kernel may
+ * come with an image (the image is then the guest's disk), as the API takes it.
+ */
+static int launch_image(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
+        const char *image = a->value[CTL_OPT_IMAGE], *url = a->value[CTL_OPT_IMAGE_URL];
+        const char *glance = a->value[CTL_OPT_GLANCE_ID], *digest = a->value[CTL_OPT_DIGEST];
         json_auto_t *b = NULL;
         int r;
 
-        if (image && kernel) {
-                ctl_error_set(err, "give either --image or --kernel, not both");
+        if (!!image + !!url + !!glance > 1) {
+                ctl_error_set(err, "give one of --image, --image-url or --glance-id");
                 return -EINVAL;
         }
-        if (!image && !kernel) {
-                ctl_error_set(err, "give --image PATH, or --kernel PATH (with optional --initrd and --cmdline)");
+        if (digest && !url) {
+                ctl_error_set(err, "--digest goes with --image-url");
                 return -EINVAL;
         }
-        if (image && (a->value[CTL_OPT_INITRD] || a->value[CTL_OPT_CMDLINE])) {
-                ctl_error_set(err, "--initrd and --cmdline go with --kernel, not --image");
+        if (url && !digest) {
+                ctl_error_set(err, "--image-url needs --digest sha256:HEX (or sha512:HEX)");
                 return -EINVAL;
         }
-
+        if (!image && !url && !glance)
+                return 0;
         b = json_object();
         if (!b)
                 return -ENOMEM;
-        r = set_string(b, "path", image ? image : kernel, image ? "--image" : "--kernel", err);
+        if (image && image[0] == '/')
+                r = set_string(b, "path", image, "--image", err);
+        else if (image && ctl_id_classify(image) == CTL_ID_UUID)
+                r = set_string(b, "id", image, "--image", err);
+        else if (image) {
+                ctl_error_set(err, "--image: '%s' is not an absolute path or a cached image id (a UUID)%s",
+                              image, strstr(image, "://") ? "; for a URL use --image-url URL --digest D" : "");
+                return -EINVAL;
+        } else if (glance) {
+                if (glance[0] == '\0') {
+                        ctl_error_set(err, "--glance-id: empty id");
+                        return -EINVAL;
+                }
+                r = set_string(b, "glance_id", glance, "--glance-id", err);
+        } else {
+                if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+                        ctl_error_set(err, "--image-url: '%s' is not an http:// or https:// URL", url);
+                        return -EINVAL;
+                }
+                r = set_string(b, "url", url, "--image-url", err);
+                if (r == 0)
+                        r = set_string(b, "digest", digest, "--digest", err);
+        }
         if (r < 0)
                 return r;
-        if (kernel && a->value[CTL_OPT_INITRD]) {
-                r = set_string(b, "initrd", a->value[CTL_OPT_INITRD], "--initrd", err);
-                if (r < 0)
-                        return r;
+        return json_object_set(body, "image", b) < 0 ? -ENOMEM : 0;
+}
+
+static int launch_boot(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
+        const char *kernel = a->value[CTL_OPT_KERNEL];
+        json_auto_t *k = NULL;
+        int r;
+
+        if (!kernel && !a->value[CTL_OPT_IMAGE] && !a->value[CTL_OPT_IMAGE_URL] && !a->value[CTL_OPT_GLANCE_ID]) {
+                ctl_error_set(err, "give --image PATH|ID, --image-url URL --digest D, --glance-id ID, "
+                                   "or --kernel PATH (with optional --initrd and --cmdline)");
+                return -EINVAL;
         }
-        if (kernel && a->value[CTL_OPT_CMDLINE]) {
-                r = set_string(b, "cmdline", a->value[CTL_OPT_CMDLINE], "--cmdline", err);
-                if (r < 0)
-                        return r;
+        if (!kernel && (a->value[CTL_OPT_INITRD] || a->value[CTL_OPT_CMDLINE])) {
+                ctl_error_set(err, "--initrd and --cmdline go with --kernel");
+                return -EINVAL;
         }
-        if (json_object_set(body, image ? "image" : "kernel", b) < 0)
+        r = launch_image(body, a, err);
+        if (r < 0 || !kernel)
+                return r;
+
+        k = json_object();
+        if (!k)
                 return -ENOMEM;
-        return 0;
+        r = set_string(k, "path", kernel, "--kernel", err);
+        if (r < 0)
+                return r;
+        if (a->value[CTL_OPT_INITRD]) {
+                r = set_string(k, "initrd", a->value[CTL_OPT_INITRD], "--initrd", err);
+                if (r < 0)
+                        return r;
+        }
+        if (a->value[CTL_OPT_CMDLINE]) {
+                r = set_string(k, "cmdline", a->value[CTL_OPT_CMDLINE], "--cmdline", err);
+                if (r < 0)
+                        return r;
+        }
+        return json_object_set(body, "kernel", k) < 0 ? -ENOMEM : 0;
 }
 
 static int launch_user_data(json_t *body, const char *path, struct ctl_error *err) {
@@ -675,5 +728,52 @@ int ctl_action_body(const char *action, const struct ctl_args *args, json_t **re
         }
 
         *ret = TAKE_PTR(body);
+        return 0;
+}
+
+/* Appends "&key=" (or "?key=" first) and value percent-encoded (RFC 3986 unreserved kept). */
+static int query_append(FILE *f, bool *first, const char *key, const char *value) {
+        fprintf(f, "%c%s=", *first ? '?' : '&', key);
+        *first = false;
+        for (const unsigned char *p = (const unsigned char *) value; *p; p++) {
+                if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                    strchr("-._~", *p))
+                        fputc(*p, f);
+                else
+                        fprintf(f, "%%%02X", *p);
+        }
+        return ferror(f) ? -ENOMEM : 0;
+}
+
+int ctl_list_path(const struct ctl_args *args, char **ret, struct ctl_error *err) {
+        const char *state = args->value[CTL_OPT_STATE], *name = args->value[CTL_OPT_NAME];
+        _cleanup_ctl_fclose_ FILE *f = NULL;
+        char *buf = NULL;
+        size_t len = 0;
+        bool first = true;
+        int r = 0;
+
+        if (state && !ctl_instance_state_valid(state)) {
+                ctl_error_set(err, "--state: '%s' is not one of pending, running, stopping, stopped, "
+                                   "shutting-down, terminated, error", state);
+                return -EINVAL;
+        }
+        if (name && name[0] == '\0') {
+                ctl_error_set(err, "--name: empty name");
+                return -EINVAL;
+        }
+        f = open_memstream(&buf, &len);
+        if (!f)
+                return -ENOMEM;
+        fputs("/v1/instances", f);
+        if (state)
+                r = query_append(f, &first, "state", state);
+        if (r == 0 && name)
+                r = query_append(f, &first, "name", name);
+        if (fclose(TAKE_PTR(f)) != 0 || r < 0) {
+                free(buf);
+                return -ENOMEM;
+        }
+        *ret = buf;
         return 0;
 }

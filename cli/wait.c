@@ -201,6 +201,7 @@ static void print_instance_failure(struct ctl_ctx *ctx, const json_t *inst) {
 int ctl_wait_operation(struct ctl_ctx *ctx, const char *op_id, long timeout_ms, json_t **ret_op) {
         _cleanup_ctl_free_ char *path = NULL;
         json_auto_t *last = NULL;
+        struct ctl_progress_view view = {};
         struct poller p;
         int exit_code;
 
@@ -217,6 +218,7 @@ int ctl_wait_operation(struct ctl_ctx *ctx, const char *op_id, long timeout_ms, 
                 int r = poll_get(ctx, &p, path, &resp, &op);
 
                 if (r < 0) {
+                        ctl_progress_end(ctx, &view);
                         print_poll_failure(ctx, r, &resp);
                         ctl_response_release(&resp);
                         exit_code = CTL_EXIT_FAILURE;
@@ -228,22 +230,27 @@ int ctl_wait_operation(struct ctl_ctx *ctx, const char *op_id, long timeout_ms, 
 
                         json_decref(last);
                         last = op;
+                        /* a launch downloading its image: bytes, rate, ETA */
+                        ctl_progress_show(ctx, &view, json_object_get(op, "progress"));
                         if (progress == CTL_PROGRESS_DONE) {
                                 exit_code = CTL_EXIT_OK;
                                 break;
                         }
                         if (progress == CTL_PROGRESS_FAILED) {
+                                ctl_progress_end(ctx, &view);
                                 print_operation_failure(ctx, last);
                                 exit_code = CTL_EXIT_FAILURE;
                                 break;
                         }
                 }
                 if (!poller_sleep(&p)) {
+                        ctl_progress_end(ctx, &view);
                         print_timeout(ctx, &p, "operation", op_id, last);
                         exit_code = CTL_EXIT_TIMEOUT;
                         break;
                 }
         }
+        ctl_progress_end(ctx, &view);
         if (ret_op)
                 *ret_op = TAKE_PTR(last);
         return exit_code;

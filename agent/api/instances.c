@@ -8,18 +8,51 @@
 #include "agent/ops.h"
 #include "agent/request.h"
 
+/* GET /v1/instances?state=S&name=N: the filters (each optional, exact match). */
+struct list_filter {
+    const char *state, *name;
+    json_t *arr;
+};
+
 static int collect(const struct instance *inst, void *opaque)
 {
-    json_array_append_new(opaque, instance_to_json(inst));
+    struct list_filter *f = opaque;
+
+    if (f->state && strcmp(inst->state, f->state))
+        return 0;
+    if (f->name && (!inst->name || strcmp(inst->name, f->name)))
+        return 0;
+    json_array_append_new(f->arr, instance_to_json(inst));
     return 0;
+}
+
+static bool list_state_ok(const char *s)
+{
+    static const char *const states[] = {"pending", "running", "stopping", "stopped",
+                                         "shutting-down", "terminated", "error"};
+
+    for (size_t i = 0; i < ARRAY_SIZE(states); i++)
+        if (!strcmp(s, states[i]))
+            return true;
+    return false;
 }
 
 int api_instances_list(const struct api_call *call, json_t **reply)
 {
-    json_t *arr = json_array();
+    char sbuf[32], nbuf[512];
+    struct list_filter f = {.state = api_call_arg(call, "state", sbuf, sizeof(sbuf)),
+                            .name = api_call_arg(call, "name", nbuf, sizeof(nbuf))};
+    json_t *arr;
     struct agent_error e;
 
-    if (store_instance_foreach(call->deps->store, true, collect, arr) < 0) {
+    if (f.state && !list_state_ok(f.state))
+        return api_fail_with(reply, "invalid_field", "state",
+                             "query argument 'state' must be one of pending, running, stopping, stopped, "
+                             "shutting-down, terminated, error");
+    if (f.name && (!f.name[0] || strlen(f.name) > 255))
+        return api_fail_with(reply, "invalid_field", "name", "query argument 'name' must be 1 to 255 bytes");
+    f.arr = arr = json_array();
+    if (store_instance_foreach(call->deps->store, true, collect, &f) < 0) {
         json_decref(arr);
         agent_error_set(&e, EIO, "internal", NULL, "cannot read the store");
         return api_fail(reply, &e);

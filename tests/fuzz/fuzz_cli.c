@@ -5,7 +5,9 @@
  * only mac/ip/mtu besides; a rendering has no control character but '\n'.
  *
  * Input: one selector byte ('n' --network value, 's' show, 'w' networks,
- * 'e' an error answer), then the bytes (a string, or a JSON document). */
+ * 'e' an error answer, 'p' a download's "progress" object, shown as the
+ * terminal bar and as the plain line), then the bytes (a string, or a JSON
+ * document). */
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -67,6 +69,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 'w':
         r = doc ? ctl_format_network_list(doc, &text) : 0;
         break;
+    case 'p': {
+        /* as ctl_progress_show() reads it, both forms; one line of printable text */
+        static char line[160];
+        const json_t *jd = json_object_get(doc, "bytes_done"), *jt = json_object_get(doc, "bytes_total");
+        const json_t *jr = json_object_get(doc, "rate_bps");
+
+        for (int bar = 0; bar < 2 && json_is_integer(jd); bar++) {
+            ctl_progress_format(line, sizeof(line), json_integer_value(jd),
+                                json_is_integer(jt) ? json_integer_value(jt) : -1,
+                                json_is_number(jr) ? json_number_value(jr) : -1, bar);
+            if (strchr(line, '\n'))
+                abort();
+            check_text(line);
+        }
+        r = 0;
+        break;
+    }
     case 'e': {
         char *raw = strndup((const char *)data + 1, size - 1); /* curl's body, NUL-terminated */
 

@@ -83,10 +83,63 @@ _OPENAPI_ONLY = ("nullable", "discriminator", "readOnly", "writeOnly", "xml",
                  "externalDocs", "example", "deprecated")
 
 
+def strict_oas303_problems(doc):
+    """Where doc breaks a strict reading of OAS 3.0.3's Schema Object, as `redocly lint`
+    does (its nullable-type-sibling rule) and more: `nullable` only with a `type` beside
+    it (3.0.3: nullable adds null to the type given in the same object, and does nothing
+    without one); a nullable `enum` lists null itself; `type` is one string (no lists:
+    that is 3.1); nothing beside a `$ref` (ignored there). Every schema: components and
+    the inline ones of parameters, bodies and responses. Returns ["path: problem"]."""
+    problems = []
+
+    def schema(node, path):
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node and len(node) > 1:
+            problems.append(f"{path}: {sorted(set(node) - {'$ref'})} beside $ref (ignored)")
+        if "type" in node and not isinstance(node["type"], str):
+            problems.append(f"{path}: type {node['type']!r} is not one string")
+        if "nullable" in node:
+            if not isinstance(node["nullable"], bool):
+                problems.append(f"{path}: nullable is not a boolean")
+            elif node["nullable"] and "type" not in node:
+                problems.append(f"{path}: nullable without a type beside it")
+            elif node["nullable"] and "enum" in node and None not in node["enum"]:
+                problems.append(f"{path}: nullable enum without null in it (null would not validate)")
+        for k in ("properties", "patternProperties"):
+            for name, sub in (node.get(k) or {}).items():
+                schema(sub, f"{path}/{k}/{name}")
+        for k in ("items", "additionalProperties", "not"):
+            if isinstance(node.get(k), dict):
+                schema(node[k], f"{path}/{k}")
+        for k in ("allOf", "anyOf", "oneOf"):
+            for i, sub in enumerate(node.get(k) or []):
+                schema(sub, f"{path}/{k}[{i}]")
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "schema" and isinstance(v, dict):
+                    schema(v, f"{path}/schema")
+                elif not (path == "/components" and k == "schemas"):
+                    walk(v, f"{path}/{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    for name, s in (doc.get("components", {}).get("schemas") or {}).items():
+        schema(s, f"/components/schemas/{name}")
+    walk(doc, "")
+    return problems
+
+
 def _convert(node):
-    """One OpenAPI 3.0 schema object -> a draft-7 JSON Schema object."""
+    """One OpenAPI 3.0 schema object -> a draft-7 JSON Schema object (strict 3.0.3: a
+    `nullable` without a `type` beside it is refused, see strict_oas303_problems())."""
     if not isinstance(node, dict):
         return node
+    if node.get("nullable") is True and "type" not in node:
+        raise ValueError(f"nullable without a type beside it (OAS 3.0.3): {sorted(node)}")
     out = {}
     for key, val in node.items():
         if key in _OPENAPI_ONLY:
@@ -111,15 +164,9 @@ def _convert(node):
             else:
                 del out[excl]
     if node.get("nullable") is True:
-        if "$ref" in out:  # $ref siblings are ignored in draft 7: wrap
-            return {"anyOf": [out, {"type": "null"}]}
-        if "type" in out:
-            t = out["type"]
-            out["type"] = (t if isinstance(t, list) else [t]) + ["null"]
-            if "enum" in out and None not in out["enum"]:
-                out["enum"] = list(out["enum"]) + [None]
-        else:
-            return {"anyOf": [out, {"type": "null"}]}
+        # 3.0.3: null joins the type; an enum allows null only when it lists it
+        t = out["type"]
+        out["type"] = (t if isinstance(t, list) else [t]) + ["null"]
     return out
 
 

@@ -416,6 +416,42 @@ static void test_launch_body_flavor_kernel(void **state) {
                                       "\"kernel\":{\"path\":\"/k\"}}");
 }
 
+/* --image takes a path or a cache id; --image-url with --digest; --glance-id; any with --kernel. */
+static void test_launch_body_image_sources(void **state) {
+        static const struct {
+                const char *args[8];
+                const char *body;
+        } cases[] = {
+                { { "--image", UUID_A }, "{\"name\":\"n\",\"instance_type\":\"t\",\"image\":{\"id\":\"" UUID_A "\"}}" },
+                { { "--image-url", "https://h/i.qcow2", "--digest", "sha256:ab" },
+                  "{\"name\":\"n\",\"instance_type\":\"t\",\"image\":{\"url\":\"https://h/i.qcow2\",\"digest\":\"sha256:ab\"}}" },
+                { { "--glance-id", UUID_OP }, "{\"name\":\"n\",\"instance_type\":\"t\",\"image\":{\"glance_id\":\"" UUID_OP "\"}}" },
+                { { "--image", "/d.raw", "--kernel", "/k", "--cmdline", "root=/dev/vda" },
+                  "{\"name\":\"n\",\"instance_type\":\"t\",\"image\":{\"path\":\"/d.raw\"},"
+                  "\"kernel\":{\"path\":\"/k\",\"cmdline\":\"root=/dev/vda\"}}" },
+                { { "--glance-id", UUID_OP, "--kernel", "/k", "--initrd", "/i" },
+                  "{\"name\":\"n\",\"instance_type\":\"t\",\"image\":{\"glance_id\":\"" UUID_OP "\"},"
+                  "\"kernel\":{\"path\":\"/k\",\"initrd\":\"/i\"}}" },
+        };
+
+        (void) state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *argv[16] = { "computectl", "launch", "n", "--type", "t" };
+                json_auto_t *body = NULL;
+                struct ctl_error e = {};
+                size_t n = 5;
+
+                for (size_t j = 0; j < 8 && cases[i].args[j]; j++)
+                        argv[n++] = (char *) cases[i].args[j];
+                argv[n] = NULL;
+                if (launch_body_of(argv, &body, &e) != 0) {
+                        print_error("case %zu: %s\n", i, e.message);
+                        fail();
+                }
+                assert_json_equal_text(body, cases[i].body);
+        }
+}
+
 static void test_launch_body_usage_errors(void **state) {
         static const struct {
                 const char *args[8];
@@ -425,9 +461,14 @@ static void test_launch_body_usage_errors(void **state) {
                 { { "n", "--image", "/i" }, "--type T, or --vcpus N and --memory MB" },
                 { { "n", "--vcpus", "1", "--image", "/i" }, "--vcpus N and --memory MB" },
                 { { "n", "--type", "t", "--disk", "1", "--image", "/i" }, "not both" },
-                { { "n", "--type", "t" }, "--image PATH, or --kernel PATH" },
-                { { "n", "--type", "t", "--image", "/i", "--kernel", "/k" }, "not both" },
+                { { "n", "--type", "t" }, "--image PATH|ID, --image-url URL --digest D, --glance-id ID, or --kernel PATH" },
+                { { "n", "--type", "t", "--image", "/i", "--glance-id", "g" }, "one of --image, --image-url or --glance-id" },
                 { { "n", "--type", "t", "--image", "/i", "--cmdline", "x" }, "go with --kernel" },
+                { { "n", "--type", "t", "--image", "disk.raw" }, "not an absolute path or a cached image id" },
+                { { "n", "--type", "t", "--image", "http://x/i" }, "use --image-url URL --digest D" },
+                { { "n", "--type", "t", "--image-url", "http://x/i" }, "needs --digest" },
+                { { "n", "--type", "t", "--image", "/i", "--digest", "sha256:00" }, "--digest goes with --image-url" },
+                { { "n", "--type", "t", "--image-url", "ftp://x/i", "--digest", "sha256:00" }, "not an http:// or https:// URL" },
                 { { "n", "--vcpus", "two", "--memory", "1", "--image", "/i" }, "--vcpus: 'two'" },
                 { { "n", "--vcpus", "1", "--memory", "-5", "--image", "/i" }, "--memory: '-5' is not a whole number of MB" },
                 { { "n", "--type", "", "--image", "/i" }, "empty instance type" },
@@ -1518,6 +1559,140 @@ static void test_agent_terminate(void **state) {
         fake_agent_stop(fa);
 }
 
+/* DELETE /v1/images/ID answers 204 No Content: that is success, exit 0. */
+static void test_agent_image_delete_204(void **state) {
+        static const struct route routes[] = {
+                { "DELETE", "/v1/images/" UUID_A, 204, "", 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *argv[] = { "computectl", "--socket", fa->sock, "image", "delete", UUID_A, NULL };
+        char *json_argv[] = { "computectl", "--json", "--socket", fa->sock, "image", "delete", UUID_A, NULL };
+        char *gone[] = { "computectl", "--socket", fa->sock, "image", "delete", UUID_OP, NULL };
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, argv);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_string_equal(res.out, "deleted " UUID_A "\n");
+        assert_string_equal(res.err, "");
+        run_result_release(&res);
+        run_ctl(&res, json_argv);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_string_equal(res.err, "");
+        run_result_release(&res);
+        run_ctl(&res, gone);            /* no route: 404 */
+        assert_int_equal(res.rc, CTL_EXIT_FAILURE);
+        run_result_release(&res);
+        assert_int_equal(fake_count(fa, "DELETE", "/v1/images/" UUID_A), 2);
+        fake_agent_stop(fa);
+}
+
+/* list --state --name become query arguments (percent-encoded); a bad state is a usage error. */
+static void test_agent_list_filters(void **state) {
+        static const struct route routes[] = {
+                { "GET", "/v1/instances?state=running&name=web%201%2Fa", 200,
+                  "{\"instances\":[" INSTANCE_RUNNING "]}", 0 },
+                { "GET", "/v1/instances?name=x", 200, "{\"instances\":[]}", 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *both[] = { "computectl", "--socket", fa->sock, "list", "--state", "running", "--name", "web 1/a", NULL };
+        char *name[] = { "computectl", "--socket", fa->sock, "list", "--name", "x", NULL };
+        char *bad[] = { "computectl", "--socket", fa->sock, "list", "--state", "up", NULL };
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, both);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_non_null(strstr(res.out, "web1"));
+        run_result_release(&res);
+        run_ctl(&res, name);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        run_result_release(&res);
+        run_ctl(&res, bad);
+        assert_int_equal(res.rc, CTL_EXIT_USAGE);
+        assert_non_null(strstr(res.err, "--state: 'up'"));
+        run_result_release(&res);
+        assert_int_equal(fa->n_seen, 2);
+        fake_agent_stop(fa);
+}
+
+#define OPERATION_PROGRESS(done, total, rate)                                                   \
+        "{\"id\":\"" UUID_OP "\",\"type\":\"launch\",\"instance_id\":\"" UUID_A "\","              \
+        "\"request_id\":null,\"state\":\"running\",\"step\":\"image\",\"error\":null,"              \
+        "\"created_at\":\"2024-01-01T00:00:00Z\",\"updated_at\":\"2024-01-01T00:00:02Z\","           \
+        "\"progress\":{\"image_id\":\"" UUID_A "\",\"bytes_done\":" done ",\"bytes_total\":" total   \
+        ",\"rate_bps\":" rate "}}"
+
+/* A launch --wait that downloads: plain progress lines on stderr (not a terminal). */
+static void test_agent_launch_progress_lines(void **state) {
+        static const struct route routes[] = {
+                { "POST", "/v1/instances", 202, ACCEPTED_LAUNCH, 0 },
+                { "GET", "/v1/operations/" UUID_OP, 200, OPERATION_PROGRESS("1048576", "4194304", "1048576"), 1 },
+                { "GET", "/v1/operations/" UUID_OP, 200, OPERATION("succeeded", "null"), 0 },
+                { "GET", "/v1/instances/" UUID_A, 200, INSTANCE_RUNNING, 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *argv[] = { "computectl", "--socket", fa->sock, "launch", "web1", "--type", "t3.small",
+                         "--image-url", "http://h/i.raw", "--digest", "sha256:00", "--wait", NULL };
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, argv);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_string_equal(res.err, "downloading: 25%, 1.0 MiB of 4.0 MiB, 1.0 MiB/s, ETA 0:03\n");
+        assert_non_null(strstr(res.out, "operation_state:  succeeded\n"));
+        run_result_release(&res);
+        fake_agent_stop(fa);
+}
+
+#define IMAGE_JSON(state, progress)                                                             \
+        "{\"id\":\"" UUID_A "\",\"state\":\"" state "\",\"format\":\"raw\",\"size\":null,"          \
+        "\"digest\":\"sha256:00\",\"source\":{\"url\":\"http://h/i.raw\"},\"in_use_by\":[],"          \
+        "\"progress\":" progress "}"
+
+/* image pull --wait follows the image's own progress. */
+static void test_agent_pull_progress_lines(void **state) {
+        static const struct route routes[] = {
+                { "POST", "/v1/images", 202, IMAGE_JSON("downloading", "null"), 0 },
+                { "GET", "/v1/images/" UUID_A, 200,
+                  IMAGE_JSON("downloading", "{\"bytes_done\":512,\"bytes_total\":null,\"rate_bps\":null}"), 1 },
+                { "GET", "/v1/images/" UUID_A, 200, IMAGE_JSON("cached", "null"), 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *argv[] = { "computectl", "--socket", fa->sock, "image", "pull", "--source", "http://h/i.raw",
+                         "--digest", "sha256:00", "--wait", NULL };
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, argv);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_string_equal(res.err, "downloading: 512 B (size unknown), rate unknown\n");
+        assert_non_null(strstr(res.out, "cached"));
+        run_result_release(&res);
+        fake_agent_stop(fa);
+}
+
+/* The terminal form: bar, percentage, bytes, rate, ETA. */
+static void test_progress_format(void **state) {
+        char buf[160];
+
+        (void) state;
+        ctl_progress_format(buf, sizeof(buf), 512, 1024, 256, true);
+        assert_string_equal(buf, "[############............]  50%  512 B / 1.0 KiB  256 B/s  ETA 0:02");
+        ctl_progress_format(buf, sizeof(buf), 3 * 1048576LL, -1, -1, true);
+        assert_string_equal(buf, "[????????????????????????]  3.0 MiB  -");
+        ctl_progress_format(buf, sizeof(buf), 0, 10LL << 30, 1048576, false);
+        assert_string_equal(buf, "downloading: 0%, 0 B of 10.0 GiB, 1.0 MiB/s, ETA 2:50:40");
+        ctl_progress_format(buf, sizeof(buf), 2048, 2048, 0, false);
+        assert_string_equal(buf, "downloading: 100%, 2.0 KiB of 2.0 KiB, rate unknown, ETA --:--");
+        ctl_format_bytes(1536, buf, sizeof(buf));
+        assert_string_equal(buf, "1.5 KiB");
+}
+
 static void test_agent_unreachable(void **state) {
         char *argv[] = { "computectl", "--socket", "/nonexistent/api.sock", "list", NULL };
         struct run_result res;
@@ -1583,6 +1758,12 @@ int main(void) {
                 cmocka_unit_test(test_agent_wait),
                 cmocka_unit_test(test_agent_terminate),
                 cmocka_unit_test(test_agent_unreachable),
+                cmocka_unit_test(test_launch_body_image_sources),
+                cmocka_unit_test(test_agent_image_delete_204),
+                cmocka_unit_test(test_agent_list_filters),
+                cmocka_unit_test(test_agent_launch_progress_lines),
+                cmocka_unit_test(test_agent_pull_progress_lines),
+                cmocka_unit_test(test_progress_format),
         };
 
         return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
