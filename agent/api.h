@@ -98,7 +98,7 @@ void api_operation_done(struct api *api, const struct op_record *rec);
 
 /* Route one request without a server (for tests and fuzzing): method, the
  * path as MHD hands it (percent-decoded once, by MHD; not decoded again
- * here), a "?query" after it is ignored, body (may be NULL), the
+ * here), a "?query" after it gives the query arguments (not decoded), body (may be NULL), the
  * Idempotency-Key header (may be NULL). Returns the status and sets *reply
  * (new reference, a JSON object; an empty one for 204). */
 int api_route(const struct api_deps *deps, const struct api_config *cfg, const char *method,

@@ -37,7 +37,18 @@ struct api_call {
     const char *body;         /* may be NULL */
     size_t len;
     const char *idem;         /* Idempotency-Key header, may be NULL */
+    struct MHD_Connection *mhd; /* the server's connection, NULL through api_route() */
+    const char *query;        /* what followed "?" in api_route()'s url, NULL if nothing */
 };
+
+/* The query argument name: MHD's (decoded once) when the call came through
+ * a server, else from call->query (not decoded: for tests and fuzzing,
+ * copied into buf, truncated to size). NULL when absent; borrowed. */
+const char *api_call_arg(const struct api_call *call, const char *name, char *buf, size_t size);
+/* api_route() for a request a server received on connection c. */
+int api_route_conn(struct MHD_Connection *c, const struct api_deps *deps, const struct api_config *cfg,
+                   const char *method, const char *url, const char *body, size_t len, const char *idem,
+                   json_t **reply);
 
 /* Returns the HTTP status and sets *reply (new reference). */
 typedef int (*api_handler)(const struct api_call *call, json_t **reply);
@@ -61,6 +72,9 @@ int api_instances_launch(const struct api_call *call, json_t **reply);
 int api_instance_show(const struct api_call *call, json_t **reply);
 int api_instance_terminate(const struct api_call *call, json_t **reply);
 int api_instance_action(const struct api_call *call, json_t **reply);
+
+/* console.c: GET /v1/instances/{id}/console?tail_bytes=N&offset=O */
+int api_instance_console(const struct api_call *call, json_t **reply);
 
 /* operations.c */
 int api_operation_show(const struct api_call *call, json_t **reply);

@@ -8,6 +8,7 @@
  * "%2F" sent by a client is a "/" here and "%252F" a literal "%2F" (which
  * no id matches). A trailing "/" is ignored; an empty segment matches
  * nothing. */
+#include <microhttpd.h>
 #include <string.h>
 
 #include "agent/api/api-internal.h"
@@ -41,6 +42,7 @@ static const struct route routes[] = {
     {"/v1/images/{image}", M_DELETE, api_image_delete},
     {"/v1/operations/{operation}", M_GET, api_operation_show},
     {"/v1/networks", M_GET, api_networks_list},
+    {"/v1/instances/{instance}/console", M_GET, api_instance_console},
 };
 
 static bool instance_id_ok(const char *id)
@@ -154,10 +156,12 @@ static int route(struct api_call *call, char *path, json_t **reply)
     return found->handler(call, reply);
 }
 
-int api_route(const struct api_deps *deps, const struct api_config *cfg, const char *method, const char *url,
-              const char *body, size_t len, const char *idem, json_t **reply)
+int api_route_conn(struct MHD_Connection *c, const struct api_deps *deps, const struct api_config *cfg,
+                   const char *method, const char *url, const char *body, size_t len, const char *idem,
+                   json_t **reply)
 {
-    struct api_call call = {.deps = deps, .cfg = cfg, .method = method, .body = body, .len = len, .idem = idem};
+    struct api_call call = {.deps = deps, .cfg = cfg, .method = method, .body = body, .len = len, .idem = idem,
+                            .mhd = c};
     char path[512];
     size_t n = strcspn(url, "?");
 
@@ -166,9 +170,43 @@ int api_route(const struct api_deps *deps, const struct api_config *cfg, const c
         return api_fail_with(reply, "not_found", NULL, "no such resource");
     memcpy(path, url, n);
     path[n] = '\0';
+    if (url[n] == '?')
+        call.query = url + n + 1;
     while (n > 1 && path[n - 1] == '/')
         path[--n] = '\0';
     return route(&call, path, reply);
+}
+
+int api_route(const struct api_deps *deps, const struct api_config *cfg, const char *method, const char *url,
+              const char *body, size_t len, const char *idem, json_t **reply)
+{
+    return api_route_conn(NULL, deps, cfg, method, url, body, len, idem, reply);
+}
+
+const char *api_call_arg(const struct api_call *call, const char *name, char *buf, size_t size)
+{
+    size_t nl = strlen(name);
+
+    if (call->mhd)
+        return MHD_lookup_connection_value(call->mhd, MHD_GET_ARGUMENT_KIND, name);
+    for (const char *p = call->query; p && *p;) {
+        size_t kv = strcspn(p, "&");
+        if (kv >= nl && !strncmp(p, name, nl) && (kv == nl || p[nl] == '=')) {
+            const char *v = kv == nl ? p + kv : p + nl + 1;
+            size_t vl = (size_t)(p + kv - v);
+            if (!size)
+                return NULL;
+            if (vl >= size)
+                vl = size - 1;
+            memcpy(buf, v, vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+        p += kv;
+        if (*p == '&')
+            p++;
+    }
+    return NULL;
 }
 
 int api_body_object(const struct api_call *call, json_t **out, json_t **reply)

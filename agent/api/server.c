@@ -237,7 +237,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 goto send;
         }
     }
-    status = api_route(&api->deps, &api->cfg, method, url, req->body, req->len, idem, &reply);
+    status = api_route_conn(c, &api->deps, &api->cfg, method, url, req->body, req->len, idem, &reply);
 send:
     if (status >= 400) {
         json_t *e = json_object_get(reply, "error");
