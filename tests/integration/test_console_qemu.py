@@ -2,7 +2,8 @@
 """The guest console (issue 11) on a real libvirtd (QEMU) with the busybox test guest:
  - the serial port is a pty whose output libvirt appends to the instance's console.log;
  - GET /v1/instances/{id}/console shows the boot markers (base64 JSON), honours
-   tail_bytes and offset, refuses bad values naming them, 404s an unknown instance;
+   tail_bytes and offset, refuses bad values naming them, 404s an unknown instance, and
+   every answer matches api-spec/openapi.yaml;
  - after a reboot and after a stop + start (a new QEMU process) the log still holds the
    first boot's lines (append);
  - `computectl console ID --tail N` prints the log's last N bytes, `--follow` sees new lines;
@@ -76,9 +77,10 @@ def main(c: calib.Checks):
     agent = calib.Agent(d / "state", hypervisor="qemu", libvirt_uri=uri, log_level="info")
     c.agents.append(agent)
     created = set()
+    spec_log = calib.SpecLog()
 
     def console(iid, query="", expect=200):
-        st, body = agent.client(timeout=30).call("GET", f"/v1/instances/{iid}/console{query}")
+        st, body = agent.client(timeout=30, spec_log=spec_log).call("GET", f"/v1/instances/{iid}/console{query}")
         assert st == expect, f"GET console{query}: {st} {short(body)}"
         return body
 
@@ -209,6 +211,7 @@ def main(c: calib.Checks):
             op = cl.wait_operation(cl.terminate(iid)["operation"]["id"], timeout=60)
             assert op["state"] == "succeeded", short(op)
             created.discard(iid)
+        spec_log.check(c, "every GET console answer matches api-spec/openapi.yaml")
     finally:
         if agent.alive():
             agent.stop()
