@@ -43,7 +43,9 @@ struct api_call {
 
 /* The query argument name: MHD's (decoded once) when the call came through
  * a server, else from call->query (not decoded: for tests and fuzzing,
- * copied into buf, truncated to size). NULL when absent; borrowed. */
+ * copied into buf, truncated to size). NULL when absent; "" for "?name"
+ * without "=" and for a value holding a NUL byte (%00), so that parsers
+ * refuse them; borrowed. */
 const char *api_call_arg(const struct api_call *call, const char *name, char *buf, size_t size);
 /* api_route() for a request a server received on connection c. */
 int api_route_conn(struct MHD_Connection *c, const struct api_deps *deps, const struct api_config *cfg,

@@ -187,8 +187,13 @@ const char *api_call_arg(const struct api_call *call, const char *name, char *bu
 {
     size_t nl = strlen(name);
 
-    if (call->mhd)
-        return MHD_lookup_connection_value(call->mhd, MHD_GET_ARGUMENT_KIND, name);
+    if (call->mhd) {
+        const char *v = NULL;
+        size_t vl = 0;
+        if (MHD_lookup_connection_value_n(call->mhd, MHD_GET_ARGUMENT_KIND, name, nl, &v, &vl) != MHD_YES)
+            return NULL;
+        return v && !memchr(v, '\0', vl) ? v : ""; /* "?name" alone, or a decoded NUL: no value */
+    }
     for (const char *p = call->query; p && *p;) {
         size_t kv = strcspn(p, "&");
         if (kv >= nl && !strncmp(p, name, nl) && (kv == nl || p[nl] == '=')) {

@@ -131,12 +131,16 @@ def main(c: calib.Checks):
             assert len(out) == 16 and b["length"] == 16 and b["offset"] == b["size"] - 16, short(b)
             now = log_bytes(iid)
             assert now.startswith(whole) and out in now[len(whole) - 16:], (out, now[-64:])
+            b = console(iid, "?tail_bytes=%31%30")  # percent-decoded once, by the server
+            assert b["length"] == 10, short(b)
             b = console(iid, "?offset=0&tail_bytes=27")
             assert base64.b64decode(b["output"]) == whole[:27] and b["next_offset"] == 27, short(b)
 
         with c.case("bad tail_bytes / offset -> 400 naming them; unknown instance -> 404"):
             for q, field in (("?tail_bytes=0", "tail_bytes"), ("?tail_bytes=abc", "tail_bytes"),
-                             ("?tail_bytes=1048577", "tail_bytes"), ("?offset=-1", "offset")):
+                             ("?tail_bytes=1048577", "tail_bytes"), ("?offset=-1", "offset"),
+                             ("?tail_bytes", "tail_bytes"), ("?tail_bytes=5%00", "tail_bytes"),
+                             ("?offset=1&tail_bytes=%2B5", "tail_bytes")):
                 body = console(iid, q, expect=400)
                 assert body["error"]["field"] == field, short(body)
             body = console("00000000-0000-4000-8000-000000000000", expect=404)
