@@ -13,7 +13,7 @@ VERSION     := 0.1.0
 
 PKGS := libvirt libuv jansson sqlite3 libcurl rdkafka libmicrohttpd libxml-2.0 libcrypto libsystemd \
         libnl-route-3.0 libnftables
-CLI_PKGS := libcurl jansson
+CLI_PKGS := libcurl jansson libvirt
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror
 CFLAGS ?= -O2 -g

@@ -11,6 +11,7 @@
  *   wait.c      progress predicates, backoff and the polling loops
  *   commands.c  the command table and the commands themselves
  *   dispatch.c  argv to command: options, help, ctl_main()
+ *   console.c   the console command: the log (--follow) and --attach (libvirt)
  *   computectl.c main()
  */
 #pragma once
@@ -130,6 +131,11 @@ enum ctl_opt_key {
         CTL_OPT_IMAGE_URL,
         /* list: --name (and --state, CTL_OPT_STATE) */
         CTL_OPT_NAME,
+        /* console */
+        CTL_OPT_TAIL,
+        CTL_OPT_FOLLOW,
+        CTL_OPT_ATTACH,
+        CTL_OPT_CONNECT,
         _CTL_OPT_MAX,
 };
 
@@ -487,6 +493,17 @@ extern const struct ctl_command ctl_commands[];
 
 /* Finds a command by name, NULL if unknown. */
 const struct ctl_command *ctl_command_find(const char *name);
+
+/* ======================= console.c ======================= */
+
+/* `computectl console ID [--tail N] [--follow] | --attach [--connect URI]`. CTL_EXIT_*. */
+int ctl_cmd_console(struct ctl_ctx *ctx, const struct ctl_args *args);
+
+/*
+ * Decodes padded base64 (RFC 4648) into a new buffer *ret of *ret_len bytes
+ * (caller frees). Returns 0, -EINVAL for malformed input or -ENOMEM.
+ */
+int ctl_base64_decode(const char *in, unsigned char **ret, size_t *ret_len);
 
 /* ======================= dispatch.c ======================= */
 

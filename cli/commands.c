@@ -709,6 +709,15 @@ static const struct ctl_option list_options[] = {
         {},
 };
 
+static const struct ctl_option console_options[] = {
+        { .name = "tail", .key = CTL_OPT_TAIL, .arg = "N", .help = "the log's last N bytes (default 65536, at most 1048576)" },
+        { .name = "follow", .short_name = 'f', .key = CTL_OPT_FOLLOW, .help = "then print what the guest writes, until interrupted" },
+        { .name = "attach", .key = CTL_OPT_ATTACH, .help = "interactive: the guest's serial console through libvirt;\n^] detaches" },
+        { .name = "connect", .key = CTL_OPT_CONNECT, .arg = "URI",
+          .help = "attach: libvirt URI (default: the agent's, from GET /v1/host)" },
+        {},
+};
+
 const struct ctl_command ctl_commands[] = {
         { .name = "host", .run = cmd_host, .usage = "[disable|enable]", .max_args = 1,
           .summary = "Show the host: hypervisor, capacity, allocation, free resources;\n"
@@ -745,6 +754,9 @@ const struct ctl_command ctl_commands[] = {
           .summary = "Wait for an operation to end, or an instance to settle or reach STATE." },
         { .name = "operation", .run = cmd_operation, .usage = "ID", .min_args = 1, .max_args = 1,
           .summary = "Show an operation." },
+        { .name = "console", .run = ctl_cmd_console, .options = console_options, .min_args = 1, .max_args = 1,
+          .usage = "ID [--tail N] [--follow] | ID --attach [--connect URI]",
+          .summary = "Print an instance's console log (and follow it), or attach to its serial console." },
         { .name = "help", .run = cmd_help, .usage = "[COMMAND]", .max_args = 1,
           .summary = "Show help for computectl or one command." },
         {},

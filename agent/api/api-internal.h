@@ -75,6 +75,9 @@ int api_instance_show(const struct api_call *call, json_t **reply);
 int api_instance_terminate(const struct api_call *call, json_t **reply);
 int api_instance_action(const struct api_call *call, json_t **reply);
 
+/* console.c: GET /v1/instances/{id}/console?tail_bytes=N&offset=O */
+int api_instance_console(const struct api_call *call, json_t **reply);
+
 /* operations.c */
 int api_operation_show(const struct api_call *call, json_t **reply);
 

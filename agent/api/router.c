@@ -42,6 +42,7 @@ static const struct route routes[] = {
     {"/v1/images/{image}", M_DELETE, api_image_delete},
     {"/v1/operations/{operation}", M_GET, api_operation_show},
     {"/v1/networks", M_GET, api_networks_list},
+    {"/v1/instances/{instance}/console", M_GET, api_instance_console},
 };
 
 static bool instance_id_ok(const char *id)

@@ -267,19 +267,29 @@ int domxml_filesystem(struct domxml *d, const char *source_dir, const char *targ
            domxml_close(d);
 }
 
-static int file_chardev(struct domxml *d, const char *elem, const char *path,
-                        const char *target_type)
+/* <ELEM type="pty">, with <log file=path append="on"/> when path is given,
+ * and <target [type=target_type] port="0"/>. */
+static int pty_chardev(struct domxml *d, const char *elem, const char *log_path,
+                       const char *target_type)
 {
-    return domxml_start(d, elem) || attr(d, "type", "file") ||
-           empty_with(d, "source", "path", path) || domxml_start(d, "target") ||
-           (target_type && attr(d, "type", target_type)) || attr(d, "port", "0") ||
+    return domxml_start(d, elem) || attr(d, "type", "pty") ||
+           (log_path && (domxml_start(d, "log") || attr(d, "file", log_path) || attr(d, "append", "on") ||
+                         domxml_close(d))) ||
+           domxml_start(d, "target") || (target_type && attr(d, "type", target_type)) || attr(d, "port", "0") ||
            domxml_close(d) || domxml_close(d);
 }
 
+/* A pty (so virsh console and virDomainOpenConsole work) whose output
+ * libvirt also appends to log_path (virtlogd for QEMU), so the log
+ * outlives reboots. One device writes the log: the serial port when the
+ * console is its alias (target "serial"), else the console itself (Xen
+ * PV's "xen" console is the guest's hvc0, its serial port stays quiet). */
 int domxml_console(struct domxml *d, const char *log_path, const char *console_target)
 {
-    return file_chardev(d, "serial", log_path, NULL) ||
-           file_chardev(d, "console", log_path, console_target);
+    bool on_serial = !strcmp(console_target, "serial");
+
+    return pty_chardev(d, "serial", on_serial ? log_path : NULL, NULL) ||
+           pty_chardev(d, "console", on_serial ? NULL : log_path, console_target);
 }
 
 int domxml_memballoon(struct domxml *d, const char *model)

@@ -142,7 +142,8 @@ int domxml_nic(struct domxml *d, const struct hv_nic *nic, const char *default_m
 /* <filesystem type=mount> source dir -> target dir */
 int domxml_filesystem(struct domxml *d, const char *source_dir, const char *target_dir,
                       bool readonly);
-/* <serial type=file> and <console type=file target type=console_target> */
+/* <serial type=pty> and <console type=pty target type=console_target>, the
+ * output appended to log_path by libvirt (<log file= append=on/>) */
 int domxml_console(struct domxml *d, const char *log_path, const char *console_target);
 /* <memballoon model=model/> ("none" for none) */
 int domxml_memballoon(struct domxml *d, const char *model);

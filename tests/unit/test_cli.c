@@ -329,6 +329,31 @@ static void test_base64(void **state) {
         free(s);
 }
 
+/* console.c's decoder: the RFC vectors back, binary bytes, malformed input refused. */
+static void test_base64_decode(void **state) {
+        static const char *const plain[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
+        static const char *const bad[] = { "Zg=", "Z===", "Zm=v", "=Zg=", "Zg==Zg==", "Zm9v!A==", "Zm9", "Zm 9" };
+        unsigned char *d;
+        size_t n;
+        char *s;
+
+        (void) state;
+        for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+                assert_int_equal(ctl_base64_encode(plain[i], strlen(plain[i]), &s), 0);
+                assert_int_equal(ctl_base64_decode(s, &d, &n), 0);
+                assert_int_equal(n, strlen(plain[i]));
+                assert_memory_equal(d, plain[i], n);
+                free(d);
+                free(s);
+        }
+        assert_int_equal(ctl_base64_decode("AP/+gD4/", &d, &n), 0);
+        assert_int_equal(n, 6);
+        assert_memory_equal(d, "\x00\xff\xfe\x80\x3e\x3f", 6);
+        free(d);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                assert_int_equal(ctl_base64_decode(bad[i], &d, &n), -EINVAL);
+}
+
 static void test_user_data_limit(void **state) {
         char *at_limit = tmpfile_with(CTL_USER_DATA_MAX, 'a');
         char *over = tmpfile_with(CTL_USER_DATA_MAX + 1, 'a');
@@ -1044,7 +1069,7 @@ static void test_command_table(void **state) {
         }
         for (const char *const *n = (const char *const[]) { "host", "list", "show", "launch", "start",
                                                               "stop", "reboot", "terminate", "wait",
-                                                              "operation", "networks", NULL }; *n; n++)
+                                                              "operation", "networks", "console", NULL }; *n; n++)
                 assert_non_null(ctl_command_find(*n));
         assert_null(ctl_command_find("frobnicate"));
 }
@@ -1392,6 +1417,49 @@ static void test_agent_show_with_token(void **state) {
         fake_agent_stop(fa);
 }
 
+/* computectl console: the log's bytes as they are (decoded), the query, usage errors. */
+static void test_agent_console(void **state) {
+        static const struct route routes[] = {
+                { "GET", "/v1/instances/" EC2_A "/console?tail_bytes=5", 200,
+                  "{\"output\":\"aGVsbG8=\",\"encoding\":\"base64\",\"offset\":7,\"length\":5,"
+                  "\"next_offset\":12,\"size\":12}", 0 },
+                { "GET", "/v1/instances/" EC2_A "/console", 200, "{\"output\":\"!!\",\"next_offset\":2}", 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *tail[] = { "computectl", "--socket", fa->sock, "console", EC2_A, "--tail", "5", NULL };
+        char *bad_answer[] = { "computectl", "--socket", fa->sock, "console", EC2_A, NULL };
+        char *const usage[][9] = {
+                { "computectl", "--socket", fa->sock, "console", EC2_A, "--tail", "0", NULL },
+                { "computectl", "--socket", fa->sock, "console", EC2_A, "--tail", "1048577", NULL },
+                { "computectl", "--socket", fa->sock, "console", EC2_A, "--tail", "x", NULL },
+                { "computectl", "--socket", fa->sock, "console", EC2_A, "--attach", "--follow", NULL },
+                { "computectl", "--socket", fa->sock, "console", EC2_A, "--attach", "--tail", "3", NULL },
+                { "computectl", "--socket", fa->sock, "console", EC2_A, "--connect", "qemu:///system", NULL },
+                { "computectl", "--socket", fa->sock, "console", "web1", NULL },
+        };
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, tail);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_string_equal(res.out, "hello");
+        assert_string_equal(res.err, "");
+        run_result_release(&res);
+        run_ctl(&res, bad_answer);
+        assert_int_equal(res.rc, CTL_EXIT_FAILURE);
+        assert_non_null(strstr(res.err, "unexpected answer"));
+        run_result_release(&res);
+        for (size_t i = 0; i < sizeof(usage) / sizeof(usage[0]); i++) {
+                run_ctl(&res, usage[i]);
+                assert_int_equal(res.rc, CTL_EXIT_USAGE);
+                assert_string_equal(res.out, "");
+                run_result_release(&res);
+        }
+        assert_int_equal(fake_count(fa, "GET", "/v1/instances/" EC2_A "/console?tail_bytes=5"), 1);
+        fake_agent_stop(fa);
+}
+
 #define ACCEPTED_LAUNCH "{\"instance\":" INSTANCE_PENDING ",\"operation\":" OPERATION("pending", "null") "}"
 
 static void test_agent_launch_wait(void **state) {
@@ -1726,6 +1794,7 @@ int main(void) {
                 cmocka_unit_test(test_config),
                 cmocka_unit_test(test_id_classify),
                 cmocka_unit_test(test_base64),
+                cmocka_unit_test(test_base64_decode),
                 cmocka_unit_test(test_user_data_limit),
                 cmocka_unit_test(test_launch_body_type_image),
                 cmocka_unit_test(test_launch_body_flavor_kernel),
@@ -1752,6 +1821,7 @@ int main(void) {
                 cmocka_unit_test(test_command_table),
                 cmocka_unit_test(test_main_usage),
                 cmocka_unit_test(test_agent_show_with_token),
+                cmocka_unit_test(test_agent_console),
                 cmocka_unit_test(test_agent_launch_wait),
                 cmocka_unit_test(test_agent_launch_wait_failed_json),
                 cmocka_unit_test(test_agent_api_error),

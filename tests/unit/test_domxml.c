@@ -123,7 +123,12 @@ static void test_kvm_kernel(void **state)
     t = first_text(xml, "name");
     assert_string_equal(t, "i-0123456789abcdef0");
     free(t);
-    assert_non_null(strstr(xml, "<serial type=\"file\">"));
+    assert_non_null(strstr(xml, "<serial type=\"pty\">"));
+    /* logged once, by the serial port (the console is its alias) */
+    t = strstr(xml, "<log file=\"/var/lib/x/console.log\" append=\"on\"/>");
+    assert_non_null(t);
+    assert_true(t > strstr(xml, "<serial") && t < strstr(xml, "</serial>"));
+    assert_null(strstr(t + 1, "<log "));
     assert_non_null(strstr(xml, "<type arch=\"x86_64\" machine=\"pc\">hvm</type>"));
     assert_non_null(strstr(xml, "<memory unit=\"MiB\">512</memory>"));
     assert_non_null(strstr(xml, "<vcpu placement=\"static\">2</vcpu>"));
@@ -270,6 +275,11 @@ static void test_xen(void **state)
     assert_non_null(strstr(xml, "file=\"/d&amp;.qcow2\""));
     assert_null(strstr(xml, "<acpi"));
     assert_non_null(strstr(xml, "<target type=\"xen\" port=\"0\"/>"));
+    /* PV: the xen console (hvc0) is the one logged */
+    t = strstr(xml, "<log file=\"/c.log\" append=\"on\"/>");
+    assert_non_null(t);
+    assert_true(t > strstr(xml, "<console type=\"pty\">") && t < strstr(xml, "</console>"));
+    assert_null(strstr(t + 1, "<log "));
     assert_non_null(strstr(xml, "<memballoon model=\"xen\"/>"));
     free(xml);
     instance_release(&i);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent/api/api-internal.h"
@@ -123,7 +124,7 @@ static void test_not_found(void **state)
     expect("GET", "/v1//instances", NULL, 404, "not_found", "");
     expect("GET", "/v1/instances//actions", NULL, 404, "not_found", "");
     expect("GET", "/v1/instances/" UUID "/actions/x", NULL, 404, "not_found", "");
-    expect("GET", "/v1/instances/" UUID "/console", NULL, 404, "not_found", "");
+    expect("GET", "/v1/instances/" UUID "/console/x", NULL, 404, "not_found", "");
     expect("GET", "/a/b/c/d/e/f/g/h/i/j", NULL, 404, "not_found", "");
     expect("PUT", "/v1/nothing-here", "{}", 404, "not_found", "");
     memset(long_path, 'a', sizeof(long_path) - 1);
@@ -313,13 +314,109 @@ static void test_images(void **state)
     assert_int_equal(nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS), 0);
 }
 
+/* The decoded output of a console answer: want (n bytes) from offset, of a log of size. */
+static void expect_output(json_t *r, const void *want, size_t n, long long offset, long long size)
+{
+    const char *b64 = json_string_value(json_object_get(r, "output"));
+    uint8_t out[256];
+    ssize_t got;
+
+    assert_non_null(b64);
+    got = base64_decode(b64, out, sizeof(out));
+    assert_int_equal(got, (ssize_t)n);
+    assert_memory_equal(out, want, n);
+    assert_int_equal(json_integer_value(json_object_get(r, "offset")), offset);
+    assert_int_equal(json_integer_value(json_object_get(r, "length")), (long long)n);
+    assert_int_equal(json_integer_value(json_object_get(r, "next_offset")), offset + (long long)n);
+    assert_int_equal(json_integer_value(json_object_get(r, "size")), size);
+    assert_string_equal(json_string_value(json_object_get(r, "encoding")), "base64");
+    json_decref(r);
+}
+
+/* GET /v1/instances/{id}/console: the tail, tail_bytes and offset and their
+ * bounds, binary bytes, no log yet, no console at all, a symlink refused. */
+static void test_console(void **state)
+{
+    static const char log[] = "boot one\n\x01\xff\0x"; /* a NUL, 0xff: binary-safe */
+    const size_t len = sizeof(log) - 1;
+    char dir[] = "/tmp/api-console-XXXXXX", idir[128], logp[160], url[160], u[200];
+    struct instance a, b;
+    FILE *f;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    memset(&a, 0, sizeof(a));
+    uuid_generate_str(a.uuid);
+    ec2_id_generate(a.ec2_id);
+    a.name = strdup("console");
+    strscpy(a.state, "running", sizeof(a.state));
+    a.flavor = (struct flavor){1, 128, 0};
+    a.boot.kind = BOOT_KERNEL;
+    a.boot.kernel = strdup("/k");
+    a.created_ms = a.updated_ms = 1;
+    snprintf(idir, sizeof(idir), "%s/%s", dir, a.uuid);
+    assert_int_equal(mkdir(idir, 0700), 0);
+    snprintf(logp, sizeof(logp), "%s/console.log", idir);
+    a.console_log = strdup(logp);
+    assert_int_equal(instance_copy(&b, &a), 0);
+    uuid_generate_str(b.uuid);
+    ec2_id_generate(b.ec2_id);
+    free(b.console_log);
+    b.console_log = NULL; /* a driver without consoles */
+    assert_int_equal(store_instance_insert(deps.store, &a), 0);
+    assert_int_equal(store_instance_insert(deps.store, &b), 0);
+
+    snprintf(url, sizeof(url), "/v1/instances/%s/console", a.uuid);
+    expect_output(call("GET", url, NULL, NULL, 200, NULL, NULL), "", 0, 0, 0); /* not booted yet */
+    assert_non_null(f = fopen(logp, "w"));
+    assert_int_equal(fwrite(log, 1, len, f), len);
+    fclose(f);
+    expect_output(call("GET", url, NULL, NULL, 200, NULL, NULL), log, len, 0, (long long)len);
+    snprintf(u, sizeof(u), "/v1/instances/%s/console?tail_bytes=4", a.ec2_id); /* by EC2 id too */
+    expect_output(call("GET", u, NULL, NULL, 200, NULL, NULL), log + len - 4, 4, (long long)len - 4, (long long)len);
+    snprintf(u, sizeof(u), "%s?offset=5&tail_bytes=3", url);
+    expect_output(call("GET", u, NULL, NULL, 200, NULL, NULL), log + 5, 3, 5, (long long)len);
+    snprintf(u, sizeof(u), "%s?offset=%zu", url, len); /* a follower at the end: nothing new */
+    expect_output(call("GET", u, NULL, NULL, 200, NULL, NULL), "", 0, (long long)len, (long long)len);
+    snprintf(u, sizeof(u), "%s?offset=999&tail_bytes=2", url); /* past the end: the tail */
+    expect_output(call("GET", u, NULL, NULL, 200, NULL, NULL), log + len - 2, 2, (long long)len - 2, (long long)len);
+    /* bad values: 400 naming the parameter */
+    static const char *const bad_tail[] = {"0", "-1", "1048577", "abc", "", "1e3", " 5", "99999999999999999999"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_tail); i++) {
+        snprintf(u, sizeof(u), "%s?tail_bytes=%s", url, bad_tail[i]);
+        expect("GET", u, NULL, 400, "invalid_field", "tail_bytes");
+    }
+    snprintf(u, sizeof(u), "%s?tail_bytes", url);
+    expect("GET", u, NULL, 400, "invalid_field", "tail_bytes");
+    snprintf(u, sizeof(u), "%s?offset=-3", url);
+    expect("GET", u, NULL, 400, "invalid_field", "offset");
+    snprintf(u, sizeof(u), "%s?tail_bytes=1048576", url); /* the bound itself */
+    expect_output(call("GET", u, NULL, NULL, 200, NULL, NULL), log, len, 0, (long long)len);
+    /* unknown instance, no console, POST */
+    expect("GET", "/v1/instances/" UUID "/console", NULL, 404, "not_found", "id");
+    snprintf(u, sizeof(u), "/v1/instances/%s/console", b.uuid);
+    expect("GET", u, NULL, 404, "not_found", "");
+    expect("POST", url, "{}", 405, "method_not_allowed", "");
+    /* a symlink in the log's place is not followed */
+    assert_int_equal(unlink(logp), 0);
+    assert_int_equal(symlink("/etc/passwd", logp), 0);
+    expect("GET", url, NULL, 500, "internal", "");
+    assert_int_equal(unlink(logp), 0);
+    assert_int_equal(mkfifo(logp, 0600), 0); /* nor a FIFO read (it would block) */
+    expect("GET", url, NULL, 500, "internal", "");
+
+    assert_int_equal(nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS), 0);
+    instance_release(&a);
+    instance_release(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors_map), cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_methods),    cmocka_unit_test(test_routes),
         cmocka_unit_test(test_params),     cmocka_unit_test(test_decoded_paths),
-        cmocka_unit_test(test_images),
+        cmocka_unit_test(test_images),     cmocka_unit_test(test_console),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
