@@ -126,6 +126,11 @@ enum ctl_opt_key {
         /* wait */
         CTL_OPT_STATE,
         CTL_OPT_WAIT_FOR_TIMEOUT,       /* "wait --timeout", distinct from the global --timeout */
+        /* events */
+        CTL_OPT_FOLLOW,
+        CTL_OPT_INSTANCE,
+        CTL_OPT_EVENT_TYPE,
+        CTL_OPT_AFTER,
         _CTL_OPT_MAX,
 };
 
@@ -447,6 +452,12 @@ extern const struct ctl_command ctl_commands[];
 
 /* Finds a command by name, NULL if unknown. */
 const struct ctl_command *ctl_command_find(const char *name);
+
+/* ======================= events.c ======================= */
+
+/* computectl events: GET /v1/events (--follow: long-polls until interrupted). */
+int ctl_cmd_events(struct ctl_ctx *ctx, const struct ctl_args *args);
+extern const struct ctl_option ctl_events_options[];
 
 /* ======================= dispatch.c ======================= */
 

@@ -708,6 +708,10 @@ const struct ctl_command ctl_commands[] = {
           .summary = "Wait for an operation to end, or an instance to settle or reach STATE." },
         { .name = "operation", .run = cmd_operation, .usage = "ID", .min_args = 1, .max_args = 1,
           .summary = "Show an operation." },
+        { .name = "events", .run = ctl_cmd_events, .options = ctl_events_options,
+          .usage = "[--follow] [--instance ID] [--type T] [--after SEQ]",
+          .summary = "Print the agent's recent events (what it sends to the bus), one a line;\n"
+                     "      --follow waits for more until interrupted." },
         { .name = "help", .run = cmd_help, .usage = "[COMMAND]", .max_args = 1,
           .summary = "Show help for computectl or one command." },
         {},

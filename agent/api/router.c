@@ -41,6 +41,7 @@ static const struct route routes[] = {
     {"/v1/images/{image}", M_DELETE, api_image_delete},
     {"/v1/operations/{operation}", M_GET, api_operation_show},
     {"/v1/networks", M_GET, api_networks_list},
+    {"/v1/events", M_GET, api_events_list},
 };
 
 static bool instance_id_ok(const char *id)
