@@ -178,6 +178,9 @@ struct api_events_args {
     const char *duplicate;
     char unknown_buf[64];
 };
+/* One query parameter (as MHD hands it: decoded; value NULL without "=")
+ * into a. */
+void api_events_arg(struct api_events_args *a, const char *key, const char *value);
 /* The query and wait of a; 0, or the 400's status with *reply naming the
  * parameter. */
 int api_events_parse(const struct api_events_args *a, struct events_query *q, int64_t *wait_s,

@@ -182,30 +182,30 @@ void api_events_forget_conn(struct api *api, const struct conn *k)
             w->k = NULL;
 }
 
-static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+void api_events_arg(struct api_events_args *a, const char *key, const char *value)
 {
-    struct api_events_args *a = cls;
     static const char *const names[] = {"after", "wait", "instance", "type", "limit"};
     const char **slot[] = {&a->after, &a->wait, &a->instance, &a->type, &a->limit};
 
-    (void)kind;
     for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
         if (strcmp(key, names[i]))
             continue;
         if (*slot[i] && !a->duplicate)
             a->duplicate = names[i];
         *slot[i] = value ? value : "";
-        return MHD_YES;
+        return;
     }
     if (!a->unknown) {
-        /* named in the error: kept short and printable */
-        size_t n = strcspn(key, "\"\\");
-        if (n >= sizeof(a->unknown_buf))
-            n = sizeof(a->unknown_buf) - 1;
-        memcpy(a->unknown_buf, key, n);
-        a->unknown_buf[n] = '\0';
+        /* named in the error: kept short (the error body escapes it) */
+        strscpy(a->unknown_buf, key, sizeof(a->unknown_buf));
         a->unknown = a->unknown_buf;
     }
+}
+
+static enum MHD_Result on_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    api_events_arg(cls, key, value);
     return MHD_YES;
 }
 
