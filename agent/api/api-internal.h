@@ -84,6 +84,7 @@ int api_body_object(const struct api_call *call, json_t **out, json_t **reply);
 struct conn;
 struct waiter;
 struct ev_waiter;
+struct ev_stream;
 
 struct api_server {
     struct api *api;          /* back pointer */
@@ -128,6 +129,7 @@ struct api {
     struct api_server metrics_srv; /* /metrics only, for scrapers (no token) */
     struct waiter *waiters;   /* suspended long-polls */
     struct ev_waiter *ev_waiters; /* suspended GET /v1/events long-polls */
+    struct ev_stream *ev_streams; /* GET /v1/events as text/event-stream */
     int pending_closes;       /* handles whose close callback is due */
     bool stopping;            /* api_free() has begun */
     bool socket_bound;        /* api.socket is ours to remove at exit */
@@ -194,5 +196,11 @@ int api_events_get(struct api_server *srv, struct MHD_Connection *c, struct requ
 void api_events_start(struct api *api);
 void api_events_flush(struct api *api);
 void api_events_forget_conn(struct api *api, const struct conn *k);
+/* events-routes.c: GET /v1/events with Accept: text/event-stream: 1 when
+ * the stream is queued, -1 when MHD refused it (close the connection),
+ * 0 with *reply and *status for a refusal. */
+int api_events_stream(struct api_server *srv, struct MHD_Connection *c, json_t **reply, int *status);
+/* Resume every stream (a commit added events); end: they end (at stop). */
+void api_events_streams_wake(struct api *api, bool end);
 
 #endif

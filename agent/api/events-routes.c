@@ -151,6 +151,7 @@ static void on_events_added(void *opaque, int64_t last)
     struct ev_waiter *w, *next;
 
     (void)last;
+    api_events_streams_wake(api, false);
     for (w = api->ev_waiters; w; w = next) {
         json_t *reply = NULL;
         int n, status;
@@ -171,6 +172,7 @@ void api_events_start(struct api *api)
 void api_events_flush(struct api *api)
 {
     events_watch(api->deps.events, NULL, NULL);
+    api_events_streams_wake(api, true);
     while (api->ev_waiters)
         on_deadline(&api->ev_waiters->timer);
 }
@@ -261,4 +263,225 @@ int api_events_get(struct api_server *srv, struct MHD_Connection *c, struct requ
     MHD_suspend_connection(c);
     log_debug("events long-poll parked", "after=%lld wait_s=%lld", (long long)w->q.after, (long long)wait_s);
     return 1;
+}
+
+/* ---- Accept: text/event-stream: the same events as server-sent events ----
+ * "id: SEQ", "event: NAME", "data: {the bus JSON}" per event; a client
+ * reconnecting with Last-Event-ID (or ?after=) goes on after it. The
+ * response is MHD's callback kind: with nothing to send the reader
+ * suspends the connection and returns 0; a commit that adds events (or the
+ * keep-alive timer, a ": keep-alive" comment every 15 s) resumes it. A
+ * reader behind the window gets an "event: truncated" first. */
+
+#define SSE_KEEPALIVE_MS 15000
+
+struct ev_stream {
+    struct api *api;
+    struct api_server *srv;
+    struct MHD_Connection *conn;
+    struct events_query q;    /* q.after moves on */
+    char instance[40];
+    char type[EVENTS_TYPE_MAX + 1];
+    char *buf;                /* formatted, not yet handed to MHD */
+    size_t len, off;
+    bool suspended;
+    bool keepalive;           /* the timer fired: send a comment */
+    bool ended;               /* the API stops: end the stream */
+    uv_timer_t timer;
+    struct ev_stream *prev, *next;
+};
+
+static void stream_append(struct ev_stream *s, const char *text, size_t n)
+{
+    char *nb = realloc(s->buf, s->len + n);
+
+    if (!nb)
+        return;
+    memcpy(nb + s->len, text, n);
+    s->buf = nb;
+    s->len += n;
+}
+
+/* What is new for s into its buffer. */
+static void stream_fill(struct ev_stream *s)
+{
+    json_t *page = NULL, *e;
+    size_t i;
+    int r = events_window_read(s->api->deps.events, &s->q, &page);
+
+    if (r < 0)
+        return;
+    if (json_is_true(json_object_get(page, "truncated"))) {
+        char line[96];
+        int n = snprintf(line, sizeof(line), "event: truncated\ndata: {\"first_seq\":%lld}\n\n",
+                         (long long)json_integer_value(json_object_get(page, "first_seq")));
+        stream_append(s, line, (size_t)n);
+    }
+    json_array_foreach(json_object_get(page, "events"), i, e) {
+        const json_t *m = json_object_get(e, "message");
+        char *data = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        char head[160];
+        int n = snprintf(head, sizeof(head), "id: %lld\nevent: %s\ndata: ",
+                         (long long)json_integer_value(json_object_get(e, "seq")),
+                         json_is_string(json_object_get(m, "event")) ? json_string_value(json_object_get(m, "event"))
+                                                                     : "message");
+        if (data) {
+            /* compact JSON has no newline: one data line */
+            stream_append(s, head, (size_t)n);
+            stream_append(s, data, strlen(data));
+            stream_append(s, "\n\n", 2);
+            free(data);
+        }
+    }
+    s->q.after = json_integer_value(json_object_get(page, "next_after"));
+    json_decref(page);
+}
+
+static void stream_resume(struct ev_stream *s)
+{
+    if (!s->suspended)
+        return;
+    s->suspended = false;
+    MHD_resume_connection(s->conn);
+    if (!s->api->stopping)
+        api_server_kick(s->srv);
+}
+
+static void on_keepalive(uv_timer_t *t)
+{
+    struct ev_stream *s = t->data;
+
+    s->keepalive = true;
+    stream_resume(s);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct ev_stream *s = cls;
+    size_t n;
+
+    (void)pos;
+    if (s->off == s->len) {
+        s->off = s->len = 0;
+        if (s->ended)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        stream_fill(s);
+        if (!s->len && s->keepalive)
+            stream_append(s, ": keep-alive\n\n", 14);
+        s->keepalive = false;
+    }
+    if (s->off == s->len) {
+        struct conn *k = api_conn_of(s->conn);
+        /* nothing to say: wait for an event (its wait is the stream's) */
+        if (k)
+            k->phase = CONN_SUSPENDED;
+        s->suspended = true;
+        MHD_suspend_connection(s->conn);
+        return 0;
+    }
+    n = s->len - s->off < max ? s->len - s->off : max;
+    memcpy(out, s->buf + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void on_stream_closed(uv_handle_t *h)
+{
+    struct ev_stream *s = h->data;
+
+    free(s->buf);
+    free(s);
+}
+
+/* MHD is done with the response (the connection closed or the stream ended). */
+static void stream_free(void *cls)
+{
+    struct ev_stream *s = cls;
+    struct api *api = s->api;
+
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        api->ev_streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    uv_timer_stop(&s->timer);
+    uv_close((uv_handle_t *)&s->timer, on_stream_closed);
+}
+
+void api_events_streams_wake(struct api *api, bool end)
+{
+    for (struct ev_stream *s = api->ev_streams; s; s = s->next) {
+        if (end)
+            s->ended = true;
+        stream_resume(s);
+    }
+}
+
+int api_events_stream(struct api_server *srv, struct MHD_Connection *c, json_t **reply, int *status)
+{
+    struct api *api = srv->api;
+    struct api_events_args a = {0};
+    const char *last_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    struct MHD_Response *resp;
+    struct ev_stream *s;
+    struct events_query q;
+    int64_t wait_s, v;
+    int r;
+
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_arg, &a);
+    *status = api_events_parse(&a, &q, &wait_s, reply);
+    if (*status)
+        return 0;
+    if (last_id) {
+        if (parse_int64(last_id, 0, INT64_MAX, &v) < 0) {
+            *status = api_fail_with(reply, "invalid_field", "Last-Event-ID", "Last-Event-ID must be a sequence number");
+            return 0;
+        }
+        q.after = v;
+    }
+    if (!api->deps.events) {
+        *status = api_fail_with(reply, "not_supported", NULL, "this agent keeps no events");
+        return 0;
+    }
+    if (q.after > events_last_seq(api->deps.events)) {
+        *status = api_fail_with(reply, "invalid_field", last_id ? "Last-Event-ID" : "after",
+                                "the sequence number is beyond the newest event");
+        return 0;
+    }
+    s = calloc(1, sizeof(*s));
+    if (!s) {
+        *status = api_fail_with(reply, "internal", NULL, "out of memory");
+        return 0;
+    }
+    s->api = api;
+    s->srv = srv;
+    s->conn = c;
+    s->q = q;
+    if (q.instance) {
+        strscpy(s->instance, q.instance, sizeof(s->instance));
+        s->q.instance = s->instance;
+    }
+    if (q.type) {
+        strscpy(s->type, q.type, sizeof(s->type));
+        s->q.type = s->type;
+    }
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_free);
+    if (!resp) {
+        free(s);
+        *status = api_fail_with(reply, "internal", NULL, "out of memory");
+        return 0;
+    }
+    uv_timer_init(api->loop, &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_keepalive, SSE_KEEPALIVE_MS, SSE_KEEPALIVE_MS);
+    s->next = api->ev_streams;
+    if (api->ev_streams)
+        api->ev_streams->prev = s;
+    api->ev_streams = s;
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    r = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return r == MHD_YES ? 1 : -1;
 }

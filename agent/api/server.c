@@ -227,6 +227,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         goto send;
     }
     idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    if (!strcmp(method, "GET") && !strcmp(url, "/v1/events") &&
+        (ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept")) && strstr(ctype, "text/event-stream")) {
+        int r = api_events_stream(srv, c, &reply, &status);
+        if (r != 0)
+            return r > 0 ? MHD_YES : MHD_NO;
+        goto send;
+    }
     if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && !strcmp(url, "/v1/events")) {
         if (api_events_get(srv, c, req, &reply, &status) == 1)
             return MHD_YES; /* suspended */

@@ -11,11 +11,13 @@ agent's embedded mock Kafka cluster):
 - ?instance= (UUID or i- id) and ?type= (exact, or "instance.*") filter;
 - bad parameters give 400 naming the parameter;
 - `computectl events` prints lines, `--follow --json` sees a launch made after it started;
+- with Accept: text/event-stream the same events come as server-sent events (id = seq);
 - restarted with [api] events_window = 5 on the same store: sequence numbers go on from
   where they were (none reused), the window keeps the newest 5, and a reader whose
   `after` fell out of it gets "truncated": true (then, from next_after, not again).
 """
 
+import http.client
 import json
 import os
 import queue
@@ -256,13 +258,69 @@ def main(c: calib.Checks):
             proc.terminate()
             proc.wait(10)
 
+    with c.case("Accept: text/event-stream: id/event/data per event, a launch made after it arrives"):
+        last = page(cl)["last_seq"]
+        conn = calib.UnixHTTPConnection(str(agent.sock), timeout=30)
+        conn.request("GET", f"/v1/events?after={last}", headers={"Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        try:
+            assert resp.status == 200, resp.status
+            assert resp.getheader("Content-Type", "").startswith("text/event-stream"), resp.getheaders()
+            inst5 = launch(cl, files, f"{tag}-5")
+            got, cur = [], {}
+            while not any(e.get("event") == "instance.running" and
+                          json.loads(e["data"])["instance_id"] == inst5["id"] for e in got):
+                line = resp.readline().decode()  # the socket's timeout bounds each read
+                assert line, f"stream ended; got {got}"
+                line = line.rstrip("\n")
+                if not line:
+                    if cur:
+                        got.append(cur)
+                    cur = {}
+                elif not line.startswith(":"):
+                    k, _, v = line.partition(": ")
+                    cur[k] = v
+            assert all(int(e["id"]) > last for e in got), got
+            assert [int(e["id"]) for e in got] == sorted(int(e["id"]) for e in got), got
+            api = page(cl, f"?after={last}")["events"]
+            by_seq = {e["seq"]: e["message"] for e in api}
+            for e in got:
+                assert json.loads(e["data"]) == by_seq[int(e["id"])], e
+                assert e["event"] == by_seq[int(e["id"])]["event"], e
+        finally:
+            conn.close()
+        st, body = cl.get(f"/v1/events?after={last}", headers={"Accept": "text/event-stream",
+                                                                "Last-Event-ID": "x"})
+        assert st == 400 and body["error"]["field"] == "Last-Event-ID", (st, short(body))
+
     spec_log.check(c, "every /v1/events answer matches api-spec/openapi.yaml")
 
     # ---- restart with a window of 5 -----------------------------------------------
     before = page(cl)["last_seq"]
-    with c.case("restarted with [api] events_window = 5", fatal=True):
+    with c.case("SIGTERM with a long-poll and a stream open: the poll answered, the stream ended, exit 0", fatal=True):
         write_config(conf, window=5)
-        agent.restart(timeout=30)
+        conn = calib.UnixHTTPConnection(str(agent.sock), timeout=30)
+        conn.request("GET", f"/v1/events?after={before}", headers={"Accept": "text/event-stream"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.status
+        n_parked = parked()
+        out = {}
+        th = threading.Thread(target=lambda: out.setdefault("r", agent.client(timeout=60).get(
+            f"/v1/events?after={before}&wait=60")), daemon=True)
+        th.start()
+        calib.wait_for(lambda: parked() > n_parked, 10, what="the long-poll parked")
+        rc = agent.stop()
+        assert rc == 0, f"exit {rc}"
+        th.join(10)
+        assert out.get("r", (None,))[0] == 200, short(out)
+        try:  # the stream ends (cut at the stop: an SSE client reconnects with Last-Event-ID)
+            rest = resp.read()
+        except http.client.IncompleteRead as e:
+            rest = e.partial
+        assert b"data:" not in rest, rest[:200]
+        conn.close()
+    with c.case("restarted with [api] events_window = 5", fatal=True):
+        agent.start(timeout=30)
     with c.case("after the restart: seq goes on (none reused), the window holds the newest 5"):
         p = page(cl)
         # (the test driver forgot its domains: their instances' error events come first)
