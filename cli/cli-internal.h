@@ -458,6 +458,11 @@ const struct ctl_command *ctl_command_find(const char *name);
 /* computectl events: GET /v1/events (--follow: long-polls until interrupted). */
 int ctl_cmd_events(struct ctl_ctx *ctx, const struct ctl_args *args);
 extern const struct ctl_option ctl_events_options[];
+/* One `events` line of an event object {"seq", "key", "message"}: seq,
+ * timestamp, event, instance id and a detail (instance name and task state,
+ * operation id and type, refusal code and field), control characters
+ * replaced by '?'. *ret: new string ending in '\n'. 0 or -ENOMEM. */
+int ctl_format_event_line(const json_t *ev, char **ret);
 
 /* ======================= dispatch.c ======================= */
 

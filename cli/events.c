@@ -17,11 +17,12 @@ static const char *str_or_dash(const json_t *v) {
         return json_is_string(v) && json_string_value(v)[0] ? json_string_value(v) : "-";
 }
 
-/* One text line for an event object {"seq", "key", "message"}. */
-static void print_event_line(FILE *f, const json_t *ev) {
+int ctl_format_event_line(const json_t *ev, char **ret) {
         const json_t *m = json_object_get(ev, "message");
         const char *type = str_or_dash(json_object_get(m, "event"));
         char detail[256] = "";
+        char *line;
+        int n;
 
         if (!strncmp(type, "instance.", 9)) {
                 const json_t *i = json_object_get(m, "instance");
@@ -36,12 +37,17 @@ static void print_event_line(FILE *f, const json_t *ev) {
                 snprintf(detail, sizeof(detail), "code=%s field=%s", str_or_dash(json_object_get(e, "code")),
                          str_or_dash(json_object_get(e, "field")));
         }
-        for (char *p = detail; *p; p++)
+        n = asprintf(&line, "%lld  %s  %s  %s%s%s\n", (long long)json_integer_value(json_object_get(ev, "seq")),
+                     str_or_dash(json_object_get(m, "timestamp")), type, str_or_dash(json_object_get(m, "instance_id")),
+                     detail[0] ? "  " : "", detail);
+        if (n < 0)
+                return -ENOMEM;
+        /* a terminal shows it: no control character but the final newline */
+        for (char *p = line; p[0] && p[1]; p++)
                 if ((unsigned char)*p < 0x20 || *p == 0x7f)
                         *p = '?';
-        fprintf(f, "%lld  %s  %s  %s%s%s\n", (long long)json_integer_value(json_object_get(ev, "seq")),
-                str_or_dash(json_object_get(m, "timestamp")), type, str_or_dash(json_object_get(m, "instance_id")),
-                detail[0] ? "  " : "", detail);
+        *ret = line;
+        return 0;
 }
 
 /* One GET; *after moves on. 0 done, 1 retry later (already said), or a CTL_EXIT_* + 10. */
@@ -95,7 +101,9 @@ static int events_page(struct ctl_ctx *ctx, const struct ctl_args *args, long lo
                         json_dumpf(ev, ctx->out, JSON_COMPACT | JSON_PRESERVE_ORDER);
                         fputc('\n', ctx->out);
                 } else {
-                        print_event_line(ctx->out, ev);
+                        _cleanup_ctl_free_ char *text = NULL;
+                        if (ctl_format_event_line(ev, &text) == 0)
+                                fputs(text, ctx->out);
                 }
         }
         fflush(ctx->out);
