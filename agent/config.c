@@ -56,6 +56,8 @@ static const struct key_desc keys[] = {
     K("api", "request_timeout", KEY_INT, api_request_timeout_s, "30", 1, 3600, NULL, "seconds a whole request may take (a long-poll: its wait on top)"),
     K("api", "per_address_limit", KEY_INT, api_per_address_limit, "128", 1, 1000000, NULL, "TCP connections at once from one client address"),
     K("api", "max_connections", KEY_INT, api_max_connections, "4096", 16, 1000000, NULL, "connections at once per listener (capped by the open-file limit)"),
+    K("api", "events_window", KEY_INT, api_events_window, "1000", 1, 1000000, NULL, "events GET /v1/events keeps (the newest)"),
+    K("api", "events_window_bytes", KEY_INT, api_events_window_bytes, "4194304", 4096, INT64_C(1) << 32, NULL, "bytes of event JSON GET /v1/events keeps at most"),
     K("resources", "cpu_allocation_ratio", KEY_DOUBLE, cpu_allocation_ratio, "16.0", 0, 1000, NULL, "vCPUs per physical CPU"),
     K("resources", "ram_allocation_ratio", KEY_DOUBLE, ram_allocation_ratio, "1.0", 0, 1000, NULL, "guest memory per host memory"),
     K("resources", "disk_allocation_ratio", KEY_DOUBLE, disk_allocation_ratio, "1.0", 0, 1000, NULL, "guest disk per host disk"),

@@ -64,6 +64,8 @@ struct agent_config {
     int64_t api_request_timeout_s; /* seconds a whole request may take (long-polls: their wait) */
     int64_t api_per_address_limit; /* TCP connections at once from one address */
     int64_t api_max_connections;   /* connections at once per listener */
+    int64_t api_events_window;       /* events kept for GET /v1/events */
+    int64_t api_events_window_bytes; /* ... and their bytes at most */
     /* [resources] */
     double cpu_allocation_ratio;
     double ram_allocation_ratio;

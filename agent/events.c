@@ -10,6 +10,7 @@
 
 #include "agent/bus.h"
 #include "agent/bus-readback.h"
+#include "agent/events-window.h"
 #include "agent/host.h"
 #include "agent/log.h"
 #include "agent/metrics.h"
@@ -48,6 +49,11 @@ struct events {
     bool read_from_dirty;     /* raised since last written to the store */
     bool read_from_known;     /* a record exists (else: a new store) */
     bool crash_on_ack;        /* COMPUTE_AGENT_CRASH_AT=events:acked (tests) */
+
+    struct evwin *win;        /* the window GET /v1/events serves */
+    void (*watch)(void *opaque, int64_t last); /* told after commits that added events */
+    void *watch_opaque;
+    int64_t watched_upto;     /* the watcher was told up to this seq */
 };
 
 #define READ_FROM_KEY "events.read_from"
@@ -81,6 +87,14 @@ int events_new(uv_loop_t *loop, const struct events_deps *deps, const struct eve
         free(e);
         return -EIO;
     }
+    e->win = evwin_new(db, cfg->window_events, cfg->window_bytes);
+    if (!e->win) {
+        sqlite3_finalize(e->add);
+        sqlite3_finalize(e->next);
+        sqlite3_finalize(e->del);
+        free(e);
+        return -EIO;
+    }
     *ret = e;
     return 0;
 }
@@ -90,18 +104,56 @@ static int outbox_add(struct events *e, const char *key, json_t *payload)
     char *text = json_dumps(payload, JSON_COMPACT);
     int rc;
 
-    json_decref(payload);
     if (!e || !text || !payload) {
+        json_decref(payload);
         free(text);
         return e ? -ENOMEM : 0;
     }
     sqlite3_bind_text(e->add, 1, key, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(e->add, 2, text, -1, free);
+    sqlite3_bind_text(e->add, 2, text, -1, SQLITE_STATIC);
     sqlite3_bind_int64(e->add, 3, now_wall_ms());
     rc = sqlite3_step(e->add);
     sqlite3_reset(e->add);
     sqlite3_clear_bindings(e->add);
+    /* its copy for GET /v1/events, in the same transaction */
+    if (rc == SQLITE_DONE && evwin_add(e->win, sqlite3_last_insert_rowid(store_db(e->d.store)), key, payload, text) < 0)
+        rc = SQLITE_ERROR;
+    json_decref(payload);
+    free(text);
     return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int events_window_read(struct events *e, const struct events_query *q, json_t **page)
+{
+    return e ? evwin_read(e->win, q, page) : -ENOTSUP;
+}
+
+int64_t events_last_seq(struct events *e)
+{
+    return e ? evwin_last(e->win) : 0;
+}
+
+void events_watch(struct events *e, void (*cb)(void *opaque, int64_t last), void *opaque)
+{
+    if (!e)
+        return;
+    e->watch = cb;
+    e->watch_opaque = opaque;
+    e->watched_upto = evwin_last(e->win);
+}
+
+/* After a commit: tell the watcher when it added events. */
+static void watch_tell(struct events *e)
+{
+    int64_t last;
+
+    if (!e->watch)
+        return;
+    last = evwin_last(e->win);
+    if (last > e->watched_upto) {
+        e->watched_upto = last;
+        e->watch(e->watch_opaque, last);
+    }
 }
 
 static json_t *event_base(struct events *e, const char *event, const struct instance *inst,
@@ -191,6 +243,8 @@ void events_flush(struct events *e)
 {
     sqlite3_stmt *st;
 
+    if (e)
+        watch_tell(e);
     if (!e || !e->bus || e->reading)
         return;
     st = e->next;
@@ -650,6 +704,7 @@ void events_free(struct events *e)
     sqlite3_finalize(e->add);
     sqlite3_finalize(e->next);
     sqlite3_finalize(e->del);
+    evwin_free(e->win);
     for (size_t i = 0; e->props && e->props[i]; i++)
         free(e->props[i]);
     free(e->props);

@@ -44,6 +44,8 @@ struct events_config {
     const char *bus_prefix;     /* topic prefix */
     const char *bus_properties; /* extra librdkafka properties "k=v,k=v", or "" */
     int64_t heartbeat_s;        /* heartbeat period */
+    int64_t window_events;      /* events kept for events_window_read() (0: 1000) */
+    int64_t window_bytes;       /* ... and their payload bytes at most (0: 4 MiB) */
 };
 
 struct events_hooks {
@@ -83,6 +85,31 @@ struct bus *events_bus(struct events *e);
 /* Release the outbox statements and the object (after events_stop and the
  * loop's last run). Accepts NULL. */
 void events_free(struct events *e);
+
+/* The window of recent events (GET /v1/events): every outbox row is also
+ * kept, in the same transaction, in the event_log table under its outbox
+ * id (the sequence number: increasing, never reused, survives restarts),
+ * the newest window_events of them within window_bytes. */
+struct events_query {
+    int64_t after;            /* events with seq > after; -1: from the oldest kept */
+    const char *instance;     /* only this instance's (its UUID), or NULL */
+    const char *type;         /* only this "event" name (a GLOB: "instance.*"), or NULL */
+    int64_t limit;            /* at most this many */
+};
+
+/* The page for q: {"events": [{"seq", "key", "message"}], "next_after",
+ * "first_seq", "last_seq", "truncated"} (new reference) into *page and the
+ * number of events in it, or -errno. next_after: the `after` to ask with
+ * next (the last seq looked at); truncated: events after q->after were
+ * dropped from the window before this read (the caller lost them).
+ * -ERANGE: after is beyond the newest seq (no such client: a store that
+ * was replaced). */
+int events_window_read(struct events *e, const struct events_query *q, json_t **page);
+/* The newest sequence number given so far (0: none), or -errno. */
+int64_t events_last_seq(struct events *e);
+/* Call cb (loop thread) after a commit added events: last is the newest
+ * seq. One watcher; cb NULL removes it. */
+void events_watch(struct events *e, void (*cb)(void *opaque, int64_t last), void *opaque);
 
 /* {"bootstrap_servers", "up", "prefix", "topics", "outbox"} or null (new
  * reference). */

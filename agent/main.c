@@ -542,7 +542,9 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                             .workers = (unsigned)a->cfg.workers};
     struct events_config ec = {.host_name = a->cfg.host_name, .hypervisor = a->cfg.hypervisor,
                                .bus_brokers = a->cfg.bus_brokers, .bus_prefix = a->cfg.bus_prefix,
-                               .bus_properties = a->cfg.bus_properties, .heartbeat_s = a->cfg.heartbeat_s};
+                               .bus_properties = a->cfg.bus_properties, .heartbeat_s = a->cfg.heartbeat_s,
+                               .window_events = a->cfg.api_events_window,
+                               .window_bytes = a->cfg.api_events_window_bytes};
     struct events_hooks eh = {.on_command = on_bus_command};
     struct ops_config oc = {.instances_dir = a->instances_dir, .local_image_dirs = a->cfg.local_image_dirs,
                             .stop_timeout_s = a->cfg.stop_timeout, .reboot_timeout_s = a->cfg.reboot_timeout,

@@ -146,6 +146,13 @@ static const struct sqlite_migration outbox_steps[] = {
     {.what = "outbox",
      .sql = "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
             " key TEXT, payload TEXT NOT NULL, created_ms INTEGER NOT NULL)"},
+    /* what GET /v1/events serves: each outbox row's copy (seq = its outbox
+     * id, never reused: AUTOINCREMENT), kept for a bounded window after the
+     * bus has it */
+    {.what = "event_log",
+     .sql = "CREATE TABLE IF NOT EXISTS event_log (seq INTEGER PRIMARY KEY, key TEXT, instance_id TEXT,"
+            " type TEXT NOT NULL, payload TEXT NOT NULL, created_ms INTEGER NOT NULL);"
+            "CREATE INDEX IF NOT EXISTS event_log_instance ON event_log (instance_id, seq);"},
 };
 
 static const struct sqlite_schema store_schema = {"store", store_steps, ARRAY_SIZE(store_steps)};

@@ -136,6 +136,11 @@ enum ctl_opt_key {
         CTL_OPT_FOLLOW,
         CTL_OPT_ATTACH,
         CTL_OPT_CONNECT,
+        /* events */
+        /* (and CTL_OPT_FOLLOW, console's) */
+        CTL_OPT_INSTANCE,
+        CTL_OPT_EVENT_TYPE,
+        CTL_OPT_AFTER,
         _CTL_OPT_MAX,
 };
 
@@ -504,6 +509,16 @@ int ctl_cmd_console(struct ctl_ctx *ctx, const struct ctl_args *args);
  * (caller frees). Returns 0, -EINVAL for malformed input or -ENOMEM.
  */
 int ctl_base64_decode(const char *in, unsigned char **ret, size_t *ret_len);
+/* ======================= events.c ======================= */
+
+/* computectl events: GET /v1/events (--follow: long-polls until interrupted). */
+int ctl_cmd_events(struct ctl_ctx *ctx, const struct ctl_args *args);
+extern const struct ctl_option ctl_events_options[];
+/* One `events` line of an event object {"seq", "key", "message"}: seq,
+ * timestamp, event, instance id and a detail (instance name and task state,
+ * operation id and type, refusal code and field), control characters
+ * replaced by '?'. *ret: new string ending in '\n'. 0 or -ENOMEM. */
+int ctl_format_event_line(const json_t *ev, char **ret);
 
 /* ======================= dispatch.c ======================= */
 

@@ -757,6 +757,10 @@ const struct ctl_command ctl_commands[] = {
         { .name = "console", .run = ctl_cmd_console, .options = console_options, .min_args = 1, .max_args = 1,
           .usage = "ID [--tail N] [--follow] | ID --attach [--connect URI]",
           .summary = "Print an instance's console log (and follow it), or attach to its serial console." },
+        { .name = "events", .run = ctl_cmd_events, .options = ctl_events_options,
+          .usage = "[--follow] [--instance ID] [--type T] [--after SEQ]",
+          .summary = "Print the agent's recent events (what it sends to the bus), one a line;\n"
+                     "      --follow waits for more until interrupted." },
         { .name = "help", .run = cmd_help, .usage = "[COMMAND]", .max_args = 1,
           .summary = "Show help for computectl or one command." },
         {},

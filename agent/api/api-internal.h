@@ -81,6 +81,10 @@ int api_instance_console(const struct api_call *call, json_t **reply);
 /* operations.c */
 int api_operation_show(const struct api_call *call, json_t **reply);
 
+/* events-routes.c: GET /v1/events (through api_route(): no query, so the
+ * oldest kept events, no wait) */
+int api_events_list(const struct api_call *call, json_t **reply);
+
 /* images.c */
 int api_images_list(const struct api_call *call, json_t **reply);
 int api_images_create(const struct api_call *call, json_t **reply);
@@ -95,6 +99,8 @@ int api_body_object(const struct api_call *call, json_t **out, json_t **reply);
 
 struct conn;
 struct waiter;
+struct ev_waiter;
+struct ev_stream;
 
 struct api_server {
     struct api *api;          /* back pointer */
@@ -138,6 +144,8 @@ struct api {
     struct api_server tcp_srv;
     struct api_server metrics_srv; /* /metrics only, for scrapers (no token) */
     struct waiter *waiters;   /* suspended long-polls */
+    struct ev_waiter *ev_waiters; /* suspended GET /v1/events long-polls */
+    struct ev_stream *ev_streams; /* GET /v1/events as text/event-stream */
     int pending_closes;       /* handles whose close callback is due */
     bool stopping;            /* api_free() has begun */
     bool socket_bound;        /* api.socket is ours to remove at exit */
@@ -177,5 +185,38 @@ int api_wait_maybe(struct api_server *srv, struct MHD_Connection *c, struct requ
 void api_waiters_flush(struct api *api);
 /* operations.c: a connection closed: forget it in the waiters. */
 void api_waiters_forget_conn(struct api *api, const struct conn *k);
+
+/* events-routes.c: GET /v1/events's query parameters as given (borrowed;
+ * NULL: absent, "" for "?after" without a value), the first unknown one
+ * and the first given twice. */
+struct events_query;
+struct api_events_args {
+    const char *after, *wait, *instance, *type, *limit;
+    const char *unknown;
+    const char *duplicate;
+    char unknown_buf[64];
+};
+/* One query parameter (as MHD hands it: decoded; value NULL without "=")
+ * into a. */
+void api_events_arg(struct api_events_args *a, const char *key, const char *value);
+/* The query and wait of a; 0, or the 400's status with *reply naming the
+ * parameter. */
+int api_events_parse(const struct api_events_args *a, struct events_query *q, int64_t *wait_s,
+                     json_t **reply);
+/* GET /v1/events with its query: 1 if suspended (a long-poll), else 0
+ * with *reply and *status. */
+int api_events_get(struct api_server *srv, struct MHD_Connection *c, struct request *req, json_t **reply,
+                   int *status);
+/* Watch the events (at start); answer every suspended events long-poll
+ * now and stop watching (at stop); a connection closed. */
+void api_events_start(struct api *api);
+void api_events_flush(struct api *api);
+void api_events_forget_conn(struct api *api, const struct conn *k);
+/* events-routes.c: GET /v1/events with Accept: text/event-stream: 1 when
+ * the stream is queued, -1 when MHD refused it (close the connection),
+ * 0 with *reply and *status for a refusal. */
+int api_events_stream(struct api_server *srv, struct MHD_Connection *c, json_t **reply, int *status);
+/* Resume every stream (a commit added events); end: they end (at stop). */
+void api_events_streams_wake(struct api *api, bool end);
 
 #endif

@@ -43,6 +43,7 @@ static const struct route routes[] = {
     {"/v1/operations/{operation}", M_GET, api_operation_show},
     {"/v1/networks", M_GET, api_networks_list},
     {"/v1/instances/{instance}/console", M_GET, api_instance_console},
+    {"/v1/events", M_GET, api_events_list},
 };
 
 static bool instance_id_ok(const char *id)

@@ -227,6 +227,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         goto send;
     }
     idem = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+    if (!strcmp(method, "GET") && !strcmp(url, "/v1/events") &&
+        (ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept")) && strstr(ctype, "text/event-stream")) {
+        int r = api_events_stream(srv, c, &reply, &status);
+        if (r != 0)
+            return r > 0 ? MHD_YES : MHD_NO;
+        goto send;
+    }
+    if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && !strcmp(url, "/v1/events")) {
+        if (api_events_get(srv, c, req, &reply, &status) == 1)
+            return MHD_YES; /* suspended */
+        goto send;
+    }
     if (!strcmp(method, "GET") && !strncmp(url, "/v1/operations/", 15)) {
         const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "wait");
         if (w) {
@@ -314,6 +326,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (k->next)
         k->next->prev = k->prev;
     api_waiters_forget_conn(srv->api, k);
+    api_events_forget_conn(srv->api, k);
     free(k);
     *socket_context = NULL;
 }
@@ -516,6 +529,7 @@ int api_new(uv_loop_t *loop, const struct api_deps *deps, const struct api_confi
             return fd < 0 ? fd : r;
         }
     }
+    api_events_start(api);
     *ret = api;
     return 0;
 }
@@ -551,6 +565,7 @@ void api_free(struct api *api)
     /* MHD needs every suspended connection resumed before it stops */
     api->stopping = true;
     api_waiters_flush(api);
+    api_events_flush(api);
     if (api->unix_srv.mhd)
         MHD_run(api->unix_srv.mhd);
     if (api->tcp_srv.mhd)

@@ -1,11 +1,11 @@
 /* fuzz_cli: what computectl reads from outside: a --network value
  * (ctl_network_spec_parse) and the agent's answers it renders (an Instance
  * for `show`, a NetworkList for `networks`, an error answer): never a
- * crash or leak; a parsed --network is an object naming its network with
+ * crash or leak (also an `events` line, 'v'); a parsed --network is an object naming its network with
  * only mac/ip/mtu besides; a rendering has no control character but '\n'.
  *
  * Input: one selector byte ('n' --network value, 's' show, 'w' networks,
- * 'e' an error answer, 'p' a download's "progress" object, shown as the
+ * 'e' an error answer, 'v' an event for `events`, 'p' a download's "progress" object, shown as the
  * terminal bar and as the plain line), then the bytes (a string, or a JSON
  * document). */
 #include <errno.h>
@@ -86,6 +86,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         r = 0;
         break;
     }
+    case 'v':
+        r = ctl_format_event_line(doc, &text);
+        break;
     case 'e': {
         char *raw = strndup((const char *)data + 1, size - 1); /* curl's body, NUL-terminated */
 

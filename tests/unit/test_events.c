@@ -596,12 +596,174 @@ static void test_heartbeat(void **state)
     fixture_free(&t);
 }
 
+/* ---- the window GET /v1/events serves (no bus: rows stay in the outbox) ---- */
+
+static void events_make_window(struct t *t, int64_t n, int64_t bytes)
+{
+    struct events_deps ed = {.store = t->store, .hv = t->hv, .res = t->res, .host = t->host,
+                             .metrics = t->metrics};
+    struct events_config ec = {.host_name = HOST, .hypervisor = "test", .bus_brokers = "", .bus_prefix = "",
+                               .heartbeat_s = 5, .bus_properties = "", .window_events = n,
+                               .window_bytes = bytes};
+
+    assert_int_equal(events_new(&t->loop, &ed, &ec, NULL, NULL, &t->events), 0);
+}
+
+static int64_t watched_last;
+static int watched_calls;
+
+static void on_watch(void *opaque, int64_t last)
+{
+    (void)opaque;
+    watched_last = last;
+    watched_calls++;
+}
+
+/* The page for (after, instance, type, limit 100); its seqs into seqs[]. */
+static json_t *window_page(struct t *t, int64_t after, const char *inst, const char *type, int64_t *seqs,
+                           size_t *n)
+{
+    struct events_query q = {.after = after, .instance = inst, .type = type, .limit = 100};
+    json_t *page = NULL, *e;
+    size_t i;
+    int r = events_window_read(t->events, &q, &page);
+
+    assert_true(r >= 0);
+    assert_int_equal(json_array_size(json_object_get(page, "events")), (size_t)r);
+    json_array_foreach(json_object_get(page, "events"), i, e)
+        seqs[i] = json_integer_value(json_object_get(e, "seq"));
+    *n = (size_t)r;
+    return page;
+}
+
+static int64_t jint(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+/* Seq = outbox id, a window of 3 newest, truncated for a reader behind
+ * it, filters, -ERANGE past the last, the watcher told after commits,
+ * a rolled-back event never seen, seqs going on after a restart, and the
+ * bytes bound. */
+static void test_window(void **state)
+{
+    struct t t;
+    int64_t seqs[100], last;
+    size_t n;
+    json_t *p;
+    struct events_query q = {.after = 1000, .limit = 10};
+    struct instance i;
+
+    (void)state;
+    fixture(&t, false);
+    events_make_window(&t, 3, 1 << 20);
+    events_watch(t.events, on_watch, NULL);
+    record_instance(&t, UA, EA, "pending");
+    assert_int_equal(watched_calls, 1);
+    assert_int_equal(watched_last, 1);
+    record_instance(&t, UB, EB, "pending");
+    record_instance(&t, UA, EA, "running");
+    record_instance(&t, UB, EB, "running");
+    record_instance(&t, UA, EA, "stopped");
+    assert_int_equal(watched_calls, 5);
+    assert_int_equal(events_last_seq(t.events), 5);
+    /* rolled back: neither in the window nor told */
+    make_instance(&i, UA, EA, "terminated");
+    assert_int_equal(store_begin(t.store), 0);
+    assert_int_equal(events_instance(t.events, &i, NULL), 0);
+    store_rollback(t.store);
+    events_flush(t.events);
+    assert_int_equal(watched_calls, 5);
+    assert_int_equal(events_last_seq(t.events), 5);
+
+    p = window_page(&t, -1, NULL, NULL, seqs, &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(seqs[0], 3);
+    assert_int_equal(seqs[2], 5);
+    assert_false(json_is_true(json_object_get(p, "truncated")));
+    assert_int_equal(jint(p, "first_seq"), 3);
+    assert_int_equal(jint(p, "last_seq"), 5);
+    assert_int_equal(jint(p, "next_after"), 5);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(json_object_get(p, "events"), 2),
+                                                                          "message"), "event")),
+                        "instance.stopped");
+    json_decref(p);
+    p = window_page(&t, 1, NULL, NULL, seqs, &n);
+    assert_true(json_is_true(json_object_get(p, "truncated")));
+    assert_int_equal(n, 3);
+    json_decref(p);
+    p = window_page(&t, 2, NULL, NULL, seqs, &n);
+    assert_false(json_is_true(json_object_get(p, "truncated")));
+    json_decref(p);
+    p = window_page(&t, 5, NULL, NULL, seqs, &n);
+    assert_int_equal(n, 0);
+    assert_int_equal(jint(p, "next_after"), 5);
+    json_decref(p);
+    p = window_page(&t, -1, UA, NULL, seqs, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(seqs[0], 3);
+    assert_int_equal(seqs[1], 5);
+    assert_int_equal(jint(p, "next_after"), 5);
+    json_decref(p);
+    p = window_page(&t, -1, EB, NULL, seqs, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(seqs[0], 4);
+    json_decref(p);
+    p = window_page(&t, -1, NULL, "instance.run*", seqs, &n);
+    assert_int_equal(n, 2);
+    json_decref(p);
+    assert_int_equal(events_window_read(t.events, &q, &p), -ERANGE);
+    q.after = 2;
+    q.limit = 1;
+    assert_int_equal(events_window_read(t.events, &q, &p), 1);
+    assert_int_equal(jint(p, "next_after"), 3);
+    json_decref(p);
+
+    /* a restart: the window and the seqs go on */
+    events_watch(t.events, NULL, NULL);
+    events_free(t.events);
+    events_make_window(&t, 3, 1 << 20);
+    assert_int_equal(events_last_seq(t.events), 5);
+    record_instance(&t, UB, EB, "stopped");
+    p = window_page(&t, -1, NULL, NULL, seqs, &n);
+    assert_int_equal(n, 3);
+    assert_int_equal(seqs[2], 6);
+    json_decref(p);
+    events_free(t.events);
+
+    /* the bytes bound: about two and a half events' worth keeps two */
+    {
+        sqlite3_stmt *st;
+        int64_t len = 0;
+        assert_int_equal(sqlite3_prepare_v2(store_db(t.store), "SELECT max(length(payload)) FROM event_log", -1,
+                                            &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        len = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        events_make_window(&t, 100, len * 5 / 2);
+        /* it shrank: trimmed at the start */
+        p = window_page(&t, -1, NULL, NULL, seqs, &n);
+        assert_int_equal(n, 2);
+        json_decref(p);
+        for (int k = 0; k < 4; k++)
+            record_instance(&t, UA, EA, "running");
+        p = window_page(&t, -1, NULL, NULL, seqs, &n);
+        last = jint(p, "last_seq");
+        assert_int_equal(last, 10);
+        assert_int_equal(n, 2);
+        assert_int_equal(seqs[1], 10);
+        json_decref(p);
+    }
+    fixture_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outbox_send_in_order),
         cmocka_unit_test(test_restart_sends_once),
         cmocka_unit_test(test_heartbeat),
+        cmocka_unit_test(test_window),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -372,7 +372,7 @@ static void test_refuse_newer(void **state)
     assert_int_equal(store_open(p, false, &s, &err), -EPROTO);
     if (!strstr(err.message, p) ||
         !strstr(err.message, "the outbox tables are at schema version 9, newer than this "
-                             "build's (1)"))
+                             "build's (2)"))
         fail_msg("%s", err.message);
     db = raw_open(p);
     assert_int_equal(version_of(db, "outbox"), 9);
