@@ -4,7 +4,7 @@
 # `computectl --help` and `computectl COMMAND --help` (both ways).
 
 _computectl_global="--socket --url --token --json --timeout --help -h --version"
-_computectl_commands="host image list networks show launch start stop reboot terminate wait operation help"
+_computectl_commands="host image list networks show launch start stop reboot terminate wait operation console events help"
 
 # The options of one command (besides the global ones).
 _computectl_opts() {
@@ -18,6 +18,8 @@ _computectl_opts() {
         start|reboot|terminate) echo "--request-id --wait --wait-timeout" ;;
         stop) echo "--force --stop-timeout --request-id --wait --wait-timeout" ;;
         wait) echo "--state --timeout" ;;
+        console) echo "--tail --follow -f --attach --connect" ;;
+        events) echo "--follow -f --instance --type --after" ;;
         host|networks|show|operation|help) echo "" ;;
     esac
 }
@@ -46,7 +48,7 @@ _computectl() {
         --http-endpoint) COMPREPLY=($(compgen -W "enabled disabled" -- "$cur")); return ;;
         --url|--token|--timeout|--type|--vcpus|--memory|--disk|--image-url|--digest|--glance-id|\
         --cmdline|--network|--key|--meta|--hostname|--az|--hop-limit|--request-id|--wait-timeout|\
-        --stop-timeout|--source|--name)
+        --stop-timeout|--source|--name|--tail|--connect|--instance|--after)
             return ;;
     esac
     if [[ $cur == --config-drive=* ]]; then

@@ -26,7 +26,7 @@ import calib  # noqa: E402
 
 ROOT = calib.ROOT
 CTL = calib.BUILD / "computectl"
-OPT_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-h)(?![\w-])")
+OPT_RE = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w-])")
 
 
 def help_text(*argv):
@@ -47,7 +47,7 @@ def option_lines(text, start, stop=None):
         if on and re.match(r"^  -", line):
             head = line.split("  ")[1] if line.startswith("  ") else line
             out.update(OPT_RE.findall(head.split(" ", 2)[0] + " " + (head.split(" ", 2)[1] if
-                                                                         head.startswith("-h,") else "")))
+                                                                         re.match(r"^-[a-zA-Z],", head) else "")))
     return out
 
 
