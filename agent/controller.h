@@ -19,6 +19,9 @@ struct events;
 struct host;
 struct hv;
 struct hv_host_info;
+struct instance;
+struct metrics;
+struct op_record;
 struct resources;
 struct store;
 
@@ -29,6 +32,7 @@ struct controller_deps {
     struct hv *hv;         /* domain type (traits) */
     struct host *host;     /* enabled/disabled at each sync */
     struct events *events; /* "placement.usage_drift" (NULL: only logged) */
+    struct metrics *metrics; /* allocation counters (NULL: none) */
 };
 
 /* cfg (borrowed, must outlive the controller: read again at each host
@@ -51,6 +55,21 @@ void controller_set_disabled(struct controller *c, bool disabled);
 
 /* {"url", "provider_uuid", "synced", "reachable", "requests", ...} or
  * null when no controller is configured (new reference). */
+/* Issue 11: a launch claimed inst's resources. With [placement]
+ * allocations = agent its allocation is written (consumer = its uuid);
+ * with scheduler a usage check runs at once, so a missing one is reported
+ * (log, placement.usage_drift event, metric) now, not at the next interval. */
+void controller_claimed(struct controller *c, const struct instance *inst);
+
+/* An operation ended: a terminate that succeeded removes the instance's
+ * allocation (every mode); a failed launch with allocations = agent too.
+ * Durable without a record of its own: at start every instance the store
+ * has as terminated has its allocation removed again (a 404 is done), and
+ * with agent every instance holding resources has its allocation written
+ * again (a PUT replaces, never doubles). */
+void controller_operation_finished(struct controller *c, const struct op_record *rec,
+                                   const struct instance *inst);
+
 json_t *controller_to_json(const struct controller *c);
 /* The provider uuid, or NULL. */
 const char *controller_provider_uuid(const struct controller *c);
