@@ -301,6 +301,35 @@ int controller_new(uv_loop_t *loop, const struct controller_deps *deps, const st
     return 0;
 }
 
+size_t controller_compute_traits(const char *arch, const char *domain_type, bool nics, bool nic_hotplug,
+                                 const char *out[COMPUTE_TRAITS_MAX])
+{
+    bool xen = domain_type && !strcmp(domain_type, "xen");
+    size_t n = 0;
+
+    out[n++] = "COMPUTE_NODE";
+    if (arch && !strcmp(arch, "x86_64"))
+        out[n++] = "COMPUTE_ARCH_X86_64";
+    else if (arch && !strcmp(arch, "aarch64"))
+        out[n++] = "COMPUTE_ARCH_AARCH64";
+    /* what the image cache accepts (image-cache/inspect.c) */
+    out[n++] = "COMPUTE_IMAGE_TYPE_QCOW2";
+    out[n++] = "COMPUTE_IMAGE_TYPE_RAW";
+    /* the buses the drivers put disks on: kvm/qemu/test virtio disks, an
+     * ide (or virtio-scsi) config-drive cdrom; xen xvd disks, an ide cdrom */
+    out[n++] = xen ? "COMPUTE_STORAGE_BUS_XEN" : "COMPUTE_STORAGE_BUS_VIRTIO";
+    out[n++] = "COMPUTE_STORAGE_BUS_IDE";
+    if (!xen)
+        out[n++] = "COMPUTE_STORAGE_BUS_SCSI";
+    /* NICs only where guest networking is configured; xen takes libxl's
+     * default model, which names no trait */
+    if (nics && !xen)
+        out[n++] = "COMPUTE_NET_VIF_MODEL_VIRTIO";
+    if (nics && nic_hotplug)
+        out[n++] = "COMPUTE_NET_ATTACH_INTERFACE";
+    return n;
+}
+
 void controller_host_changed(struct controller *c, const struct hv_host_info *host)
 {
     char **traits = NULL;
@@ -332,7 +361,12 @@ void controller_host_changed(struct controller *c, const struct hv_host_info *ho
                                       ? dt
                                       : NULL,
                                   &traits, &n, &err) == 0) {
-        placement_set_traits(c->p, (const char *const *)traits, n);
+        const char *all[n + COMPUTE_TRAITS_MAX];
+        size_t k = controller_compute_traits(host->arch, dt, c->cfg->n_networks > 0,
+                                             hv_supports(c->d.hv, HV_FEAT_NIC_HOTPLUG), all);
+        for (size_t i = 0; i < n; i++)
+            all[k++] = traits[i];
+        placement_set_traits(c->p, all, k);
         placement_traits_free(traits, n);
     }
     placement_set_disabled(c->p, host_disabled(c->d.host));

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <uv.h>
 
 #include "agent/config.h"
@@ -55,6 +56,17 @@ void controller_set_disabled(struct controller *c, bool disabled);
 
 /* {"url", "provider_uuid", "synced", "reachable", "requests", ...} or
  * null when no controller is configured (new reference). */
+/* The standard (os-traits) COMPUTE_* traits of this host into out (at most
+ * COMPUTE_TRAITS_MAX, static strings): COMPUTE_NODE; the arch's
+ * (x86_64, aarch64); the image types the image cache accepts (qcow2, raw);
+ * the storage buses the driver of domain_type puts disks and cdroms on;
+ * COMPUTE_NET_VIF_MODEL_VIRTIO when guests get NICs (nics) on a virtio
+ * driver and COMPUTE_NET_ATTACH_INTERFACE when NICs hot-plug. Returns the
+ * count. */
+#define COMPUTE_TRAITS_MAX 12
+size_t controller_compute_traits(const char *arch, const char *domain_type, bool nics, bool nic_hotplug,
+                                 const char *out[COMPUTE_TRAITS_MAX]);
+
 /* Issue 11: a launch claimed inst's resources. With [placement]
  * allocations = agent its allocation is written (consumer = its uuid);
  * with scheduler a usage check runs at once, so a missing one is reported

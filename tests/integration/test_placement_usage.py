@@ -86,6 +86,38 @@ def main(c: calib.Checks):
                                   what="registration")
         assert usage(purl, st["rp"]).get("VCPU", 0) == 0
 
+    with c.case("traits: COMPUTE_NODE, the arch, image types, storage bus; every standard one in os-traits"):
+        want = {"COMPUTE_NODE", "COMPUTE_IMAGE_TYPE_QCOW2", "COMPUTE_IMAGE_TYPE_RAW", "COMPUTE_STORAGE_BUS_VIRTIO"}
+        got = set()
+
+        def have():
+            got.clear()
+            got.update(t["name"] for t in osc(purl, "resource", "provider", "trait", "list", st["rp"]))
+            return want <= got
+        calib.wait_for(have, 30, what=f"traits {sorted(want)}", last=lambda: sorted(got))
+        if os.uname().machine == "x86_64":
+            assert "COMPUTE_ARCH_X86_64" in got, sorted(got)
+        assert "COMPUTE_NET_VIF_MODEL_VIRTIO" not in got, "a NIC model trait on a host with no networks"
+        std = [t for t in got if not t.startswith("CUSTOM_")]
+        # os-traits is Debian's python3-os-traits, in the system python
+        p = subprocess.run(["/usr/bin/python3", "-c", "import os_traits, sys; known = set(os_traits.get_traits()); "
+                            "print(' '.join(t for t in sys.argv[1:] if t not in known))", *std],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, f"os_traits (python3-os-traits) not importable: {p.stderr.strip()[-200:]}"
+        assert not p.stdout.strip(), f"not os-traits names: {p.stdout.strip()}"
+
+    with c.case("one memory figure: Placement MEMORY_MB total, GET /v1/host capacity, /metrics host total"):
+        def metric_mb():
+            for x in cl.request_raw("GET", "/metrics").raw.decode().splitlines():
+                if x.startswith("compute_agent_host_memory_total_bytes"):
+                    return int(float(x.split()[-1])) // (1024 * 1024)
+            return None
+        m_mb = calib.wait_for(metric_mb, 40, what="compute_agent_host_memory_total_bytes")
+        inv = osc(purl, "resource", "provider", "inventory", "list", st["rp"])
+        p_mb = [i["total"] for i in inv if i["resource_class"] == "MEMORY_MB"][0]
+        h_mb = cl.host()["capacity"]["memory_mb"]
+        assert p_mb == h_mb == m_mb, f"Placement {p_mb} MiB, /v1/host {h_mb} MiB, /metrics {m_mb} MiB"
+
     ids = [str(uuid.uuid4()) for _ in range(3)]
     with c.case("three launches with the controller's ids: usage 3 VCPU, 64+96+128 MB", fatal=True):
         for k, iid in enumerate(ids):

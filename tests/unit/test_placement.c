@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "common/util.h"
+#include "agent/controller.h"
 #include "scheduler-client/placement-internal.h"
 #include "scheduler-client/placement.h"
 
@@ -819,6 +820,40 @@ static void test_allocations(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* issue 11: the standard traits of a host (names checked against os-traits
+ * in tests/integration/test_placement_usage.py) */
+static void test_compute_traits(void **state)
+{
+    const char *t[COMPUTE_TRAITS_MAX];
+    size_t n;
+    bool seen_virtio_nic = false, seen_xen = false;
+
+    (void)state;
+    n = controller_compute_traits("x86_64", "kvm", false, true, t);
+    assert_true(n <= COMPUTE_TRAITS_MAX);
+    assert_string_equal(t[0], "COMPUTE_NODE");
+    assert_string_equal(t[1], "COMPUTE_ARCH_X86_64");
+    for (size_t i = 0; i < n; i++)
+        seen_virtio_nic |= !strcmp(t[i], "COMPUTE_NET_VIF_MODEL_VIRTIO");
+    assert_false(seen_virtio_nic); /* no networks: no NICs */
+    n = controller_compute_traits("x86_64", "kvm", true, true, t);
+    for (size_t i = 0; i < n; i++)
+        seen_virtio_nic |= !strcmp(t[i], "COMPUTE_NET_VIF_MODEL_VIRTIO");
+    assert_true(seen_virtio_nic);
+    assert_string_equal(t[n - 1], "COMPUTE_NET_ATTACH_INTERFACE");
+    n = controller_compute_traits("x86_64", "xen", true, false, t);
+    seen_virtio_nic = false;
+    for (size_t i = 0; i < n; i++) {
+        seen_virtio_nic |= !strcmp(t[i], "COMPUTE_NET_VIF_MODEL_VIRTIO") || !strcmp(t[i], "COMPUTE_STORAGE_BUS_VIRTIO");
+        seen_xen |= !strcmp(t[i], "COMPUTE_STORAGE_BUS_XEN");
+        assert_true(placement_name_valid(t[i]));
+    }
+    assert_false(seen_virtio_nic);
+    assert_true(seen_xen);
+    n = controller_compute_traits("ppc64le", "qemu", false, false, t);
+    assert_string_equal(t[1], "COMPUTE_IMAGE_TYPE_QCOW2"); /* no arch trait for an arch it does not know */
+}
+
 static void test_new_rejects_bad_config(void **state)
 {
     uv_loop_t loop;
@@ -885,6 +920,7 @@ int main(void)
         cmocka_unit_test(test_controller_down),
         cmocka_unit_test(test_new_rejects_bad_config),
         cmocka_unit_test(test_allocations),
+        cmocka_unit_test(test_compute_traits),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
