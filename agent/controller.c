@@ -307,11 +307,18 @@ size_t controller_compute_traits(const char *arch, const char *domain_type, bool
     bool xen = domain_type && !strcmp(domain_type, "xen");
     size_t n = 0;
 
+    /* the arches os-traits names (libvirt's spelling); none for others
+     * (the test driver's fake host is i686, which has no trait) */
+    static const char *const arches[][2] = {
+        {"x86_64", "COMPUTE_ARCH_X86_64"}, {"aarch64", "COMPUTE_ARCH_AARCH64"},
+        {"ppc64le", "COMPUTE_ARCH_PPC64LE"}, {"s390x", "COMPUTE_ARCH_S390X"},
+        {"riscv64", "COMPUTE_ARCH_RISCV64"}, {"mipsel", "COMPUTE_ARCH_MIPSEL"},
+    };
+
     out[n++] = "COMPUTE_NODE";
-    if (arch && !strcmp(arch, "x86_64"))
-        out[n++] = "COMPUTE_ARCH_X86_64";
-    else if (arch && !strcmp(arch, "aarch64"))
-        out[n++] = "COMPUTE_ARCH_AARCH64";
+    for (size_t i = 0; arch && i < ARRAY_SIZE(arches); i++)
+        if (!strcmp(arch, arches[i][0]))
+            out[n++] = arches[i][1];
     /* what the image cache accepts (image-cache/inspect.c) */
     out[n++] = "COMPUTE_IMAGE_TYPE_QCOW2";
     out[n++] = "COMPUTE_IMAGE_TYPE_RAW";

@@ -95,8 +95,8 @@ def main(c: calib.Checks):
             got.update(t["name"] for t in osc(purl, "resource", "provider", "trait", "list", st["rp"]))
             return want <= got
         calib.wait_for(have, 30, what=f"traits {sorted(want)}", last=lambda: sorted(got))
-        if os.uname().machine == "x86_64":
-            assert "COMPUTE_ARCH_X86_64" in got, sorted(got)
+        # the test driver's fake host is i686, which os-traits has no trait for: at most one arch
+        assert len([t for t in got if t.startswith("COMPUTE_ARCH_")]) <= 1, sorted(got)
         assert "COMPUTE_NET_VIF_MODEL_VIRTIO" not in got, "a NIC model trait on a host with no networks"
         std = [t for t in got if not t.startswith("CUSTOM_")]
         # os-traits is Debian's python3-os-traits, in the system python

@@ -850,8 +850,10 @@ static void test_compute_traits(void **state)
     }
     assert_false(seen_virtio_nic);
     assert_true(seen_xen);
-    n = controller_compute_traits("ppc64le", "qemu", false, false, t);
-    assert_string_equal(t[1], "COMPUTE_IMAGE_TYPE_QCOW2"); /* no arch trait for an arch it does not know */
+    n = controller_compute_traits("i686", "test", false, false, t);
+    assert_string_equal(t[1], "COMPUTE_IMAGE_TYPE_QCOW2"); /* no arch trait for an arch os-traits lacks */
+    n = controller_compute_traits("aarch64", "qemu", false, false, t);
+    assert_string_equal(t[1], "COMPUTE_ARCH_AARCH64");
 }
 
 static void test_new_rejects_bad_config(void **state)
