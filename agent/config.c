@@ -76,6 +76,10 @@ static const struct key_desc keys[] = {
     K("placement", "project_domain_name", KEY_STR, ks_project_domain, "Default", 0, 0, NULL, "Keystone project domain"),
     K("placement", "ca_bundle", KEY_STR, placement_ca_bundle, "", 0, 0, NULL, "CA bundle (PEM) for https"),
     K("placement", "usage_check_interval", KEY_INT, usage_check_s, "600", 10, 86400, NULL, "seconds between usage drift checks"),
+    K("placement", "allocations", KEY_STR, placement_allocations, "scheduler", 0, 0, NULL, "who writes instances' allocations: scheduler|agent"),
+    K("placement", "usage_heal", KEY_STR, usage_heal, "report", 0, 0, NULL, "drift: report, or fix (remove allocations of instances terminated here)"),
+    K("placement", "default_project_id", KEY_STR, placement_project_id, "00000000-0000-0000-0000-000000000000", 0, 0, NULL, "allocation owner project when a launch names none"),
+    K("placement", "default_user_id", KEY_STR, placement_user_id, "00000000-0000-0000-0000-000000000000", 0, 0, NULL, "allocation owner user when a launch names none"),
     K("bus", "brokers", KEY_STR, bus_brokers, "", 0, 0, "bus-brokers", "Kafka bootstrap servers (empty: in-process mock cluster)"),
     K("bus", "prefix", KEY_STR, bus_prefix, "", 0, 0, "bus-prefix", "Kafka topic prefix"),
     K("bus", "properties", KEY_STR, bus_properties, "", 0, 0, NULL, "extra librdkafka properties, k=v,k=v"),
@@ -493,6 +497,19 @@ int config_finish(struct agent_config *cfg, struct agent_error *err)
         free(cfg->api_socket);
         cfg->api_socket = p;
     }
+    if (strcmp(cfg->placement_allocations, "scheduler") && strcmp(cfg->placement_allocations, "agent"))
+        return agent_error_set(err, EINVAL, "invalid_config", "placement.allocations",
+                               "placement.allocations '%s' is not scheduler or agent", cfg->placement_allocations);
+    if (strcmp(cfg->usage_heal, "report") && strcmp(cfg->usage_heal, "fix"))
+        return agent_error_set(err, EINVAL, "invalid_config", "placement.usage_heal",
+                               "placement.usage_heal '%s' is not report or fix", cfg->usage_heal);
+    if (!cfg->placement_project_id[0] || strlen(cfg->placement_project_id) > 255 || !cfg->placement_user_id[0] ||
+        strlen(cfg->placement_user_id) > 255)
+        return agent_error_set(err, EINVAL, "invalid_config",
+                               !cfg->placement_project_id[0] || strlen(cfg->placement_project_id) > 255
+                                   ? "placement.default_project_id"
+                                   : "placement.default_user_id",
+                               "placement.default_project_id and default_user_id must be 1 to 255 characters");
     if (cfg->placement_auth[0] && strcmp(cfg->placement_auth, "none") &&
         strcmp(cfg->placement_auth, "token") && strcmp(cfg->placement_auth, "keystone"))
         return agent_error_set(err, EINVAL, "invalid_config", "placement.auth",

@@ -87,6 +87,10 @@ struct agent_config {
     char *ks_project_domain;
     char *placement_ca_bundle;
     int64_t usage_check_s;    /* usage drift check period */
+    char *placement_allocations; /* scheduler|agent: who writes instances' allocations */
+    char *usage_heal;         /* report|fix */
+    char *placement_project_id; /* allocation owner when a launch names none */
+    char *placement_user_id;
     /* [bus] */
     char *bus_brokers;        /* empty: librdkafka's in-process mock cluster */
     char *bus_prefix;         /* topic prefix */

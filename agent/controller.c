@@ -9,6 +9,7 @@
 #include "agent/hypervisor/hv.h"
 #include "agent/store.h"
 #include "agent/log.h"
+#include "agent/metrics.h"
 #include "agent/resources.h"
 #include "scheduler-client/placement.h"
 
@@ -21,7 +22,97 @@ struct controller {
     uv_timer_t usage_timer;    /* periodic drift check */
     bool timer_open;
     char *stored_uuid;         /* the provider uuid the store had at start */
+    bool agent_allocs;         /* [placement] allocations = agent */
+    bool heal;                 /* [placement] usage_heal = fix */
+    bool check_again;          /* a launch asked for a check while one ran */
 };
+
+static void on_usage_timer(uv_timer_t *t);
+
+/* Write inst's allocation (allocations = agent). */
+static void put_allocation(struct controller *c, const struct instance *inst)
+{
+    const struct placement_allocation a = {
+        .vcpus = inst->flavor.vcpus,
+        .memory_mb = inst->flavor.memory_mb,
+        .disk_gb = inst->flavor.disk_gb,
+        .project_id = inst->project_id[0] ? inst->project_id : c->cfg->placement_project_id,
+        .user_id = inst->user_id[0] ? inst->user_id : c->cfg->placement_user_id,
+    };
+    int r = placement_put_allocation(c->p, inst->uuid, &a);
+
+    if (r < 0)
+        log_warn("cannot queue the instance's allocation", "instance=%s error=%s", inst->uuid, strerror(-r));
+}
+
+static void delete_allocation(struct controller *c, const char *uuid)
+{
+    int r = placement_delete_allocation(c->p, uuid);
+
+    if (r < 0)
+        log_warn("cannot queue the removal of the instance's allocation", "instance=%s error=%s", uuid,
+                 strerror(-r));
+}
+
+static bool holds_resources(const struct instance *inst)
+{
+    return strcmp(inst->state, "terminated") && strcmp(inst->state, "error");
+}
+
+/* At start: what a crash or an outage may have left undone, from the store. */
+static int requeue_one(const struct instance *inst, void *opaque)
+{
+    struct controller *c = opaque;
+
+    if (!strcmp(inst->state, "terminated"))
+        delete_allocation(c, inst->uuid);
+    else if (c->agent_allocs && holds_resources(inst))
+        put_allocation(c, inst);
+    else if (c->agent_allocs && !strcmp(inst->state, "error"))
+        delete_allocation(c, inst->uuid);
+    return 0;
+}
+
+static void on_allocation(struct placement *p, const char *consumer, bool removed, int status,
+                          const struct agent_error *err, void *opaque)
+{
+    struct controller *c = opaque;
+
+    (void)p;
+    if (status < 0) {
+        metrics_placement_allocation(c->d.metrics, "refused");
+        log_warn("Placement refused an allocation change", "instance=%s op=%s error=%s", consumer,
+                 removed ? "remove" : "write", err ? err->message : "");
+        return;
+    }
+    metrics_placement_allocation(c->d.metrics, removed ? "removed" : "written");
+    log_info(removed ? "allocation removed from Placement" : "allocation written to Placement", "instance=%s",
+             consumer);
+}
+
+void controller_claimed(struct controller *c, const struct instance *inst)
+{
+    if (!c || !c->p)
+        return;
+    if (c->agent_allocs) {
+        put_allocation(c, inst);
+        return;
+    }
+    /* the scheduler should have written it: check now (debounced a little
+     * so a burst of launches makes one check) */
+    uv_timer_start(&c->usage_timer, on_usage_timer, 200, (uint64_t)c->cfg->usage_check_s * 1000);
+}
+
+void controller_operation_finished(struct controller *c, const struct op_record *rec,
+                                   const struct instance *inst)
+{
+    if (!c || !c->p)
+        return;
+    if (!strcmp(rec->type, "terminate") && !strcmp(inst->state, "terminated"))
+        delete_allocation(c, inst->uuid);
+    else if (c->agent_allocs && !strcmp(rec->type, "launch") && !strcmp(inst->state, "error"))
+        delete_allocation(c, inst->uuid);
+}
 
 static void on_provider(struct placement *p, const char *uuid, void *opaque)
 {
@@ -62,12 +153,36 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
     if (events_usage_drift(c->d.events, placement_provider_uuid(p), d->only_in_placement, d->n_only_in_placement,
                            d->only_here, d->n_only_here) < 0)
         log_warn("cannot record the usage drift event", NULL);
-    for (size_t i = 0; i < d->n_only_in_placement; i++)
-        log_warn("usage drift: Placement holds an allocation for a consumer not running here",
-                 "consumer=%s", d->only_in_placement[i]);
-    for (size_t i = 0; i < d->n_only_here; i++)
+    for (size_t i = 0; i < d->n_only_in_placement; i++) {
+        struct instance inst;
+        bool ours = false;
+        /* fix: only what this host provably does not run: terminated here,
+         * as the store records it (an unknown consumer is never touched) */
+        if (c->heal && store_instance_get(c->d.store, d->only_in_placement[i], &inst) == 0) {
+            ours = !strcmp(inst.state, "terminated") || (c->agent_allocs && !strcmp(inst.state, "error"));
+            instance_release(&inst);
+        }
+        if (ours) {
+            log_warn("usage drift: removing the allocation of an instance terminated here", "consumer=%s",
+                     d->only_in_placement[i]);
+            delete_allocation(c, d->only_in_placement[i]);
+        } else {
+            log_warn("usage drift: Placement holds an allocation for a consumer not running here",
+                     "consumer=%s", d->only_in_placement[i]);
+        }
+    }
+    for (size_t i = 0; i < d->n_only_here; i++) {
+        struct instance inst;
+        metrics_placement_allocation(c->d.metrics, "missing");
         log_warn("usage drift: instance running here has no allocation in Placement", "instance=%s",
                  d->only_here[i]);
+        /* agent: ours to write (it may have been removed behind our back) */
+        if (c->agent_allocs && c->heal && store_instance_get(c->d.store, d->only_here[i], &inst) == 0) {
+            if (holds_resources(&inst))
+                put_allocation(c, &inst);
+            instance_release(&inst);
+        }
+    }
 }
 
 struct uuid_list {
@@ -79,7 +194,9 @@ static int collect_running(const struct instance *inst, void *opaque)
 {
     struct uuid_list *l = opaque;
 
-    if (strcmp(inst->state, "running") && strcmp(inst->state, "stopped") && strcmp(inst->state, "stopping"))
+    /* pending too: a launch's allocation must exist from its claim on */
+    if (strcmp(inst->state, "running") && strcmp(inst->state, "stopped") && strcmp(inst->state, "stopping") &&
+        strcmp(inst->state, "pending"))
         return 0;
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 32;
@@ -96,20 +213,29 @@ static int collect_running(const struct instance *inst, void *opaque)
 static void on_usage_checked(struct placement *p, int status, const struct placement_drift *drift,
                              const struct agent_error *err, void *opaque)
 {
+    struct controller *c = opaque;
+
     (void)p;
     (void)drift; /* drift itself is reported by on_drift */
-    (void)opaque;
     if (status < 0)
         log_info("usage check against Placement not done", "error=%s", err ? err->message : "");
+    if (c->check_again) {
+        c->check_again = false;
+        uv_timer_start(&c->usage_timer, on_usage_timer, 200, (uint64_t)c->cfg->usage_check_s * 1000);
+    }
 }
 
 static void on_usage_timer(uv_timer_t *t)
 {
     struct controller *c = t->data;
     struct uuid_list l = {0};
+    int r;
 
     store_instance_foreach(c->d.store, false, collect_running, &l);
-    if (placement_check_usage(c->p, (const char *const *)l.v, l.n, on_usage_checked, c) == -EINVAL)
+    r = placement_check_usage(c->p, (const char *const *)l.v, l.n, on_usage_checked, c);
+    if (r == -EBUSY)
+        c->check_again = true;
+    else if (r == -EINVAL)
         log_warn("usage check refused by the Placement client", "instances=%zu", l.n);
     for (size_t i = 0; i < l.n; i++)
         free(l.v[i]);
@@ -126,6 +252,7 @@ int controller_new(uv_loop_t *loop, const struct controller_deps *deps, const st
         .on_synced = on_synced,
         .on_error = on_error,
         .on_usage_drift = on_drift,
+        .on_allocation = on_allocation,
     };
     int r;
 
@@ -162,6 +289,9 @@ int controller_new(uv_loop_t *loop, const struct controller_deps *deps, const st
         return agent_error_set(err, -r, "invalid_config", "placement.url",
                                "cannot set up the Placement client for %s", cfg->placement_url);
     }
+    c->agent_allocs = !strcmp(cfg->placement_allocations, "agent");
+    c->heal = !strcmp(cfg->usage_heal, "fix");
+    store_instance_foreach(c->d.store, true, requeue_one, c);
     uv_timer_init(loop, &c->usage_timer);
     c->usage_timer.data = c;
     c->timer_open = true;
@@ -169,6 +299,42 @@ int controller_new(uv_loop_t *loop, const struct controller_deps *deps, const st
                    (uint64_t)(cfg->usage_check_s < 30 ? cfg->usage_check_s : 30) * 1000,
                    (uint64_t)cfg->usage_check_s * 1000);
     return 0;
+}
+
+size_t controller_compute_traits(const char *arch, const char *domain_type, bool nics, bool nic_hotplug,
+                                 const char *out[COMPUTE_TRAITS_MAX])
+{
+    bool xen = domain_type && !strcmp(domain_type, "xen");
+    size_t n = 0;
+
+    /* the arches os-traits names (libvirt's spelling); none for others
+     * (the test driver's fake host is i686, which has no trait) */
+    static const char *const arches[][2] = {
+        {"x86_64", "COMPUTE_ARCH_X86_64"}, {"aarch64", "COMPUTE_ARCH_AARCH64"},
+        {"ppc64le", "COMPUTE_ARCH_PPC64LE"}, {"s390x", "COMPUTE_ARCH_S390X"},
+        {"riscv64", "COMPUTE_ARCH_RISCV64"}, {"mipsel", "COMPUTE_ARCH_MIPSEL"},
+    };
+
+    out[n++] = "COMPUTE_NODE";
+    for (size_t i = 0; arch && i < ARRAY_SIZE(arches); i++)
+        if (!strcmp(arch, arches[i][0]))
+            out[n++] = arches[i][1];
+    /* what the image cache accepts (image-cache/inspect.c) */
+    out[n++] = "COMPUTE_IMAGE_TYPE_QCOW2";
+    out[n++] = "COMPUTE_IMAGE_TYPE_RAW";
+    /* the buses the drivers put disks on: kvm/qemu/test virtio disks, an
+     * ide (or virtio-scsi) config-drive cdrom; xen xvd disks, an ide cdrom */
+    out[n++] = xen ? "COMPUTE_STORAGE_BUS_XEN" : "COMPUTE_STORAGE_BUS_VIRTIO";
+    out[n++] = "COMPUTE_STORAGE_BUS_IDE";
+    if (!xen)
+        out[n++] = "COMPUTE_STORAGE_BUS_SCSI";
+    /* NICs only where guest networking is configured; xen takes libxl's
+     * default model, which names no trait */
+    if (nics && !xen)
+        out[n++] = "COMPUTE_NET_VIF_MODEL_VIRTIO";
+    if (nics && nic_hotplug)
+        out[n++] = "COMPUTE_NET_ATTACH_INTERFACE";
+    return n;
 }
 
 void controller_host_changed(struct controller *c, const struct hv_host_info *host)
@@ -202,7 +368,12 @@ void controller_host_changed(struct controller *c, const struct hv_host_info *ho
                                       ? dt
                                       : NULL,
                                   &traits, &n, &err) == 0) {
-        placement_set_traits(c->p, (const char *const *)traits, n);
+        const char *all[n + COMPUTE_TRAITS_MAX];
+        size_t k = controller_compute_traits(host->arch, dt, c->cfg->n_networks > 0,
+                                             hv_supports(c->d.hv, HV_FEAT_NIC_HOTPLUG), all);
+        for (size_t i = 0; i < n; i++)
+            all[k++] = traits[i];
+        placement_set_traits(c->p, all, k);
         placement_traits_free(traits, n);
     }
     placement_set_disabled(c->p, host_disabled(c->d.host));

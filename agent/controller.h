@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <uv.h>
 
 #include "agent/config.h"
@@ -19,6 +20,9 @@ struct events;
 struct host;
 struct hv;
 struct hv_host_info;
+struct instance;
+struct metrics;
+struct op_record;
 struct resources;
 struct store;
 
@@ -29,6 +33,7 @@ struct controller_deps {
     struct hv *hv;         /* domain type (traits) */
     struct host *host;     /* enabled/disabled at each sync */
     struct events *events; /* "placement.usage_drift" (NULL: only logged) */
+    struct metrics *metrics; /* allocation counters (NULL: none) */
 };
 
 /* cfg (borrowed, must outlive the controller: read again at each host
@@ -51,6 +56,32 @@ void controller_set_disabled(struct controller *c, bool disabled);
 
 /* {"url", "provider_uuid", "synced", "reachable", "requests", ...} or
  * null when no controller is configured (new reference). */
+/* The standard (os-traits) COMPUTE_* traits of this host into out (at most
+ * COMPUTE_TRAITS_MAX, static strings): COMPUTE_NODE; the arch's
+ * (x86_64, aarch64); the image types the image cache accepts (qcow2, raw);
+ * the storage buses the driver of domain_type puts disks and cdroms on;
+ * COMPUTE_NET_VIF_MODEL_VIRTIO when guests get NICs (nics) on a virtio
+ * driver and COMPUTE_NET_ATTACH_INTERFACE when NICs hot-plug. Returns the
+ * count. */
+#define COMPUTE_TRAITS_MAX 12
+size_t controller_compute_traits(const char *arch, const char *domain_type, bool nics, bool nic_hotplug,
+                                 const char *out[COMPUTE_TRAITS_MAX]);
+
+/* Issue 11: a launch claimed inst's resources. With [placement]
+ * allocations = agent its allocation is written (consumer = its uuid);
+ * with scheduler a usage check runs at once, so a missing one is reported
+ * (log, placement.usage_drift event, metric) now, not at the next interval. */
+void controller_claimed(struct controller *c, const struct instance *inst);
+
+/* An operation ended: a terminate that succeeded removes the instance's
+ * allocation (every mode); a failed launch with allocations = agent too.
+ * Durable without a record of its own: at start every instance the store
+ * has as terminated has its allocation removed again (a 404 is done), and
+ * with agent every instance holding resources has its allocation written
+ * again (a PUT replaces, never doubles). */
+void controller_operation_finished(struct controller *c, const struct op_record *rec,
+                                   const struct instance *inst);
+
 json_t *controller_to_json(const struct controller *c);
 /* Whether Placement answered the last request: 1, 0, or -1 when no
  * controller is configured. */

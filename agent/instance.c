@@ -110,6 +110,8 @@ void launch_spec_release(struct launch_spec *spec)
     json_decref(spec->metadata);
     free(spec->hostname);
     free(spec->availability_zone);
+    free(spec->project_id);
+    free(spec->user_id);
     boot_source_release(&spec->boot);
     memset(spec, 0, sizeof(*spec));
 }
@@ -263,6 +265,10 @@ char *instance_extra_to_text(const struct instance *inst)
     if (inst->metadata)
         json_object_set(o, "metadata", inst->metadata);
     json_object_set_new(o, "metadata_options", md_options_to_json(&inst->md_opts));
+    if (inst->project_id[0])
+        json_object_set_new(o, "project_id", json_string(inst->project_id));
+    if (inst->user_id[0])
+        json_object_set_new(o, "user_id", json_string(inst->user_id));
     text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return text;
@@ -292,6 +298,10 @@ int instance_extra_from_text(const char *text, struct instance *inst)
     if ((s = json_string_value(json_object_get(mo, "http_endpoint"))))
         strscpy(inst->md_opts.http_endpoint, s, sizeof(inst->md_opts.http_endpoint));
     inst->md_opts.hop_limit = (int)json_integer_value(json_object_get(mo, "http_put_response_hop_limit"));
+    if ((s = json_string_value(json_object_get(o, "project_id"))))
+        strscpy(inst->project_id, s, sizeof(inst->project_id));
+    if ((s = json_string_value(json_object_get(o, "user_id"))))
+        strscpy(inst->user_id, s, sizeof(inst->user_id));
     json_decref(o);
     return 0;
 }
@@ -331,6 +341,8 @@ json_t *instance_to_json(const struct instance *inst)
             json_array_append_new(json_object_get(j, "key_names"), json_string(k));
     }
     json_object_set_new(j, "metadata_options", md_options_to_json(&inst->md_opts));
+    json_object_set_new(j, "project_id", inst->project_id[0] ? json_string(inst->project_id) : json_null());
+    json_object_set_new(j, "user_id", inst->user_id[0] ? json_string(inst->user_id) : json_null());
     return j;
 }
 

@@ -103,10 +103,14 @@ struct instance {
     struct md_options md_opts;
     struct port *ports;   /* its interfaces, by index (owned) */
     size_t n_ports;
+    /* issue 11: the owner Placement's allocation names ("": configured default) */
+    char project_id[256];
+    char user_id[256];
 };
 
 /* A validated launch request. */
 struct launch_spec {
+    char id[37];          /* the instance UUID the controller chose (lowercase), "": minted here */
     char *name;
     struct flavor flavor;
     char *instance_type;
@@ -122,6 +126,8 @@ struct launch_spec {
     struct md_options md_opts;
     int config_drive;     /* -1: metadata.config_drive; 0; 1 */
     char config_drive_format[12]; /* "": metadata.config_drive_format */
+    char *project_id;     /* NULL: [placement] default_project_id */
+    char *user_id;        /* NULL: [placement] default_user_id */
 };
 
 struct catalog;

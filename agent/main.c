@@ -194,8 +194,16 @@ static void on_operation_finished(void *opaque, const struct op_record *rec, con
         dhcpd_refresh(a->dhcpd, NULL);
     else if (!strcmp(rec->type, "launch") && strcmp(rec->state, "succeeded"))
         dhcp_refresh_ports(a, inst);
+    controller_operation_finished(a->ctl, rec, inst);
     if (a->api)
         api_operation_done(a->api, rec);
+}
+
+static void on_claimed(void *opaque, const struct instance *inst)
+{
+    struct agent *a = opaque;
+
+    controller_claimed(a->ctl, inst);
 }
 
 static void on_hv_lost(void *opaque)
@@ -556,6 +564,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                             .smbios_manufacturer = a->cfg.md_manufacturer,
                             .md_http_tokens = a->cfg.md_http_tokens, .md_hop_limit = (int)a->cfg.md_hop_limit};
     struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost,
+                           .claimed = on_claimed,
                            .ports_plugged = on_ports_plugged};
     int r;
 
@@ -591,7 +600,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
     }
     {
         struct controller_deps ctd = {.store = a->store, .res = a->res, .hv = a->hv, .host = a->host,
-                                      .events = a->events};
+                                      .events = a->events, .metrics = a->metrics};
         if ((r = controller_new(a->loop, &ctd, &a->cfg, &a->ctl, err)) < 0)
             return r;
         host_on_change(a->host, on_host_change, a);

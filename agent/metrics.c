@@ -50,6 +50,8 @@ struct metrics {
     uint64_t bus_errors, bus_fatal_errors;
     bool libvirt_up;                  /* metrics_set_up() */
     int placement_up;                 /* 1, 0, -1: none configured */
+    uint64_t alloc_missing;           /* issue 11: instances found without an allocation */
+    uint64_t alloc_removed, alloc_written, alloc_refused; /* allocation work done */
 };
 
 int metrics_new(struct metrics **ret)
@@ -170,6 +172,20 @@ void metrics_set_up(struct metrics *m, bool libvirt_up, int placement_up)
     m->placement_up = placement_up < 0 ? -1 : placement_up > 0;
 }
 
+void metrics_placement_allocation(struct metrics *m, const char *what)
+{
+    if (!m)
+        return;
+    if (!strcmp(what, "missing"))
+        m->alloc_missing++;
+    else if (!strcmp(what, "removed"))
+        m->alloc_removed++;
+    else if (!strcmp(what, "written"))
+        m->alloc_written++;
+    else
+        m->alloc_refused++;
+}
+
 /* ---- rendering (on common/prom.c) ---- */
 
 static void counter(FILE *f, const char *name, const char *help, uint64_t v)
@@ -227,6 +243,19 @@ static void render_placement(FILE *f, const struct metrics *m)
     gauge(f, "compute_agent_placement_last_success_timestamp_seconds",
           "when the last Placement sync succeeded (Unix time, 0 if never)",
           (double)m->last_sync_ok_ms / 1000.0);
+    counter(f, "compute_agent_placement_allocations_missing_total",
+            "instances found running or launching here without an allocation in Placement", m->alloc_missing);
+    prom_family(f, "compute_agent_placement_allocation_changes_total", "counter",
+                "allocations this agent wrote or removed in Placement, and those Placement refused");
+    {
+        const char *const res[] = {"written", "removed", "refused"};
+        const uint64_t v[] = {m->alloc_written, m->alloc_removed, m->alloc_refused};
+        for (size_t i = 0; i < 3; i++) {
+            const struct prom_label l[] = {{"result", res[i]}};
+            prom_series(f, "compute_agent_placement_allocation_changes_total", l, 1);
+            prom_u64(f, v[i]);
+        }
+    }
 }
 
 static void render_bus(FILE *f, const struct metrics *m)

@@ -43,6 +43,11 @@ void metrics_bus_error(struct metrics *m, bool fatal);
  * "error" (any short [a-z_] name), seconds it took. */
 void metrics_placement_sync(struct metrics *m, const char *result, double seconds);
 
+/* Issue 11: an instance found without its allocation ("missing"), an
+ * allocation "written" or "removed" by the agent, or one Placement
+ * "refused". m may be NULL. */
+void metrics_placement_allocation(struct metrics *m, const char *what);
+
 /* Write every family in the Prometheus text format. 0 or -EIO. */
 /* Connection states, set before rendering: libvirt connected, Placement
  * answering (placement: 1, 0, or -1 when no Placement is configured: no

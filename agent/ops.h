@@ -66,6 +66,8 @@ struct ops_hooks {
     void (*hv_lost)(void *opaque);
     /* The ports of inst were plugged (their networks' bridges exist now). */
     void (*ports_plugged)(void *opaque, const struct instance *inst);
+    /* A launch was accepted: inst (new, in the store) holds its resources. */
+    void (*claimed)(void *opaque, const struct instance *inst);
 };
 
 /* A new engine in *ret (ops_free()); 0 or -ENOMEM. cfg->crash_at is also

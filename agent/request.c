@@ -511,7 +511,7 @@ int launch_spec_parse(const json_t *body, const struct catalog *cat, struct laun
                                           "user_data", "request_id", "interfaces", "public_keys",
                                           "metadata", "availability_zone", "hostname",
                                           "metadata_options", "config_drive", "config_drive_format",
-                                          NULL};
+                                          "id", "project_id", "user_id", NULL};
     struct launch_spec s = {0};
     json_t *v;
     int r;
@@ -591,6 +591,26 @@ int launch_spec_parse(const json_t *body, const struct catalog *cat, struct laun
             r = -ENOMEM;
             goto fail;
         }
+    }
+    /* the instance UUID the controller chose (Placement's consumer) */
+    if ((v = json_object_get(body, "id")) && !json_is_null(v)) {
+        const char *id = json_string_value(v);
+        if (!id || json_string_length(v) != 36 || !uuid_is_valid(id)) {
+            r = agent_error_set(err, EINVAL, "invalid_field", "id",
+                                "field 'id' must be a UUID (8-4-4-4-12 hex digits)");
+            goto fail;
+        }
+        for (size_t i = 0; i < 36; i++)
+            s.id[i] = (char)tolower((unsigned char)id[i]);
+        s.id[36] = '\0';
+    }
+    if ((r = get_string(body, "project_id", "project_id", false, 255, &s.project_id, err)) < 0 ||
+        (r = get_string(body, "user_id", "user_id", false, 255, &s.user_id, err)) < 0)
+        goto fail;
+    if ((s.project_id && !*s.project_id) || (s.user_id && !*s.user_id)) {
+        r = agent_error_set(err, EINVAL, "invalid_field", s.project_id && !*s.project_id ? "project_id" : "user_id",
+                            "field '%s' must not be empty", s.project_id && !*s.project_id ? "project_id" : "user_id");
+        goto fail;
     }
     if ((r = parse_guest_fields(body, &s, err)) < 0)
         goto fail;

@@ -174,7 +174,9 @@ int imgcache_overlay_create(struct imgcache *c, const char *image_id,
                             struct agent_error *err);
 
 /* The same, from a base path and format (e.g. from imgcache_image_info);
- * touches no cache state, safe on any thread. size_bytes must be given. */
+ * touches no cache state, safe on any thread. size_bytes must be given.
+ * base_path NULL (base_format ignored): a blank qcow2 of size_bytes with no
+ * backing file (a kernel-only launch's ephemeral disk). */
 int imgcache_qcow2_overlay_write(const char *overlay_path, const char *base_path,
                                  const char *base_format, uint64_t size_bytes,
                                  struct agent_error *err);

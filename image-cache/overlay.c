@@ -60,10 +60,11 @@ int imgcache_qcow2_overlay_header(const char *base_path, const char *base_format
                                   uint64_t size_bytes, unsigned char *buf, size_t bufsize,
                                   uint64_t *file_size)
 {
-    size_t name_len = strlen(base_path), fmt_len = strlen(base_format), off;
+    /* base_path NULL: a blank image (no backing file), e.g. an ephemeral disk */
+    size_t name_len = base_path ? strlen(base_path) : 0, fmt_len = base_path ? strlen(base_format) : 0, off;
     uint64_t l1_size;
 
-    if (name_len == 0 || name_len > BACKING_NAME_MAX || fmt_len == 0 || fmt_len > 16)
+    if (base_path && (name_len == 0 || name_len > BACKING_NAME_MAX || fmt_len == 0 || fmt_len > 16))
         return -EINVAL;
     if (size_bytes == 0 || size_bytes > MAX_OVERLAY_SIZE)
         return -EINVAL;
@@ -91,10 +92,12 @@ int imgcache_qcow2_overlay_header(const char *base_path, const char *base_format
     be32(buf + 100, HEADER_LENGTH);
     /* 104: compression type zlib (0), padding to 112 */
     off = HEADER_LENGTH;
-    be32(buf + off, EXT_BACKING_FORMAT);
-    be32(buf + off + 4, (uint32_t)fmt_len);
-    memcpy(buf + off + 8, base_format, fmt_len);
-    off += 8 + ((fmt_len + 7) & ~(size_t)7);
+    if (base_path) {
+        be32(buf + off, EXT_BACKING_FORMAT);
+        be32(buf + off + 4, (uint32_t)fmt_len);
+        memcpy(buf + off + 8, base_format, fmt_len);
+        off += 8 + ((fmt_len + 7) & ~(size_t)7);
+    }
     be32(buf + off, EXT_FEATURE_TABLE);
     be32(buf + off + 4, (uint32_t)(ARRAY_SIZE(features) * 48));
     off += 8;
@@ -104,8 +107,10 @@ int imgcache_qcow2_overlay_header(const char *base_path, const char *base_format
         memcpy(buf + off + 2, features[i].name, strlen(features[i].name));
     }
     off += 8; /* end of extensions: type 0, length 0 */
-    be64(buf + 8, off);
-    memcpy(buf + off, base_path, name_len);
+    if (base_path) {
+        be64(buf + 8, off);
+        memcpy(buf + off, base_path, name_len);
+    }
     *file_size = L1_OFFSET + l1_size * 8;
     return 0;
 }
@@ -140,17 +145,17 @@ int imgcache_qcow2_overlay_write(const char *overlay_path, const char *base_path
 
     if (!header)
         return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
-    if (strcmp(base_format, "raw") != 0 && strcmp(base_format, "qcow2") != 0)
+    if (base_path && strcmp(base_format, "raw") != 0 && strcmp(base_format, "qcow2") != 0)
         return agent_error_set(err, EINVAL, "internal", NULL, "base format %s is not raw or qcow2",
                                base_format);
-    if (base_path[0] != '/')
+    if (base_path && base_path[0] != '/')
         return agent_error_set(err, EINVAL, "internal", NULL, "base path must be absolute");
     r = imgcache_qcow2_overlay_header(base_path, base_format, size_bytes, header, CLUSTER_SIZE,
                                       &file_size);
     if (r < 0)
         return agent_error_set(err, EINVAL, "invalid_field", NULL,
                                "cannot make an overlay of %llu bytes on %s",
-                               (unsigned long long)size_bytes, base_path);
+                               (unsigned long long)size_bytes, base_path ? base_path : "nothing");
     l1_clusters = (file_size - L1_OFFSET + CLUSTER_SIZE - 1) / CLUSTER_SIZE;
     nclusters = 3 + l1_clusters;
     if (nclusters > ARRAY_SIZE(refblock) / 2) /* 1 PiB needs 3 + 256: never */

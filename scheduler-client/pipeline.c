@@ -374,7 +374,8 @@ static void advance(struct placement *p)
         if (p->closing || p->inflight || p->timer_armed || p->stalled)
             return;
         /* nothing wanted: say nothing, not even to check the version */
-        if (p->provider_ok && !placement_inv_pending(p) && !placement_traits_pending(p) && !p->check)
+        if (p->provider_ok && !placement_inv_pending(p) && !placement_traits_pending(p) && !p->check &&
+            !p->n_allocs)
             break;
         if (!p->microversion[0]) {
             placement_send_request(p, "GET", "/", NULL, NULL, "version", placement_on_version, false);
@@ -396,6 +397,11 @@ static void advance(struct placement *p)
         }
         if (placement_traits_pending(p)) {
             if (placement_sync_traits(p))
+                return;
+            continue;
+        }
+        if (p->n_allocs) {
+            if (placement_sync_allocations(p))
                 return;
             continue;
         }

@@ -115,6 +115,14 @@ int placement_drift_compute(const json_t *allocations, const struct placement_st
                             struct placement_strset *only_in_placement,
                             struct placement_strset *only_here);
 
+/* ---- allocations.c ---- */
+/* The body of PUT /allocations/{consumer} at microversion mv ("1.39"):
+ * consumer_generation (gen, or null when have_gen is false) from 1.28,
+ * consumer_type INSTANCE from 1.38. New reference or NULL. */
+json_t *placement_allocation_body(const char *provider, const char *mv, int64_t vcpus,
+                                  int64_t memory_mb, int64_t disk_gb, const char *project_id,
+                                  const char *user_id, bool have_gen, int64_t gen);
+
 /* ---- request.c: one HTTP exchange ---- */
 struct placement_request_opts {
     const char *token;        /* X-Auth-Token, or NULL */
@@ -166,6 +174,9 @@ enum placement_step {
     PLACEMENT_STEP_TRAIT_CREATE,    /* PUT /traits/CUSTOM_... */
     PLACEMENT_STEP_TRAITS_PUT,      /* PUT .../traits */
     PLACEMENT_STEP_USAGE,           /* GET .../allocations */
+    PLACEMENT_STEP_ALLOC_PUT,       /* PUT /allocations/{consumer} */
+    PLACEMENT_STEP_ALLOC_GET,       /* GET /allocations/{consumer} */
+    PLACEMENT_STEP_ALLOC_DELETE,    /* DELETE /allocations/{consumer} */
     PLACEMENT_STEP_COUNT
 };
 /* Hand p an answer to step as if it had come over HTTP (status 0: the

@@ -43,6 +43,18 @@ struct usage_check {
     struct placement_strset local;  /* consumers running here */
 };
 
+/* A queued allocation write (put) or removal. */
+struct alloc_op {
+    char consumer[37];
+    bool put;
+    int64_t vcpus, memory_mb, disk_gb;
+    char *project_id, *user_id;     /* owned (put only) */
+    bool need_gen;                  /* a 409: GET the consumer's generation first */
+    bool have_gen;                  /* consumer generation read after a 409 */
+    int64_t gen;
+    unsigned conflicts;             /* consecutive 409s for this op */
+};
+
 struct placement {
     uv_loop_t *loop;                 /* borrowed */
     struct httpuv *http;             /* owned; freed after the timer closes */
@@ -107,6 +119,8 @@ struct placement {
     char trait_creating[PLACEMENT_NAME_MAX + 1]; /* PUT /traits/{this} in flight */
 
     struct usage_check *check;       /* pending usage check, or NULL */
+    struct alloc_op *allocs;         /* FIFO of allocation work (head first) */
+    size_t n_allocs, cap_allocs;
 
     /* pipeline */
     struct placement_request *inflight; /* the request in flight, or NULL */
@@ -176,6 +190,9 @@ void placement_on_traits_get(struct placement *p, struct placement_request *r);
 void placement_on_trait_create(struct placement *p, struct placement_request *r);
 void placement_on_traits_put(struct placement *p, struct placement_request *r);
 void placement_on_usage(struct placement *p, struct placement_request *r);
+void placement_on_alloc_put(struct placement *p, struct placement_request *r);
+void placement_on_alloc_get(struct placement *p, struct placement_request *r);
+void placement_on_alloc_delete(struct placement *p, struct placement_request *r);
 
 /* ---- provider.c ---- */
 
@@ -191,6 +208,13 @@ bool placement_traits_pending(const struct placement *p);
  * sent (or a wait scheduled), false when there is nothing to do. */
 bool placement_sync_inventory(struct placement *p);
 bool placement_sync_traits(struct placement *p);
+
+/* ---- allocations.c ---- */
+
+/* Send the head of the allocation queue; false when it is empty. */
+bool placement_sync_allocations(struct placement *p);
+/* Release the queue (placement_free's close). */
+void placement_allocs_clear(struct placement *p);
 
 /* ---- usage.c ---- */
 

@@ -77,6 +77,7 @@ static void on_closed(uv_handle_t *h)
         placement_strset_clear(&p->check->local);
         free(p->check);
     }
+    placement_allocs_clear(p);
     free(p);
 }
 
@@ -329,6 +330,9 @@ int placement_feed_answer(struct placement *p, enum placement_step step, long st
         [PLACEMENT_STEP_TRAIT_CREATE] = {placement_on_trait_create, "traits"},
         [PLACEMENT_STEP_TRAITS_PUT] = {placement_on_traits_put, "traits"},
         [PLACEMENT_STEP_USAGE] = {placement_on_usage, "usage"},
+        [PLACEMENT_STEP_ALLOC_PUT] = {placement_on_alloc_put, "allocations"},
+        [PLACEMENT_STEP_ALLOC_GET] = {placement_on_alloc_get, "allocations"},
+        [PLACEMENT_STEP_ALLOC_DELETE] = {placement_on_alloc_delete, "allocations"},
     };
     const struct placement_request_opts o = {.timeout_ms = 1000};
     CURLcode result = status ? CURLE_OK : CURLE_COULDNT_CONNECT;
@@ -336,7 +340,8 @@ int placement_feed_answer(struct placement *p, enum placement_step step, long st
     int e;
 
     if (!p || (unsigned)step >= PLACEMENT_STEP_COUNT || p->closing || p->inflight ||
-        (step == PLACEMENT_STEP_USAGE && !p->check))
+        (step == PLACEMENT_STEP_USAGE && !p->check) ||
+        (step >= PLACEMENT_STEP_ALLOC_PUT && step <= PLACEMENT_STEP_ALLOC_DELETE && !p->n_allocs))
         return -EINVAL; /* no such request could be in flight */
     e = placement_request_new("GET", p->url, NULL, &o, &r);
     if (e < 0)

@@ -113,6 +113,14 @@ struct placement_callbacks {
     /* A usage check found drift (also passed to that check's callback). */
     void (*on_usage_drift)(struct placement *p, const struct placement_drift *drift,
                            void *opaque);
+    /* An allocation write (placement_put_allocation) or removal
+     * (placement_delete_allocation) ended: status 0 (Placement holds it /
+     * holds none: a 404 counts as removed), or -EPROTO with err when
+     * Placement refused it for good (not enough capacity, bad data; not
+     * retried). Transient failures and consumer generation conflicts are
+     * retried, with backoff, and never reported here. */
+    void (*on_allocation)(struct placement *p, const char *consumer, bool removed, int status,
+                          const struct agent_error *err, void *opaque);
 };
 
 struct placement_stats {
@@ -178,6 +186,30 @@ typedef void (*placement_usage_cb)(struct placement *p, int status,
  * never fires). */
 int placement_check_usage(struct placement *p, const char *const consumer_uuids[], size_t n,
                           placement_usage_cb cb, void *opaque);
+
+/* One consumer's allocation against this provider (PUT /allocations/{c}). */
+struct placement_allocation {
+    int64_t vcpus, memory_mb, disk_gb; /* 0: that class left out */
+    const char *project_id;            /* required by Placement (1.8+) */
+    const char *user_id;
+};
+
+/* Write consumer's allocation against this provider (replacing what it
+ * holds, so a repeat never doubles it): consumer_generation from a GET
+ * when Placement answers 409 placement.concurrent_update, consumer_type
+ * INSTANCE at microversion 1.38+. Queued; one request at a time after the
+ * provider's own sync; a newer put or delete for the same consumer
+ * replaces a queued one. 0, -EINVAL (bad uuid, no project/user, nothing to
+ * allocate), -ENOMEM. on_allocation reports the end. */
+int placement_put_allocation(struct placement *p, const char *consumer,
+                             const struct placement_allocation *a);
+
+/* Remove consumer's allocations (DELETE /allocations/{c}; 404 is done).
+ * Queued as placement_put_allocation(). 0, -EINVAL, -ENOMEM. */
+int placement_delete_allocation(struct placement *p, const char *consumer);
+
+/* Allocation writes and removals queued (the one in flight included). */
+size_t placement_allocations_pending(const struct placement *p);
 
 /* The provider uuid in use, or NULL before it is known. Borrowed: valid
  * until the next loop iteration. */

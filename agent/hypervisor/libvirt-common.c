@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agent/hypervisor/hv-internal.h"
+#include "agent/hypervisor/stats.h"
 
 /* Look a domain up by UUID on the current connection. */
 static int lookup(struct hv *hv, const char *uuid, virConnectPtr *conn, virDomainPtr *dom,
@@ -269,7 +270,7 @@ int hv_lv_host_info(struct hv *hv, struct hv_host_info *ret, unsigned flags,
         memset(ret, 0, sizeof(*ret));
     free(caps);
     ret->cpus = info.cpus;
-    ret->memory_mb = (int64_t)(info.memory / 1024);
+    ret->memory_mb = (int64_t)(hv_memory_total_kb(info.memory) / 1024); /* one figure: see stats.c */
     strscpy(ret->cpu_model, info.model, sizeof(ret->cpu_model));
     virConnectClose(conn);
     return 0;

@@ -439,10 +439,33 @@ static int host_mem_proc(struct hv_host_stats *h)
     return h->has_memory ? 0 : -EIO;
 }
 
+/* One memory figure. libvirt's node figure (virNodeGetInfo) sums the NUMA
+ * cells' sysfs meminfo; /proc/meminfo's MemTotal is the kernel's count of
+ * the RAM it manages, and virNodeGetMemoryStats(ALL_CELLS) reads that same
+ * file. On these machines the two differ by GiBs (a sandboxed kernel
+ * reports 24 GB in /proc and one 7 GB NUMA node; the test driver reports a
+ * 3 GiB fake node). Guests are placed by libvirt on its NUMA cells and take
+ * their pages from the kernel, so memory one of the two does not have is
+ * not there to offer: the smaller one is the honest figure (never
+ * over-promising to a scheduler), and it is the one used for Placement,
+ * the API and the metrics alike. */
+uint64_t hv_memory_total_kb(uint64_t node_kb)
+{
+    struct hv_host_stats h = {0};
+
+    if (host_mem_proc(&h) < 0 || !h.mem_total_kb)
+        return node_kb;
+    if (!node_kb)
+        return h.mem_total_kb;
+    return node_kb < h.mem_total_kb ? node_kb : h.mem_total_kb;
+}
+
 int hv_host_stats(struct hv *hv, struct hv_host_stats *ret, struct agent_error *err)
 {
     struct hv_host_stats h = {0};
     virConnectPtr conn = NULL;
+    virNodeInfo node;
+    uint64_t node_kb = 0;
 
     if (hv && hv_conn_get(hv, &conn, NULL) == 0) {
         if (host_cpu_libvirt(conn, &h) < 0)
@@ -450,12 +473,28 @@ int hv_host_stats(struct hv *hv, struct hv_host_stats *ret, struct agent_error *
         if (host_mem_libvirt(conn, &h) < 0)
             h.mem_total_kb = h.mem_free_kb = h.mem_buffers_kb = h.mem_cached_kb = 0;
         virResetLastError();
+        if (virNodeGetInfo(conn, &node) == 0)
+            node_kb = node.memory;
+        virResetLastError();
         virConnectClose(conn);
     }
     if (!h.has_cpu)
         host_cpu_proc(&h);
     if (!h.has_memory)
         host_mem_proc(&h);
+    if (h.has_memory) {
+        /* the one figure (hv_memory_total_kb): free/buffers/cached no larger */
+        uint64_t total = hv_memory_total_kb(node_kb);
+        if (total && total < h.mem_total_kb) {
+            h.mem_total_kb = total;
+            uint64_t left = total;
+            h.mem_free_kb = h.mem_free_kb < left ? h.mem_free_kb : left;
+            left -= h.mem_free_kb;
+            h.mem_buffers_kb = h.mem_buffers_kb < left ? h.mem_buffers_kb : left;
+            left -= h.mem_buffers_kb;
+            h.mem_cached_kb = h.mem_cached_kb < left ? h.mem_cached_kb : left;
+        }
+    }
     if (!h.has_cpu && !h.has_memory)
         return agent_error_set(err, EIO, "internal", NULL,
                                "neither libvirt nor /proc gave the host's CPU or memory figures");

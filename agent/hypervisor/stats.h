@@ -105,6 +105,13 @@ struct hv_host_stats {
     uint64_t mem_cached_kb;
 };
 
+/* The host memory figure the agent uses everywhere (Placement MEMORY_MB,
+ * GET /v1/host, /metrics' compute_agent_host_memory_total_bytes), from the
+ * hypervisor's node figure (virNodeGetInfo, KiB): the smaller of it and
+ * /proc/meminfo's MemTotal (the node figure alone when /proc says nothing).
+ * Why: see stats.c. Any thread. */
+uint64_t hv_memory_total_kb(uint64_t node_kb);
+
 /* The host's CPU times and memory: virNodeGetCPUStats() and
  * virNodeGetMemoryStats() when the connection offers them, else /proc/stat
  * and /proc/meminfo. Fills what it can (has_*); returns 0, or -errno when

@@ -250,6 +250,8 @@ int ops_run_accept(struct op_run *r, bool new_instance, json_t **answer, struct 
     events_flush(o->d.events);
     *answer = answer_of(&r->inst, &r->rec);
     ops_log(LOG_INFO, new_instance ? "launch accepted" : "operation accepted", r, NULL);
+    if (new_instance && o->hooks.claimed)
+        o->hooks.claimed(o->opaque, &r->inst);
     ops_crash_point(o, r);
     ops_run_advance(r);
     return 202;

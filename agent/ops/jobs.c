@@ -34,7 +34,9 @@ static int prepare_disk(struct instance *inst, const struct job *j, const char *
     uint64_t want;
     int r;
 
-    if (!j->base_path)
+    /* a kernel-only launch with disk_gb > 0 gets that disk, blank (as nova's
+     * ephemeral disk): what it is counted for is there */
+    if (!j->base_path && !(inst->boot.kernel && inst->flavor.disk_gb > 0))
         return 0;
     snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
     if (access(overlay, F_OK) != 0) {

@@ -238,7 +238,14 @@ static void fill_instance(struct ops *o, struct instance *inst, const struct lau
 {
     inst->ports = ports;
     inst->n_ports = ports ? spec->n_ifaces : 0;
-    uuid_generate_str(inst->uuid);
+    if (spec->id[0])
+        strscpy(inst->uuid, spec->id, sizeof(inst->uuid));
+    else
+        uuid_generate_str(inst->uuid);
+    if (spec->project_id)
+        strscpy(inst->project_id, spec->project_id, sizeof(inst->project_id));
+    if (spec->user_id)
+        strscpy(inst->user_id, spec->user_id, sizeof(inst->user_id));
     ec2_id_generate(inst->ec2_id);
     inst->name = strdup(spec->name);
     strscpy(inst->state, "pending", sizeof(inst->state));
@@ -456,8 +463,28 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
     struct port *ports = NULL;
     int rc;
 
-    if (spec->request_id && (rc = ops_replay(o, spec->request_id, "launch", answer, err)) != 0)
+    if (spec->request_id && (rc = ops_replay(o, spec->request_id, "launch", answer, err)) != 0) {
+        /* the same request again: the same instance, or a conflict */
+        const char *was = rc > 0 ? json_string_value(json_object_get(json_object_get(*answer, "instance"), "id"))
+                                 : NULL;
+        if (spec->id[0] && was && strcmp(was, spec->id)) {
+            json_decref(*answer);
+            *answer = NULL;
+            return agent_error_set(err, EEXIST, "conflict", "request_id",
+                                   "request_id '%s' launched instance %s, not %s", spec->request_id, was,
+                                   spec->id);
+        }
         return rc;
+    }
+    if (spec->id[0]) {
+        struct instance held;
+        if ((rc = store_instance_get(o->d.store, spec->id, &held)) == 0) {
+            instance_release(&held);
+            return agent_error_set(err, EEXIST, "conflict", "id", "instance %s exists on this host", spec->id);
+        }
+        if (rc != -ENOENT)
+            return agent_error_set(err, -rc, "internal", NULL, "cannot read the store");
+    }
     if (host_disabled(o->d.host))
         return agent_error_set(err, EBUSY, "conflict", NULL, "the host is disabled (computectl host enable)");
     if (!hv_connected(o->d.hv))

@@ -7,7 +7,8 @@
  * bit 1: Keystone auth); then records of one byte naming the step (enum
  * placement_step, modulo), one byte picking the HTTP status, and the body
  * up to the next NUL byte. Each input starts from a new client with desired
- * inventories and traits and a usage check pending. */
+ * inventories and traits, a usage check, an allocation write and a removal
+ * pending. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,16 @@ static void on_usage(struct placement *p, int status, const struct placement_dri
             abort();
 }
 
+static void on_allocation(struct placement *p, const char *consumer, bool removed, int status,
+                          const struct agent_error *err, void *opaque)
+{
+    (void)p;
+    (void)removed;
+    (void)opaque;
+    if (!consumer || strlen(consumer) != 36 || (status < 0 && (!err || !err->code[0])))
+        abort();
+}
+
 static void on_error(struct placement *p, const struct agent_error *err, void *opaque)
 {
     (void)p;
@@ -54,7 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {"MEMORY_MB", 32768, 512, 1, 32768, 1, 1.0},
         {"DISK_GB", 500, 0, 1, 500, 1, 1.0},
     };
-    const struct placement_callbacks cb = {.on_error = on_error};
+    const struct placement_callbacks cb = {.on_error = on_error, .on_allocation = on_allocation};
+    const struct placement_allocation alloc = {.vcpus = 1, .memory_mb = 64, .project_id = "p", .user_id = "u"};
     struct placement_config cfg = {
         .url = "http://127.0.0.1:9/placement",
         .provider_name = "fuzz-host",
@@ -78,7 +90,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (placement_new(&loop, &cfg, &cb, NULL, &p) < 0 ||
         placement_set_inventory(p, inv, ARRAY_SIZE(inv)) < 0 ||
         placement_set_traits(p, traits, ARRAY_SIZE(traits)) < 0 ||
-        placement_check_usage(p, local, ARRAY_SIZE(local), on_usage, NULL) < 0)
+        placement_check_usage(p, local, ARRAY_SIZE(local), on_usage, NULL) < 0 ||
+        placement_put_allocation(p, local[0], &alloc) < 0 || placement_delete_allocation(p, local[1]) < 0)
         abort();
     for (i = 1; i + 2 <= size;) {
         enum placement_step step = (enum placement_step)(data[i] % PLACEMENT_STEP_COUNT);

@@ -270,6 +270,9 @@ class PlacementProxy:
                     pass  # the agent was killed in the middle of a request
 
             def _do(self):
+                if proxy.mode == "down":  # a kept-alive connection from before the outage: gone too
+                    self.close_connection = True
+                    return
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else None
                 with proxy.lock:

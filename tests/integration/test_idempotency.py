@@ -138,6 +138,35 @@ def main(c: calib.Checks):
         assert r2["operation"]["id"] == r1["operation"]["id"], "after restart: a different operation"
         assert count(n) == 1, f"{count(n)} instances named {n}"
 
+    with c.case("launch with the controller's id: the instance has it, project/user shown"):
+        import uuid as uuidlib
+        want = str(uuidlib.uuid4())
+        n = f"{run_tag}-id"
+        r1 = cl.launch(body(n, id=want.upper(), request_id=f"{run_tag}-id", project_id="p-1", user_id="u-1"))
+        assert r1["instance"]["id"] == want, f"id {r1['instance']['id']} != {want}"
+        assert r1["instance"]["project_id"] == "p-1" and r1["instance"]["user_id"] == "u-1", short(r1["instance"])
+        st, got = cl.get(f"/v1/instances/{want}")
+        assert st == 200 and got["id"] == want, f"GET -> {st} {short(got)}"
+        first["id"] = (want, n, r1)
+
+    with c.case("same id and request_id again -> the same instance; same id, other request -> 409 id"):
+        want, n, r1 = need("id")
+        r2 = cl.launch(body(n, id=want, request_id=f"{run_tag}-id", project_id="p-1", user_id="u-1"))
+        assert r2["operation"]["id"] == r1["operation"]["id"], "a repeated launch made a new operation"
+        st, resp = cl.call("POST", "/v1/instances", body(n + "x", id=want, request_id=f"{run_tag}-id2"))
+        assert st == 409 and resp["error"]["field"] == "id", f"{st} {short(resp)}"
+        st, resp = cl.call("POST", "/v1/instances", body(n + "y", id=want))
+        assert st == 409 and resp["error"]["field"] == "id", f"{st} {short(resp)}"
+        import uuid as uuidlib
+        st, resp = cl.call("POST", "/v1/instances", body(n, id=str(uuidlib.uuid4()), request_id=f"{run_tag}-id"))
+        assert st == 409 and resp["error"]["field"] == "request_id", f"{st} {short(resp)}"
+        assert count(n) == 1 and count(n + "x") == 0 and count(n + "y") == 0, "a refused launch made an instance"
+
+    with c.case("a bad id -> 400 naming id, nothing made"):
+        st, resp = cl.call("POST", "/v1/instances", body(f"{run_tag}-bad", id="i-123"))
+        assert st == 400 and resp["error"]["field"] == "id", f"{st} {short(resp)}"
+        assert count(f"{run_tag}-bad") == 0
+
     spec_log.check(c)
 
     with c.case("agent exits 0 on SIGTERM"):

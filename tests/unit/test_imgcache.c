@@ -335,6 +335,43 @@ static void compare_with_qemu_img(const char *dir, const char *base_fmt, const c
     assert_int_equal(imgcache_qcow2_overlay_write(ours, base, base_fmt, bytes, &err), -EEXIST);
 }
 
+/* issue 11: a blank qcow2 (a kernel-only launch's ephemeral disk), byte for
+ * byte what qemu-img makes without a backing file */
+static void test_blank_matches_qemu_img(void **state)
+{
+    char dir[] = "/tmp/imgcache-blank-XXXXXX", ours[300], theirs[300];
+    struct agent_error err;
+    size_t la, lb;
+    unsigned char *a, *b;
+
+    (void)state;
+    if (access("/usr/bin/qemu-img", X_OK) != 0)
+        skip();
+    assert_non_null(mkdtemp(dir));
+    snprintf(ours, sizeof(ours), "%s/ours.qcow2", dir);
+    snprintf(theirs, sizeof(theirs), "%s/theirs.qcow2", dir);
+    {
+        char *argv[] = {"/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", theirs, "2147483648", NULL};
+        assert_int_equal(run(argv), 0);
+    }
+    assert_int_equal(imgcache_qcow2_overlay_write(ours, NULL, NULL, 2ull << 30, &err), 0);
+    a = slurp(ours, &la);
+    b = slurp(theirs, &lb);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, b, la);
+    free(a);
+    free(b);
+    {
+        char *argv[] = {"/usr/bin/qemu-img", "check", "-q", ours, NULL};
+        assert_int_equal(run(argv), 0);
+    }
+    unlink(ours);
+    unlink(theirs);
+    rmdir(dir);
+}
+
 static void test_overlay_matches_qemu_img(void **state)
 {
     char dir[] = "/tmp/imgcache-ovl-XXXXXX";
@@ -1674,6 +1711,7 @@ int main(void)
         cmocka_unit_test(test_glance_parse),
         cmocka_unit_test(test_inspect_judge),
         cmocka_unit_test(test_overlay_matches_qemu_img),
+        cmocka_unit_test(test_blank_matches_qemu_img),
         cmocka_unit_test(test_index),
         cmocka_unit_test(test_evict_plan),
         cmocka_unit_test(test_evict_pinned),

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "common/util.h"
+#include "agent/controller.h"
 #include "scheduler-client/placement-internal.h"
 #include "scheduler-client/placement.h"
 
@@ -706,6 +707,155 @@ static void test_controller_down(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- issue 11: allocations written and removed ---- */
+
+struct alloc_ctx {
+    int calls, last_status;
+    bool last_removed;
+    char last[37];
+};
+
+static void alloc_cb(struct placement *p, const char *consumer, bool removed, int status,
+                     const struct agent_error *err, void *opaque)
+{
+    struct alloc_ctx *a = opaque;
+
+    (void)p;
+    a->calls++;
+    a->last_status = status;
+    a->last_removed = removed;
+    strscpy(a->last, consumer, sizeof(a->last));
+    if (status < 0)
+        assert_non_null(err);
+}
+
+static void test_allocations(void **state)
+{
+    static const char c1[] = "aaaaaaaa-0000-4000-8000-000000000001";
+    static const char c2[] = "aaaaaaaa-0000-4000-8000-000000000002";
+    const struct placement_allocation a = {.vcpus = 2, .memory_mb = 512, .disk_gb = 0, .project_id = "p",
+                                           .user_id = "u"};
+    struct placement_allocation bad = a;
+    struct placement_callbacks cb = {.on_allocation = alloc_cb};
+    struct alloc_ctx ctx = {0};
+    struct placement_config cfg = {.url = "http://127.0.0.1:9", .token = "admin", .provider_name = "h"};
+    struct placement *p = NULL;
+    uv_loop_t loop;
+    json_t *b;
+    const char *conflict = "{\"errors\":[{\"status\":409,\"code\":\"placement.concurrent_update\"}]}";
+    const char *gen = "{\"allocations\":{},\"consumer_generation\":3}";
+
+    (void)state;
+    /* the body by microversion */
+    b = placement_allocation_body("rp", "1.39", 2, 512, 0, "p", "u", false, 0);
+    assert_non_null(b);
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(json_object_get(b, "allocations"), "rp"), "resources"),
+                         "MEMORY_MB")),
+                     512);
+    assert_null(json_object_get(json_object_get(json_object_get(json_object_get(b, "allocations"), "rp"),
+                                                "resources"),
+                                "DISK_GB"));
+    assert_true(json_is_null(json_object_get(b, "consumer_generation")));
+    assert_string_equal(json_string_value(json_object_get(b, "consumer_type")), "INSTANCE");
+    assert_string_equal(json_string_value(json_object_get(b, "project_id")), "p");
+    json_decref(b);
+    b = placement_allocation_body("rp", "1.30", 1, 1, 1, "p", "u", true, 7);
+    assert_int_equal(json_integer_value(json_object_get(b, "consumer_generation")), 7);
+    assert_null(json_object_get(b, "consumer_type"));
+    json_decref(b);
+    b = placement_allocation_body("rp", "1.26", 1, 1, 1, "p", "u", true, 7);
+    assert_null(json_object_get(b, "consumer_generation"));
+    json_decref(b);
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(placement_new(&loop, &cfg, &cb, &ctx, &p), 0);
+    /* refused: bad uuid, no owner, nothing to allocate */
+    assert_int_equal(placement_put_allocation(p, "nope", &a), -EINVAL);
+    bad.project_id = "";
+    assert_int_equal(placement_put_allocation(p, c1, &bad), -EINVAL);
+    bad = a;
+    bad.vcpus = bad.memory_mb = 0;
+    assert_int_equal(placement_put_allocation(p, c1, &bad), -EINVAL);
+    assert_int_equal(placement_delete_allocation(p, "x"), -EINVAL);
+    /* queued, one per consumer: a later delete replaces the put */
+    assert_int_equal(placement_put_allocation(p, c1, &a), 0);
+    assert_int_equal(placement_put_allocation(p, c2, &a), 0);
+    assert_int_equal(placement_allocations_pending(p), 2);
+    assert_int_equal(placement_delete_allocation(p, c2), 0);
+    assert_int_equal(placement_allocations_pending(p), 2);
+    /* a consumer generation conflict: read the generation, send again */
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_PUT, 409, conflict, strlen(conflict), NULL), 0);
+    assert_int_equal(ctx.calls, 0);
+    assert_int_equal(placement_allocations_pending(p), 2);
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_GET, 200, gen, strlen(gen), NULL), 0);
+    assert_int_equal(ctx.calls, 0);
+    /* a transient failure keeps it */
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_PUT, 503, "", 0, NULL), 0);
+    assert_int_equal(placement_allocations_pending(p), 2);
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_PUT, 204, "", 0, NULL), 0);
+    assert_int_equal(ctx.calls, 1);
+    assert_int_equal(ctx.last_status, 0);
+    assert_false(ctx.last_removed);
+    assert_string_equal(ctx.last, c1);
+    /* the removal: a 404 is done too */
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_DELETE, 404, "", 0, NULL), 0);
+    assert_int_equal(ctx.calls, 2);
+    assert_true(ctx.last_removed);
+    assert_string_equal(ctx.last, c2);
+    assert_int_equal(placement_allocations_pending(p), 0);
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_DELETE, 204, "", 0, NULL), -EINVAL);
+    /* refused for good (no capacity): reported, dropped */
+    assert_int_equal(placement_put_allocation(p, c1, &a), 0);
+    {
+        const char *full = "{\"errors\":[{\"code\":\"placement.undefined_code\"}]}";
+        assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_ALLOC_PUT, 409, full, strlen(full), NULL), 0);
+    }
+    assert_int_equal(ctx.calls, 3);
+    assert_int_equal(ctx.last_status, -EPROTO);
+    assert_int_equal(placement_allocations_pending(p), 0);
+    placement_free(p);
+    while (uv_run(&loop, UV_RUN_NOWAIT))
+        ;
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* issue 11: the standard traits of a host (names checked against os-traits
+ * in tests/integration/test_placement_usage.py) */
+static void test_compute_traits(void **state)
+{
+    const char *t[COMPUTE_TRAITS_MAX];
+    size_t n;
+    bool seen_virtio_nic = false, seen_xen = false;
+
+    (void)state;
+    n = controller_compute_traits("x86_64", "kvm", false, true, t);
+    assert_true(n <= COMPUTE_TRAITS_MAX);
+    assert_string_equal(t[0], "COMPUTE_NODE");
+    assert_string_equal(t[1], "COMPUTE_ARCH_X86_64");
+    for (size_t i = 0; i < n; i++)
+        seen_virtio_nic |= !strcmp(t[i], "COMPUTE_NET_VIF_MODEL_VIRTIO");
+    assert_false(seen_virtio_nic); /* no networks: no NICs */
+    n = controller_compute_traits("x86_64", "kvm", true, true, t);
+    for (size_t i = 0; i < n; i++)
+        seen_virtio_nic |= !strcmp(t[i], "COMPUTE_NET_VIF_MODEL_VIRTIO");
+    assert_true(seen_virtio_nic);
+    assert_string_equal(t[n - 1], "COMPUTE_NET_ATTACH_INTERFACE");
+    n = controller_compute_traits("x86_64", "xen", true, false, t);
+    seen_virtio_nic = false;
+    for (size_t i = 0; i < n; i++) {
+        seen_virtio_nic |= !strcmp(t[i], "COMPUTE_NET_VIF_MODEL_VIRTIO") || !strcmp(t[i], "COMPUTE_STORAGE_BUS_VIRTIO");
+        seen_xen |= !strcmp(t[i], "COMPUTE_STORAGE_BUS_XEN");
+        assert_true(placement_name_valid(t[i]));
+    }
+    assert_false(seen_virtio_nic);
+    assert_true(seen_xen);
+    n = controller_compute_traits("i686", "test", false, false, t);
+    assert_string_equal(t[1], "COMPUTE_IMAGE_TYPE_QCOW2"); /* no arch trait for an arch os-traits lacks */
+    n = controller_compute_traits("aarch64", "qemu", false, false, t);
+    assert_string_equal(t[1], "COMPUTE_ARCH_AARCH64");
+}
+
 static void test_new_rejects_bad_config(void **state)
 {
     uv_loop_t loop;
@@ -771,6 +921,8 @@ int main(void)
         cmocka_unit_test(test_drift),
         cmocka_unit_test(test_controller_down),
         cmocka_unit_test(test_new_rejects_bad_config),
+        cmocka_unit_test(test_allocations),
+        cmocka_unit_test(test_compute_traits),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -84,7 +84,35 @@ static void test_launch_valid(void **state)
     expect_parse("{\"name\":\"a\",\"instance_type\":\"t3.micro\",\"image\":{\"path\":\"/i.qcow2\"}}", NULL, NULL);
     expect_parse("{\"name\":\"a\"," F "," K ",\"image\":{\"path\":\"/disk.raw\"}}", NULL, NULL);
     expect_parse("{\"name\":\"a\"," F ",\"kernel\":{\"path\":\"/k\",\"initrd\":\"/i\",\"cmdline\":\"console=ttyS0\"},"
-                 "\"user_data\":\"aGVsbG8=\",\"request_id\":\"r-1\"}", NULL, NULL);
+                 "\"user_data\":\"aGVsbG8=\",\"request_id\":\"r-1\"}", NULL, NULL);    /* issue 11: the controller's instance UUID and the allocation's owner */
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":\"0b6f3c1e-2d4a-4e5f-9a8b-7c6d5e4f3a2b\","
+                 "\"project_id\":\"p1\",\"user_id\":\"u1\"}", NULL, NULL);
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":null}", NULL, NULL);
+}
+
+static void test_launch_id(void **state)
+{
+    struct launch_spec spec;
+    struct agent_error err = {0};
+    json_t *j = json_loads("{\"name\":\"a\"," F "," K ",\"id\":\"0B6F3C1E-2D4A-4E5F-9A8B-7C6D5E4F3A2B\","
+                           "\"project_id\":\"proj\"}", 0, NULL);
+
+    (void)state;
+    assert_non_null(j);
+    assert_int_equal(launch_spec_parse(j, cat, &spec, &err), 0);
+    assert_string_equal(spec.id, "0b6f3c1e-2d4a-4e5f-9a8b-7c6d5e4f3a2b");
+    assert_string_equal(spec.project_id, "proj");
+    assert_null(spec.user_id);
+    launch_spec_release(&spec);
+    json_decref(j);
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":\"not-a-uuid\"}", "invalid_field", "id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":\"0b6f3c1e2d4a4e5f9a8b7c6d5e4f3a2b\"}", "invalid_field", "id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":\"0b6f3c1e-2d4a-4e5f-9a8b-7c6d5e4f3a2g\"}", "invalid_field", "id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":\"0b6f3c1e-2d4a-4e5f-9a8b-7c6d5e4f3a2b\\u0000\"}", "invalid_field", "id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"id\":5}", "invalid_field", "id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"project_id\":\"\"}", "invalid_field", "project_id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"project_id\":7}", "invalid_field", "project_id");
+    expect_parse("{\"name\":\"a\"," F "," K ",\"user_id\":\"a\\nb\"}", "invalid_field", "user_id");
 }
 
 static void test_launch_invalid(void **state)
@@ -614,6 +642,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_launch_valid),
         cmocka_unit_test(test_launch_invalid),
+        cmocka_unit_test(test_launch_id),
         cmocka_unit_test(test_launch_user_data_limit),
         cmocka_unit_test(test_launch_guest_valid),
         cmocka_unit_test(test_launch_guest_invalid),
