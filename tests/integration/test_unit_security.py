@@ -26,9 +26,9 @@ def main(c: calib.Checks):
     unit = None
     with c.case("make install writes the unit", fatal=True):
         r = subprocess.run(["make", "-s", "-C", str(calib.ROOT), f"BUILD={calib.BUILD}",
-                            f"DESTDIR={d}", "install"], capture_output=True, text=True, timeout=300)
+                            f"DESTDIR={d}", "PREFIX=/usr", "install"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        unit = d / "lib" / "systemd" / "system" / "compute-agent.service"
+        unit = d / "usr" / "lib" / "systemd" / "system" / "compute-agent.service"  # UNITDIR = $(PREFIX)/lib/systemd/system
         assert unit.exists(), f"{unit} missing"
     text = unit.read_text()
     with c.case("exposure level below 5.0"):
