@@ -820,7 +820,7 @@ static int net_finish(struct net_config *n, struct agent_error *err)
                            n->ip_range);
         memcpy(lo, n->ip_range, (size_t)(dash - n->ip_range));
         lo[dash - n->ip_range] = '\0';
-        strcpy(hi, dash + 1);
+        strscpy(hi, dash + 1, sizeof(hi));
         if (net_parse_ipv4(lo, &first) < 0 || net_parse_ipv4(hi, &last) < 0)
             return NET_ERR("ip_range", "network %s: ip_range '%.40s' is not FIRST-LAST (IPv4)", n->name,
                            n->ip_range);

@@ -2,6 +2,8 @@
  * VLAN, veth pairs, taps (/dev/net/tun ioctls), addresses. Every function
  * returns 0 or -errno; the caller words the error for the user. Called with
  * np->lock held. */
+#include <ifaddrs.h>
+#include <linux/if_packet.h>
 #include <fcntl.h>
 #include <linux/if_bridge.h>
 #include <linux/if_tun.h>
@@ -563,4 +565,22 @@ int np_bridge_no_ll_learn(struct netplug *np, int ifindex)
     nla_nest_end(m, data);
     nla_nest_end(m, li);
     return nl_request(np, m);
+}
+
+bool netplug_mac_on_host(const uint8_t mac[6], char dev[16])
+{
+    struct ifaddrs *ifa = NULL;
+    bool found = false;
+
+    if (getifaddrs(&ifa) < 0)
+        return false;
+    for (struct ifaddrs *i = ifa; i && !found; i = i->ifa_next) {
+        const struct sockaddr_ll *ll = (const struct sockaddr_ll *)i->ifa_addr;
+        if (!ll || ll->sll_family != AF_PACKET || ll->sll_halen != 6 || memcmp(ll->sll_addr, mac, 6) != 0)
+            continue;
+        strscpy(dev, i->ifa_name, 16);
+        found = true;
+    }
+    freeifaddrs(ifa);
+    return found;
 }

@@ -185,8 +185,17 @@ int np_ovs_find(struct netplug *np, const char *configured);
 int np_ovs_run(struct netplug *np, const char *const *argv, struct np_error *err);
 
 /* ---- peers (peer.c) ---- */
+/* A raw netlink socket of protocol, bound, with NP_PEER_TIMEOUT_MS send and
+ * receive timeouts, in the calling thread's namespace: the fd or -errno. */
+int np_nl_open(int protocol);
 int np_peer_open(struct netplug *np); /* np->peer_fd, or -errno */
 int np_gen_open(struct netplug *np);  /* np->gen_fd, or -errno */
+/* watch.c: the filter watch (np->watch*): init before anything can fail,
+ * start once the handle is ready, stop before freeing, destroy last. */
+void np_watch_init(struct netplug *np);
+int np_watch_start(struct netplug *np, unsigned check_ms, struct np_error *err);
+void np_watch_stop(struct netplug *np);
+void np_watch_destroy(struct netplug *np);
 /* The nftables ruleset generation now: 0 with *gen, -errno (under np->lock). */
 int np_gen_get(struct netplug *np, uint32_t *gen);
 /* One NETLINK_NETFILTER read: 1 with *gen (NEWGEN answer to seq), 0 none of it ours, -errno. */

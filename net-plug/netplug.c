@@ -7,8 +7,6 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <time.h>
-#include <ifaddrs.h>
-#include <linux/if_packet.h>
 #include <stdarg.h>
 
 #include <netlink/netlink.h>
@@ -208,59 +206,6 @@ static int ensure_loaded(struct netplug *np, struct np_error *err)
     return 0;
 }
 
-/* ---- the filter watch ---- */
-
-int netplug_filter_check(struct netplug *np, struct np_error *err)
-{
-    int r = 0;
-
-    pthread_mutex_lock(&np->lock);
-    if (np->antispoof && np->loaded && (r = np_filter_check(np, err)) == 1)
-        np->repairs++;
-    pthread_mutex_unlock(&np->lock);
-    return r;
-}
-
-uint64_t netplug_filter_repairs(struct netplug *np)
-{
-    uint64_t n;
-
-    pthread_mutex_lock(&np->lock);
-    n = np->repairs;
-    pthread_mutex_unlock(&np->lock);
-    return n;
-}
-
-static void *watch_thread(void *arg)
-{
-    struct netplug *np = arg;
-    struct timespec ts;
-
-    /* the handle's sockets are bound to its namespace already; libnftables may
-     * open one lazily: let it be there too */
-    if (np->netns_fd >= 0 && setns(np->netns_fd, CLONE_NEWNET) < 0)
-        return NULL;
-    pthread_mutex_lock(&np->watch_lock);
-    while (!np->watch_stop) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += np->check_ms / 1000;
-        ts.tv_nsec += (long)(np->check_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        while (!np->watch_stop && pthread_cond_timedwait(&np->watch_cond, &np->watch_lock, &ts) == 0)
-            ;
-        if (np->watch_stop)
-            break;
-        pthread_mutex_unlock(&np->watch_lock);
-        netplug_filter_check(np, NULL);
-        pthread_mutex_lock(&np->watch_lock);
-    }
-    pthread_mutex_unlock(&np->watch_lock);
-    return NULL;
-}
-
 /* ---- new / free ---- */
 
 int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct np_error *err)
@@ -283,14 +228,7 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
     pthread_mutex_init(&np->peer_lock, NULL);
     np->peer_fd = -1;
     np->gen_fd = -1;
-    pthread_mutex_init(&np->watch_lock, NULL);
-    {
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&np->watch_cond, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    np_watch_init(np);
     np->netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     strscpy(np->table, cfg->nft_table ? cfg->nft_table : "compute_agent", sizeof(np->table));
     np->antispoof = cfg->antispoof;
@@ -330,14 +268,8 @@ int netplug_new(const struct netplug_config *cfg, struct netplug **out, struct n
         nft_ctx_buffer_output(np->nft);
         nft_ctx_buffer_error(np->nft);
     }
-    if (np->antispoof && cfg->check_ms > 0) {
-        np->check_ms = cfg->check_ms;
-        if ((r = -pthread_create(&np->watch, NULL, watch_thread, np)) < 0) {
-            r = np_fail(err, r, "netplug: cannot start the filter watch: %s", strerror(-r));
-            goto fail;
-        }
-        np->watch_running = true;
-    }
+    if (np->antispoof && cfg->check_ms > 0 && (r = np_watch_start(np, (unsigned)cfg->check_ms, err)) < 0)
+        goto fail;
     *out = np;
     return 0;
 fail:
@@ -349,13 +281,7 @@ void netplug_free(struct netplug *np)
 {
     if (!np)
         return;
-    if (np->watch_running) {
-        pthread_mutex_lock(&np->watch_lock);
-        np->watch_stop = true;
-        pthread_cond_broadcast(&np->watch_cond);
-        pthread_mutex_unlock(&np->watch_lock);
-        pthread_join(np->watch, NULL);
-    }
+    np_watch_stop(np);
     pthread_mutex_lock(&np->del_lock);
     while (np->del_inflight > 0)
         pthread_cond_wait(&np->del_cond, &np->del_lock);
@@ -380,8 +306,7 @@ void netplug_free(struct netplug *np)
     pthread_mutex_destroy(&np->lock);
     pthread_mutex_destroy(&np->del_lock);
     pthread_cond_destroy(&np->del_cond);
-    pthread_mutex_destroy(&np->watch_lock);
-    pthread_cond_destroy(&np->watch_cond);
+    np_watch_destroy(np);
     free(np);
 }
 
@@ -1070,22 +995,4 @@ bool netplug_port_filtered(struct netplug *np, const char *dev)
     }
     pthread_mutex_unlock(&np->lock);
     return r;
-}
-
-bool netplug_mac_on_host(const uint8_t mac[6], char dev[16])
-{
-    struct ifaddrs *ifa = NULL;
-    bool found = false;
-
-    if (getifaddrs(&ifa) < 0)
-        return false;
-    for (struct ifaddrs *i = ifa; i && !found; i = i->ifa_next) {
-        const struct sockaddr_ll *ll = (const struct sockaddr_ll *)i->ifa_addr;
-        if (!ll || ll->sll_family != AF_PACKET || ll->sll_halen != 6 || memcmp(ll->sll_addr, mac, 6) != 0)
-            continue;
-        strscpy(dev, i->ifa_name, 16);
-        found = true;
-    }
-    freeifaddrs(ifa);
-    return found;
 }

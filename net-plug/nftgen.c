@@ -22,19 +22,10 @@
 
 int np_gen_open(struct netplug *np)
 {
-    struct timeval tv = {.tv_sec = NP_PEER_TIMEOUT_MS / 1000, .tv_usec = (NP_PEER_TIMEOUT_MS % 1000) * 1000};
-    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+    int fd = np_nl_open(NETLINK_NETFILTER);
 
     if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
+        return fd;
     np->gen_fd = fd;
     return 0;
 }

@@ -33,11 +33,11 @@
 #define NETLINK_GET_STRICT_CHK 12
 #endif
 
-int np_peer_open(struct netplug *np)
+int np_nl_open(int protocol)
 {
     struct timeval tv = {.tv_sec = NP_PEER_TIMEOUT_MS / 1000, .tv_usec = (NP_PEER_TIMEOUT_MS % 1000) * 1000};
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    int one = 1, fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
 
     if (fd < 0)
         return -errno;
@@ -48,6 +48,15 @@ int np_peer_open(struct netplug *np)
         close(fd);
         return e;
     }
+    return fd;
+}
+
+int np_peer_open(struct netplug *np)
+{
+    int one = 1, fd = np_nl_open(NETLINK_ROUTE);
+
+    if (fd < 0)
+        return fd;
     /* strict checking of requests (the kernel then filters the VLAN-filtering
      * fallback's dump by bridge); older kernels without it still answer gets */
     (void)setsockopt(fd, SOL_NETLINK, NETLINK_GET_STRICT_CHK, &one, sizeof(one));

@@ -178,7 +178,7 @@ static int proc_vlan(const char *dev, int *vid, char parent[IFNAMSIZ])
     while (fgets(line, sizeof(line), f)) {
         char *s;
         if ((s = strstr(line, "VID: ")))
-            *vid = atoi(s + 5);
+            sscanf(s + 5, "%d", vid); /* /proc/net/vlan/DEV: "... VID: 105  REORDER_HDR: 1 ..." */
         if ((s = strstr(line, "Device: ")))
             sscanf(s + 8, "%15s", parent);
     }
