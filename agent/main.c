@@ -686,8 +686,10 @@ int main(int argc, char **argv)
     mallopt(M_ARENA_MAX, 2);
     config_init_defaults(&a.cfg);
     r = config_from_args(&a.cfg, argc, argv, &err);
-    if (r == 1)
+    if (r == 1) {
+        config_release(&a.cfg);
         return 0;
+    }
     if (r < 0 || config_finish(&a.cfg, &err) < 0) {
         fprintf(stderr, "compute-agent: %s\n", err.message);
         config_release(&a.cfg);

@@ -29,18 +29,29 @@ PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 WINDOW = "20s"
 
 
-def free_port(lo=26500, hi=26999):
-    """A free loopback port from helper M's range (bound and released)."""
-    for p in range(lo + (os.getpid() % 200), hi):
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            return p
-        except OSError:
-            continue
-        finally:
+def free_ports(n, lo=26500, hi=26999):
+    """n distinct free loopback ports from helper M's range (each bound until all are found,
+    then released), starting at a pid-dependent offset so that concurrent runs differ."""
+    span = hi - lo
+    start = os.getpid() % span
+    held, out = [], []
+    try:
+        for i in range(span):
+            p = lo + (start + i) % span
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            out.append(p)
+            if len(out) == n:
+                return out
+    finally:
+        for s in held:
             s.close()
-    raise AssertionError("no free port in range")
+    raise AssertionError(f"no {n} free ports in [{lo}, {hi})")
 
 
 def http_get(url, timeout=10):
@@ -90,9 +101,7 @@ def main(c: calib.Checks):
         calib.skip("python3-confluent-kafka is not installed")
     ceilo = ceilometer_meters.names()
     d = calib.tmpdir("ca-promexp-")
-    p_agent, p_exp = free_port(), None
-    p_exp = free_port(p_agent + 1)
-    p_prom = free_port(p_exp + 1)
+    p_agent, p_exp, p_prom = free_ports(3)
     conf = d / "agent.conf"
     conf.write_text(f"[telemetry]\nlibvirt_exporter_names = true\nmetrics_listen = 127.0.0.1:{p_agent}\n")
     agent = calib.Agent(d / "state", hypervisor="qemu", libvirt_uri=uri, log_level="info",
