@@ -52,6 +52,12 @@ struct agent_config {
     char *domain_type;        /* auto|kvm|qemu (kvm driver only) */
     int64_t stop_timeout;     /* seconds a graceful stop may take */
     int64_t reboot_timeout;   /* seconds a graceful reboot may take */
+    /* issue 12: resize */
+    bool live_resize;         /* define guests with hot-plug headroom */
+    int64_t max_vcpus;        /* the headroom's vCPU ceiling, 0: auto */
+    int64_t max_memory_mb;    /* its memory ceiling, 0: auto */
+    int64_t resize_confirm_window; /* seconds before a resized guest is confirmed, 0: never */
+    int64_t resize_live_timeout;   /* seconds a guest may take to reach a live size */
     int64_t reconnect_max_s;  /* cap of the libvirt reconnect backoff */
     int64_t workers;          /* libvirt worker threads (UV_THREADPOOL_SIZE) */
     char *local_image_dirs;   /* DIR[:DIR...] local guest files may come from; "": none */

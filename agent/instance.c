@@ -250,6 +250,41 @@ static json_t *md_options_to_json(const struct md_options *m)
     return o;
 }
 
+/* The store's "resize" member of extra (what ST_ALLOCATED reads too:
+ * $.resize.pending and $.resize.old_flavor.*; agent/store.c). */
+static json_t *resize_info_to_json(const struct resize_info *r)
+{
+    json_t *o = json_pack("{s:b, s:s, s:{s:I, s:I, s:I}, s:b, s:I}", "pending", r->pending, "mode", r->mode,
+                          "old_flavor", "vcpus", (json_int_t)r->old_flavor.vcpus, "memory_mb",
+                          (json_int_t)r->old_flavor.memory_mb, "disk_gb", (json_int_t)r->old_flavor.disk_gb,
+                          "power_on", r->power_on, "resized_ms", (json_int_t)r->resized_ms);
+
+    set_opt_str(o, "old_instance_type", r->old_instance_type);
+    if (r->migration_uuid[0])
+        json_object_set_new(o, "migration_uuid", json_string(r->migration_uuid));
+    return o;
+}
+
+static void resize_info_from_json(const json_t *o, struct resize_info *r)
+{
+    const json_t *f = json_object_get(o, "old_flavor");
+    const char *s;
+
+    if (!json_is_object(o))
+        return;
+    r->pending = json_is_true(json_object_get(o, "pending"));
+    if ((s = json_string_value(json_object_get(o, "mode"))))
+        strscpy(r->mode, s, sizeof(r->mode));
+    r->old_flavor.vcpus = json_integer_value(json_object_get(f, "vcpus"));
+    r->old_flavor.memory_mb = json_integer_value(json_object_get(f, "memory_mb"));
+    r->old_flavor.disk_gb = json_integer_value(json_object_get(f, "disk_gb"));
+    r->old_instance_type = dup_member(o, "old_instance_type");
+    r->power_on = json_is_true(json_object_get(o, "power_on"));
+    r->resized_ms = json_integer_value(json_object_get(o, "resized_ms"));
+    if ((s = json_string_value(json_object_get(o, "migration_uuid"))))
+        strscpy(r->migration_uuid, s, sizeof(r->migration_uuid));
+}
+
 char *instance_extra_to_text(const struct instance *inst)
 {
     json_t *o = json_object();
@@ -269,6 +304,12 @@ char *instance_extra_to_text(const struct instance *inst)
         json_object_set_new(o, "project_id", json_string(inst->project_id));
     if (inst->user_id[0])
         json_object_set_new(o, "user_id", json_string(inst->user_id));
+    if (inst->max_vcpus)
+        json_object_set_new(o, "max_vcpus", json_integer(inst->max_vcpus));
+    if (inst->max_memory_mb)
+        json_object_set_new(o, "max_memory_mb", json_integer(inst->max_memory_mb));
+    if (inst->resize.pending || inst->resize.migration_uuid[0])
+        json_object_set_new(o, "resize", resize_info_to_json(&inst->resize));
     text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return text;
@@ -302,6 +343,9 @@ int instance_extra_from_text(const char *text, struct instance *inst)
         strscpy(inst->project_id, s, sizeof(inst->project_id));
     if ((s = json_string_value(json_object_get(o, "user_id"))))
         strscpy(inst->user_id, s, sizeof(inst->user_id));
+    inst->max_vcpus = json_integer_value(json_object_get(o, "max_vcpus"));
+    inst->max_memory_mb = json_integer_value(json_object_get(o, "max_memory_mb"));
+    resize_info_from_json(json_object_get(o, "resize"), &inst->resize);
     json_decref(o);
     return 0;
 }
@@ -376,6 +420,7 @@ void instance_release(struct instance *inst)
     json_decref(inst->public_keys);
     json_decref(inst->metadata);
     free(inst->ports);
+    free(inst->resize.old_instance_type);
     boot_source_release(&inst->boot);
     memset(inst, 0, sizeof(*inst));
 }
@@ -399,6 +444,7 @@ int instance_copy(struct instance *dst, const struct instance *src)
     dst->metadata = src->metadata ? json_deep_copy(src->metadata) : NULL;
     dst->ports = NULL;
     dst->hostname = dst->availability_zone = NULL;
+    dst->resize.old_instance_type = NULL;
     if (src->n_ports && (dst->ports = malloc(src->n_ports * sizeof(*dst->ports))))
         memcpy(dst->ports, src->ports, src->n_ports * sizeof(*dst->ports));
     if ((src->n_ports && !dst->ports) || (src->public_keys && !dst->public_keys) ||
@@ -418,7 +464,8 @@ int instance_copy(struct instance *dst, const struct instance *src)
         dup_opt(&dst->boot.image_glance_id, src->boot.image_glance_id) ||
         dup_opt(&dst->boot.kernel, src->boot.kernel) ||
         dup_opt(&dst->boot.initrd, src->boot.initrd) ||
-        dup_opt(&dst->boot.cmdline, src->boot.cmdline)) {
+        dup_opt(&dst->boot.cmdline, src->boot.cmdline) ||
+        dup_opt(&dst->resize.old_instance_type, src->resize.old_instance_type)) {
         instance_release(dst);
         return -ENOMEM;
     }

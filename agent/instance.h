@@ -61,6 +61,24 @@ struct flavor {
     int64_t disk_gb;
 };
 
+/* A resize (issue 12), from its acceptance until it is settled: a live one
+ * until it ends, a cold one until confirm_resize, revert_resize or its
+ * rollback. While pending the instance claims, class by class, the larger
+ * of flavor (the new one) and old_flavor. */
+struct resize_info {
+    bool pending;
+    char mode[8];              /* "live" | "cold" */
+    struct flavor old_flavor;  /* the flavor before the resize */
+    char *old_instance_type;   /* its type, NULL when it was given directly */
+    bool power_on;             /* cold: the guest ran before (start it after) */
+    int64_t resized_ms;        /* cold: when it reached "resized" (auto-confirm), 0 before */
+    /* The Placement consumer holding the old flavor's allocation during a cold
+     * resize (nova's migration consumer). Kept after the resize is settled,
+     * until the next one, so a restart can remove an allocation a crash left
+     * behind; "" if none. */
+    char migration_uuid[37];
+};
+
 /* BOOT_IMAGE: the guest boots from its disk (the image). BOOT_KERNEL: direct
  * kernel boot; an image, if also given, is then the guest's disk. */
 enum boot_kind { BOOT_IMAGE, BOOT_KERNEL };
@@ -106,6 +124,11 @@ struct instance {
     /* issue 11: the owner Placement's allocation names ("": configured default) */
     char project_id[256];
     char user_id[256];
+    /* issue 12: the domain's live-resize ceilings as defined (0: the flavor's,
+     * no headroom: a domain defined before live resize existed) */
+    int64_t max_vcpus;
+    int64_t max_memory_mb;
+    struct resize_info resize;
 };
 
 /* A validated launch request. */

@@ -68,6 +68,14 @@ struct ops_hooks {
     void (*ports_plugged)(void *opaque, const struct instance *inst);
     /* A launch was accepted: inst (new, in the store) holds its resources. */
     void (*claimed)(void *opaque, const struct instance *inst);
+    /* Issue 12: a cold resize was accepted: inst->flavor is the new flavor,
+     * inst->resize the old one and its migration consumer (Placement: move
+     * the old allocation onto it, the new one onto the instance). A live
+     * resize, confirm_resize and revert_resize are told through
+     * operation_finished (rec->type "resize" with inst->resize.mode "live",
+     * "confirm_resize", "revert_resize"; a cold resize that failed and rolled
+     * back: "resize", failed, inst->flavor the old one again). */
+    void (*resize_claimed)(void *opaque, const struct instance *inst);
 };
 
 /* A new engine in *ret (ops_free()); 0 or -ENOMEM. cfg->crash_at is also
@@ -107,8 +115,13 @@ int ops_ports_reserve(struct ops *o, const struct launch_spec *spec, struct port
                       struct agent_error *err);
 struct action_opts {
     const char *request_id; /* NULL if none */
-    int64_t timeout_s;      /* stop/reboot: graceful timeout, <0: configured */
+    int64_t timeout_s;      /* stop/reboot/resize: graceful timeout, <0: configured */
     bool force;             /* stop: skip the graceful part; reboot: hard */
+    /* resize (issue 12): the new flavor (validated), its type (NULL: given
+     * directly) and the mode ("auto", "live", "cold"; NULL: auto) */
+    const struct flavor *flavor;
+    const char *instance_type;
+    const char *mode;
 };
 int ops_action(struct ops *o, const char *id, const char *action, const struct action_opts *opts,
                json_t **answer, struct agent_error *err);

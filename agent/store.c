@@ -61,6 +61,11 @@ enum stmt_id {
     "id, type, instance_uuid, request_id, state, step, error_code, error_message, "   \
     "created_ms, updated_ms"
 
+/* The old flavor's figure of a pending resize, else 0. */
+#define RZ(f)                                                                                  \
+    "CASE WHEN json_valid(extra) AND json_extract(extra, '$.resize.pending') "                 \
+    "THEN COALESCE(json_extract(extra, '$.resize.old_flavor." f "'), 0) ELSE 0 END"
+
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_INST_INSERT] = "INSERT INTO instances (" INST_COLS ") VALUES "
                        "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
@@ -72,8 +77,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INST_ALL] = "SELECT " INST_COLS " FROM instances ORDER BY created_ms, uuid",
     [ST_INST_LIVE] = "SELECT " INST_COLS " FROM instances WHERE state <> 'terminated' "
                      "ORDER BY created_ms, uuid",
-    [ST_ALLOCATED] = "SELECT COALESCE(SUM(vcpus),0), COALESCE(SUM(memory_mb),0), "
-                     "COALESCE(SUM(disk_gb),0), COUNT(*) FROM instances "
+    /* a pending resize claims the larger of its two flavors, class by class
+     * (issue 12: extra's $.resize, agent/instance.c) */
+    [ST_ALLOCATED] = "SELECT COALESCE(SUM(MAX(vcpus, " RZ("vcpus") ")),0), "
+                     "COALESCE(SUM(MAX(memory_mb, " RZ("memory_mb") ")),0), "
+                     "COALESCE(SUM(MAX(disk_gb, " RZ("disk_gb") ")),0), COUNT(*) FROM instances "
                      "WHERE state NOT IN ('terminated','error')",
     [ST_OP_INSERT] = "INSERT INTO operations (" OP_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
     [ST_OP_UPDATE] = "UPDATE operations SET type=?2, instance_uuid=?3, request_id=?4, state=?5, "

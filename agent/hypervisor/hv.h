@@ -228,6 +228,20 @@ struct hv_domain {
 };
 void hv_domain_list_free(struct hv_domain *doms, size_t n);
 
+/* A domain's size now (hv_get_size, issue 12). For a running domain the
+ * live figures, else its definition's. */
+struct hv_size {
+    unsigned vcpus;           /* vCPUs the domain has (hot-plugged ones included) */
+    unsigned max_vcpus;       /* its ceiling (<vcpu>M</vcpu>) */
+    uint64_t memory_mib;      /* memory the guest holds now: boot memory plus the
+                               * hot-plug memory plugged (virtio-mem <current>) */
+    uint64_t requested_mib;   /* what the last hv_set_memory asked (== memory_mib
+                               * once the guest took it) */
+    uint64_t max_memory_mib;  /* its ceiling (<maxMemory>, else <memory>) */
+    bool live_vcpus;          /* vCPUs can change live (max_vcpus > 1, vCPU 0 fixed) */
+    bool live_memory;         /* memory can change live (the headroom devices exist) */
+};
+
 /* ---- the host ---- */
 
 struct hv_numa_cell {
@@ -361,6 +375,13 @@ struct hv_driver {
                      struct agent_error *err);
     int (*set_memory)(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,
                       struct agent_error *err);
+    /* The domain's size (struct hv_size); flags 0. */
+    int (*get_size)(struct hv *hv, const char *uuid, struct hv_size *ret, unsigned flags,
+                    struct agent_error *err);
+    /* Replace our <metadata> element of domain g->uuid with g's items
+     * (HV_LIVE|HV_CONFIG: a live resize keeps both in step). */
+    int (*set_metadata)(struct hv *hv, const struct hv_guest *g, unsigned flags,
+                        struct agent_error *err);
     int (*attach_device)(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
                          struct agent_error *err);
     int (*detach_device)(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
@@ -468,6 +489,10 @@ int hv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
                  struct agent_error *err);
 int hv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,
                   struct agent_error *err);
+/* The domain's size now (issue 12: what a live resize reached). */
+int hv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, struct agent_error *err);
+/* Our <metadata> of domain g->uuid rewritten from g (flags HV_LIVE|HV_CONFIG). */
+int hv_set_metadata(struct hv *hv, const struct hv_guest *g, unsigned flags, struct agent_error *err);
 /* Attach or detach one device (its XML from the driver's device_xml). */
 int hv_attach_device(struct hv *hv, const char *uuid, const struct hv_device *dev, unsigned flags,
                      struct agent_error *err);

@@ -154,6 +154,21 @@ int hv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,
     return ENTRY(hv)->set_memory(hv, uuid, mib, flags, err);
 }
 
+int hv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, struct agent_error *err)
+{
+    memset(ret, 0, sizeof(*ret));
+    if (!ENTRY(hv)->get_size)
+        return not_supported(hv, "get_size", err);
+    return ENTRY(hv)->get_size(hv, uuid, ret, 0, err);
+}
+
+int hv_set_metadata(struct hv *hv, const struct hv_guest *g, unsigned flags, struct agent_error *err)
+{
+    if (!ENTRY(hv)->set_metadata)
+        return not_supported(hv, "set_metadata", err);
+    return ENTRY(hv)->set_metadata(hv, g, flags, err);
+}
+
 /* attach or detach: the device's XML from the driver, then the call */
 static int device_call(struct hv *hv, const char *uuid, const struct hv_device *dev, unsigned flags,
                        bool attach, struct agent_error *err)
