@@ -57,7 +57,8 @@ int commands_handle(struct commands *c, const char *payload, size_t len, char **
         r = ops_launch(c->d.ops, &cr.spec, &answer, err);
     } else {
         struct action_opts opts = {.request_id = cr.action.request_id, .timeout_s = cr.action.timeout_s,
-                                   .force = cr.action.force};
+                                   .force = cr.action.force, .flavor = &cr.action.flavor,
+                                   .instance_type = cr.action.instance_type, .mode = cr.action.mode};
         r = ops_action(c->d.ops, cr.instance_id, request_action_name(cr.action.action), &opts, &answer, err);
     }
     if (r < 0)

@@ -15,13 +15,18 @@ static void describe_meta(const struct instance *inst, struct guest *g)
     snprintf(g->vcpus, sizeof(g->vcpus), "%lld", (long long)inst->flavor.vcpus);
     snprintf(g->memory_mb, sizeof(g->memory_mb), "%lld", (long long)inst->flavor.memory_mb);
     snprintf(g->disk_gb, sizeof(g->disk_gb), "%lld", (long long)inst->flavor.disk_gb);
+    snprintf(g->max_vcpus, sizeof(g->max_vcpus), "%lld", (long long)inst->max_vcpus);
+    snprintf(g->max_memory_mb, sizeof(g->max_memory_mb), "%lld", (long long)inst->max_memory_mb);
     m[n++] = (struct hv_meta_item){.name = "uuid", .text = inst->uuid};
     m[n++] = (struct hv_meta_item){.name = "ec2-id", .text = inst->ec2_id};
     m[n++] = (struct hv_meta_item){.name = "name", .text = inst->name};
     m[n++] = (struct hv_meta_item){
         .name = "flavor",
         .attrs = {{"vcpus", g->vcpus}, {"memory_mb", g->memory_mb}, {"disk_gb", g->disk_gb},
-                  {"type", inst->instance_type}},
+                  {"type", inst->instance_type},
+                  /* issue 12: the headroom the domain was defined with (adoption keeps it) */
+                  {"max_vcpus", inst->max_vcpus ? g->max_vcpus : NULL},
+                  {"max_memory_mb", inst->max_memory_mb ? g->max_memory_mb : NULL}},
     };
     if (b->kind == BOOT_KERNEL)
         m[n++] = (struct hv_meta_item){
@@ -60,9 +65,14 @@ const struct hv_guest *guest_describe(const struct instance *inst, const char *d
     strscpy(h->uuid, inst->uuid, sizeof(h->uuid));
     h->name = inst->ec2_id;
     h->title = inst->name;
-    /* no headroom yet: the maxima are the flavor's (resize brings them) */
+    /* the headroom a live resize grows into (issue 12), never below the
+     * flavor; none (the flavor's) for a domain defined without */
     h->vcpus = h->max_vcpus = (unsigned)inst->flavor.vcpus;
     h->memory_mib = h->max_memory_mib = (uint64_t)inst->flavor.memory_mb;
+    if (inst->max_vcpus > inst->flavor.vcpus)
+        h->max_vcpus = (unsigned)inst->max_vcpus;
+    if (inst->max_memory_mb > inst->flavor.memory_mb)
+        h->max_memory_mib = (uint64_t)inst->max_memory_mb;
     if (b->kind == BOOT_KERNEL)
         h->boot = (struct hv_boot){.kind = HV_BOOT_KERNEL, .kernel = b->kernel,
                                    .initrd = b->initrd, .cmdline = b->cmdline};

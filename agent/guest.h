@@ -21,6 +21,7 @@ struct guest {
     struct hv_disk disks[GUEST_MAX_DISKS];
     struct hv_meta_item meta[GUEST_MAX_META];
     char vcpus[24], memory_mb[24], disk_gb[24]; /* flavor attributes */
+    char max_vcpus[24], max_memory_mb[24];     /* its headroom (issue 12) */
     struct hv_nic nics[IFACE_MAX];
     char port_index[IFACE_MAX][8], port_mtu[IFACE_MAX][8]; /* <port> attributes */
     struct hv_sysinfo sysinfo;

@@ -259,6 +259,9 @@ static json_t *resize_info_to_json(const struct resize_info *r)
                           (json_int_t)r->old_flavor.memory_mb, "disk_gb", (json_int_t)r->old_flavor.disk_gb,
                           "power_on", r->power_on, "resized_ms", (json_int_t)r->resized_ms);
 
+    if (r->reverting)
+        json_object_set_new(o, "reverting", json_true());
+
     set_opt_str(o, "old_instance_type", r->old_instance_type);
     if (r->migration_uuid[0])
         json_object_set_new(o, "migration_uuid", json_string(r->migration_uuid));
@@ -280,6 +283,7 @@ static void resize_info_from_json(const json_t *o, struct resize_info *r)
     r->old_flavor.disk_gb = json_integer_value(json_object_get(f, "disk_gb"));
     r->old_instance_type = dup_member(o, "old_instance_type");
     r->power_on = json_is_true(json_object_get(o, "power_on"));
+    r->reverting = json_is_true(json_object_get(o, "reverting"));
     r->resized_ms = json_integer_value(json_object_get(o, "resized_ms"));
     if ((s = json_string_value(json_object_get(o, "migration_uuid"))))
         strscpy(r->migration_uuid, s, sizeof(r->migration_uuid));
@@ -387,6 +391,23 @@ json_t *instance_to_json(const struct instance *inst)
     json_object_set_new(j, "metadata_options", md_options_to_json(&inst->md_opts));
     json_object_set_new(j, "project_id", inst->project_id[0] ? json_string(inst->project_id) : json_null());
     json_object_set_new(j, "user_id", inst->user_id[0] ? json_string(inst->user_id) : json_null());
+    json_object_set_new(j, "max_vcpus", inst->max_vcpus ? json_integer(inst->max_vcpus) : json_null());
+    json_object_set_new(j, "max_memory_mb", inst->max_memory_mb ? json_integer(inst->max_memory_mb) : json_null());
+    if (inst->resize.pending) {
+        const struct resize_info *rz = &inst->resize;
+        char at[32] = "";
+        if (rz->resized_ms)
+            format_rfc3339_ms(rz->resized_ms, at);
+        json_object_set_new(j, "resize",
+                            json_pack("{s:b, s:s, s:{s:I, s:I, s:I}, s:o, s:o}", "pending", 1, "mode", rz->mode,
+                                      "old_flavor", "vcpus", (json_int_t)rz->old_flavor.vcpus, "memory_mb",
+                                      (json_int_t)rz->old_flavor.memory_mb, "disk_gb",
+                                      (json_int_t)rz->old_flavor.disk_gb, "old_instance_type",
+                                      rz->old_instance_type ? json_string(rz->old_instance_type) : json_null(),
+                                      "resized_at", rz->resized_ms ? json_string(at) : json_null()));
+    } else {
+        json_object_set_new(j, "resize", json_null());
+    }
     return j;
 }
 
@@ -400,11 +421,19 @@ json_t *op_record_to_json(const struct op_record *op)
     if (op->error_code[0])
         error = json_pack("{s:s, s:s}", "code", op->error_code, "message",
                           op->error_message ? op->error_message : "");
-    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s}", "id", op->id, "type", op->type,
-                     "instance_id", op->instance_uuid, "request_id",
-                     op->request_id ? json_string(op->request_id) : json_null(), "state", op->state,
-                     "step", op->step[0] ? json_string(op->step) : json_null(), "error", error,
-                     "created_at", created, "updated_at", updated);
+    json_t *result = op->result ? json_loads(op->result, 0, NULL) : NULL;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s}", "id", op->id, "type", op->type,
+                          "instance_id", op->instance_uuid, "request_id",
+                          op->request_id ? json_string(op->request_id) : json_null(), "state", op->state,
+                          "step", op->step[0] ? json_string(op->step) : json_null(), "error", error,
+                          "created_at", created, "updated_at", updated);
+
+    /* a resize's outcome (issue 12); absent for the other types */
+    if (j && result)
+        json_object_set_new(j, "result", result);
+    else
+        json_decref(result);
+    return j;
 }
 
 void instance_release(struct instance *inst)
@@ -490,6 +519,20 @@ static const struct catalog_entry builtin_types[] = {
     {"m5.large", {2, 8192, 64}},   {"m5.xlarge", {4, 16384, 128}}, {"m5.2xlarge", {8, 32768, 256}},
     {"c5.large", {2, 4096, 32}},   {"c5.xlarge", {4, 8192, 64}},  {"r5.large", {2, 16384, 64}},
 };
+
+void catalog_ceiling(const struct catalog *cat, int64_t cpus, int64_t memory_mb, struct flavor *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; cat && i < cat->n; i++) {
+        const struct flavor *f = &cat->entries[i].flavor;
+        if ((cpus > 0 && f->vcpus > cpus) || (memory_mb > 0 && f->memory_mb > memory_mb))
+            continue;
+        if (f->vcpus > out->vcpus)
+            out->vcpus = f->vcpus;
+        if (f->memory_mb > out->memory_mb)
+            out->memory_mb = f->memory_mb;
+    }
+}
 
 const struct flavor *catalog_find(const struct catalog *cat, const char *name)
 {

@@ -71,6 +71,8 @@ struct resize_info {
     struct flavor old_flavor;  /* the flavor before the resize */
     char *old_instance_type;   /* its type, NULL when it was given directly */
     bool power_on;             /* cold: the guest ran before (start it after) */
+    bool reverting;            /* the target is old_flavor's swap: a revert_resize or
+                                * the rollback of a failed resize runs */
     int64_t resized_ms;        /* cold: when it reached "resized" (auto-confirm), 0 before */
     /* The Placement consumer holding the old flavor's allocation during a cold
      * resize (nova's migration consumer). Kept after the resize is settled,
@@ -203,6 +205,9 @@ int catalog_load(const char *path, struct catalog **ret, struct agent_error *err
 /* The built-in catalogue (EC2-like names). */
 int catalog_builtin(struct catalog **ret);
 const struct flavor *catalog_find(const struct catalog *cat, const char *name);
+/* The largest vCPU count and memory among the types that fit a host of cpus
+ * and memory_mb (<= 0: no bound), each on its own; zero if none fits. */
+void catalog_ceiling(const struct catalog *cat, int64_t cpus, int64_t memory_mb, struct flavor *out);
 void catalog_free(struct catalog *cat);
 
 /* The request parsers (launch_spec_parse(), request_id_check(), ...), for

@@ -562,7 +562,11 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                             .config_drive_format = a->cfg.md_config_drive_format,
                             .xorriso = a->cfg.md_xorriso, .smbios_product = a->cfg.md_product,
                             .smbios_manufacturer = a->cfg.md_manufacturer,
-                            .md_http_tokens = a->cfg.md_http_tokens, .md_hop_limit = (int)a->cfg.md_hop_limit};
+                            .md_http_tokens = a->cfg.md_http_tokens, .md_hop_limit = (int)a->cfg.md_hop_limit,
+                            .live_resize = a->cfg.live_resize, .max_vcpus = a->cfg.max_vcpus,
+                            .max_memory_mb = a->cfg.max_memory_mb,
+                            .resize_confirm_window_s = a->cfg.resize_confirm_window,
+                            .resize_live_timeout_s = a->cfg.resize_live_timeout};
     struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost,
                            .claimed = on_claimed,
                            .ports_plugged = on_ports_plugged};
@@ -591,6 +595,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                               .imgcache = a->imgcache, .events = a->events, .metrics = a->metrics,
                               .np = a->np};
         struct commands_deps cd;
+        oc.catalog = a->catalog;
         if ((r = ops_new(a->loop, &od, &oc, &oh, a, &a->ops)) < 0)
             return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
         cd = (struct commands_deps){.ops = a->ops, .store = a->store, .catalog = a->catalog,

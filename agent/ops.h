@@ -55,6 +55,13 @@ struct ops_config {
     const char *smbios_product, *smbios_manufacturer; /* the guests' SMBIOS system */
     const char *md_http_tokens;        /* metadata.http_tokens (the config drive's copy) */
     int md_hop_limit;
+    /* resize (issue 12) */
+    bool live_resize;                  /* new guests get hot-plug headroom */
+    int64_t max_vcpus, max_memory_mb;  /* its ceilings; 0: from the catalogue */
+    const struct catalog *catalog;     /* instance types (the auto ceilings); NULL: none */
+    int64_t resize_confirm_window_s;   /* auto-confirm after; 0: never */
+    int64_t resize_live_timeout_s;     /* a live change may take this long to reach the guest */
+    const char *qemu_img;              /* grows disks; NULL: /usr/bin/qemu-img */
 };
 
 /* Called on the loop thread; any may be NULL. */

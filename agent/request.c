@@ -672,6 +672,9 @@ static const char *const action_names[] = {
     [REQUEST_STOP] = "stop",
     [REQUEST_REBOOT] = "reboot",
     [REQUEST_TERMINATE] = "terminate",
+    [REQUEST_RESIZE] = "resize",
+    [REQUEST_CONFIRM_RESIZE] = "confirm_resize",
+    [REQUEST_REVERT_RESIZE] = "revert_resize",
 };
 
 const char *request_action_name(enum request_action a)
@@ -724,10 +727,57 @@ static int only_keys(const json_t *obj, const char *const allowed[], struct agen
     return 0;
 }
 
-int request_action_parse(const json_t *body, const char *idem, struct action_request *out,
-                         struct agent_error *err)
+int request_resize_fields(const json_t *obj, const struct catalog *cat, struct action_request *out,
+                          struct agent_error *err)
 {
-    static const char *const allowed[] = {"action", "request_id", "timeout", "force", NULL};
+    json_t *f = json_object_get(obj, "flavor"), *t = json_object_get(obj, "instance_type"),
+           *m = json_object_get(obj, "mode");
+    int r;
+
+    if (out->action != REQUEST_RESIZE) {
+        const char *k = f ? "flavor" : t ? "instance_type" : m ? "mode" : NULL;
+        if (k)
+            return agent_error_set(err, EINVAL, "invalid_field", k, "only a resize takes '%s'", k);
+        return 0;
+    }
+    if (f && t)
+        return agent_error_set(err, EINVAL, "invalid_field", "instance_type",
+                               "give either 'flavor' or 'instance_type', not both");
+    if (f) {
+        if ((r = parse_flavor(f, &out->flavor, err)) < 0)
+            return r;
+        if (!json_object_get(f, "disk_gb"))
+            out->flavor.disk_gb = -1; /* the instance's */
+        out->instance_type = NULL;
+    } else if (t) {
+        const struct flavor *cf;
+        if (!json_is_string(t) || !json_string_length(t) || json_string_length(t) > 64)
+            return agent_error_set(err, EINVAL, "invalid_field", "instance_type",
+                                   "field 'instance_type' must be a string of 1 to 64 characters");
+        if (!cat || !(cf = catalog_find(cat, json_string_value(t))))
+            return agent_error_set(err, EINVAL, "invalid_field", "instance_type", "unknown instance type '%s'",
+                                   json_string_value(t));
+        out->flavor = *cf;
+        out->instance_type = json_string_value(t);
+    } else {
+        return agent_error_set(err, EINVAL, "missing_field", "flavor",
+                               "a resize needs 'flavor' or 'instance_type'");
+    }
+    out->mode = NULL;
+    if (m) {
+        const char *ms = json_string_value(m);
+        if (!ms || (strcmp(ms, "auto") && strcmp(ms, "live") && strcmp(ms, "cold")))
+            return agent_error_set(err, EINVAL, "invalid_field", "mode", "field 'mode' must be auto, live or cold");
+        out->mode = ms;
+    }
+    return 0;
+}
+
+int request_action_parse(const json_t *body, const char *idem, const struct catalog *cat,
+                         struct action_request *out, struct agent_error *err)
+{
+    static const char *const allowed[] = {"action", "request_id", "timeout", "force", "flavor",
+                                          "instance_type", "mode", NULL};
     struct action_request a = {.timeout_s = -1};
     json_t *v;
     int r;
@@ -740,8 +790,10 @@ int request_action_parse(const json_t *body, const char *idem, struct action_req
         return agent_error_set(err, EINVAL, "missing_field", "action", "field 'action' is required");
     if (action_of(json_string_value(v), false, &a.action) < 0)
         return agent_error_set(err, EINVAL, "invalid_field", "action",
-                               "field 'action' must be start, stop or reboot");
-    if ((r = request_action_options(body, &a, err)) < 0 || (r = request_id_resolve(body, idem, &a.request_id, err)) < 0)
+                               "field 'action' must be start, stop, reboot, resize, confirm_resize or "
+                               "revert_resize");
+    if ((r = request_action_options(body, &a, err)) < 0 || (r = request_resize_fields(body, cat, &a, err)) < 0 ||
+        (r = request_id_resolve(body, idem, &a.request_id, err)) < 0)
         return r;
     *out = a;
     return 0;
@@ -786,8 +838,8 @@ static int command_launch(const json_t *cmd, const struct catalog *cat, struct c
     return 0;
 }
 
-static int command_action(const json_t *cmd, enum request_action act, struct command_request *c,
-                          struct agent_error *err)
+static int command_action(const json_t *cmd, enum request_action act, const struct catalog *cat,
+                          struct command_request *c, struct agent_error *err)
 {
     json_t *id = json_object_get(cmd, "instance_id");
 
@@ -800,13 +852,15 @@ static int command_action(const json_t *cmd, enum request_action act, struct com
     c->action.action = act;
     c->action.timeout_s = -1;
     c->action.request_id = c->request_id;
-    return request_action_options(cmd, &c->action, err);
+    int r = request_action_options(cmd, &c->action, err);
+    return r < 0 ? r : request_resize_fields(cmd, cat, &c->action, err);
 }
 
 int request_command_parse(const json_t *cmd, const struct catalog *cat, struct command_request *out,
                           struct agent_error *err)
 {
-    static const char *const allowed[] = {"op", "request_id", "instance_id", "instance", "timeout", "force", NULL};
+    static const char *const allowed[] = {"op", "request_id", "instance_id", "instance", "timeout", "force",
+                                          "flavor", "instance_type", "mode", NULL};
     struct command_request c = {0};
     enum request_action act = REQUEST_START;
     const char *op;
@@ -822,13 +876,14 @@ int request_command_parse(const json_t *cmd, const struct catalog *cat, struct c
     op = json_string_value(v);
     if (!op || (strcmp(op, "launch") && action_of(op, true, &act) < 0))
         return agent_error_set(err, EINVAL, "invalid_field", "op",
-                               "field 'op' must be launch, start, stop, reboot or terminate");
+                               "field 'op' must be launch, start, stop, reboot, terminate, resize, "
+                               "confirm_resize or revert_resize");
     if (!(v = json_object_get(cmd, "request_id")))
         return agent_error_set(err, EINVAL, "missing_field", "request_id", "field 'request_id' is required on the bus");
     c.request_id = json_string_value(v);
     if ((r = request_id_check(c.request_id, json_string_length(v), "request_id", err)) < 0)
         return r;
-    r = !strcmp(op, "launch") ? command_launch(cmd, cat, &c, err) : command_action(cmd, act, &c, err);
+    r = !strcmp(op, "launch") ? command_launch(cmd, cat, &c, err) : command_action(cmd, act, cat, &c, err);
     if (r < 0)
         return r;
     *out = c;

@@ -79,9 +79,13 @@ enum request_action {
     REQUEST_STOP,
     REQUEST_REBOOT,
     REQUEST_TERMINATE,
+    REQUEST_RESIZE,         /* issue 12 */
+    REQUEST_CONFIRM_RESIZE,
+    REQUEST_REVERT_RESIZE,
 };
 
-/* "start", "stop", "reboot", "terminate": ops_action()'s action names. */
+/* "start", "stop", "reboot", "terminate", "resize", "confirm_resize",
+ * "revert_resize": ops_action()'s action names. */
 const char *request_action_name(enum request_action a);
 
 /* An action on an instance. Strings are borrowed from the parsed JSON. */
@@ -90,6 +94,11 @@ struct action_request {
     int64_t timeout_s;          /* stop/reboot: graceful timeout, -1: configured */
     bool force;                 /* stop: skip the graceful part; reboot: hard */
     const char *request_id;     /* NULL if none */
+    /* resize: the new flavor (disk_gb -1: keep the instance's), its type
+     * (NULL: given directly; borrowed) and the mode (NULL: auto) */
+    struct flavor flavor;
+    const char *instance_type;
+    const char *mode;
 };
 
 /* The options an action takes, wherever they are written: "timeout"
@@ -97,12 +106,18 @@ struct action_request {
  * out->timeout_s and out->force (untouched when absent). */
 int request_action_options(const json_t *obj, struct action_request *out, struct agent_error *err);
 
-/* POST /v1/instances/{id}/actions: {"action": "start"|"stop"|"reboot",
- * "timeout", "force", "request_id"}; no other field. The request id is
- * resolved with the Idempotency-Key header idem (may be NULL) as in
- * request_id_resolve(). */
-int request_action_parse(const json_t *body, const char *idem, struct action_request *out,
-                         struct agent_error *err);
+/* POST /v1/instances/{id}/actions: {"action": "start"|"stop"|"reboot"|
+ * "resize"|"confirm_resize"|"revert_resize", "timeout", "force",
+ * "request_id"}, and for resize "flavor" {"vcpus", "memory_mb", "disk_gb"
+ * (optional)} or "instance_type" (in cat; NULL: none known), and "mode"
+ * ("auto"|"live"|"cold"); no other field. The request id is resolved with the
+ * Idempotency-Key header idem (may be NULL) as in request_id_resolve(). */
+int request_action_parse(const json_t *body, const char *idem, const struct catalog *cat,
+                         struct action_request *out, struct agent_error *err);
+/* A resize's fields (flavor or instance_type, mode) from obj into out; the
+ * same for REST and the bus. */
+int request_resize_fields(const json_t *obj, const struct catalog *cat, struct action_request *out,
+                          struct agent_error *err);
 
 /* A bus command (commands.h): {"op", "request_id" (required),
  * "instance_id" (not for launch), "instance" (launch only: the launch

@@ -59,7 +59,7 @@ enum stmt_id {
 #define PORT_COLS "port_id, instance_uuid, idx, network, mac, ip, device, mtu, state"
 #define OP_COLS                                                                        \
     "id, type, instance_uuid, request_id, state, step, error_code, error_message, "   \
-    "created_ms, updated_ms"
+    "created_ms, updated_ms, result"
 
 /* The old flavor's figure of a pending resize, else 0. */
 #define RZ(f)                                                                                  \
@@ -83,10 +83,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                      "COALESCE(SUM(MAX(memory_mb, " RZ("memory_mb") ")),0), "
                      "COALESCE(SUM(MAX(disk_gb, " RZ("disk_gb") ")),0), COUNT(*) FROM instances "
                      "WHERE state NOT IN ('terminated','error')",
-    [ST_OP_INSERT] = "INSERT INTO operations (" OP_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [ST_OP_INSERT] = "INSERT INTO operations (" OP_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [ST_OP_UPDATE] = "UPDATE operations SET type=?2, instance_uuid=?3, request_id=?4, state=?5, "
-                     "step=?6, error_code=?7, error_message=?8, created_ms=?9, updated_ms=?10 "
-                     "WHERE id=?1",
+                     "step=?6, error_code=?7, error_message=?8, created_ms=?9, updated_ms=?10, "
+                     "result=?11 WHERE id=?1",
     [ST_OP_GET] = "SELECT " OP_COLS " FROM operations WHERE id=?1",
     [ST_OP_BY_REQUEST] = "SELECT " OP_COLS " FROM operations WHERE request_id=?1",
     [ST_OP_ACTIVE] = "SELECT " OP_COLS " FROM operations WHERE instance_uuid=?1 AND "
@@ -143,9 +143,14 @@ static const char store_v2[] =
     " state TEXT NOT NULL DEFAULT 'reserved',"
     " UNIQUE(instance_uuid, idx), UNIQUE(network, ip));";
 
+/* Issue 12: an operation's result (JSON text: a resize's outcome, what the
+ * guest reached), NULL for none. */
+static const char store_v3[] = "ALTER TABLE operations ADD COLUMN result TEXT;";
+
 static const struct sqlite_migration store_steps[] = {
     {.what = "instances, operations and meta", .sql = store_v1},
     {.what = "instances.extra and the ports table", .sql = store_v2},
+    {.what = "operations.result", .sql = store_v3},
 };
 
 /* The events outbox: rows written in the same transaction as the state
@@ -812,6 +817,7 @@ static void bind_op(sqlite3_stmt *st, const struct op_record *op)
     sqlite_bind_text(st, 8, op->error_message);
     sqlite3_bind_int64(st, 9, op->created_ms);
     sqlite3_bind_int64(st, 10, op->updated_ms);
+    sqlite_bind_text(st, 11, op->result);
 }
 
 static void read_op(sqlite3_stmt *st, struct op_record *op)
@@ -827,6 +833,7 @@ static void read_op(sqlite3_stmt *st, struct op_record *op)
     op->error_message = sqlite_col_dup(st, 7);
     op->created_ms = sqlite3_column_int64(st, 8);
     op->updated_ms = sqlite3_column_int64(st, 9);
+    op->result = sqlite_col_dup(st, 10);
 }
 
 int store_op_insert(struct store *s, const struct op_record *op)
@@ -910,8 +917,10 @@ void op_record_release(struct op_record *op)
 {
     free(op->request_id);
     free(op->error_message);
+    free(op->result);
     op->request_id = NULL;
     op->error_message = NULL;
+    op->result = NULL;
 }
 
 /* ---- meta ---- */

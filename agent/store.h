@@ -49,7 +49,7 @@
 /* One row of the operations journal. Strings are owned (request_id, error_message). */
 struct op_record {
     char id[37];
-    char type[16];          /* launch|start|stop|reboot|terminate */
+    char type[16];          /* launch|start|stop|reboot|terminate|resize|confirm_resize|revert_resize */
     char instance_uuid[37];
     char *request_id;       /* NULL if none */
     char state[12];         /* pending|running|succeeded|failed */
@@ -58,6 +58,7 @@ struct op_record {
     char *error_message;    /* NULL unless failed */
     int64_t created_ms;
     int64_t updated_ms;
+    char *result;           /* JSON text (a resize's outcome), NULL if none */
 };
 
 struct store;

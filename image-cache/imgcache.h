@@ -181,6 +181,13 @@ int imgcache_qcow2_overlay_write(const char *overlay_path, const char *base_path
                                  const char *base_format, uint64_t size_bytes,
                                  struct agent_error *err);
 
+/* Grow the qcow2 disk at path (one the agent wrote: a guest's overlay or
+ * ephemeral disk) to size_bytes with `qemu-img resize` (argv vector, clean
+ * environment, under prlimit when installed); already that size or larger:
+ * nothing done (a disk is never shrunk). The guest must be off. 0 or -errno
+ * with err. Blocking; any thread. qemu_img NULL: /usr/bin/qemu-img. */
+int imgcache_qcow2_grow(const char *qemu_img, const char *path, uint64_t size_bytes, struct agent_error *err);
+
 /* Judge a file the host already has (a launch's local image.path) exactly as
  * a downloaded image is judged: `qemu-img info` (the cache's binary) decides
  * the format, raw or qcow2 only, no backing file, no external data file, no

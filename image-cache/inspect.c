@@ -22,19 +22,28 @@
 #define ERR_MAX 2048
 #define TIMEOUT_MS 60000
 
-static int spawn_qemu_img(const char *qemu_img, const char *path, int out_fd, int err_fd,
-                          pid_t *pid)
+/* qemu-img with args (after the program, NULL-terminated, at most 8). */
+static int spawn_qemu_img_args(const char *qemu_img, const char *const args[], int out_fd, int err_fd,
+                               pid_t *pid)
 {
-    const char *with_prlimit[] = {PRLIMIT, "--as=1073741824", "--cpu=30", "--", qemu_img,
-                                  "info", "--output=json", path, NULL};
-    const char *plain[] = {qemu_img, "info", "--output=json", path, NULL};
+    const char *argv[16];
     char *const envp[] = {"LC_ALL=C", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-    const char *const *argv = access(PRLIMIT, X_OK) == 0 ? with_prlimit : plain;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     sigset_t none, all;
+    size_t n = 0;
     int r;
 
+    if (access(PRLIMIT, X_OK) == 0) {
+        argv[n++] = PRLIMIT;
+        argv[n++] = "--as=1073741824";
+        argv[n++] = "--cpu=30";
+        argv[n++] = "--";
+    }
+    argv[n++] = qemu_img;
+    for (size_t i = 0; args[i] && n < ARRAY_SIZE(argv) - 1; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
@@ -53,9 +62,17 @@ static int spawn_qemu_img(const char *qemu_img, const char *path, int out_fd, in
     return -r;
 }
 
+static int spawn_qemu_img(const char *qemu_img, const char *path, int out_fd, int err_fd,
+                          pid_t *pid)
+{
+    const char *const args[] = {"info", "--output=json", path, NULL};
+
+    return spawn_qemu_img_args(qemu_img, args, out_fd, err_fd, pid);
+}
+
 /* Read both pipes to EOF (or the deadline). */
-static int collect(int out_fd, int err_fd, char *out, size_t *out_len, char *errb,
-                   size_t *err_len)
+static int collect_small(int out_fd, int err_fd, char *out, size_t out_cap, size_t *out_len, char *errb,
+                         size_t err_cap, size_t *err_len)
 {
     struct pollfd p[2] = {{.fd = out_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
     uint64_t deadline = now_mono_ns() + (uint64_t)TIMEOUT_MS * 1000000ull;
@@ -77,7 +94,7 @@ static int collect(int out_fd, int err_fd, char *out, size_t *out_len, char *err
             char scratch[4096];
             char *buf = i == 0 ? out : errb;
             size_t *len = i == 0 ? out_len : err_len;
-            size_t cap = i == 0 ? OUT_MAX : ERR_MAX;
+            size_t cap = i == 0 ? out_cap : err_cap;
             ssize_t got;
 
             if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -100,6 +117,11 @@ static int collect(int out_fd, int err_fd, char *out, size_t *out_len, char *err
         }
     }
     return 0;
+}
+
+static int collect(int out_fd, int err_fd, char *out, size_t *out_len, char *errb, size_t *err_len)
+{
+    return collect_small(out_fd, err_fd, out, OUT_MAX, out_len, errb, ERR_MAX, err_len);
 }
 
 int imgcache_inspect_file(const char *qemu_img, const char *path, uint64_t max_virtual_size,
@@ -242,5 +264,85 @@ int imgcache_inspect_judge(const char *json, size_t len, uint64_t max_virtual_si
     out->actual_size = 0;
 out:
     json_decref(root);
+    return r;
+}
+
+/* ---- growing a guest's disk (issue 12) ---- */
+
+/* The virtual size in a qcow2 header (bytes 24-31, big-endian), the file
+ * being one the agent wrote (the guest writes inside the image, never its
+ * header). 0 or -errno. */
+static int qcow2_virtual_size(const char *path, uint64_t *size)
+{
+    unsigned char h[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    ssize_t n;
+
+    if (fd < 0)
+        return -errno;
+    n = pread(fd, h, sizeof(h), 0);
+    close(fd);
+    if (n != (ssize_t)sizeof(h) || memcmp(h, "QFI\xfb", 4) != 0)
+        return -EINVAL;
+    *size = 0;
+    for (int i = 24; i < 32; i++)
+        *size = (*size << 8) | h[i];
+    return 0;
+}
+
+int imgcache_qcow2_grow(const char *qemu_img, const char *path, uint64_t size_bytes, struct agent_error *err)
+{
+    char size[32], ebuf[ERR_MAX] = "", obuf[ERR_MAX] = "";
+    const char *const args[] = {"resize", "-f", "qcow2", path, size, NULL};
+    int op[2] = {-1, -1}, ep[2] = {-1, -1};
+    size_t olen = 0, elen = 0;
+    uint64_t now = 0;
+    int r, wstatus = 0;
+    pid_t pid;
+
+    if (!qemu_img)
+        qemu_img = "/usr/bin/qemu-img";
+    if ((r = qcow2_virtual_size(path, &now)) < 0)
+        return agent_error_set(err, -r, "internal", "flavor.disk_gb", "cannot read the disk %s: %s", path,
+                               r == -EINVAL ? "not a qcow2 file" : strerror(-r));
+    if (now >= size_bytes)
+        return 0; /* already that size (a resumed resize) or larger: never shrunk */
+    snprintf(size, sizeof(size), "%llu", (unsigned long long)size_bytes);
+    if (pipe2(op, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
+        r = agent_error_set(err, errno, "internal", NULL, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    if ((r = spawn_qemu_img_args(qemu_img, args, op[1], ep[1], &pid)) < 0) {
+        agent_error_set(err, -r, "internal", NULL, "cannot run %s: %s", qemu_img, strerror(-r));
+        goto out;
+    }
+    close(op[1]);
+    close(ep[1]);
+    op[1] = ep[1] = -1;
+    /* collect() bounds both buffers at their caps; obuf is ERR_MAX here */
+    r = collect_small(op[0], ep[0], obuf, sizeof(obuf), &olen, ebuf, sizeof(ebuf), &elen);
+    if (r < 0)
+        kill(pid, SIGKILL);
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+        ;
+    if (r < 0) {
+        agent_error_set(err, -r, "internal", NULL, "qemu-img resize: %s", strerror(-r));
+        goto out;
+    }
+    if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+        size_t n = strlen(ebuf);
+        while (n > 0 && (ebuf[n - 1] == '\n' || ebuf[n - 1] == '\r'))
+            ebuf[--n] = '\0';
+        r = agent_error_set(err, EIO, "internal", "flavor.disk_gb", "qemu-img resize failed: %s", ebuf);
+        goto out;
+    }
+    r = 0;
+out:
+    for (int i = 0; i < 2; i++) {
+        if (op[i] >= 0)
+            close(op[i]);
+        if (ep[i] >= 0)
+            close(ep[i]);
+    }
     return r;
 }

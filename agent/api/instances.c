@@ -29,7 +29,7 @@ static int collect(const struct instance *inst, void *opaque)
 static bool list_state_ok(const char *s)
 {
     static const char *const states[] = {"pending", "running", "stopping", "stopped",
-                                         "shutting-down", "terminated", "error"};
+                                         "shutting-down", "terminated", "error", "resized"};
 
     for (size_t i = 0; i < ARRAY_SIZE(states); i++)
         if (!strcmp(s, states[i]))
@@ -102,7 +102,8 @@ int api_instances_launch(const struct api_call *call, json_t **reply)
 
 static int act(const struct api_call *call, const struct action_request *ar, json_t **reply)
 {
-    struct action_opts opts = {.request_id = ar->request_id, .timeout_s = ar->timeout_s, .force = ar->force};
+    struct action_opts opts = {.request_id = ar->request_id, .timeout_s = ar->timeout_s, .force = ar->force,
+                               .flavor = &ar->flavor, .instance_type = ar->instance_type, .mode = ar->mode};
     struct agent_error e;
     int status = ops_action(call->deps->ops, call->param[0], request_action_name(ar->action), &opts, reply, &e);
 
@@ -118,7 +119,7 @@ int api_instance_action(const struct api_call *call, json_t **reply)
 
     if ((status = api_body_object(call, &j, reply)) > 0)
         return status;
-    if (request_action_parse(j, call->idem, &ar, &e) < 0)
+    if (request_action_parse(j, call->idem, call->deps->catalog, &ar, &e) < 0)
         status = api_fail(reply, &e);
     else
         status = act(call, &ar, reply);

@@ -28,6 +28,8 @@ static const char *const step_names[STEP_COUNT] = {
     [STEP_DEFINED] = "defined", [STEP_STARTED] = "started", [STEP_REQUESTED] = "requested",
     [STEP_DESTROYED] = "destroyed", [STEP_UNDEFINED] = "undefined", [STEP_PORTS] = "ports",
     [STEP_CONFIG_DRIVE] = "config-drive", [STEP_UNPLUGGED] = "unplugged",
+    [STEP_APPLIED] = "applied", [STEP_POWERED_OFF] = "powered-off", [STEP_DISK] = "disk",
+    [STEP_ROLLBACK] = "rollback",
 };
 
 static const char *const state_names[] = {
@@ -67,8 +69,10 @@ int op_state_parse(const char *s, enum op_state *ret)
 
 const struct op_type *op_type_find(const char *name)
 {
-    static const struct op_type *const types[] = {&op_type_launch, &op_type_start, &op_type_stop,
-                                                  &op_type_reboot, &op_type_terminate};
+    static const struct op_type *const types[] = {&op_type_launch,         &op_type_start,
+                                                  &op_type_stop,           &op_type_reboot,
+                                                  &op_type_terminate,      &op_type_resize,
+                                                  &op_type_confirm_resize, &op_type_revert_resize};
 
     for (size_t i = 0; i < ARRAY_SIZE(types); i++)
         if (!strcmp(types[i]->name, name))
@@ -162,6 +166,8 @@ struct op_run *ops_run_new(struct ops *o, const struct op_type *t)
     r->state = OPS_RUNNING;
     uv_timer_init(o->loop, &r->timer);
     r->timer.data = r;
+    uv_timer_init(o->loop, &r->poll);
+    r->poll.data = r;
     r->timeout_s = t->kind == OP_REBOOT ? o->cfg.reboot_timeout_s : o->cfg.stop_timeout_s;
     r->next = o->runs;
     if (o->runs)
@@ -175,6 +181,9 @@ static void on_run_closed(uv_handle_t *h)
 {
     struct op_run *r = h->data;
 
+    if (++r->closed < 2)
+        return; /* both timers closed: then it goes */
+    json_decref(r->result);
     instance_release(&r->inst);
     op_record_release(&r->rec);
     free(r->base_path);
@@ -193,7 +202,9 @@ void ops_run_release(struct op_run *r)
         r->next->prev = r->prev;
     o->n_runs--;
     uv_timer_stop(&r->timer);
+    uv_timer_stop(&r->poll);
     uv_close((uv_handle_t *)&r->timer, on_run_closed);
+    uv_close((uv_handle_t *)&r->poll, on_run_closed);
 }
 
 void ops_run_discard(struct op_run *r)
@@ -252,6 +263,8 @@ int ops_run_accept(struct op_run *r, bool new_instance, json_t **answer, struct 
     ops_log(LOG_INFO, new_instance ? "launch accepted" : "operation accepted", r, NULL);
     if (new_instance && o->hooks.claimed)
         o->hooks.claimed(o->opaque, &r->inst);
+    if (r->type->kind == OP_RESIZE && !strcmp(r->inst.resize.mode, "cold") && o->hooks.resize_claimed)
+        o->hooks.resize_claimed(o->opaque, &r->inst);
     ops_crash_point(o, r);
     ops_run_advance(r);
     return 202;
@@ -356,6 +369,7 @@ void ops_finish(struct op_run *r, const char *inst_state, const struct agent_err
     int rc;
 
     uv_timer_stop(&r->timer);
+    uv_timer_stop(&r->poll);
     r->wait = WAIT_NONE;
     strscpy(state, r->inst.state, sizeof(state));
     strscpy(task, r->inst.task_state, sizeof(task));
@@ -366,7 +380,9 @@ void ops_finish(struct op_run *r, const char *inst_state, const struct agent_err
     }
     if (inst_state)
         strscpy(r->inst.state, inst_state, sizeof(r->inst.state));
-    r->inst.task_state[0] = '\0';
+    strscpy(r->inst.task_state, r->finish_task, sizeof(r->inst.task_state));
+    if (r->result && !r->rec.result)
+        r->rec.result = json_dumps(r->result, JSON_COMPACT | JSON_SORT_KEYS);
     if (failure && inst_state && strcmp(inst_state, "error") == 0)
         ops_set_str(&r->inst.fault, failure->message);
     else if (!failure)
@@ -376,6 +392,7 @@ void ops_finish(struct op_run *r, const char *inst_state, const struct agent_err
         strscpy(r->inst.task_state, task, sizeof(r->inst.task_state));
         r->rec.error_code[0] = '\0';
         ops_set_str(&r->rec.error_message, NULL);
+        ops_set_str(&r->rec.result, NULL);
         park_unrecorded(r, "cannot journal an operation result; parked at the last recorded step", rc);
         return;
     }
@@ -469,7 +486,7 @@ void ops_queue_job(struct op_run *r, enum job_kind kind)
     int rc;
 
     bool copy = kind == JOB_DEFINE || kind == JOB_PLUG || kind == JOB_UNPLUG || kind == JOB_CONFIG_DRIVE ||
-                kind == JOB_CLEANUP;
+                kind == JOB_CLEANUP || kind == JOB_GROW || kind == JOB_LIVE;
 
     if (!j || (copy && instance_copy(&j->inst, &r->inst) < 0)) {
         free(j);
@@ -552,6 +569,9 @@ int ops_new(uv_loop_t *loop, const struct ops_deps *deps, const struct ops_confi
         o->cfg.crash_at = NULL;
     if (!o->cfg.local_image_dirs)
         o->cfg.local_image_dirs = "";
+    if (o->cfg.resize_live_timeout_s <= 0)
+        o->cfg.resize_live_timeout_s = 30;
+    ops_resize_sweep_start(o);
     *ret = o;
     return 0;
 }
@@ -567,6 +587,7 @@ void ops_stop(struct ops *o)
     struct op_run *r = o->runs, *next;
 
     o->stopping = true;
+    ops_resize_sweep_stop(o);
     for (; r; r = next) {
         next = r->next;
         if (!r->done)

@@ -34,11 +34,12 @@ static int prepare_disk(struct instance *inst, const struct job *j, const char *
     uint64_t want;
     int r;
 
-    /* a kernel-only launch with disk_gb > 0 gets that disk, blank (as nova's
-     * ephemeral disk): what it is counted for is there */
-    if (!j->base_path && !(inst->boot.kernel && inst->flavor.disk_gb > 0))
-        return 0;
     snprintf(overlay, sizeof(overlay), "%s/disk.qcow2", dir);
+    /* a kernel-only launch with disk_gb > 0 gets that disk, blank (as nova's
+     * ephemeral disk): what it is counted for is there; a disk made before
+     * (a resumed launch, a resize's define) is the guest's as it is */
+    if (!j->base_path && !(inst->boot.kernel && inst->flavor.disk_gb > 0) && access(overlay, F_OK) != 0)
+        return 0;
     if (access(overlay, F_OK) != 0) {
         want = (uint64_t)inst->flavor.disk_gb << 30;
         if (want < j->base_vsize)
@@ -302,6 +303,62 @@ static void job_sync(struct job *j)
     free(keep);
 }
 
+/* Resize (issue 12): the disk to the flavor's size, only ever larger
+ * (imgcache_qcow2_grow: nothing done when it is that size already, so a
+ * resumed step repeats safely). No disk yet (a kernel-only guest that had
+ * disk_gb 0): the define makes it at the new size. */
+static void job_grow(struct job *j)
+{
+    char dir[4300], path[4400];
+
+    j->result = 0;
+    if (!ops_hv_disk_files(j->ops) || j->inst.flavor.disk_gb <= 0)
+        return;
+    ops_instance_dir(j->ops, j->inst.uuid, dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/disk.qcow2", dir);
+    if (access(path, F_OK) != 0)
+        return;
+    j->result = imgcache_qcow2_grow(j->ops->cfg.qemu_img, path, (uint64_t)j->inst.flavor.disk_gb << 30, &j->err);
+}
+
+/* Resize (issue 12), live: vCPUs and memory to the flavor on the running
+ * domain and in its definition (HV_LIVE|HV_CONFIG: a reboot keeps them),
+ * then our metadata, so an adoption reads the new flavor. Each call sets an
+ * absolute figure: repeating the job (a resumed step, the rollback to the
+ * old flavor) is safe. */
+/* One figure on the running domain, then in its definition: two calls, as
+ * not every driver takes LIVE|CONFIG in one (libvirt's test driver refuses
+ * the pair for memory). */
+static int set_both(struct hv *hv, const char *uuid, bool vcpus, uint64_t v, struct agent_error *err)
+{
+    int r = vcpus ? hv_set_vcpus(hv, uuid, (unsigned)v, HV_LIVE, err) : hv_set_memory(hv, uuid, v, HV_LIVE, err);
+
+    if (r < 0)
+        return r;
+    return vcpus ? hv_set_vcpus(hv, uuid, (unsigned)v, HV_CONFIG, err) : hv_set_memory(hv, uuid, v, HV_CONFIG, err);
+}
+
+static void job_live(struct job *j)
+{
+    struct hv *hv = j->ops->d.hv;
+    struct hv_size now;
+    struct guest g;
+    struct agent_error ignored;
+
+    if (hv_get_size(hv, j->uuid, &now, &ignored) < 0)
+        memset(&now, 0, sizeof(now)); /* unknown: set both */
+    if ((unsigned)j->inst.flavor.vcpus != now.vcpus &&
+        (j->result = set_both(hv, j->uuid, true, (uint64_t)j->inst.flavor.vcpus, &j->err)) < 0)
+        return;
+    if ((uint64_t)j->inst.flavor.memory_mb != now.requested_mib &&
+        (j->result = set_both(hv, j->uuid, false, (uint64_t)j->inst.flavor.memory_mb, &j->err)) < 0)
+        return;
+    guest_describe(&j->inst, NULL, &g);
+    j->result = hv_set_metadata(hv, &g.hv, HV_LIVE | HV_CONFIG, &j->err);
+    if (j->result == -ENOTSUP)
+        j->result = 0; /* a driver without it: the store has the flavor */
+}
+
 void ops_job_work(uv_work_t *w)
 {
     struct job *j = w->data;
@@ -364,6 +421,15 @@ void ops_job_work(uv_work_t *w)
     case JOB_SYNC:
         job_sync(j);
         j->result = 0;
+        break;
+    case JOB_GROW:
+        job_grow(j);
+        break;
+    case JOB_LIVE:
+        job_live(j);
+        break;
+    case JOB_SIZE:
+        j->result = hv_get_size(hv, uuid, &j->size, &j->err);
         break;
     case JOB_LIST:
         j->list_ms = now_wall_ms();

@@ -251,6 +251,7 @@ static void fill_instance(struct ops *o, struct instance *inst, const struct lau
     strscpy(inst->state, "pending", sizeof(inst->state));
     strscpy(inst->task_state, "launching", sizeof(inst->task_state));
     inst->flavor = spec->flavor;
+    ops_headroom(o, &inst->flavor, &inst->max_vcpus, &inst->max_memory_mb);
     inst->instance_type = spec->instance_type ? strdup(spec->instance_type) : NULL;
     inst->boot.kind = spec->boot.kind;
     ops_set_str(&inst->boot.image_path, local[0]);
@@ -468,11 +469,12 @@ int ops_launch(struct ops *o, const struct launch_spec *spec, json_t **answer, s
         const char *was = rc > 0 ? json_string_value(json_object_get(json_object_get(*answer, "instance"), "id"))
                                  : NULL;
         if (spec->id[0] && was && strcmp(was, spec->id)) {
-            json_decref(*answer);
+            rc = agent_error_set(err, EEXIST, "conflict", "request_id",
+                                 "request_id '%s' launched instance %s, not %s", spec->request_id, was,
+                                 spec->id);
+            json_decref(*answer); /* was points into it */
             *answer = NULL;
-            return agent_error_set(err, EEXIST, "conflict", "request_id",
-                                   "request_id '%s' launched instance %s, not %s", spec->request_id, was,
-                                   spec->id);
+            return rc;
         }
         return rc;
     }

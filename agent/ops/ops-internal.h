@@ -25,7 +25,17 @@
 #include "agent/ops.h"
 #include "image-cache/imgcache.h"
 
-enum op_kind { OP_LAUNCH, OP_START, OP_STOP, OP_REBOOT, OP_TERMINATE, OP_KIND_COUNT };
+enum op_kind {
+    OP_LAUNCH,
+    OP_START,
+    OP_STOP,
+    OP_REBOOT,
+    OP_TERMINATE,
+    OP_RESIZE,         /* issue 12: resize.c */
+    OP_CONFIRM_RESIZE,
+    OP_REVERT_RESIZE,
+    OP_KIND_COUNT
+};
 
 /* Every journaled step of every type (each type lists its own). */
 enum op_step {
@@ -40,6 +50,10 @@ enum op_step {
     STEP_DESTROYED, /* terminate: the domain is off */
     STEP_UNPLUGGED, /* terminate: its ports unplugged */
     STEP_UNDEFINED, /* terminate: the domain is gone (with the result) */
+    STEP_APPLIED,   /* resize (live): the new size given to the domain, live and defined */
+    STEP_POWERED_OFF, /* resize (cold), revert: the domain is off */
+    STEP_DISK,      /* resize (cold): the disk grown to the new disk_gb */
+    STEP_ROLLBACK,  /* resize: failed; the old flavor is the target again */
     STEP_COUNT,
 };
 
@@ -65,6 +79,9 @@ enum job_kind {
     JOB_PLUG,     /* netplug_plug each port of the instance (idempotent) */
     JOB_CONFIG_DRIVE, /* md_drive_build to STATE_DIR/instances/<uuid>/config.iso */
     JOB_UNPLUG,   /* netplug_unplug each port (absent: fine) */
+    JOB_GROW,     /* resize: grow the disk overlay to the flavor's disk_gb (never shrinks) */
+    JOB_LIVE,     /* resize: vCPUs, memory and our metadata to the flavor, live and defined */
+    JOB_SIZE,     /* resize: the domain's size now (hv_get_size) */
 };
 
 enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED };
@@ -89,10 +106,17 @@ struct op_type {
      * lost connection (parked), a finished or stopping run, and a rollback
      * ending. */
     void (*job_done)(struct op_run *r, const struct job *j);
+    /* ops_action: check the request against the instance (r->inst, the
+     * store's) and set r->inst to what the operation records when it is
+     * accepted; -errno with err: refused, nothing changed. NULL: none. */
+    int (*prepare)(struct op_run *r, const struct action_opts *opts, struct agent_error *err);
+    /* The wait for a stop (WAIT_STOPPED) ended with the domain off. NULL:
+     * the operation ends, the instance stopped (stop). */
+    void (*stopped)(struct op_run *r);
 };
 
 extern const struct op_type op_type_launch, op_type_start, op_type_stop, op_type_reboot,
-    op_type_terminate;
+    op_type_terminate, op_type_resize, op_type_confirm_resize, op_type_revert_resize;
 /* By the store's name; NULL if none. */
 const struct op_type *op_type_find(const char *name);
 
@@ -122,6 +146,12 @@ struct op_run {
     char cache_id[IMGCACHE_ID_LEN]; /* the cache entry being acquired, "" if none */
     char base_format[8];      /* its format, detected by the cache */
     uint64_t base_vsize;      /* its virtual size */
+    /* resize (issue 12) */
+    char finish_task[24];     /* the task state ops_finish leaves ("" none) */
+    json_t *result;           /* the operation's result, recorded when it ends (owned) */
+    int64_t live_deadline_ms; /* a live resize waits for the guest until then */
+    uv_timer_t poll;          /* and reads its size again on this timer */
+    int closed;               /* timers closed (it is freed after both) */
 };
 
 struct job {
@@ -146,6 +176,7 @@ struct job {
     uint64_t base_vsize;
     void (*list_done)(void *opaque, int result); /* JOB_LIST */
     void *list_opaque;
+    struct hv_size size;      /* JOB_SIZE */
 };
 
 struct ops {
@@ -158,6 +189,7 @@ struct ops {
     unsigned n_runs;
     bool reconciling;
     bool stopping;            /* ops_stop(): no new work, drain jobs */
+    uv_timer_t *confirm_timer; /* resize: the auto-confirm sweep (owned; NULL: none) */
 };
 
 /* ---- engine.c ---- */
@@ -224,6 +256,15 @@ void ops_np_port(const struct ops *o, const struct port *p, const char *owner, s
 void ops_reconcile_after(struct job *j);
 /* The JOB_SYNC of a reconcile returned: resume the operations. */
 void ops_reconcile_synced(struct job *j);
+
+/* ---- resize.c ---- */
+/* The headroom ceilings a new guest gets (hypervisor.live_resize,
+ * max_vcpus, max_memory_mb, the catalogue's largest type that fits the
+ * host), never below its flavor; 0, 0 when the driver cannot hot-plug. */
+void ops_headroom(const struct ops *o, const struct flavor *f, int64_t *max_vcpus, int64_t *max_memory_mb);
+/* Auto-confirm resized instances past resize_confirm_window (a timer). */
+void ops_resize_sweep_start(struct ops *o);
+void ops_resize_sweep_stop(struct ops *o);
 
 /* ---- launch.c ---- */
 /* Roll a failed launch back (domain and disk), then fail it. */

@@ -204,8 +204,13 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
     r->force = opts->force;
     if (opts->timeout_s >= 0)
         r->timeout_s = opts->timeout_s;
+    if (t->prepare && (rc = t->prepare(r, opts, err)) < 0) {
+        ops_run_discard(r);
+        return rc;
+    }
     ops_run_init_record(r, opts->request_id, STEP_REQUESTED);
-    strscpy(r->inst.state, t->new_state, sizeof(r->inst.state));
+    if (t->new_state)
+        strscpy(r->inst.state, t->new_state, sizeof(r->inst.state));
     strscpy(r->inst.task_state, t->task_state, sizeof(r->inst.task_state));
     r->inst.updated_ms = now_wall_ms();
     return ops_run_accept(r, false, answer, err);

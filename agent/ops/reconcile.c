@@ -20,6 +20,12 @@ void ops_update_instance_state(struct ops *o, const char *uuid, const char *stat
 
     if (store_instance_get(o->d.store, uuid, &inst) < 0)
         return;
+    /* a resized guest waits for confirm or revert whatever its power: it
+     * stays "resized" (only a lost domain changes that) */
+    if (!strcmp(inst.state, "resized") && strcmp(state, "error") != 0) {
+        instance_release(&inst);
+        return;
+    }
     if (strcmp(inst.state, state) != 0 && strcmp(inst.state, "terminated") != 0) {
         log_info("instance state changed by the hypervisor", "instance=%s ec2_id=%s from=%s to=%s fault=%s",
                  inst.uuid, inst.ec2_id, inst.state, state, fault ? fault : "");
@@ -50,7 +56,14 @@ void ops_on_hv_event(struct ops *o, const struct hv_event *ev)
     log_debug("hypervisor event", "instance=%s event=%d detail=%d", ev->uuid, ev->type, ev->detail);
     r = ops_find_run(o, ev->uuid);
     if (r) {
-        if (r->wait == WAIT_STOPPED && (ev->type == HV_EVENT_STOPPED || ev->type == HV_EVENT_CRASHED))
+        if (r->wait == WAIT_STOPPED && (ev->type == HV_EVENT_STOPPED || ev->type == HV_EVENT_CRASHED) &&
+            r->type->stopped) {
+            r->wait = WAIT_NONE;
+            uv_timer_stop(&r->timer);
+            if (!r->job_running)
+                r->type->stopped(r);
+            /* else the shutdown job's return goes on (it sees the domain off) */
+        } else if (r->wait == WAIT_STOPPED && (ev->type == HV_EVENT_STOPPED || ev->type == HV_EVENT_CRASHED))
             ops_finish(r, "stopped", NULL);
         else if (r->wait == WAIT_REBOOTED && (ev->type == HV_EVENT_REBOOTED || ev->type == HV_EVENT_STARTED))
             ops_finish(r, "running", NULL);
@@ -139,6 +152,11 @@ static int meta_flavor(const struct hv_meta_entry *e, struct instance *id, struc
     if ((r = meta_int(e, "vcpus", 1, 256, &id->flavor.vcpus, err)) < 0 ||
         (r = meta_int(e, "memory_mb", 16, 4194304, &id->flavor.memory_mb, err)) < 0 ||
         (r = meta_int(e, "disk_gb", 0, 65536, &id->flavor.disk_gb, err)) < 0)
+        return r;
+    /* issue 12: the headroom, when the domain was defined with one */
+    if ((hv_meta_attr(e, "max_vcpus") && (r = meta_int(e, "max_vcpus", 1, 256, &id->max_vcpus, err)) < 0) ||
+        (hv_meta_attr(e, "max_memory_mb") &&
+         (r = meta_int(e, "max_memory_mb", 16, 4194304, &id->max_memory_mb, err)) < 0))
         return r;
     return meta_attr(e, "type", 64, false, false, &id->instance_type, err);
 }
@@ -443,6 +461,7 @@ static int resume_one(const struct op_record *rec, void *opaque)
     r->rec = *rec;
     r->rec.request_id = rec->request_id ? strdup(rec->request_id) : NULL;
     r->rec.error_message = NULL;
+    r->rec.result = NULL;
     r->step = r->journaled = step;
     r->state = OPS_RUNNING;
     strscpy(r->prev_state, t->resume_prev_state, sizeof(r->prev_state));

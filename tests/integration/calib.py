@@ -52,7 +52,7 @@ EC2_RE = re.compile(r"^i-[0-9a-f]{17}$")
 SKIP = 77
 
 # Instance states in which no operation is under way.
-SETTLED_STATES = ("running", "stopped", "terminated", "error")
+SETTLED_STATES = ("running", "stopped", "terminated", "error", "resized")
 
 
 def log(msg: str) -> None:

@@ -443,7 +443,7 @@ static void expect_action(const char *text, const char *idem, const char *code, 
     json_t *j = parse(text);
     struct action_request a;
     struct agent_error err = {0};
-    int r = request_action_parse(j, idem, &a, &err);
+    int r = request_action_parse(j, idem, NULL, &a, &err);
 
     if (!code && r != 0)
         fail_msg("expected success for %s, got %s on %s: %s", text, err.code, err.field, err.message);
@@ -460,7 +460,7 @@ static void test_action_valid(void **state)
 
     (void)state;
     j = parse("{\"action\":\"stop\",\"timeout\":30,\"force\":true,\"request_id\":\"r-9\"}");
-    assert_int_equal(request_action_parse(j, NULL, &a, &err), 0);
+    assert_int_equal(request_action_parse(j, NULL, NULL, &a, &err), 0);
     assert_int_equal(a.action, REQUEST_STOP);
     assert_string_equal(request_action_name(a.action), "stop");
     assert_int_equal(a.timeout_s, 30);
@@ -468,7 +468,7 @@ static void test_action_valid(void **state)
     assert_string_equal(a.request_id, "r-9");
     json_decref(j);
     j = parse("{\"action\":\"reboot\"}");
-    assert_int_equal(request_action_parse(j, "k-1", &a, &err), 0);
+    assert_int_equal(request_action_parse(j, "k-1", NULL, &a, &err), 0);
     assert_int_equal(a.action, REQUEST_REBOOT);
     assert_int_equal(a.timeout_s, -1); /* the configured one */
     assert_false(a.force);
@@ -570,7 +570,16 @@ static void test_command_invalid(void **state)
     (void)state;
     expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\",\"colour\":1}", "unknown_field", "colour");
     expect_command("{\"request_id\":\"r\"}", "missing_field", "op");
-    expect_command("{\"op\":\"resize\",\"request_id\":\"r\"}", "invalid_field", "op");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\"}", "invalid_field", "op");
+    /* issue 12: a resize names what it lacks, and only a resize takes a flavor */
+    expect_command("{\"op\":\"resize\",\"request_id\":\"r\",\"instance_id\":\"i-0123456789abcdef0\"}",
+                   "missing_field", "flavor");
+    expect_command("{\"op\":\"resize\",\"request_id\":\"r\",\"instance_id\":\"i-0123456789abcdef0\","
+                   "\"flavor\":{\"vcpus\":2,\"memory_mb\":64},\"mode\":\"warp\"}",
+                   "invalid_field", "mode");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"i-0123456789abcdef0\","
+                   "\"instance_type\":\"t3.micro\"}",
+                   "invalid_field", "instance_type");
     expect_command("{\"op\":5,\"request_id\":\"r\"}", "invalid_field", "op");
     expect_command("{\"op\":\"stop\",\"instance_id\":\"x\"}", "missing_field", "request_id");
     expect_command("{\"op\":\"stop\",\"request_id\":3,\"instance_id\":\"x\"}", "invalid_field", "request_id");
