@@ -35,7 +35,7 @@ static void put_allocation(struct controller *c, const struct instance *inst)
     const struct placement_allocation a = {
         .vcpus = inst->flavor.vcpus,
         .memory_mb = inst->flavor.memory_mb,
-        .disk_gb = inst->flavor.disk_gb,
+        .disk_gb = resources_disk_of(c->d.res, &inst->flavor),
         .project_id = inst->project_id[0] ? inst->project_id : c->cfg->placement_project_id,
         .user_id = inst->user_id[0] ? inst->user_id : c->cfg->placement_user_id,
     };

@@ -576,6 +576,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
         (r = hv_new(a->loop, hv_driver_find(a->cfg.hypervisor), &hvc, on_hv_event, a, &a->hv)) < 0 ||
         (r = resources_new(&a->cfg, &a->res)) < 0)
         return agent_error_set(err, -r, "internal", NULL, "cannot set up: %s", strerror(-r));
+    resources_set_disk_files(a->res, hv_supports(a->hv, HV_FEAT_DISK_FILES));
     {
         struct events_deps ed = {.store = a->store, .hv = a->hv, .res = a->res, .host = a->host,
                                  .metrics = a->metrics};

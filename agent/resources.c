@@ -13,6 +13,7 @@ struct resources {
     int64_t disk_gb;                /* filesystem of the state directory */
     struct flavor foreign;          /* held by domains of other agents (last reconcile) */
     int64_t foreign_domains;        /* how many */
+    bool no_disks;                  /* the driver makes no disk files: disk_gb counts 0 */
 };
 
 int resources_new(const struct agent_config *cfg, struct resources **ret)
@@ -49,6 +50,16 @@ void resources_set_host(struct resources *r, const struct hv_host_info *info, in
     r->known = true;
 }
 
+void resources_set_disk_files(struct resources *r, bool makes_disks)
+{
+    r->no_disks = !makes_disks;
+}
+
+int64_t resources_disk_of(const struct resources *r, const struct flavor *f)
+{
+    return r->no_disks || f->disk_gb < 0 ? 0 : f->disk_gb;
+}
+
 void resources_set_foreign(struct resources *r, const struct flavor *sum, int64_t domains)
 {
     r->foreign = *sum;
@@ -59,7 +70,17 @@ static void add_foreign(const struct resources *r, struct flavor *used)
 {
     used->vcpus += r->foreign.vcpus;
     used->memory_mb += r->foreign.memory_mb;
-    used->disk_gb += r->foreign.disk_gb;
+    used->disk_gb += resources_disk_of(r, &r->foreign);
+}
+
+/* What the store says instances hold, the disk as resources_disk_of() counts it. */
+static int allocated(const struct resources *r, struct store *s, struct flavor *used, int64_t *count)
+{
+    int rc = store_allocated(s, used, count);
+
+    if (rc == 0)
+        used->disk_gb = resources_disk_of(r, used);
+    return rc;
 }
 
 bool resources_known(const struct resources *r)
@@ -91,12 +112,13 @@ int resources_check(const struct resources *r, struct store *s, const struct fla
                     struct agent_error *err)
 {
     struct flavor cap, used;
+    int64_t want_disk = resources_disk_of(r, want);
     int rc;
 
     if (!r->known)
         return agent_error_set(err, EAGAIN, "unavailable", NULL,
                                "the host's capacity is not known yet (hypervisor not connected)");
-    if ((rc = store_allocated(s, &used, NULL)) < 0)
+    if ((rc = allocated(r, s, &used, NULL)) < 0)
         return agent_error_set(err, -rc, "internal", NULL, "cannot read allocations");
     add_foreign(r, &used);
     resources_usable(r, &cap);
@@ -109,9 +131,9 @@ int resources_check(const struct resources *r, struct store *s, const struct fla
                                "%lld MiB requested, %lld of %lld MiB free",
                                (long long)want->memory_mb, (long long)(cap.memory_mb - used.memory_mb),
                                (long long)cap.memory_mb);
-    if (used.disk_gb + want->disk_gb > cap.disk_gb)
+    if (used.disk_gb + want_disk > cap.disk_gb)
         return agent_error_set(err, ENOSPC, "insufficient_resources", "flavor.disk_gb",
-                               "%lld GiB requested, %lld of %lld GiB free", (long long)want->disk_gb,
+                               "%lld GiB requested, %lld of %lld GiB free", (long long)want_disk,
                                (long long)(cap.disk_gb - used.disk_gb), (long long)cap.disk_gb);
     return 0;
 }
@@ -120,7 +142,7 @@ int resources_to_json(const struct resources *r, struct store *s, json_t *obj)
 {
     struct flavor cap, used = {0};
     int64_t count = 0;
-    int rc = store_allocated(s, &used, &count);
+    int rc = allocated(r, s, &used, &count);
 
     if (rc < 0)
         return rc;
@@ -141,7 +163,7 @@ int resources_to_json(const struct resources *r, struct store *s, json_t *obj)
     json_object_set_new(obj, "foreign",
                         json_pack("{s:I, s:I, s:I, s:I}", "vcpus", (json_int_t)r->foreign.vcpus,
                                   "memory_mb", (json_int_t)r->foreign.memory_mb, "disk_gb",
-                                  (json_int_t)r->foreign.disk_gb, "domains",
+                                  (json_int_t)resources_disk_of(r, &r->foreign), "domains",
                                   (json_int_t)r->foreign_domains));
     add_foreign(r, &used);
     json_object_set_new(obj, "free",

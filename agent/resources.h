@@ -24,6 +24,14 @@ int64_t resources_disk_gb(const char *path);
 void resources_set_host(struct resources *r, const struct hv_host_info *info, int64_t disk_gb);
 bool resources_known(const struct resources *r);
 
+/* Whether the driver makes guests' disks (HV_FEAT_DISK_FILES; the test
+ * driver does not): when not, a flavor's disk_gb is kept as asked but counted
+ * as 0 everywhere (checks, GET /v1/host, the allocation written to
+ * Placement): what is not there is not counted (issue 11). Default: makes. */
+void resources_set_disk_files(struct resources *r, bool makes_disks);
+/* f's disk_gb as counted: 0 when the driver makes no disks. */
+int64_t resources_disk_of(const struct resources *r, const struct flavor *f);
+
 /* What domains of other agents (or of unknown owner) on this libvirt hold,
  * from their metadata at the last reconcile: counted as used by
  * resources_check() and shown as "foreign" in resources_to_json(). */

@@ -67,6 +67,14 @@
 #                           after OUTDIR, copied in with its shared libraries), output as a block;
 #                           alone it does not wait for eth0 (a guest without a NIC is fine)
 #   ca.end=poweroff         power off when done (default: keep running)
+# Disk and network traffic (/bin/ca-io, started by /init beside ca-net when ca.io= is given):
+#   ca.io=SECONDS           for SECONDS seconds, every 0.25 s: write 64 KiB of zeros to /dev/vda
+#                           and read 64 KiB back, both O_DIRECT (no page cache: the device sees
+#                           every byte at once), cycling through 2-4 MiB of the disk (the disk's
+#                           first MiB, with its header, is never written): about 256 KiB/s each way
+#   ca.iopeer=IP            meanwhile ping IP (1000-byte payload, every 0.2 s), from the time eth0
+#                           can reach it (ca.net= configures it)
+#   markers: CA-IO: start seconds=N peer=IP|none, CA-IO: done writes=N reads=N errors=N
 # Markers (serial console; every line starts with "CA-NET"):
 #   CA-NET: start <params>
 #   CA-NET: dmi FIELD=VALUE                        FIELD: sys_vendor product_name product_serial
@@ -255,6 +263,7 @@ fi
 
 # Networking / metadata / config drive, only when asked for (see build-guest.sh's header).
 case " $(cat /proc/cmdline) " in *" ca."*) /bin/ca-net & ;; esac
+case " $(cat /proc/cmdline) " in *" ca.io="*) /bin/ca-io & ;; esac
 
 n=0
 while :; do
@@ -551,6 +560,39 @@ say "done"
 exit 0
 EOF
 chmod 0755 "$R/bin/ca-net"
+
+# ca.io= (see the header): steady disk (and ping) traffic for the metrics comparisons.
+cat > "$R/bin/ca-io" <<'EOF'
+#!/bin/sh
+export PATH=/bin:/sbin
+io=""; peer=""
+for x in $(cat /proc/cmdline); do
+    case $x in ca.io=*) io=${x#ca.io=} ;; ca.iopeer=*) peer=${x#ca.iopeer=} ;; esac
+done
+case $io in ""|*[!0-9]*) echo "CA-IO: bad ca.io=$io"; exit 0 ;; esac
+[ -b /dev/vda ] || { echo "CA-IO: no vda"; exit 0; }
+echo "CA-IO: start seconds=$io peer=${peer:-none}"
+up() { cut -d. -f1 /proc/uptime; }
+end=$(( $(up) + io ))
+if [ -n "$peer" ]; then
+    ( while [ "$(up)" -lt "$end" ]; do
+          ping -q -s 1000 -i 0.2 -w $(( end - $(up) )) "$peer" >/dev/null 2>&1 || usleep 500000
+      done ) &
+fi
+n=0; w=0; r=0; e=0
+while [ "$(up)" -lt "$end" ]; do
+    b=$(( 32 + n % 32 ))   # 64 KiB blocks 32..63: 2-4 MiB
+    if dd if=/dev/zero of=/dev/vda bs=64k count=1 seek=$b oflag=direct conv=notrunc status=none 2>/dev/null
+    then w=$((w+1)); else e=$((e+1)); fi
+    if dd if=/dev/vda of=/dev/null bs=64k count=1 skip=$b iflag=direct status=none 2>/dev/null
+    then r=$((r+1)); else e=$((e+1)); fi
+    n=$((n+1))
+    usleep 250000
+done
+wait
+echo "CA-IO: done writes=$w reads=$r errors=$e"
+EOF
+chmod 0755 "$R/bin/ca-io"
 
 # Extra programs (arguments after OUTDIR) in /opt/bin (not to shadow busybox's applets), with
 # the shared libraries they need, for ca.exec.

@@ -67,8 +67,8 @@ def main(c: calib.Checks):
     c.agents.append(agent)
     st = {}
 
-    def body(name, iid, mem=64, **extra):
-        return {"name": name, "id": iid, "flavor": {"vcpus": 1, "memory_mb": mem, "disk_gb": 0},
+    def body(name, iid, mem=64, disk=0, **extra):
+        return {"name": name, "id": iid, "flavor": {"vcpus": 1, "memory_mb": mem, "disk_gb": disk},
                 "kernel": {"path": files["kernel"]}, **extra}
 
     def want_usage(vcpu, mem):
@@ -121,7 +121,9 @@ def main(c: calib.Checks):
     ids = [str(uuid.uuid4()) for _ in range(3)]
     with c.case("three launches with the controller's ids: usage 3 VCPU, 64+96+128 MB", fatal=True):
         for k, iid in enumerate(ids):
-            r = cl.launch(body(f"u{k}", iid, mem=64 + 32 * k, project_id=PROJECT, user_id=USER))
+            # the second asks for disk_gb 2, which the test driver does not make: not counted
+            r = cl.launch(body(f"u{k}", iid, mem=64 + 32 * k, disk=2 if k == 1 else 0, project_id=PROJECT,
+                               user_id=USER))
             assert r["instance"]["id"] == iid
             assert cl.wait_operation(r["operation"]["id"])["state"] == "succeeded"
         want_usage(3, 64 + 96 + 128)
@@ -129,7 +131,10 @@ def main(c: calib.Checks):
     with c.case("each allocation: consumer = instance id, its resources, the launch's project and user"):
         a = consumer_allocs(purl, ids[1])
         assert len(a) == 1 and a[0]["resource_provider"] == st["rp"], short(a)
+        # its flavor's disk_gb 2 is not there (the test driver makes no disk): no DISK_GB
         assert a[0]["resources"] == {"VCPU": 1, "MEMORY_MB": 96}, short(a)
+        assert usage(purl, st["rp"]).get("DISK_GB", 0) == 0, short(usage(purl, st["rp"]))
+        assert cl.instance(ids[1])["flavor"]["disk_gb"] == 2
         raw = placement(purl, "GET", f"/allocations/{ids[1]}")
         raw = raw[1] if isinstance(raw, tuple) else raw
         assert raw["project_id"] == PROJECT and raw["user_id"] == USER, short(raw)
