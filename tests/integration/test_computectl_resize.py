@@ -18,7 +18,8 @@
 - a stopped guest: auto is cold (the text --wait notes what to do next), it stays stopped
   through resized and confirm;
 - bad input through computectl: a smaller disk (400, flavor.disk_gb, "cannot shrink"), an
-  unknown type (400, instance_type): exit 1, nothing changed;
+  unknown type (400, instance_type), the flavor it has (400), more memory than the host has
+  (409 insufficient_resources, flavor.memory_mb): exit 1, nothing changed;
 - every `--json` answer and every answer the test reads itself match api-spec/openapi.yaml.
 """
 
@@ -192,6 +193,14 @@ def main(c: calib.Checks):
     with c.case("resize --type nope.huge: exit 1, 400 naming instance_type"):
         _, err = ctl("resize", iid, "--type", "nope.huge", expect=1)
         assert "invalid_field" in err and "(field: instance_type)" in err, err
+        assert cl.instance(iid) == before, short(cl.instance(iid))
+    with c.case("resize to the flavor it has: exit 1, 400 naming flavor"):
+        _, err = ctl("resize", iid, "--vcpus", "1", "--memory", "128", expect=1)
+        assert "invalid_field" in err and "(field: flavor)" in err, err
+        assert cl.instance(iid) == before, short(cl.instance(iid))
+    with c.case("resize --memory 4194304 (more than the host has): exit 1, 409 insufficient_resources"):
+        _, err = ctl("resize", iid, "--vcpus", "1", "--memory", "4194304", "--cold", expect=1)
+        assert err.startswith("error: insufficient_resources: ") and "(field: flavor.memory_mb)" in err, err
         assert cl.instance(iid) == before, short(cl.instance(iid))
 
     # -- cold by type, revert -----------------------------------------------------------------
