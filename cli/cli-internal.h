@@ -141,6 +141,9 @@ enum ctl_opt_key {
         CTL_OPT_INSTANCE,
         CTL_OPT_EVENT_TYPE,
         CTL_OPT_AFTER,
+        /* resize (with the launch sizing options, CTL_OPT_STOP_TIMEOUT, the wait ones) */
+        CTL_OPT_LIVE,
+        CTL_OPT_COLD,
         _CTL_OPT_MAX,
 };
 
@@ -257,11 +260,24 @@ int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error 
 
 /*
  * Builds the POST /v1/instances/{id}/actions body for action ("start", "stop",
- * "reboot") from args (--request-id; for stop also --force, --stop-timeout).
+ * "reboot", "confirm_resize", "revert_resize") from args (--request-id; for stop also --force, --stop-timeout).
  * *ret is a new reference. Returns 0 or -EINVAL with err set.
  */
 int ctl_action_body(const char *action, const struct ctl_args *args, json_t **ret,
                     struct ctl_error *err);
+
+/*
+ * Builds the POST /v1/instances/{id}/actions body of a resize from args:
+ * {"action":"resize"} with "instance_type" (--type T) or "flavor" (--vcpus N
+ * --memory MB [--disk GB]; no disk_gb: the agent keeps the current one), "mode"
+ * "live" or "cold" (--live, --cold; neither: the agent's "auto"), "request_id",
+ * "timeout" (--stop-timeout, a cold resize's graceful shutdown). Refuses both
+ * --type and a flavor option, neither, --vcpus without --memory (or the other
+ * way), --live with --cold, --live with --stop-timeout; the agent checks the
+ * figures themselves. *ret is a new reference. Returns 0, -EINVAL with err set
+ * (naming the flags), or -ENOMEM.
+ */
+int ctl_resize_body(const struct ctl_args *args, json_t **ret, struct ctl_error *err);
 
 /*
  * Parses one --network value "NET[,mac=MAC][,ip=IP][,mtu=N]" into a new
@@ -327,11 +343,15 @@ int ctl_json_cell(const json_t *v, char **ret);
 /* The `list` table of a {"instances":[...]} body. *ret: new string. 0, -EBADMSG or -ENOMEM. */
 int ctl_format_instance_list(const json_t *body, char **ret);
 
-/* The `show` key: value lines of an Instance (with its guest fields and an
- * interfaces table when the answer has them). *ret: new string. 0, -EBADMSG or -ENOMEM. */
+/* The `show` key: value lines of an Instance (with its guest fields, its
+ * live-resize ceilings and resize block (resize.mode, resize.pending,
+ * resize.old_instance_type, resize.resized_at, resize.old_flavor; "resize: -"
+ * when none is pending) and an interfaces table when the answer has them).
+ * *ret: new string. 0, -EBADMSG or -ENOMEM. */
 int ctl_format_instance(const json_t *inst, char **ret);
 
-/* The `operation` key: value lines of an Operation. *ret: new string. 0, -EBADMSG or -ENOMEM. */
+/* The `operation` key: value lines of an Operation (with a "result:" line when it has
+ * one: a resize's outcome and figures). *ret: new string. 0, -EBADMSG or -ENOMEM. */
 int ctl_format_operation(const json_t *op, char **ret);
 
 /*
@@ -346,7 +366,8 @@ int ctl_format_host(const json_t *host, char **ret);
 
 /*
  * Summary of an accepted request (launch, actions, terminate): instance (may be
- * NULL) and operation (may be NULL). *ret: new string. 0 or -ENOMEM.
+ * NULL) and operation (may be NULL; its error and result, when set, as
+ * operation_error and operation_result lines). *ret: new string. 0 or -ENOMEM.
  */
 int ctl_format_accepted(const json_t *inst, const json_t *op, char **ret);
 
@@ -413,7 +434,8 @@ enum ctl_progress ctl_operation_progress(const json_t *op);
 
 /*
  * An Instance against want_state: with want_state NULL, DONE once the state is not
- * "pending" and task_state is null. With want_state, DONE when state equals it and
+ * "pending" and task_state is null (or "verify_resize": a resized instance waiting
+ * for confirm or revert is settled). With want_state, DONE when state equals it and
  * (task_state is null or want_state is transitional: pending, stopping,
  * shutting-down). FAILED when the instance is in "error" or "terminated" and that is
  * not what is wanted.

@@ -174,6 +174,29 @@ static int print_accepted(struct ctl_ctx *ctx, const json_t *inst, const json_t 
 }
 
 /*
+ * What a finished resize leaves the user to know, on stderr (not with --json: the
+ * answer says it): a live change the guest took only in part, a cold resize that
+ * now waits for confirm or revert.
+ */
+static void print_resize_notes(struct ctl_ctx *ctx, const json_t *inst, const json_t *op) {
+        const json_t *result = json_object_get(op, "result");
+        const char *outcome = json_string_value(json_object_get(result, "outcome"));
+        const char *type = json_string_value(json_object_get(op, "type"));
+        const char *state = json_string_value(json_object_get(inst, "state"));
+        const char *id = json_string_value(json_object_get(inst, "id"));
+
+        if (ctx->cfg.json || !type || strcmp(type, "resize") != 0)
+                return;
+        if (outcome && strcmp(outcome, "partial") == 0)
+                fprintf(ctx->err, "warning: the guest did not take the whole live resize in time "
+                                  "(see operation_result); its definition holds the new flavor\n");
+        if (state && id && strcmp(state, "resized") == 0)
+                fprintf(ctx->err, "note: %s waits in state resized: 'computectl confirm-resize %s' keeps "
+                                  "the new flavor, 'computectl revert-resize %s' restores the old one\n",
+                        id, id, id);
+}
+
+/*
  * Finishes a request the agent accepted ({"instance","operation"}): prints it, or
  * with --wait polls the operation to its end and prints the final instance and
  * operation. wait_ms < 0: do not wait.
@@ -203,6 +226,8 @@ static int finish_accepted(struct ctl_ctx *ctx, const json_t *answer, long wait_
         /* a terminated instance may be gone: then show the operation alone, not a stale instance */
         final_inst = instance_refetch(ctx, json_string_value(json_object_get(inst, "id")));
         r = print_accepted(ctx, final_inst, final_op ? final_op : op);
+        if (exit_code == CTL_EXIT_OK)
+                print_resize_notes(ctx, final_inst, final_op);
         return exit_code != CTL_EXIT_OK ? exit_code : r;
 }
 
@@ -442,8 +467,13 @@ static int cmd_launch(struct ctl_ctx *ctx, const struct ctl_args *args) {
         return exit_code;
 }
 
-/* start, stop, reboot: POST /v1/instances/{id}/actions. */
-static int run_action(struct ctl_ctx *ctx, const struct ctl_args *args, const char *action) {
+/*
+ * start, stop, reboot, resize, confirm-resize, revert-resize: POST
+ * /v1/instances/{id}/actions. command names the command in messages; action is
+ * the body's "action" (resize: ctl_resize_body()).
+ */
+static int run_action(struct ctl_ctx *ctx, const struct ctl_args *args, const char *command,
+                      const char *action) {
         _cleanup_ctl_free_ char *path = NULL;
         json_auto_t *body = NULL;
         struct ctl_response resp = {};
@@ -452,15 +482,16 @@ static int run_action(struct ctl_ctx *ctx, const struct ctl_args *args, const ch
         long wait_ms;
         int exit_code, r;
 
-        exit_code = instance_id_check(ctx, action, id);
+        exit_code = instance_id_check(ctx, command, id);
         if (exit_code != CTL_EXIT_OK)
                 return exit_code;
-        exit_code = wait_timeout_get(ctx, action, args, &wait_ms);
+        exit_code = wait_timeout_get(ctx, command, args, &wait_ms);
         if (exit_code != CTL_EXIT_OK)
                 return exit_code;
-        r = ctl_action_body(action, args, &body, &e);
+        r = strcmp(action, "resize") == 0 ? ctl_resize_body(args, &body, &e)
+                                           : ctl_action_body(action, args, &body, &e);
         if (r < 0)
-                return builder_failure(ctx, action, r, &e);
+                return builder_failure(ctx, command, r, &e);
         if (asprintf(&path, "/v1/instances/%s/actions", id) < 0) {
                 path = NULL;
                 return CTL_EXIT_FAILURE;
@@ -475,15 +506,27 @@ static int run_action(struct ctl_ctx *ctx, const struct ctl_args *args, const ch
 }
 
 static int cmd_start(struct ctl_ctx *ctx, const struct ctl_args *args) {
-        return run_action(ctx, args, "start");
+        return run_action(ctx, args, "start", "start");
 }
 
 static int cmd_stop(struct ctl_ctx *ctx, const struct ctl_args *args) {
-        return run_action(ctx, args, "stop");
+        return run_action(ctx, args, "stop", "stop");
 }
 
 static int cmd_reboot(struct ctl_ctx *ctx, const struct ctl_args *args) {
-        return run_action(ctx, args, "reboot");
+        return run_action(ctx, args, "reboot", "reboot");
+}
+
+static int cmd_resize(struct ctl_ctx *ctx, const struct ctl_args *args) {
+        return run_action(ctx, args, "resize", "resize");
+}
+
+static int cmd_confirm_resize(struct ctl_ctx *ctx, const struct ctl_args *args) {
+        return run_action(ctx, args, "confirm-resize", "confirm_resize");
+}
+
+static int cmd_revert_resize(struct ctl_ctx *ctx, const struct ctl_args *args) {
+        return run_action(ctx, args, "revert-resize", "revert_resize");
 }
 
 /* DELETE has no body: a --request-id travels as the Idempotency-Key header. */
@@ -551,7 +594,7 @@ static int cmd_wait(struct ctl_ctx *ctx, const struct ctl_args *args) {
                 return usage_error(ctx, "wait", "'%s' is not an instance or operation id", id);
         if (state && !ctl_instance_state_valid(state))
                 return usage_error(ctx, "wait",
-                                   "--state: '%s' is not one of pending, running, stopping, stopped, shutting-down, terminated, error",
+                                   "--state: '%s' is not one of pending, running, stopping, stopped, shutting-down, terminated, error, resized",
                                    state);
         if (v && ctl_parse_seconds(v, &timeout_ms) < 0)
                 return usage_error(ctx, "wait", "--timeout: '%s' is not a number of seconds", v);
@@ -681,6 +724,25 @@ static const struct ctl_option stop_options[] = {
         {},
 };
 
+static const struct ctl_option resize_options[] = {
+        { .name = "type", .key = CTL_OPT_TYPE, .arg = "T", .help = "the new instance type, e.g. m5.large" },
+        { .name = "vcpus", .key = CTL_OPT_VCPUS, .arg = "N", .help = "the new virtual CPUs (instead of --type)" },
+        { .name = "memory", .key = CTL_OPT_MEMORY, .arg = "MB", .help = "the new memory in MiB (with --vcpus)" },
+        { .name = "disk", .key = CTL_OPT_DISK, .arg = "GB",
+          .help = "the new root disk in GiB (with --vcpus; default the current one;\n"
+                  "a disk only grows, and growing it is a cold resize)" },
+        { .name = "live", .key = CTL_OPT_LIVE,
+          .help = "resize the running guest in place, or fail (409) naming what\n"
+                  "cannot be live; never stops it" },
+        { .name = "cold", .key = CTL_OPT_COLD,
+          .help = "stop, redefine, grow the disk, start; then confirm-resize or\n"
+                  "revert-resize (default: live when all of it can be, else cold)" },
+        { .name = "stop-timeout", .key = CTL_OPT_STOP_TIMEOUT, .arg = "S",
+          .help = "cold: seconds of graceful shutdown before powering off" },
+        WAIT_OPTIONS,
+        {},
+};
+
 static const struct ctl_option wait_options[] = {
         { .name = "state", .key = CTL_OPT_STATE, .arg = "STATE",
           .help = "wait for this instance state (default: not pending and no task running)" },
@@ -704,7 +766,7 @@ static const struct ctl_option image_options[] = {
 static const struct ctl_option list_options[] = {
         { .name = "state", .key = CTL_OPT_STATE, .arg = "STATE",
           .help = "only instances in this state (pending, running, stopping, stopped,\n"
-                  "shutting-down, terminated, error)" },
+                  "shutting-down, terminated, error, resized)" },
         { .name = "name", .key = CTL_OPT_NAME, .arg = "NAME", .help = "only instances with exactly this name" },
         {},
 };
@@ -747,6 +809,17 @@ const struct ctl_command ctl_commands[] = {
           .summary = "Stop an instance (graceful shutdown, then power off)." },
         { .name = "reboot", .run = cmd_reboot, .options = action_options, .min_args = 1, .max_args = 1,
           .usage = "ID " WAIT_USAGE, .summary = "Reboot a running instance." },
+        { .name = "resize", .run = cmd_resize, .options = resize_options, .min_args = 1, .max_args = 1,
+          .usage = "ID (--type T | --vcpus N --memory MB [--disk GB]) [--live|--cold]\n"
+                   "[--stop-timeout S] " WAIT_USAGE,
+          .summary = "Change an instance's flavor: live (hot-plug) when it can, else cold (stop,\n"
+                     "      redefine, start; then confirm-resize or revert-resize)." },
+        { .name = "confirm-resize", .run = cmd_confirm_resize, .options = action_options,
+          .min_args = 1, .max_args = 1, .usage = "ID " WAIT_USAGE,
+          .summary = "Keep the new flavor of a resized instance (state resized)." },
+        { .name = "revert-resize", .run = cmd_revert_resize, .options = action_options,
+          .min_args = 1, .max_args = 1, .usage = "ID " WAIT_USAGE,
+          .summary = "Go back to the old flavor of a resized instance (a grown disk stays grown)." },
         { .name = "terminate", .run = cmd_terminate, .options = action_options, .min_args = 1, .max_args = 1,
           .usage = "ID " WAIT_USAGE, .summary = "Destroy an instance and its disks." },
         { .name = "wait", .run = cmd_wait, .options = wait_options, .min_args = 1, .max_args = 1,

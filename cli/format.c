@@ -402,6 +402,79 @@ static int add_guest_fields(struct ctl_table *t, const json_t *inst) {
         return add_kv_text(t, "metadata_options", json_object_get(inst, "metadata_options"), object_text);
 }
 
+/*
+ * Issue 12: the live-resize ceilings and the resize block of an Instance, when
+ * the answer has them (an agent from before resize has neither). The block is
+ * "resize: -" when no resize is pending, else its fields as resize.KEY lines.
+ */
+static int add_resize_fields(struct ctl_table *t, const json_t *inst) {
+        static const char *const ceilings[] = { "max_vcpus", "max_memory_mb", NULL };
+        static const char *const keys[] = { "mode", "pending", "old_instance_type", "resized_at", NULL };
+        const json_t *rz = json_object_get(inst, "resize");
+        int r;
+
+        if (json_object_get(inst, "max_vcpus")) {
+                r = add_kv_fields(t, inst, ceilings);
+                if (r < 0)
+                        return r;
+        }
+        if (!rz)
+                return 0;
+        if (!json_is_object(rz))
+                return add_kv(t, "resize", NULL);
+        for (size_t i = 0; keys[i]; i++) {
+                _cleanup_ctl_free_ char *label = NULL;
+
+                if (asprintf(&label, "resize.%s", keys[i]) < 0)
+                        return -ENOMEM;
+                r = add_kv(t, label, json_object_get(rz, keys[i]));
+                if (r < 0)
+                        return r;
+        }
+        return add_kv_text(t, "resize.old_flavor", json_object_get(rz, "old_flavor"), object_text);
+}
+
+/*
+ * An operation's "result" (a resize's outcome) on one line: the outcome, then
+ * "; KEY: VALUE" for each other field (objects as "a=1, b=2"). NULL (*ret) when
+ * the operation has none. New reference.
+ */
+static int result_text(const json_t *result, json_t **ret) {
+        _cleanup_ctl_free_ char *buf = NULL;
+        const char *outcome = json_string_value(json_object_get(result, "outcome"));
+        size_t size = 0;
+        const char *key;
+        json_t *v;
+        FILE *f;
+
+        *ret = NULL;
+        if (!json_is_object(result))
+                return 0;
+        f = open_memstream(&buf, &size);
+        if (!f)
+                return -ENOMEM;
+        fputs(outcome ? outcome : "-", f);
+        json_object_foreach((json_t *) result, key, v) {
+                _cleanup_ctl_free_ char *cell = NULL;
+                json_auto_t *obj = NULL;
+
+                if (strcmp(key, "outcome") == 0)
+                        continue;
+                if (json_is_object(v)) {
+                        obj = object_text(v);
+                        if (!obj)
+                                break;
+                }
+                if (ctl_json_cell(obj ? obj : v, &cell) < 0)
+                        break;
+                fprintf(f, "; %s: %s", key, cell);
+        }
+        if (fclose(f) != 0 || !buf)
+                return -ENOMEM;
+        *ret = json_string(buf);
+        return *ret ? 0 : -ENOMEM;
+}
+
 /* The NETWORK / MAC / IP / MTU / DEVICE / STATE table of an Instance's interfaces. */
 static int instance_ports(const json_t *ifaces, char **ret) {
         static const char *const headers[] = { "NETWORK", "MAC", "IP", "MTU", "DEVICE", "STATE" };
@@ -451,6 +524,9 @@ int ctl_format_instance(const json_t *inst, char **ret) {
         if (r < 0)
                 return r;
         r = add_kv_fields(t, json_object_get(inst, "flavor"), flavor_keys);
+        if (r < 0)
+                return r;
+        r = add_resize_fields(t, inst);
         if (r < 0)
                 return r;
         r = add_boot(t, json_object_get(inst, "boot"));
@@ -547,7 +623,7 @@ int ctl_format_operation(const json_t *op, char **ret) {
         };
         static const char *const tail[] = { "created_at", "updated_at", NULL };
         _cleanup_ctl_table_ struct ctl_table *t = NULL;
-        json_auto_t *error = NULL;
+        json_auto_t *error = NULL, *result = NULL;
         int r;
 
         if (!json_is_object(op))
@@ -564,6 +640,14 @@ int ctl_format_operation(const json_t *op, char **ret) {
         r = add_kv(t, "error", error);
         if (r < 0)
                 return r;
+        r = result_text(json_object_get(op, "result"), &result);
+        if (r < 0)
+                return r;
+        if (result) {
+                r = add_kv(t, "result", result);
+                if (r < 0)
+                        return r;
+        }
         r = add_kv_fields(t, op, tail);
         if (r < 0)
                 return r;
@@ -648,7 +732,7 @@ int ctl_format_host(const json_t *host, char **ret) {
 int ctl_format_accepted(const json_t *inst, const json_t *op, char **ret) {
         static const char *const inst_keys[] = { "ec2_id", "name", "state", "task_state", NULL };
         _cleanup_ctl_table_ struct ctl_table *t = NULL;
-        json_auto_t *error = NULL;
+        json_auto_t *error = NULL, *result = NULL;
         int r;
 
         r = kv_table_new(&t);
@@ -681,6 +765,14 @@ int ctl_format_accepted(const json_t *inst, const json_t *op, char **ret) {
                         return r;
                 if (error) {
                         r = add_kv(t, "operation_error", error);
+                        if (r < 0)
+                                return r;
+                }
+                r = result_text(json_object_get(op, "result"), &result);
+                if (r < 0)
+                        return r;
+                if (result) {
+                        r = add_kv(t, "operation_result", result);
                         if (r < 0)
                                 return r;
                 }

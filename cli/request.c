@@ -179,8 +179,11 @@ int ctl_request_id_check(const char *id, struct ctl_error *err) {
         return 0;
 }
 
-/* "instance_type" or "flavor" from --type | --vcpus --memory [--disk]. */
-static int launch_sizing(json_t *body, const struct ctl_args *a, struct ctl_error *err) {
+/*
+ * "instance_type" or "flavor" from --type | --vcpus --memory [--disk] (launch and
+ * resize). neither: the message when no sizing option is given.
+ */
+static int sizing(json_t *body, const struct ctl_args *a, const char *neither, struct ctl_error *err) {
         bool flavor = a->value[CTL_OPT_VCPUS] || a->value[CTL_OPT_MEMORY] || a->value[CTL_OPT_DISK];
         json_auto_t *f = NULL;
         int r;
@@ -196,8 +199,14 @@ static int launch_sizing(json_t *body, const struct ctl_args *a, struct ctl_erro
                 }
                 return set_string(body, "instance_type", a->value[CTL_OPT_TYPE], "--type", err);
         }
+        if (!flavor) {
+                ctl_error_set(err, "%s", neither);
+                return -EINVAL;
+        }
         if (!a->value[CTL_OPT_VCPUS] || !a->value[CTL_OPT_MEMORY]) {
-                ctl_error_set(err, "give --type T, or --vcpus N and --memory MB (and optionally --disk GB)");
+                ctl_error_set(err, "--%s needs --%s too: give --vcpus N and --memory MB (and optionally --disk GB)",
+                              a->value[CTL_OPT_VCPUS] ? "vcpus" : a->value[CTL_OPT_MEMORY] ? "memory" : "disk",
+                              a->value[CTL_OPT_VCPUS] ? "memory" : "vcpus");
                 return -EINVAL;
         }
 
@@ -666,7 +675,7 @@ int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error 
         r = set_string(body, "name", name, "NAME", err);
         if (r < 0)
                 return r;
-        r = launch_sizing(body, args, err);
+        r = sizing(body, args, "give --type T, or --vcpus N and --memory MB (and optionally --disk GB)", err);
         if (r < 0)
                 return r;
         r = launch_boot(body, args, err);
@@ -693,6 +702,18 @@ int ctl_launch_body(const struct ctl_args *args, json_t **ret, struct ctl_error 
         return 0;
 }
 
+/* "request_id" from --request-id, if given. */
+static int set_request_id(json_t *body, const struct ctl_args *args, struct ctl_error *err) {
+        int r;
+
+        if (!args->value[CTL_OPT_REQUEST_ID])
+                return 0;
+        r = ctl_request_id_check(args->value[CTL_OPT_REQUEST_ID], err);
+        if (r < 0)
+                return r;
+        return set_string(body, "request_id", args->value[CTL_OPT_REQUEST_ID], "--request-id", err);
+}
+
 int ctl_action_body(const char *action, const struct ctl_args *args, json_t **ret,
                     struct ctl_error *err) {
         json_auto_t *body = NULL;
@@ -704,15 +725,9 @@ int ctl_action_body(const char *action, const struct ctl_args *args, json_t **re
         r = set_string(body, "action", action, "action", err);
         if (r < 0)
                 return r;
-
-        if (args->value[CTL_OPT_REQUEST_ID]) {
-                r = ctl_request_id_check(args->value[CTL_OPT_REQUEST_ID], err);
-                if (r < 0)
-                        return r;
-                r = set_string(body, "request_id", args->value[CTL_OPT_REQUEST_ID], "--request-id", err);
-                if (r < 0)
-                        return r;
-        }
+        r = set_request_id(body, args, err);
+        if (r < 0)
+                return r;
 
         if (strcmp(action, "stop") == 0) {
                 if (args->value[CTL_OPT_FORCE] && args->value[CTL_OPT_STOP_TIMEOUT]) {
@@ -727,6 +742,42 @@ int ctl_action_body(const char *action, const struct ctl_args *args, json_t **re
                         return r;
         }
 
+        *ret = TAKE_PTR(body);
+        return 0;
+}
+
+int ctl_resize_body(const struct ctl_args *args, json_t **ret, struct ctl_error *err) {
+        const char *live = args->value[CTL_OPT_LIVE], *cold = args->value[CTL_OPT_COLD];
+        json_auto_t *body = NULL;
+        int r;
+
+        if (live && cold) {
+                ctl_error_set(err, "--live and --cold exclude each other (give neither to let the agent choose)");
+                return -EINVAL;
+        }
+        if (live && args->value[CTL_OPT_STOP_TIMEOUT]) {
+                ctl_error_set(err, "--stop-timeout is the graceful shutdown of a cold resize; it excludes --live");
+                return -EINVAL;
+        }
+        body = json_object();
+        if (!body)
+                return -ENOMEM;
+        r = set_string(body, "action", "resize", "action", err);
+        if (r < 0)
+                return r;
+        r = sizing(body, args, "resize needs --type T, or --vcpus N and --memory MB (and optionally --disk GB)",
+                   err);
+        if (r < 0)
+                return r;
+        /* no flag: "auto" is the agent's default, so the body leaves it out */
+        if ((live || cold) && json_object_set_new(body, "mode", json_string(live ? "live" : "cold")) < 0)
+                return -ENOMEM;
+        r = set_request_id(body, args, err);
+        if (r < 0)
+                return r;
+        r = set_uint_option(body, "timeout", args, CTL_OPT_STOP_TIMEOUT, "stop-timeout", "seconds", err);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(body);
         return 0;
 }
@@ -755,7 +806,7 @@ int ctl_list_path(const struct ctl_args *args, char **ret, struct ctl_error *err
 
         if (state && !ctl_instance_state_valid(state)) {
                 ctl_error_set(err, "--state: '%s' is not one of pending, running, stopping, stopped, "
-                                   "shutting-down, terminated, error", state);
+                                   "shutting-down, terminated, error, resized", state);
                 return -EINVAL;
         }
         if (name && name[0] == '\0') {

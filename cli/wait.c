@@ -12,7 +12,7 @@
 #include "cli-internal.h"
 
 static const char *const instance_states[] = {
-        "pending", "running", "stopping", "stopped", "shutting-down", "terminated", "error", NULL,
+        "pending", "running", "stopping", "stopped", "shutting-down", "terminated", "error", "resized", NULL,
 };
 
 bool ctl_instance_state_valid(const char *state) {
@@ -41,7 +41,8 @@ enum ctl_progress ctl_operation_progress(const json_t *op) {
 enum ctl_progress ctl_instance_progress(const json_t *inst, const char *want_state) {
         const char *state = json_string_value(json_object_get(inst, "state"));
         const json_t *task = json_object_get(inst, "task_state");
-        bool idle = !task || json_is_null(task);
+        /* verify_resize: a cold resize waits for confirm or revert, nothing runs */
+        bool idle = !task || json_is_null(task) || streq_null(json_string_value(task), "verify_resize");
 
         if (!state)
                 return CTL_PROGRESS_PENDING;

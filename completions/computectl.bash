@@ -4,7 +4,7 @@
 # `computectl --help` and `computectl COMMAND --help` (both ways).
 
 _computectl_global="--socket --url --token --json --timeout --help -h --version"
-_computectl_commands="host image list networks show launch start stop reboot terminate wait operation console events help"
+_computectl_commands="host image list networks show launch start stop reboot resize confirm-resize revert-resize terminate wait operation console events help"
 
 # The options of one command (besides the global ones).
 _computectl_opts() {
@@ -15,7 +15,9 @@ _computectl_opts() {
                      "--initrd --cmdline --user-data-file --network --key --meta --hostname --az" \
                      "--http-tokens --http-endpoint --hop-limit --config-drive --request-id --wait" \
                      "--wait-timeout" ;;
-        start|reboot|terminate) echo "--request-id --wait --wait-timeout" ;;
+        start|reboot|terminate|confirm-resize|revert-resize) echo "--request-id --wait --wait-timeout" ;;
+        resize) echo "--type --vcpus --memory --disk --live --cold --stop-timeout --request-id --wait" \
+                     "--wait-timeout" ;;
         stop) echo "--force --stop-timeout --request-id --wait --wait-timeout" ;;
         wait) echo "--state --timeout" ;;
         console) echo "--tail --follow -f --attach --connect" ;;
@@ -42,7 +44,7 @@ _computectl() {
         --socket|--user-data-file|--image|--kernel|--initrd)
             COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --state)
-            COMPREPLY=($(compgen -W "pending running stopping stopped shutting-down terminated error" -- "$cur"))
+            COMPREPLY=($(compgen -W "pending running stopping stopped shutting-down terminated error resized" -- "$cur"))
             return ;;
         --http-tokens) COMPREPLY=($(compgen -W "optional required" -- "$cur")); return ;;
         --http-endpoint) COMPREPLY=($(compgen -W "enabled disabled" -- "$cur")); return ;;

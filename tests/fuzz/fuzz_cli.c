@@ -5,7 +5,8 @@
  * only mac/ip/mtu besides; a rendering has no control character but '\n'.
  *
  * Input: one selector byte ('n' --network value, 's' show, 'w' networks,
- * 'e' an error answer, 'v' an event for `events`, 'p' a download's "progress" object, shown as the
+ * 'o' an Operation for `operation` (a resize's "result" too) and, as
+ * {"instance","operation"}, an accepted answer, 'e' an error answer, 'v' an event for `events`, 'p' a download's "progress" object, shown as the
  * terminal bar and as the plain line), then the bytes (a string, or a JSON
  * document). */
 #include <errno.h>
@@ -68,6 +69,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 'w':
         r = doc ? ctl_format_network_list(doc, &text) : 0;
+        break;
+    case 'o':
+        r = doc ? ctl_format_operation(doc, &text) : 0;
+        if (r == 0 && text)
+            check_text(text);
+        free(text);
+        text = NULL;
+        if (r == 0 || r == -EBADMSG)
+            r = ctl_format_accepted(json_object_get(doc, "instance"), json_object_get(doc, "operation"), &text);
         break;
     case 'p': {
         /* as ctl_progress_show() reads it, both forms; one line of printable text */

@@ -9,7 +9,7 @@
   `compute-agent --help`.
 - completions/computectl.bash: run in bash, `_computectl_commands`, `_computectl_global`
   and `_computectl_opts COMMAND` are the same sets; completing `computectl launch --ima`
-  offers --image and --image-url, `computectl list --state r` offers running.
+  offers --image and --image-url, `computectl list --state r` offers running and resized.
 - `make install DESTDIR=tmp PREFIX=/usr` installs the expected files (binaries, etc/,
   docs with asyncapi.yaml and architecture.md, man pages, completion, and the unit under
   /usr/lib/systemd/system), and no other.
@@ -154,7 +154,10 @@ def main(c: calib.Checks):
     with c.case("completion: completes commands, options and values"):
         assert complete("computectl", "la") == {"launch"}
         assert complete("computectl", "launch", "--ima") == {"--image", "--image-url"}
-        assert complete("computectl", "--json", "list", "--state", "r") == {"running"}
+        assert complete("computectl", "--json", "list", "--state", "r") == {"running", "resized"}
+        assert complete("computectl", "wait", "x", "--state", "res") == {"resized"}
+        assert complete("computectl", "res") == {"resize"}
+        assert complete("computectl", "resize", "x", "--li") == {"--live"}
         assert complete("computectl", "image", "") == {"list", "show", "pull", "delete"}
         assert complete("computectl", "launch", "x", "--config-drive=n") == {"nocloud"}
 

@@ -710,6 +710,119 @@ static void test_action_body(void **state) {
         assert_null(body);
 }
 
+/* Builds a resize body from a command line; returns the builder's result. */
+static int resize_body_of(char *const *argv, json_t **ret, struct ctl_error *e) {
+        struct ctl_args args;
+        int r = parse_like_main(argv, &args, e);
+
+        if (r < 0)
+                return r;
+        return ctl_resize_body(&args, ret, e);
+}
+
+static void test_resize_body(void **state) {
+        char *type[] = { "computectl", "resize", EC2_A, "--type", "m5.large", NULL };
+        char *live[] = { "computectl", "resize", EC2_A, "--vcpus", "2", "--memory", "2048", "--live",
+                         "--request-id", "rz-1", NULL };
+        char *cold[] = { "computectl", "resize", UUID_A, "--cold", "--vcpus", "4", "--memory", "4096",
+                         "--disk", "40", "--stop-timeout", "20", "--wait", NULL };
+        char *confirm[] = { "computectl", "confirm-resize", EC2_A, "--request-id", "c-1", NULL };
+        char *revert[] = { "computectl", "revert-resize", EC2_A, NULL };
+        struct ctl_args args;
+        struct ctl_error e = {};
+        json_t *body = NULL;
+
+        (void) state;
+        assert_int_equal(resize_body_of(type, &body, &e), 0);
+        assert_json_equal_text(body, "{\"action\":\"resize\",\"instance_type\":\"m5.large\"}");
+        json_decref(body);
+
+        assert_int_equal(resize_body_of(live, &body, &e), 0);
+        assert_json_equal_text(body, "{\"action\":\"resize\",\"flavor\":{\"vcpus\":2,\"memory_mb\":2048},"
+                                     "\"mode\":\"live\",\"request_id\":\"rz-1\"}");
+        json_decref(body);
+
+        assert_int_equal(resize_body_of(cold, &body, &e), 0);
+        assert_json_equal_text(body, "{\"action\":\"resize\",\"flavor\":{\"vcpus\":4,\"memory_mb\":4096,"
+                                     "\"disk_gb\":40},\"mode\":\"cold\",\"timeout\":20}");
+        json_decref(body);
+
+        /* confirm and revert: the action alone (and a request id) */
+        assert_int_equal(parse_like_main(confirm, &args, &e), 0);
+        assert_int_equal(ctl_action_body("confirm_resize", &args, &body, &e), 0);
+        assert_json_equal_text(body, "{\"action\":\"confirm_resize\",\"request_id\":\"c-1\"}");
+        json_decref(body);
+        assert_int_equal(parse_like_main(revert, &args, &e), 0);
+        assert_int_equal(ctl_action_body("revert_resize", &args, &body, &e), 0);
+        assert_json_equal_text(body, "{\"action\":\"revert_resize\"}");
+        json_decref(body);
+}
+
+static void test_resize_body_usage_errors(void **state) {
+        static const struct {
+                const char *args[8];
+                const char *message;    /* substring */
+        } cases[] = {
+                { { NULL }, "resize needs --type T, or --vcpus N and --memory MB" },
+                { { "--live" }, "resize needs --type T" },
+                { { "--type", "m5.large", "--vcpus", "2" }, "give either --type or --vcpus/--memory/--disk, not both" },
+                { { "--type", "m5.large", "--disk", "50" }, "not both" },
+                { { "--vcpus", "2" }, "--vcpus needs --memory too" },
+                { { "--memory", "2048" }, "--memory needs --vcpus too" },
+                { { "--disk", "40" }, "--disk needs --vcpus too" },
+                { { "--type", "m5.large", "--live", "--cold" }, "--live and --cold exclude each other" },
+                { { "--type", "m5.large", "--live", "--stop-timeout", "5" }, "--stop-timeout" },
+                { { "--vcpus", "two", "--memory", "1" }, "--vcpus: 'two' is not a whole number" },
+                { { "--vcpus", "1", "--memory", "-5" }, "--memory: '-5' is not a whole number of MB" },
+                { { "--vcpus", "1", "--memory", "64", "--disk", "1.5" }, "--disk: '1.5' is not a whole number of GB" },
+                { { "--type", "" }, "--type: empty instance type" },
+                { { "--type", "t", "--request-id", "" }, "--request-id" },
+                { { "--type", "t", "--cold", "--stop-timeout", "x" }, "--stop-timeout: 'x'" },
+        };
+
+        (void) state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *argv[12] = { "computectl", "resize", EC2_A };
+                json_t *body = NULL;
+                struct ctl_error e = {};
+                size_t n = 3;
+
+                for (size_t j = 0; j < 8 && cases[i].args[j]; j++)
+                        argv[n++] = (char *) cases[i].args[j];
+                argv[n] = NULL;
+                assert_int_equal(resize_body_of(argv, &body, &e), -EINVAL);
+                assert_null(body);
+                if (!strstr(e.message, cases[i].message)) {
+                        print_error("case %zu: message '%s' lacks '%s'\n", i, e.message, cases[i].message);
+                        fail();
+                }
+        }
+}
+
+/* The resize commands' option tables: confirm/revert take no sizing, resize no --force. */
+static void test_resize_options(void **state) {
+        char *confirm_vcpus[] = { "computectl", "confirm-resize", EC2_A, "--vcpus", "2", NULL };
+        char *revert_live[] = { "computectl", "revert-resize", EC2_A, "--live", NULL };
+        char *resize_force[] = { "computectl", "resize", EC2_A, "--type", "t", "--force", NULL };
+        char *resize_eq[] = { "computectl", "resize", EC2_A, "--vcpus=3", "--memory=96", "--json", NULL };
+        struct ctl_args args;
+        struct ctl_error e = {};
+        json_t *body = NULL;
+
+        (void) state;
+        assert_int_equal(parse_like_main(confirm_vcpus, &args, &e), -EINVAL);
+        assert_non_null(strstr(e.message, "unknown option --vcpus"));
+        assert_int_equal(parse_like_main(revert_live, &args, &e), -EINVAL);
+        assert_non_null(strstr(e.message, "unknown option --live"));
+        assert_int_equal(parse_like_main(resize_force, &args, &e), -EINVAL);
+        assert_non_null(strstr(e.message, "unknown option --force"));
+        assert_int_equal(parse_like_main(resize_eq, &args, &e), 0);
+        assert_non_null(args.value[CTL_OPT_JSON]);
+        assert_int_equal(ctl_resize_body(&args, &body, &e), 0);
+        assert_json_equal_text(body, "{\"action\":\"resize\",\"flavor\":{\"vcpus\":3,\"memory_mb\":96}}");
+        json_decref(body);
+}
+
 /* ------------------------------------------------------------------ format.c */
 
 static void test_table_alignment(void **state) {
@@ -988,6 +1101,89 @@ static void test_format_api_error(void **state) {
         free(s);
 }
 
+#define RESIZE_BLOCK                                                                            \
+        "\"max_vcpus\":8,\"max_memory_mb\":8192,\"resize\":{\"pending\":true,\"mode\":\"cold\","   \
+        "\"old_flavor\":{\"vcpus\":1,\"memory_mb\":512,\"disk_gb\":10},"                           \
+        "\"old_instance_type\":\"t3.micro\",\"resized_at\":\"2024-01-01T00:00:05Z\"}"
+
+#define INSTANCE_RESIZED                                                                        \
+        "{\"id\":\"" UUID_A "\",\"ec2_id\":\"" EC2_A "\",\"name\":\"web1\",\"state\":\"resized\","   \
+        "\"task_state\":\"verify_resize\",\"flavor\":{\"vcpus\":2,\"memory_mb\":2048,\"disk_gb\":20}," \
+        "\"instance_type\":null,\"boot\":{\"image\":{\"path\":\"/img/disk.raw\"}}," RESIZE_BLOCK "}"
+
+#define OPERATION_RESIZE(state, result)                                                         \
+        "{\"id\":\"" UUID_OP "\",\"type\":\"resize\",\"instance_id\":\"" UUID_A "\","              \
+        "\"request_id\":null,\"state\":\"" state "\",\"step\":\"defined\",\"error\":null,"         \
+        "\"created_at\":\"2024-01-01T00:00:00Z\",\"updated_at\":\"2024-01-01T00:00:02Z\""          \
+        result "}"
+
+#define RESULT_PARTIAL                                                                          \
+        ",\"result\":{\"outcome\":\"partial\",\"requested\":{\"vcpus\":4,\"memory_mb\":4096},"      \
+        "\"seen\":{\"vcpus\":2,\"memory_mb\":4096}}"
+
+static void test_format_resize(void **state) {
+        json_auto_t *inst = json_loads(INSTANCE_RESIZED, 0, NULL);
+        json_auto_t *none = json_loads("{\"id\":\"x\",\"state\":\"running\",\"max_vcpus\":null,"
+                                       "\"max_memory_mb\":null,\"resize\":null}", 0, NULL);
+        json_auto_t *old = json_loads(INSTANCE_RUNNING, 0, NULL);
+        json_auto_t *op = json_loads(OPERATION_RESIZE("succeeded", RESULT_PARTIAL), 0, NULL);
+        json_auto_t *revert = json_loads(OPERATION_RESIZE("succeeded",
+                ",\"result\":{\"outcome\":\"reverted\",\"disk_note\":\"the disk keeps its grown size\"}"), 0, NULL);
+        json_auto_t *plain = json_loads(OPERATION("succeeded", "null"), 0, NULL);
+        _cleanup_ctl_free_ char *s = NULL, *s2 = NULL, *s3 = NULL, *s4 = NULL, *s5 = NULL, *s6 = NULL,
+                                *s7 = NULL;
+
+        (void) state;
+        assert_non_null(inst);
+        assert_non_null(op);
+        assert_int_equal(ctl_format_instance(inst, &s), 0);
+        assert_string_equal(s,
+                "id:                        " UUID_A "\n"
+                "ec2_id:                    " EC2_A "\n"
+                "name:                      web1\n"
+                "state:                     resized\n"
+                "task_state:                verify_resize\n"
+                "instance_type:             -\n"
+                "vcpus:                     2\n"
+                "memory_mb:                 2048\n"
+                "disk_gb:                   20\n"
+                "max_vcpus:                 8\n"
+                "max_memory_mb:             8192\n"
+                "resize.mode:               cold\n"
+                "resize.pending:            yes\n"
+                "resize.old_instance_type:  t3.micro\n"
+                "resize.resized_at:         2024-01-01T00:00:05Z\n"
+                "resize.old_flavor:         vcpus=1, memory_mb=512, disk_gb=10\n"
+                "image:                     /img/disk.raw\n"
+                "has_user_data:             -\n"
+                "console_log:               -\n"
+                "created_at:                -\n"
+                "updated_at:                -\n"
+                "fault:                     -\n");
+        /* no resize pending, no headroom */
+        assert_int_equal(ctl_format_instance(none, &s2), 0);
+        assert_non_null(strstr(s2, "max_vcpus:      -\nmax_memory_mb:  -\nresize:         -\n"));
+        /* an agent from before resize: no lines for it */
+        assert_int_equal(ctl_format_instance(old, &s3), 0);
+        assert_null(strstr(s3, "resize"));
+        assert_null(strstr(s3, "max_vcpus"));
+
+        assert_int_equal(ctl_format_operation(op, &s4), 0);
+        assert_non_null(strstr(s4, "type:         resize\n"));
+        assert_non_null(strstr(s4, "error:        -\n"
+                                   "result:       partial; requested: vcpus=4, memory_mb=4096; "
+                                   "seen: vcpus=2, memory_mb=4096\n"
+                                   "created_at:"));
+        assert_int_equal(ctl_format_accepted(inst, revert, &s5), 0);
+        assert_non_null(strstr(s5, "state:             resized\n"));
+        assert_non_null(strstr(s5, "operation_result:  reverted; disk_note: the disk keeps its grown size\n"));
+        /* operations without a result: no line */
+        assert_int_equal(ctl_format_operation(plain, &s6), 0);
+        assert_null(strstr(s6, "result"));
+        assert_int_equal(ctl_format_accepted(NULL, plain, &s7), 0);
+        assert_null(strstr(s7, "result"));
+}
+
 /* ------------------------------------------------------------------ wait.c */
 
 static enum ctl_progress inst_progress(const char *json, const char *want) {
@@ -1026,6 +1222,13 @@ static void test_progress(void **state) {
         assert_int_equal(inst_progress("{\"state\":\"terminated\",\"task_state\":null}", "terminated"), CTL_PROGRESS_DONE);
         assert_int_equal(inst_progress("{}", NULL), CTL_PROGRESS_PENDING);
 
+        /* a cold resize waiting for confirm or revert is settled; resizing is not */
+        assert_int_equal(inst_progress("{\"state\":\"resized\",\"task_state\":\"verify_resize\"}", NULL), CTL_PROGRESS_DONE);
+        assert_int_equal(inst_progress("{\"state\":\"resized\",\"task_state\":\"verify_resize\"}", "resized"), CTL_PROGRESS_DONE);
+        assert_int_equal(inst_progress("{\"state\":\"running\",\"task_state\":\"resizing\"}", NULL), CTL_PROGRESS_PENDING);
+        assert_int_equal(inst_progress("{\"state\":\"running\",\"task_state\":\"resize_prep\"}", "resized"), CTL_PROGRESS_PENDING);
+        assert_int_equal(inst_progress("{\"state\":\"resized\",\"task_state\":\"resize_confirming\"}", "running"), CTL_PROGRESS_PENDING);
+        assert_true(ctl_instance_state_valid("resized"));
         assert_true(ctl_instance_state_valid("shutting-down"));
         assert_false(ctl_instance_state_valid("shutting_down"));
         assert_false(ctl_instance_state_valid(NULL));
@@ -1069,7 +1272,8 @@ static void test_command_table(void **state) {
         }
         for (const char *const *n = (const char *const[]) { "host", "list", "show", "launch", "start",
                                                               "stop", "reboot", "terminate", "wait",
-                                                              "operation", "networks", "console", NULL }; *n; n++)
+                                                              "operation", "networks", "console", "resize",
+                                                              "confirm-resize", "revert-resize", NULL }; *n; n++)
                 assert_non_null(ctl_command_find(*n));
         assert_null(ctl_command_find("frobnicate"));
 }
@@ -1761,6 +1965,103 @@ static void test_progress_format(void **state) {
         assert_string_equal(buf, "1.5 KiB");
 }
 
+#define ACCEPTED_RESIZE "{\"instance\":" INSTANCE_RUNNING ",\"operation\":" OPERATION_RESIZE("pending", "") "}"
+
+static void test_agent_resize(void **state) {
+        static const struct route routes[] = {
+                { "POST", "/v1/instances/" EC2_A "/actions", 202, ACCEPTED_RESIZE, 0 },
+                { "GET", "/v1/operations/" UUID_OP, 200, OPERATION_RESIZE("running", ""), 1 },
+                { "GET", "/v1/operations/" UUID_OP, 200,
+                  OPERATION_RESIZE("succeeded", ",\"result\":{\"outcome\":\"resized\"}"), 0 },
+                { "GET", "/v1/instances/" UUID_A, 200, INSTANCE_RESIZED, 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *cold[] = { "computectl", "--socket", fa->sock, "resize", EC2_A, "--vcpus", "2", "--memory",
+                         "2048", "--disk", "20", "--cold", "--wait", NULL };
+        char *both[] = { "computectl", "--socket", fa->sock, "resize", EC2_A, "--type", "m5.large",
+                         "--live", "--cold", NULL };
+        char *json[] = { "computectl", "--json", "--socket", fa->sock, "confirm-resize", EC2_A, NULL };
+        char *bad_id[] = { "computectl", "--socket", fa->sock, "revert-resize", "web1", NULL };
+        json_auto_t *sent = NULL, *out = NULL;
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, cold);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_non_null(strstr(res.out, "state:             resized\n"));
+        assert_non_null(strstr(res.out, "task_state:        verify_resize\n"));
+        assert_non_null(strstr(res.out, "operation_type:    resize\n"));
+        assert_non_null(strstr(res.out, "operation_result:  resized\n"));
+        assert_non_null(strstr(res.err, "note: " UUID_A " waits in state resized: 'computectl confirm-resize "));
+        sent = json_loads(fake_find(fa, "POST", "/v1/instances/" EC2_A "/actions")->body, 0, NULL);
+        assert_json_equal_text(sent, "{\"action\":\"resize\",\"flavor\":{\"vcpus\":2,\"memory_mb\":2048,"
+                                     "\"disk_gb\":20},\"mode\":\"cold\"}");
+        run_result_release(&res);
+
+        /* a usage error sends nothing */
+        run_ctl(&res, both);
+        assert_int_equal(res.rc, CTL_EXIT_USAGE);
+        assert_non_null(strstr(res.err, "computectl: --live and --cold exclude each other"));
+        assert_non_null(strstr(res.err, "Try 'computectl resize --help'."));
+        assert_int_equal(fake_count(fa, "POST", "/v1/instances/" EC2_A "/actions"), 1);
+        run_result_release(&res);
+
+        run_ctl(&res, bad_id);
+        assert_int_equal(res.rc, CTL_EXIT_USAGE);
+        assert_non_null(strstr(res.err, "Try 'computectl revert-resize --help'."));
+        run_result_release(&res);
+
+        /* confirm-resize: the body is the action; --json prints the answer as it came */
+        run_ctl(&res, json);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_int_equal(fake_count(fa, "POST", "/v1/instances/" EC2_A "/actions"), 2);
+        out = json_loads(res.out, 0, NULL);
+        assert_non_null(out);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(out, "operation"), "type")),
+                            "resize");
+        assert_string_equal(res.err, "");
+        run_result_release(&res);
+        {
+                const struct seen_request *rq = NULL;
+
+                pthread_mutex_lock(&fa->lock);
+                for (size_t i = 0; i < fa->n_seen; i++)
+                        if (strcmp(fa->seen[i].method, "POST") == 0)
+                                rq = &fa->seen[i];
+                pthread_mutex_unlock(&fa->lock);
+                assert_non_null(rq);
+                json_decref(sent);
+                sent = json_loads(rq->body, 0, NULL);
+                assert_json_equal_text(sent, "{\"action\":\"confirm_resize\"}");
+        }
+        fake_agent_stop(fa);
+}
+
+/* A live resize the guest took only in part: success, with a warning on stderr. */
+static void test_agent_resize_partial(void **state) {
+        static const struct route routes[] = {
+                { "POST", "/v1/instances/" UUID_A "/actions", 202, ACCEPTED_RESIZE, 0 },
+                { "GET", "/v1/operations/" UUID_OP, 200, OPERATION_RESIZE("succeeded", RESULT_PARTIAL), 0 },
+                { "GET", "/v1/instances/" UUID_A, 200, INSTANCE_RUNNING, 0 },
+                {},
+        };
+        struct fake_agent *fa = fake_agent_start(routes);
+        char *argv[] = { "computectl", "--socket", fa->sock, "resize", UUID_A, "--vcpus", "4", "--memory",
+                         "4096", "--live", "--wait-timeout", "5", NULL };
+        struct run_result res;
+
+        (void) state;
+        run_ctl(&res, argv);
+        assert_int_equal(res.rc, CTL_EXIT_OK);
+        assert_non_null(strstr(res.out, "operation_result:  partial; requested: vcpus=4, memory_mb=4096; "
+                                        "seen: vcpus=2, memory_mb=4096\n"));
+        assert_non_null(strstr(res.err, "warning: the guest did not take the whole live resize in time"));
+        assert_null(strstr(res.err, "note:"));
+        run_result_release(&res);
+        fake_agent_stop(fa);
+}
+
 static void test_agent_unreachable(void **state) {
         char *argv[] = { "computectl", "--socket", "/nonexistent/api.sock", "list", NULL };
         struct run_result res;
@@ -1834,6 +2135,12 @@ int main(void) {
                 cmocka_unit_test(test_agent_launch_progress_lines),
                 cmocka_unit_test(test_agent_pull_progress_lines),
                 cmocka_unit_test(test_progress_format),
+                cmocka_unit_test(test_resize_body),
+                cmocka_unit_test(test_resize_body_usage_errors),
+                cmocka_unit_test(test_resize_options),
+                cmocka_unit_test(test_format_resize),
+                cmocka_unit_test(test_agent_resize),
+                cmocka_unit_test(test_agent_resize_partial),
         };
 
         return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
