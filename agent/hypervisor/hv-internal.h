@@ -76,8 +76,15 @@ int hv_lv_set_metadata(struct hv *hv, const struct hv_guest *g, unsigned flags,
  * definition's). -EINVAL when it is not a domain document. Exposed for the
  * unit tests. vmem_xml (if not NULL) gets the virtio-mem element as the
  * document has it, <current> left out, <requested> set to req_kib (owned;
- * NULL when there is none); boot_kib (if not NULL) the boot memory. */
-int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, uint64_t *boot_kib,
+ * NULL when there is none); parts (if not NULL) the figures the sums are
+ * made of. */
+struct hv_size_parts {
+    uint64_t boot_kib;     /* the boot memory (the NUMA cells) */
+    uint64_t balloon_kib;  /* what the balloon leaves of it */
+    bool vmem;             /* a virtio-mem device */
+    uint64_t vmem_req_kib, vmem_cur_kib;
+};
+int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, struct hv_size_parts *parts,
                      uint64_t req_kib, char **vmem_xml);
 int hv_lv_attach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
                         struct agent_error *err);

@@ -124,7 +124,7 @@ static bool attr_kib(xmlNodePtr n, const char *name, uint64_t *ret)
     return ok;
 }
 
-int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, uint64_t *boot_ret,
+int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, struct hv_size_parts *parts,
                      uint64_t req_kib, char **vmem_xml)
 {
     xmlDocPtr doc;
@@ -196,8 +196,9 @@ int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, uint64_t *
     ret->max_memory_mib = (maxmem ? maxmem : memory) / 1024;
     ret->live_vcpus = ret->max_vcpus > 1 && (hot || test);
     ret->live_memory = vmem != NULL || test;
-    if (boot_ret)
-        *boot_ret = boot;
+    if (parts)
+        *parts = (struct hv_size_parts){.boot_kib = boot, .balloon_kib = balloon, .vmem = vmem != NULL,
+                                        .vmem_req_kib = vreq, .vmem_cur_kib = vcur};
 
     if (vmem && vmem_xml) {
         xmlNodePtr t = child(vmem, "target"), r = child(t, "requested"), c = child(t, "current");
@@ -260,8 +261,8 @@ static unsigned affect(unsigned flags)
 
 /* The domain's XML and whether it is the live one: the running domain's
  * unless only HV_CONFIG is asked for (or it is not running). */
-static int size_of(virDomainPtr dom, unsigned flags, struct hv_size *ret, uint64_t *boot,
-                   uint64_t req_kib, char **vmem_xml, struct agent_error *err)
+static int size_of(virDomainPtr dom, unsigned flags, struct hv_size *ret, struct hv_size_parts *parts,
+                   uint64_t req_kib, char **vmem_xml, bool *live_ret, struct agent_error *err)
 {
     int active = virDomainIsActive(dom);
     bool live = active == 1 && (flags & HV_LIVE || !(flags & HV_CONFIG));
@@ -273,8 +274,10 @@ static int size_of(virDomainPtr dom, unsigned flags, struct hv_size *ret, uint64
     xml = virDomainGetXMLDesc(dom, live ? 0 : VIR_DOMAIN_XML_INACTIVE);
     if (!xml)
         return hv_libvirt_error(err, "cannot read the domain's XML");
-    r = hv_size_from_xml(xml, live, ret, boot, req_kib, vmem_xml);
+    r = hv_size_from_xml(xml, live, ret, parts, req_kib, vmem_xml);
     free(xml);
+    if (live_ret)
+        *live_ret = live;
     if (r == -EINVAL)
         return agent_error_set(err, EIO, "hypervisor", NULL, "libvirt's domain XML has no <domain>");
     if (r < 0)
@@ -282,17 +285,53 @@ static int size_of(virDomainPtr dom, unsigned flags, struct hv_size *ret, uint64
     return 0;
 }
 
+/* The balloon now, asked of the hypervisor (libvirt's live <currentMemory>
+ * follows QEMU's BALLOON_CHANGE events, which QEMU sends at most once a
+ * second); false where the driver has no such figure. */
+static bool balloon_now(virDomainPtr dom, uint64_t *kib)
+{
+    virDomainMemoryStatStruct st[VIR_DOMAIN_MEMORY_STAT_NR];
+    int n = virDomainMemoryStats(dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+
+    if (n < 0)
+        virResetLastError();
+    for (int i = 0; i < n; i++)
+        if (st[i].tag == VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON) {
+            *kib = st[i].val;
+            return true;
+        }
+    return false;
+}
+
 int hv_lv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, unsigned flags,
                    struct agent_error *err)
 {
     virConnectPtr conn;
     virDomainPtr dom;
+    struct hv_size_parts p, cfg;
+    struct hv_size cs;
+    uint64_t now, target;
+    bool live = false;
     int r = lookup(hv, uuid, &conn, &dom, err);
 
     (void)flags;
     if (r < 0)
         return r;
-    r = size_of(dom, HV_CURRENT, ret, NULL, 0, NULL, err);
+    r = size_of(dom, HV_CURRENT, ret, &p, 0, NULL, &live, err);
+    if (r == 0 && live) {
+        /* the balloon as QEMU has it now, and its target as the persistent
+         * definition keeps it (hv_set_memory writes LIVE|CONFIG) */
+        now = p.balloon_kib;
+        if (balloon_now(dom, &now) && now > p.boot_kib)
+            now = p.boot_kib;
+        target = now;
+        if (virDomainIsPersistent(dom) == 1 && size_of(dom, HV_CONFIG, &cs, &cfg, 0, NULL, NULL, NULL) == 0)
+            target = cfg.balloon_kib;
+        else
+            virResetLastError();
+        ret->memory_mib = (now + (p.vmem ? p.vmem_cur_kib : 0)) / 1024;
+        ret->requested_mib = (target + (p.vmem ? p.vmem_req_kib : 0)) / 1024;
+    }
     release(conn, dom);
     return r;
 }
@@ -319,7 +358,8 @@ int hv_lv_set_memory_vmem(struct hv *hv, const char *uuid, uint64_t mib, unsigne
     virConnectPtr conn;
     virDomainPtr dom;
     struct hv_size sz;
-    uint64_t boot = 0, want, req;
+    struct hv_size_parts parts;
+    uint64_t boot, want, req;
     char *vmem = NULL;
     int r;
 
@@ -332,7 +372,8 @@ int hv_lv_set_memory_vmem(struct hv *hv, const char *uuid, uint64_t mib, unsigne
         return r;
     /* the element to send back is the one the definition we change holds
      * (libvirt finds it by its address, QEMU by its alias) */
-    r = size_of(dom, flags, &sz, &boot, 0, &vmem, err);
+    r = size_of(dom, flags, &sz, &parts, 0, &vmem, NULL, err);
+    boot = parts.boot_kib;
     if (r == 0 && !vmem) {
         release(conn, dom);
         return hv_lv_set_memory(hv, uuid, mib, flags, err); /* no virtio-mem: the balloon */
@@ -347,7 +388,7 @@ int hv_lv_set_memory_vmem(struct hv *hv, const char *uuid, uint64_t mib, unsigne
     if (r == 0) {
         const uint64_t blk = DOMXML_VMEM_BLOCK_MIB * 1024;
         req = want > boot ? (want - boot + blk - 1) / blk * blk : 0;
-        r = size_of(dom, flags, &sz, &boot, req, &vmem, err);
+        r = size_of(dom, flags, &sz, &parts, req, &vmem, NULL, err);
         if (r == 0 && !vmem)
             r = agent_error_set(err, EIO, "hypervisor", NULL, "the domain's virtio-mem device is gone");
     }
