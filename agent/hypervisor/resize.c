@@ -139,7 +139,7 @@ int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, struct hv_
     if (!xml || strlen(xml) > INT_MAX)
         return -EINVAL;
     doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL,
-                        XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+                        XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
     root = doc ? xmlDocGetRootElement(doc) : NULL;
     if (!is(root, "domain")) {
         xmlFreeDoc(doc);
