@@ -10,6 +10,8 @@ a NUMA cell, <maxMemory> and a virtio-mem device, the balloon), then, one comman
  - hv_set_memory 256 (virtio-mem back to 0) and 192 (the balloon below the boot memory), then
    256 again: MemTotal back to where it started, 64 MiB below it, and back;
  - hv_get_size follows each step (vcpus, memory_mib, requested_mib, ceilings, live_*);
+ - a restart (destroy + start: a new QEMU from the persistent definition) boots with what
+   LIVE|CONFIG set;
  - refused, nothing changed: memory above the ceiling (-ERANGE), vCPUs above it (-ERANGE),
    a live vCPU decrease on kvm (-ENOTSUP: kvm.c says why: QEMU 7.2's unplug);
  - hv_set_metadata rewrites our <metadata> (read back through hv_list, owner kept);
@@ -238,6 +240,24 @@ def main(c: calib.Checks):
             timings.append(("raw virsh setmem --live 256->192", call,
                             wait_guest(watch, t0, memtotal=base - 64 * 1024)))
 
+        with c.case("a restart from the persistent definition boots with what LIVE|CONFIG set "
+                    "(4 vCPUs, 512 MiB through virtio-mem)"):
+            ok, f, msg, _ = probe.cmd(f"mem {MAXMEM}")
+            assert ok, msg
+            calib.virsh(uri, "destroy", uuid, check=True)
+            watch.mark()
+            calib.virsh(uri, "start", uuid, check=True)
+            watch.wait_text(calib.BOOT_MARKER, 120)
+            want = base + (MAXMEM - BOOT) * 1024
+
+            def booted_size():
+                m = SIZE_RE.findall(watch.since_mark())
+                return m and m[-1][0] == "0-3" and abs(int(m[-1][1]) - want) <= 4096
+            calib.wait_for(booted_size, SEE, interval=0.2, what=f"cpus=0-3 memtotal_kb~{want} after the restart",
+                           last=lambda: repr(SIZE_RE.findall(watch.since_mark())[-1:]))
+            calib.wait_for(lambda: size()["memory_mib"] == MAXMEM, 30, what="hv_get_size memory_mib 512")
+            s = size()
+            assert (s["vcpus"], s["requested_mib"]) == (4, MAXMEM), s
         calib.log("     live resize timings (call = the call's own time; seen = request to the guest's "
                   "serial line, its onliner polls every 0.3 s):")
         for what, call_ms, seen_s in timings:
