@@ -132,8 +132,9 @@ static int kvm_devices(struct domxml *d, const struct hv_guest *g, const char *m
  *
  * - vCPUs: <vcpu current=N>M</vcpu> with a <vcpus> list (vCPU 0 enabled and
  *   not hot-pluggable, the others hot-pluggable). virDomainSetVcpusFlags
- *   LIVE|CONFIG plugs one in ~0.1 s, the guest has it online (its onliner)
- *   0.8-1 s after the call. Unplugging does NOT work here: the guest offlines
+ *   LIVE|CONFIG plugs one in 15-40 ms; the guest has it online (its onliner
+ *   polls every 0.3 s) 1.0-1.5 s after the call for the first hot-plugged
+ *   vCPU, 0.45-0.75 s for later ones (raw `virsh setvcpus --live` the same). Unplugging does NOT work here: the guest offlines
  *   and ejects the vCPU in ~0.5 s and QEMU removes it, but QEMU 7.2 emits
  *   DEVICE_DELETED only for ".../vcpuN/lapic", so libvirt waits its 5 s, fails
  *   with "vcpu unplug request timed out" and keeps counting the vCPU; the
@@ -146,7 +147,8 @@ static int kvm_devices(struct domxml *d, const struct hv_guest *g, const char *m
  *   unplug needs that whole DIMM movable), while one virtio-mem device
  *   defined at boot grows and shrinks through its <requested> (2 MiB blocks,
  *   virDomainUpdateDeviceFlags LIVE|CONFIG so a reboot keeps it): +256 MiB
- *   seen in the guest 0.36 s after the call, -256 MiB in 1.0 s. libvirt
+ *   seen in the guest's MemTotal 0.15-0.45 s after the call, -256 MiB in
+ *   0.7-1.7 s (test_hv_live_resize_qemu.py's runs). libvirt
  *   finds the device by its PCI address and QEMU by its alias, so the update
  *   sends the element as dumpxml gives it (our user alias ua-ca-vmem0 keeps
  *   the persistent definition's alias the same). It needs <maxMemory> and a
@@ -154,7 +156,7 @@ static int kvm_devices(struct domxml *d, const struct hv_guest *g, const char *m
  *   (max - boot) in 128 MiB multiples is all usable.
  * - Memory below the boot memory: the virtio balloon (virDomainSetMemoryFlags:
  *   with virtio-mem present libvirt's ceiling for it is the boot memory);
- *   200 MiB of 256 seen in MemTotal 0.22 s after the call.
+ *   256 -> 192 MiB seen in MemTotal 0.2-0.8 s after the call.
  * A guest without headroom (max == boot) gets the XML it always had. */
 static int kvm_size_xml(struct domxml *d, const struct hv_guest *g, uint64_t *vmem_mib)
 {
