@@ -29,7 +29,7 @@ from calib import domstate, short  # noqa: E402
 OP_TIMEOUT = 180.0
 # The graceful part of each stop is bounded at 5 s: the guest has just booted again after
 # each resize, before its acpid listens (the forced stop after it is what a cloud does too).
-F1 = {"vcpus": 1, "memory_mb": 128, "disk_gb": 1}
+F1 = {"vcpus": 1, "memory_mb": 256, "disk_gb": 1}  # memory headroom needs >= 256 MiB
 
 COLD_POINTS = ("resize:requested", "resize:powered-off", "resize:disk", "resize:defined", "resize:started")
 REVERT_POINTS = ("revert_resize:requested", "revert_resize:powered-off", "revert_resize:defined")
@@ -60,7 +60,7 @@ def main(c: calib.Checks):
     prefix = calib.unique("ca-it-rszc")
     created = set()
     conf = d / "agent.conf"
-    conf.write_text("[hypervisor]\nmax_vcpus = 2\nmax_memory_mb = 256\nresize_live_timeout = 20\n")
+    conf.write_text("[hypervisor]\nmax_vcpus = 2\nmax_memory_mb = 512\nresize_live_timeout = 20\n")
     agent = calib.Agent(d / "state", hypervisor="qemu", libvirt_uri=uri,
                         extra_args=["--config", str(conf), "--host-name", prefix])
     c.agents.append(agent)
@@ -145,7 +145,7 @@ def body(c, uri, gdir, d, agent, prefix, created):
 
     def next_flavor():
         size[0] += 1
-        return {"vcpus": 2, "memory_mb": 256, "disk_gb": size[0]}
+        return {"vcpus": 2, "memory_mb": 384, "disk_gb": size[0]}
 
     for point in COLD_POINTS:
         with c.case(f"{point}: kill -9, restart: the resize settles, one flavor, definition == store"):
@@ -161,7 +161,7 @@ def body(c, uri, gdir, d, agent, prefix, created):
                 op = cl.wait_operation(r["operation"]["id"], timeout=OP_TIMEOUT)
                 assert op["state"] == "succeeded", short(op)
             i = consistent(iid, disk)
-            assert i["state"] == "running" and i["flavor"]["vcpus"] == 1, short(i)
+            assert i["state"] == "running" and i["flavor"]["vcpus"] == 1, short(i)  # noqa
 
     for point in REVERT_POINTS:
         with c.case(f"{point}: kill -9 during a revert, restart: back on the old flavor, consistent"):
@@ -169,7 +169,7 @@ def body(c, uri, gdir, d, agent, prefix, created):
             assert cl.wait_operation(r["operation"]["id"], timeout=OP_TIMEOUT)["state"] == "succeeded"
             crash_run(point, lambda: cl.call("POST", f"/v1/instances/{iid}/actions", {"action": "revert_resize", "timeout": 5}))
             i = consistent(iid, disk)
-            assert i["state"] == "running" and i["flavor"]["vcpus"] == 1, short(i)
+            assert i["state"] == "running" and i["flavor"]["vcpus"] == 1, short(i)  # noqa
 
     with c.case("confirm_resize:requested: kill -9, restart: confirmed, the new flavor alone claimed"):
         r = cl.action(iid, "resize", flavor=next_flavor(), mode="cold", timeout=5)
@@ -179,9 +179,9 @@ def body(c, uri, gdir, d, agent, prefix, created):
         i = consistent(iid, disk)
         assert i["state"] == "running" and i["resize"] is None and i["flavor"]["vcpus"] == 2, short(i)
 
-    with c.case("resize:applied (live 128 -> 256 MiB): kill -9, restart: settles live, consistent"):
+    with c.case("resize:applied (live memory change): kill -9, restart: settles live, consistent"):
         i = cl.instance(iid)
-        want = {"vcpus": i["flavor"]["vcpus"], "memory_mb": 256 if i["flavor"]["memory_mb"] != 256 else 192}
+        want = {"vcpus": i["flavor"]["vcpus"], "memory_mb": 256 if i["flavor"]["memory_mb"] != 256 else 384}
         crash_run("resize:applied", lambda: cl.call("POST", f"/v1/instances/{iid}/actions",
                                                     {"action": "resize", "mode": "live", "flavor": want}))
         i = consistent(iid, disk)
