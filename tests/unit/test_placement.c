@@ -18,6 +18,8 @@
 
 #include "common/util.h"
 #include "agent/controller.h"
+#include "agent/instance.h"
+#include "agent/store.h"
 #include "scheduler-client/placement-internal.h"
 #include "scheduler-client/placement.h"
 
@@ -1051,6 +1053,99 @@ static void test_move_allocations(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* issue 12: what the controller asks of Placement at an operation's end
+ * and at start */
+static size_t plan_end(const char *type, const char *state, const struct instance *inst, bool agent,
+                       enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX])
+{
+    struct op_record rec = {0};
+
+    strscpy(rec.type, type, sizeof(rec.type));
+    strscpy(rec.state, state, sizeof(rec.state));
+    return controller_plan_finished(&rec, inst, agent, out);
+}
+
+static void test_controller_plans(void **state)
+{
+    struct instance inst = {.flavor = {2, 512, 2}};
+    enum controller_alloc_act a[CONTROLLER_ALLOC_ACTS_MAX];
+
+    (void)state;
+    strscpy(inst.uuid, "dddddddd-0000-4000-8000-000000000001", sizeof(inst.uuid));
+    strscpy(inst.state, "running", sizeof(inst.state));
+
+    /* scheduler mode: only a terminate's removal */
+    assert_int_equal(plan_end("resize", "succeeded", &inst, false, a), 0);
+    assert_int_equal(plan_end("revert_resize", "succeeded", &inst, false, a), 0);
+    assert_int_equal(controller_plan_start(&inst, false, a), 0);
+
+    /* live resize: the instance's allocation replaced, ended well or not */
+    strscpy(inst.resize.mode, "live", sizeof(inst.resize.mode));
+    assert_int_equal(plan_end("resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(plan_end("resize", "failed", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+
+    /* cold resize: claimed (moved), waiting in resized */
+    strscpy(inst.resize.mode, "cold", sizeof(inst.resize.mode));
+    strscpy(inst.resize.migration_uuid, "dddddddd-0000-4000-8000-0000000000aa", sizeof(inst.resize.migration_uuid));
+    inst.resize.old_flavor = (struct flavor){1, 256, 1};
+    inst.resize.pending = true;
+    strscpy(inst.state, "resized", sizeof(inst.state));
+    assert_int_equal(plan_end("resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE);
+    /* a restart meanwhile writes the move again */
+    assert_int_equal(controller_plan_start(&inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE);
+    assert_int_equal(controller_plan_start(&inst, false, a), 0);
+    /* confirm: the migration consumer removed; revert: moved back */
+    inst.resize.pending = false;
+    strscpy(inst.state, "running", sizeof(inst.state));
+    assert_int_equal(plan_end("confirm_resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_int_equal(plan_end("revert_resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE_BACK);
+    assert_int_equal(plan_end("confirm_resize", "failed", &inst, true, a), 0);
+    assert_int_equal(plan_end("revert_resize", "failed", &inst, true, a), 0);
+    /* a cold resize that failed and rolled back: moved back */
+    assert_int_equal(plan_end("resize", "failed", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE_BACK);
+    /* settled: a start writes the instance's and removes the migration
+     * consumer's (a crash may have left it) */
+    assert_int_equal(controller_plan_start(&inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    /* ended in error: nothing held any more */
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_int_equal(plan_end("resize", "failed", &inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_int_equal(controller_plan_start(&inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    /* terminated: removed in every mode; the migration consumer with agent */
+    strscpy(inst.state, "terminated", sizeof(inst.state));
+    assert_int_equal(plan_end("terminate", "succeeded", &inst, false, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    assert_int_equal(plan_end("terminate", "succeeded", &inst, true, a), 2);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_int_equal(controller_plan_start(&inst, false, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    /* a launch (issue 11) */
+    memset(inst.resize.migration_uuid, 0, sizeof(inst.resize.migration_uuid));
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_int_equal(plan_end("launch", "failed", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    assert_int_equal(plan_end("launch", "failed", &inst, false, a), 0);
+    strscpy(inst.state, "running", sizeof(inst.state));
+    assert_int_equal(plan_end("launch", "succeeded", &inst, true, a), 0);
+    assert_int_equal(controller_plan_start(&inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    /* confirm without a migration consumer: the instance's written */
+    assert_int_equal(plan_end("confirm_resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(plan_end("stop", "succeeded", &inst, true, a), 0);
+}
+
 /* issue 11: the standard traits of a host (names checked against os-traits
  * in tests/integration/test_placement_usage.py) */
 static void test_compute_traits(void **state)
@@ -1156,6 +1251,7 @@ int main(void)
         cmocka_unit_test(test_move_body),
         cmocka_unit_test(test_move_side_read),
         cmocka_unit_test(test_move_allocations),
+        cmocka_unit_test(test_controller_plans),
         cmocka_unit_test(test_compute_traits),
     };
 
