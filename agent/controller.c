@@ -65,6 +65,14 @@ static bool has_migration(const struct instance *inst)
     return uuid_is_valid(inst->resize.migration_uuid);
 }
 
+/* A cold resize waiting for confirm or revert (or under way): its
+ * migration consumer holds the old flavor. (A live resize never has one:
+ * a migration uuid beside it is a settled cold resize's, kept.) */
+static bool cold_pending(const struct instance *inst)
+{
+    return inst->resize.pending && has_migration(inst) && strcmp(inst->resize.mode, "live");
+}
+
 static bool flavor_empty(const struct flavor *f)
 {
     return f->vcpus <= 0 && f->memory_mb <= 0 && f->disk_gb <= 0;
@@ -139,7 +147,7 @@ size_t controller_plan_start(const struct instance *inst, bool agent,
     }
     if (!agent)
         return 0;
-    if (inst->resize.pending && has_migration(inst)) {
+    if (cold_pending(inst)) {
         out[n++] = CONTROLLER_ALLOC_MOVE;
         return n;
     }
@@ -165,8 +173,11 @@ size_t controller_plan_finished(const struct op_record *rec, const struct instan
     }
     if (!agent)
         return 0;
-    if (!strcmp(rec->type, "launch"))
-        return !strcmp(inst->state, "error") ? (out[n++] = CONTROLLER_ALLOC_DELETE, n) : 0;
+    if (!strcmp(rec->type, "launch")) {
+        if (!strcmp(inst->state, "error"))
+            out[n++] = CONTROLLER_ALLOC_DELETE;
+        return n;
+    }
     if (strcmp(rec->type, "resize") && strcmp(rec->type, "confirm_resize") && strcmp(rec->type, "revert_resize"))
         return 0;
     if (!holds_resources(inst)) {
@@ -181,7 +192,7 @@ size_t controller_plan_finished(const struct op_record *rec, const struct instan
             out[n++] = CONTROLLER_ALLOC_PUT; /* whatever size it reached */
         else if (!ok)
             out[n++] = CONTROLLER_ALLOC_MOVE_BACK; /* rolled back: flavor is the old one */
-        else if (inst->resize.pending && has_migration(inst))
+        else if (cold_pending(inst))
             out[n++] = CONTROLLER_ALLOC_MOVE; /* resized, waiting: the claim's move, again */
         return n;
     }
@@ -192,6 +203,15 @@ size_t controller_plan_finished(const struct op_record *rec, const struct instan
     else
         out[n++] = CONTROLLER_ALLOC_MOVE_BACK; /* revert_resize */
     return n;
+}
+
+bool controller_consumer_removable(const struct instance *inst, const struct instance *owner, bool agent)
+{
+    if (inst)
+        return !strcmp(inst->state, "terminated") || (agent && !strcmp(inst->state, "error"));
+    if (owner)
+        return !cold_pending(owner) || !holds_resources(owner);
+    return false;
 }
 
 /* At start: what a crash or an outage may have left undone, from the store. */
@@ -323,12 +343,12 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
         /* fix: only what this host provably does not run: terminated here,
          * as the store records it (an unknown consumer is never touched) */
         if (c->heal && store_instance_get(c->d.store, d->only_in_placement[i], &inst) == 0) {
-            ours = !strcmp(inst.state, "terminated") || (c->agent_allocs && !strcmp(inst.state, "error"));
+            ours = controller_consumer_removable(&inst, NULL, c->agent_allocs);
             instance_release(&inst);
         } else if (c->heal && migration_owner(c, d->only_in_placement[i], &inst)) {
-            /* a resize's migration consumer: removable once the resize is
-             * settled (a pending one is counted as this host's) */
-            ours = !inst.resize.pending || !holds_resources(&inst);
+            /* a resize's migration consumer (a pending one is counted as
+             * this host's, so it is here only once settled) */
+            ours = controller_consumer_removable(NULL, &inst, c->agent_allocs);
             instance_release(&inst);
         }
         if (ours) {
@@ -349,14 +369,13 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
         if (c->agent_allocs && c->heal && store_instance_get(c->d.store, d->only_here[i], &inst) == 0) {
             if (holds_resources(&inst))
                 carry_out(c, &inst,
-                          (const enum controller_alloc_act[]){inst.resize.pending && has_migration(&inst)
-                                                                  ? CONTROLLER_ALLOC_MOVE
-                                                                  : CONTROLLER_ALLOC_PUT},
+                          (const enum controller_alloc_act[]){cold_pending(&inst) ? CONTROLLER_ALLOC_MOVE
+                                                                                  : CONTROLLER_ALLOC_PUT},
                           1);
             instance_release(&inst);
         } else if (c->agent_allocs && c->heal && migration_owner(c, d->only_here[i], &inst)) {
             /* a pending resize's migration consumer lost its allocation */
-            if (inst.resize.pending && holds_resources(&inst))
+            if (cold_pending(&inst) && holds_resources(&inst))
                 move_allocations(c, &inst, false);
             instance_release(&inst);
         }
@@ -396,7 +415,7 @@ static int collect_running(const struct instance *inst, void *opaque)
     if (list_add(l, inst->uuid) < 0)
         return 1;
     /* a pending resize's migration consumer holds the old flavor here */
-    if (inst->resize.pending && has_migration(inst) && list_add(l, inst->resize.migration_uuid) < 0)
+    if (cold_pending(inst) && list_add(l, inst->resize.migration_uuid) < 0)
         return 1;
     return 0;
 }

@@ -123,12 +123,21 @@ size_t controller_plan_finished(const struct op_record *rec, const struct instan
 /* What a start asks for one instance of the store (pure; durable without a
  * record of its own: every write is idempotent). Terminated: its
  * allocation removed (every mode). With agent: an instance holding
- * resources gets its allocation written, or with a pending resize and a
- * migration uuid the move written again; a migration consumer without a
- * pending resize is removed (404 is done); an instance in error has its
+ * resources gets its allocation written, or with a pending cold resize
+ * and a migration uuid the move written again; a migration consumer
+ * without a pending cold resize is removed (404 is done); an instance in error has its
  * allocations removed. */
 size_t controller_plan_start(const struct instance *inst, bool agent,
                              enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX]);
+
+/* usage_heal = fix: whether a consumer Placement holds against this
+ * provider, not counted by the usage check, may be removed (pure). inst:
+ * the store's instance of that uuid (NULL: none); owner: the instance
+ * whose resize uses it as migration consumer (NULL: none). Removable: an
+ * instance terminated here (with agent also one in error), or the
+ * migration consumer of a resize that is settled (or whose instance holds
+ * nothing any more). A consumer the store does not know never is. */
+bool controller_consumer_removable(const struct instance *inst, const struct instance *owner, bool agent);
 
 json_t *controller_to_json(const struct controller *c);
 /* Whether Placement answered the last request: 1, 0, or -1 when no

@@ -1098,6 +1098,14 @@ static void test_controller_plans(void **state)
     assert_int_equal(controller_plan_start(&inst, true, a), 1);
     assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE);
     assert_int_equal(controller_plan_start(&inst, false, a), 0);
+    /* a live resize under way beside a settled cold one's migration uuid:
+     * that consumer is not written again, it is removed */
+    strscpy(inst.resize.mode, "live", sizeof(inst.resize.mode));
+    assert_int_equal(controller_plan_start(&inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_true(controller_consumer_removable(NULL, &inst, true));
+    strscpy(inst.resize.mode, "cold", sizeof(inst.resize.mode));
     /* confirm: the migration consumer removed; revert: moved back */
     inst.resize.pending = false;
     strscpy(inst.state, "running", sizeof(inst.state));
@@ -1144,6 +1152,25 @@ static void test_controller_plans(void **state)
     assert_int_equal(plan_end("confirm_resize", "succeeded", &inst, true, a), 1);
     assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
     assert_int_equal(plan_end("stop", "succeeded", &inst, true, a), 0);
+
+    /* usage_heal = fix: what may be removed */
+    assert_false(controller_consumer_removable(NULL, NULL, true)); /* a stranger */
+    assert_false(controller_consumer_removable(&inst, NULL, true)); /* running here */
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_true(controller_consumer_removable(&inst, NULL, true));
+    assert_false(controller_consumer_removable(&inst, NULL, false));
+    strscpy(inst.state, "terminated", sizeof(inst.state));
+    assert_true(controller_consumer_removable(&inst, NULL, false));
+    /* a migration consumer: kept while its cold resize is pending */
+    strscpy(inst.resize.migration_uuid, "dddddddd-0000-4000-8000-0000000000aa", sizeof(inst.resize.migration_uuid));
+    strscpy(inst.state, "resized", sizeof(inst.state));
+    inst.resize.pending = true;
+    assert_false(controller_consumer_removable(NULL, &inst, true));
+    inst.resize.pending = false;
+    assert_true(controller_consumer_removable(NULL, &inst, true));
+    inst.resize.pending = true;
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_true(controller_consumer_removable(NULL, &inst, false));
 }
 
 /* issue 11: the standard traits of a host (names checked against os-traits
