@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "agent/events.h"
 #include "agent/host.h"
@@ -59,17 +60,167 @@ static bool holds_resources(const struct instance *inst)
     return strcmp(inst->state, "terminated") && strcmp(inst->state, "error");
 }
 
+static bool has_migration(const struct instance *inst)
+{
+    return uuid_is_valid(inst->resize.migration_uuid);
+}
+
+/* A cold resize waiting for confirm or revert (or under way): its
+ * migration consumer holds the old flavor. (A live resize never has one:
+ * a migration uuid beside it is a settled cold resize's, kept.) */
+static bool cold_pending(const struct instance *inst)
+{
+    return inst->resize.pending && has_migration(inst) && strcmp(inst->resize.mode, "live");
+}
+
+static bool flavor_empty(const struct flavor *f)
+{
+    return f->vcpus <= 0 && f->memory_mb <= 0 && f->disk_gb <= 0;
+}
+
+static struct placement_allocation allocation_of(const struct controller *c, const struct instance *inst,
+                                                 const struct flavor *f, const char *type)
+{
+    return (struct placement_allocation){
+        .vcpus = f->vcpus,
+        .memory_mb = f->memory_mb,
+        .disk_gb = f->disk_gb,
+        .project_id = inst->project_id[0] ? inst->project_id : c->cfg->placement_project_id,
+        .user_id = inst->user_id[0] ? inst->user_id : c->cfg->placement_user_id,
+        .consumer_type = type,
+    };
+}
+
+/* Issue 12: the old flavor onto the migration consumer, the flavor onto
+ * the instance (forward), or the migration consumer emptied (back). */
+static void move_allocations(struct controller *c, const struct instance *inst, bool back)
+{
+    const struct placement_allocation now = allocation_of(c, inst, &inst->flavor, NULL);
+    const struct placement_allocation old = allocation_of(c, inst, &inst->resize.old_flavor, "MIGRATION");
+    int r;
+
+    if (!has_migration(inst) || (!back && flavor_empty(&inst->resize.old_flavor))) {
+        put_allocation(c, inst);
+        return;
+    }
+    if (back)
+        r = placement_move_allocations(c->p, inst->resize.migration_uuid, inst->uuid, NULL, &now);
+    else
+        r = placement_move_allocations(c->p, inst->uuid, inst->resize.migration_uuid, &now, &old);
+    if (r < 0)
+        log_warn("cannot queue the resize's allocation move", "instance=%s migration=%s back=%d error=%s",
+                 inst->uuid, inst->resize.migration_uuid, back, strerror(-r));
+}
+
+static void carry_out(struct controller *c, const struct instance *inst, const enum controller_alloc_act *acts,
+                      size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (acts[i]) {
+        case CONTROLLER_ALLOC_PUT:
+            put_allocation(c, inst);
+            break;
+        case CONTROLLER_ALLOC_DELETE:
+            delete_allocation(c, inst->uuid);
+            break;
+        case CONTROLLER_ALLOC_MOVE:
+        case CONTROLLER_ALLOC_MOVE_BACK:
+            move_allocations(c, inst, acts[i] == CONTROLLER_ALLOC_MOVE_BACK);
+            break;
+        case CONTROLLER_ALLOC_DELETE_MIGRATION:
+            delete_allocation(c, inst->resize.migration_uuid);
+            break;
+        }
+    }
+}
+
+size_t controller_plan_start(const struct instance *inst, bool agent,
+                             enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX])
+{
+    size_t n = 0;
+
+    if (!strcmp(inst->state, "terminated") || (agent && !holds_resources(inst))) {
+        out[n++] = CONTROLLER_ALLOC_DELETE;
+        if (agent && has_migration(inst))
+            out[n++] = CONTROLLER_ALLOC_DELETE_MIGRATION;
+        return n;
+    }
+    if (!agent)
+        return 0;
+    if (cold_pending(inst)) {
+        out[n++] = CONTROLLER_ALLOC_MOVE;
+        return n;
+    }
+    out[n++] = CONTROLLER_ALLOC_PUT;
+    if (has_migration(inst))
+        out[n++] = CONTROLLER_ALLOC_DELETE_MIGRATION;
+    return n;
+}
+
+size_t controller_plan_finished(const struct op_record *rec, const struct instance *inst, bool agent,
+                                enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX])
+{
+    bool ok = !strcmp(rec->state, "succeeded");
+    size_t n = 0;
+
+    if (!strcmp(rec->type, "terminate")) {
+        if (strcmp(inst->state, "terminated"))
+            return 0;
+        out[n++] = CONTROLLER_ALLOC_DELETE;
+        if (agent && has_migration(inst))
+            out[n++] = CONTROLLER_ALLOC_DELETE_MIGRATION;
+        return n;
+    }
+    if (!agent)
+        return 0;
+    if (!strcmp(rec->type, "launch")) {
+        if (!strcmp(inst->state, "error"))
+            out[n++] = CONTROLLER_ALLOC_DELETE;
+        return n;
+    }
+    if (strcmp(rec->type, "resize") && strcmp(rec->type, "confirm_resize") && strcmp(rec->type, "revert_resize"))
+        return 0;
+    if (!holds_resources(inst)) {
+        /* it ended in error: it holds nothing any more */
+        out[n++] = CONTROLLER_ALLOC_DELETE;
+        if (has_migration(inst))
+            out[n++] = CONTROLLER_ALLOC_DELETE_MIGRATION;
+        return n;
+    }
+    if (!strcmp(rec->type, "resize")) {
+        if (!strcmp(inst->resize.mode, "live"))
+            out[n++] = CONTROLLER_ALLOC_PUT; /* whatever size it reached */
+        else if (!ok)
+            out[n++] = CONTROLLER_ALLOC_MOVE_BACK; /* rolled back: flavor is the old one */
+        else if (cold_pending(inst))
+            out[n++] = CONTROLLER_ALLOC_MOVE; /* resized, waiting: the claim's move, again */
+        return n;
+    }
+    if (!ok)
+        return 0;
+    if (!strcmp(rec->type, "confirm_resize"))
+        out[n++] = has_migration(inst) ? CONTROLLER_ALLOC_DELETE_MIGRATION : CONTROLLER_ALLOC_PUT;
+    else
+        out[n++] = CONTROLLER_ALLOC_MOVE_BACK; /* revert_resize */
+    return n;
+}
+
+bool controller_consumer_removable(const struct instance *inst, const struct instance *owner, bool agent)
+{
+    if (inst)
+        return !strcmp(inst->state, "terminated") || (agent && !strcmp(inst->state, "error"));
+    if (owner)
+        return !cold_pending(owner) || !holds_resources(owner);
+    return false;
+}
+
 /* At start: what a crash or an outage may have left undone, from the store. */
 static int requeue_one(const struct instance *inst, void *opaque)
 {
     struct controller *c = opaque;
+    enum controller_alloc_act acts[CONTROLLER_ALLOC_ACTS_MAX];
 
-    if (!strcmp(inst->state, "terminated"))
-        delete_allocation(c, inst->uuid);
-    else if (c->agent_allocs && holds_resources(inst))
-        put_allocation(c, inst);
-    else if (c->agent_allocs && !strcmp(inst->state, "error"))
-        delete_allocation(c, inst->uuid);
+    carry_out(c, inst, acts, controller_plan_start(inst, c->agent_allocs, acts));
     return 0;
 }
 
@@ -106,12 +257,18 @@ void controller_claimed(struct controller *c, const struct instance *inst)
 void controller_operation_finished(struct controller *c, const struct op_record *rec,
                                    const struct instance *inst)
 {
+    enum controller_alloc_act acts[CONTROLLER_ALLOC_ACTS_MAX];
+
     if (!c || !c->p)
         return;
-    if (!strcmp(rec->type, "terminate") && !strcmp(inst->state, "terminated"))
-        delete_allocation(c, inst->uuid);
-    else if (c->agent_allocs && !strcmp(rec->type, "launch") && !strcmp(inst->state, "error"))
-        delete_allocation(c, inst->uuid);
+    carry_out(c, inst, acts, controller_plan_finished(rec, inst, c->agent_allocs, acts));
+}
+
+void controller_resize_claimed(struct controller *c, const struct instance *inst)
+{
+    if (!c || !c->p || !c->agent_allocs)
+        return;
+    move_allocations(c, inst, false);
 }
 
 static void on_provider(struct placement *p, const char *uuid, void *opaque)
@@ -146,6 +303,33 @@ static void on_error(struct placement *p, const struct agent_error *err, void *o
              err->message);
 }
 
+/* The instance whose resize uses migration consumer uuid. */
+struct migration_owner {
+    const char *uuid;   /* the consumer */
+    struct instance *inst; /* found: a copy (instance_release) */
+    bool found;
+};
+
+static int find_owner(const struct instance *inst, void *opaque)
+{
+    struct migration_owner *o = opaque;
+
+    if (strcasecmp(inst->resize.migration_uuid, o->uuid))
+        return 0;
+    o->found = instance_copy(o->inst, inst) == 0;
+    return 1;
+}
+
+static bool migration_owner(struct controller *c, const char *consumer, struct instance *ret)
+{
+    struct migration_owner o = {.uuid = consumer, .inst = ret};
+
+    if (!uuid_is_valid(consumer))
+        return false;
+    store_instance_foreach(c->d.store, true, find_owner, &o);
+    return o.found;
+}
+
 static void on_drift(struct placement *p, const struct placement_drift *d, void *opaque)
 {
     struct controller *c = opaque;
@@ -159,11 +343,16 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
         /* fix: only what this host provably does not run: terminated here,
          * as the store records it (an unknown consumer is never touched) */
         if (c->heal && store_instance_get(c->d.store, d->only_in_placement[i], &inst) == 0) {
-            ours = !strcmp(inst.state, "terminated") || (c->agent_allocs && !strcmp(inst.state, "error"));
+            ours = controller_consumer_removable(&inst, NULL, c->agent_allocs);
+            instance_release(&inst);
+        } else if (c->heal && migration_owner(c, d->only_in_placement[i], &inst)) {
+            /* a resize's migration consumer (a pending one is counted as
+             * this host's, so it is here only once settled) */
+            ours = controller_consumer_removable(NULL, &inst, c->agent_allocs);
             instance_release(&inst);
         }
         if (ours) {
-            log_warn("usage drift: removing the allocation of an instance terminated here", "consumer=%s",
+            log_warn("usage drift: removing the allocation of an instance or a resize settled here", "consumer=%s",
                      d->only_in_placement[i]);
             delete_allocation(c, d->only_in_placement[i]);
         } else {
@@ -179,7 +368,15 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
         /* agent: ours to write (it may have been removed behind our back) */
         if (c->agent_allocs && c->heal && store_instance_get(c->d.store, d->only_here[i], &inst) == 0) {
             if (holds_resources(&inst))
-                put_allocation(c, &inst);
+                carry_out(c, &inst,
+                          (const enum controller_alloc_act[]){cold_pending(&inst) ? CONTROLLER_ALLOC_MOVE
+                                                                                  : CONTROLLER_ALLOC_PUT},
+                          1);
+            instance_release(&inst);
+        } else if (c->agent_allocs && c->heal && migration_owner(c, d->only_here[i], &inst)) {
+            /* a pending resize's migration consumer lost its allocation */
+            if (cold_pending(&inst) && holds_resources(&inst))
+                move_allocations(c, &inst, false);
             instance_release(&inst);
         }
     }
@@ -190,23 +387,36 @@ struct uuid_list {
     size_t n, cap;
 };
 
-static int collect_running(const struct instance *inst, void *opaque)
+static int list_add(struct uuid_list *l, const char *uuid)
 {
-    struct uuid_list *l = opaque;
-
-    /* pending too: a launch's allocation must exist from its claim on */
-    if (strcmp(inst->state, "running") && strcmp(inst->state, "stopped") && strcmp(inst->state, "stopping") &&
-        strcmp(inst->state, "pending"))
-        return 0;
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 32;
         char **nv = realloc(l->v, ncap * sizeof(*nv));
         if (!nv)
-            return 1;
+            return -ENOMEM;
         l->v = nv;
         l->cap = ncap;
     }
-    l->v[l->n++] = strdup(inst->uuid);
+    if (!(l->v[l->n] = strdup(uuid)))
+        return -ENOMEM;
+    l->n++;
+    return 0;
+}
+
+static int collect_running(const struct instance *inst, void *opaque)
+{
+    struct uuid_list *l = opaque;
+
+    /* pending too: a launch's allocation must exist from its claim on;
+     * resized: a cold resize waiting for confirm or revert */
+    if (strcmp(inst->state, "running") && strcmp(inst->state, "stopped") && strcmp(inst->state, "stopping") &&
+        strcmp(inst->state, "pending") && strcmp(inst->state, "resized"))
+        return 0;
+    if (list_add(l, inst->uuid) < 0)
+        return 1;
+    /* a pending resize's migration consumer holds the old flavor here */
+    if (cold_pending(inst) && list_add(l, inst->resize.migration_uuid) < 0)
+        return 1;
     return 0;
 }
 
@@ -368,9 +578,12 @@ void controller_host_changed(struct controller *c, const struct hv_host_info *ho
                                       ? dt
                                       : NULL,
                                   &traits, &n, &err) == 0) {
-        const char *all[n + COMPUTE_TRAITS_MAX];
+        const char *all[n + COMPUTE_TRAITS_MAX + 1];
         size_t k = controller_compute_traits(host->arch, dt, c->cfg->n_networks > 0,
                                              hv_supports(c->d.hv, HV_FEAT_NIC_HOTPLUG), all);
+        /* issue 12: the driver resizes running guests (vCPUs and memory) */
+        if (hv_supports(c->d.hv, HV_FEAT_VCPU_HOTPLUG) && hv_supports(c->d.hv, HV_FEAT_MEM_HOTPLUG))
+            all[k++] = CONTROLLER_TRAIT_LIVE_RESIZE;
         for (size_t i = 0; i < n; i++)
             all[k++] = traits[i];
         placement_set_traits(c->p, all, k);

@@ -64,6 +64,9 @@ void controller_set_disabled(struct controller *c, bool disabled);
  * driver and COMPUTE_NET_ATTACH_INTERFACE when NICs hot-plug. Returns the
  * count. */
 #define COMPUTE_TRAITS_MAX 12
+/* Issue 12: on the provider when the driver resizes running guests
+ * (HV_FEAT_VCPU_HOTPLUG and HV_FEAT_MEM_HOTPLUG). */
+#define CONTROLLER_TRAIT_LIVE_RESIZE "CUSTOM_COMPUTE_AGENT_LIVE_RESIZE"
 size_t controller_compute_traits(const char *arch, const char *domain_type, bool nics, bool nic_hotplug,
                                  const char *out[COMPUTE_TRAITS_MAX]);
 
@@ -74,13 +77,67 @@ size_t controller_compute_traits(const char *arch, const char *domain_type, bool
 void controller_claimed(struct controller *c, const struct instance *inst);
 
 /* An operation ended: a terminate that succeeded removes the instance's
- * allocation (every mode); a failed launch with allocations = agent too.
- * Durable without a record of its own: at start every instance the store
- * has as terminated has its allocation removed again (a 404 is done), and
- * with agent every instance holding resources has its allocation written
- * again (a PUT replaces, never doubles). */
+ * allocation (every mode); a failed launch with allocations = agent too;
+ * issue 12's resize, confirm_resize and revert_resize as
+ * controller_plan_finished() says. Durable without a record of its own: at
+ * start every instance of the store is handled as controller_plan_start()
+ * says (a 404 is done, a PUT replaces, a move already made writes nothing).
+ * The usage check counts a pending resize's migration consumer as this
+ * host's (never healed away) and one without a pending resize as
+ * removable (usage_heal = fix). */
 void controller_operation_finished(struct controller *c, const struct op_record *rec,
                                    const struct instance *inst);
+
+/* Issue 12, with [placement] allocations = agent (scheduler mode: nothing
+ * is written): a cold resize was accepted (ops' resize_claimed hook).
+ * inst->resize.old_flavor moves onto the migration consumer
+ * inst->resize.migration_uuid (consumer type MIGRATION) and inst->flavor
+ * onto the instance, in one POST /allocations, so both stay reserved
+ * until confirm or revert. Without a migration uuid the instance's
+ * allocation is written with its flavor. */
+void controller_resize_claimed(struct controller *c, const struct instance *inst);
+
+/* What the controller asks Placement to do about one instance (see
+ * controller_plan_finished(), controller_plan_start()). */
+enum controller_alloc_act {
+    CONTROLLER_ALLOC_PUT,              /* the instance's allocation := its flavor */
+    CONTROLLER_ALLOC_DELETE,           /* the instance's allocation removed */
+    CONTROLLER_ALLOC_MOVE,             /* migration consumer := old flavor, instance := flavor (one POST) */
+    CONTROLLER_ALLOC_MOVE_BACK,        /* migration consumer emptied, instance := flavor (one POST) */
+    CONTROLLER_ALLOC_DELETE_MIGRATION, /* the migration consumer's allocation removed */
+};
+#define CONTROLLER_ALLOC_ACTS_MAX 2
+
+/* The Placement writes an operation's end asks for (pure; what
+ * controller_operation_finished() carries out), into out; the count.
+ * agent: [placement] allocations = agent. A terminate that succeeded
+ * removes the allocation (every mode) and, with agent, the migration
+ * consumer's. With agent: a failed launch removes it; a live resize that
+ * ended writes the flavor it has; a cold resize that failed (rolled back)
+ * and a revert_resize that succeeded move back (migration consumer
+ * emptied, instance = its flavor); a cold resize that succeeded moves again
+ * (idempotent); confirm_resize removes the migration consumer. */
+size_t controller_plan_finished(const struct op_record *rec, const struct instance *inst, bool agent,
+                                enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX]);
+
+/* What a start asks for one instance of the store (pure; durable without a
+ * record of its own: every write is idempotent). Terminated: its
+ * allocation removed (every mode). With agent: an instance holding
+ * resources gets its allocation written, or with a pending cold resize
+ * and a migration uuid the move written again; a migration consumer
+ * without a pending cold resize is removed (404 is done); an instance in error has its
+ * allocations removed. */
+size_t controller_plan_start(const struct instance *inst, bool agent,
+                             enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX]);
+
+/* usage_heal = fix: whether a consumer Placement holds against this
+ * provider, not counted by the usage check, may be removed (pure). inst:
+ * the store's instance of that uuid (NULL: none); owner: the instance
+ * whose resize uses it as migration consumer (NULL: none). Removable: an
+ * instance terminated here (with agent also one in error), or the
+ * migration consumer of a resize that is settled (or whose instance holds
+ * nothing any more). A consumer the store does not know never is. */
+bool controller_consumer_removable(const struct instance *inst, const struct instance *owner, bool agent);
 
 json_t *controller_to_json(const struct controller *c);
 /* Whether Placement answered the last request: 1, 0, or -1 when no

@@ -123,6 +123,33 @@ json_t *placement_allocation_body(const char *provider, const char *mv, int64_t 
                                   int64_t memory_mb, int64_t disk_gb, const char *project_id,
                                   const char *user_id, bool have_gen, int64_t gen);
 
+/* One consumer in an allocation body: what it should hold against this
+ * provider (all zero: nothing) and, from a read, its generation. */
+struct placement_alloc_side {
+    char consumer[37];                 /* lower-case uuid */
+    int64_t vcpus, memory_mb, disk_gb; /* 0: that class left out */
+    char *project_id, *user_id;        /* owned here; borrowed by the body builders */
+    char *consumer_type;               /* 1.38+; NULL: "INSTANCE" */
+    bool have_gen;                     /* gen read (false: the consumer does not exist) */
+    int64_t gen;
+    bool holds_none;                   /* the read found no allocation at all */
+    bool holds_wanted;                 /* the read found exactly the wanted one */
+};
+
+/* The body of POST /allocations at microversion mv (1.28+): one entry per
+ * side, keyed by its consumer: its resources against provider (all zero:
+ * "allocations": {}), project_id, user_id, consumer_generation (gen, or
+ * null when have_gen is false), consumer_type from 1.38. New reference or
+ * NULL (also below 1.28, where a move cannot be made safe). */
+json_t *placement_move_body(const char *provider, const char *mv, const struct placement_alloc_side sides[],
+                            size_t n);
+
+/* Read the answer of GET /allocations/{consumer} into side: have_gen/gen,
+ * holds_none, holds_wanted (exactly side's resources against provider, on
+ * no other provider), and the consumer_type when side has none. 0, -EINVAL
+ * (not an allocations object), -ENOMEM. */
+int placement_alloc_side_read(struct placement_alloc_side *side, const char *provider, const json_t *body);
+
 /* ---- request.c: one HTTP exchange ---- */
 struct placement_request_opts {
     const char *token;        /* X-Auth-Token, or NULL */
@@ -177,6 +204,8 @@ enum placement_step {
     PLACEMENT_STEP_ALLOC_PUT,       /* PUT /allocations/{consumer} */
     PLACEMENT_STEP_ALLOC_GET,       /* GET /allocations/{consumer} */
     PLACEMENT_STEP_ALLOC_DELETE,    /* DELETE /allocations/{consumer} */
+    PLACEMENT_STEP_MOVE_GET,        /* GET /allocations/{consumer} before a move */
+    PLACEMENT_STEP_MOVE_POST,       /* POST /allocations (a move) */
     PLACEMENT_STEP_COUNT
 };
 /* Hand p an answer to step as if it had come over HTTP (status 0: the

@@ -43,15 +43,23 @@ struct usage_check {
     struct placement_strset local;  /* consumers running here */
 };
 
-/* A queued allocation write (put) or removal. */
+/* What a queued allocation op sends. */
+enum alloc_kind {
+    ALLOC_PUT,    /* PUT /allocations/{c}: write one consumer */
+    ALLOC_DELETE, /* DELETE /allocations/{c}: remove one consumer's */
+    ALLOC_MOVE,   /* POST /allocations: write two consumers at once */
+};
+
+/* A queued allocation write (put), removal or move. */
 struct alloc_op {
-    char consumer[37];
-    bool put;
-    int64_t vcpus, memory_mb, disk_gb;
-    char *project_id, *user_id;     /* owned (put only) */
-    bool need_gen;                  /* a 409: GET the consumer's generation first */
-    bool have_gen;                  /* consumer generation read after a 409 */
-    int64_t gen;
+    enum alloc_kind kind;
+    /* [0]: the consumer (a move's source); [1]: a move's target. A removal
+     * has only the consumer uuid; a move's emptied source all zero
+     * resources. Strings owned. */
+    struct placement_alloc_side side[2];
+    bool need_gen;                  /* put: a 409: GET the consumer's generation first */
+    unsigned reads;                 /* move: sides read (GET) since the last start; 2: POST */
+    bool posted;                    /* move: a POST is out or its answer was lost */
     unsigned conflicts;             /* consecutive 409s for this op */
 };
 
@@ -193,6 +201,8 @@ void placement_on_usage(struct placement *p, struct placement_request *r);
 void placement_on_alloc_put(struct placement *p, struct placement_request *r);
 void placement_on_alloc_get(struct placement *p, struct placement_request *r);
 void placement_on_alloc_delete(struct placement *p, struct placement_request *r);
+void placement_on_move_get(struct placement *p, struct placement_request *r);
+void placement_on_move_post(struct placement *p, struct placement_request *r);
 
 /* ---- provider.c ---- */
 

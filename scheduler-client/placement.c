@@ -333,6 +333,8 @@ int placement_feed_answer(struct placement *p, enum placement_step step, long st
         [PLACEMENT_STEP_ALLOC_PUT] = {placement_on_alloc_put, "allocations"},
         [PLACEMENT_STEP_ALLOC_GET] = {placement_on_alloc_get, "allocations"},
         [PLACEMENT_STEP_ALLOC_DELETE] = {placement_on_alloc_delete, "allocations"},
+        [PLACEMENT_STEP_MOVE_GET] = {placement_on_move_get, "allocations"},
+        [PLACEMENT_STEP_MOVE_POST] = {placement_on_move_post, "allocations"},
     };
     const struct placement_request_opts o = {.timeout_ms = 1000};
     CURLcode result = status ? CURLE_OK : CURLE_COULDNT_CONNECT;
@@ -341,7 +343,7 @@ int placement_feed_answer(struct placement *p, enum placement_step step, long st
 
     if (!p || (unsigned)step >= PLACEMENT_STEP_COUNT || p->closing || p->inflight ||
         (step == PLACEMENT_STEP_USAGE && !p->check) ||
-        (step >= PLACEMENT_STEP_ALLOC_PUT && step <= PLACEMENT_STEP_ALLOC_DELETE && !p->n_allocs))
+        (step >= PLACEMENT_STEP_ALLOC_PUT && step <= PLACEMENT_STEP_MOVE_POST && !p->n_allocs))
         return -EINVAL; /* no such request could be in flight */
     e = placement_request_new("GET", p->url, NULL, &o, &r);
     if (e < 0)

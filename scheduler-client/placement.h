@@ -192,14 +192,17 @@ struct placement_allocation {
     int64_t vcpus, memory_mb, disk_gb; /* 0: that class left out */
     const char *project_id;            /* required by Placement (1.8+) */
     const char *user_id;
+    /* 1.38+: NULL is "INSTANCE"; a resize's migration consumer "MIGRATION"
+     * (nova's); [A-Z0-9_]{1,255} */
+    const char *consumer_type;
 };
 
 /* Write consumer's allocation against this provider (replacing what it
  * holds, so a repeat never doubles it): consumer_generation from a GET
  * when Placement answers 409 placement.concurrent_update, consumer_type
- * INSTANCE at microversion 1.38+. Queued; one request at a time after the
- * provider's own sync; a newer put or delete for the same consumer
- * replaces a queued one. 0, -EINVAL (bad uuid, no project/user, nothing to
+ * (a->consumer_type, default INSTANCE) at microversion 1.38+. Queued; one
+ * request at a time after the provider's own sync; a newer put or delete
+ * for the same consumer (or a move that includes it) replaces a queued one. 0, -EINVAL (bad uuid, no project/user, nothing to
  * allocate), -ENOMEM. on_allocation reports the end. */
 int placement_put_allocation(struct placement *p, const char *consumer,
                              const struct placement_allocation *a);
@@ -208,7 +211,29 @@ int placement_put_allocation(struct placement *p, const char *consumer,
  * Queued as placement_put_allocation(). 0, -EINVAL, -ENOMEM. */
 int placement_delete_allocation(struct placement *p, const char *consumer);
 
-/* Allocation writes and removals queued (the one in flight included). */
+/* Move allocations between two consumers in one request, as nova does for
+ * a resize or a migration (POST /allocations, microversion 1.28+: both
+ * consumers, each with its consumer_generation, change together or not at
+ * all): afterwards from holds from_alloc (NULL: nothing; its project, user
+ * and type then come from to_alloc and what Placement has) and to holds
+ * to_alloc, against this provider. Both consumers are read first (GET, for
+ * their generations); when they already hold what is asked (a move that
+ * landed before a lost answer or a restart: in particular an empty source
+ * and a target holding to_alloc) nothing is written. A 409
+ * placement.concurrent_update reads both again and resends, a bounded
+ * number of times in a row before backing off like a transient failure;
+ * so a repeat never doubles and a failure never loses an allocation.
+ * Queued like placement_put_allocation(); a newer put, removal or move
+ * replaces queued ones whose consumers it all covers (a move replaces a
+ * put of either consumer; a put does not replace a move). on_allocation
+ * fires once per consumer, from first (removed: from_alloc was NULL).
+ * 0, -EINVAL (bad or equal uuids, no project/user, nothing for to, a bad
+ * consumer_type), -ENOMEM. */
+int placement_move_allocations(struct placement *p, const char *from, const char *to,
+                               const struct placement_allocation *from_alloc,
+                               const struct placement_allocation *to_alloc);
+
+/* Allocation writes, removals and moves queued (the one in flight included). */
 size_t placement_allocations_pending(const struct placement *p);
 
 /* The provider uuid in use, or NULL before it is known. Borrowed: valid

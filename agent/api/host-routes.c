@@ -46,6 +46,10 @@ int api_host_show(const struct api_call *call, json_t **reply)
     json_object_set_new(o, "placement", controller_to_json(d->ctl));
     json_object_set_new(o, "bus", events_bus_json(d->events));
     json_object_set_new(o, "libvirt", json_pack("{s:b}", "connected", hv_connected(d->hv)));
+    /* issue 12: what the driver can resize (cold: any driver, guest stopped) */
+    json_object_set_new(o, "resize",
+                        json_pack("{s:b, s:b, s:b}", "live_vcpus", hv_supports(d->hv, HV_FEAT_VCPU_HOTPLUG),
+                                  "live_memory", hv_supports(d->hv, HV_FEAT_MEM_HOTPLUG), "cold", 1));
     json_object_set_new(o, "operations_in_flight", json_integer(ops_in_flight(d->ops)));
     json_object_set_new(o, "uptime_s", json_integer((now_wall_ms() - call->cfg->started_ms) / 1000));
     resources_to_json(d->res, d->store, o);

@@ -41,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -81,6 +82,8 @@ struct ctx {
     unsigned drift_events;  /* on_usage_drift calls */
     struct placement_strset only_in_placement;
     struct placement_strset only_here;
+    unsigned allocations;   /* on_allocation calls */
+    unsigned alloc_refused; /* of which refused */
 };
 
 static void on_provider(struct placement *p, const char *uuid, void *opaque)
@@ -111,6 +114,21 @@ static void on_error(struct placement *p, const struct agent_error *err, void *o
     strscpy(c->last_message, err->message, sizeof(c->last_message));
     if (getenv("CA_TEST_VERBOSE"))
         fprintf(stderr, "  on_error: %s [%s] %s\n", err->code, err->field, err->message);
+}
+
+static void on_allocation(struct placement *p, const char *consumer, bool removed, int status,
+                          const struct agent_error *err, void *opaque)
+{
+    struct ctx *c = opaque;
+
+    (void)p;
+    (void)consumer;
+    (void)removed;
+    c->allocations++;
+    if (status < 0) {
+        c->alloc_refused++;
+        strscpy(c->last_message, err ? err->message : "", sizeof(c->last_message));
+    }
 }
 
 static void on_drift(struct placement *p, const struct placement_drift *d, void *opaque)
@@ -175,6 +193,7 @@ static struct placement *client_with(struct ctx *c, struct placement_config *cfg
         .on_synced = on_synced,
         .on_error = on_error,
         .on_usage_drift = on_drift,
+        .on_allocation = on_allocation,
     };
     struct placement *p = NULL;
 
@@ -649,6 +668,217 @@ static void test_usage_drift(void **state)
         snprintf(path, sizeof(path), "/allocations/%s", allocated[i]);
         http("DELETE", path, NULL, NULL);
     }
+    delete_provider(c.uuid);
+    ctx_clear(&c);
+}
+
+/* ---- issue 12: a resize's allocation move (POST /allocations) ---- */
+
+/* consumer's resources against provider as Placement holds them: *vcpus,
+ * *mem, *disk (0 when absent); the number of providers it has any on. */
+static size_t consumer_holds(const char *consumer, const char *provider, int64_t *vcpus, int64_t *mem,
+                             int64_t *disk, char *type, size_t type_size)
+{
+    char path[128];
+    json_t *j = NULL, *res, *allocs;
+    size_t n;
+
+    snprintf(path, sizeof(path), "/allocations/%s", consumer);
+    assert_int_equal(http("GET", path, NULL, &j), 200);
+    allocs = json_object_get(j, "allocations");
+    res = json_object_get(json_object_get(allocs, provider), "resources");
+    *vcpus = json_integer_value(json_object_get(res, "VCPU"));
+    *mem = json_integer_value(json_object_get(res, "MEMORY_MB"));
+    *disk = json_integer_value(json_object_get(res, "DISK_GB"));
+    if (type)
+        strscpy(type, json_string_value(json_object_get(j, "consumer_type")) ?: "", type_size);
+    n = json_object_size(allocs);
+    json_decref(j);
+    return n;
+}
+
+static void assert_usage(const char *provider, int64_t vcpus, int64_t mem, int64_t disk)
+{
+    char path[128];
+    json_t *j = NULL, *u;
+
+    snprintf(path, sizeof(path), "/resource_providers/%s/usages", provider);
+    assert_int_equal(http("GET", path, NULL, &j), 200);
+    u = json_object_get(j, "usages");
+    assert_int_equal(json_integer_value(json_object_get(u, "VCPU")), vcpus);
+    assert_int_equal(json_integer_value(json_object_get(u, "MEMORY_MB")), mem);
+    assert_int_equal(json_integer_value(json_object_get(u, "DISK_GB")), disk);
+    json_decref(j);
+}
+
+/* Open a connection to Placement (plain http) and write the whole request
+ * into it without waiting for the answer: the fd, for raw_status(). */
+static int raw_request(const char *method, const char *path, const char *body)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    char host[64] = "", req[2048];
+    int port = 0, fd, n;
+
+    if (sscanf(E.url, "http://%63[^:/]:%d", host, &port) != 2 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+        fail_msg("not a plain http IPv4 url: %s", E.url);
+    sa.sin_port = htons((uint16_t)port);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    n = snprintf(req, sizeof(req),
+                 "%s %s HTTP/1.1\r\nHost: %s:%d\r\nX-Auth-Token: %s\r\n"
+                 "OpenStack-API-Version: placement 1.39\r\nAccept: application/json\r\n"
+                 "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                 method, path, host, port, E.token, strlen(body), body);
+    assert_true(n > 0 && (size_t)n < sizeof(req));
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    return fd;
+}
+
+/* The status of the answer on fd (blocking read), then close it. */
+static long raw_status(int fd)
+{
+    char buf[64] = "";
+    long status = 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+
+    if (n > 0)
+        buf[n] = '\0';
+    close(fd);
+    if (sscanf(buf, "HTTP/%*s %ld", &status) != 1)
+        return 0;
+    return status;
+}
+
+/* Run the loop until the client has had target 2xx answers in all. */
+static bool wait_ok(struct placement *p, uint64_t target, unsigned ms)
+{
+    struct placement_stats st;
+
+    uv_timer_start(&E.deadline, on_deadline, ms, 0);
+    for (;;) {
+        placement_stats(p, &st);
+        if (st.ok >= target || !uv_is_active((uv_handle_t *)&E.deadline))
+            break;
+        uv_run(&E.loop, UV_RUN_ONCE);
+    }
+    uv_timer_stop(&E.deadline);
+    return st.ok >= target;
+}
+
+static void test_move_allocations(void **state)
+{
+    struct ctx c = {0};
+    struct placement *p;
+    struct placement_stats st0, st;
+    char name[64], inst[37], mig[37], proj[37], user[37], type[64], path[128], body[512];
+    int64_t v, m, d;
+    unsigned seen;
+
+    (void)state;
+    name_of(name, sizeof(name), "move");
+    p = registered(&c, name);
+    uuid_generate_str(inst);
+    uuid_generate_str(mig);
+    uuid_generate_str(proj);
+    uuid_generate_str(user);
+    const struct placement_allocation oldf = {.vcpus = 1, .memory_mb = 256, .disk_gb = 1, .project_id = proj,
+                                              .user_id = user};
+    const struct placement_allocation newf = {.vcpus = 2, .memory_mb = 512, .disk_gb = 2, .project_id = proj,
+                                              .user_id = user};
+    struct placement_allocation old_on_mig = oldf;
+    old_on_mig.consumer_type = "MIGRATION";
+
+    /* launched: the instance holds the old flavor */
+    assert_int_equal(placement_put_allocation(p, inst, &oldf), 0);
+    assert_true(wait_for(&c.allocations, 1, 20000));
+    assert_usage(c.uuid, 1, 256, 1);
+
+    /* cold resize claimed: old flavor onto the migration consumer, new
+     * onto the instance, in one POST; both reserved until confirm/revert */
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &old_on_mig), 0);
+    assert_true(wait_for(&c.allocations, 3, 20000));
+    assert_int_equal(c.alloc_refused, 0);
+    assert_int_equal(consumer_holds(inst, c.uuid, &v, &m, &d, type, sizeof(type)), 1);
+    assert_true(v == 2 && m == 512 && d == 2);
+    assert_string_equal(type, "INSTANCE");
+    assert_int_equal(consumer_holds(mig, c.uuid, &v, &m, &d, type, sizeof(type)), 1);
+    assert_true(v == 1 && m == 256 && d == 1);
+    assert_string_equal(type, "MIGRATION");
+    assert_usage(c.uuid, 3, 768, 3);
+
+    /* the same move again (a restart re-doing it): two reads, no write */
+    placement_stats(p, &st0);
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &old_on_mig), 0);
+    assert_true(wait_for(&c.allocations, 5, 20000));
+    placement_stats(p, &st);
+    assert_int_equal(st.requests - st0.requests, 2);
+    assert_usage(c.uuid, 3, 768, 3);
+
+    /* revert: move back, the migration consumer emptied. Another writer
+     * changes the migration consumer after the client read it and before
+     * its POST: 409 concurrent_update, both read again, the move lands
+     * whole. (Placement here serves one connection at a time, in accept
+     * order: the other writer's request is queued on a connection opened
+     * right after the client's first read was answered, so it is served
+     * before the client's POST, which goes out only after its second read.) */
+    {
+        json_t *j = NULL;
+        snprintf(path, sizeof(path), "/allocations/%s", mig);
+        assert_int_equal(http("GET", path, NULL, &j), 200);
+        snprintf(body, sizeof(body),
+                 "{\"allocations\": {\"%s\": {\"resources\": {\"VCPU\": 4, \"MEMORY_MB\": 1024}}},"
+                 " \"project_id\": \"%s\", \"user_id\": \"%s\", \"consumer_generation\": %lld,"
+                 " \"consumer_type\": \"MIGRATION\"}",
+                 c.uuid, proj, user, (long long)json_integer_value(json_object_get(j, "consumer_generation")));
+        json_decref(j);
+    }
+    placement_stats(p, &st0);
+    assert_int_equal(placement_move_allocations(p, mig, inst, NULL, &oldf), 0);
+    assert_true(wait_ok(p, st0.ok + 1, 20000)); /* the migration consumer's read answered */
+    {
+        int fd = raw_request("PUT", path, body);
+        seen = c.allocations;
+        assert_true(wait_for(&c.allocations, seen + 2, 20000));
+        assert_int_equal(raw_status(fd), 204);
+    }
+    assert_int_equal(c.alloc_refused, 0);
+    placement_stats(p, &st);
+    assert_int_equal(st.conflict - st0.conflict, 1);
+    assert_int_equal(consumer_holds(mig, c.uuid, &v, &m, &d, NULL, 0), 0);
+    assert_int_equal(consumer_holds(inst, c.uuid, &v, &m, &d, NULL, 0), 1);
+    assert_true(v == 1 && m == 256 && d == 1);
+    assert_usage(c.uuid, 1, 256, 1);
+
+    /* an empty source and a target holding it: done, nothing written */
+    placement_stats(p, &st0);
+    assert_int_equal(placement_move_allocations(p, mig, inst, NULL, &oldf), 0);
+    assert_true(wait_for(&c.allocations, seen + 4, 20000));
+    placement_stats(p, &st);
+    assert_int_equal(st.requests - st0.requests, 2);
+
+    /* confirm after another cold resize: the migration consumer removed */
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &old_on_mig), 0);
+    assert_int_equal(placement_delete_allocation(p, mig), 0);
+    assert_true(wait_for(&c.allocations, seen + 7, 20000));
+    assert_int_equal(consumer_holds(mig, c.uuid, &v, &m, &d, NULL, 0), 0);
+    assert_usage(c.uuid, 2, 512, 2);
+
+    /* more than the provider has: refused for good, nothing half-done */
+    {
+        struct placement_allocation huge = newf;
+        huge.vcpus = 1000;
+        assert_int_equal(placement_move_allocations(p, inst, mig, &huge, &old_on_mig), 0);
+        assert_true(wait_for(&c.allocations, seen + 9, 20000));
+        assert_int_equal(c.alloc_refused, 2);
+        assert_int_equal(consumer_holds(mig, c.uuid, &v, &m, &d, NULL, 0), 0);
+        assert_usage(c.uuid, 2, 512, 2);
+    }
+
+    assert_int_equal(placement_delete_allocation(p, inst), 0);
+    assert_true(wait_for(&c.allocations, seen + 10, 20000));
+    assert_usage(c.uuid, 0, 0, 0);
+    client_free(p);
     delete_provider(c.uuid);
     ctx_clear(&c);
 }
@@ -1161,6 +1391,7 @@ int main(void)
         cmocka_unit_test(test_idle_sends_nothing),
         cmocka_unit_test(test_conflict_survived),
         cmocka_unit_test(test_usage_drift),
+        cmocka_unit_test(test_move_allocations),
         cmocka_unit_test(test_keystone),
         cmocka_unit_test(test_restart_resumes),
     };

@@ -7,8 +7,8 @@
  * bit 1: Keystone auth); then records of one byte naming the step (enum
  * placement_step, modulo), one byte picking the HTTP status, and the body
  * up to the next NUL byte. Each input starts from a new client with desired
- * inventories and traits, a usage check, an allocation write and a removal
- * pending. */
+ * inventories and traits, a usage check, an allocation move (issue 12),
+ * write and removal pending. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     };
     const struct placement_callbacks cb = {.on_error = on_error, .on_allocation = on_allocation};
     const struct placement_allocation alloc = {.vcpus = 1, .memory_mb = 64, .project_id = "p", .user_id = "u"};
+    static const char moved[] = "7a1e2b3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"; /* a move's target */
     struct placement_config cfg = {
         .url = "http://127.0.0.1:9/placement",
         .provider_name = "fuzz-host",
@@ -91,6 +92,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         placement_set_inventory(p, inv, ARRAY_SIZE(inv)) < 0 ||
         placement_set_traits(p, traits, ARRAY_SIZE(traits)) < 0 ||
         placement_check_usage(p, local, ARRAY_SIZE(local), on_usage, NULL) < 0 ||
+        placement_move_allocations(p, local[1], moved, NULL, &alloc) < 0 ||
         placement_put_allocation(p, local[0], &alloc) < 0 || placement_delete_allocation(p, local[1]) < 0)
         abort();
     for (i = 1; i + 2 <= size;) {

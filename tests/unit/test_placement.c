@@ -18,6 +18,8 @@
 
 #include "common/util.h"
 #include "agent/controller.h"
+#include "agent/instance.h"
+#include "agent/store.h"
 #include "scheduler-client/placement-internal.h"
 #include "scheduler-client/placement.h"
 
@@ -820,6 +822,357 @@ static void test_allocations(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- issue 12: allocations moved between two consumers (a resize) ---- */
+
+static json_t *entry(json_t *body, const char *consumer)
+{
+    return json_object_get(body, consumer);
+}
+
+static void test_move_body(void **state)
+{
+    struct placement_alloc_side sides[2] = {0};
+    json_t *b, *res;
+
+    (void)state;
+    strscpy(sides[0].consumer, "bbbbbbbb-0000-4000-8000-000000000001", 37);
+    sides[0].project_id = (char *)"p";
+    sides[0].user_id = (char *)"u";
+    sides[0].consumer_type = (char *)"MIGRATION";
+    sides[0].have_gen = true;
+    sides[0].gen = 4;
+    strscpy(sides[1].consumer, "bbbbbbbb-0000-4000-8000-000000000002", 37);
+    sides[1].vcpus = 2;
+    sides[1].memory_mb = 512;
+    sides[1].project_id = (char *)"p";
+    sides[1].user_id = (char *)"u";
+
+    b = placement_move_body("rp", "1.39", sides, 2);
+    assert_non_null(b);
+    assert_int_equal(json_object_size(b), 2);
+    /* the emptied source: no allocations, its generation, its type */
+    assert_int_equal(json_object_size(json_object_get(entry(b, sides[0].consumer), "allocations")), 0);
+    assert_int_equal(json_integer_value(json_object_get(entry(b, sides[0].consumer), "consumer_generation")), 4);
+    assert_string_equal(json_string_value(json_object_get(entry(b, sides[0].consumer), "consumer_type")),
+                        "MIGRATION");
+    assert_string_equal(json_string_value(json_object_get(entry(b, sides[0].consumer), "project_id")), "p");
+    /* the target: its resources against the provider, a new consumer */
+    res = json_object_get(json_object_get(json_object_get(entry(b, sides[1].consumer), "allocations"), "rp"),
+                          "resources");
+    assert_int_equal(json_integer_value(json_object_get(res, "VCPU")), 2);
+    assert_int_equal(json_integer_value(json_object_get(res, "MEMORY_MB")), 512);
+    assert_null(json_object_get(res, "DISK_GB"));
+    assert_true(json_is_null(json_object_get(entry(b, sides[1].consumer), "consumer_generation")));
+    assert_string_equal(json_string_value(json_object_get(entry(b, sides[1].consumer), "consumer_type")),
+                        "INSTANCE");
+    json_decref(b);
+    /* 1.28..1.37: generations, no types; before 1.28: no move at all */
+    b = placement_move_body("rp", "1.30", sides, 2);
+    assert_non_null(b);
+    assert_null(json_object_get(entry(b, sides[0].consumer), "consumer_type"));
+    assert_int_equal(json_integer_value(json_object_get(entry(b, sides[0].consumer), "consumer_generation")), 4);
+    json_decref(b);
+    assert_null(placement_move_body("rp", "1.27", sides, 2));
+    assert_null(placement_move_body("rp", "", sides, 2));
+}
+
+static void test_move_side_read(void **state)
+{
+    struct placement_alloc_side s = {.vcpus = 2, .memory_mb = 512};
+    struct placement_alloc_side empty = {0};
+    json_t *b;
+
+    (void)state;
+    b = json_loads("{\"allocations\": {\"rp\": {\"generation\": 9, \"resources\": {\"VCPU\": 2, \"MEMORY_MB\": 512}}},"
+                   " \"consumer_generation\": 5, \"consumer_type\": \"MIGRATION\", \"project_id\": \"p\"}",
+                   0, NULL);
+    assert_int_equal(placement_alloc_side_read(&s, "rp", b), 0);
+    assert_true(s.have_gen);
+    assert_int_equal(s.gen, 5);
+    assert_false(s.holds_none);
+    assert_true(s.holds_wanted);
+    assert_string_equal(s.consumer_type, "MIGRATION"); /* taken: the side had none */
+    assert_int_equal(placement_alloc_side_read(&empty, "rp", b), 0);
+    assert_false(empty.holds_wanted); /* wants nothing, holds something */
+    json_decref(b);
+    free(s.consumer_type);
+    s.consumer_type = NULL;
+    free(empty.consumer_type);
+    empty.consumer_type = NULL;
+    /* more than wanted, another provider, another amount: not what is wanted */
+    b = json_loads("{\"allocations\": {\"rp\": {\"resources\": {\"VCPU\": 2, \"MEMORY_MB\": 512, \"DISK_GB\": 1}}},"
+                   " \"consumer_generation\": 1}", 0, NULL);
+    assert_int_equal(placement_alloc_side_read(&s, "rp", b), 0);
+    assert_false(s.holds_wanted);
+    json_decref(b);
+    b = json_loads("{\"allocations\": {\"rp\": {\"resources\": {\"VCPU\": 2, \"MEMORY_MB\": 512}},"
+                   " \"other\": {\"resources\": {\"DISK_GB\": 1}}}, \"consumer_generation\": 1}", 0, NULL);
+    assert_int_equal(placement_alloc_side_read(&s, "rp", b), 0);
+    assert_false(s.holds_wanted);
+    json_decref(b);
+    b = json_loads("{\"allocations\": {\"rp\": {\"resources\": {\"VCPU\": 1, \"MEMORY_MB\": 512}}}}", 0, NULL);
+    assert_int_equal(placement_alloc_side_read(&s, "rp", b), 0);
+    assert_false(s.holds_wanted);
+    json_decref(b);
+    /* a consumer Placement does not know: no generation, nothing held */
+    b = json_loads("{\"allocations\": {}}", 0, NULL);
+    assert_int_equal(placement_alloc_side_read(&s, "rp", b), 0);
+    assert_false(s.have_gen);
+    assert_true(s.holds_none);
+    assert_false(s.holds_wanted);
+    assert_int_equal(placement_alloc_side_read(&empty, "rp", b), 0);
+    assert_true(empty.holds_wanted);
+    json_decref(b);
+    b = json_loads("{\"allocations\": []}", 0, NULL);
+    assert_int_equal(placement_alloc_side_read(&s, "rp", b), -EINVAL);
+    json_decref(b);
+    assert_null(s.consumer_type);
+}
+
+static void feed(struct placement *p, enum placement_step step, long status, const char *body)
+{
+    assert_int_equal(placement_feed_answer(p, step, status, body, strlen(body), NULL), 0);
+}
+
+static void test_move_allocations(void **state)
+{
+    static const char inst[] = "cccccccc-0000-4000-8000-000000000001";
+    static const char mig[] = "cccccccc-0000-4000-8000-0000000000AA";
+    static const char mig_lower[] = "cccccccc-0000-4000-8000-0000000000aa";
+    const struct placement_allocation oldf = {.vcpus = 1, .memory_mb = 256, .project_id = "p", .user_id = "u",
+                                              .consumer_type = "MIGRATION"};
+    const struct placement_allocation newf = {.vcpus = 2, .memory_mb = 512, .disk_gb = 1, .project_id = "p",
+                                              .user_id = "u"};
+    struct placement_allocation bad = newf;
+    struct placement_callbacks cb = {.on_allocation = alloc_cb};
+    struct alloc_ctx ctx = {0};
+    struct placement_config cfg = {.url = "http://127.0.0.1:9", .token = "admin", .provider_name = "h"};
+    struct placement *p = NULL;
+    uv_loop_t loop;
+    const char *conflict = "{\"errors\":[{\"status\":409,\"code\":\"placement.concurrent_update\"}]}";
+    const char *full = "{\"errors\":[{\"status\":409,\"code\":\"placement.undefined_code\"}]}";
+    const char *none = "{\"allocations\":{}}";
+    const char *held_old = "{\"allocations\":{\"\":{\"resources\":{\"VCPU\":1,\"MEMORY_MB\":256}}},"
+                           "\"consumer_generation\":2}";
+    const char *held_new = "{\"allocations\":{\"\":{\"resources\":{\"VCPU\":2,\"MEMORY_MB\":512,\"DISK_GB\":1}}},"
+                           "\"consumer_generation\":3}";
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(placement_new(&loop, &cfg, &cb, &ctx, &p), 0);
+    /* refused: bad or equal uuids, nothing for the target, a bad type */
+    assert_int_equal(placement_move_allocations(p, "x", mig, &newf, &oldf), -EINVAL);
+    assert_int_equal(placement_move_allocations(p, inst, inst, &newf, &oldf), -EINVAL);
+    assert_int_equal(placement_move_allocations(p, mig, mig_lower, NULL, &oldf), -EINVAL);
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, NULL), -EINVAL);
+    bad.consumer_type = "migration";
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &bad), -EINVAL);
+    bad = newf;
+    bad.user_id = NULL;
+    assert_int_equal(placement_move_allocations(p, inst, mig, &bad, &oldf), -EINVAL);
+    assert_int_equal(placement_allocations_pending(p), 0);
+
+    /* the queue: a move replaces a put of either consumer; a put or a
+     * removal of one consumer does not replace a move (it goes after it);
+     * a move of the same two consumers replaces all of them */
+    assert_int_equal(placement_put_allocation(p, inst, &oldf), 0);
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &oldf), 0);
+    assert_int_equal(placement_allocations_pending(p), 1);
+    assert_int_equal(placement_put_allocation(p, inst, &newf), 0);
+    assert_int_equal(placement_delete_allocation(p, mig), 0);
+    assert_int_equal(placement_allocations_pending(p), 3);
+    assert_int_equal(placement_move_allocations(p, mig, inst, NULL, &oldf), 0);
+    assert_int_equal(placement_allocations_pending(p), 1);
+
+    /* move back: read both, POST; a generation conflict reads both again */
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_old); /* the migration consumer */
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_new); /* the instance */
+    assert_int_equal(ctx.calls, 0);
+    feed(p, PLACEMENT_STEP_MOVE_POST, 409, conflict);
+    assert_int_equal(ctx.calls, 0);
+    assert_int_equal(placement_allocations_pending(p), 1);
+    /* a POST answer never got (transfer failed): kept, retried later */
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_old);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_new);
+    feed(p, PLACEMENT_STEP_MOVE_POST, 0, "");
+    feed(p, PLACEMENT_STEP_MOVE_POST, 503, "");
+    assert_int_equal(ctx.calls, 0);
+    assert_int_equal(placement_allocations_pending(p), 1);
+    feed(p, PLACEMENT_STEP_MOVE_POST, 204, "");
+    /* one report per consumer: the emptied source first */
+    assert_int_equal(ctx.calls, 2);
+    assert_int_equal(ctx.last_status, 0);
+    assert_false(ctx.last_removed);
+    assert_string_equal(ctx.last, inst);
+    assert_int_equal(placement_allocations_pending(p), 0);
+    assert_int_equal(placement_feed_answer(p, PLACEMENT_STEP_MOVE_POST, 204, "", 0, NULL), -EINVAL);
+
+    /* both already hold what is wanted (an earlier move landed, its answer
+     * was lost; or a restart writing it again): done without a POST.
+     * The provider is not known in this test, so it is "" in the answers. */
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &oldf), 0);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_new);
+    assert_int_equal(ctx.calls, 2);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_old);
+    assert_int_equal(ctx.calls, 4);
+    assert_int_equal(ctx.last_status, 0);
+    assert_string_equal(ctx.last, mig_lower);
+    assert_int_equal(placement_allocations_pending(p), 0);
+    /* an empty source and a target holding it: done too */
+    assert_int_equal(placement_move_allocations(p, mig, inst, NULL, &newf), 0);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, none);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, held_new);
+    assert_int_equal(ctx.calls, 6);
+    assert_int_equal(placement_allocations_pending(p), 0);
+
+    /* refused for good (capacity): reported for both, dropped */
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &oldf), 0);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, none);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, none);
+    feed(p, PLACEMENT_STEP_MOVE_POST, 409, full);
+    assert_int_equal(ctx.calls, 8);
+    assert_int_equal(ctx.last_status, -EPROTO);
+    assert_int_equal(placement_allocations_pending(p), 0);
+    /* an unreadable read refuses it too */
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &oldf), 0);
+    feed(p, PLACEMENT_STEP_MOVE_GET, 200, "[]");
+    assert_int_equal(ctx.calls, 10);
+    assert_int_equal(ctx.last_status, -EPROTO);
+    /* conflicts beyond the bound back off (kept, not reported) */
+    assert_int_equal(placement_move_allocations(p, inst, mig, &newf, &oldf), 0);
+    for (unsigned i = 0; i < 12; i++) {
+        feed(p, PLACEMENT_STEP_MOVE_GET, 200, none);
+        feed(p, PLACEMENT_STEP_MOVE_GET, 200, none);
+        feed(p, PLACEMENT_STEP_MOVE_POST, 409, conflict);
+    }
+    assert_int_equal(ctx.calls, 10);
+    assert_int_equal(placement_allocations_pending(p), 1);
+    placement_free(p);
+    while (uv_run(&loop, UV_RUN_NOWAIT))
+        ;
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* issue 12: what the controller asks of Placement at an operation's end
+ * and at start */
+static size_t plan_end(const char *type, const char *state, const struct instance *inst, bool agent,
+                       enum controller_alloc_act out[CONTROLLER_ALLOC_ACTS_MAX])
+{
+    struct op_record rec = {0};
+
+    strscpy(rec.type, type, sizeof(rec.type));
+    strscpy(rec.state, state, sizeof(rec.state));
+    return controller_plan_finished(&rec, inst, agent, out);
+}
+
+static void test_controller_plans(void **state)
+{
+    struct instance inst = {.flavor = {2, 512, 2}};
+    enum controller_alloc_act a[CONTROLLER_ALLOC_ACTS_MAX];
+
+    (void)state;
+    strscpy(inst.uuid, "dddddddd-0000-4000-8000-000000000001", sizeof(inst.uuid));
+    strscpy(inst.state, "running", sizeof(inst.state));
+
+    /* scheduler mode: only a terminate's removal */
+    assert_int_equal(plan_end("resize", "succeeded", &inst, false, a), 0);
+    assert_int_equal(plan_end("revert_resize", "succeeded", &inst, false, a), 0);
+    assert_int_equal(controller_plan_start(&inst, false, a), 0);
+
+    /* live resize: the instance's allocation replaced, ended well or not */
+    strscpy(inst.resize.mode, "live", sizeof(inst.resize.mode));
+    assert_int_equal(plan_end("resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(plan_end("resize", "failed", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+
+    /* cold resize: claimed (moved), waiting in resized */
+    strscpy(inst.resize.mode, "cold", sizeof(inst.resize.mode));
+    strscpy(inst.resize.migration_uuid, "dddddddd-0000-4000-8000-0000000000aa", sizeof(inst.resize.migration_uuid));
+    inst.resize.old_flavor = (struct flavor){1, 256, 1};
+    inst.resize.pending = true;
+    strscpy(inst.state, "resized", sizeof(inst.state));
+    assert_int_equal(plan_end("resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE);
+    /* a restart meanwhile writes the move again */
+    assert_int_equal(controller_plan_start(&inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE);
+    assert_int_equal(controller_plan_start(&inst, false, a), 0);
+    /* a live resize under way beside a settled cold one's migration uuid:
+     * that consumer is not written again, it is removed */
+    strscpy(inst.resize.mode, "live", sizeof(inst.resize.mode));
+    assert_int_equal(controller_plan_start(&inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_true(controller_consumer_removable(NULL, &inst, true));
+    strscpy(inst.resize.mode, "cold", sizeof(inst.resize.mode));
+    /* confirm: the migration consumer removed; revert: moved back */
+    inst.resize.pending = false;
+    strscpy(inst.state, "running", sizeof(inst.state));
+    assert_int_equal(plan_end("confirm_resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_int_equal(plan_end("revert_resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE_BACK);
+    assert_int_equal(plan_end("confirm_resize", "failed", &inst, true, a), 0);
+    assert_int_equal(plan_end("revert_resize", "failed", &inst, true, a), 0);
+    /* a cold resize that failed and rolled back: moved back */
+    assert_int_equal(plan_end("resize", "failed", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_MOVE_BACK);
+    /* settled: a start writes the instance's and removes the migration
+     * consumer's (a crash may have left it) */
+    assert_int_equal(controller_plan_start(&inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    /* ended in error: nothing held any more */
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_int_equal(plan_end("resize", "failed", &inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_int_equal(controller_plan_start(&inst, true, a), 2);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    /* terminated: removed in every mode; the migration consumer with agent */
+    strscpy(inst.state, "terminated", sizeof(inst.state));
+    assert_int_equal(plan_end("terminate", "succeeded", &inst, false, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    assert_int_equal(plan_end("terminate", "succeeded", &inst, true, a), 2);
+    assert_int_equal(a[1], CONTROLLER_ALLOC_DELETE_MIGRATION);
+    assert_int_equal(controller_plan_start(&inst, false, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    /* a launch (issue 11) */
+    memset(inst.resize.migration_uuid, 0, sizeof(inst.resize.migration_uuid));
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_int_equal(plan_end("launch", "failed", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_DELETE);
+    assert_int_equal(plan_end("launch", "failed", &inst, false, a), 0);
+    strscpy(inst.state, "running", sizeof(inst.state));
+    assert_int_equal(plan_end("launch", "succeeded", &inst, true, a), 0);
+    assert_int_equal(controller_plan_start(&inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    /* confirm without a migration consumer: the instance's written */
+    assert_int_equal(plan_end("confirm_resize", "succeeded", &inst, true, a), 1);
+    assert_int_equal(a[0], CONTROLLER_ALLOC_PUT);
+    assert_int_equal(plan_end("stop", "succeeded", &inst, true, a), 0);
+
+    /* usage_heal = fix: what may be removed */
+    assert_false(controller_consumer_removable(NULL, NULL, true)); /* a stranger */
+    assert_false(controller_consumer_removable(&inst, NULL, true)); /* running here */
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_true(controller_consumer_removable(&inst, NULL, true));
+    assert_false(controller_consumer_removable(&inst, NULL, false));
+    strscpy(inst.state, "terminated", sizeof(inst.state));
+    assert_true(controller_consumer_removable(&inst, NULL, false));
+    /* a migration consumer: kept while its cold resize is pending */
+    strscpy(inst.resize.migration_uuid, "dddddddd-0000-4000-8000-0000000000aa", sizeof(inst.resize.migration_uuid));
+    strscpy(inst.state, "resized", sizeof(inst.state));
+    inst.resize.pending = true;
+    assert_false(controller_consumer_removable(NULL, &inst, true));
+    inst.resize.pending = false;
+    assert_true(controller_consumer_removable(NULL, &inst, true));
+    inst.resize.pending = true;
+    strscpy(inst.state, "error", sizeof(inst.state));
+    assert_true(controller_consumer_removable(NULL, &inst, false));
+}
+
 /* issue 11: the standard traits of a host (names checked against os-traits
  * in tests/integration/test_placement_usage.py) */
 static void test_compute_traits(void **state)
@@ -922,6 +1275,10 @@ int main(void)
         cmocka_unit_test(test_controller_down),
         cmocka_unit_test(test_new_rejects_bad_config),
         cmocka_unit_test(test_allocations),
+        cmocka_unit_test(test_move_body),
+        cmocka_unit_test(test_move_side_read),
+        cmocka_unit_test(test_move_allocations),
+        cmocka_unit_test(test_controller_plans),
         cmocka_unit_test(test_compute_traits),
     };
 
