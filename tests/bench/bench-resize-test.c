@@ -303,6 +303,14 @@ int main(int argc, char **argv)
     printf("  (agent: POST .../actions resize mode=live, then a long-poll of the operation until it succeeded:\n"
            "   HTTP, the journal, the store and the claims, a libvirt job, the size read back; raw: the calls\n"
            "   alone on the in-process test driver, no I/O)\n");
+    free(lat_a);
+    free(lat_r);
+    free(lat_f);
+    free(lat_a1);
+    free(lat_r1);
+    free(ids);
+    free(rids);
+    curl_global_cleanup();
     if (fails || rfails) {
         printf("failures: agent %d, raw %d; agent log: %s/agent.log\n", fails, rfails, dir);
         return 1;
