@@ -52,7 +52,9 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 # The net-plug VLAN probe for the test guest's initramfs (tests/integration/
 # test_net_vlan_guest_qemu.py) links net-plug; the other tools do not link libca.
 PROBE_BIN  := $(BUILD)/tests/netplug_vlan_probe
-TOOL_BINS  := $(filter-out $(PROBE_BIN),$(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRC)))
+# The hypervisor layer's live-resize probe (tests/integration/test_hv_live_resize_qemu.py) links libca.
+HV_PROBE_BIN := $(BUILD)/tests/hv_resize_probe
+TOOL_BINS  := $(filter-out $(PROBE_BIN) $(HV_PROBE_BIN),$(patsubst tests/tools/%.c,$(BUILD)/tests/%,$(TOOL_SRC)))
 
 all: $(BUILD)/compute-agent $(BUILD)/computectl
 
@@ -105,7 +107,11 @@ $(PROBE_BIN): $(BUILD)/obj/tests/tools/netplug_vlan_probe.o $(BUILD)/libca.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -Wl,--as-needed -o $@ $^ $(LDLIBS)
 
-tests: $(UNIT_BINS) $(COMP_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS) $(PROBE_BIN)
+$(HV_PROBE_BIN): $(BUILD)/obj/tests/tools/hv_resize_probe.o $(BUILD)/libca.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+tests: $(UNIT_BINS) $(COMP_BINS) $(BENCH_BINS) $(FUZZ_BINS) $(TOOL_BINS) $(PROBE_BIN) $(HV_PROBE_BIN)
 
 check: all tests check-graph
 	tests/run.sh $(abspath $(BUILD)) $(T)

@@ -96,9 +96,12 @@ int domxml_identity(struct domxml *d, const struct hv_guest *g)
            (g->title && domxml_text(d, "title", g->title));
 }
 
-static int meta_item(struct domxml *d, const struct hv_meta_item *it)
+/* naked: no prefix (virDomainSetMetadata binds unqualified elements to our
+ * namespace itself, and refuses an element that declares its prefix) */
+static int meta_item(struct domxml *d, const struct hv_meta_item *it, bool naked)
 {
-    if (xmlTextWriterStartElementNS(d->w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST it->name, NULL) < 0)
+    if ((naked ? xmlTextWriterStartElement(d->w, BAD_CAST it->name)
+               : xmlTextWriterStartElementNS(d->w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST it->name, NULL)) < 0)
         return -1;
     for (size_t k = 0; k < HV_META_ATTRS && it->attrs[k].key; k++)
         if (it->attrs[k].value && attr(d, it->attrs[k].key, it->attrs[k].value))
@@ -108,16 +111,16 @@ static int meta_item(struct domxml *d, const struct hv_meta_item *it)
     return domxml_close(d);
 }
 
-int domxml_metadata(struct domxml *d, const struct hv_guest *g)
+static int instance_meta(struct domxml *d, const struct hv_guest *g, bool naked)
 {
     const struct hv_owner *own = g->owner;
 
-    if (domxml_start(d, "metadata") ||
-        xmlTextWriterStartElementNS(d->w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "instance",
-                                    BAD_CAST CA_XMLNS_URI) < 0)
+    if ((naked ? xmlTextWriterStartElement(d->w, BAD_CAST "instance")
+               : xmlTextWriterStartElementNS(d->w, BAD_CAST CA_XMLNS_PREFIX, BAD_CAST "instance",
+                                             BAD_CAST CA_XMLNS_URI)) < 0)
         return -1;
     for (size_t i = 0; i < g->n_meta; i++)
-        if (meta_item(d, &g->meta[i]))
+        if (meta_item(d, &g->meta[i], naked))
             return -1;
     /* the owning host: an agent adopts only domains that name it */
     if (own && own->host[0]) {
@@ -125,10 +128,23 @@ int domxml_metadata(struct domxml *d, const struct hv_guest *g)
             .name = "host",
             .attrs = {{"name", own->host}, {"uuid", own->host_uuid[0] ? own->host_uuid : NULL}},
         };
-        if (meta_item(d, &host))
+        if (meta_item(d, &host, naked))
             return -1;
     }
-    return domxml_close(d) || domxml_close(d);
+    return domxml_close(d);
+}
+
+int domxml_metadata(struct domxml *d, const struct hv_guest *g)
+{
+    return domxml_start(d, "metadata") || instance_meta(d, g, false) || domxml_close(d);
+}
+
+int domxml_metadata_element(const struct hv_guest *g, char **xml, struct agent_error *err)
+{
+    struct domxml d = {0};
+    int failed = domxml_begin(&d, NULL) || instance_meta(&d, g, true);
+
+    return domxml_end(&d, failed, xml, err);
 }
 
 int domxml_memory(struct domxml *d, uint64_t mib, uint64_t max_mib)
@@ -150,6 +166,75 @@ int domxml_vcpu(struct domxml *d, unsigned n, unsigned max)
         max = n;
     return domxml_start(d, "vcpu") || attr(d, "placement", "static") ||
            (n != max && attr_u64(d, "current", n)) || text_u64(d, max) || domxml_close(d);
+}
+
+/* ---- headroom (live resize, issue 12) ---- */
+
+bool domxml_has_headroom(const struct hv_guest *g)
+{
+    return g->max_vcpus > g->vcpus || g->max_memory_mib > g->memory_mib;
+}
+
+uint64_t domxml_vmem_size_mib(const struct hv_guest *g)
+{
+    uint64_t sz = g->max_memory_mib > g->memory_mib ? g->max_memory_mib - g->memory_mib : 0;
+
+    return (sz + DOMXML_VMEM_BLOCK_MIB - 1) / DOMXML_VMEM_BLOCK_MIB * DOMXML_VMEM_BLOCK_MIB;
+}
+
+int domxml_vcpus_hotplug(struct domxml *d, unsigned n, unsigned max)
+{
+    if (n < 1)
+        n = 1;
+    if (max < n)
+        max = n;
+    if (domxml_start(d, "vcpu") || attr(d, "placement", "static") || attr_u64(d, "current", n) ||
+        text_u64(d, max) || domxml_close(d) || domxml_start(d, "vcpus"))
+        return -1;
+    /* QEMU wants vCPU 0 enabled and not hot-pluggable, the boot vCPUs in
+     * order after it; the others are plugged (and unplugged) later */
+    for (unsigned i = 0; i < max; i++)
+        if (domxml_start(d, "vcpu") || attr_u64(d, "id", i) || attr(d, "enabled", i < n ? "yes" : "no") ||
+            attr(d, "hotpluggable", i == 0 ? "no" : "yes") || (i < n && attr_u64(d, "order", i + 1)) ||
+            domxml_close(d))
+            return -1;
+    return domxml_close(d);
+}
+
+int domxml_memory_headroom(struct domxml *d, uint64_t boot_mib, uint64_t vmem_mib)
+{
+    uint64_t max = boot_mib + vmem_mib;
+
+    /* one slot: the virtio-mem device (libvirt counts it against maxMemory) */
+    return domxml_start(d, "maxMemory") || attr(d, "slots", "1") || attr(d, "unit", "MiB") ||
+           text_u64(d, max) || domxml_close(d) || domxml_start(d, "memory") || attr(d, "unit", "MiB") ||
+           text_u64(d, max) || domxml_close(d) || domxml_start(d, "currentMemory") ||
+           attr(d, "unit", "MiB") || text_u64(d, boot_mib) || domxml_close(d);
+}
+
+int domxml_numa_cell(struct domxml *d, unsigned max_vcpus, uint64_t boot_mib)
+{
+    char cpus[32];
+
+    if (max_vcpus < 1)
+        max_vcpus = 1;
+    if (max_vcpus == 1)
+        snprintf(cpus, sizeof(cpus), "0");
+    else
+        snprintf(cpus, sizeof(cpus), "0-%u", max_vcpus - 1);
+    return domxml_start(d, "cpu") || domxml_start(d, "numa") || domxml_start(d, "cell") ||
+           attr(d, "id", "0") || attr(d, "cpus", cpus) || attr_u64(d, "memory", boot_mib) ||
+           attr(d, "unit", "MiB") || domxml_close(d) || domxml_close(d) || domxml_close(d);
+}
+
+int domxml_virtio_mem(struct domxml *d, uint64_t size_mib, uint64_t requested_mib)
+{
+    return domxml_start(d, "memory") || attr(d, "model", "virtio-mem") || domxml_start(d, "target") ||
+           domxml_start(d, "size") || attr(d, "unit", "MiB") || text_u64(d, size_mib) || domxml_close(d) ||
+           domxml_text(d, "node", "0") || domxml_start(d, "block") || attr(d, "unit", "KiB") ||
+           text_u64(d, DOMXML_VMEM_BLOCK_MIB * 1024) || domxml_close(d) || domxml_start(d, "requested") ||
+           attr(d, "unit", "MiB") || text_u64(d, requested_mib) || domxml_close(d) || domxml_close(d) ||
+           empty_with(d, "alias", "name", DOMXML_VMEM_ALIAS) || domxml_close(d);
 }
 
 int domxml_os(struct domxml *d, const struct domxml_os *os, const struct hv_boot *boot)

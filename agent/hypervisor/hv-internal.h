@@ -63,6 +63,29 @@ int hv_lv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
                     struct agent_error *err);
 int hv_lv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,
                      struct agent_error *err);
+/* kvm: set_memory through the virtio-mem device and the balloon (hv.h's
+ * hv_set_memory); hv_lv_set_memory where the domain has no virtio-mem. */
+int hv_lv_set_memory_vmem(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,
+                          struct agent_error *err);
+int hv_lv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, unsigned flags,
+                   struct agent_error *err);
+int hv_lv_set_metadata(struct hv *hv, const struct hv_guest *g, unsigned flags,
+                       struct agent_error *err);
+/* A domain's size from its XML (live: the running domain's, whose
+ * <currentMemory> includes virtio-mem's <current>; else the persistent
+ * definition's). -EINVAL when it is not a domain document. Exposed for the
+ * unit tests. vmem_xml (if not NULL) gets the virtio-mem element as the
+ * document has it, <current> left out, <requested> set to req_kib (owned;
+ * NULL when there is none); parts (if not NULL) the figures the sums are
+ * made of. */
+struct hv_size_parts {
+    uint64_t boot_kib;     /* the boot memory (the NUMA cells) */
+    uint64_t balloon_kib;  /* what the balloon leaves of it */
+    bool vmem;             /* a virtio-mem device */
+    uint64_t vmem_req_kib, vmem_cur_kib;
+};
+int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, struct hv_size_parts *parts,
+                     uint64_t req_kib, char **vmem_xml);
 int hv_lv_attach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
                         struct agent_error *err);
 int hv_lv_detach_device(struct hv *hv, const char *uuid, const char *xml, unsigned flags,
@@ -111,10 +134,42 @@ int domxml_text(struct domxml *d, const char *elem, const char *text);
 int domxml_identity(struct domxml *d, const struct hv_guest *g);
 /* <metadata><ca:instance> the guest's items, then <ca:host> from g->owner */
 int domxml_metadata(struct domxml *d, const struct hv_guest *g);
+/* The same <instance> element as a document of its own for
+ * virDomainSetMetadata (*xml owned by the caller): naked, no prefix and no
+ * namespace declaration, since libvirt binds every unqualified element to
+ * the namespace it is given and refuses one that declares its prefix. */
+int domxml_metadata_element(const struct hv_guest *g, char **xml, struct agent_error *err);
 /* <memory unit=MiB>max</memory>, and <currentMemory> when below max */
 int domxml_memory(struct domxml *d, uint64_t mib, uint64_t max_mib);
 /* <vcpu placement=static [current=n]>max</vcpu> */
 int domxml_vcpu(struct domxml *d, unsigned n, unsigned max);
+
+/* Headroom for live resize (issue 12; kvm.c says what was measured). A
+ * guest has headroom when max_vcpus > vcpus or max_memory_mib > memory_mib;
+ * without it a driver writes exactly what it wrote before (domxml_vcpu,
+ * domxml_memory). */
+bool domxml_has_headroom(const struct hv_guest *g);
+/* virtio-mem's block (libvirt <block>, and the granularity of <requested>) */
+#define DOMXML_VMEM_BLOCK_MIB 2u
+/* Our user alias for the one virtio-mem device ("ua-" keeps it in the
+ * persistent definition too). */
+#define DOMXML_VMEM_ALIAS "ua-ca-vmem0"
+/* The virtio-mem device's size for a guest: max_memory_mib - memory_mib,
+ * rounded up to the block; 0 without memory headroom. */
+uint64_t domxml_vmem_size_mib(const struct hv_guest *g);
+/* <vcpu placement=static current=n>max</vcpu> and <vcpus>: vCPU 0 enabled
+ * and not hot-pluggable, 1..n-1 enabled (order 2..n), n..max-1 disabled;
+ * all but 0 hot-pluggable. */
+int domxml_vcpus_hotplug(struct domxml *d, unsigned n, unsigned max);
+/* <maxMemory slots=1 unit=MiB>boot+vmem</maxMemory>, <memory> the same,
+ * <currentMemory> boot (the balloon's target: all of the boot memory). */
+int domxml_memory_headroom(struct domxml *d, uint64_t boot_mib, uint64_t vmem_mib);
+/* <cpu><numa><cell id=0 cpus=0-(max-1) memory=boot unit=MiB/></numa></cpu>:
+ * libvirt wants a guest NUMA cell for memory devices. */
+int domxml_numa_cell(struct domxml *d, unsigned max_vcpus, uint64_t boot_mib);
+/* <memory model=virtio-mem> on node 0: size, block, requested (MiB), our
+ * alias. */
+int domxml_virtio_mem(struct domxml *d, uint64_t size_mib, uint64_t requested_mib);
 
 struct domxml_os {
     const char *type;    /* "hvm", "xen", "exe" */

@@ -59,6 +59,8 @@ enum hv_feature {
     HV_FEAT_ROOTFS_DIR,   /* a guest's root is a directory (containers) */
     HV_FEAT_NIC_VETH,     /* guests' NICs are host veth pairs, not taps (no QEMU to
                            * open a tap: the test driver, containers) */
+    HV_FEAT_VCPU_UNPLUG,  /* hv_set_vcpus(HV_LIVE) may also lower the count (without
+                           * it a live decrease answers -ENOTSUP: kvm.c says why) */
     HV_FEAT__COUNT
 };
 #define HV_FEAT_BIT(f) (1u << (f))
@@ -484,7 +486,18 @@ int hv_list(struct hv *hv, struct hv_domain **ret, size_t *n, struct agent_error
  * hv_host_info_release() (also after a failure). */
 int hv_host_info(struct hv *hv, struct hv_host_info *ret, struct agent_error *err);
 /* vCPUs (flags HV_LIVE|HV_CONFIG, HV_VCPU_MAXIMUM) and memory in MiB
- * (HV_LIVE|HV_CONFIG, HV_MEM_MAXIMUM). */
+ * (HV_LIVE|HV_CONFIG, HV_MEM_MAXIMUM).
+ * hv_set_vcpus: above the domain's maximum -ERANGE; a live decrease where
+ * the driver lacks HV_FEAT_VCPU_UNPLUG -ENOTSUP; else libvirt's answer.
+ * hv_set_memory: mib is the memory the guest should have in all. On a
+ * domain with the kvm headroom (a virtio-mem device) at or above the boot
+ * memory it is boot + virtio-mem <requested> (mib - boot rounded up to the
+ * 2 MiB block; the balloon back to all of the boot memory), below it the
+ * balloon's target (virtio-mem back to 0); above the ceiling (<maxMemory>)
+ * -ERANGE, nothing changed. Without the device (no headroom, the test
+ * driver, xen) it is the balloon within <memory> (above it -ERANGE), else
+ * libvirt's errors as they come. The call returns when the hypervisor has the new target; the
+ * guest takes it afterwards: watch hv_get_size's memory_mib. */
 int hv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
                  struct agent_error *err);
 int hv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned flags,

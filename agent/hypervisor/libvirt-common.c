@@ -295,6 +295,27 @@ int hv_lv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
 
     if (r < 0)
         return r;
+    if (!(flags & HV_VCPU_MAXIMUM)) {
+        /* the ceiling and (live) the count now, to answer clearly */
+        unsigned which = flags & HV_LIVE ? VIR_DOMAIN_AFFECT_LIVE : affect(flags);
+        int max = virDomainGetVcpusFlags(dom, which | VIR_DOMAIN_VCPU_MAXIMUM);
+        int now = flags & HV_LIVE ? virDomainGetVcpusFlags(dom, VIR_DOMAIN_AFFECT_LIVE) : -1;
+        if (max < 0 || (flags & HV_LIVE && now < 0))
+            virResetLastError(); /* e.g. not running: libvirt's own answer below */
+        if (max > 0 && n > (unsigned)max)
+            r = agent_error_set(err, ERANGE, "invalid_field", "vcpus",
+                                "%u vCPUs is above the domain's ceiling of %d (a cold resize can raise it)",
+                                n, max);
+        else if (now > 0 && n < (unsigned)now && !hv_supports(hv, HV_FEAT_VCPU_UNPLUG))
+            r = agent_error_set(err, ENOTSUP, "not_supported", "vcpus",
+                                "the %s driver cannot remove vCPUs from a running domain (%d -> %u): "
+                                "a cold resize can",
+                                hv_driver_name(hv), now, n);
+        if (r < 0) {
+            release(conn, dom);
+            return r;
+        }
+    }
     if (virDomainSetVcpusFlags(dom, n, lf) < 0)
         r = hv_libvirt_error(err, "cannot set the domain's vCPUs");
     release(conn, dom);
@@ -313,6 +334,19 @@ int hv_lv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned fla
         return agent_error_set(err, EINVAL, "invalid_field", "memory_mb", "memory too large");
     if ((r = lookup(hv, uuid, &conn, &dom, err)) < 0)
         return r;
+    if (!(flags & HV_MEM_MAXIMUM)) {
+        unsigned long max = virDomainGetMaxMemory(dom); /* KiB; 0 on error */
+        if (!max)
+            virResetLastError();
+        if (max && mib * 1024 > max) {
+            r = agent_error_set(err, ERANGE, "invalid_field", "memory_mb",
+                                "%llu MiB is above the domain's memory ceiling of %lu MiB (a cold resize "
+                                "can raise it)",
+                                (unsigned long long)mib, max / 1024);
+            release(conn, dom);
+            return r;
+        }
+    }
     if (virDomainSetMemoryFlags(dom, (unsigned long)(mib * 1024), lf) < 0)
         r = hv_libvirt_error(err, "cannot set the domain's memory");
     release(conn, dom);

@@ -34,6 +34,7 @@ const char *hv_feature_name(enum hv_feature f)
         [HV_FEAT_DISK_HOTPLUG] = "disk_hotplug", [HV_FEAT_JOB_STATS] = "job_stats",
         [HV_FEAT_LIVE_MIGRATE] = "live_migrate", [HV_FEAT_POSTCOPY] = "postcopy",
         [HV_FEAT_ROOTFS_DIR] = "rootfs_dir",     [HV_FEAT_NIC_VETH] = "nic_veth",
+        [HV_FEAT_VCPU_UNPLUG] = "vcpu_unplug",
     };
     return (unsigned)f < HV_FEAT__COUNT && names[f] ? names[f] : "?";
 }
@@ -164,9 +165,14 @@ int hv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, struct age
 
 int hv_set_metadata(struct hv *hv, const struct hv_guest *g, unsigned flags, struct agent_error *err)
 {
+    struct hv_guest mine = *g;
+    struct hv_owner self;
+
     if (!ENTRY(hv)->set_metadata)
         return not_supported(hv, "set_metadata", err);
-    return ENTRY(hv)->set_metadata(hv, g, flags, err);
+    hv_owner_self(hv, &self); /* the owner, as hv_domain_xml() writes it */
+    mine.owner = &self;
+    return ENTRY(hv)->set_metadata(hv, &mine, flags, err);
 }
 
 /* attach or detach: the device's XML from the driver, then the call */

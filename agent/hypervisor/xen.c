@@ -54,7 +54,14 @@ static int xen_device_xml(struct hv *hv, const struct hv_device *dev, char **xml
 
 /* Only what was seen to work is declared (issue 14 verifies live vCPU and
  * memory changes through libxl); the entries exist, so HV_CONFIG changes
- * and what libxl does offer answer for themselves. */
+ * and what libxl does offer answer for themselves. Live resize (issue 12):
+ * libvirt's libxl driver has domainSetVcpusFlags and domainSetMemoryFlags
+ * (the Xen balloon, within <memory>: no virtio-mem, no NUMA cell written)
+ * and domainGetXMLDesc, read from its source; no Xen host here to run them,
+ * so HV_FEAT_VCPU_HOTPLUG/MEM_HOTPLUG/VCPU_UNPLUG stay undeclared and the
+ * agent resizes xen guests cold. get_size reads the XML as for the others;
+ * set_metadata is libvirt's virDomainSetMetadata, which older libxl drivers
+ * lack (the answer is then libvirt's -ENOTSUP). */
 const struct hv_driver hv_driver_xen = {
     .name = "xen",
     .default_uri = "xen:///system",
@@ -67,6 +74,8 @@ const struct hv_driver hv_driver_xen = {
     .reset = hv_lv_reset,
     .set_vcpus = hv_lv_set_vcpus,
     .set_memory = hv_lv_set_memory,
+    .get_size = hv_lv_get_size,
+    .set_metadata = hv_lv_set_metadata,
     .attach_device = hv_lv_attach_device,
     .detach_device = hv_lv_detach_device,
     .job_info = hv_lv_job_info,

@@ -98,6 +98,10 @@ static void live_check(const struct ops *o, const struct instance *in, const str
     } else if (want->vcpus != in->flavor.vcpus && !hv_supports(o->d.hv, HV_FEAT_VCPU_HOTPLUG)) {
         *field = "flavor.vcpus";
         snprintf(why, size, "vcpus: the %s driver cannot change vCPUs live", drv);
+    } else if (want->vcpus < in->flavor.vcpus && !hv_supports(o->d.hv, HV_FEAT_VCPU_UNPLUG)) {
+        /* QEMU 7.2 never completes a vCPU's unplug (hypervisor/kvm.c) */
+        *field = "flavor.vcpus";
+        snprintf(why, size, "vcpus: the %s driver cannot remove vCPUs live (a cold resize can)", drv);
     } else if (want->memory_mb != in->flavor.memory_mb && !hv_supports(o->d.hv, HV_FEAT_MEM_HOTPLUG)) {
         *field = "flavor.memory_mb";
         snprintf(why, size, "memory_mb: the %s driver cannot change memory live", drv);

@@ -6,7 +6,7 @@
 #
 # Outputs in OUTDIR:
 #   vmlinuz     linux-image-6.1.0-N-cloud-amd64 (newest N that apt-cache knows)
-#   initrd.gz   busybox-static + virtio (pci, blk, net, balloon) + ACPI button/evdev modules,
+#   initrd.gz   busybox-static + virtio (pci, blk, net, balloon, mem) + ACPI button/evdev modules,
 #               and, loaded on demand by /bin/ca-net: CD-ROM (IDE, virtio-scsi, sr/sd, isofs), 8021q,
 #               net-plug's (8021q, bridge, tun, veth, nf_tables, nft_objref, nft_meta_bridge)
 #   disk.raw    16 MiB raw disk; its first 16 bytes are "CA-TEST-DISK-01\n"
@@ -23,6 +23,18 @@
 #     (or "COMPUTE-AGENT-GUEST: vda absent")
 #   COMPUTE-AGENT-GUEST: acpid ready                 power button handler running
 #   COMPUTE-AGENT-GUEST: tick N                      every 2 s, N = 0, 1, ...
+#   COMPUTE-AGENT-GUEST: size cpus=<cpu/online> memtotal_kb=<MemTotal>
+#                                                    at boot and whenever either changes
+#   COMPUTE-AGENT-GUEST: vda size_bytes=N            at boot and whenever it changes
+#                                                    (/sys/block/vda/size * 512; cold resize)
+# Hot-plug (live resize, issue 12): as a cloud image's udev rules do, the guest onlines what
+# is plugged into it. At boot it sets /sys/devices/system/memory/auto_online_blocks to
+# online_movable (the kernel then onlines virtio-mem's and DIMMs' blocks as they come; movable,
+# so they can be unplugged again), and a background onliner started from /init writes 1 to
+# every offline /sys/devices/system/cpu/cpuN/online and online_movable to every offline
+# memory block's state every 0.3 s, then prints the size lines above when they changed.
+# virtio_mem is loaded at boot with the other virtio modules; the balloon (virtio_balloon)
+# lowers MemTotal when it inflates (no deflate-on-oom), so a shrink shows there too.
 # Shutdown:
 #   - Graceful (virDomainShutdown / `virsh shutdown`, ACPI power button): the
 #     guest loads button.ko + evdev.ko and runs busybox acpid; its handler
@@ -184,7 +196,7 @@ fi
 
 # Load order matters: virtio_ring before virtio, then the pci transports.
 MODS="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
-      virtio_blk failover net_failover virtio_net virtio_balloon button evdev"
+      virtio_blk failover net_failover virtio_net virtio_balloon virtio_mem button evdev"
 for m in $MODS; do
     p=$(find "$KMOD" -name "$m.ko" -o -name "$m.ko.xz" | head -n 1)
     [ -n "$p" ] || { log "module $m not found in $KPKG"; exit 1; }
@@ -265,6 +277,9 @@ fi
 case " $(cat /proc/cmdline) " in *" ca."*) /bin/ca-net & ;; esac
 case " $(cat /proc/cmdline) " in *" ca.io="*) /bin/ca-io & ;; esac
 
+# Hot-plugged CPUs and memory: onlined and reported (see build-guest.sh's header).
+/bin/ca-size &
+
 n=0
 while :; do
     echo "COMPUTE-AGENT-GUEST: tick $n"
@@ -273,6 +288,36 @@ while :; do
 done
 EOF
 chmod 0755 "$R/init"
+
+# The onliner: hot-plugged CPUs and memory blocks online, their sum (and the disk's size)
+# printed when it changes.
+cat > "$R/bin/ca-size" <<'EOF'
+#!/bin/sh
+# Shell builtins only in the loop (read, not cat): it runs every 0.3 s on an emulated CPU.
+export PATH=/bin:/sbin
+M=/sys/devices/system/memory
+[ -w $M/auto_online_blocks ] && echo online_movable > $M/auto_online_blocks 2>/dev/null
+last=""; lastd=""
+while :; do
+    for c in /sys/devices/system/cpu/cpu[0-9]*/online; do
+        [ -w "$c" ] && read -r v < "$c" && [ "$v" = 0 ] && echo 1 > "$c" 2>/dev/null
+    done
+    for b in $M/memory[0-9]*/state; do
+        read -r v < "$b" && [ "$v" = offline ] && echo online_movable > "$b" 2>/dev/null
+    done
+    read -r cpus < /sys/devices/system/cpu/online
+    mt=""
+    while read -r k v u; do [ "$k" = MemTotal: ] && { mt=$v; break; }; done < /proc/meminfo
+    now="cpus=$cpus memtotal_kb=$mt"
+    [ "$now" != "$last" ] && { echo "COMPUTE-AGENT-GUEST: size $now"; last=$now; }
+    if [ -r /sys/block/vda/size ] && read -r d < /sys/block/vda/size; then
+        d=$((d * 512))
+        [ "$d" != "$lastd" ] && { echo "COMPUTE-AGENT-GUEST: vda size_bytes=$d"; lastd=$d; }
+    fi
+    usleep 300000
+done
+EOF
+chmod 0755 "$R/bin/ca-size"
 
 # The kernel's modprobe helper after ca.mods: says what was asked for, loads nothing.
 cat > "$R/bin/ca-modprobe" <<'EOF'

@@ -133,7 +133,17 @@ def main(c: calib.Checks):
 
         with c.case("cold resize to 2 GB disk: resized/verify_resize, the guest sees the larger vda"):
             n = len(g.watch.text())
-            op, dt = run("resize", flavor={"vcpus": 2, "memory_mb": 256, "disk_gb": 2}, mode="cold", timeout=10)
+            t0 = time.monotonic()
+            r = cl.action(iid, "resize", flavor={"vcpus": 2, "memory_mb": 256, "disk_gb": 2}, mode="cold",
+                          timeout=10)
+            # while it runs: another resize, a stop -> 409, nothing changed
+            for body in ({"action": "resize", "flavor": {"vcpus": 1, "memory_mb": 256, "disk_gb": 3}},
+                         {"action": "stop"}):
+                st, resp = cl.call("POST", f"/v1/instances/{iid}/actions", body)
+                assert st == 409 and resp["error"]["code"] == "conflict", (body, st, short(resp))
+            op = cl.wait_operation(r["operation"]["id"], timeout=OP_TIMEOUT)
+            assert op["state"] == "succeeded", short(op)
+            dt = time.monotonic() - t0
             i = cl.instance(iid)
             assert (i["state"], i["task_state"]) == ("resized", "verify_resize"), short(i)
             assert domstate(uri, iid) == "running"
@@ -145,9 +155,10 @@ def main(c: calib.Checks):
             i = cl.instance(iid)
             assert i["state"] == "running" and i["resize"] is None and i["flavor"]["disk_gb"] == 2, short(i)
 
-        with c.case("cold resize 2 -> 1 vCPU, then revert_resize: 2 vCPUs back, the disk keeps 2 GB"):
-            run("resize", flavor={"vcpus": 1, "memory_mb": 256, "disk_gb": 2}, mode="cold", timeout=10)
-            assert cl.instance(iid)["state"] == "resized"
+        with c.case("cold resize 2 -> 1 vCPU (auto: cold, a vCPU cannot leave live), revert: 2 back, disk 2 GB"):
+            op, _ = run("resize", flavor={"vcpus": 1, "memory_mb": 256, "disk_gb": 2}, timeout=10)
+            i = cl.instance(iid)
+            assert i["state"] == "resized" and i["resize"]["mode"] == "cold", short(i)
             n = len(g.watch.text())
             op, _ = run("revert_resize", timeout=10)
             i = cl.instance(iid)
@@ -172,7 +183,7 @@ def main(c: calib.Checks):
             rid = calib.unique("rszq-bus")
             p = Producer({"bootstrap.servers": bs, "linger.ms": 0})
             p.produce(topics["commands"], json.dumps({"op": "resize", "request_id": rid, "instance_id": iid,
-                                                      "flavor": {"vcpus": 1, "memory_mb": 256},
+                                                      "flavor": {"vcpus": 2, "memory_mb": 384},
                                                       "mode": "live"}).encode())
             p.flush(15)
             seen = []
@@ -188,8 +199,14 @@ def main(c: calib.Checks):
             calib.wait_for(done, OP_TIMEOUT, what="the resize command's result event", last=lambda: seen)
             con.close()
             assert "operation.succeeded" in seen, seen
-            assert cl.instance(iid)["flavor"]["vcpus"] == 1
-            g.wait_cpus(1)
+            assert cl.instance(iid)["flavor"]["memory_mb"] == 384
+            g.wait_mem(lambda kb: kb >= mem0 + 100 * 1024, "MemTotal to grow by the bus resize")
+
+        with c.case("live 2 -> 1 vCPU on kvm: 409 naming flavor.vcpus (QEMU 7.2 cannot unplug), nothing changed"):
+            st, resp = cl.call("POST", f"/v1/instances/{iid}/actions",
+                               {"action": "resize", "flavor": {"vcpus": 1, "memory_mb": 384}, "mode": "live"})
+            assert st == 409 and resp["error"]["field"] == "flavor.vcpus", (st, short(resp))
+            assert cl.instance(iid)["flavor"]["vcpus"] == 2
     finally:
         if iid and agent.alive():
             try:

@@ -518,6 +518,243 @@ static void test_caps_host_uuid(void **state)
     assert_string_equal(buf, "");
 }
 
+/* ---- headroom for live resize (issue 12) ---- */
+
+/* The kvm driver's XML for the kernel-boot instance with these ceilings. */
+static char *kvm_xml_with(struct hv *hv, unsigned maxv, uint64_t maxmem)
+{
+    struct instance i, copy;
+    struct guest g;
+    struct hv_guest hg;
+    struct agent_error err;
+    char *xml = NULL;
+
+    make(&i, BOOT_KERNEL);
+    assert_int_equal(instance_copy(&copy, &i), 0);
+    hg = *guest_describe(&copy, NULL, &g);
+    hg.max_vcpus = maxv;
+    hg.max_memory_mib = maxmem;
+    if (hv_driver(hv)->domain_xml(hv, &hg, &xml, &err) < 0)
+        fail_msg("domain_xml: %s", err.message);
+    instance_release(&copy);
+    instance_release(&i);
+    return xml;
+}
+
+static void expect_in(const char *xml, const char *s)
+{
+    if (!strstr(xml, s))
+        fail_msg("missing %s in:\n%s", s, xml);
+}
+
+static void expect_not_in(const char *xml, const char *s)
+{
+    if (strstr(xml, s))
+        fail_msg("unexpected %s in:\n%s", s, xml);
+}
+
+static void test_kvm_headroom(void **state)
+{
+    uv_loop_t loop;
+    struct hv *hv;
+    char *xml;
+
+    (void)state;
+    uv_loop_init(&loop);
+    hv = hv_for(&loop, &hv_driver_kvm, "qemu");
+    /* 2 of 4 vCPUs, 512 of 1024 MiB */
+    xml = kvm_xml_with(hv, 4, 1024);
+    expect_in(xml, "<vcpu placement=\"static\" current=\"2\">4</vcpu>");
+    expect_in(xml, "<vcpus>");
+    expect_in(xml, "<vcpu id=\"0\" enabled=\"yes\" hotpluggable=\"no\" order=\"1\"/>");
+    expect_in(xml, "<vcpu id=\"1\" enabled=\"yes\" hotpluggable=\"yes\" order=\"2\"/>");
+    expect_in(xml, "<vcpu id=\"2\" enabled=\"no\" hotpluggable=\"yes\"/>");
+    expect_in(xml, "<vcpu id=\"3\" enabled=\"no\" hotpluggable=\"yes\"/>");
+    expect_not_in(xml, "<vcpu id=\"4\"");
+    expect_in(xml, "<maxMemory slots=\"1\" unit=\"MiB\">1024</maxMemory>");
+    expect_in(xml, "<memory unit=\"MiB\">1024</memory>");
+    expect_in(xml, "<currentMemory unit=\"MiB\">512</currentMemory>");
+    expect_in(xml, "<cpu>");
+    expect_in(xml, "<cell id=\"0\" cpus=\"0-3\" memory=\"512\" unit=\"MiB\"/>");
+    expect_in(xml, "<memory model=\"virtio-mem\">");
+    expect_in(xml, "<size unit=\"MiB\">512</size>");
+    expect_in(xml, "<node>0</node>");
+    expect_in(xml, "<block unit=\"KiB\">2048</block>");
+    expect_in(xml, "<requested unit=\"MiB\">0</requested>");
+    expect_in(xml, "<alias name=\"" DOMXML_VMEM_ALIAS "\"/>");
+    expect_in(xml, "<memballoon model=\"virtio\"/>"); /* below the boot memory */
+    /* the virtio-mem device is among the devices */
+    assert_true(strstr(xml, "<memory model=\"virtio-mem\">") > strstr(xml, "<devices>"));
+    free(xml);
+
+    /* a ceiling that is not a whole block: the device rounds up to 2 MiB */
+    xml = kvm_xml_with(hv, 2, 515);
+    expect_in(xml, "<size unit=\"MiB\">4</size>");
+    expect_in(xml, "<maxMemory slots=\"1\" unit=\"MiB\">516</maxMemory>");
+    /* vCPUs without headroom: today's <vcpu>, no list */
+    expect_in(xml, "<vcpu placement=\"static\">2</vcpu>");
+    expect_not_in(xml, "<vcpus>");
+    expect_in(xml, "<cell id=\"0\" cpus=\"0-1\" memory=\"512\" unit=\"MiB\"/>");
+    free(xml);
+
+    /* vCPU headroom only: the list, no memory devices, no NUMA cell */
+    xml = kvm_xml_with(hv, 3, 512);
+    expect_in(xml, "<vcpu placement=\"static\" current=\"2\">3</vcpu>");
+    expect_in(xml, "<vcpu id=\"2\" enabled=\"no\" hotpluggable=\"yes\"/>");
+    expect_in(xml, "<memory unit=\"MiB\">512</memory>");
+    expect_not_in(xml, "maxMemory");
+    expect_not_in(xml, "virtio-mem");
+    expect_not_in(xml, "<numa>");
+    expect_not_in(xml, "currentMemory");
+    free(xml);
+
+    /* no headroom (max == boot, or 0): exactly the elements of before */
+    for (int k = 0; k < 2; k++) {
+        xml = kvm_xml_with(hv, k ? 2 : 0, k ? 512 : 0);
+        expect_in(xml, "<memory unit=\"MiB\">512</memory>");
+        expect_in(xml, "<vcpu placement=\"static\">2</vcpu>");
+        expect_in(xml, "<memballoon model=\"virtio\"/>");
+        expect_not_in(xml, "currentMemory");
+        expect_not_in(xml, "maxMemory");
+        expect_not_in(xml, "<vcpus>");
+        expect_not_in(xml, "<cpu>");
+        expect_not_in(xml, "virtio-mem");
+        free(xml);
+    }
+    hv_done(&loop, hv);
+
+    /* the test driver: headroom as it always was (it only stores the rest) */
+    hv = hv_for(&loop, &hv_driver_test, "test");
+    xml = kvm_xml_with(hv, 4, 1024);
+    expect_in(xml, "<vcpu placement=\"static\" current=\"2\">4</vcpu>");
+    expect_in(xml, "<memory unit=\"MiB\">1024</memory>");
+    expect_in(xml, "<currentMemory unit=\"MiB\">512</currentMemory>");
+    expect_not_in(xml, "<vcpus>");
+    expect_not_in(xml, "maxMemory");
+    expect_not_in(xml, "virtio-mem");
+    free(xml);
+    assert_true(hv_driver_test.features & HV_FEAT_BIT(HV_FEAT_VCPU_UNPLUG));
+    assert_false(hv_driver_kvm.features & HV_FEAT_BIT(HV_FEAT_VCPU_UNPLUG));
+    assert_false(hv_driver_xen.features & HV_FEAT_BIT(HV_FEAT_VCPU_HOTPLUG));
+    assert_string_equal(hv_feature_name(HV_FEAT_VCPU_UNPLUG), "vcpu_unplug");
+    hv_done(&loop, hv);
+    uv_loop_close(&loop);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = calloc(1, 1 << 20);
+    size_t n;
+
+    if (!f)
+        fail_msg("cannot open %s (run from the source tree)", path);
+    assert_non_null(buf);
+    n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* hv_get_size's reading of real libvirt 9.0 documents (tests/unit/data/dom-*.xml:
+ * a running kvm guest with headroom, 2 of 4 vCPUs, 512 MiB boot + 188 MiB
+ * plugged through virtio-mem, and its persistent definition; the test
+ * driver's default domain). */
+static void test_size_from_xml(void **state)
+{
+    struct hv_size s;
+    struct hv_size_parts p;
+    char *xml, *vmem = NULL;
+
+    (void)state;
+    xml = slurp("tests/unit/data/dom-kvm-live.xml");
+    assert_int_equal(hv_size_from_xml(xml, true, &s, &p, 4096, &vmem), 0);
+    assert_int_equal(s.vcpus, 2);
+    assert_int_equal(s.max_vcpus, 4);
+    assert_int_equal(s.memory_mib, 700);
+    assert_int_equal(s.requested_mib, 700);
+    assert_int_equal(s.max_memory_mib, 1024);
+    assert_true(s.live_vcpus && s.live_memory);
+    assert_int_equal(p.boot_kib, 512 * 1024);
+    assert_int_equal(p.balloon_kib, 512 * 1024);
+    assert_true(p.vmem);
+    assert_int_equal(p.vmem_cur_kib, 188 * 1024);
+    /* the element to send back: as dumpxml has it, <requested> replaced,
+     * <current> gone, its alias and address kept (libvirt and QEMU find it
+     * by them) */
+    assert_non_null(vmem);
+    expect_in(vmem, "<requested unit=\"KiB\">4096</requested>");
+    expect_not_in(vmem, "<current");
+    expect_in(vmem, "ua-ca-vmem0");
+    expect_in(vmem, "<address type=\"pci\"");
+    free(vmem);
+    free(xml);
+
+    xml = slurp("tests/unit/data/dom-kvm-inactive.xml");
+    assert_int_equal(hv_size_from_xml(xml, false, &s, &p, 0, NULL), 0);
+    assert_int_equal(s.vcpus, 2);
+    assert_int_equal(s.memory_mib, 700); /* boots with what was requested */
+    assert_int_equal(s.max_memory_mib, 1024);
+    assert_int_equal(p.balloon_kib, 512 * 1024); /* persistent currentMemory: the balloon alone */
+    free(xml);
+
+    xml = slurp("tests/unit/data/dom-test.xml");
+    assert_int_equal(hv_size_from_xml(xml, true, &s, NULL, 0, &vmem), 0);
+    assert_null(vmem);
+    assert_int_equal(s.vcpus, 2);
+    assert_int_equal(s.max_vcpus, 2);
+    assert_int_equal(s.memory_mib, 2048);
+    assert_int_equal(s.max_memory_mib, 8192);
+    assert_true(s.live_memory);
+    free(xml);
+
+    /* what is not a domain, or a size that is not one */
+    assert_int_equal(hv_size_from_xml("<capabilities/>", true, &s, NULL, 0, NULL), -EINVAL);
+    assert_int_equal(hv_size_from_xml("<domain", true, &s, NULL, 0, NULL), -EINVAL);
+    assert_int_equal(hv_size_from_xml(NULL, true, &s, NULL, 0, NULL), -EINVAL);
+    assert_int_equal(hv_size_from_xml("<domain><vcpu current='9'>x</vcpu><memory unit='parsec'>4</memory>"
+                                      "<currentMemory>99999999999999999999999</currentMemory></domain>",
+                                      true, &s, NULL, 0, NULL),
+                     0);
+    assert_int_equal(s.max_vcpus, 0);
+    assert_int_equal(s.max_memory_mib, 0);
+    assert_int_equal(s.memory_mib, 0);
+    assert_int_equal(hv_size_from_xml("<domain><memory unit='GiB'>2</memory><currentMemory unit='MiB'>1536"
+                                      "</currentMemory><vcpu>3</vcpu></domain>",
+                                      false, &s, NULL, 0, NULL),
+                     0);
+    assert_int_equal(s.max_memory_mib, 2048);
+    assert_int_equal(s.memory_mib, 1536);
+    assert_int_equal(s.vcpus, 3);
+    assert_false(s.live_vcpus); /* no hot-pluggable vCPU listed, not the test driver */
+    assert_false(s.live_memory);
+}
+
+/* hv_set_metadata's element: naked (libvirt binds it to our namespace
+ * itself and refuses one that declares its prefix), the same children. */
+static void test_metadata_element(void **state)
+{
+    const struct hv_owner own = {.host = "node-1", .host_uuid = "00000000-0000-4000-8000-000000000001"};
+    const struct hv_meta_item items[] = {
+        {.name = "uuid", .text = "0d8f7a34-8a47-4a59-9d3a-2b1e8c9b0f11"},
+        {.name = "flavor", .attrs = {{"vcpus", "2"}, {"memory_mb", "<&>"}}},
+    };
+    const struct hv_guest g = {.meta = items, .n_meta = 2, .owner = &own};
+    struct agent_error err;
+    char *xml = NULL;
+
+    (void)state;
+    assert_int_equal(domxml_metadata_element(&g, &xml, &err), 0);
+    expect_in(xml, "<instance>");
+    expect_in(xml, "<uuid>0d8f7a34-8a47-4a59-9d3a-2b1e8c9b0f11</uuid>");
+    expect_in(xml, "<flavor vcpus=\"2\" memory_mb=\"&lt;&amp;&gt;\"/>");
+    expect_in(xml, "<host name=\"node-1\" uuid=\"00000000-0000-4000-8000-000000000001\"/>");
+    expect_not_in(xml, "xmlns");
+    expect_not_in(xml, "ca:");
+    expect_not_in(xml, "<?xml");
+    free(xml);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -529,6 +766,9 @@ int main(void)
         cmocka_unit_test(test_metadata_refused),
         cmocka_unit_test(test_metadata_domain_uuid),
         cmocka_unit_test(test_caps_host_uuid),
+        cmocka_unit_test(test_kvm_headroom),
+        cmocka_unit_test(test_size_from_xml),
+        cmocka_unit_test(test_metadata_element),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,6 +290,55 @@ static void test_test_driver_live(void **state)
     assert_int_equal(memory_now_mib(hv, u), 768);
     assert_int_equal(hv_set_vcpus(hv, "00000000-0000-0000-0000-000000000000", 1, HV_LIVE, &err),
                      -ENOENT);
+    /* issue 12: the size read back, both ways live, ceilings refused, metadata rewritten */
+    {
+        struct hv_size sz;
+        struct hv_domain *doms = NULL;
+        size_t n = 0;
+        const struct hv_meta_item items[] = {{.name = "flavor", .text = "m5.large"}};
+        struct hv_guest mg = g;
+        bool seen = false;
+        assert_int_equal(hv_get_size(hv, u, &sz, &err), 0);
+        assert_int_equal(sz.vcpus, 3);
+        assert_int_equal(sz.max_vcpus, 4);
+        assert_int_equal(sz.memory_mib, 768);
+        assert_int_equal(sz.max_memory_mib, 1024);
+        assert_true(sz.live_vcpus && sz.live_memory);
+        assert_true(hv_supports(hv, HV_FEAT_VCPU_UNPLUG));
+        if (hv_set_vcpus(hv, u, 1, HV_LIVE | HV_CONFIG, &err) < 0)
+            fail_msg("set_vcpus down: %s", err.message);
+        if (hv_set_memory(hv, u, 256, HV_LIVE | HV_CONFIG, &err) < 0) /* one call each for the test driver */
+            fail_msg("set_memory LIVE|CONFIG: %s", err.message);
+        assert_int_equal(hv_get_size(hv, u, &sz, &err), 0);
+        assert_int_equal(sz.vcpus, 1);
+        assert_int_equal(sz.memory_mib, 256);
+        assert_int_equal(hv_set_memory(hv, u, 2048, HV_LIVE, &err), -ERANGE);
+        assert_string_equal(err.field, "memory_mb");
+        assert_int_equal(hv_set_vcpus(hv, u, 5, HV_LIVE, &err), -ERANGE);
+        assert_string_equal(err.field, "vcpus");
+        assert_int_equal(hv_get_size(hv, u, &sz, &err), 0);
+        assert_true(sz.vcpus == 1 && sz.memory_mib == 256); /* nothing changed */
+        mg.meta = items;
+        mg.n_meta = 1;
+        if (hv_set_metadata(hv, &mg, HV_LIVE | HV_CONFIG, &err) < 0)
+            fail_msg("set_metadata: %s", err.message);
+        assert_int_equal(hv_list(hv, &doms, &n, &err), 0);
+        for (size_t k = 0; k < n; k++) {
+            const struct hv_meta_entry *e;
+            if (strcmp(doms[k].uuid, u) != 0)
+                continue;
+            assert_true(doms[k].has_meta);
+            e = hv_meta_get(&doms[k].meta, "flavor", NULL);
+            assert_non_null(e);
+            assert_string_equal(e->text, "m5.large");
+            assert_null(hv_meta_get(&doms[k].meta, "uuid", NULL)); /* replaced, not merged */
+            assert_string_equal(doms[k].owner.host, "node-1");
+            seen = true;
+        }
+        hv_domain_list_free(doms, n);
+        assert_true(seen);
+        assert_int_equal(hv_get_size(hv, "00000000-0000-0000-0000-000000000000", &sz, &err), -ENOENT);
+    }
 
     assert_int_equal(hv_destroy(hv, u, &err), 0);
     assert_int_equal(hv_undefine(hv, u, &err), 0);
