@@ -73,8 +73,9 @@ static inline void bench_kernel_path(const char *dir, char *buf, size_t size)
     snprintf(buf, size, "%s/guest/vmlinuz", dir);
 }
 
-static inline pid_t bench_start_agent(const char *build, const char *dir, char *sock, size_t socksize,
-                                      const char *host)
+/* bench_start_agent with extra lines for the [hypervisor] section (NULL: none). */
+static inline pid_t bench_start_agent_hv(const char *build, const char *dir, char *sock, size_t socksize,
+                                         const char *host, const char *hv_extra)
 {
     char conf[512], bin[512], log[512], kernel[512];
     FILE *f;
@@ -91,7 +92,8 @@ static inline pid_t bench_start_agent(const char *build, const char *dir, char *
     if (!f)
         exit(1);
     fprintf(f, "[resources]\ncpu_allocation_ratio = 1000\nram_allocation_ratio = 1000\n"
-               "[agent]\nlog_level = warn\n[hypervisor]\nlocal_image_dirs = %s/guest\n", dir);
+               "[agent]\nlog_level = warn\n[hypervisor]\nlocal_image_dirs = %s/guest\n%s", dir,
+            hv_extra ? hv_extra : "");
     fclose(f);
     snprintf(sock, socksize, "%s/api.sock", dir);
     snprintf(bin, sizeof(bin), "%s/compute-agent", build);
@@ -119,6 +121,12 @@ static inline pid_t bench_start_agent(const char *build, const char *dir, char *
     fprintf(stderr, "agent did not become ready\n");
     kill(pid, SIGKILL);
     exit(1);
+}
+
+static inline pid_t bench_start_agent(const char *build, const char *dir, char *sock, size_t socksize,
+                                      const char *host)
+{
+    return bench_start_agent_hv(build, dir, sock, socksize, host, NULL);
 }
 
 #endif
