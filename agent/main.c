@@ -206,6 +206,13 @@ static void on_claimed(void *opaque, const struct instance *inst)
     controller_claimed(a->ctl, inst);
 }
 
+static void on_resize_claimed(void *opaque, const struct instance *inst)
+{
+    struct agent *a = opaque;
+
+    controller_resize_claimed(a->ctl, inst);
+}
+
 static void on_hv_lost(void *opaque)
 {
     schedule_reconnect(opaque);
@@ -568,7 +575,7 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                             .resize_confirm_window_s = a->cfg.resize_confirm_window,
                             .resize_live_timeout_s = a->cfg.resize_live_timeout};
     struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost,
-                           .claimed = on_claimed,
+                           .claimed = on_claimed, .resize_claimed = on_resize_claimed,
                            .ports_plugged = on_ports_plugged};
     int r;
 

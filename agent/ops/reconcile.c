@@ -29,6 +29,8 @@ void ops_update_instance_state(struct ops *o, const char *uuid, const char *stat
     if (strcmp(inst.state, state) != 0 && strcmp(inst.state, "terminated") != 0) {
         log_info("instance state changed by the hypervisor", "instance=%s ec2_id=%s from=%s to=%s fault=%s",
                  inst.uuid, inst.ec2_id, inst.state, state, fault ? fault : "");
+        if (!strcmp(inst.state, "resized"))
+            inst.task_state[0] = '\0'; /* verify_resize: nothing left to confirm */
         strscpy(inst.state, state, sizeof(inst.state));
         ops_set_str(&inst.fault, fault);
         inst.updated_ms = now_wall_ms();

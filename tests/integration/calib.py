@@ -529,16 +529,21 @@ class Client:
         """Wait until the instance is in `state` with no task under way; return it."""
         def pred():
             inst = self.instance(iid)
-            return inst if inst["state"] == state and inst["task_state"] is None else None
+            return inst if inst["state"] == state and _idle(inst) else None
         return wait_for(pred, timeout, what=f"instance {iid} to be {state}",
                         last=lambda: short(self.instance(iid)))
 
     def wait_settled(self, iid, timeout=30.0):
         def pred():
             inst = self.instance(iid)
-            return inst if inst["state"] in SETTLED_STATES and inst["task_state"] is None else None
+            return inst if inst["state"] in SETTLED_STATES and _idle(inst) else None
         return wait_for(pred, timeout, what=f"instance {iid} to settle",
                         last=lambda: short(self.instance(iid)))
+
+
+def _idle(inst):
+    """No operation under way: no task, or a resized one waiting for confirm/revert."""
+    return inst["task_state"] is None or (inst["state"] == "resized" and inst["task_state"] == "verify_resize")
 
 
 def expect_error(resp, status, code=None, field=..., what=""):

@@ -14,7 +14,7 @@ carries CUSTOM_COMPUTE_AGENT_LIVE_RESIZE exactly when it can live-resize both.
 
 Until the agent has the resize action (POST /v1/instances/{id}/actions {"action": "resize"}
 answers 400 "no action 'resize'", or any 400 naming the field "action") the test skips. Crash points: COMPUTE_AGENT_CRASH_AT=resize:STEP for each STEP in
-CA_RESIZE_CRASH_STEPS (default "claimed"); a step this build does not have (the agent does not
+CA_RESIZE_CRASH_STEPS (default "requested powered-off defined"); a step this build does not have (the agent does not
 die) is reported and left out."""
 
 import json
@@ -207,7 +207,7 @@ def main(c: calib.Checks):
                 assert s in (200, 202, 204), f"confirm_resize -> {s} {short(body)}"
         return {i["id"]: res(i["flavor"]) for i in cl().instances() if i["state"] not in ("error", "terminated")}
 
-    steps = [x for x in os.environ.get("CA_RESIZE_CRASH_STEPS", "claimed").split() if x]
+    steps = [x for x in os.environ.get("CA_RESIZE_CRASH_STEPS", "requested powered-off defined").split() if x]
     for step in steps:
         with c.case(f"kill -9 at resize:{step}, restart: Placement's consumers are what the store says"):
             assert agent.stop() == 0
@@ -232,7 +232,7 @@ def main(c: calib.Checks):
             agent.start(timeout=30)
             st["cl"] = agent.client()
             settled = calib.SETTLED_STATES + ("resized",)
-            calib.wait_for(lambda: (lambda i: i["state"] in settled and i["task_state"] is None)(cl().instance(jid)),
+            calib.wait_for(lambda: (lambda i: i["state"] in settled and calib._idle(i))(cl().instance(jid)),
                            60, what=f"instance {jid} settled after the restart", last=lambda: short(cl().instance(jid)))
             want(expected(), f"consumers after the crash at resize:{step}")
 
