@@ -115,10 +115,14 @@ def main(c: calib.Checks):
         return s, body
 
     def migration_of(iid):
-        """The provider's one consumer other than the instance (the migration consumer)."""
-        others = [k for k in consumers(purl, st["rp"]) if k != iid]
-        assert len(others) == 1, f"consumers besides {iid}: {others}"
-        return others[0]
+        """The provider's one consumer other than the instance (the migration consumer), once
+        the agent's move (written after the resize is accepted) has landed."""
+        seen = []
+
+        def one():
+            seen[:] = [k for k in consumers(purl, st["rp"]) if k != iid]
+            return seen[0] if len(seen) == 1 else None
+        return calib.wait_for(one, 40, what=f"one consumer besides {iid}", last=lambda: seen)
 
     def cl():
         return st["cl"]
