@@ -23,7 +23,7 @@
 #define TIMEOUT_MS 60000
 
 /* qemu-img with args (after the program, NULL-terminated, at most 8). */
-static int spawn_qemu_img_args(const char *qemu_img, const char *const args[], int out_fd, int err_fd,
+static int spawn_qemu_img(const char *qemu_img, const char *const args[], int out_fd, int err_fd,
                                pid_t *pid)
 {
     const char *argv[16];
@@ -62,16 +62,8 @@ static int spawn_qemu_img_args(const char *qemu_img, const char *const args[], i
     return -r;
 }
 
-static int spawn_qemu_img(const char *qemu_img, const char *path, int out_fd, int err_fd,
-                          pid_t *pid)
-{
-    const char *const args[] = {"info", "--output=json", path, NULL};
-
-    return spawn_qemu_img_args(qemu_img, args, out_fd, err_fd, pid);
-}
-
 /* Read both pipes to EOF (or the deadline). */
-static int collect_small(int out_fd, int err_fd, char *out, size_t out_cap, size_t *out_len, char *errb,
+static int collect(int out_fd, int err_fd, char *out, size_t out_cap, size_t *out_len, char *errb,
                          size_t err_cap, size_t *err_len)
 {
     struct pollfd p[2] = {{.fd = out_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
@@ -119,69 +111,40 @@ static int collect_small(int out_fd, int err_fd, char *out, size_t out_cap, size
     return 0;
 }
 
-static int collect(int out_fd, int err_fd, char *out, size_t *out_len, char *errb, size_t *err_len)
+/* Run qemu-img with args, its stdout into out (cap out_cap) and stderr into
+ * errb (cap err_cap, trailing newlines cut), then reap it: 0 with *wstatus
+ * (it ran), -ETIMEDOUT (killed after TIMEOUT_MS; err untouched), or -errno
+ * with err (pipe, spawn, read). */
+static int run_qemu_img(const char *qemu_img, const char *const args[], char *out, size_t out_cap,
+                        size_t *out_len, char *errb, size_t err_cap, int *wstatus, struct agent_error *err)
 {
-    return collect_small(out_fd, err_fd, out, OUT_MAX, out_len, errb, ERR_MAX, err_len);
-}
-
-int imgcache_inspect_file(const char *qemu_img, const char *path, uint64_t max_virtual_size,
-                          struct imgcache_inspect *out, struct agent_error *err)
-{
-    _cleanup_free_ char *obuf = malloc(OUT_MAX);
-    char ebuf[ERR_MAX] = "";
-    size_t olen = 0, elen = 0;
     int op[2] = {-1, -1}, ep[2] = {-1, -1};
+    size_t elen = 0, n;
     pid_t pid;
-    int r, wstatus = 0;
-    struct stat st;
+    int r;
 
-    if (!obuf)
-        return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
-    obuf[0] = '\0';
+    *wstatus = 0;
     if (pipe2(op, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
         r = agent_error_set(err, errno, "internal", NULL, "pipe: %s", strerror(errno));
         goto out;
     }
-    r = spawn_qemu_img(qemu_img, path, op[1], ep[1], &pid);
-    if (r < 0) {
+    if ((r = spawn_qemu_img(qemu_img, args, op[1], ep[1], &pid)) < 0) {
         agent_error_set(err, -r, "internal", NULL, "cannot run %s: %s", qemu_img, strerror(-r));
         goto out;
     }
     close(op[1]);
     close(ep[1]);
     op[1] = ep[1] = -1;
-    r = collect(op[0], ep[0], obuf, &olen, ebuf, &elen);
+    r = collect(op[0], ep[0], out, out_cap, out_len, errb, err_cap, &elen);
     if (r < 0)
         kill(pid, SIGKILL);
-    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+    while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR)
         ;
-    if (r == -ETIMEDOUT) {
-        agent_error_set(err, ETIMEDOUT, "unsafe_image", NULL,
-                        "qemu-img info took longer than %d s on the image", TIMEOUT_MS / 1000);
-        goto out;
-    }
-    if (r < 0) {
+    if (r < 0 && r != -ETIMEDOUT)
         agent_error_set(err, -r, "internal", NULL, "reading qemu-img's answer: %s", strerror(-r));
-        goto out;
-    }
-    if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-        size_t n = strlen(ebuf);
-        while (n > 0 && (ebuf[n - 1] == '\n' || ebuf[n - 1] == '\r'))
-            ebuf[--n] = '\0';
-        r = agent_error_set(err, EINVAL, "unsupported_format", NULL,
-                            "qemu-img info failed on the image (%s%d): %s",
-                            WIFEXITED(wstatus) ? "exit " : "signal ",
-                            WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : WTERMSIG(wstatus), ebuf);
-        goto out;
-    }
-    r = imgcache_inspect_judge(obuf, olen, max_virtual_size, out, err);
-    if (r < 0)
-        goto out;
-    if (stat(path, &st) < 0) {
-        r = agent_error_set(err, errno, "internal", NULL, "stat %s: %s", path, strerror(errno));
-        goto out;
-    }
-    out->actual_size = (uint64_t)st.st_size;
+    n = strlen(errb);
+    while (n > 0 && (errb[n - 1] == '\n' || errb[n - 1] == '\r'))
+        errb[--n] = '\0';
 out:
     for (int i = 0; i < 2; i++) {
         if (op[i] >= 0)
@@ -190,6 +153,38 @@ out:
             close(ep[i]);
     }
     return r;
+}
+
+int imgcache_inspect_file(const char *qemu_img, const char *path, uint64_t max_virtual_size,
+                          struct imgcache_inspect *out, struct agent_error *err)
+{
+    _cleanup_free_ char *obuf = malloc(OUT_MAX);
+    const char *const args[] = {"info", "--output=json", path, NULL};
+    char ebuf[ERR_MAX] = "";
+    size_t olen = 0;
+    int r, wstatus;
+    struct stat st;
+
+    if (!obuf)
+        return agent_error_set(err, ENOMEM, "internal", NULL, "out of memory");
+    obuf[0] = '\0';
+    r = run_qemu_img(qemu_img, args, obuf, OUT_MAX, &olen, ebuf, sizeof(ebuf), &wstatus, err);
+    if (r == -ETIMEDOUT)
+        return agent_error_set(err, ETIMEDOUT, "unsafe_image", NULL,
+                               "qemu-img info took longer than %d s on the image", TIMEOUT_MS / 1000);
+    if (r < 0)
+        return r;
+    if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0)
+        return agent_error_set(err, EINVAL, "unsupported_format", NULL,
+                               "qemu-img info failed on the image (%s%d): %s",
+                               WIFEXITED(wstatus) ? "exit " : "signal ",
+                               WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : WTERMSIG(wstatus), ebuf);
+    if ((r = imgcache_inspect_judge(obuf, olen, max_virtual_size, out, err)) < 0)
+        return r;
+    if (stat(path, &st) < 0)
+        return agent_error_set(err, errno, "internal", NULL, "stat %s: %s", path, strerror(errno));
+    out->actual_size = (uint64_t)st.st_size;
+    return 0;
 }
 
 int imgcache_inspect_judge(const char *json, size_t len, uint64_t max_virtual_size,
@@ -294,11 +289,9 @@ int imgcache_qcow2_grow(const char *qemu_img, const char *path, uint64_t size_by
 {
     char size[32], ebuf[ERR_MAX] = "", obuf[ERR_MAX] = "";
     const char *const args[] = {"resize", "-f", "qcow2", path, size, NULL};
-    int op[2] = {-1, -1}, ep[2] = {-1, -1};
-    size_t olen = 0, elen = 0;
+    size_t olen = 0;
     uint64_t now = 0;
-    int r, wstatus = 0;
-    pid_t pid;
+    int r, wstatus;
 
     if (!qemu_img)
         qemu_img = "/usr/bin/qemu-img";
@@ -308,41 +301,13 @@ int imgcache_qcow2_grow(const char *qemu_img, const char *path, uint64_t size_by
     if (now >= size_bytes)
         return 0; /* already that size (a resumed resize) or larger: never shrunk */
     snprintf(size, sizeof(size), "%llu", (unsigned long long)size_bytes);
-    if (pipe2(op, O_CLOEXEC) < 0 || pipe2(ep, O_CLOEXEC) < 0) {
-        r = agent_error_set(err, errno, "internal", NULL, "pipe: %s", strerror(errno));
-        goto out;
-    }
-    if ((r = spawn_qemu_img_args(qemu_img, args, op[1], ep[1], &pid)) < 0) {
-        agent_error_set(err, -r, "internal", NULL, "cannot run %s: %s", qemu_img, strerror(-r));
-        goto out;
-    }
-    close(op[1]);
-    close(ep[1]);
-    op[1] = ep[1] = -1;
-    /* collect() bounds both buffers at their caps; obuf is ERR_MAX here */
-    r = collect_small(op[0], ep[0], obuf, sizeof(obuf), &olen, ebuf, sizeof(ebuf), &elen);
+    r = run_qemu_img(qemu_img, args, obuf, sizeof(obuf), &olen, ebuf, sizeof(ebuf), &wstatus, err);
+    if (r == -ETIMEDOUT)
+        return agent_error_set(err, ETIMEDOUT, "internal", "flavor.disk_gb",
+                               "qemu-img resize took longer than %d s", TIMEOUT_MS / 1000);
     if (r < 0)
-        kill(pid, SIGKILL);
-    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
-        ;
-    if (r < 0) {
-        agent_error_set(err, -r, "internal", NULL, "qemu-img resize: %s", strerror(-r));
-        goto out;
-    }
-    if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-        size_t n = strlen(ebuf);
-        while (n > 0 && (ebuf[n - 1] == '\n' || ebuf[n - 1] == '\r'))
-            ebuf[--n] = '\0';
-        r = agent_error_set(err, EIO, "internal", "flavor.disk_gb", "qemu-img resize failed: %s", ebuf);
-        goto out;
-    }
-    r = 0;
-out:
-    for (int i = 0; i < 2; i++) {
-        if (op[i] >= 0)
-            close(op[i]);
-        if (ep[i] >= 0)
-            close(ep[i]);
-    }
-    return r;
+        return r;
+    if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0)
+        return agent_error_set(err, EIO, "internal", "flavor.disk_gb", "qemu-img resize failed: %s", ebuf);
+    return 0;
 }

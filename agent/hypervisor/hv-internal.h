@@ -46,6 +46,15 @@ void hv_workers_free(struct hv_workers *w);
 
 /* ---- shared libvirt implementations (libvirt-common.c) ---- */
 
+/* Look a domain up by UUID on the current connection (*conn and *dom to
+ * hv_lv_release()); 0 or -errno with err. */
+int hv_lv_lookup(struct hv *hv, const char *uuid, virConnectPtr *conn, virDomainPtr *dom,
+                 struct agent_error *err);
+/* Either may be NULL. */
+void hv_lv_release(virConnectPtr conn, virDomainPtr dom);
+/* HV_LIVE/HV_CONFIG as libvirt's VIR_DOMAIN_AFFECT_* */
+unsigned hv_lv_affect(unsigned flags);
+
 int hv_lv_define(struct hv *hv, const char *xml, unsigned flags, struct agent_error *err);
 int hv_lv_start(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
 int hv_lv_shutdown(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);

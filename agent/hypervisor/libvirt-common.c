@@ -9,8 +9,7 @@
 #include "agent/hypervisor/hv-internal.h"
 #include "agent/hypervisor/stats.h"
 
-/* Look a domain up by UUID on the current connection. */
-static int lookup(struct hv *hv, const char *uuid, virConnectPtr *conn, virDomainPtr *dom,
+int hv_lv_lookup(struct hv *hv, const char *uuid, virConnectPtr *conn, virDomainPtr *dom,
                   struct agent_error *err)
 {
     int r = hv_conn_get(hv, conn, err);
@@ -26,7 +25,7 @@ static int lookup(struct hv *hv, const char *uuid, virConnectPtr *conn, virDomai
     return 0;
 }
 
-static void release(virConnectPtr conn, virDomainPtr dom)
+void hv_lv_release(virConnectPtr conn, virDomainPtr dom)
 {
     if (dom)
         virDomainFree(dom);
@@ -47,7 +46,7 @@ int hv_lv_define(struct hv *hv, const char *xml, unsigned flags, struct agent_er
      * cost ~10 ms a define */
     dom = virDomainDefineXMLFlags(conn, xml, 0);
     r = dom ? 0 : hv_libvirt_error(err, "cannot define the domain");
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -58,7 +57,7 @@ static int domain_call(struct hv *hv, const char *uuid, int (*fn)(virDomainPtr),
 {
     virConnectPtr conn;
     virDomainPtr dom;
-    int r = lookup(hv, uuid, &conn, &dom, err);
+    int r = hv_lv_lookup(hv, uuid, &conn, &dom, err);
 
     if (r < 0)
         return r;
@@ -71,7 +70,7 @@ static int domain_call(struct hv *hv, const char *uuid, int (*fn)(virDomainPtr),
             r = hv_libvirt_error(err, what);
         }
     }
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -183,7 +182,7 @@ int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, unsigned fl
 {
     virConnectPtr conn;
     virDomainPtr dom;
-    int st, reason, r = lookup(hv, uuid, &conn, &dom, err);
+    int st, reason, r = hv_lv_lookup(hv, uuid, &conn, &dom, err);
 
     (void)flags;
     if (r < 0)
@@ -192,7 +191,7 @@ int hv_lv_power(struct hv *hv, const char *uuid, enum hv_power *ret, unsigned fl
         r = hv_libvirt_error(err, "cannot read the domain state");
     else
         *ret = hv_power_from_libvirt(st);
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -278,8 +277,7 @@ int hv_lv_host_info(struct hv *hv, struct hv_host_info *ret, unsigned flags,
 
 /* ---- hot-plug ---- */
 
-/* HV_LIVE/HV_CONFIG as libvirt's VIR_DOMAIN_AFFECT_* */
-static unsigned affect(unsigned flags)
+unsigned hv_lv_affect(unsigned flags)
 {
     return (flags & HV_LIVE ? VIR_DOMAIN_AFFECT_LIVE : 0) |
            (flags & HV_CONFIG ? VIR_DOMAIN_AFFECT_CONFIG : 0);
@@ -290,14 +288,14 @@ int hv_lv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
 {
     virConnectPtr conn;
     virDomainPtr dom;
-    unsigned lf = affect(flags) | (flags & HV_VCPU_MAXIMUM ? VIR_DOMAIN_VCPU_MAXIMUM : 0);
-    int r = lookup(hv, uuid, &conn, &dom, err);
+    unsigned lf = hv_lv_affect(flags) | (flags & HV_VCPU_MAXIMUM ? VIR_DOMAIN_VCPU_MAXIMUM : 0);
+    int r = hv_lv_lookup(hv, uuid, &conn, &dom, err);
 
     if (r < 0)
         return r;
     if (!(flags & HV_VCPU_MAXIMUM)) {
         /* the ceiling and (live) the count now, to answer clearly */
-        unsigned which = flags & HV_LIVE ? VIR_DOMAIN_AFFECT_LIVE : affect(flags);
+        unsigned which = flags & HV_LIVE ? VIR_DOMAIN_AFFECT_LIVE : hv_lv_affect(flags);
         int max = virDomainGetVcpusFlags(dom, which | VIR_DOMAIN_VCPU_MAXIMUM);
         int now = flags & HV_LIVE ? virDomainGetVcpusFlags(dom, VIR_DOMAIN_AFFECT_LIVE) : -1;
         if (max < 0 || (flags & HV_LIVE && now < 0))
@@ -312,13 +310,13 @@ int hv_lv_set_vcpus(struct hv *hv, const char *uuid, unsigned n, unsigned flags,
                                 "a cold resize can",
                                 hv_driver_name(hv), now, n);
         if (r < 0) {
-            release(conn, dom);
+            hv_lv_release(conn, dom);
             return r;
         }
     }
     if (virDomainSetVcpusFlags(dom, n, lf) < 0)
         r = hv_libvirt_error(err, "cannot set the domain's vCPUs");
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -327,12 +325,12 @@ int hv_lv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned fla
 {
     virConnectPtr conn;
     virDomainPtr dom;
-    unsigned lf = affect(flags) | (flags & HV_MEM_MAXIMUM ? VIR_DOMAIN_MEM_MAXIMUM : 0);
+    unsigned lf = hv_lv_affect(flags) | (flags & HV_MEM_MAXIMUM ? VIR_DOMAIN_MEM_MAXIMUM : 0);
     int r;
 
     if (mib > (uint64_t)(ULONG_MAX / 1024))
         return agent_error_set(err, EINVAL, "invalid_field", "memory_mb", "memory too large");
-    if ((r = lookup(hv, uuid, &conn, &dom, err)) < 0)
+    if ((r = hv_lv_lookup(hv, uuid, &conn, &dom, err)) < 0)
         return r;
     if (!(flags & HV_MEM_MAXIMUM)) {
         unsigned long max = virDomainGetMaxMemory(dom); /* KiB; 0 on error */
@@ -343,13 +341,13 @@ int hv_lv_set_memory(struct hv *hv, const char *uuid, uint64_t mib, unsigned fla
                                 "%llu MiB is above the domain's memory ceiling of %lu MiB (a cold resize "
                                 "can raise it)",
                                 (unsigned long long)mib, max / 1024);
-            release(conn, dom);
+            hv_lv_release(conn, dom);
             return r;
         }
     }
     if (virDomainSetMemoryFlags(dom, (unsigned long)(mib * 1024), lf) < 0)
         r = hv_libvirt_error(err, "cannot set the domain's memory");
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -360,13 +358,13 @@ static int device_call(struct hv *hv, const char *uuid, const char *xml, unsigne
 {
     virConnectPtr conn;
     virDomainPtr dom;
-    int r = lookup(hv, uuid, &conn, &dom, err);
+    int r = hv_lv_lookup(hv, uuid, &conn, &dom, err);
 
     if (r < 0)
         return r;
-    if (fn(dom, xml, affect(flags)) < 0)
+    if (fn(dom, xml, hv_lv_affect(flags)) < 0)
         r = hv_libvirt_error(err, what);
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -427,7 +425,7 @@ int hv_lv_job_info(struct hv *hv, const char *uuid, struct hv_job_info *ret, uns
     virConnectPtr conn;
     virDomainPtr dom;
     virTypedParameterPtr params = NULL;
-    int type, n = 0, r = lookup(hv, uuid, &conn, &dom, err);
+    int type, n = 0, r = hv_lv_lookup(hv, uuid, &conn, &dom, err);
 
     (void)flags;
     if (r < 0)
@@ -438,7 +436,7 @@ int hv_lv_job_info(struct hv *hv, const char *uuid, struct hv_job_info *ret, uns
         hv_job_info_from_params(type, params, n, ret);
         virTypedParamsFree(params, n);
     }
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 

@@ -229,36 +229,6 @@ int hv_size_from_xml(const char *xml, bool live, struct hv_size *ret, struct hv_
 
 /* ---- the entries ---- */
 
-static int lookup(struct hv *hv, const char *uuid, virConnectPtr *conn, virDomainPtr *dom,
-                  struct agent_error *err)
-{
-    int r = hv_conn_get(hv, conn, err);
-
-    if (r < 0)
-        return r;
-    *dom = virDomainLookupByUUIDString(*conn, uuid);
-    if (!*dom) {
-        r = hv_libvirt_error(err, "no such domain");
-        virConnectClose(*conn);
-        return r;
-    }
-    return 0;
-}
-
-static void release(virConnectPtr conn, virDomainPtr dom)
-{
-    if (dom)
-        virDomainFree(dom);
-    if (conn)
-        virConnectClose(conn);
-}
-
-static unsigned affect(unsigned flags)
-{
-    return (flags & HV_LIVE ? VIR_DOMAIN_AFFECT_LIVE : 0) |
-           (flags & HV_CONFIG ? VIR_DOMAIN_AFFECT_CONFIG : 0);
-}
-
 /* The domain's XML and whether it is the live one: the running domain's
  * unless only HV_CONFIG is asked for (or it is not running). */
 static int size_of(virDomainPtr dom, unsigned flags, struct hv_size *ret, struct hv_size_parts *parts,
@@ -312,7 +282,7 @@ int hv_lv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, unsigne
     struct hv_size cs;
     uint64_t now, target;
     bool live = false;
-    int r = lookup(hv, uuid, &conn, &dom, err);
+    int r = hv_lv_lookup(hv, uuid, &conn, &dom, err);
 
     (void)flags;
     if (r < 0)
@@ -332,7 +302,7 @@ int hv_lv_get_size(struct hv *hv, const char *uuid, struct hv_size *ret, unsigne
         ret->memory_mib = (now + (p.vmem ? p.vmem_cur_kib : 0)) / 1024;
         ret->requested_mib = (target + (p.vmem ? p.vmem_req_kib : 0)) / 1024;
     }
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -340,14 +310,14 @@ static int set_balloon(virDomainPtr dom, uint64_t kib, unsigned flags, struct ag
 {
     if (kib > ULONG_MAX)
         return agent_error_set(err, EINVAL, "invalid_field", "memory_mb", "memory too large");
-    if (virDomainSetMemoryFlags(dom, (unsigned long)kib, affect(flags)) < 0)
+    if (virDomainSetMemoryFlags(dom, (unsigned long)kib, hv_lv_affect(flags)) < 0)
         return hv_libvirt_error(err, "cannot set the domain's memory (balloon)");
     return 0;
 }
 
 static int set_vmem(virDomainPtr dom, const char *xml, unsigned flags, struct agent_error *err)
 {
-    if (virDomainUpdateDeviceFlags(dom, xml, affect(flags)) < 0)
+    if (virDomainUpdateDeviceFlags(dom, xml, hv_lv_affect(flags)) < 0)
         return hv_libvirt_error(err, "cannot set the domain's memory (virtio-mem)");
     return 0;
 }
@@ -368,14 +338,14 @@ int hv_lv_set_memory_vmem(struct hv *hv, const char *uuid, uint64_t mib, unsigne
     if (mib > UINT64_MAX / 1024 / 2)
         return agent_error_set(err, EINVAL, "invalid_field", "memory_mb", "memory too large");
     want = mib * 1024;
-    if ((r = lookup(hv, uuid, &conn, &dom, err)) < 0)
+    if ((r = hv_lv_lookup(hv, uuid, &conn, &dom, err)) < 0)
         return r;
     /* the element to send back is the one the definition we change holds
      * (libvirt finds it by its address, QEMU by its alias) */
     r = size_of(dom, flags, &sz, &parts, 0, &vmem, NULL, err);
     boot = parts.boot_kib;
     if (r == 0 && !vmem) {
-        release(conn, dom);
+        hv_lv_release(conn, dom);
         return hv_lv_set_memory(hv, uuid, mib, flags, err); /* no virtio-mem: the balloon */
     }
     if (r == 0 && mib > sz.max_memory_mib)
@@ -404,7 +374,7 @@ int hv_lv_set_memory_vmem(struct hv *hv, const char *uuid, uint64_t mib, unsigne
             r = set_balloon(dom, want, flags, err);
     }
     free(vmem);
-    release(conn, dom);
+    hv_lv_release(conn, dom);
     return r;
 }
 
@@ -418,11 +388,11 @@ int hv_lv_set_metadata(struct hv *hv, const struct hv_guest *g, unsigned flags,
 
     if (r < 0)
         return r;
-    if ((r = lookup(hv, g->uuid, &conn, &dom, err)) == 0) {
+    if ((r = hv_lv_lookup(hv, g->uuid, &conn, &dom, err)) == 0) {
         if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, xml, CA_XMLNS_PREFIX, CA_XMLNS_URI,
-                                 affect(flags)) < 0)
+                                 hv_lv_affect(flags)) < 0)
             r = hv_libvirt_error(err, "cannot write the domain's metadata");
-        release(conn, dom);
+        hv_lv_release(conn, dom);
     }
     free(xml);
     return r;
