@@ -9,6 +9,7 @@
 #include "agent/bus.h"
 #include "agent/events.h"
 #include "agent/log.h"
+#include "agent/migration.h"
 #include "agent/ops.h"
 #include "agent/store.h"
 
@@ -50,6 +51,15 @@ int commands_handle(struct commands *c, const char *payload, size_t len, char **
         *request_id = strdup(json_string_value(json_object_get(j, "request_id")));
     if (json_is_string(json_object_get(j, "instance_id")))
         *instance_id = strdup(json_string_value(json_object_get(j, "instance_id")));
+    /* another agent's word about a migration (issue 13): its own parser */
+    if (mig_is_peer_op(json_string_value(json_object_get(j, "op")))) {
+        struct mig_msg m;
+        if ((r = mig_msg_parse(j, &m, err)) == 0) {
+            r = ops_migration_message(c->d.ops, &m, err);
+            mig_msg_release(&m);
+        }
+        goto out;
+    }
     /* the same parser as the REST API's (request.c), with the bus's names */
     if ((r = request_command_parse(j, c->d.catalog, &cr, err)) < 0)
         goto out;
@@ -58,7 +68,10 @@ int commands_handle(struct commands *c, const char *payload, size_t len, char **
     } else {
         struct action_opts opts = {.request_id = cr.action.request_id, .timeout_s = cr.action.timeout_s,
                                    .force = cr.action.force, .flavor = &cr.action.flavor,
-                                   .instance_type = cr.action.instance_type, .mode = cr.action.mode};
+                                   .instance_type = cr.action.instance_type, .mode = cr.action.mode,
+                                   .target = cr.action.target, .max_downtime_ms = cr.action.max_downtime_ms,
+                                   .completion_timeout_s = cr.action.completion_timeout_s,
+                                   .postcopy = cr.action.postcopy};
         r = ops_action(c->d.ops, cr.instance_id, request_action_name(cr.action.action), &opts, &answer, err);
     }
     if (r < 0)

@@ -49,6 +49,15 @@ static const struct key_desc keys[] = {
     K("hypervisor", "max_vcpus", KEY_INT, max_vcpus, "0", 0, 256, NULL, "vCPU ceiling of a guest's headroom (0: the largest instance type that fits the host)"),
     K("hypervisor", "max_memory_mb", KEY_INT, max_memory_mb, "0", 0, 4194304, NULL, "memory ceiling of a guest's headroom, MiB (0: the largest instance type that fits the host)"),
     K("hypervisor", "resize_confirm_window", KEY_INT, resize_confirm_window, "0", 0, 31536000, NULL, "seconds after which a resized guest is confirmed (0: never, as nova)"),
+    K("migration", "libvirt_uri", KEY_STR, migration_uri, "", 0, 0, NULL, "libvirt URI other hosts' agents migrate guests to this host by, e.g. qemu+tcp://ADDRESS/system (empty: this host takes no migration)"),
+    K("migration", "stream_uri", KEY_STR, migration_stream_uri, "", 0, 0, NULL, "where QEMU's migration stream comes in, e.g. tcp:ADDRESS (empty: libvirt's choice, migration_host of qemu.conf)"),
+    K("migration", "prepare_timeout", KEY_INT, migration_prepare_timeout, "30", 1, 3600, NULL, "seconds a target agent may take to prepare a migration before the source gives up"),
+    K("migration", "commit_timeout", KEY_INT, migration_commit_timeout, "30", 1, 3600, NULL, "seconds the source waits for the target's word once the guest switched over"),
+    K("migration", "incoming_timeout", KEY_INT, migration_incoming_timeout, "3600", 10, 604800, NULL, "seconds a target waits for a silent source before the guest's place decides"),
+    K("migration", "max_downtime", KEY_INT, migration_max_downtime, "500", 10, 60000, NULL, "default switch-over downtime bound, ms (max_downtime_ms)"),
+    K("migration", "completion_timeout", KEY_INT, migration_completion_timeout, "800", 0, 86400, NULL, "seconds per GiB of memory and disk a live migration may take before its timeout action (0: none)"),
+    K("migration", "postcopy", KEY_STR, migration_postcopy, "never", 0, 0, NULL, "never|auto|always: post-copy after the completion timeout (auto), from the start (always)"),
+    K("migration", "bandwidth", KEY_INT, migration_bandwidth, "0", 0, 1048576, NULL, "migration bandwidth cap, MiB/s (0: unlimited)"),
     K("hypervisor", "resize_live_timeout", KEY_INT, resize_live_timeout, "30", 1, 3600, NULL, "seconds a guest may take to reach a live resize's size"),
     K("hypervisor", "reconnect_max_backoff", KEY_INT, reconnect_max_s, "30", 1, 3600, NULL, "cap of the libvirt reconnect backoff, seconds"),
     K("hypervisor", "workers", KEY_INT, workers, "8", 1, 128, NULL, "worker threads for blocking libvirt calls"),
@@ -485,6 +494,10 @@ int config_finish(struct agent_config *cfg, struct agent_error *err)
         return agent_error_set(err, EINVAL, "invalid_config", "agent.log_level",
                                "log level '%s' is not one of debug, info, warn, error",
                                cfg->log_level);
+    if (strcmp(cfg->migration_postcopy, "never") && strcmp(cfg->migration_postcopy, "auto") &&
+        strcmp(cfg->migration_postcopy, "always"))
+        return agent_error_set(err, EINVAL, "invalid_config", "migration.postcopy",
+                               "migration.postcopy '%s' is not never, auto or always", cfg->migration_postcopy);
     if (strcmp(cfg->store_sync, "normal") && strcmp(cfg->store_sync, "full"))
         return agent_error_set(err, EINVAL, "invalid_config", "store.sync",
                                "store.sync '%s' is not normal or full", cfg->store_sync);

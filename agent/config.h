@@ -58,6 +58,16 @@ struct agent_config {
     int64_t max_memory_mb;    /* its memory ceiling, 0: auto */
     int64_t resize_confirm_window; /* seconds before a resized guest is confirmed, 0: never */
     int64_t resize_live_timeout;   /* seconds a guest may take to reach a live size */
+    /* [migration] (issue 13) */
+    char *migration_uri;           /* libvirt URI other hosts reach this host's libvirtd by ("": none) */
+    char *migration_stream_uri;    /* QEMU's incoming stream address ("": libvirt's choice) */
+    int64_t migration_prepare_timeout; /* seconds a target may take to prepare */
+    int64_t migration_commit_timeout;  /* seconds the target's word after the switch-over is waited for */
+    int64_t migration_incoming_timeout; /* seconds a target waits for a silent source */
+    int64_t migration_max_downtime;    /* ms, default max_downtime_ms */
+    int64_t migration_completion_timeout; /* seconds per GiB, 0: none */
+    char *migration_postcopy;      /* never|auto|always */
+    int64_t migration_bandwidth;   /* MiB/s, 0: unlimited */
     int64_t reconnect_max_s;  /* cap of the libvirt reconnect backoff */
     int64_t workers;          /* libvirt worker threads (UV_THREADPOOL_SIZE) */
     char *local_image_dirs;   /* DIR[:DIR...] local guest files may come from; "": none */

@@ -57,7 +57,14 @@ static void delete_allocation(struct controller *c, const char *uuid)
 
 static bool holds_resources(const struct instance *inst)
 {
-    return strcmp(inst->state, "terminated") && strcmp(inst->state, "error");
+    return strcmp(inst->state, "terminated") && strcmp(inst->state, "error") && strcmp(inst->state, "migrated");
+}
+
+/* Issue 13: an instance that moved to another host (or never arrived
+ * here): its consumer is the other host's to write; nothing of ours. */
+static bool moved_away(const struct instance *inst)
+{
+    return !strcmp(inst->state, "migrated");
 }
 
 static bool has_migration(const struct instance *inst)
@@ -139,6 +146,8 @@ size_t controller_plan_start(const struct instance *inst, bool agent,
 {
     size_t n = 0;
 
+    if (moved_away(inst) || !strcmp(inst->state, "migrating"))
+        return 0; /* migrating: arriving here, its consumer still the source's until it runs here */
     if (!strcmp(inst->state, "terminated") || (agent && !holds_resources(inst))) {
         out[n++] = CONTROLLER_ALLOC_DELETE;
         if (agent && has_migration(inst))
@@ -171,8 +180,13 @@ size_t controller_plan_finished(const struct op_record *rec, const struct instan
             out[n++] = CONTROLLER_ALLOC_DELETE_MIGRATION;
         return n;
     }
-    if (!agent)
+    if (!agent || moved_away(inst))
         return 0;
+    if (!strcmp(rec->type, "migrate_in")) {
+        if (ok)
+            out[n++] = CONTROLLER_ALLOC_PUT; /* the instance's allocation, on this host's provider now */
+        return n;
+    }
     if (!strcmp(rec->type, "launch")) {
         if (!strcmp(inst->state, "error"))
             out[n++] = CONTROLLER_ALLOC_DELETE;
@@ -208,7 +222,8 @@ size_t controller_plan_finished(const struct op_record *rec, const struct instan
 bool controller_consumer_removable(const struct instance *inst, const struct instance *owner, bool agent)
 {
     if (inst)
-        return !strcmp(inst->state, "terminated") || (agent && !strcmp(inst->state, "error"));
+        return !moved_away(inst) &&
+               (!strcmp(inst->state, "terminated") || (agent && !strcmp(inst->state, "error")));
     if (owner)
         return !cold_pending(owner) || !holds_resources(owner);
     return false;
@@ -367,7 +382,7 @@ static void on_drift(struct placement *p, const struct placement_drift *d, void 
                  d->only_here[i]);
         /* agent: ours to write (it may have been removed behind our back) */
         if (c->agent_allocs && c->heal && store_instance_get(c->d.store, d->only_here[i], &inst) == 0) {
-            if (holds_resources(&inst))
+            if (holds_resources(&inst) && strcmp(inst.state, "migrating"))
                 carry_out(c, &inst,
                           (const enum controller_alloc_act[]){cold_pending(&inst) ? CONTROLLER_ALLOC_MOVE
                                                                                   : CONTROLLER_ALLOC_PUT},

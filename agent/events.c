@@ -239,6 +239,26 @@ int events_usage_drift(struct events *e, const char *provider_uuid, const char *
     return r;
 }
 
+int events_migration(struct events *e, const char *event, const struct instance *inst, const char *request_id,
+                     json_t *fields)
+{
+    json_t *j;
+    int r;
+
+    if (!e) {
+        json_decref(fields);
+        return 0;
+    }
+    j = event_base(e, event, inst, request_id);
+    if (j && fields)
+        json_object_update(j, fields);
+    json_decref(fields);
+    r = outbox_add(e, inst->uuid, j);
+    if (r == 0)
+        events_flush(e);
+    return r;
+}
+
 void events_flush(struct events *e)
 {
     sqlite3_stmt *st;

@@ -79,6 +79,11 @@ int events_usage_drift(struct events *e, const char *provider_uuid, const char *
                        size_t n_in_placement, const char *const only_here[], size_t n_here);
 /* After a commit: hand new outbox rows to the bus. Cheap when none. */
 void events_flush(struct events *e);
+/* Record a migration's event (issue 13: "migration.progress",
+ * "migration.completed", "migration.failed", "migration.aborted"), keyed
+ * by the instance, with fields (taken; may be NULL) merged in, and send it. */
+int events_migration(struct events *e, const char *event, const struct instance *inst, const char *request_id,
+                     json_t *fields);
 
 /* The bus (borrowed), or NULL when stopped. */
 struct bus *events_bus(struct events *e);

@@ -289,6 +289,64 @@ static void resize_info_from_json(const json_t *o, struct resize_info *r)
         strscpy(r->migration_uuid, s, sizeof(r->migration_uuid));
 }
 
+/* The store's "migration" member of extra (issue 13). */
+static json_t *mig_info_to_json(const struct migration_info *m)
+{
+    json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:s, s:b}", "pending", m->pending, "id", m->id, "role", m->role,
+                          "mode", m->mode, "peer", m->peer, "power_on", m->power_on);
+
+    if (m->max_downtime_ms)
+        json_object_set_new(o, "max_downtime_ms", json_integer(m->max_downtime_ms));
+    if (m->completion_timeout_s)
+        json_object_set_new(o, "completion_timeout_s", json_integer(m->completion_timeout_s));
+    if (m->postcopy[0])
+        json_object_set_new(o, "postcopy", json_string(m->postcopy));
+    if (m->peer_uri[0])
+        json_object_set_new(o, "peer_uri", json_string(m->peer_uri));
+    if (m->peer_migrate_uri[0])
+        json_object_set_new(o, "peer_migrate_uri", json_string(m->peer_migrate_uri));
+    if (m->peer_instances_dir[0])
+        json_object_set_new(o, "peer_instances_dir", json_string(m->peer_instances_dir));
+    if (m->peer_image_dir[0])
+        json_object_set_new(o, "peer_image_dir", json_string(m->peer_image_dir));
+    if (m->deadline_ms)
+        json_object_set_new(o, "deadline_ms", json_integer(m->deadline_ms));
+    return o;
+}
+
+static void copy_member(const json_t *o, const char *key, char *buf, size_t size)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+
+    if (s)
+        strscpy(buf, s, size);
+}
+
+static void mig_info_from_json(const json_t *o, struct migration_info *m)
+{
+    if (!json_is_object(o))
+        return;
+    m->pending = json_is_true(json_object_get(o, "pending"));
+    copy_member(o, "id", m->id, sizeof(m->id));
+    copy_member(o, "role", m->role, sizeof(m->role));
+    copy_member(o, "mode", m->mode, sizeof(m->mode));
+    copy_member(o, "peer", m->peer, sizeof(m->peer));
+    m->power_on = json_is_true(json_object_get(o, "power_on"));
+    m->max_downtime_ms = json_integer_value(json_object_get(o, "max_downtime_ms"));
+    m->completion_timeout_s = json_integer_value(json_object_get(o, "completion_timeout_s"));
+    copy_member(o, "postcopy", m->postcopy, sizeof(m->postcopy));
+    copy_member(o, "peer_uri", m->peer_uri, sizeof(m->peer_uri));
+    copy_member(o, "peer_migrate_uri", m->peer_migrate_uri, sizeof(m->peer_migrate_uri));
+    copy_member(o, "peer_instances_dir", m->peer_instances_dir, sizeof(m->peer_instances_dir));
+    copy_member(o, "peer_image_dir", m->peer_image_dir, sizeof(m->peer_image_dir));
+    m->deadline_ms = json_integer_value(json_object_get(o, "deadline_ms"));
+}
+
+bool instance_is_gone(const struct instance *inst)
+{
+    return !strcmp(inst->state, "terminated") || !strcmp(inst->state, "migrated");
+}
+
 char *instance_extra_to_text(const struct instance *inst)
 {
     json_t *o = json_object();
@@ -314,6 +372,8 @@ char *instance_extra_to_text(const struct instance *inst)
         json_object_set_new(o, "max_memory_mb", json_integer(inst->max_memory_mb));
     if (inst->resize.pending || inst->resize.migration_uuid[0])
         json_object_set_new(o, "resize", resize_info_to_json(&inst->resize));
+    if (inst->mig.id[0])
+        json_object_set_new(o, "migration", mig_info_to_json(&inst->mig));
     text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return text;
@@ -350,6 +410,7 @@ int instance_extra_from_text(const char *text, struct instance *inst)
     inst->max_vcpus = json_integer_value(json_object_get(o, "max_vcpus"));
     inst->max_memory_mb = json_integer_value(json_object_get(o, "max_memory_mb"));
     resize_info_from_json(json_object_get(o, "resize"), &inst->resize);
+    mig_info_from_json(json_object_get(o, "migration"), &inst->mig);
     json_decref(o);
     return 0;
 }
@@ -408,6 +469,12 @@ json_t *instance_to_json(const struct instance *inst)
     } else {
         json_object_set_new(j, "resize", json_null());
     }
+    if (inst->mig.id[0])
+        json_object_set_new(j, "migration",
+                            json_pack("{s:s, s:b, s:s, s:s, s:s}", "id", inst->mig.id, "pending", inst->mig.pending,
+                                      "role", inst->mig.role, "mode", inst->mig.mode, "peer", inst->mig.peer));
+    else
+        json_object_set_new(j, "migration", json_null());
     return j;
 }
 

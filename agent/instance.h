@@ -81,6 +81,33 @@ struct resize_info {
     char migration_uuid[37];
 };
 
+/* A migration between hosts (issue 13), on either side, from its
+ * acceptance (source) or prepare (target) until it is settled. The
+ * instance's state says where it stands: on the source it keeps its state
+ * (task "migrating") until the guest runs on the target, then "migrated"
+ * (kept for history, holding nothing); on the target it is "migrating"
+ * (claimed, ports and disk ready, no guest yet) until the guest runs there,
+ * and "migrated" if the migration failed (it holds nothing). A cold one
+ * waits on the target in "resized" (task verify_resize) until confirm or
+ * revert; the source's copy waits in "migrated" (task verify_resize) with
+ * its domain defined and off. */
+struct migration_info {
+    bool pending;
+    char id[37];                /* the migration's id (both sides) */
+    char role[8];               /* "source" | "target" */
+    char mode[8];               /* "live" | "cold" */
+    char peer[65];              /* the other host */
+    bool power_on;              /* the guest ran when it began */
+    int64_t max_downtime_ms;    /* live: the switch-over bound asked (0: configured) */
+    int64_t completion_timeout_s; /* live: 0 configured, -1 none */
+    char postcopy[8];           /* live: never|auto|always ("" configured) */
+    char peer_uri[256];         /* source, once prepared: the target's libvirt URI */
+    char peer_migrate_uri[256]; /* source: QEMU's stream address ("" libvirt's) */
+    char peer_instances_dir[1024]; /* source: the target's instances directory */
+    char peer_image_dir[1024];  /* source: the target's directory of the base image */
+    int64_t deadline_ms;        /* target: when a silent source is given up (0: none) */
+};
+
 /* BOOT_IMAGE: the guest boots from its disk (the image). BOOT_KERNEL: direct
  * kernel boot; an image, if also given, is then the guest's disk. */
 enum boot_kind { BOOT_IMAGE, BOOT_KERNEL };
@@ -131,7 +158,11 @@ struct instance {
     int64_t max_vcpus;
     int64_t max_memory_mb;
     struct resize_info resize;
+    struct migration_info mig; /* issue 13 */
 };
+
+/* The instance holds nothing on this host (terminated, or migrated away). */
+bool instance_is_gone(const struct instance *inst);
 
 /* A validated launch request. */
 struct launch_spec {

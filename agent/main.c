@@ -260,6 +260,23 @@ static void on_ports_plugged(void *opaque, const struct instance *inst)
     dhcp_refresh_ports(opaque, inst);
 }
 
+/* ops hook (issue 13): a migration message to another host's agent. */
+static int on_send_peer(void *opaque, const char *host, const char *key, json_t *msg)
+{
+    struct agent *a = opaque;
+    struct bus *bus = events_bus(a->events);
+    char *text;
+    int r;
+
+    if (!bus)
+        return -ENOTCONN;
+    if (!(text = json_dumps(msg, JSON_COMPACT)))
+        return -ENOMEM;
+    r = bus_send_command(bus, host, key, text, strlen(text));
+    free(text);
+    return r;
+}
+
 /* events hook: a bus command goes to the command handler. */
 static void on_bus_command(void *opaque, const struct bus_message *msg)
 {
@@ -285,7 +302,7 @@ static int tm_lookup(void *o, const char *uuid, char ec2[EC2_ID_LEN + 1], char *
 
     if (store_instance_get(a->store, uuid, &inst) < 0)
         return -ENOENT;
-    live = strcmp(inst.state, "terminated") != 0;
+    live = !instance_is_gone(&inst);
     strscpy(ec2, inst.ec2_id, EC2_ID_LEN + 1);
     strscpy(name, inst.name ? inst.name : "", ns);
     instance_release(&inst);
@@ -573,9 +590,18 @@ static int build(struct agent *a, const char *imgc_dir, struct agent_error *err)
                             .live_resize = a->cfg.live_resize, .max_vcpus = a->cfg.max_vcpus,
                             .max_memory_mb = a->cfg.max_memory_mb,
                             .resize_confirm_window_s = a->cfg.resize_confirm_window,
-                            .resize_live_timeout_s = a->cfg.resize_live_timeout};
+                            .resize_live_timeout_s = a->cfg.resize_live_timeout,
+                            .host_name = a->cfg.host_name, .migration_uri = a->cfg.migration_uri,
+                            .migration_stream_uri = a->cfg.migration_stream_uri, .image_dir = imgc_dir,
+                            .migration_prepare_timeout_s = a->cfg.migration_prepare_timeout,
+                            .migration_commit_timeout_s = a->cfg.migration_commit_timeout,
+                            .migration_incoming_timeout_s = a->cfg.migration_incoming_timeout,
+                            .migration_max_downtime_ms = a->cfg.migration_max_downtime,
+                            .migration_completion_timeout_s = a->cfg.migration_completion_timeout,
+                            .migration_postcopy = a->cfg.migration_postcopy,
+                            .migration_bandwidth_mib_s = a->cfg.migration_bandwidth};
     struct ops_hooks oh = {.operation_finished = on_operation_finished, .hv_lost = on_hv_lost,
-                           .claimed = on_claimed, .resize_claimed = on_resize_claimed,
+                           .claimed = on_claimed, .resize_claimed = on_resize_claimed, .send_peer = on_send_peer,
                            .ports_plugged = on_ports_plugged};
     int r;
 

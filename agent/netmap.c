@@ -433,7 +433,7 @@ int netmap_lookup(void *opaque, const char *network, const struct sockaddr_in *p
             return transient(m, network, ip, "store", r);
         return m->counts.not_live++, -ENOENT;
     }
-    if (!strcmp(inst.state, "terminated") || !strcmp(inst.state, "error")) {
+    if (instance_is_gone(&inst) || !strcmp(inst.state, "error")) {
         shared_drop(m, inst.uuid);
         instance_release(&inst);
         m->counts.not_live++;

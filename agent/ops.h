@@ -62,6 +62,18 @@ struct ops_config {
     int64_t resize_confirm_window_s;   /* auto-confirm after; 0: never */
     int64_t resize_live_timeout_s;     /* a live change may take this long to reach the guest */
     const char *qemu_img;              /* grows disks; NULL: /usr/bin/qemu-img */
+    /* migration (issue 13); host_name NULL: migrations refused */
+    const char *host_name;             /* this host, as the bus names it */
+    const char *migration_uri;         /* the libvirt URI a source reaches this host's libvirtd by */
+    const char *migration_stream_uri;  /* where QEMU's stream comes in ("" libvirt's choice) */
+    const char *image_dir;             /* the image cache's directory ("" none) */
+    int64_t migration_prepare_timeout_s; /* a target's answer waited for */
+    int64_t migration_commit_timeout_s;  /* the target's word after the switch-over */
+    int64_t migration_max_downtime_ms;   /* default of a migration's max_downtime_ms */
+    int64_t migration_completion_timeout_s; /* per GiB of memory and disk; 0: none */
+    const char *migration_postcopy;      /* never|auto|always, default of a migration's */
+    int64_t migration_bandwidth_mib_s;   /* 0: unlimited */
+    int64_t migration_incoming_timeout_s; /* a target gives a silent source up after */
 };
 
 /* Called on the loop thread; any may be NULL. */
@@ -83,6 +95,10 @@ struct ops_hooks {
      * "confirm_resize", "revert_resize"; a cold resize that failed and rolled
      * back: "resize", failed, inst->flavor the old one again). */
     void (*resize_claimed)(void *opaque, const struct instance *inst);
+    /* Issue 13: send a migration message (json, borrowed) to the agent of
+     * host (its compute.<host> topic). 0 if it was handed to the bus,
+     * -errno else (the sender's deadline covers a lost message). */
+    int (*send_peer)(void *opaque, const char *host, const char *key, json_t *msg);
 };
 
 /* A new engine in *ret (ops_free()); 0 or -ENOMEM. cfg->crash_at is also
@@ -129,9 +145,20 @@ struct action_opts {
     const struct flavor *flavor;
     const char *instance_type;
     const char *mode;
+    /* migrate (issue 13): struct action_request's fields (request.h) */
+    const char *target;
+    int64_t max_downtime_ms;
+    int64_t completion_timeout_s;
+    const char *postcopy;
 };
 int ops_action(struct ops *o, const char *id, const char *action, const struct action_opts *opts,
                json_t **answer, struct agent_error *err);
+
+/* Issue 13: a migration message from a peer agent (commands.c parsed
+ * it). The work it asks is journaled; a repeat is harmless. 0, or -errno
+ * with err (the message is refused; nothing changed). */
+struct mig_msg;
+int ops_migration_message(struct ops *o, const struct mig_msg *m, struct agent_error *err);
 
 /* A hypervisor event (loop thread). */
 void ops_on_hv_event(struct ops *o, const struct hv_event *ev);

@@ -675,6 +675,8 @@ static const char *const action_names[] = {
     [REQUEST_RESIZE] = "resize",
     [REQUEST_CONFIRM_RESIZE] = "confirm_resize",
     [REQUEST_REVERT_RESIZE] = "revert_resize",
+    [REQUEST_MIGRATE] = "migrate",
+    [REQUEST_ABORT_MIGRATION] = "abort_migration",
 };
 
 const char *request_action_name(enum request_action a)
@@ -735,7 +737,7 @@ int request_resize_fields(const json_t *obj, const struct catalog *cat, struct a
     int r;
 
     if (out->action != REQUEST_RESIZE) {
-        const char *k = f ? "flavor" : t ? "instance_type" : m ? "mode" : NULL;
+        const char *k = f ? "flavor" : t ? "instance_type" : m && out->action != REQUEST_MIGRATE ? "mode" : NULL;
         if (k)
             return agent_error_set(err, EINVAL, "invalid_field", k, "only a resize takes '%s'", k);
         return 0;
@@ -773,11 +775,95 @@ int request_resize_fields(const json_t *obj, const struct catalog *cat, struct a
     return 0;
 }
 
+bool request_host_name_valid(const char *s, size_t len)
+{
+    if (!s || !len || len > HOST_NAME_MAX_LEN || strlen(s) != len)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '.' || s[i] == '_' || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static int int_field(const json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                     struct agent_error *err)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return agent_error_set(err, EINVAL, "invalid_field", key, "field '%s' must be an integer from %lld to %lld",
+                               key, (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int request_migrate_fields(const json_t *obj, struct action_request *out, struct agent_error *err)
+{
+    static const char *const keys[] = {"target", "max_downtime_ms", "completion_timeout_s", "postcopy"};
+    json_t *t = json_object_get(obj, "target"), *m = json_object_get(obj, "mode"),
+           *pc = json_object_get(obj, "postcopy");
+    int r;
+
+    out->target = out->postcopy = NULL;
+    out->max_downtime_ms = out->completion_timeout_s = 0;
+    if (out->action != REQUEST_MIGRATE) {
+        for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+            if (json_object_get(obj, keys[i]))
+                return agent_error_set(err, EINVAL, "invalid_field", keys[i], "only a migrate takes '%s'", keys[i]);
+        return 0;
+    }
+    if (!t)
+        return agent_error_set(err, EINVAL, "missing_field", "target", "a migrate needs 'target' (a host name)");
+    if (!json_is_string(t) || !request_host_name_valid(json_string_value(t), json_string_length(t)))
+        return agent_error_set(err, EINVAL, "invalid_field", "target",
+                               "field 'target' must be a host name of 1 to %d characters [A-Za-z0-9._-]",
+                               HOST_NAME_MAX_LEN);
+    out->target = json_string_value(t);
+    out->mode = NULL;
+    if (m) {
+        const char *ms = json_string_value(m);
+        if (!ms || (strcmp(ms, "live") && strcmp(ms, "cold")))
+            return agent_error_set(err, EINVAL, "invalid_field", "mode", "field 'mode' must be live or cold");
+        out->mode = ms;
+    }
+    if ((r = int_field(obj, "max_downtime_ms", MIGRATE_DOWNTIME_MIN_MS, MIGRATE_DOWNTIME_MAX_MS,
+                       &out->max_downtime_ms, err)) < 0)
+        return r;
+    out->completion_timeout_s = 0;
+    if (json_object_get(obj, "completion_timeout_s")) {
+        if ((r = int_field(obj, "completion_timeout_s", 0, MIGRATE_COMPLETION_MAX_S, &out->completion_timeout_s,
+                           err)) < 0)
+            return r;
+        if (out->completion_timeout_s == 0)
+            out->completion_timeout_s = -1; /* asked for none */
+    }
+    if (pc) {
+        const char *ps = json_string_value(pc);
+        if (!ps || (strcmp(ps, "never") && strcmp(ps, "auto") && strcmp(ps, "always")))
+            return agent_error_set(err, EINVAL, "invalid_field", "postcopy",
+                                   "field 'postcopy' must be never, auto or always");
+        out->postcopy = ps;
+    }
+    if (out->mode && !strcmp(out->mode, "cold")) {
+        const char *k = json_object_get(obj, "max_downtime_ms")        ? "max_downtime_ms"
+                        : json_object_get(obj, "completion_timeout_s") ? "completion_timeout_s"
+                        : pc                                           ? "postcopy"
+                                                                       : NULL;
+        if (k)
+            return agent_error_set(err, EINVAL, "invalid_field", k, "a cold migration takes no '%s'", k);
+    }
+    return 0;
+}
+
 int request_action_parse(const json_t *body, const char *idem, const struct catalog *cat,
                          struct action_request *out, struct agent_error *err)
 {
     static const char *const allowed[] = {"action", "request_id", "timeout", "force", "flavor",
-                                          "instance_type", "mode", NULL};
+                                          "instance_type", "mode", "target", "max_downtime_ms",
+                                          "completion_timeout_s", "postcopy", NULL};
     struct action_request a = {.timeout_s = -1};
     json_t *v;
     int r;
@@ -790,9 +876,10 @@ int request_action_parse(const json_t *body, const char *idem, const struct cata
         return agent_error_set(err, EINVAL, "missing_field", "action", "field 'action' is required");
     if (action_of(json_string_value(v), false, &a.action) < 0)
         return agent_error_set(err, EINVAL, "invalid_field", "action",
-                               "field 'action' must be start, stop, reboot, resize, confirm_resize or "
-                               "revert_resize");
+                               "field 'action' must be start, stop, reboot, resize, confirm_resize, "
+                               "revert_resize, migrate or abort_migration");
     if ((r = request_action_options(body, &a, err)) < 0 || (r = request_resize_fields(body, cat, &a, err)) < 0 ||
+        (r = request_migrate_fields(body, &a, err)) < 0 ||
         (r = request_id_resolve(body, idem, &a.request_id, err)) < 0)
         return r;
     *out = a;
@@ -853,14 +940,18 @@ static int command_action(const json_t *cmd, enum request_action act, const stru
     c->action.timeout_s = -1;
     c->action.request_id = c->request_id;
     int r = request_action_options(cmd, &c->action, err);
-    return r < 0 ? r : request_resize_fields(cmd, cat, &c->action, err);
+    if (r == 0)
+        r = request_resize_fields(cmd, cat, &c->action, err);
+    return r < 0 ? r : request_migrate_fields(cmd, &c->action, err);
 }
 
 int request_command_parse(const json_t *cmd, const struct catalog *cat, struct command_request *out,
                           struct agent_error *err)
 {
-    static const char *const allowed[] = {"op", "request_id", "instance_id", "instance", "timeout", "force",
-                                          "flavor", "instance_type", "mode", NULL};
+    static const char *const allowed[] = {"op",     "request_id",      "instance_id",          "instance",
+                                          "timeout", "force",          "flavor",               "instance_type",
+                                          "mode",    "target",         "max_downtime_ms",      "completion_timeout_s",
+                                          "postcopy", NULL};
     struct command_request c = {0};
     enum request_action act = REQUEST_START;
     const char *op;
@@ -877,7 +968,7 @@ int request_command_parse(const json_t *cmd, const struct catalog *cat, struct c
     if (!op || (strcmp(op, "launch") && action_of(op, true, &act) < 0))
         return agent_error_set(err, EINVAL, "invalid_field", "op",
                                "field 'op' must be launch, start, stop, reboot, terminate, resize, "
-                               "confirm_resize or revert_resize");
+                               "confirm_resize, revert_resize, migrate or abort_migration");
     if (!(v = json_object_get(cmd, "request_id")))
         return agent_error_set(err, EINVAL, "missing_field", "request_id", "field 'request_id' is required on the bus");
     c.request_id = json_string_value(v);

@@ -82,6 +82,8 @@ enum request_action {
     REQUEST_RESIZE,         /* issue 12 */
     REQUEST_CONFIRM_RESIZE,
     REQUEST_REVERT_RESIZE,
+    REQUEST_MIGRATE,        /* issue 13 */
+    REQUEST_ABORT_MIGRATION,
 };
 
 /* "start", "stop", "reboot", "terminate", "resize", "confirm_resize",
@@ -98,8 +100,29 @@ struct action_request {
      * (NULL: given directly; borrowed) and the mode (NULL: auto) */
     struct flavor flavor;
     const char *instance_type;
-    const char *mode;
+    const char *mode;           /* resize: auto|live|cold; migrate: live|cold (NULL: live) */
+    /* migrate (issue 13): the target host (borrowed), the downtime the
+     * switch-over may take at most (0: [migration] max_downtime), the
+     * completion timeout per GiB-free total (0: configured, -1: none) and
+     * post-copy (NULL: [migration] postcopy) */
+    const char *target;
+    int64_t max_downtime_ms;
+    int64_t completion_timeout_s;
+    const char *postcopy;
 };
+
+/* Bounds of a migration's fields. */
+#define MIGRATE_DOWNTIME_MIN_MS 10
+#define MIGRATE_DOWNTIME_MAX_MS 60000
+#define MIGRATE_COMPLETION_MAX_S 86400
+#define HOST_NAME_MAX_LEN 64
+/* A host name as the bus names hosts ([A-Za-z0-9._-], 1 to 64). */
+bool request_host_name_valid(const char *s, size_t len);
+
+/* A migration's fields (target, mode, max_downtime_ms, completion_timeout_s,
+ * postcopy) from obj into out, the same for REST and the bus; only a
+ * migrate takes them. */
+int request_migrate_fields(const json_t *obj, struct action_request *out, struct agent_error *err);
 
 /* The options an action takes, wherever they are written: "timeout"
  * (integer 0 to 3600) and "force" (boolean), both optional, from obj into

@@ -75,14 +75,14 @@ static const char *const stmt_sql[ST_COUNT] = {
                        "created_ms=?15, updated_ms=?16, extra=?17 WHERE uuid=?1",
     [ST_INST_GET] = "SELECT " INST_COLS " FROM instances WHERE uuid=?1 OR ec2_id=?1",
     [ST_INST_ALL] = "SELECT " INST_COLS " FROM instances ORDER BY created_ms, uuid",
-    [ST_INST_LIVE] = "SELECT " INST_COLS " FROM instances WHERE state <> 'terminated' "
+    [ST_INST_LIVE] = "SELECT " INST_COLS " FROM instances WHERE state NOT IN ('terminated','migrated') "
                      "ORDER BY created_ms, uuid",
     /* a pending resize claims the larger of its two flavors, class by class
      * (issue 12: extra's $.resize, agent/instance.c) */
     [ST_ALLOCATED] = "SELECT COALESCE(SUM(MAX(vcpus, " RZ("vcpus") ")),0), "
                      "COALESCE(SUM(MAX(memory_mb, " RZ("memory_mb") ")),0), "
                      "COALESCE(SUM(MAX(disk_gb, " RZ("disk_gb") ")),0), COUNT(*) FROM instances "
-                     "WHERE state NOT IN ('terminated','error')",
+                     "WHERE state NOT IN ('terminated','error','migrated')",
     [ST_OP_INSERT] = "INSERT INTO operations (" OP_COLS ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [ST_OP_UPDATE] = "UPDATE operations SET type=?2, instance_uuid=?3, request_id=?4, state=?5, "
                      "step=?6, error_code=?7, error_message=?8, created_ms=?9, updated_ms=?10, "
@@ -105,7 +105,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PORT_DELETE] = "DELETE FROM ports WHERE instance_uuid=?1",
     [ST_PORT_LIVE] = "SELECT p.port_id, p.instance_uuid, p.idx, p.network, p.mac, p.ip, p.device, p.mtu, "
                      "p.state FROM ports p JOIN instances i ON i.uuid = p.instance_uuid WHERE "
-                     "p.state <> 'unplugged' AND i.state NOT IN ('terminated','error') "
+                     "p.state <> 'unplugged' AND i.state NOT IN ('terminated','error','migrated') "
                      "ORDER BY p.instance_uuid, p.idx",
 };
 
@@ -683,6 +683,24 @@ int store_instance_insert(struct store *s, const struct instance *inst)
     int r = bind_instance(s->st[ST_INST_INSERT], inst);
 
     if (r < 0 || (r = step_done(s, s->st[ST_INST_INSERT])) < 0)
+        return r;
+    for (size_t i = 0; i < inst->n_ports; i++) {
+        bind_port(s->st[ST_PORT_INSERT], inst->uuid, &inst->ports[i]);
+        if ((r = step_done(s, s->st[ST_PORT_INSERT])) < 0)
+            return r;
+    }
+    return 0;
+}
+
+int store_instance_upsert(struct store *s, const struct instance *inst, bool exists)
+{
+    int r;
+
+    if (!exists)
+        return store_instance_insert(s, inst);
+    if ((r = store_ports_release(s, inst->uuid)) < 0 && r != -ENOENT)
+        return r;
+    if ((r = bind_instance(s->st[ST_INST_UPDATE], inst)) < 0 || (r = step_done(s, s->st[ST_INST_UPDATE])) < 0)
         return r;
     for (size_t i = 0; i < inst->n_ports; i++) {
         bind_port(s->st[ST_PORT_INSERT], inst->uuid, &inst->ports[i]);

@@ -98,6 +98,10 @@ void store_rollback(struct store *s);
 
 int store_instance_insert(struct store *s, const struct instance *inst);
 int store_instance_update(struct store *s, const struct instance *inst);
+/* Insert inst (exists false), or write it over the row of an instance that
+ * left this host (its old ports replaced by inst's): issue 13's incoming
+ * migration of an instance this host once had. */
+int store_instance_upsert(struct store *s, const struct instance *inst, bool exists);
 /* By UUID or EC2 id; -ENOENT if none. Fills *inst (release it). */
 int store_instance_get(struct store *s, const char *id, struct instance *inst);
 /* Calls cb for every instance (terminated ones too if with_terminated);

@@ -29,7 +29,8 @@ static int collect(const struct instance *inst, void *opaque)
 static bool list_state_ok(const char *s)
 {
     static const char *const states[] = {"pending", "running", "stopping", "stopped",
-                                         "shutting-down", "terminated", "error", "resized"};
+                                         "shutting-down", "terminated", "error", "resized",
+                                         "migrating", "migrated"};
 
     for (size_t i = 0; i < ARRAY_SIZE(states); i++)
         if (!strcmp(s, states[i]))
@@ -103,7 +104,9 @@ int api_instances_launch(const struct api_call *call, json_t **reply)
 static int act(const struct api_call *call, const struct action_request *ar, json_t **reply)
 {
     struct action_opts opts = {.request_id = ar->request_id, .timeout_s = ar->timeout_s, .force = ar->force,
-                               .flavor = &ar->flavor, .instance_type = ar->instance_type, .mode = ar->mode};
+                               .flavor = &ar->flavor, .instance_type = ar->instance_type, .mode = ar->mode,
+                               .target = ar->target, .max_downtime_ms = ar->max_downtime_ms,
+                               .completion_timeout_s = ar->completion_timeout_s, .postcopy = ar->postcopy};
     struct agent_error e;
     int status = ops_action(call->deps->ops, call->param[0], request_action_name(ar->action), &opts, reply, &e);
 

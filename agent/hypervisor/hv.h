@@ -325,6 +325,12 @@ struct hv_migrate_params {
     const char *const *disks;     /* NULL-terminated target names to copy; NULL: none */
     uint64_t max_downtime_ms;
     uint64_t bandwidth_mib_s;     /* 0: unlimited */
+    /* issue 13: QEMU's stream address on the target (NULL/"": libvirt's
+     * choice), and path prefixes of the guest's files rewritten in the
+     * destination XML (NULL-terminated pairs: from, to, from, to, ..., NULL;
+     * NULL: none) */
+    const char *migrate_uri;
+    const char *const *path_map;
 };
 
 enum hv_event_type {

@@ -29,7 +29,8 @@ static const char *const step_names[STEP_COUNT] = {
     [STEP_DESTROYED] = "destroyed", [STEP_UNDEFINED] = "undefined", [STEP_PORTS] = "ports",
     [STEP_CONFIG_DRIVE] = "config-drive", [STEP_UNPLUGGED] = "unplugged",
     [STEP_APPLIED] = "applied", [STEP_POWERED_OFF] = "powered-off", [STEP_DISK] = "disk",
-    [STEP_ROLLBACK] = "rollback",
+    [STEP_ROLLBACK] = "rollback", [STEP_PREPARED] = "prepared", [STEP_MIGRATING] = "migrating",
+    [STEP_MOVED] = "moved",
 };
 
 static const char *const state_names[] = {
@@ -72,7 +73,8 @@ const struct op_type *op_type_find(const char *name)
     static const struct op_type *const types[] = {&op_type_launch,         &op_type_start,
                                                   &op_type_stop,           &op_type_reboot,
                                                   &op_type_terminate,      &op_type_resize,
-                                                  &op_type_confirm_resize, &op_type_revert_resize};
+                                                  &op_type_confirm_resize, &op_type_revert_resize,
+                                                  &op_type_migrate,        &op_type_migrate_in};
 
     for (size_t i = 0; i < ARRAY_SIZE(types); i++)
         if (!strcmp(types[i]->name, name))
@@ -184,6 +186,7 @@ static void on_run_closed(uv_handle_t *h)
     if (++r->closed < 2)
         return; /* both timers closed: then it goes */
     json_decref(r->result);
+    json_decref(r->progress);
     instance_release(&r->inst);
     op_record_release(&r->rec);
     free(r->base_path);
@@ -317,8 +320,10 @@ static int journal(struct op_run *r)
     if ((rc = store_begin(s)) < 0)
         return rc;
     /* a terminated instance's MACs and IPs are free again, in the same commit */
-    bool release_ports = ended && r->state == OPS_SUCCEEDED && r->type->kind == OP_TERMINATE &&
-                         !strcmp(r->inst.state, "terminated") && r->inst.n_ports;
+    bool release_ports = ended && r->inst.n_ports &&
+                         ((r->state == OPS_SUCCEEDED && r->type->kind == OP_TERMINATE &&
+                           !strcmp(r->inst.state, "terminated")) ||
+                          !strcmp(r->inst.state, "migrated"));
     if ((rc = store_op_update(s, &r->rec)) < 0 || (rc = store_instance_update(s, &r->inst)) < 0 ||
         (release_ports && (rc = store_ports_release(s, r->inst.uuid)) < 0) ||
         (strcmp(r->emitted, r->inst.state) && (rc = events_instance(ev, &r->inst, r->rec.request_id)) < 0) ||
@@ -436,7 +441,10 @@ static void job_after(uv_work_t *w, int status)
             /* the rollback (JOB_CLEANUP) unplugged every port */
             for (size_t i = 0; i < r->inst.n_ports; i++)
                 strscpy(r->inst.ports[i].state, "unplugged", sizeof(r->inst.ports[i].state));
-            ops_finish(r, "error", &r->fail);
+            if (r->type->kind == OP_MIGRATE_IN)
+                ops_migrate_in_rolled_back(r);
+            else
+                ops_finish(r, "error", &r->fail);
         } else {
             r->type->job_done(r, j);
         }
@@ -486,7 +494,9 @@ void ops_queue_job(struct op_run *r, enum job_kind kind)
     int rc;
 
     bool copy = kind == JOB_DEFINE || kind == JOB_PLUG || kind == JOB_UNPLUG || kind == JOB_CONFIG_DRIVE ||
-                kind == JOB_CLEANUP || kind == JOB_GROW || kind == JOB_LIVE;
+                kind == JOB_CLEANUP || kind == JOB_GROW || kind == JOB_LIVE || kind == JOB_MIGRATE ||
+                kind == JOB_MIGRATE_CHECK || kind == JOB_META || kind == JOB_MIG_DISK || kind == JOB_MIG_RELEASE;
+    bool long_job = kind == JOB_MIGRATE || kind == JOB_MIGRATE_CHECK;
 
     if (!j || (copy && instance_copy(&j->inst, &r->inst) < 0)) {
         free(j);
@@ -505,7 +515,8 @@ void ops_queue_job(struct op_run *r, enum job_kind kind)
         j->base_vsize = r->base_vsize;
     }
     r->job_running = true;
-    rc = hv_submit(r->ops->d.hv, job_work_hv, job_done_hv, j);
+    rc = long_job ? hv_submit_long(r->ops->d.hv, job_work_hv, job_done_hv, j)
+                  : hv_submit(r->ops->d.hv, job_work_hv, job_done_hv, j);
     if (rc < 0) {
         r->job_running = false;
         instance_release(&j->inst);
@@ -610,6 +621,8 @@ json_t *ops_progress(struct ops *o, const char *op_id)
 {
     for (struct op_run *r = o->runs; r; r = r->next) {
         json_t *img, *p;
+        if (!r->done && !strcmp(r->rec.id, op_id) && r->progress)
+            return json_incref(r->progress); /* a migration's job figures */
         if (r->done || strcmp(r->rec.id, op_id) || !r->cache_id[0] || !o->d.imgcache)
             continue;
         img = imgcache_get(o->d.imgcache, r->cache_id);

@@ -359,6 +359,120 @@ static void job_live(struct job *j)
         j->result = 0; /* a driver without it: the store has the flavor */
 }
 
+/* ---- migration (issue 13) ---- */
+
+/* Where the domain is after a migration: active here 1, gone (or only
+ * inactive here: the target runs it) 0, unknown -1. */
+static int domain_here(struct hv *hv, const char *uuid)
+{
+    struct agent_error e;
+    enum hv_power p;
+    int r = hv_power(hv, uuid, &p, &e);
+
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return -1;
+    return p == HV_POWER_SHUTOFF ? 0 : 1;
+}
+
+static void job_migrate(struct job *j)
+{
+    const struct ops *o = j->ops;
+    const struct migration_info *m = &j->inst.mig;
+    char src[4300], dst[4300];
+    const char *map[5] = {NULL};
+    static const char *const disks[] = {"vda", NULL};
+    const char *pc = m->postcopy[0] ? m->postcopy : o->cfg.migration_postcopy ? o->cfg.migration_postcopy : "never";
+    size_t n = 0;
+    unsigned flags = HV_MIGRATE_LIVE;
+
+    ops_instance_dir(o, j->uuid, src, sizeof(src));
+    snprintf(dst, sizeof(dst), "%s/%s", m->peer_instances_dir, j->uuid);
+    if (src[0] && m->peer_instances_dir[0]) {
+        map[n++] = src;
+        map[n++] = dst;
+    }
+    if (o->cfg.image_dir && o->cfg.image_dir[0] && m->peer_image_dir[0]) {
+        map[n++] = o->cfg.image_dir;
+        map[n++] = m->peer_image_dir;
+    }
+    if (strcmp(pc, "never") != 0)
+        flags |= HV_MIGRATE_POSTCOPY;
+    struct hv_migrate_params p = {
+        .dest_uri = m->peer_uri,
+        .disks = ops_hv_disk_files(o) && j->inst.disk_path ? disks : NULL,
+        .max_downtime_ms = (uint64_t)(m->max_downtime_ms > 0 ? m->max_downtime_ms
+                                                             : o->cfg.migration_max_downtime_ms > 0
+                                                                   ? o->cfg.migration_max_downtime_ms
+                                                                   : 500),
+        .bandwidth_mib_s = o->cfg.migration_bandwidth_mib_s > 0 ? (uint64_t)o->cfg.migration_bandwidth_mib_s : 0,
+        .migrate_uri = m->peer_migrate_uri[0] ? m->peer_migrate_uri : NULL,
+        .path_map = n ? map : NULL,
+    };
+    j->result = hv_migrate(o->d.hv, j->uuid, &p, flags, &j->err);
+    j->here = domain_here(o->d.hv, j->uuid);
+}
+
+/* A resumed migration: a job libvirtd still runs is waited out (polled
+ * like the monitor), then the domain's place decides. */
+static void job_migrate_check(struct job *j)
+{
+    struct hv *hv = j->ops->d.hv;
+    struct hv_job_info ji;
+    struct agent_error e;
+
+    while (hv_job_info(hv, j->uuid, &ji, &e) == 0 && (ji.type == HV_JOB_UNBOUNDED || ji.type == HV_JOB_BOUNDED))
+        usleep(500 * 1000);
+    j->result = 0;
+    j->here = domain_here(hv, j->uuid);
+    if (j->here < 0)
+        agent_error_set(&j->err, ENOTCONN, "unavailable", NULL, "the hypervisor cannot say where the domain is");
+}
+
+/* The target's incoming guest: its directory, an empty overlay on this
+ * host's copy of the base (the migration's disk copy fills what the guest
+ * wrote), its console log. */
+static void job_mig_disk(struct job *j)
+{
+    const struct ops *o = j->ops;
+    const char *format = NULL;
+    char dir[4300], log[4400];
+    int fd;
+
+    j->result = 0;
+    if (!ops_hv_disk_files(o))
+        return;
+    if ((j->result = check_local_files(j, &j->err)) < 0)
+        return;
+    ops_instance_dir(o, j->inst.uuid, dir, sizeof(dir));
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+        j->result = agent_error_set(&j->err, errno, "internal", NULL, "mkdir %s: %s", dir, strerror(errno));
+        return;
+    }
+    if ((j->result = prepare_disk(&j->inst, j, dir, &format, &j->err)) < 0)
+        return;
+    snprintf(log, sizeof(log), "%s/console.log", dir);
+    fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0) {
+        j->result = agent_error_set(&j->err, errno, "internal", NULL, "open %s: %s", log, strerror(errno));
+        return;
+    }
+    close(fd);
+}
+
+static void job_meta(struct job *j)
+{
+    struct guest g;
+
+    guest_describe(&j->inst, NULL, &g);
+    j->result = hv_set_metadata(j->ops->d.hv, &g.hv, HV_LIVE | HV_CONFIG, &j->err);
+    if (j->result == -ENOTSUP) {
+        enum hv_power p;
+        j->result = hv_power(j->ops->d.hv, j->uuid, &p, &j->err); /* -ENOENT: not here */
+    }
+}
+
 void ops_job_work(uv_work_t *w)
 {
     struct job *j = w->data;
@@ -430,6 +544,23 @@ void ops_job_work(uv_work_t *w)
         break;
     case JOB_SIZE:
         j->result = hv_get_size(hv, uuid, &j->size, &j->err);
+        break;
+    case JOB_MIGRATE:
+        job_migrate(j);
+        break;
+    case JOB_MIGRATE_CHECK:
+        job_migrate_check(j);
+        break;
+    case JOB_META:
+        job_meta(j);
+        break;
+    case JOB_MIG_DISK:
+        job_mig_disk(j);
+        break;
+    case JOB_MIG_RELEASE:
+        j->result = unplug_all(j, &j->err);
+        if (domain_here(hv, uuid) == 0)
+            ops_remove_disk(j->ops, uuid);
         break;
     case JOB_LIST:
         j->list_ms = now_wall_ms();

@@ -53,8 +53,9 @@ static void on_image(int status, const struct imgcache_image_info *info, const s
 }
 
 /* Launch from the image cache: get (or find) the image, pinned for this
- * instance, before the domain is defined. */
-static void acquire_image(struct op_run *r)
+ * instance, before the domain is defined (also a migration's target:
+ * migrate.c). */
+void ops_acquire_image(struct op_run *r)
 {
     struct imgcache *ic = r->ops->d.imgcache;
     const struct boot_source *b = &r->inst.boot;
@@ -113,7 +114,7 @@ static void launch_advance(struct op_run *r)
     case STEP_CONFIG_DRIVE:
         /* a resumed launch takes its pinned image back first: the define needs it */
         if (cached && !r->base_path)
-            acquire_image(r);
+            ops_acquire_image(r);
         else if (cached && r->step == STEP_CLAIMED && ops_journal_step(r, STEP_IMAGE) < 0)
             return; /* parked */
         else
@@ -289,7 +290,7 @@ static void fill_instance(struct ops *o, struct instance *inst, const struct lau
 
 /* ---- ports: checked against the host, MACs and IPs chosen ---- */
 
-static const struct net_config *config_network_of(const struct ops *o, const char *name)
+const struct net_config *ops_network_of(const struct ops *o, const char *name)
 {
     for (size_t i = 0; i < o->cfg.n_networks; i++)
         if (!strcmp(o->cfg.networks[i].name, name))
@@ -405,7 +406,7 @@ int ops_ports_reserve(struct ops *o, const struct launch_spec *spec, struct port
     /* first what was given (so an allocated IP never takes a given one) */
     for (size_t i = 0; i < n; i++) {
         const struct launch_iface *f = &spec->ifaces[i];
-        const struct net_config *net = config_network_of(o, f->network);
+        const struct net_config *net = ops_network_of(o, f->network);
         char msg[120];
         if (!net) {
             snprintf(msg, sizeof(msg), "unknown network '%.64s'", f->network);
@@ -417,7 +418,7 @@ int ops_ports_reserve(struct ops *o, const struct launch_spec *spec, struct port
     }
     for (size_t i = 0; i < n; i++) {
         const struct launch_iface *f = &spec->ifaces[i];
-        const struct net_config *net = config_network_of(o, f->network);
+        const struct net_config *net = ops_network_of(o, f->network);
         struct port *p = &ports[i];
         p->index = (int)i;
         strscpy(p->network, f->network, sizeof(p->network));

@@ -22,6 +22,7 @@
 #define CA_AGENT_OPS_INTERNAL_H
 
 #include "agent/log.h"
+#include "agent/migration.h"
 #include "agent/ops.h"
 #include "image-cache/imgcache.h"
 
@@ -34,6 +35,8 @@ enum op_kind {
     OP_RESIZE,         /* issue 12: resize.c */
     OP_CONFIRM_RESIZE,
     OP_REVERT_RESIZE,
+    OP_MIGRATE,        /* issue 13: migrate.c, the source's side */
+    OP_MIGRATE_IN,     /* issue 13: migrate.c, the target's side */
     OP_KIND_COUNT
 };
 
@@ -54,6 +57,10 @@ enum op_step {
     STEP_POWERED_OFF, /* resize (cold), revert: the domain is off */
     STEP_DISK,      /* resize (cold): the disk grown to the new disk_gb */
     STEP_ROLLBACK,  /* resize: failed; the old flavor is the target again */
+    STEP_PREPARED,  /* migrate: the target is ready (its answer recorded); migrate_in: claim,
+                     * image, ports and disk ready, answered */
+    STEP_MIGRATING, /* migrate: the hypervisor's migration began */
+    STEP_MOVED,     /* migrate: the guest runs on the target */
     STEP_COUNT,
 };
 
@@ -82,9 +89,14 @@ enum job_kind {
     JOB_GROW,     /* resize: grow the disk overlay to the flavor's disk_gb (never shrinks) */
     JOB_LIVE,     /* resize: vCPUs, memory and our metadata to the flavor, live and defined */
     JOB_SIZE,     /* resize: the domain's size now (hv_get_size) */
+    JOB_MIGRATE,  /* migrate (long-job thread): hv_migrate, then where the domain is */
+    JOB_MIGRATE_CHECK, /* migrate resumed (long-job thread): wait out a job, then where the domain is */
+    JOB_META,     /* our metadata (owner: this host) on the domain, live and defined */
+    JOB_MIG_DISK, /* migrate_in: the guest's directory, its overlay on the base, its console log */
+    JOB_MIG_RELEASE, /* migrate, moved: its ports unplugged, its disk removed (the domain is gone) */
 };
 
-enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED };
+enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED, WAIT_PEER };
 
 struct op_run;
 struct job;
@@ -116,7 +128,8 @@ struct op_type {
 };
 
 extern const struct op_type op_type_launch, op_type_start, op_type_stop, op_type_reboot,
-    op_type_terminate, op_type_resize, op_type_confirm_resize, op_type_revert_resize;
+    op_type_terminate, op_type_resize, op_type_confirm_resize, op_type_revert_resize, op_type_migrate,
+    op_type_migrate_in;
 /* By the store's name; NULL if none. */
 const struct op_type *op_type_find(const char *name);
 
@@ -152,6 +165,10 @@ struct op_run {
     int64_t live_deadline_ms; /* a live resize waits for the guest until then */
     uv_timer_t poll;          /* and reads its size again on this timer */
     int closed;               /* timers closed (it is freed after both) */
+    /* migration (issue 13) */
+    json_t *progress;         /* the last job figures (owned; NULL: none yet) */
+    int64_t progress_sent_ms; /* when migration.progress was last sent */
+    bool abort_asked;         /* abort_migration: abort the job / give up */
 };
 
 struct job {
@@ -177,6 +194,7 @@ struct job {
     void (*list_done)(void *opaque, int result); /* JOB_LIST */
     void *list_opaque;
     struct hv_size size;      /* JOB_SIZE */
+    int here;                 /* JOB_MIGRATE(_CHECK): the domain is active here 1, gone 0, unknown -1 */
 };
 
 struct ops {
@@ -266,8 +284,22 @@ void ops_headroom(const struct ops *o, const struct flavor *f, int64_t *max_vcpu
 void ops_resize_sweep_start(struct ops *o);
 void ops_resize_sweep_stop(struct ops *o);
 
+/* ---- migrate.c ---- */
+/* ops_action's abort_migration: 202 with the migrate operation, or -errno. */
+int ops_migrate_abort(struct ops *o, struct instance *inst, json_t **answer, struct agent_error *err);
+/* The message of a run's instance for its peer. */
+void ops_migration_send(struct op_run *r, enum mig_kind kind, enum mig_action action, bool ok,
+                        const struct agent_error *e);
+
 /* ---- launch.c ---- */
 /* Roll a failed launch back (domain and disk), then fail it. */
 void ops_launch_fail(struct op_run *r, const struct agent_error *e);
+/* The run's image from the image cache, pinned for its instance; then
+ * ops_run_advance (r->base_path set), or ops_launch_fail. */
+void ops_acquire_image(struct op_run *r);
+/* [network NAME] of the configuration; NULL if none. */
+const struct net_config *ops_network_of(const struct ops *o, const char *name);
+/* migrate.c: a migrate_in's rollback (JOB_CLEANUP) returned. */
+void ops_migrate_in_rolled_back(struct op_run *r);
 
 #endif

@@ -151,6 +151,11 @@ static int action_allowed(struct ops *o, const struct op_type *t, const struct i
 
     if (!t->need_state && !strcmp(inst->state, "terminated"))
         return agent_error_set(err, EINVAL, "conflict", "id", "instance '%s' is already terminated", id);
+    if (!strcmp(inst->state, "migrated"))
+        return agent_error_set(err, EINVAL, "conflict", "id", "instance '%s' is not on this host any more (%s)", id,
+                               inst->mig.peer[0] ? inst->mig.peer : "migrated");
+    if (!strcmp(inst->state, "migrating"))
+        return agent_error_set(err, EBUSY, "conflict", "id", "instance '%s' is migrating to this host", id);
     if (t->need_state && strcmp(inst->state, t->need_state) != 0)
         return agent_error_set(err, EINVAL, "conflict", "action", "cannot %s an instance that is %s (needs %s)",
                                t->name, inst->state, t->need_state);
@@ -182,7 +187,17 @@ int ops_action(struct ops *o, const char *id, const char *action, const struct a
     struct op_run *r;
     int rc;
 
-    if (!t || t->kind == OP_LAUNCH)
+    if (!strcmp(action, "abort_migration")) {
+        rc = store_instance_get(o->d.store, id, &inst);
+        if (rc == -ENOENT)
+            return agent_error_set(err, ENOENT, "not_found", "id", "no instance '%s'", id);
+        if (rc < 0)
+            return agent_error_set(err, -rc, "internal", NULL, "cannot read the store");
+        rc = ops_migrate_abort(o, &inst, answer, err);
+        instance_release(&inst);
+        return rc;
+    }
+    if (!t || t->kind == OP_LAUNCH || t->kind == OP_MIGRATE_IN)
         return agent_error_set(err, EINVAL, "invalid_field", "action", "no action '%s'", action);
     if (opts->request_id && (rc = ops_replay(o, opts->request_id, action, answer, err)) != 0)
         return rc;

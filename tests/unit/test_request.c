@@ -479,6 +479,24 @@ static void test_action_valid(void **state)
     expect_action("{\"action\":\"stop\",\"timeout\":3600}", NULL, NULL, NULL);
     expect_action("{\"action\":\"stop\",\"force\":false,\"request_id\":null}", NULL, NULL, NULL);
     assert_string_equal(request_action_name(REQUEST_TERMINATE), "terminate");
+    /* issue 13 */
+    j = parse("{\"action\":\"migrate\",\"target\":\"host-b\",\"max_downtime_ms\":300,"
+              "\"completion_timeout_s\":0,\"postcopy\":\"auto\"}");
+    assert_int_equal(request_action_parse(j, NULL, NULL, &a, &err), 0);
+    assert_int_equal(a.action, REQUEST_MIGRATE);
+    assert_string_equal(a.target, "host-b");
+    assert_null(a.mode); /* live */
+    assert_int_equal(a.max_downtime_ms, 300);
+    assert_int_equal(a.completion_timeout_s, -1); /* none, as asked */
+    assert_string_equal(a.postcopy, "auto");
+    json_decref(j);
+    j = parse("{\"action\":\"migrate\",\"target\":\"h.example-1\",\"mode\":\"cold\"}");
+    assert_int_equal(request_action_parse(j, NULL, NULL, &a, &err), 0);
+    assert_string_equal(a.mode, "cold");
+    assert_int_equal(a.completion_timeout_s, 0); /* configured */
+    json_decref(j);
+    expect_action("{\"action\":\"abort_migration\"}", NULL, NULL, NULL);
+    assert_string_equal(request_action_name(REQUEST_ABORT_MIGRATION), "abort_migration");
 }
 
 static void test_action_invalid(void **state)
@@ -570,7 +588,25 @@ static void test_command_invalid(void **state)
     (void)state;
     expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\",\"colour\":1}", "unknown_field", "colour");
     expect_command("{\"request_id\":\"r\"}", "missing_field", "op");
-    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\"}", "invalid_field", "op");
+    expect_command("{\"op\":\"teleport\",\"request_id\":\"r\"}", "invalid_field", "op");
+    /* issue 13: a migrate names what it lacks, and only a migrate takes its fields */
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\"}", "missing_field", "target");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"a b\"}",
+                   "invalid_field", "target");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"h\","
+                   "\"mode\":\"auto\"}", "invalid_field", "mode");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"h\","
+                   "\"max_downtime_ms\":5}", "invalid_field", "max_downtime_ms");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"h\","
+                   "\"completion_timeout_s\":-1}", "invalid_field", "completion_timeout_s");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"h\","
+                   "\"postcopy\":\"sometimes\"}", "invalid_field", "postcopy");
+    expect_command("{\"op\":\"migrate\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"h\","
+                   "\"mode\":\"cold\",\"postcopy\":\"auto\"}", "invalid_field", "postcopy");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\",\"target\":\"h\"}",
+                   "invalid_field", "target");
+    expect_command("{\"op\":\"stop\",\"request_id\":\"r\",\"instance_id\":\"x\",\"mode\":\"live\"}",
+                   "invalid_field", "mode");
     /* issue 12: a resize names what it lacks, and only a resize takes a flavor */
     expect_command("{\"op\":\"resize\",\"request_id\":\"r\",\"instance_id\":\"i-0123456789abcdef0\"}",
                    "missing_field", "flavor");
