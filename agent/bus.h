@@ -186,8 +186,8 @@ int bus_publish_event(struct bus *bus, const char *key, const char *json,
                       size_t len, int64_t outbox_id);
 
 /* Send a command to another agent: json (copied) on P compute.<host>,
- * keyed by key, acknowledged like the events but with no outbox behind it
- * (issue 13's migration messages: their sender's deadlines cover a loss).
+ * keyed by key, on the lossy producer (no outbox behind it: issue 13's
+ * migration messages, whose senders' deadlines cover a loss).
  * 0 if queued, else -errno. */
 int bus_send_command(struct bus *bus, const char *host, const char *key, const char *json, size_t len);
 
@@ -235,7 +235,6 @@ struct bus_stats {
     uint64_t client_errors;  /* client errors, connection failures included */
     uint64_t wakeups;        /* times librdkafka's queues woke the loop */
     uint64_t peer_sent;      /* commands sent to other agents (bus_send_command) */
-    uint64_t peer_failed;    /* of which not delivered */
     bool up;
 };
 

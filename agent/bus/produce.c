@@ -37,12 +37,6 @@ static void bus_events_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
     int64_t outbox_id = (int64_t)(intptr_t)m->_private;
 
     (void)rk;
-    if (outbox_id < 0) {
-        /* a command to another agent (bus_send_command): not the outbox's */
-        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-            bus->stats.peer_failed++;
-        return;
-    }
     bus_stream_account(&bus->stats.events, m, false);
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
         bus->state_client == BUS_CLIENT_EVENTS && !c->up) {
@@ -102,10 +96,11 @@ int bus_send_command(struct bus *bus, const char *host, const char *key, const c
     plen = strlen(ev) - strlen(tail); /* the prefix, as every topic has it */
     if ((size_t)snprintf(topic, sizeof(topic), "%.*scompute.%s", (int)plen, ev, host) >= sizeof(topic))
         return -ENAMETOOLONG;
-    e = rd_kafka_producev(bus->clients[BUS_CLIENT_EVENTS].rk, RD_KAFKA_V_TOPIC(topic),
+    /* the lossy producer (acks=1, its own timeout): a lost message is the
+     * sender's deadline's to cover, never a wait behind the outbox */
+    e = rd_kafka_producev(bus->clients[BUS_CLIENT_TELEMETRY].rk, RD_KAFKA_V_TOPIC(topic),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-                          RD_KAFKA_V_VALUE((void *)json, len), RD_KAFKA_V_OPAQUE((void *)(intptr_t)-1),
-                          RD_KAFKA_V_END);
+                          RD_KAFKA_V_VALUE((void *)json, len), RD_KAFKA_V_OPAQUE(NULL), RD_KAFKA_V_END);
     if (e)
         return bus_errno(e);
     bus->stats.peer_sent++;

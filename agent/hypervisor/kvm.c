@@ -201,7 +201,8 @@ const struct hv_driver hv_driver_kvm = {
     .features = HV_FEAT_BIT(HV_FEAT_DISK_FILES) | HV_FEAT_BIT(HV_FEAT_REBOOT_EVENT) |
                 HV_FEAT_BIT(HV_FEAT_RESET) | HV_FEAT_BIT(HV_FEAT_VCPU_HOTPLUG) |
                 HV_FEAT_BIT(HV_FEAT_MEM_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_NIC_HOTPLUG) |
-                HV_FEAT_BIT(HV_FEAT_DISK_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_JOB_STATS),
+                HV_FEAT_BIT(HV_FEAT_DISK_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_JOB_STATS) |
+                HV_FEAT_BIT(HV_FEAT_LIVE_MIGRATE),
     .probe = kvm_probe,
     .domain_xml = kvm_domain_xml,
     .device_xml = kvm_device_xml,

@@ -495,7 +495,8 @@ void ops_queue_job(struct op_run *r, enum job_kind kind)
 
     bool copy = kind == JOB_DEFINE || kind == JOB_PLUG || kind == JOB_UNPLUG || kind == JOB_CONFIG_DRIVE ||
                 kind == JOB_CLEANUP || kind == JOB_GROW || kind == JOB_LIVE || kind == JOB_MIGRATE ||
-                kind == JOB_MIGRATE_CHECK || kind == JOB_META || kind == JOB_MIG_DISK || kind == JOB_MIG_RELEASE;
+                kind == JOB_MIGRATE_CHECK || kind == JOB_META || kind == JOB_MIG_DISK || kind == JOB_MIG_RELEASE ||
+                kind == JOB_MIG_IN_CLEANUP;
     bool long_job = kind == JOB_MIGRATE || kind == JOB_MIGRATE_CHECK;
 
     if (!j || (copy && instance_copy(&j->inst, &r->inst) < 0)) {

@@ -557,6 +557,23 @@ void ops_job_work(uv_work_t *w)
     case JOB_MIG_DISK:
         job_mig_disk(j);
         break;
+    case JOB_MIG_IN_CLEANUP: {
+        enum hv_power p;
+        int rc = hv_power(hv, uuid, &p, &ignored);
+        if (rc == 0 && p == HV_POWER_RUNNING) {
+            /* never: a guest that runs here is not an aborted arrival */
+            log_error("an aborted incoming migration's domain runs here: left alone", "instance=%s", uuid);
+        } else {
+            if (rc == 0 && p != HV_POWER_SHUTOFF)
+                hv_destroy(hv, uuid, &ignored);
+            if (rc == 0)
+                hv_undefine(hv, uuid, &ignored);
+            ops_remove_disk(j->ops, uuid);
+        }
+        unplug_all(j, &ignored);
+        j->result = 0;
+        break;
+    }
     case JOB_MIG_RELEASE:
         j->result = unplug_all(j, &j->err);
         if (domain_here(hv, uuid) == 0)

@@ -25,7 +25,8 @@ void ops_launch_fail(struct op_run *r, const struct agent_error *e)
     ops_log(LOG_WARN, "launch failed: rolling back", r, e->message);
     r->fail = *e;
     r->failing = true;
-    ops_queue_job(r, JOB_CLEANUP);
+    /* an incoming migration's rollback never touches a running domain */
+    ops_queue_job(r, r->type->kind == OP_MIGRATE_IN ? JOB_MIG_IN_CLEANUP : JOB_CLEANUP);
 }
 
 static void on_image(int status, const struct imgcache_image_info *info, const struct agent_error *err,

@@ -664,7 +664,7 @@ static void on_peer_timeout(uv_timer_t *t)
 
 static int refuse(struct ops *o, const struct mig_msg *m, const struct agent_error *why, struct agent_error *err)
 {
-    struct op_run tmp = {.ops = o};
+    struct op_run tmp = {.ops = o, .type = &op_type_migrate_in};
 
     /* an answer without a run: from the message's own fields */
     strscpy(tmp.inst.uuid, m->instance_id, sizeof(tmp.inst.uuid));
@@ -865,7 +865,7 @@ int ops_migration_message(struct ops *o, const struct mig_msg *m, struct agent_e
                 bool arrived = mine && !instance_is_gone(&in);
                 instance_release(&in);
                 if (mine && (arrived == (m->action == MIG_ACT_LIVE_DONE))) {
-                    struct op_run tmp = {.ops = o};
+                    struct op_run tmp = {.ops = o, .type = &op_type_migrate_in};
                     strscpy(tmp.inst.uuid, m->instance_id, sizeof(tmp.inst.uuid));
                     strscpy(tmp.inst.mig.id, m->migration_id, sizeof(tmp.inst.mig.id));
                     strscpy(tmp.inst.mig.peer, m->from, sizeof(tmp.inst.mig.peer));

@@ -94,6 +94,8 @@ enum job_kind {
     JOB_META,     /* our metadata (owner: this host) on the domain, live and defined */
     JOB_MIG_DISK, /* migrate_in: the guest's directory, its overlay on the base, its console log */
     JOB_MIG_RELEASE, /* migrate, moved: its ports unplugged, its disk removed (the domain is gone) */
+    JOB_MIG_IN_CLEANUP, /* migrate_in rolled back: an incoming (paused or off) domain removed, never a
+                         * running one; disk and ports */
 };
 
 enum wait_kind { WAIT_NONE, WAIT_STOPPED, WAIT_REBOOTED, WAIT_PEER };

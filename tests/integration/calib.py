@@ -1026,3 +1026,48 @@ class ConsoleWatch:
             if found != ACPI_MARKERS[0]:
                 log(f"     (guest says: {found}; graceful stop/reboot will not work)")
         self.mark()
+
+
+# ---- a standalone mock Kafka cluster (build/tests/mock_kafka) ----
+
+MOCK_KAFKA_BIN = BUILD / "tests" / "mock_kafka"
+
+
+class MockKafka:
+    def __init__(self, d, topics):
+        self.d = d
+        self.bs_file = d / "bootstrap"
+        self.out_path = d / "mock_kafka.out"
+        self.err_path = d / "mock_kafka.err"
+        self.out = open(self.out_path, "wb")
+        self.err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen([str(MOCK_KAFKA_BIN), str(self.bs_file), *topics], stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=self.err, start_new_session=True)
+        self.bs = wait_for(lambda: self._bootstrap(), 15, what="mock_kafka's bootstrap file",
+                                 last=lambda: self.err_path.read_text(errors="replace")[-300:])
+
+    def _bootstrap(self):
+        assert self.proc.poll() is None, f"mock_kafka exited with {self.proc.returncode}"
+        if self.bs_file.exists():
+            return self.bs_file.read_text().strip() or None
+        return None
+
+    def lines(self):
+        return self.out_path.read_text(errors="replace").splitlines()
+
+    def signal(self, sig, confirm):
+        n = self.lines().count(confirm)
+        self.proc.send_signal(sig)
+        wait_for(lambda: self.lines().count(confirm) > n, 10, what=f"mock_kafka to say {confirm!r}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.out.close()
+        self.err.close()
+        return self.proc.returncode

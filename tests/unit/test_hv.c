@@ -115,7 +115,7 @@ static void test_features(void **state)
         {&hv_driver_kvm, HV_FEAT_DISK_FILES, true},    {&hv_driver_kvm, HV_FEAT_REBOOT_EVENT, true},
         {&hv_driver_kvm, HV_FEAT_RESET, true},         {&hv_driver_kvm, HV_FEAT_VCPU_HOTPLUG, true},
         {&hv_driver_kvm, HV_FEAT_MEM_HOTPLUG, true},   {&hv_driver_kvm, HV_FEAT_NIC_HOTPLUG, true},
-        {&hv_driver_kvm, HV_FEAT_JOB_STATS, true},     {&hv_driver_kvm, HV_FEAT_LIVE_MIGRATE, false},
+        {&hv_driver_kvm, HV_FEAT_JOB_STATS, true},     {&hv_driver_kvm, HV_FEAT_LIVE_MIGRATE, true},
         {&hv_driver_kvm, HV_FEAT_POSTCOPY, false},     {&hv_driver_kvm, HV_FEAT_ROOTFS_DIR, false},
         {&hv_driver_xen, HV_FEAT_DISK_FILES, true},    {&hv_driver_xen, HV_FEAT_REBOOT_EVENT, true},
         {&hv_driver_xen, HV_FEAT_RESET, true},         {&hv_driver_xen, HV_FEAT_VCPU_HOTPLUG, false},
