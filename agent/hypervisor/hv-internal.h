@@ -104,6 +104,11 @@ int hv_lv_job_info(struct hv *hv, const char *uuid, struct hv_job_info *ret, uns
 int hv_lv_job_abort(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
 int hv_lv_migrate_postcopy(struct hv *hv, const char *uuid, unsigned flags,
                            struct agent_error *err);
+/* migrate.c (issue 13) */
+int hv_lv_migrate(struct hv *hv, const char *uuid, const struct hv_migrate_params *p,
+                  unsigned flags, struct agent_error *err);
+int hv_lv_migrate_set_max_downtime(struct hv *hv, const char *uuid, uint64_t ms, unsigned flags,
+                                   struct agent_error *err);
 /* virDomainGetJobStats' typed parameters -> *ret (exposed for tests). */
 void hv_job_info_from_params(int type, const virTypedParameter *params, int n,
                              struct hv_job_info *ret);

@@ -314,11 +314,15 @@ struct hv_job_info {
     uint64_t mem_iteration;
     bool has_downtime;
     uint64_t downtime_ms;
+    /* issue 13: the disks' copy (NON_SHARED_INC) */
+    bool has_disk;
+    uint64_t disk_total, disk_processed, disk_remaining; /* bytes */
 };
 
 /* hv_migrate flags */
 #define HV_MIGRATE_LIVE (1u << 0)
-#define HV_MIGRATE_POSTCOPY (1u << 1)
+#define HV_MIGRATE_POSTCOPY (1u << 1)     /* allow hv_migrate_postcopy during it */
+#define HV_MIGRATE_AUTO_CONVERGE (1u << 2) /* QEMU throttles the vCPUs if it does not converge */
 struct hv_migrate_params {
     const char *dest_uri;         /* the target's libvirt URI */
     const char *dest_xml;         /* NULL: the domain's own */
@@ -401,6 +405,8 @@ struct hv_driver {
     int (*job_abort)(struct hv *hv, const char *uuid, unsigned flags, struct agent_error *err);
     int (*migrate_postcopy)(struct hv *hv, const char *uuid, unsigned flags,
                             struct agent_error *err);
+    int (*migrate_set_max_downtime)(struct hv *hv, const char *uuid, uint64_t ms, unsigned flags,
+                                    struct agent_error *err);
 };
 
 extern const struct hv_driver hv_driver_kvm;
@@ -517,11 +523,28 @@ int hv_attach_device(struct hv *hv, const char *uuid, const struct hv_device *de
                      struct agent_error *err);
 int hv_detach_device(struct hv *hv, const char *uuid, const struct hv_device *dev, unsigned flags,
                      struct agent_error *err);
-/* Migration (flags HV_MIGRATE_*): on the long-job thread. */
+/* Migration (flags HV_MIGRATE_*): on the long-job thread (hv_submit_long).
+ * kvm: peer-to-peer, persistent on the target, undefined on the source; the
+ * destination XML is p->dest_xml or the domain's migratable XML with
+ * p->path_map applied (hv_migrate_rewrite_paths); p->disks copied
+ * incrementally (the target has the backing files and empty overlays). It
+ * returns when the migration ended: 0 moved, else libvirt's error (an
+ * hv_job_abort gives -ECANCELED, code "cancelled"). */
 int hv_migrate(struct hv *hv, const char *uuid, const struct hv_migrate_params *p, unsigned flags,
                struct agent_error *err);
 int hv_job_info(struct hv *hv, const char *uuid, struct hv_job_info *ret, struct agent_error *err);
 int hv_job_abort(struct hv *hv, const char *uuid, struct agent_error *err);
 int hv_migrate_postcopy(struct hv *hv, const char *uuid, struct agent_error *err);
+/* The downtime QEMU may take at the switch, also during a migration (the
+ * downtime schedule). */
+int hv_migrate_set_max_downtime(struct hv *hv, const char *uuid, uint64_t ms, struct agent_error *err);
+/* A pure function: xml with every guest file path (<source file=>, <source
+ * path=> of file-backed chars, <log file=>, <kernel>/<initrd>/<loader>/<nvram>
+ * text) under one of map's prefixes (NULL-terminated from, to pairs; the
+ * first pair whose from is a whole-component prefix wins) rewritten to the
+ * matching to. 0 with *ret (free()), -EINVAL (not a domain XML, an odd
+ * map), -ENOMEM. */
+int hv_migrate_rewrite_paths(const char *xml, const char *const *map, char **ret,
+                             struct agent_error *err);
 
 #endif

@@ -193,8 +193,7 @@ static int kvm_device_xml(struct hv *hv, const struct hv_device *dev, char **xml
     return domxml_device(dev, &kvm_disks, &kvm_cdroms, "virtio", xml, err);
 }
 
-/* What QEMU through libvirt offers. Live migration and post-copy come with
- * issue 13's migrate entry (not in the table yet). */
+/* What QEMU through libvirt offers (live migration and post-copy: migrate.c). */
 const struct hv_driver hv_driver_kvm = {
     .name = "kvm",
     .default_uri = "qemu:///system",
@@ -202,7 +201,7 @@ const struct hv_driver hv_driver_kvm = {
                 HV_FEAT_BIT(HV_FEAT_RESET) | HV_FEAT_BIT(HV_FEAT_VCPU_HOTPLUG) |
                 HV_FEAT_BIT(HV_FEAT_MEM_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_NIC_HOTPLUG) |
                 HV_FEAT_BIT(HV_FEAT_DISK_HOTPLUG) | HV_FEAT_BIT(HV_FEAT_JOB_STATS) |
-                HV_FEAT_BIT(HV_FEAT_LIVE_MIGRATE),
+                HV_FEAT_BIT(HV_FEAT_LIVE_MIGRATE) | HV_FEAT_BIT(HV_FEAT_POSTCOPY),
     .probe = kvm_probe,
     .domain_xml = kvm_domain_xml,
     .device_xml = kvm_device_xml,
@@ -214,9 +213,8 @@ const struct hv_driver hv_driver_kvm = {
     .set_metadata = hv_lv_set_metadata,
     .attach_device = hv_lv_attach_device,
     .detach_device = hv_lv_detach_device,
-    /* .migrate: the contract (destination XML rewritten for the target's
-     * paths, which disks to copy, the downtime schedule) is issue 13's;
-     * until it lands the entry answers -ENOTSUP */
+    .migrate = hv_lv_migrate,
+    .migrate_set_max_downtime = hv_lv_migrate_set_max_downtime,
     .job_info = hv_lv_job_info,
     .job_abort = hv_lv_job_abort,
     .migrate_postcopy = hv_lv_migrate_postcopy,

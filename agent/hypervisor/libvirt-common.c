@@ -417,6 +417,9 @@ void hv_job_info_from_params(int type, const virTypedParameter *params, int n,
     param_ull(params, n, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE, &ret->mem_dirty_rate);
     param_ull(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION, &ret->mem_iteration);
     ret->has_downtime = param_ull(params, n, VIR_DOMAIN_JOB_DOWNTIME, &ret->downtime_ms);
+    ret->has_disk = param_ull(params, n, VIR_DOMAIN_JOB_DISK_TOTAL, &ret->disk_total);
+    param_ull(params, n, VIR_DOMAIN_JOB_DISK_PROCESSED, &ret->disk_processed);
+    param_ull(params, n, VIR_DOMAIN_JOB_DISK_REMAINING, &ret->disk_remaining);
 }
 
 int hv_lv_job_info(struct hv *hv, const char *uuid, struct hv_job_info *ret, unsigned flags,

@@ -227,6 +227,13 @@ int hv_job_abort(struct hv *hv, const char *uuid, struct agent_error *err)
     return ENTRY(hv)->job_abort(hv, uuid, 0, err);
 }
 
+int hv_migrate_set_max_downtime(struct hv *hv, const char *uuid, uint64_t ms, struct agent_error *err)
+{
+    if (!ENTRY(hv)->migrate_set_max_downtime)
+        return not_supported(hv, "migrate_set_max_downtime", err);
+    return ENTRY(hv)->migrate_set_max_downtime(hv, uuid, ms, 0, err);
+}
+
 int hv_migrate_postcopy(struct hv *hv, const char *uuid, struct agent_error *err)
 {
     if (!ENTRY(hv)->migrate_postcopy)

@@ -116,7 +116,7 @@ static void test_features(void **state)
         {&hv_driver_kvm, HV_FEAT_RESET, true},         {&hv_driver_kvm, HV_FEAT_VCPU_HOTPLUG, true},
         {&hv_driver_kvm, HV_FEAT_MEM_HOTPLUG, true},   {&hv_driver_kvm, HV_FEAT_NIC_HOTPLUG, true},
         {&hv_driver_kvm, HV_FEAT_JOB_STATS, true},     {&hv_driver_kvm, HV_FEAT_LIVE_MIGRATE, true},
-        {&hv_driver_kvm, HV_FEAT_POSTCOPY, false},     {&hv_driver_kvm, HV_FEAT_ROOTFS_DIR, false},
+        {&hv_driver_kvm, HV_FEAT_POSTCOPY, true},     {&hv_driver_kvm, HV_FEAT_ROOTFS_DIR, false},
         {&hv_driver_xen, HV_FEAT_DISK_FILES, true},    {&hv_driver_xen, HV_FEAT_REBOOT_EVENT, true},
         {&hv_driver_xen, HV_FEAT_RESET, true},         {&hv_driver_xen, HV_FEAT_VCPU_HOTPLUG, false},
         {&hv_driver_xen, HV_FEAT_MEM_HOTPLUG, false},  {&hv_driver_xen, HV_FEAT_LIVE_MIGRATE, false},
@@ -181,7 +181,7 @@ static void test_enotsup(void **state)
     expect_enotsup(hv_job_info(t, u, &ji, &err), &err, "test", "job_info");
     expect_enotsup(hv_job_abort(t, u, &err), &err, "test", "job_abort");
     expect_enotsup(hv_migrate(t, u, &mp, HV_MIGRATE_LIVE, &err), &err, "test", "migrate");
-    expect_enotsup(hv_migrate(k, u, &mp, HV_MIGRATE_LIVE, &err), &err, "kvm", "migrate");
+    expect_enotsup(hv_migrate_set_max_downtime(t, u, 300, &err), &err, "test", "migrate_set_max_downtime");
     expect_enotsup(hv_migrate(x, u, &mp, 0, &err), &err, "xen", "migrate");
     expect_enotsup(hv_migrate_postcopy(x, u, &err), &err, "xen", "migrate_postcopy");
     expect_enotsup(hv_migrate_postcopy(t, u, &err), &err, "test", "migrate_postcopy");
@@ -189,6 +189,8 @@ static void test_enotsup(void **state)
     assert_int_equal(hv_set_vcpus(k, u, 2, HV_LIVE, &err), -ENOTCONN);
     assert_int_equal(hv_job_abort(k, u, &err), -ENOTCONN);
     assert_int_equal(hv_migrate_postcopy(k, u, &err), -ENOTCONN);
+    assert_int_equal(hv_migrate(k, u, &mp, HV_MIGRATE_LIVE, &err), -ENOTCONN);
+    assert_int_equal(hv_migrate_set_max_downtime(k, u, 300, &err), -ENOTCONN);
     hv_free(t);
     hv_free(k);
     hv_done(&loop, x);
@@ -830,6 +832,44 @@ static void ctx_init(struct pool_ctx *c, struct pool_job *jobs, int n)
         jobs[i] = (struct pool_job){.c = c, .id = i};
 }
 
+/* issue 13: the destination XML's guest paths rewritten by prefix */
+static void test_migrate_rewrite_paths(void **state)
+{
+    static const char xml[] =
+        "<domain type='qemu'><name>g</name><os><type>hvm</type>"
+        "<kernel>/srv/a/boot/k</kernel><initrd>/srv/ab/i</initrd></os><devices>"
+        "<disk type='file' device='disk'><source file='/srv/a/g/disk.qcow2'/>"
+        "<backingStore type='file'><source file='/srv/a/base/b.qcow2'/></backingStore>"
+        "<target dev='vda'/></disk>"
+        "<serial type='file'><source path='/srv/a/g/console.log'/><log file='/srv/a/g/l&amp;og'/></serial>"
+        "<disk type='file'><source file='/other/x'/></disk></devices></domain>";
+    const char *map[] = {"/srv/a", "/data/b", "/other/", "/o2/", NULL};
+    const char *odd[] = {"/srv/a", NULL};
+    struct agent_error err = {0};
+    char *out = NULL;
+
+    (void)state;
+    assert_int_equal(hv_migrate_rewrite_paths(xml, map, &out, &err), 0);
+    assert_non_null(strstr(out, "<source file=\"/data/b/g/disk.qcow2\"/>"));
+    assert_non_null(strstr(out, "<source file=\"/data/b/base/b.qcow2\"/>"));
+    assert_non_null(strstr(out, "<source path=\"/data/b/g/console.log\"/>"));
+    assert_non_null(strstr(out, "<log file=\"/data/b/g/l&amp;og\"/>"));
+    assert_non_null(strstr(out, "<kernel>/data/b/boot/k</kernel>"));
+    assert_non_null(strstr(out, "<initrd>/srv/ab/i</initrd>")); /* not a whole-component prefix */
+    assert_non_null(strstr(out, "<source file=\"/o2/x\"/>"));
+    assert_null(strstr(out, "/srv/a/"));
+    free(out);
+    /* no map: the same document */
+    assert_int_equal(hv_migrate_rewrite_paths(xml, NULL, &out, &err), 0);
+    assert_non_null(strstr(out, "/srv/a/g/disk.qcow2"));
+    free(out);
+    assert_int_equal(hv_migrate_rewrite_paths(xml, odd, &out, &err), -EINVAL);
+    assert_null(out);
+    assert_int_equal(hv_migrate_rewrite_paths("<domain", map, &out, &err), -EINVAL);
+    assert_int_equal(hv_migrate_rewrite_paths("<network/>", map, &out, &err), -EINVAL);
+    assert_null(out);
+}
+
 static void test_workers_each_once(void **state)
 {
     struct pool_ctx c;
@@ -958,6 +998,7 @@ int main(void)
         cmocka_unit_test(test_caps_test_and_xen),
         cmocka_unit_test(test_caps_skylake_traits),
         cmocka_unit_test(test_caps_refused),
+        cmocka_unit_test(test_migrate_rewrite_paths),
         cmocka_unit_test(test_workers_each_once),
         cmocka_unit_test(test_workers_long_job_apart),
         cmocka_unit_test(test_workers_stop),
